@@ -1,0 +1,97 @@
+/* m2pt-bench: what the benchmark's parts share (options, shapes, timing,
+ * the result table, error reporting). Uses only the public m2pt API. */
+#ifndef M2PT_BENCH_H
+#define M2PT_BENCH_H
+
+#include <stddef.h>
+
+#include <m2pt/m2pt.h>
+
+/* Suites, as bits of bench_options.suites. */
+#define BENCH_SUITE_GEMM    1u
+#define BENCH_SUITE_LINEAR  2u
+#define BENCH_SUITE_STARTUP 4u
+#define BENCH_SUITE_ALL     (BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_STARTUP)
+
+typedef struct bench_options {
+  int warmup;        /* untimed runs before the timed ones */
+  int reps;          /* timed runs */
+  int quick;         /* no cold startup runs */
+  int smoke;         /* tiny shapes, one run: a test, not a measurement */
+  unsigned suites;   /* BENCH_SUITE_* */
+} bench_options;
+
+/* A linear map applied to `rows` vectors: [rows][in] -> [rows][out]. */
+typedef struct bench_shape {
+  size_t rows, in, out;
+} bench_shape;
+
+/* The shapes a run measures (ViT-B/16, or the tiny smoke shape) and the one
+ * the startup suite uses. */
+size_t bench_shapes(const bench_options *o, const bench_shape **shapes);
+bench_shape bench_startup_shape(const bench_options *o);
+
+/* 2·rows·in·out. */
+double bench_flops(bench_shape shape);
+
+/* Fills `n` floats with uniform values in [-1, 1), the same for one seed. */
+void bench_fill_random(float *dst, size_t n, unsigned seed);
+
+/* Monotonic wall clock in seconds. */
+double bench_now(void);
+
+/* Reports a failed m2pt call on stderr (its name, the status and the
+ * context's last error) and passes the status on. */
+m2pt_status bench_check(const m2pt_context *ctx, m2pt_status s, const char *call);
+#define BENCH_CALL(ctx, call) bench_check((ctx), (call), #call)
+
+/* Reports a failure of the bench itself on stderr; returns `s`. */
+m2pt_status bench_fail(m2pt_status s, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* One run of a case. It returns once the result is ready (it finishes the
+ * context itself), so the wall clock around it covers the whole run. */
+typedef m2pt_status (*bench_run_fn)(void *state);
+
+typedef struct bench_case {
+  bench_run_fn run;
+  void *state;
+  m2pt_context *profiled; /* also collect m2pt_context_kernel_time; NULL: none */
+} bench_case;
+
+typedef struct bench_timing {
+  double median_ms, min_ms, max_ms;
+  double kernel_ms; /* median device time of m2pt's own kernels; < 0: not measured */
+} bench_timing;
+
+/* o->warmup untimed runs, then o->reps timed ones. */
+m2pt_status bench_measure(const bench_case *c, const bench_options *o, bench_timing *t);
+
+/* The result table on stdout. A ratio <= 0 leaves the ratio column empty. */
+void bench_print_device(const m2pt_device_info *info);
+void bench_print_header(void);
+void bench_print_timing(const char *suite, const char *name, bench_shape shape,
+                        const bench_timing *t, double ratio, const char *ratio_label);
+void bench_print_seconds(const char *suite, const char *name, bench_shape shape,
+                         double seconds, double ratio, const char *ratio_label,
+                         const char *note);
+
+/* The suites, on the device `info` describes (ctx is a context on it,
+ * created with M2PT_CONTEXT_PROFILING). */
+m2pt_status bench_suite_gemm(m2pt_context *ctx, const m2pt_device_info *info,
+                             const bench_options *o);
+m2pt_status bench_suite_linear(m2pt_context *ctx, const bench_options *o);
+m2pt_status bench_suite_startup(const m2pt_device_info *info, const bench_options *o);
+
+/* The hidden --startup-probe mode: one context creation up to the first
+ * linear output read back, in a fresh process; prints
+ * "SECONDS PROGRAMS_BUILT PROGRAMS_LOADED" on stdout. Returns the exit code. */
+int bench_startup_probe(const char *device, m2pt_binary_cache cache, const bench_options *o);
+
+/* "P:D", the selector of the device `info` describes. */
+void bench_device_selector(const m2pt_device_info *info, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,180 @@
+/* m2pt-bench: shapes, timing, statistics, the result table, error reports. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench.h"
+
+/* ViT-B/16: 197 tokens; qkv, attention output, MLP up, MLP down. */
+static const bench_shape vit_shapes[] = {
+  {197, 768, 2304},
+  {197, 768, 768},
+  {197, 768, 3072},
+  {197, 3072, 768},
+};
+static const bench_shape smoke_shape = {3, 17, 5};
+
+size_t bench_shapes(const bench_options *o, const bench_shape **shapes)
+{
+  if (o->smoke) {
+    *shapes = &smoke_shape;
+    return 1;
+  }
+  *shapes = vit_shapes;
+  return sizeof vit_shapes / sizeof vit_shapes[0];
+}
+
+bench_shape bench_startup_shape(const bench_options *o)
+{
+  return o->smoke ? smoke_shape : vit_shapes[1];
+}
+
+double bench_flops(bench_shape shape)
+{
+  return 2.0 * (double)shape.rows * (double)shape.in * (double)shape.out;
+}
+
+void bench_fill_random(float *dst, size_t n, unsigned seed)
+{
+  uint32_t state = 2463534242u ^ seed; /* xorshift32; never 0 for small seeds */
+  for (size_t i = 0; i < n; i++) {
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    dst[i] = (float)(state >> 8) * (2.0f / 16777216.0f) - 1.0f;
+  }
+}
+
+double bench_now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+m2pt_status bench_check(const m2pt_context *ctx, m2pt_status s, const char *call)
+{
+  if (s != M2PT_OK) {
+    const int name_len = (int)strcspn(call, "(");
+    fprintf(stderr, "m2pt-bench: %.*s: %s: %s\n", name_len, call, m2pt_status_string(s),
+            m2pt_last_error(ctx));
+  }
+  return s;
+}
+
+m2pt_status bench_fail(m2pt_status s, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("m2pt-bench: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return s;
+}
+
+static int compare_double(const void *a, const void *b)
+{
+  const double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Sorts v[0..n) and returns its median. */
+static double sorted_median(double *v, size_t n)
+{
+  qsort(v, n, sizeof *v, compare_double);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* One timed run: wall clock around the run, then m2pt's kernel time. */
+static m2pt_status timed_run(const bench_case *c, double *wall_ms, double *kernel_ms)
+{
+  const double t0 = bench_now();
+  m2pt_status s = c->run(c->state);
+  *wall_ms = (bench_now() - t0) * 1e3;
+  if (s == M2PT_OK && c->profiled)
+    s = BENCH_CALL(c->profiled, m2pt_context_kernel_time(c->profiled, kernel_ms));
+  return s;
+}
+
+m2pt_status bench_measure(const bench_case *c, const bench_options *o, bench_timing *t)
+{
+  m2pt_status s = M2PT_OK;
+  for (int i = 0; s == M2PT_OK && i < o->warmup; i++)
+    s = c->run(c->state);
+  double drained;
+  if (s == M2PT_OK && c->profiled) /* forget the warm-up's kernels */
+    s = BENCH_CALL(c->profiled, m2pt_context_kernel_time(c->profiled, &drained));
+  if (s != M2PT_OK)
+    return s;
+
+  const size_t n = (size_t)o->reps;
+  double *wall = calloc(2 * n, sizeof *wall);
+  if (!wall)
+    return bench_fail(M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
+  double *kernel = wall + n;
+  for (size_t i = 0; s == M2PT_OK && i < n; i++)
+    s = timed_run(c, &wall[i], &kernel[i]);
+  if (s == M2PT_OK) {
+    t->median_ms = sorted_median(wall, n);
+    t->min_ms = wall[0];
+    t->max_ms = wall[n - 1];
+    t->kernel_ms = c->profiled ? sorted_median(kernel, n) : -1.0;
+  }
+  free(wall);
+  return s;
+}
+
+void bench_print_device(const m2pt_device_info *info)
+{
+  printf("\n== device %u:%u  %s (%s; %s, driver %s) ==\n", info->platform_index,
+         info->device_index, info->name, info->is_gpu ? "GPU" : info->is_cpu ? "CPU" : "other",
+         info->platform_name, info->driver_version);
+}
+
+void bench_print_header(void)
+{
+  printf("%-8s %-17s %-14s %10s %10s %10s %8s %10s  %s\n", "suite", "case", "shape",
+         "median ms", "min ms", "max ms", "GFLOP/s", "m2pt-k ms", "ratio");
+}
+
+static void shape_string(bench_shape shape, char *buf, size_t size)
+{
+  snprintf(buf, size, "%zux%zu->%zu", shape.rows, shape.in, shape.out);
+}
+
+static void print_ratio(double ratio, const char *label)
+{
+  if (ratio > 0.0)
+    printf("  %.2f %s", ratio, label);
+  putchar('\n');
+}
+
+void bench_print_timing(const char *suite, const char *name, bench_shape shape,
+                        const bench_timing *t, double ratio, const char *ratio_label)
+{
+  char shp[64], kernel[32] = "-";
+  shape_string(shape, shp, sizeof shp);
+  if (t->kernel_ms >= 0.0)
+    snprintf(kernel, sizeof kernel, "%.3f", t->kernel_ms);
+  printf("%-8s %-17s %-14s %10.3f %10.3f %10.3f %8.1f %10s", suite, name, shp, t->median_ms,
+         t->min_ms, t->max_ms, bench_flops(shape) / (t->median_ms * 1e6), kernel);
+  print_ratio(ratio, ratio_label);
+  fflush(stdout);
+}
+
+void bench_print_seconds(const char *suite, const char *name, bench_shape shape,
+                         double seconds, double ratio, const char *ratio_label,
+                         const char *note)
+{
+  char shp[64];
+  shape_string(shape, shp, sizeof shp);
+  printf("%-8s %-17s %-14s %10.1f %10s %10s %8s %10s", suite, name, shp, seconds * 1e3, "-",
+         "-", "-", "-");
+  if (note)
+    printf("  (%s)", note);
+  print_ratio(ratio, ratio_label);
+  fflush(stdout);
+}

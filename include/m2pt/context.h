@@ -1,0 +1,144 @@
+/* Devices and contexts: finding OpenCL devices, choosing one, and the context
+ * that every other m2pt object belongs to. */
+#ifndef M2PT_CONTEXT_H
+#define M2PT_CONTEXT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "export.h"
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* An OpenCL device, its queue, program caches and workspace. A context is
+ * used by one thread at a time; separate contexts are independent. */
+typedef struct m2pt_context m2pt_context;
+
+#define M2PT_INFO_STRING 256
+
+/* What a user choosing a device needs to know about it. */
+typedef struct m2pt_device_info {
+  unsigned platform_index;   /* P of a "P:D" selector */
+  unsigned device_index;     /* D of a "P:D" selector */
+  char platform_name[M2PT_INFO_STRING];
+  char platform_version[M2PT_INFO_STRING];
+  char name[M2PT_INFO_STRING];
+  char vendor[M2PT_INFO_STRING];
+  char driver_version[M2PT_INFO_STRING];
+  char device_version[M2PT_INFO_STRING];   /* "OpenCL 3.0 ..." */
+  char opencl_c_version[M2PT_INFO_STRING]; /* "OpenCL C 1.2 ..." */
+  int is_gpu;
+  int is_cpu;
+  unsigned compute_units;
+  unsigned max_clock_mhz;
+  uint64_t global_mem_bytes;
+  uint64_t local_mem_bytes;
+  uint64_t max_alloc_bytes;
+  int has_fp16;              /* cl_khr_fp16 */
+  int has_fp64;              /* cl_khr_fp64 or __opencl_c_fp64 */
+} m2pt_device_info;
+
+/* Lists every device of every OpenCL platform, in selector order.
+ * Writes up to `capacity` entries to `infos` (may be NULL when capacity is 0)
+ * and the total number found to `*count`; call once with capacity 0 to size
+ * the array. No device at all is M2PT_OK with *count = 0.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (count NULL, infos NULL with capacity > 0),
+ * M2PT_ERR_OPENCL. */
+M2PT_API m2pt_status m2pt_device_list(m2pt_device_info *infos, size_t capacity,
+                                      size_t *count);
+
+/* Resolves a selector the way m2pt_context_create does and writes the position
+ * of the chosen device in m2pt_device_list's order to `*index`.
+ * `selector` NULL means: $M2PT_DEVICE if set and non-empty, else the first
+ * GPU, else the first CPU, else the first device. A selector is "P:D"
+ * (platform and device index), "gpu", "cpu", or a case-insensitive substring
+ * of the device name. An explicit empty selector is M2PT_ERR_INVALID_ARGUMENT.
+ * A selector that matches nothing is M2PT_ERR_DEVICE_NOT_FOUND, and the
+ * message (m2pt_last_error(NULL)) lists the devices found. */
+M2PT_API m2pt_status m2pt_device_select(const char *selector, size_t *index);
+
+/* How the on-disk program binary cache is used. */
+typedef enum m2pt_binary_cache {
+  M2PT_BINARY_CACHE_AUTO = 0, /* the platform's measured default (see README) */
+  M2PT_BINARY_CACHE_ON,
+  M2PT_BINARY_CACHE_OFF,
+} m2pt_binary_cache;
+
+/* Context flags. */
+#define M2PT_CONTEXT_PROFILING 1u /* time m2pt's own kernels with OpenCL events */
+
+/* Options of m2pt_context_create. All-zero (or a NULL pointer) is the default. */
+typedef struct m2pt_context_options {
+  const char *device;       /* selector, see m2pt_device_select; NULL = default */
+  const char *cache_dir;    /* NULL: $M2PT_CACHE_DIR, else $XDG_CACHE_HOME/m2pt,
+                               else ~/.cache/m2pt; "off" disables the disk cache */
+  m2pt_binary_cache binary_cache;
+  unsigned flags;           /* M2PT_CONTEXT_* */
+} m2pt_context_options;
+
+/* Creates a context on the selected device with its own OpenCL context and
+ * in-order queue. `options` may be NULL. On success the caller owns *ctx and
+ * frees it with m2pt_context_destroy. On failure *ctx is NULL and
+ * m2pt_last_error(NULL) says why.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_DEVICE_NOT_FOUND,
+ * M2PT_ERR_OPENCL, M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_context_create(m2pt_context **ctx,
+                                         const m2pt_context_options *options);
+
+/* Destroys a context and what it owns. Every tensor and layer made with it
+ * must be destroyed first. OpenCL objects given to m2pt_context_wrap are not
+ * released. Accepts NULL. */
+M2PT_API void m2pt_context_destroy(m2pt_context *ctx);
+
+/* Describes the context's device. Errors: M2PT_ERR_INVALID_ARGUMENT. */
+M2PT_API m2pt_status m2pt_context_device_info(const m2pt_context *ctx,
+                                              m2pt_device_info *info);
+
+/* Waits until all work enqueued on the context has finished.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_OPENCL. */
+M2PT_API m2pt_status m2pt_context_finish(m2pt_context *ctx);
+
+/* The detailed message of the last failed call on `ctx` (argument, shapes,
+ * OpenCL or CLBlast error name, kernel build log), or "" if none failed.
+ * With ctx NULL: the last failure on this thread of a call that had no
+ * context (m2pt_context_create, m2pt_device_list, m2pt_device_select).
+ * The string stays valid until the next failing call on the same context
+ * (or thread). Never NULL. */
+M2PT_API const char *m2pt_last_error(const m2pt_context *ctx);
+
+/* Counters of what a context has done since creation (or the last reset). */
+typedef struct m2pt_stats {
+  uint64_t programs_built;       /* compiled from source */
+  uint64_t programs_loaded;      /* loaded from the on-disk binary cache */
+  uint64_t program_memory_hits;  /* served by the in-memory program cache */
+  uint64_t binaries_written;     /* binaries stored to the disk cache */
+  uint64_t binaries_rejected;    /* disk cache entries found corrupt or stale */
+  uint64_t cache_write_failures; /* disk cache writes that failed (harmless) */
+  uint64_t device_allocations;   /* device buffers created */
+  uint64_t device_bytes_allocated;
+  uint64_t device_bytes_live;    /* bytes in device buffers not yet freed */
+  uint64_t device_bytes_peak;    /* high-water mark of device_bytes_live */
+} m2pt_stats;
+
+/* Copies the context's counters. Errors: M2PT_ERR_INVALID_ARGUMENT. */
+M2PT_API m2pt_status m2pt_context_stats(const m2pt_context *ctx, m2pt_stats *stats);
+
+/* Zeroes the counters, except device_bytes_live; peak restarts from live. */
+M2PT_API void m2pt_context_stats_reset(m2pt_context *ctx);
+
+/* With M2PT_CONTEXT_PROFILING: waits for the queue, then writes the device
+ * time in milliseconds of m2pt's own kernels enqueued since the last call
+ * (OpenCL profiling events), and restarts the count. CLBlast's kernels are
+ * not included (time those by wall clock around m2pt_context_finish).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_INVALID_STATE (no profiling),
+ * M2PT_ERR_OPENCL. */
+M2PT_API m2pt_status m2pt_context_kernel_time(m2pt_context *ctx, double *ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

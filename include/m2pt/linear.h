@@ -1,0 +1,88 @@
+/* The cross-modal re-parameterized linear layer of M2PT (arXiv 2401.14405,
+ * the paper's CrossModalReparamLinear), and the plain linear it merges into:
+ *
+ *     y = x · (W + λ·W_aux)ᵀ + b [+ λ·b_aux]
+ *
+ * W and W_aux are [out][in] (PyTorch nn.Linear.weight layout), b and b_aux
+ * are [out], λ is a scalar (the checkpoint's "cross_modal_scale"). */
+#ifndef M2PT_LINEAR_H
+#define M2PT_LINEAR_H
+
+#include <stddef.h>
+
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct m2pt_linear m2pt_linear;
+
+/* Layer flags for m2pt_linear_create. */
+#define M2PT_LINEAR_BIAS     1u /* has a bias b */
+#define M2PT_LINEAR_AUX      2u /* re-parameterized: has W_aux and λ */
+#define M2PT_LINEAR_AUX_BIAS 4u /* also b_aux, folded as λ·b_aux; needs AUX
+                                   and implies BIAS */
+
+/* Creates a layer mapping `in` features to `out`. All weights start at zero
+ * and λ at 0 (the paper's initialisation), so set them before use.
+ * The caller owns *out_layer and frees it with m2pt_linear_destroy.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, zero or overflowing sizes,
+ * unknown flags, AUX_BIAS without AUX), M2PT_ERR_DEVICE_OUT_OF_MEMORY,
+ * M2PT_ERR_OPENCL. */
+M2PT_API m2pt_status m2pt_linear_create(m2pt_context *ctx, size_t in, size_t out,
+                                        unsigned flags, m2pt_linear **out_layer);
+
+/* Frees the layer. Accepts NULL. */
+M2PT_API void m2pt_linear_destroy(m2pt_linear *layer);
+
+/* Setters copy `count` floats from host memory; count must be out·in for
+ * weights and out for biases. Getters copy back the same way. A setter that
+ * fails leaves the layer as it was.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_SHAPE (count mismatch),
+ * M2PT_ERR_INVALID_STATE (the layer has no such parameter: no bias, no
+ * pathway, or the pathway was merged away), M2PT_ERR_OPENCL. */
+M2PT_API m2pt_status m2pt_linear_set_weight(m2pt_linear *layer, const float *w, size_t count);
+M2PT_API m2pt_status m2pt_linear_set_bias(m2pt_linear *layer, const float *b, size_t count);
+M2PT_API m2pt_status m2pt_linear_set_aux_weight(m2pt_linear *layer, const float *w, size_t count);
+M2PT_API m2pt_status m2pt_linear_set_aux_bias(m2pt_linear *layer, const float *b, size_t count);
+M2PT_API m2pt_status m2pt_linear_get_weight(const m2pt_linear *layer, float *w, size_t count);
+M2PT_API m2pt_status m2pt_linear_get_bias(const m2pt_linear *layer, float *b, size_t count);
+M2PT_API m2pt_status m2pt_linear_get_aux_weight(const m2pt_linear *layer, float *w, size_t count);
+M2PT_API m2pt_status m2pt_linear_get_aux_bias(const m2pt_linear *layer, float *b, size_t count);
+
+/* Sets λ. Errors: M2PT_ERR_INVALID_ARGUMENT (NULL layer, non-finite λ),
+ * M2PT_ERR_INVALID_STATE (no pathway, or merged). */
+M2PT_API m2pt_status m2pt_linear_set_scale(m2pt_linear *layer, float scale);
+M2PT_API m2pt_status m2pt_linear_get_scale(const m2pt_linear *layer, float *scale);
+
+/* y = layer(x). x has any shape whose last dimension is `in`; y has the same
+ * leading dimensions and last dimension `out`. Unmerged, W + λ·W_aux is formed
+ * on the device once and reused until W, W_aux or λ change, so a forward is
+ * one GEMM. Asynchronous: read y (or finish the context) to wait.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, y is x), M2PT_ERR_SHAPE,
+ * M2PT_ERR_CONTEXT_MISMATCH, M2PT_ERR_BLAS, M2PT_ERR_OPENCL,
+ * M2PT_ERR_KERNEL_BUILD. */
+M2PT_API m2pt_status m2pt_linear_forward(m2pt_linear *layer, const m2pt_tensor *x,
+                                         m2pt_tensor *y);
+
+/* Folds the pathway into the layer: W ← W + λ·W_aux (and b ← b + λ·b_aux),
+ * computed by the same kernel as the unmerged forward's effective weight, so
+ * forward gives the same numbers before and after. W_aux (and b_aux) are
+ * freed; the layer is then a plain linear. Merging a merged layer, or a layer
+ * without a pathway, changes nothing and returns M2PT_OK.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_OPENCL, M2PT_ERR_KERNEL_BUILD
+ * (the layer is unchanged then). */
+M2PT_API m2pt_status m2pt_linear_merge(m2pt_linear *layer);
+
+/* 1 once m2pt_linear_merge folded a pathway into the layer, else 0. */
+M2PT_API int m2pt_linear_is_merged(const m2pt_linear *layer);
+
+/* 1 while the layer has a pathway (W_aux and λ) that is not merged, else 0. */
+M2PT_API int m2pt_linear_has_pathway(const m2pt_linear *layer);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

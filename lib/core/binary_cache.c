@@ -1,0 +1,155 @@
+#include "binary_cache.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+/* For XXH3_state_t on the stack. */
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "context_impl.h"
+#include "m2pt/version.h"
+
+static const char cache_magic[8] = {'M', '2', 'P', 'T', 'B', 'I', 'N', '1'};
+#define HEADER_BYTES 24 /* magic, u64 payload size, u64 XXH3-64 of payload */
+
+static void hash_field(XXH3_state_t *state, const void *data, size_t length)
+{
+  /* Length first, so ("ab","c") and ("a","bc") differ. */
+  const uint64_t len = length;
+  XXH3_128bits_update(state, &len, sizeof len);
+  XXH3_128bits_update(state, data, length);
+}
+
+static void hash_string(XXH3_state_t *state, const char *s)
+{
+  hash_field(state, s, strlen(s));
+}
+
+void m2pt_binary_cache_key(const m2pt_context *ctx, const char *source, size_t length,
+                           const char *options, char key[M2PT_CACHE_KEY_CHARS])
+{
+  XXH3_state_t state;
+  XXH3_INITSTATE(&state);
+  XXH3_128bits_reset(&state);
+  hash_string(&state, M2PT_VERSION_STRING);
+  hash_string(&state, ctx->info.platform_name);
+  hash_string(&state, ctx->info.platform_version);
+  hash_string(&state, ctx->info.name);
+  hash_string(&state, ctx->info.vendor);
+  hash_string(&state, ctx->info.device_version);
+  hash_string(&state, ctx->info.driver_version);
+  hash_field(&state, source, length);
+  hash_string(&state, options);
+  const XXH128_hash_t h = XXH3_128bits_digest(&state);
+  snprintf(key, M2PT_CACHE_KEY_CHARS, "%016llx%016llx", (unsigned long long)h.high64,
+           (unsigned long long)h.low64);
+}
+
+void m2pt_binary_cache_path(const char *dir, const char *key, char *buf, size_t size)
+{
+  const int n = snprintf(buf, size, "%s/%s.bin", dir, key);
+  if (n < 0 || (size_t)n >= size)
+    buf[0] = '\0';
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+  for (int i = 0; i < 8; i++)
+    p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+m2pt_cache_lookup m2pt_binary_cache_read(const char *dir, const char *key,
+                                         unsigned char **data, size_t *size)
+{
+  char path[4096];
+  m2pt_binary_cache_path(dir, key, path, sizeof path);
+  if (!path[0])
+    return M2PT_CACHE_MISS;
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return M2PT_CACHE_MISS;
+  m2pt_cache_lookup result = M2PT_CACHE_CORRUPT;
+  unsigned char header[HEADER_BYTES];
+  unsigned char *payload = NULL;
+  struct stat st;
+  if (fstat(fileno(f), &st) != 0 || fread(header, 1, sizeof header, f) != sizeof header ||
+      memcmp(header, cache_magic, sizeof cache_magic) != 0)
+    goto done;
+  const uint64_t length = get_u64(header + 8);
+  /* The file must hold exactly the header and the announced payload. */
+  if (length == 0 || (uint64_t)st.st_size != HEADER_BYTES + length || length > SIZE_MAX)
+    goto done;
+  payload = malloc((size_t)length);
+  if (!payload || fread(payload, 1, (size_t)length, f) != length)
+    goto done;
+  if (XXH3_64bits(payload, (size_t)length) != get_u64(header + 16))
+    goto done;
+  *data = payload;
+  *size = (size_t)length;
+  payload = NULL;
+  result = M2PT_CACHE_HIT;
+done:
+  free(payload);
+  fclose(f);
+  return result;
+}
+
+/* mkdir -p; existing directories are fine. */
+static int make_dirs(const char *dir)
+{
+  char path[4096];
+  const size_t n = strlen(dir);
+  if (n == 0 || n >= sizeof path)
+    return -1;
+  memcpy(path, dir, n + 1);
+  for (char *p = path + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = '\0';
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+      return -1;
+    *p = '/';
+  }
+  return (mkdir(path, 0755) == 0 || errno == EEXIST) ? 0 : -1;
+}
+
+int m2pt_binary_cache_write(const char *dir, const char *key,
+                            const unsigned char *data, size_t size)
+{
+  char path[4096], tmp[4096 + 64];
+  m2pt_binary_cache_path(dir, key, path, sizeof path);
+  if (!path[0] || size == 0 || make_dirs(dir) != 0)
+    return -1;
+  /* A unique temporary name per process and call: concurrent writers of the
+   * same entry each rename a complete file, and the last one wins. */
+  static _Thread_local unsigned counter;
+  snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), counter++);
+  FILE *f = fopen(tmp, "wb");
+  if (!f)
+    return -1;
+  unsigned char header[HEADER_BYTES];
+  memcpy(header, cache_magic, sizeof cache_magic);
+  put_u64(header + 8, size);
+  put_u64(header + 16, XXH3_64bits(data, size));
+  int ok = fwrite(header, 1, sizeof header, f) == sizeof header &&
+           fwrite(data, 1, size, f) == size;
+  ok = (fclose(f) == 0) && ok;
+  if (!ok || rename(tmp, path) != 0) {
+    remove(tmp);
+    return -1;
+  }
+  return 0;
+}

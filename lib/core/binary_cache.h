@@ -1,0 +1,37 @@
+/* The on-disk cache of program binaries. An entry is one file named by a
+ * 128-bit hash of platform, device, driver version, library version, source
+ * and build options; it starts with a header (magic, payload size, payload
+ * hash) that is checked before the binary is handed to OpenCL, so a truncated
+ * or corrupt entry is rebuilt, never trusted. Entries are written to a
+ * temporary file and renamed into place, so readers never see half a file. */
+#ifndef M2PT_CORE_BINARY_CACHE_H
+#define M2PT_CORE_BINARY_CACHE_H
+
+#include <stddef.h>
+
+#include "m2pt/context.h"
+
+#define M2PT_CACHE_KEY_CHARS 33 /* 32 hex digits and a NUL */
+
+/* The entry name for (device of ctx, source text, full build options). */
+void m2pt_binary_cache_key(const m2pt_context *ctx, const char *source, size_t length,
+                           const char *options, char key[M2PT_CACHE_KEY_CHARS]);
+
+typedef enum m2pt_cache_lookup {
+  M2PT_CACHE_MISS,     /* no entry */
+  M2PT_CACHE_HIT,      /* *data holds the binary (free() it) */
+  M2PT_CACHE_CORRUPT,  /* an entry exists but fails its checks */
+} m2pt_cache_lookup;
+
+m2pt_cache_lookup m2pt_binary_cache_read(const char *dir, const char *key,
+                                         unsigned char **data, size_t *size);
+
+/* Stores an entry atomically, creating `dir` as needed. Returns 0 on success,
+ * -1 if anything failed (the cache then only costs speed). */
+int m2pt_binary_cache_write(const char *dir, const char *key,
+                            const unsigned char *data, size_t size);
+
+/* Path of an entry into buf (for tests and messages); "" if it does not fit. */
+void m2pt_binary_cache_path(const char *dir, const char *key, char *buf, size_t size);
+
+#endif

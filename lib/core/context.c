@@ -1,0 +1,317 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "context_impl.h"
+#include "device.h"
+#include "error.h"
+#include "m2pt/m2pt.h"
+#include "m2pt/opencl.h"
+#include "program.h"
+
+unsigned m2pt_version_number(void)
+{
+  return M2PT_VERSION_NUMBER;
+}
+
+const char *m2pt_version_string(void)
+{
+  return M2PT_VERSION_STRING;
+}
+
+/* Whether the disk binary cache pays off on this platform when the caller
+ * left it to us. PoCL keeps its own kernel cache (~/.cache/pocl) and asking
+ * it for CL_PROGRAM_BINARIES can compile again (pyopencl #731); see the
+ * README's measurements for the choice made here. */
+/* Measured on PoCL 3.1 (README, "Program caches"). */
+#define M2PT_POCL_BINARY_CACHE_DEFAULT 1
+
+static int binary_cache_default(const m2pt_device_info *info)
+{
+  if (strstr(info->platform_name, "Portable Computing Language"))
+    return M2PT_POCL_BINARY_CACHE_DEFAULT;
+  return 1;
+}
+
+static char *dup_string(const char *s)
+{
+  char *d = malloc(strlen(s) + 1);
+  if (d)
+    strcpy(d, s);
+  return d;
+}
+
+/* The cache directory the options and environment ask for; NULL for none. */
+static char *resolve_cache_dir(const m2pt_context_options *opts, const m2pt_device_info *info)
+{
+  const m2pt_binary_cache mode = opts ? opts->binary_cache : M2PT_BINARY_CACHE_AUTO;
+  if (mode == M2PT_BINARY_CACHE_OFF ||
+      (mode == M2PT_BINARY_CACHE_AUTO && !binary_cache_default(info)))
+    return NULL;
+  const char *dir = opts && opts->cache_dir ? opts->cache_dir : getenv("M2PT_CACHE_DIR");
+  if (dir && dir[0])
+    return strcmp(dir, "off") == 0 ? NULL : dup_string(dir);
+  char buf[4096];
+  const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+  if (xdg && xdg[0])
+    snprintf(buf, sizeof buf, "%s/m2pt", xdg);
+  else if (home && home[0])
+    snprintf(buf, sizeof buf, "%s/.cache/m2pt", home);
+  else
+    return NULL;
+  return dup_string(buf);
+}
+
+static void set_base_build_options(m2pt_context *ctx)
+{
+  char *opt = ctx->base_build_options;
+  const size_t cap = sizeof ctx->base_build_options;
+  opt[0] = '\0';
+  /* OpenCL C 1.2 is what our kernels are written in; 1.0/1.1 devices build
+   * them with their own default. */
+  if (strncmp(ctx->info.opencl_c_version, "OpenCL C 1.0", 12) != 0 &&
+      strncmp(ctx->info.opencl_c_version, "OpenCL C 1.1", 12) != 0)
+    strncat(opt, "-cl-std=CL1.2", cap - strlen(opt) - 1);
+  /* Vendors differ in divide/sqrt accuracy unless asked for correct rounding,
+   * which is only allowed where the device reports it. */
+  cl_device_fp_config fp = 0;
+  clGetDeviceInfo(ctx->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
+  if (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT)
+    strncat(opt, " -cl-fp32-correctly-rounded-divide-sqrt", cap - strlen(opt) - 1);
+}
+
+/* Everything common to created and wrapped contexts, once the OpenCL handles
+ * are retained by ctx. Frees ctx on failure. */
+static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *options,
+                                m2pt_context **out)
+{
+  ctx->flags = options ? options->flags : 0;
+  ctx->error = calloc(1, M2PT_ERROR_CAPACITY);
+  if (!ctx->error) {
+    m2pt_context_destroy(ctx);
+    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "out of host memory creating a context");
+  }
+  set_base_build_options(ctx);
+  ctx->cache_dir = resolve_cache_dir(options, &ctx->info);
+  *out = ctx;
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_context_create(m2pt_context **out, const m2pt_context_options *options)
+{
+  M2PT_REQUIRE(NULL, out != NULL, "m2pt_context_create: ctx is NULL");
+  *out = NULL;
+  m2pt_context *ctx = calloc(1, sizeof *ctx);
+  if (!ctx)
+    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "out of host memory creating a context");
+  m2pt_status status = m2pt_device_resolve(options ? options->device : NULL, &ctx->platform,
+                                           &ctx->device, &ctx->info);
+  if (status != M2PT_OK) {
+    free(ctx);
+    return status;
+  }
+  const cl_context_properties props[] = {CL_CONTEXT_PLATFORM,
+                                         (cl_context_properties)ctx->platform, 0};
+  cl_int err = CL_SUCCESS;
+  ctx->cl = clCreateContext(props, 1, &ctx->device, NULL, NULL, &err);
+  if (err != CL_SUCCESS) {
+    free(ctx);
+    return m2pt_fail_cl(NULL, err, "clCreateContext");
+  }
+  const cl_command_queue_properties qprops =
+      options && (options->flags & M2PT_CONTEXT_PROFILING) ? CL_QUEUE_PROFILING_ENABLE : 0;
+  /* clCreateCommandQueue is deprecated in 2.0 but is the call every 1.2
+   * driver has. */
+  ctx->queue = clCreateCommandQueue(ctx->cl, ctx->device, qprops, &err);
+  if (err != CL_SUCCESS) {
+    clReleaseContext(ctx->cl);
+    free(ctx);
+    return m2pt_fail_cl(NULL, err, "clCreateCommandQueue");
+  }
+  return finish_setup(ctx, options, out);
+}
+
+m2pt_status m2pt_context_wrap(cl_context context, cl_device_id device, cl_command_queue queue,
+                              const m2pt_context_options *options, m2pt_context **out)
+{
+  M2PT_REQUIRE(NULL, out != NULL, "m2pt_context_wrap: ctx is NULL");
+  *out = NULL;
+  M2PT_REQUIRE(NULL, context && device && queue,
+               "m2pt_context_wrap: context, device and queue must all be given");
+  cl_context qctx = NULL;
+  cl_device_id qdev = NULL;
+  cl_platform_id platform = NULL;
+  M2PT_TRY_CL(NULL, clGetCommandQueueInfo(queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL),
+              "clGetCommandQueueInfo(CL_QUEUE_CONTEXT)");
+  M2PT_TRY_CL(NULL, clGetCommandQueueInfo(queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL),
+              "clGetCommandQueueInfo(CL_QUEUE_DEVICE)");
+  M2PT_REQUIRE(NULL, qctx == context && qdev == device,
+               "m2pt_context_wrap: the queue belongs to another context or device");
+  M2PT_TRY_CL(NULL, clGetDeviceInfo(device, CL_DEVICE_PLATFORM, sizeof platform, &platform, NULL),
+              "clGetDeviceInfo(CL_DEVICE_PLATFORM)");
+  cl_command_queue_properties qprops = 0;
+  M2PT_TRY_CL(NULL, clGetCommandQueueInfo(queue, CL_QUEUE_PROPERTIES, sizeof qprops, &qprops, NULL),
+              "clGetCommandQueueInfo(CL_QUEUE_PROPERTIES)");
+  M2PT_REQUIRE(NULL, !(qprops & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE),
+               "m2pt_context_wrap: the queue must be in-order");
+  M2PT_REQUIRE(NULL, !(options && (options->flags & M2PT_CONTEXT_PROFILING)) ||
+                         (qprops & CL_QUEUE_PROFILING_ENABLE),
+               "m2pt_context_wrap: M2PT_CONTEXT_PROFILING needs a queue created with "
+               "CL_QUEUE_PROFILING_ENABLE");
+
+  m2pt_context *ctx = calloc(1, sizeof *ctx);
+  if (!ctx)
+    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "out of host memory creating a context");
+  ctx->platform = platform;
+  ctx->device = device;
+  ctx->cl = context;
+  ctx->queue = queue;
+  clRetainContext(context);
+  clRetainCommandQueue(queue);
+  /* Platform and device indices are unknown for a wrapped device. */
+  m2pt_device_query(platform, device, 0, 0, &ctx->info);
+  return finish_setup(ctx, options, out);
+}
+
+void m2pt_context_destroy(m2pt_context *ctx)
+{
+  if (!ctx)
+    return;
+  if (ctx->queue)
+    clFinish(ctx->queue);
+  for (size_t i = 0; i < ctx->event_count; i++)
+    clReleaseEvent(ctx->events[i]);
+  free(ctx->events);
+  m2pt_program_cache_clear(ctx);
+  if (ctx->queue)
+    clReleaseCommandQueue(ctx->queue);
+  if (ctx->cl)
+    clReleaseContext(ctx->cl);
+  free(ctx->cache_dir);
+  free(ctx->error);
+  free(ctx);
+}
+
+m2pt_status m2pt_context_device_info(const m2pt_context *ctx, m2pt_device_info *info)
+{
+  M2PT_REQUIRE(ctx, ctx && info, "m2pt_context_device_info: NULL argument");
+  *info = ctx->info;
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_context_finish(m2pt_context *ctx)
+{
+  M2PT_REQUIRE(NULL, ctx != NULL, "m2pt_context_finish: ctx is NULL");
+  M2PT_TRY_CL(ctx, clFinish(ctx->queue), "clFinish");
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_context_stats(const m2pt_context *ctx, m2pt_stats *stats)
+{
+  M2PT_REQUIRE(ctx, ctx && stats, "m2pt_context_stats: NULL argument");
+  *stats = ctx->stats;
+  return M2PT_OK;
+}
+
+void m2pt_context_stats_reset(m2pt_context *ctx)
+{
+  if (!ctx)
+    return;
+  const uint64_t live = ctx->stats.device_bytes_live;
+  memset(&ctx->stats, 0, sizeof ctx->stats);
+  ctx->stats.device_bytes_live = live;
+  ctx->stats.device_bytes_peak = live;
+}
+
+m2pt_status m2pt_context_kernel_time(m2pt_context *ctx, double *ms)
+{
+  M2PT_REQUIRE(NULL, ctx != NULL, "m2pt_context_kernel_time: ctx is NULL");
+  M2PT_REQUIRE(ctx, ms != NULL, "m2pt_context_kernel_time: ms is NULL");
+  if (!(ctx->flags & M2PT_CONTEXT_PROFILING))
+    return m2pt_fail(ctx, M2PT_ERR_INVALID_STATE,
+                     "m2pt_context_kernel_time: the context was created without "
+                     "M2PT_CONTEXT_PROFILING");
+  M2PT_TRY_CL(ctx, clFinish(ctx->queue), "clFinish");
+  double total_ns = 0.0;
+  cl_int err = CL_SUCCESS;
+  for (size_t i = 0; i < ctx->event_count; i++) {
+    cl_ulong start = 0, end = 0;
+    if (err == CL_SUCCESS)
+      err = clGetEventProfilingInfo(ctx->events[i], CL_PROFILING_COMMAND_START, sizeof start,
+                                    &start, NULL);
+    if (err == CL_SUCCESS)
+      err = clGetEventProfilingInfo(ctx->events[i], CL_PROFILING_COMMAND_END, sizeof end, &end,
+                                    NULL);
+    if (err == CL_SUCCESS && end > start)
+      total_ns += (double)(end - start);
+    clReleaseEvent(ctx->events[i]);
+  }
+  ctx->event_count = 0;
+  if (err != CL_SUCCESS)
+    return m2pt_fail_cl(ctx, err, "clGetEventProfilingInfo");
+  *ms = total_ns * 1e-6;
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_enqueue_kernel(m2pt_context *ctx, cl_kernel kernel, cl_uint dims,
+                                const size_t *global, const char *what)
+{
+  const int profiling = (ctx->flags & M2PT_CONTEXT_PROFILING) != 0;
+  if (profiling && ctx->event_count == ctx->event_capacity) {
+    const size_t cap = ctx->event_capacity ? 2 * ctx->event_capacity : 64;
+    cl_event *grown = realloc(ctx->events, cap * sizeof *grown);
+    if (!grown)
+      return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for profiling events");
+    ctx->events = grown;
+    ctx->event_capacity = cap;
+  }
+  cl_event event = NULL;
+  const cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, global, NULL, 0,
+                                            NULL, profiling ? &event : NULL);
+  if (err != CL_SUCCESS)
+    return m2pt_fail_cl(ctx, err, what);
+  if (profiling)
+    ctx->events[ctx->event_count++] = event;
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem *out)
+{
+  *out = NULL;
+  if (bytes == 0)
+    return m2pt_fail(ctx, M2PT_ERR_INVALID_ARGUMENT, "device buffer of zero bytes");
+  if (ctx->info.max_alloc_bytes && bytes > ctx->info.max_alloc_bytes)
+    return m2pt_fail(ctx, M2PT_ERR_DEVICE_OUT_OF_MEMORY,
+                     "device buffer of %zu bytes exceeds the device's largest allocation "
+                     "(CL_DEVICE_MAX_MEM_ALLOC_SIZE = %llu bytes)",
+                     bytes, (unsigned long long)ctx->info.max_alloc_bytes);
+  cl_int err = CL_SUCCESS;
+  cl_mem buf = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, bytes, NULL, &err);
+  if (err != CL_SUCCESS)
+    return m2pt_fail_cl(ctx, err, "clCreateBuffer");
+  if (zero) {
+    const float zero_value = 0.0f;
+    /* Buffers are f32 arrays; every size we allocate is a multiple of 4. */
+    err = clEnqueueFillBuffer(ctx->queue, buf, &zero_value, sizeof zero_value, 0,
+                              bytes - bytes % sizeof zero_value, 0, NULL, NULL);
+    if (err != CL_SUCCESS) {
+      clReleaseMemObject(buf);
+      return m2pt_fail_cl(ctx, err, "clEnqueueFillBuffer");
+    }
+  }
+  ctx->stats.device_allocations++;
+  ctx->stats.device_bytes_allocated += bytes;
+  ctx->stats.device_bytes_live += bytes;
+  if (ctx->stats.device_bytes_live > ctx->stats.device_bytes_peak)
+    ctx->stats.device_bytes_peak = ctx->stats.device_bytes_live;
+  *out = buf;
+  return M2PT_OK;
+}
+
+void m2pt_buffer_release(m2pt_context *ctx, cl_mem buffer, size_t bytes)
+{
+  if (!buffer)
+    return;
+  clReleaseMemObject(buffer);
+  ctx->stats.device_bytes_live -= bytes;
+}

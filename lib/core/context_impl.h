@@ -1,0 +1,74 @@
+/* The insides of contexts and tensors, shared by core, ops and nn. */
+#ifndef M2PT_CORE_CONTEXT_IMPL_H
+#define M2PT_CORE_CONTEXT_IMPL_H
+
+#include <stddef.h>
+
+#include "cl.h"
+#include "m2pt/context.h"
+#include "m2pt/tensor.h"
+
+/* Room for a message with a kernel build log or a device list. */
+#define M2PT_ERROR_CAPACITY 16384
+
+struct m2pt_program_entry; /* program.c */
+
+struct m2pt_context {
+  cl_platform_id platform;
+  cl_device_id device;
+  cl_context cl;
+  cl_command_queue queue;
+  unsigned flags;              /* M2PT_CONTEXT_* */
+  m2pt_device_info info;
+  char *error;                 /* M2PT_ERROR_CAPACITY bytes */
+  m2pt_stats stats;
+
+  /* Program caches (program.c, binary_cache.c). */
+  struct m2pt_program_entry *programs;
+  char *cache_dir;             /* NULL: no on-disk binary cache */
+  char base_build_options[128];
+
+  /* Events of our own kernels while profiling (m2pt_context_kernel_time). */
+  cl_event *events;
+  size_t event_count;
+  size_t event_capacity;
+};
+
+struct m2pt_tensor {
+  m2pt_context *ctx;
+  cl_mem buffer;
+  size_t ndim;
+  size_t shape[M2PT_MAX_DIMS];
+  size_t numel;
+};
+
+/* Creates a device buffer of `bytes`, zero-filled when `zero` is set, and
+ * counts it in the context's stats. Checks the device's allocation limit
+ * first, so an oversized request is a clear M2PT_ERR_DEVICE_OUT_OF_MEMORY. */
+m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem *out);
+
+/* Releases a buffer made by m2pt_buffer_create. Accepts NULL. */
+void m2pt_buffer_release(m2pt_context *ctx, cl_mem buffer, size_t bytes);
+
+/* Enqueues an m2pt kernel (NULL local size: the driver picks) and keeps its
+ * event while profiling. `what` names the kernel in error messages. */
+m2pt_status m2pt_enqueue_kernel(m2pt_context *ctx, cl_kernel kernel, cl_uint dims,
+                                const size_t *global, const char *what);
+
+/* Checks that a tensor argument is non-NULL and belongs to ctx. */
+m2pt_status m2pt_check_tensor(const m2pt_context *ctx, const m2pt_tensor *t,
+                              const char *name);
+
+/* Formats a tensor's shape as "[2][3]" into buf (for messages). */
+const char *m2pt_shape_string(const m2pt_tensor *t, char *buf, size_t size);
+
+/* a·b into *out; returns 0 on overflow. */
+static inline int m2pt_mul_size(size_t a, size_t b, size_t *out)
+{
+  if (a != 0 && b > (size_t)-1 / a)
+    return 0;
+  *out = a * b;
+  return 1;
+}
+
+#endif

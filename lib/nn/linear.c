@@ -1,0 +1,296 @@
+/* The cross-modal re-parameterized linear (arXiv 2401.14405, §3.2):
+ * y = x·(W + λ·W_aux)ᵀ + b [+ λ·b_aux], and its merge into a plain linear. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "core/context_impl.h"
+#include "core/error.h"
+#include "m2pt/m2pt.h"
+#include "ops/blas.h"
+#include "ops/linear_ops.h"
+
+struct m2pt_linear {
+  m2pt_context *ctx;
+  size_t in, out;
+  unsigned flags;      /* M2PT_LINEAR_*, as they hold now (merge drops AUX*) */
+  int merged;
+  float scale;         /* λ */
+  cl_mem w, b, w_aux, b_aux;
+  /* W + λ·W_aux and b + λ·b_aux, formed on the device when stale. */
+  cl_mem w_eff, b_eff;
+  int eff_stale;
+};
+
+static size_t weight_bytes(const m2pt_linear *l)
+{
+  return l->in * l->out * sizeof(float);
+}
+
+static size_t bias_bytes(const m2pt_linear *l)
+{
+  return l->out * sizeof(float);
+}
+
+void m2pt_linear_destroy(m2pt_linear *l)
+{
+  if (!l)
+    return;
+  m2pt_buffer_release(l->ctx, l->w, weight_bytes(l));
+  m2pt_buffer_release(l->ctx, l->w_aux, weight_bytes(l));
+  m2pt_buffer_release(l->ctx, l->w_eff, weight_bytes(l));
+  m2pt_buffer_release(l->ctx, l->b, bias_bytes(l));
+  m2pt_buffer_release(l->ctx, l->b_aux, bias_bytes(l));
+  m2pt_buffer_release(l->ctx, l->b_eff, bias_bytes(l));
+  free(l);
+}
+
+m2pt_status m2pt_linear_create(m2pt_context *ctx, size_t in, size_t out, unsigned flags,
+                               m2pt_linear **out_layer)
+{
+  M2PT_REQUIRE(NULL, ctx != NULL, "m2pt_linear_create: ctx is NULL");
+  M2PT_REQUIRE(ctx, out_layer != NULL, "m2pt_linear_create: out_layer is NULL");
+  *out_layer = NULL;
+  M2PT_REQUIRE(ctx, in > 0 && out > 0, "m2pt_linear_create: in=%zu out=%zu (both must be > 0)",
+               in, out);
+  size_t elems, bytes;
+  M2PT_REQUIRE(ctx, m2pt_mul_size(in, out, &elems) && m2pt_mul_size(elems, sizeof(float), &bytes),
+               "m2pt_linear_create: %zu × %zu weights overflow", out, in);
+  const unsigned known = M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX | M2PT_LINEAR_AUX_BIAS;
+  M2PT_REQUIRE(ctx, (flags & ~known) == 0, "m2pt_linear_create: unknown flags 0x%x",
+               flags & ~known);
+  M2PT_REQUIRE(ctx, !(flags & M2PT_LINEAR_AUX_BIAS) || (flags & M2PT_LINEAR_AUX),
+               "m2pt_linear_create: M2PT_LINEAR_AUX_BIAS needs M2PT_LINEAR_AUX");
+  if (flags & M2PT_LINEAR_AUX_BIAS)
+    flags |= M2PT_LINEAR_BIAS;
+
+  m2pt_linear *l = calloc(1, sizeof *l);
+  if (!l)
+    return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for a linear layer");
+  l->ctx = ctx;
+  l->in = in;
+  l->out = out;
+  l->flags = flags;
+  l->eff_stale = 1;
+  m2pt_status s = m2pt_buffer_create(ctx, bytes, 1, &l->w);
+  if (s == M2PT_OK && (flags & M2PT_LINEAR_BIAS))
+    s = m2pt_buffer_create(ctx, bias_bytes(l), 1, &l->b);
+  if (s == M2PT_OK && (flags & M2PT_LINEAR_AUX))
+    s = m2pt_buffer_create(ctx, bytes, 1, &l->w_aux);
+  if (s == M2PT_OK && (flags & M2PT_LINEAR_AUX_BIAS))
+    s = m2pt_buffer_create(ctx, bias_bytes(l), 1, &l->b_aux);
+  if (s != M2PT_OK) {
+    m2pt_linear_destroy(l);
+    return s;
+  }
+  *out_layer = l;
+  return M2PT_OK;
+}
+
+/* Which parameter a setter or getter addresses. */
+typedef enum param { P_WEIGHT, P_BIAS, P_AUX_WEIGHT, P_AUX_BIAS } param;
+static const char *param_name[] = {"weight", "bias", "aux_weight", "aux_bias"};
+
+/* The buffer holding `p` and its element count, or a failure saying why the
+ * layer has no such parameter. */
+static m2pt_status locate(const m2pt_linear *l, param p, const void *host, size_t count,
+                          cl_mem *buf, const char *fn)
+{
+  M2PT_REQUIRE(NULL, l != NULL, "%s: layer is NULL", fn);
+  M2PT_REQUIRE(l->ctx, host != NULL, "%s: host pointer is NULL", fn);
+  const cl_mem bufs[] = {l->w, l->b, l->w_aux, l->b_aux};
+  if (!bufs[p]) {
+    const char *why = l->merged && (p == P_AUX_WEIGHT || p == P_AUX_BIAS)
+                          ? "the pathway was merged into the weight"
+                          : "the layer was created without it";
+    return m2pt_fail(l->ctx, M2PT_ERR_INVALID_STATE, "%s: no %s: %s", fn, param_name[p], why);
+  }
+  const size_t want = (p == P_WEIGHT || p == P_AUX_WEIGHT) ? l->in * l->out : l->out;
+  if (count != want)
+    return m2pt_fail(l->ctx, M2PT_ERR_SHAPE, "%s: %zu floats given, %s of a %zu→%zu layer has %zu",
+                     fn, count, param_name[p], l->in, l->out, want);
+  *buf = bufs[p];
+  return M2PT_OK;
+}
+
+static m2pt_status set_param(m2pt_linear *l, param p, const float *src, size_t count,
+                             const char *fn)
+{
+  cl_mem buf;
+  M2PT_TRY(locate(l, p, src, count, &buf, fn));
+  M2PT_TRY_CL(l->ctx,
+              clEnqueueWriteBuffer(l->ctx->queue, buf, CL_TRUE, 0, count * sizeof(float), src, 0,
+                                   NULL, NULL),
+              fn);
+  l->eff_stale = 1;
+  return M2PT_OK;
+}
+
+static m2pt_status get_param(const m2pt_linear *l, param p, float *dst, size_t count,
+                             const char *fn)
+{
+  cl_mem buf;
+  M2PT_TRY(locate(l, p, dst, count, &buf, fn));
+  M2PT_TRY_CL(l->ctx,
+              clEnqueueReadBuffer(l->ctx->queue, buf, CL_TRUE, 0, count * sizeof(float), dst, 0,
+                                  NULL, NULL),
+              fn);
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_linear_set_weight(m2pt_linear *l, const float *w, size_t count)
+{
+  return set_param(l, P_WEIGHT, w, count, "m2pt_linear_set_weight");
+}
+
+m2pt_status m2pt_linear_set_bias(m2pt_linear *l, const float *b, size_t count)
+{
+  return set_param(l, P_BIAS, b, count, "m2pt_linear_set_bias");
+}
+
+m2pt_status m2pt_linear_set_aux_weight(m2pt_linear *l, const float *w, size_t count)
+{
+  return set_param(l, P_AUX_WEIGHT, w, count, "m2pt_linear_set_aux_weight");
+}
+
+m2pt_status m2pt_linear_set_aux_bias(m2pt_linear *l, const float *b, size_t count)
+{
+  return set_param(l, P_AUX_BIAS, b, count, "m2pt_linear_set_aux_bias");
+}
+
+m2pt_status m2pt_linear_get_weight(const m2pt_linear *l, float *w, size_t count)
+{
+  return get_param(l, P_WEIGHT, w, count, "m2pt_linear_get_weight");
+}
+
+m2pt_status m2pt_linear_get_bias(const m2pt_linear *l, float *b, size_t count)
+{
+  return get_param(l, P_BIAS, b, count, "m2pt_linear_get_bias");
+}
+
+m2pt_status m2pt_linear_get_aux_weight(const m2pt_linear *l, float *w, size_t count)
+{
+  return get_param(l, P_AUX_WEIGHT, w, count, "m2pt_linear_get_aux_weight");
+}
+
+m2pt_status m2pt_linear_get_aux_bias(const m2pt_linear *l, float *b, size_t count)
+{
+  return get_param(l, P_AUX_BIAS, b, count, "m2pt_linear_get_aux_bias");
+}
+
+static m2pt_status require_pathway(const m2pt_linear *l, const char *fn)
+{
+  M2PT_REQUIRE(NULL, l != NULL, "%s: layer is NULL", fn);
+  if (!(l->flags & M2PT_LINEAR_AUX))
+    return m2pt_fail(l->ctx, M2PT_ERR_INVALID_STATE, "%s: %s", fn,
+                     l->merged ? "the pathway was merged; λ is folded into the weight"
+                               : "the layer has no pathway (created without M2PT_LINEAR_AUX)");
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_linear_set_scale(m2pt_linear *l, float scale)
+{
+  M2PT_TRY(require_pathway(l, "m2pt_linear_set_scale"));
+  M2PT_REQUIRE(l->ctx, isfinite(scale), "m2pt_linear_set_scale: λ = %g is not finite",
+               (double)scale);
+  if (scale != l->scale || signbit(scale) != signbit(l->scale))
+    l->eff_stale = 1;
+  l->scale = scale;
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_linear_get_scale(const m2pt_linear *l, float *scale)
+{
+  M2PT_TRY(require_pathway(l, "m2pt_linear_get_scale"));
+  M2PT_REQUIRE(l->ctx, scale != NULL, "m2pt_linear_get_scale: scale is NULL");
+  *scale = l->scale;
+  return M2PT_OK;
+}
+
+/* Forms W + λ·W_aux (and b + λ·b_aux) if the parameters changed since. */
+static m2pt_status refresh_effective(m2pt_linear *l)
+{
+  if (!(l->flags & M2PT_LINEAR_AUX) || !l->eff_stale)
+    return M2PT_OK;
+  const size_t nw = l->in * l->out;
+  if (!l->w_eff)
+    M2PT_TRY(m2pt_buffer_create(l->ctx, weight_bytes(l), 0, &l->w_eff));
+  if ((l->flags & M2PT_LINEAR_AUX_BIAS) && !l->b_eff)
+    M2PT_TRY(m2pt_buffer_create(l->ctx, bias_bytes(l), 0, &l->b_eff));
+  M2PT_TRY(m2pt_op_fold_pathway(l->ctx, l->w_eff, l->w, l->w_aux, l->scale, nw));
+  if (l->flags & M2PT_LINEAR_AUX_BIAS)
+    M2PT_TRY(m2pt_op_fold_pathway(l->ctx, l->b_eff, l->b, l->b_aux, l->scale, l->out));
+  l->eff_stale = 0;
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_linear_forward(m2pt_linear *l, const m2pt_tensor *x, m2pt_tensor *y)
+{
+  M2PT_REQUIRE(NULL, l != NULL, "m2pt_linear_forward: layer is NULL");
+  m2pt_context *ctx = l->ctx;
+  M2PT_TRY(m2pt_check_tensor(ctx, x, "m2pt_linear_forward: x"));
+  M2PT_TRY(m2pt_check_tensor(ctx, y, "m2pt_linear_forward: y"));
+  M2PT_REQUIRE(ctx, x != y, "m2pt_linear_forward: y must not be x");
+  int fits = x->ndim == y->ndim && x->shape[x->ndim - 1] == l->in &&
+             y->shape[y->ndim - 1] == l->out;
+  for (size_t i = 0; fits && i + 1 < x->ndim; i++)
+    fits = x->shape[i] == y->shape[i];
+  if (!fits) {
+    char sx[96], sy[96];
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE,
+                     "m2pt_linear_forward: a %zu→%zu layer maps x [..][%zu] to y [..][%zu] with "
+                     "the same leading dimensions; got x %s, y %s",
+                     l->in, l->out, l->in, l->out, m2pt_shape_string(x, sx, sizeof sx),
+                     m2pt_shape_string(y, sy, sizeof sy));
+  }
+  const size_t rows = x->numel / l->in;
+
+  M2PT_TRY(refresh_effective(l));
+  const int pathway = (l->flags & M2PT_LINEAR_AUX) != 0;
+  const cl_mem weight = pathway ? l->w_eff : l->w;
+  const cl_mem bias = (l->flags & M2PT_LINEAR_AUX_BIAS) ? l->b_eff : l->b;
+  float beta = 0.0f;
+  if (bias) {
+    M2PT_TRY(m2pt_op_broadcast_rows(ctx, y->buffer, bias, rows, l->out));
+    beta = 1.0f;
+  }
+  const m2pt_blas_matrix a = {x->buffer, 0, l->in, 0};
+  const m2pt_blas_matrix b = {weight, 0, l->in, 0};
+  const m2pt_blas_matrix c = {y->buffer, 0, l->out, 0};
+  return m2pt_blas_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, rows, l->out, l->in, 1.0f, &a, &b, beta,
+                         &c, 1);
+}
+
+m2pt_status m2pt_linear_merge(m2pt_linear *l)
+{
+  M2PT_REQUIRE(NULL, l != NULL, "m2pt_linear_merge: layer is NULL");
+  if (!(l->flags & M2PT_LINEAR_AUX))
+    return M2PT_OK;
+  /* The merged weight is the forward's effective weight, bit for bit. */
+  M2PT_TRY(refresh_effective(l));
+  m2pt_buffer_release(l->ctx, l->w, weight_bytes(l));
+  l->w = l->w_eff;
+  l->w_eff = NULL;
+  m2pt_buffer_release(l->ctx, l->w_aux, weight_bytes(l));
+  l->w_aux = NULL;
+  if (l->flags & M2PT_LINEAR_AUX_BIAS) {
+    m2pt_buffer_release(l->ctx, l->b, bias_bytes(l));
+    l->b = l->b_eff;
+    l->b_eff = NULL;
+    m2pt_buffer_release(l->ctx, l->b_aux, bias_bytes(l));
+    l->b_aux = NULL;
+  }
+  l->flags &= ~(M2PT_LINEAR_AUX | M2PT_LINEAR_AUX_BIAS);
+  l->scale = 0.0f;
+  l->merged = 1;
+  return M2PT_OK;
+}
+
+int m2pt_linear_is_merged(const m2pt_linear *l)
+{
+  return l ? l->merged : 0;
+}
+
+int m2pt_linear_has_pathway(const m2pt_linear *l)
+{
+  return l && (l->flags & M2PT_LINEAR_AUX) ? 1 : 0;
+}

@@ -1,0 +1,104 @@
+#include "blas.h"
+
+#include <clblast_c.h>
+
+#include "core/context_impl.h"
+#include "core/error.h"
+
+const char *m2pt_clblast_status_name(int status)
+{
+  switch ((CLBlastStatusCode)status) {
+#define NAME(e) case e: return #e
+  NAME(CLBlastSuccess);
+  NAME(CLBlastOpenCLCompilerNotAvailable);
+  NAME(CLBlastTempBufferAllocFailure);
+  NAME(CLBlastOpenCLOutOfResources);
+  NAME(CLBlastOpenCLOutOfHostMemory);
+  NAME(CLBlastOpenCLBuildProgramFailure);
+  NAME(CLBlastInvalidValue);
+  NAME(CLBlastInvalidCommandQueue);
+  NAME(CLBlastInvalidMemObject);
+  NAME(CLBlastInvalidBinary);
+  NAME(CLBlastInvalidBuildOptions);
+  NAME(CLBlastInvalidProgram);
+  NAME(CLBlastInvalidProgramExecutable);
+  NAME(CLBlastInvalidKernelName);
+  NAME(CLBlastInvalidKernelDefinition);
+  NAME(CLBlastInvalidKernel);
+  NAME(CLBlastInvalidArgIndex);
+  NAME(CLBlastInvalidArgValue);
+  NAME(CLBlastInvalidArgSize);
+  NAME(CLBlastInvalidKernelArgs);
+  NAME(CLBlastInvalidLocalNumDimensions);
+  NAME(CLBlastInvalidLocalThreadsTotal);
+  NAME(CLBlastInvalidLocalThreadsDim);
+  NAME(CLBlastInvalidGlobalOffset);
+  NAME(CLBlastInvalidEventWaitList);
+  NAME(CLBlastInvalidEvent);
+  NAME(CLBlastInvalidOperation);
+  NAME(CLBlastInvalidBufferSize);
+  NAME(CLBlastInvalidGlobalWorkSize);
+  NAME(CLBlastNotImplemented);
+  NAME(CLBlastInvalidMatrixA);
+  NAME(CLBlastInvalidMatrixB);
+  NAME(CLBlastInvalidMatrixC);
+  NAME(CLBlastInvalidVectorX);
+  NAME(CLBlastInvalidVectorY);
+  NAME(CLBlastInvalidDimension);
+  NAME(CLBlastInvalidLeadDimA);
+  NAME(CLBlastInvalidLeadDimB);
+  NAME(CLBlastInvalidLeadDimC);
+  NAME(CLBlastInvalidIncrementX);
+  NAME(CLBlastInvalidIncrementY);
+  NAME(CLBlastInsufficientMemoryA);
+  NAME(CLBlastInsufficientMemoryB);
+  NAME(CLBlastInsufficientMemoryC);
+  NAME(CLBlastInsufficientMemoryX);
+  NAME(CLBlastInsufficientMemoryY);
+  NAME(CLBlastInsufficientMemoryTemp);
+  NAME(CLBlastInvalidBatchCount);
+  NAME(CLBlastInvalidOverrideKernel);
+  NAME(CLBlastMissingOverrideParameter);
+  NAME(CLBlastInvalidLocalMemUsage);
+  NAME(CLBlastNoHalfPrecision);
+  NAME(CLBlastNoDoublePrecision);
+  NAME(CLBlastInvalidVectorScalar);
+  NAME(CLBlastInsufficientMemoryScalar);
+  NAME(CLBlastDatabaseError);
+  NAME(CLBlastUnknownError);
+  NAME(CLBlastUnexpectedError);
+#undef NAME
+  }
+  return "CLBlastUnknownStatus";
+}
+
+static CLBlastTranspose to_clblast(m2pt_transpose t)
+{
+  return t == M2PT_TRANS ? CLBlastTransposeYes : CLBlastTransposeNo;
+}
+
+m2pt_status m2pt_blas_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb,
+                            size_t m, size_t n, size_t k, float alpha,
+                            const m2pt_blas_matrix *a, const m2pt_blas_matrix *b, float beta,
+                            const m2pt_blas_matrix *c, size_t batch)
+{
+  CLBlastStatusCode s;
+  if (batch == 1)
+    s = CLBlastSgemm(CLBlastLayoutRowMajor, to_clblast(ta), to_clblast(tb), m, n, k, alpha,
+                     a->buffer, a->offset, a->ld, b->buffer, b->offset, b->ld, beta, c->buffer,
+                     c->offset, c->ld, &ctx->queue, NULL);
+  else
+    s = CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, to_clblast(ta), to_clblast(tb), m, n,
+                                   k, alpha, a->buffer, a->offset, a->ld, a->stride, b->buffer,
+                                   b->offset, b->ld, b->stride, beta, c->buffer, c->offset,
+                                   c->ld, c->stride, batch, &ctx->queue, NULL);
+  if (s == CLBlastSuccess)
+    return M2PT_OK;
+  m2pt_status status = M2PT_ERR_BLAS;
+  if (s == CLBlastTempBufferAllocFailure || s == CLBlastOpenCLOutOfResources)
+    status = M2PT_ERR_DEVICE_OUT_OF_MEMORY;
+  else if (s == CLBlastOpenCLOutOfHostMemory)
+    status = M2PT_ERR_OUT_OF_MEMORY;
+  return m2pt_fail(ctx, status, "CLBlast SGEMM (m=%zu n=%zu k=%zu batch=%zu) failed: %s (%d)",
+                   m, n, k, batch, m2pt_clblast_status_name(s), (int)s);
+}

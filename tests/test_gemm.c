@@ -1,0 +1,230 @@
+/* GEMM through CLBlast against the double-precision reference. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reference.h"
+#include "test_util.h"
+
+static int setup(void **state)
+{
+  *state = test_context();
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  m2pt_context_destroy(*state);
+  return 0;
+}
+
+typedef struct shape3 {
+  size_t m, n, k;
+} shape3;
+
+/* Awkward sizes (DESIGN.md §4): 1, 3, 17, 197, 768; tiny ones under oclgrind. */
+static const shape3 full_shapes[] = {
+    {1, 1, 1}, {3, 17, 5}, {17, 3, 197}, {197, 17, 3}, {197, 768, 17}, {17, 197, 768}, {1, 768, 197},
+};
+static const shape3 small_shapes[] = {{1, 1, 1}, {3, 17, 5}, {17, 3, 7}};
+
+static void check_gemm(m2pt_context *ctx, shape3 s, int ta, int tb, float alpha, float beta)
+{
+  const size_t ar = ta ? s.k : s.m, ac = ta ? s.m : s.k;
+  const size_t br = tb ? s.n : s.k, bc = tb ? s.k : s.n;
+  float *a = test_alloc(ar * ac * sizeof *a), *b = test_alloc(br * bc * sizeof *b);
+  float *c = test_alloc(s.m * s.n * sizeof *c);
+  double *ref = test_alloc(s.m * s.n * sizeof *ref);
+  test_fill(a, ar * ac, s.m * 31 + s.k);
+  test_fill(b, br * bc, s.n * 17 + s.k);
+  test_fill(c, s.m * s.n, 5);
+  for (size_t i = 0; i < s.m * s.n; i++)
+    ref[i] = c[i];
+  const size_t sa[2] = {ar, ac}, sb[2] = {br, bc}, sc[2] = {s.m, s.n};
+  m2pt_tensor *ta_ = test_tensor(ctx, 2, sa, a), *tb_ = test_tensor(ctx, 2, sb, b);
+  m2pt_tensor *tc = test_tensor(ctx, 2, sc, c);
+  assert_ok(ctx, m2pt_gemm(ctx, ta ? M2PT_TRANS : M2PT_NO_TRANS, tb ? M2PT_TRANS : M2PT_NO_TRANS,
+                           alpha, ta_, tb_, beta, tc));
+  assert_ok(ctx, m2pt_tensor_read(tc, c, s.m * s.n));
+  ref_gemm(ta, tb, s.m, s.n, s.k, alpha, a, ac, b, bc, beta, ref, s.n);
+  test_assert_close(c, ref, s.m * s.n, 1e-4, "gemm");
+  m2pt_tensor_destroy(ta_);
+  m2pt_tensor_destroy(tb_);
+  m2pt_tensor_destroy(tc);
+  free(a);
+  free(b);
+  free(c);
+  free(ref);
+}
+
+static void gemm_shapes_and_transposes(void **state)
+{
+  m2pt_context *ctx = *state;
+  const shape3 *shapes = test_small() ? small_shapes : full_shapes;
+  const size_t count = test_small() ? sizeof small_shapes / sizeof *small_shapes
+                                    : sizeof full_shapes / sizeof *full_shapes;
+  for (size_t i = 0; i < count; i++)
+    for (int ta = 0; ta < 2; ta++)
+      for (int tb = 0; tb < 2; tb++)
+        check_gemm(ctx, shapes[i], ta, tb, 1.0f, 0.0f);
+}
+
+static void gemm_alpha_beta(void **state)
+{
+  m2pt_context *ctx = *state;
+  const shape3 s = {17, 5, 3};
+  check_gemm(ctx, s, 0, 1, 0.5f, 1.0f);
+  check_gemm(ctx, s, 1, 0, -2.0f, 0.25f);
+  check_gemm(ctx, s, 0, 0, 0.0f, 1.0f);
+}
+
+/* BLAS semantics: with beta = 0, C is not read, so NaN in C does not leak. */
+static void gemm_beta_zero_ignores_c(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t sa[2] = {3, 4}, sb[2] = {4, 5}, sc[2] = {3, 5};
+  float a[12], b[20], c[15];
+  double ref[15];
+  test_fill(a, 12, 1);
+  test_fill(b, 20, 2);
+  for (size_t i = 0; i < 15; i++)
+    c[i] = NAN;
+  m2pt_tensor *ta = test_tensor(ctx, 2, sa, a), *tb = test_tensor(ctx, 2, sb, b);
+  m2pt_tensor *tc = test_tensor(ctx, 2, sc, c);
+  assert_ok(ctx, m2pt_gemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, 1.0f, ta, tb, 0.0f, tc));
+  assert_ok(ctx, m2pt_tensor_read(tc, c, 15));
+  ref_gemm(0, 0, 3, 5, 4, 1.0, a, 4, b, 5, 0.0, ref, 5);
+  test_assert_close(c, ref, 15, 1e-4, "gemm beta=0 over NaN");
+  m2pt_tensor_destroy(ta);
+  m2pt_tensor_destroy(tb);
+  m2pt_tensor_destroy(tc);
+}
+
+/* Strided batches inside larger tensors, as attention will use them:
+ * offsets, leading dimensions wider than the rows, and batch strides. */
+static void gemm_strided_batched(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t batch = 3, m = 5, n = 4, k = 3;
+  const size_t lda = 7, ldb = 6, ldc = 9;         /* padded rows */
+  const size_t sta = m * lda + 2, stb = n * ldb, stc = m * ldc + 1;
+  const size_t oa = 3, ob = 1, oc = 2;
+  const size_t na = oa + batch * sta, nb = ob + batch * stb, nc = oc + batch * stc;
+  float *a = test_alloc(na * sizeof *a), *b = test_alloc(nb * sizeof *b);
+  float *c = test_alloc(nc * sizeof *c);
+  double *ref = test_alloc(nc * sizeof *ref);
+  test_fill(a, na, 11);
+  test_fill(b, nb, 12);
+  test_fill(c, nc, 13);
+  for (size_t i = 0; i < nc; i++)
+    ref[i] = c[i];
+  const size_t sa[1] = {na}, sb[1] = {nb}, sc[1] = {nc};
+  m2pt_tensor *ta = test_tensor(ctx, 1, sa, a), *tb = test_tensor(ctx, 1, sb, b);
+  m2pt_tensor *tc = test_tensor(ctx, 1, sc, c);
+  /* A as stored [m][k], B stored [n][k] and transposed. */
+  const m2pt_matrix_batch ma = {ta, oa, lda, sta}, mb = {tb, ob, ldb, stb},
+                          mc = {tc, oc, ldc, stc};
+  assert_ok(ctx, m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.5f, &ma, &mb, 0.5f,
+                                   &mc, batch));
+  assert_ok(ctx, m2pt_tensor_read(tc, c, nc));
+  for (size_t i = 0; i < batch; i++)
+    ref_gemm(0, 1, m, n, k, 1.5, a + oa + i * sta, lda, b + ob + i * stb, ldb, 0.5,
+             ref + oc + i * stc, ldc);
+  /* Elements between the matrices are untouched: compare everything. */
+  test_assert_close(c, ref, nc, 1e-4, "strided batched gemm");
+
+  /* Every matrix must lie inside its tensor. */
+  const m2pt_matrix_batch too_far = {tc, oc + stc, ldc, stc};
+  assert_status(ctx,
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &ma, &mb, 0.0f,
+                                  &too_far, batch),
+                M2PT_ERR_SHAPE);
+  const m2pt_matrix_batch narrow = {ta, 0, k - 1, sta};
+  assert_status(ctx,
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &narrow, &mb,
+                                  0.0f, &mc, batch),
+                M2PT_ERR_INVALID_ARGUMENT);
+  const m2pt_matrix_batch overlapping = {tc, 0, ldc, 1};
+  assert_status(ctx,
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &ma, &mb, 0.0f,
+                                  &overlapping, batch),
+                M2PT_ERR_INVALID_ARGUMENT);
+  const m2pt_matrix_batch huge = {ta, SIZE_MAX - 4, lda, sta};
+  assert_status(ctx,
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &huge, &mb,
+                                  0.0f, &mc, batch),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx,
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &ma, &mb, 0.0f,
+                                  &mc, 0),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx,
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, NULL, &mb, 0.0f,
+                                  &mc, 1),
+                M2PT_ERR_INVALID_ARGUMENT);
+  /* Nothing was written by the rejected calls. */
+  float *after = test_alloc(nc * sizeof *after);
+  assert_ok(ctx, m2pt_tensor_read(tc, after, nc));
+  assert_memory_equal(c, after, nc * sizeof *c);
+  free(after);
+  m2pt_tensor_destroy(ta);
+  m2pt_tensor_destroy(tb);
+  m2pt_tensor_destroy(tc);
+  free(a);
+  free(b);
+  free(c);
+  free(ref);
+}
+
+static void gemm_bad_arguments(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t s23[2] = {2, 3}, s34[2] = {3, 4}, s24[2] = {2, 4}, s44[2] = {4, 4};
+  const size_t s3d[3] = {2, 3, 1};
+  m2pt_tensor *a = test_tensor(ctx, 2, s23, NULL), *b = test_tensor(ctx, 2, s34, NULL);
+  m2pt_tensor *c = test_tensor(ctx, 2, s24, NULL), *wrong = test_tensor(ctx, 2, s44, NULL);
+  m2pt_tensor *cube = test_tensor(ctx, 3, s3d, NULL);
+  assert_ok(ctx, m2pt_gemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, 1, a, b, 0, c));
+  assert_status(ctx, m2pt_gemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, 1, a, b, 0, wrong),
+                M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_gemm(ctx, M2PT_TRANS, M2PT_NO_TRANS, 1, a, b, 0, c), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_gemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, 1, a, b, 0, cube),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_gemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, 1, a, NULL, 0, c),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_gemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, 1, wrong, wrong, 0, wrong),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_gemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, NAN, a, b, 0, c),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_gemm(ctx, (m2pt_transpose)7, M2PT_NO_TRANS, 1, a, b, 0, c),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_gemm(NULL, M2PT_NO_TRANS, M2PT_NO_TRANS, 1, a, b, 0, c),
+                M2PT_ERR_INVALID_ARGUMENT);
+
+  /* A tensor of another context. */
+  m2pt_context *other = test_context();
+  m2pt_tensor *foreign = test_tensor(other, 2, s34, NULL);
+  assert_status(ctx, m2pt_gemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, 1, a, foreign, 0, c),
+                M2PT_ERR_CONTEXT_MISMATCH);
+  m2pt_tensor_destroy(foreign);
+  m2pt_context_destroy(other);
+
+  assert_ok(ctx, m2pt_gemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, 1, a, b, 0, c));
+  m2pt_tensor_destroy(a);
+  m2pt_tensor_destroy(b);
+  m2pt_tensor_destroy(c);
+  m2pt_tensor_destroy(wrong);
+  m2pt_tensor_destroy(cube);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(gemm_shapes_and_transposes),
+      cmocka_unit_test(gemm_alpha_beta),
+      cmocka_unit_test(gemm_beta_zero_ignores_c),
+      cmocka_unit_test(gemm_strided_batched),
+      cmocka_unit_test(gemm_bad_arguments),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
