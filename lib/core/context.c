@@ -1,13 +1,21 @@
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "context_impl.h"
+#include "context_impl.h" /* before clblast_c.h: fixes the OpenCL API level */
+#include <clblast_c.h>
 #include "device.h"
 #include "error.h"
 #include "m2pt/m2pt.h"
 #include "m2pt/opencl.h"
 #include "program.h"
+
+/* Live contexts in the process. CLBlast keeps its compiled programs in a
+ * process-wide cache that is otherwise released by a static destructor at
+ * exit, after our OpenCL contexts are gone; oclgrind (and drivers unloaded
+ * before CLBlast) crash there. So the last context to go clears it. */
+static atomic_int live_contexts;
 
 unsigned m2pt_version_number(void)
 {
@@ -93,6 +101,8 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
   }
   set_base_build_options(ctx);
   ctx->cache_dir = resolve_cache_dir(options, &ctx->info);
+  atomic_fetch_add(&live_contexts, 1);
+  ctx->counted = 1;
   *out = ctx;
   return M2PT_OK;
 }
@@ -189,6 +199,8 @@ void m2pt_context_destroy(m2pt_context *ctx)
     clReleaseContext(ctx->cl);
   free(ctx->cache_dir);
   free(ctx->error);
+  if (ctx->counted && atomic_fetch_sub(&live_contexts, 1) == 1)
+    CLBlastClearCache();
   free(ctx);
 }
 
@@ -275,6 +287,20 @@ m2pt_status m2pt_enqueue_kernel(m2pt_context *ctx, cl_kernel kernel, cl_uint dim
   return M2PT_OK;
 }
 
+m2pt_status m2pt_fill(m2pt_context *ctx, cl_mem buffer, float value, size_t count)
+{
+  cl_kernel k;
+  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_fill, "", "m2pt_fill", &k));
+  const cl_ulong n = count;
+  cl_int err = clSetKernelArg(k, 0, sizeof buffer, &buffer);
+  err |= clSetKernelArg(k, 1, sizeof value, &value);
+  err |= clSetKernelArg(k, 2, sizeof n, &n);
+  if (err != CL_SUCCESS)
+    return m2pt_fail(ctx, M2PT_ERR_OPENCL, "clSetKernelArg(m2pt_fill) failed");
+  const size_t global[1] = {count};
+  return m2pt_enqueue_kernel(ctx, k, 1, global, "m2pt_fill");
+}
+
 m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem *out)
 {
   *out = NULL;
@@ -290,13 +316,10 @@ m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem
   if (err != CL_SUCCESS)
     return m2pt_fail_cl(ctx, err, "clCreateBuffer");
   if (zero) {
-    const float zero_value = 0.0f;
-    /* Buffers are f32 arrays; every size we allocate is a multiple of 4. */
-    err = clEnqueueFillBuffer(ctx->queue, buf, &zero_value, sizeof zero_value, 0,
-                              bytes - bytes % sizeof zero_value, 0, NULL, NULL);
-    if (err != CL_SUCCESS) {
+    const m2pt_status status = m2pt_fill(ctx, buf, 0.0f, bytes / sizeof(float));
+    if (status != M2PT_OK) {
       clReleaseMemObject(buf);
-      return m2pt_fail_cl(ctx, err, "clEnqueueFillBuffer");
+      return status;
     }
   }
   ctx->stats.device_allocations++;

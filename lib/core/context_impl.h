@@ -19,6 +19,7 @@ struct m2pt_context {
   cl_context cl;
   cl_command_queue queue;
   unsigned flags;              /* M2PT_CONTEXT_* */
+  int counted;                 /* included in the live-context count */
   m2pt_device_info info;
   char *error;                 /* M2PT_ERROR_CAPACITY bytes */
   m2pt_stats stats;
@@ -46,6 +47,9 @@ struct m2pt_tensor {
  * counts it in the context's stats. Checks the device's allocation limit
  * first, so an oversized request is a clear M2PT_ERR_DEVICE_OUT_OF_MEMORY. */
 m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem *out);
+
+/* Sets the first `count` floats of a buffer to `value` (a kernel). */
+m2pt_status m2pt_fill(m2pt_context *ctx, cl_mem buffer, float value, size_t count);
 
 /* Releases a buffer made by m2pt_buffer_create. Accepts NULL. */
 void m2pt_buffer_release(m2pt_context *ctx, cl_mem buffer, size_t bytes);

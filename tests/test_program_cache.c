@@ -1,0 +1,286 @@
+/* JIT program caches: in memory, on disk (binaries reused across contexts,
+ * corrupt entries rebuilt, unwritable directories harmless), build failures. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/binary_cache.h"
+#include "core/context_impl.h"
+#include "core/program.h"
+#include "reference.h"
+#include "test_util.h"
+
+static char cache_dir[] = "/tmp/m2pt-test-cache-XXXXXX";
+
+static m2pt_context *cached_context(const char *dir, m2pt_binary_cache mode)
+{
+  m2pt_context_options opts = {0};
+  opts.cache_dir = dir;
+  opts.binary_cache = mode;
+  m2pt_context *ctx = NULL;
+  assert_ok(NULL, m2pt_context_create(&ctx, &opts));
+  return ctx;
+}
+
+/* A small reparameterized forward checked against the reference: the
+ * programs it uses must work however they were obtained. */
+static void check_forward(m2pt_context *ctx)
+{
+  enum { ROWS = 3, IN = 5, OUT = 4 };
+  float w[IN * OUT], aux[IN * OUT], b[OUT], x[ROWS * IN], y[ROWS * OUT];
+  double ref[ROWS * OUT];
+  test_fill(w, IN * OUT, 1);
+  test_fill(aux, IN * OUT, 2);
+  test_fill(b, OUT, 3);
+  test_fill(x, ROWS * IN, 4);
+  m2pt_linear *l = NULL;
+  assert_ok(ctx, m2pt_linear_create(ctx, IN, OUT, M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX, &l));
+  assert_ok(ctx, m2pt_linear_set_weight(l, w, IN * OUT));
+  assert_ok(ctx, m2pt_linear_set_aux_weight(l, aux, IN * OUT));
+  assert_ok(ctx, m2pt_linear_set_bias(l, b, OUT));
+  assert_ok(ctx, m2pt_linear_set_scale(l, 0.5f));
+  const size_t sx[2] = {ROWS, IN}, sy[2] = {ROWS, OUT};
+  m2pt_tensor *tx = test_tensor(ctx, 2, sx, x), *ty = test_tensor(ctx, 2, sy, NULL);
+  assert_ok(ctx, m2pt_linear_forward(l, tx, ty));
+  assert_ok(ctx, m2pt_tensor_read(ty, y, ROWS * OUT));
+  ref_linear(x, ROWS, IN, OUT, w, aux, 0.5, b, NULL, ref);
+  test_assert_close(y, ref, ROWS * OUT, 1e-4, "forward with cached programs");
+  m2pt_tensor_destroy(tx);
+  m2pt_tensor_destroy(ty);
+  m2pt_linear_destroy(l);
+}
+
+static m2pt_stats stats_of(const m2pt_context *ctx)
+{
+  m2pt_stats s;
+  assert_ok(ctx, m2pt_context_stats(ctx, &s));
+  return s;
+}
+
+/* The path of the one entry our linear program has in `dir`. */
+static void entry_path(m2pt_context *ctx, char *path, size_t size)
+{
+  char full[1024], key[M2PT_CACHE_KEY_CHARS];
+  snprintf(full, sizeof full, "%s %s", ctx->base_build_options, "");
+  m2pt_binary_cache_key(ctx, m2pt_cl_linear.text, m2pt_cl_linear.length, full, key);
+  m2pt_binary_cache_path(ctx->cache_dir, key, path, size);
+}
+
+static void memory_cache(void **state)
+{
+  (void)state;
+  m2pt_context *ctx = cached_context("off", M2PT_BINARY_CACHE_ON);
+  assert_null(ctx->cache_dir);
+  cl_program p1, p2, p3;
+  assert_ok(ctx, m2pt_program_get(ctx, &m2pt_cl_linear, "", &p1));
+  assert_ok(ctx, m2pt_program_get(ctx, &m2pt_cl_linear, "", &p2));
+  assert_ptr_equal(p1, p2);
+  /* Other options are another program. */
+  assert_ok(ctx, m2pt_program_get(ctx, &m2pt_cl_linear, "-DM2PT_TEST_VARIANT=1", &p3));
+  assert_ptr_not_equal(p1, p3);
+  const m2pt_stats s = stats_of(ctx);
+  assert_int_equal(s.programs_built, 2);
+  assert_int_equal(s.program_memory_hits, 1);
+  assert_int_equal(s.binaries_written, 0);
+  m2pt_context_destroy(ctx);
+}
+
+static void disk_cache_reused_across_contexts(void **state)
+{
+  (void)state;
+  m2pt_context *first = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  check_forward(first);
+  /* Two programs: cl/fill.cl (zeroing new buffers) and cl/linear.cl. */
+  m2pt_stats s = stats_of(first);
+  assert_int_equal(s.programs_built, 2);
+  assert_int_equal(s.binaries_written, 2);
+  char path[4096];
+  entry_path(first, path, sizeof path);
+  struct stat st;
+  assert_int_equal(stat(path, &st), 0);
+  m2pt_context_destroy(first);
+
+  m2pt_context *second = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  check_forward(second);
+  s = stats_of(second);
+  assert_int_equal(s.programs_loaded, 2);
+  assert_int_equal(s.programs_built, 0);
+  assert_int_equal(s.binaries_rejected, 0);
+  m2pt_context_destroy(second);
+}
+
+/* Rewrites the entry with `mutate` applied, then checks that a new context
+ * rejects it, rebuilds from source, computes correctly and repairs the entry. */
+static void check_rebuilt_after(void (*mutate)(const char *path))
+{
+  m2pt_context *ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  char path[4096];
+  entry_path(ctx, path, sizeof path);
+  m2pt_context_destroy(ctx);
+  /* Make sure the entry exists first. */
+  ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  check_forward(ctx);
+  m2pt_context_destroy(ctx);
+
+  mutate(path);
+  ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  check_forward(ctx);
+  /* Only cl/linear.cl's entry was damaged; cl/fill.cl's still loads. */
+  m2pt_stats s = stats_of(ctx);
+  assert_int_equal(s.binaries_rejected, 1);
+  assert_int_equal(s.programs_built, 1);
+  assert_int_equal(s.binaries_written, 1);
+  assert_int_equal(s.programs_loaded, 1);
+  m2pt_context_destroy(ctx);
+
+  ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  check_forward(ctx);
+  s = stats_of(ctx);
+  assert_int_equal(s.programs_loaded, 2);
+  assert_int_equal(s.programs_built, 0);
+  m2pt_context_destroy(ctx);
+}
+
+static void truncate_entry(const char *path)
+{
+  assert_int_equal(truncate(path, 30), 0);
+}
+
+static void flip_payload_byte(const char *path)
+{
+  FILE *f = fopen(path, "r+b");
+  assert_non_null(f);
+  assert_int_equal(fseek(f, 100, SEEK_SET), 0);
+  const int c = fgetc(f);
+  assert_int_equal(fseek(f, 100, SEEK_SET), 0);
+  fputc(c ^ 0x5a, f);
+  fclose(f);
+}
+
+/* Garbage that passes our checksum: the driver refuses it, we rebuild. */
+static void replace_with_valid_garbage(const char *path)
+{
+  unsigned char junk[256];
+  for (size_t i = 0; i < sizeof junk; i++)
+    junk[i] = (unsigned char)(i * 37 + 11);
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  assert_non_null(slash);
+  *slash = '\0';
+  char key[M2PT_CACHE_KEY_CHARS];
+  snprintf(key, sizeof key, "%.32s", slash + 1);
+  assert_int_equal(m2pt_binary_cache_write(dir, key, junk, sizeof junk), 0);
+}
+
+static void empty_entry(const char *path)
+{
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  fclose(f);
+}
+
+static void corrupt_entries_are_rebuilt(void **state)
+{
+  (void)state;
+  check_rebuilt_after(truncate_entry);
+  check_rebuilt_after(flip_payload_byte);
+  check_rebuilt_after(empty_entry);
+  check_rebuilt_after(replace_with_valid_garbage);
+}
+
+static void unwritable_cache_only_costs_speed(void **state)
+{
+  (void)state;
+  /* A regular file where the directory should be. */
+  char blocker[] = "/tmp/m2pt-test-blocker-XXXXXX";
+  const int fd = mkstemp(blocker);
+  assert_true(fd >= 0);
+  close(fd);
+  char dir[64];
+  snprintf(dir, sizeof dir, "%s/sub", blocker);
+  m2pt_context *ctx = cached_context(dir, M2PT_BINARY_CACHE_ON);
+  check_forward(ctx);
+  const m2pt_stats s = stats_of(ctx);
+  assert_int_equal(s.programs_built, 2);
+  assert_int_equal(s.cache_write_failures, 2);
+  assert_int_equal(s.binaries_written, 0);
+  m2pt_context_destroy(ctx);
+  unlink(blocker);
+}
+
+static void cache_disabled(void **state)
+{
+  (void)state;
+  m2pt_context *ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_OFF);
+  assert_null(ctx->cache_dir);
+  check_forward(ctx);
+  assert_int_equal(stats_of(ctx).binaries_written, 0);
+  m2pt_context_destroy(ctx);
+
+  /* M2PT_CACHE_DIR=off turns it off too. */
+  setenv("M2PT_CACHE_DIR", "off", 1);
+  ctx = cached_context(NULL, M2PT_BINARY_CACHE_ON);
+  assert_null(ctx->cache_dir);
+  m2pt_context_destroy(ctx);
+  setenv("M2PT_CACHE_DIR", cache_dir, 1);
+  ctx = cached_context(NULL, M2PT_BINARY_CACHE_ON);
+  assert_string_equal(ctx->cache_dir, cache_dir);
+  m2pt_context_destroy(ctx);
+  unsetenv("M2PT_CACHE_DIR");
+}
+
+static void build_failure_reports_log(void **state)
+{
+  (void)state;
+  static const char broken[] =
+      "__kernel void m2pt_broken(__global float *x) { x[0] = undeclared_thing; }\n";
+  const m2pt_cl_source src = {"broken.cl", broken, sizeof broken - 1};
+  m2pt_context *ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  cl_program p;
+  assert_status(ctx, m2pt_program_get(ctx, &src, "", &p), M2PT_ERR_KERNEL_BUILD);
+  const char *msg = m2pt_last_error(ctx);
+  assert_non_null(strstr(msg, "broken.cl"));
+  assert_non_null(strstr(msg, "CL_BUILD_PROGRAM_FAILURE"));
+  assert_non_null(strstr(msg, "undeclared_thing")); /* from the build log */
+  cl_kernel k;
+  assert_status(ctx, m2pt_kernel_get(ctx, &m2pt_cl_linear, "", "no_such_kernel", &k),
+                M2PT_ERR_KERNEL_BUILD);
+  /* The context goes on working. */
+  check_forward(ctx);
+  m2pt_context_destroy(ctx);
+}
+
+static int remove_cache_dir(void)
+{
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
+  return system(cmd);
+}
+
+static int group_setup(void **state)
+{
+  (void)state;
+  return mkdtemp(cache_dir) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+  (void)state;
+  return remove_cache_dir() == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(memory_cache),
+      cmocka_unit_test(disk_cache_reused_across_contexts),
+      cmocka_unit_test(corrupt_entries_are_rebuilt),
+      cmocka_unit_test(unwritable_cache_only_costs_speed),
+      cmocka_unit_test(cache_disabled),
+      cmocka_unit_test(build_failure_reports_log),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
