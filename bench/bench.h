@@ -14,7 +14,8 @@
 #define BENCH_SUITE_ALL     (BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_STARTUP)
 
 typedef struct bench_options {
-  int warmup;        /* untimed runs before the timed ones */
+  int warmup;        /* untimed runs before the timed ones, >= 1 (the first
+                        compiles kernels, forms an effective weight) */
   int reps;          /* timed runs */
   int quick;         /* no cold startup runs */
   int smoke;         /* tiny shapes, one run: a test, not a measurement */
@@ -52,6 +53,13 @@ m2pt_status bench_fail(m2pt_status s, const char *fmt, ...)
 #endif
     ;
 
+/* A progress line on stderr. */
+void bench_progress(const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
 /* One run of a case. It returns once the result is ready (it finishes the
  * context itself), so the wall clock around it covers the whole run. */
 typedef m2pt_status (*bench_run_fn)(void *state);
@@ -67,8 +75,11 @@ typedef struct bench_timing {
   double kernel_ms; /* median device time of m2pt's own kernels; < 0: not measured */
 } bench_timing;
 
-/* o->warmup untimed runs, then o->reps timed ones. */
-m2pt_status bench_measure(const bench_case *c, const bench_options *o, bench_timing *t);
+/* Runs the n cases in turn, o->warmup untimed rounds and then o->reps timed
+ * ones, so that drift in the machine's speed affects them alike, and writes
+ * each case's timing to t[case]. */
+m2pt_status bench_measure(const bench_case *cases, size_t n, const bench_options *o,
+                          bench_timing *t);
 
 /* The result table on stdout. A ratio <= 0 leaves the ratio column empty. */
 void bench_print_device(const m2pt_device_info *info);
@@ -83,7 +94,8 @@ void bench_print_seconds(const char *suite, const char *name, bench_shape shape,
  * created with M2PT_CONTEXT_PROFILING). */
 m2pt_status bench_suite_gemm(m2pt_context *ctx, const m2pt_device_info *info,
                              const bench_options *o);
-m2pt_status bench_suite_linear(m2pt_context *ctx, const bench_options *o);
+m2pt_status bench_suite_linear(m2pt_context *ctx, const m2pt_device_info *info,
+                               const bench_options *o);
 m2pt_status bench_suite_startup(const m2pt_device_info *info, const bench_options *o);
 
 /* The hidden --startup-probe mode: one context creation up to the first

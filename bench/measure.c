@@ -1,5 +1,6 @@
 /* m2pt-bench: shapes, timing, statistics, the result table, error reports. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,15 +65,28 @@ m2pt_status bench_check(const m2pt_context *ctx, m2pt_status s, const char *call
   return s;
 }
 
+static void vreport(const char *fmt, va_list ap)
+{
+  fputs("m2pt-bench: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+}
+
 m2pt_status bench_fail(m2pt_status s, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
-  fputs("m2pt-bench: ", stderr);
-  vfprintf(stderr, fmt, ap);
-  fputc('\n', stderr);
+  vreport(fmt, ap);
   va_end(ap);
   return s;
+}
+
+void bench_progress(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(fmt, ap);
+  va_end(ap);
 }
 
 static int compare_double(const void *a, const void *b)
@@ -99,30 +113,46 @@ static m2pt_status timed_run(const bench_case *c, double *wall_ms, double *kerne
   return s;
 }
 
-m2pt_status bench_measure(const bench_case *c, const bench_options *o, bench_timing *t)
+/* Warm-up rounds, then forgets the kernel time they left on the contexts. */
+static m2pt_status warm_up(const bench_case *cases, size_t n, int rounds)
 {
   m2pt_status s = M2PT_OK;
-  for (int i = 0; s == M2PT_OK && i < o->warmup; i++)
-    s = c->run(c->state);
+  for (int r = 0; r < rounds; r++)
+    for (size_t c = 0; s == M2PT_OK && c < n; c++)
+      s = cases[c].run(cases[c].state);
   double drained;
-  if (s == M2PT_OK && c->profiled) /* forget the warm-up's kernels */
-    s = BENCH_CALL(c->profiled, m2pt_context_kernel_time(c->profiled, &drained));
+  for (size_t c = 0; s == M2PT_OK && c < n; c++)
+    if (cases[c].profiled)
+      s = BENCH_CALL(cases[c].profiled, m2pt_context_kernel_time(cases[c].profiled, &drained));
+  return s;
+}
+
+/* Sorts one case's samples and sums them up. */
+static void summarize(const bench_case *c, double *wall, double *kernel, size_t reps,
+                      bench_timing *t)
+{
+  t->median_ms = sorted_median(wall, reps);
+  t->min_ms = wall[0];
+  t->max_ms = wall[reps - 1];
+  t->kernel_ms = c->profiled ? sorted_median(kernel, reps) : -1.0;
+}
+
+m2pt_status bench_measure(const bench_case *cases, size_t n, const bench_options *o,
+                          bench_timing *t)
+{
+  m2pt_status s = warm_up(cases, n, o->warmup);
   if (s != M2PT_OK)
     return s;
-
-  const size_t n = (size_t)o->reps;
-  double *wall = calloc(2 * n, sizeof *wall);
+  const size_t reps = (size_t)o->reps;
+  double *wall = calloc(2 * n * reps, sizeof *wall); /* [case][rep], then kernel's */
   if (!wall)
     return bench_fail(M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
-  double *kernel = wall + n;
-  for (size_t i = 0; s == M2PT_OK && i < n; i++)
-    s = timed_run(c, &wall[i], &kernel[i]);
-  if (s == M2PT_OK) {
-    t->median_ms = sorted_median(wall, n);
-    t->min_ms = wall[0];
-    t->max_ms = wall[n - 1];
-    t->kernel_ms = c->profiled ? sorted_median(kernel, n) : -1.0;
-  }
+  double *kernel = wall + n * reps;
+  for (size_t r = 0; s == M2PT_OK && r < reps; r++)
+    for (size_t c = 0; s == M2PT_OK && c < n; c++)
+      s = timed_run(&cases[c], &wall[c * reps + r], &kernel[c * reps + r]);
+  for (size_t c = 0; s == M2PT_OK && c < n; c++)
+    summarize(&cases[c], &wall[c * reps], &kernel[c * reps], reps, &t[c]);
   free(wall);
   return s;
 }
@@ -145,11 +175,15 @@ static void shape_string(bench_shape shape, char *buf, size_t size)
   snprintf(buf, size, "%zux%zu->%zu", shape.rows, shape.in, shape.out);
 }
 
-static void print_ratio(double ratio, const char *label)
+/* The ratio column and the end of a row. */
+static void end_row(double ratio, const char *ratio_label, const char *note)
 {
   if (ratio > 0.0)
-    printf("  %.2f %s", ratio, label);
+    printf("  %.2f %s", ratio, ratio_label);
+  if (note)
+    printf("  (%s)", note);
   putchar('\n');
+  fflush(stdout);
 }
 
 void bench_print_timing(const char *suite, const char *name, bench_shape shape,
@@ -161,8 +195,7 @@ void bench_print_timing(const char *suite, const char *name, bench_shape shape,
     snprintf(kernel, sizeof kernel, "%.3f", t->kernel_ms);
   printf("%-8s %-17s %-14s %10.3f %10.3f %10.3f %8.1f %10s", suite, name, shp, t->median_ms,
          t->min_ms, t->max_ms, bench_flops(shape) / (t->median_ms * 1e6), kernel);
-  print_ratio(ratio, ratio_label);
-  fflush(stdout);
+  end_row(ratio, ratio_label, NULL);
 }
 
 void bench_print_seconds(const char *suite, const char *name, bench_shape shape,
@@ -173,8 +206,5 @@ void bench_print_seconds(const char *suite, const char *name, bench_shape shape,
   shape_string(shape, shp, sizeof shp);
   printf("%-8s %-17s %-14s %10.1f %10s %10s %8s %10s", suite, name, shp, seconds * 1e3, "-",
          "-", "-", "-");
-  if (note)
-    printf("  (%s)", note);
-  print_ratio(ratio, ratio_label);
-  fflush(stdout);
+  end_row(ratio, ratio_label, note);
 }

@@ -78,6 +78,9 @@ M2PT_API m2pt_status m2pt_linear_merge(m2pt_linear *layer);
 /* 1 once m2pt_linear_merge folded a pathway into the layer, else 0. */
 M2PT_API int m2pt_linear_is_merged(const m2pt_linear *layer);
 
+/* The context the layer belongs to (NULL for NULL), e.g. for m2pt_last_error. */
+M2PT_API m2pt_context *m2pt_linear_context(const m2pt_linear *layer);
+
 /* 1 while the layer has a pathway (W_aux and λ) that is not merged, else 0. */
 M2PT_API int m2pt_linear_has_pathway(const m2pt_linear *layer);
 

@@ -11,6 +11,9 @@
 /* Room for a message with a kernel build log or a device list. */
 #define M2PT_ERROR_CAPACITY 16384
 
+/* Profiling events kept before they are summed up (m2pt_enqueue_kernel). */
+#define M2PT_MAX_PENDING_EVENTS 256
+
 struct m2pt_program_entry; /* program.c */
 
 struct m2pt_context {
@@ -29,10 +32,11 @@ struct m2pt_context {
   char *cache_dir;             /* NULL: no on-disk binary cache */
   char base_build_options[128];
 
-  /* Events of our own kernels while profiling (m2pt_context_kernel_time). */
-  cl_event *events;
+  /* Events of our own kernels while profiling (m2pt_context_kernel_time),
+   * and the device time of those already collected. */
+  cl_event *events;            /* M2PT_MAX_PENDING_EVENTS slots */
   size_t event_count;
-  size_t event_capacity;
+  double profiled_ns;
 };
 
 struct m2pt_tensor {

@@ -294,3 +294,8 @@ int m2pt_linear_has_pathway(const m2pt_linear *l)
 {
   return l && (l->flags & M2PT_LINEAR_AUX) ? 1 : 0;
 }
+
+m2pt_context *m2pt_linear_context(const m2pt_linear *l)
+{
+  return l ? l->ctx : NULL;
+}
