@@ -1,5 +1,9 @@
 #include "reference.h"
 
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
 void ref_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, double alpha,
               const float *a, size_t lda, const float *b, size_t ldb, double beta, double *c,
               size_t ldc)
@@ -30,4 +34,135 @@ void ref_linear(const float *x, size_t rows, size_t in, size_t out, const float 
       acc += b_aux ? scale * b_aux[o] : 0.0;
       y[r * out + o] = acc;
     }
+}
+
+void ref_layer_norm(const double *x, size_t rows, size_t dim, const float *weight,
+                    const float *bias, double eps, double *y)
+{
+  for (size_t r = 0; r < rows; r++) {
+    const double *xr = x + r * dim;
+    double mean = 0.0, var = 0.0;
+    for (size_t i = 0; i < dim; i++)
+      mean += xr[i];
+    mean /= (double)dim;
+    for (size_t i = 0; i < dim; i++)
+      var += (xr[i] - mean) * (xr[i] - mean);
+    var /= (double)dim;
+    const double rstd = 1.0 / sqrt(var + eps);
+    for (size_t i = 0; i < dim; i++)
+      y[r * dim + i] = (xr[i] - mean) * rstd * weight[i] + (bias ? bias[i] : 0.0);
+  }
+}
+
+double ref_gelu(double x, int tanh_form)
+{
+  if (tanh_form)
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (x + 0.044715 * x * x * x)));
+  return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+}
+
+void ref_softmax(const double *x, size_t rows, size_t cols, double scale, const float *mask,
+                 size_t rows_per_group, double *y)
+{
+  for (size_t r = 0; r < rows; r++) {
+    const float *keep = mask ? mask + (r / rows_per_group) * cols : NULL;
+    double max = -INFINITY, sum = 0.0;
+    for (size_t j = 0; j < cols; j++)
+      if (!keep || keep[j] != 0.0f)
+        max = fmax(max, scale * x[r * cols + j]);
+    for (size_t j = 0; j < cols; j++)
+      if (!keep || keep[j] != 0.0f)
+        sum += exp(scale * x[r * cols + j] - max);
+    for (size_t j = 0; j < cols; j++)
+      y[r * cols + j] = (keep && keep[j] == 0.0f) || sum == 0.0
+                            ? 0.0
+                            : exp(scale * x[r * cols + j] - max) / sum;
+  }
+}
+
+void ref_attention(const double *qkv, size_t batch, size_t tokens, size_t heads,
+                   size_t dim_head, const float *mask, double *out)
+{
+  const size_t hd = heads * dim_head, row = 3 * hd;
+  double *scores = malloc(tokens * sizeof *scores), *p = malloc(tokens * sizeof *p);
+  for (size_t b = 0; b < batch; b++)
+    for (size_t h = 0; h < heads; h++)
+      for (size_t i = 0; i < tokens; i++) {
+        const double *q = qkv + (b * tokens + i) * row + h * dim_head;
+        for (size_t j = 0; j < tokens; j++) {
+          const double *k = qkv + (b * tokens + j) * row + hd + h * dim_head;
+          double dot = 0.0;
+          for (size_t d = 0; d < dim_head; d++)
+            dot += q[d] * k[d];
+          scores[j] = dot;
+        }
+        ref_softmax(scores, 1, tokens, 1.0 / sqrt((double)dim_head),
+                    mask ? mask + b * tokens : NULL, 1, p);
+        double *o = out + (b * tokens + i) * hd + h * dim_head;
+        for (size_t d = 0; d < dim_head; d++) {
+          double acc = 0.0;
+          for (size_t j = 0; j < tokens; j++)
+            acc += p[j] * qkv[(b * tokens + j) * row + 2 * hd + h * dim_head + d];
+          o[d] = acc;
+        }
+      }
+  free(scores);
+  free(p);
+}
+
+/* y = x·(W + λ·W_aux)ᵀ + b on double rows. */
+static void dense(const double *x, size_t rows, size_t in, size_t out, const float *w,
+                  const float *aux, double scale, const float *b, double *y)
+{
+  for (size_t r = 0; r < rows; r++)
+    for (size_t o = 0; o < out; o++) {
+      double acc = b ? b[o] : 0.0;
+      for (size_t i = 0; i < in; i++)
+        acc += x[r * in + i] * ((double)w[o * in + i] + (aux ? scale * aux[o * in + i] : 0.0));
+      y[r * out + o] = acc;
+    }
+}
+
+void ref_block(const ref_block_params *p, const float *x, size_t batch, size_t tokens,
+               const float *mask, double *y)
+{
+  const size_t rows = batch * tokens, dim = p->dim, hd = p->heads * p->dim_head;
+  double *xd = malloc(rows * dim * sizeof *xd), *t = malloc(rows * dim * sizeof *t);
+  double *qkv = malloc(rows * 3 * hd * sizeof *qkv), *a = malloc(rows * hd * sizeof *a);
+  double *h = malloc(rows * dim * sizeof *h), *hid = malloc(rows * p->hidden * sizeof *hid);
+  for (size_t i = 0; i < rows * dim; i++)
+    xd[i] = x[i];
+  /* Attention branch on LN1(x) (pre-norm) or x (post-norm). */
+  if (p->post_norm)
+    memcpy(t, xd, rows * dim * sizeof *t);
+  else
+    ref_layer_norm(xd, rows, dim, p->norm1_w, p->norm1_b, p->eps, t);
+  dense(t, rows, dim, 3 * hd, p->qkv_w, p->qkv_aux, p->qkv_scale, p->qkv_b, qkv);
+  ref_attention(qkv, batch, tokens, p->heads, p->dim_head, mask, a);
+  dense(a, rows, hd, dim, p->proj_w, p->proj_aux, p->proj_scale, p->proj_b, h);
+  for (size_t i = 0; i < rows * dim; i++)
+    h[i] += xd[i];
+  if (p->post_norm) {
+    ref_layer_norm(h, rows, dim, p->norm1_w, p->norm1_b, p->eps, t);
+    memcpy(h, t, rows * dim * sizeof *h);
+  } else {
+    ref_layer_norm(h, rows, dim, p->norm2_w, p->norm2_b, p->eps, t);
+  }
+  /* FFN branch on LN2(h) (pre-norm) or h (post-norm). */
+  dense(t, rows, dim, p->hidden, p->fc1_w, p->fc1_aux, p->fc1_scale, p->fc1_b, hid);
+  for (size_t i = 0; i < rows * p->hidden; i++)
+    hid[i] = ref_gelu(hid[i], p->gelu_tanh);
+  dense(hid, rows, p->hidden, dim, p->fc2_w, p->fc2_aux, p->fc2_scale, p->fc2_b, y);
+  for (size_t i = 0; i < rows * dim; i++)
+    y[i] += h[i];
+  if (p->post_norm) {
+    memcpy(t, y, rows * dim * sizeof *t);
+    ref_layer_norm(t, rows, dim, p->norm2_w, p->norm2_b, p->eps, y);
+  }
+  free(xd);
+  free(t);
+  free(qkv);
+  free(a);
+  free(h);
+  free(hid);
 }

@@ -14,3 +14,37 @@ void ref_linear(const float *x, size_t rows, size_t in, size_t out, const float 
                 const float *w_aux, double scale, const float *b, const float *b_aux, double *y);
 
 #endif
+
+/* LayerNorm over rows of `dim` (biased variance); bias may be NULL. */
+void ref_layer_norm(const double *x, size_t rows, size_t dim, const float *weight,
+                    const float *bias, double eps, double *y);
+
+/* GELU, exact (erf) or the tanh approximation. */
+double ref_gelu(double x, int tanh_form);
+
+/* Softmax of scale·x over rows of `cols`; mask NULL or [groups][cols] with
+ * row r using mask row r / rows_per_group; fully masked rows give zeros. */
+void ref_softmax(const double *x, size_t rows, size_t cols, double scale, const float *mask,
+                 size_t rows_per_group, double *y);
+
+/* Attention on qkv [B][N][3][H][D] → out [B][N][H][D]; mask NULL or [B][N]. */
+void ref_attention(const double *qkv, size_t batch, size_t tokens, size_t heads,
+                   size_t dim_head, const float *mask, double *out);
+
+/* One M2PT block's parameters in PyTorch layout (aux weights and scales may
+ * be NULL/0 for a plain block; qkv_b may be NULL). */
+typedef struct ref_block_params {
+  size_t dim, heads, dim_head, hidden;
+  double eps;
+  int post_norm, gelu_tanh;
+  const float *norm1_w, *norm1_b, *norm2_w, *norm2_b;
+  const float *qkv_w, *qkv_b, *qkv_aux;
+  const float *proj_w, *proj_b, *proj_aux;
+  const float *fc1_w, *fc1_b, *fc1_aux;
+  const float *fc2_w, *fc2_b, *fc2_aux;
+  double qkv_scale, proj_scale, fc1_scale, fc2_scale;
+} ref_block_params;
+
+/* y = block(x) for x [B][N][dim] (DESIGN.md §1, pre- or post-norm). */
+void ref_block(const ref_block_params *p, const float *x, size_t batch, size_t tokens,
+               const float *mask, double *y);

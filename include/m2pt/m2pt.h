@@ -11,6 +11,10 @@
 #include "tensor.h"
 #include "gemm.h"
 #include "linear.h"
+#include "ops.h"
+#include "attention.h"
+#include "ffn.h"
+#include "block.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -100,6 +100,10 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
     return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "out of host memory creating a context");
   }
   set_base_build_options(ctx);
+  ctx->fill_from_host = strstr(ctx->info.platform_name, "Oclgrind") != NULL;
+  ctx->max_work_group = 1;
+  clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof ctx->max_work_group,
+                  &ctx->max_work_group, NULL);
   ctx->cache_dir = resolve_cache_dir(options, &ctx->info);
   atomic_fetch_add(&live_contexts, 1);
   ctx->counted = 1;
@@ -192,6 +196,7 @@ void m2pt_context_destroy(m2pt_context *ctx)
   for (size_t i = 0; i < ctx->event_count; i++)
     clReleaseEvent(ctx->events[i]);
   free(ctx->events);
+  m2pt_workspace_release(ctx);
   m2pt_program_cache_clear(ctx);
   if (ctx->queue)
     clReleaseCommandQueue(ctx->queue);
@@ -275,7 +280,7 @@ m2pt_status m2pt_context_kernel_time(m2pt_context *ctx, double *ms)
 }
 
 m2pt_status m2pt_enqueue_kernel(m2pt_context *ctx, cl_kernel kernel, cl_uint dims,
-                                const size_t *global, const char *what)
+                                const size_t *global, const size_t *local, const char *what)
 {
   const int profiling = (ctx->flags & M2PT_CONTEXT_PROFILING) != 0;
   /* Bounded: past M2PT_MAX_PENDING_EVENTS the kept events are summed up and
@@ -288,7 +293,7 @@ m2pt_status m2pt_enqueue_kernel(m2pt_context *ctx, cl_kernel kernel, cl_uint dim
       return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for profiling events");
   }
   cl_event event = NULL;
-  const cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, global, NULL, 0,
+  const cl_int err = clEnqueueNDRangeKernel(ctx->queue, kernel, dims, NULL, global, local, 0,
                                             NULL, profiling ? &event : NULL);
   if (err != CL_SUCCESS)
     return m2pt_fail_cl(ctx, err, what);
@@ -297,18 +302,53 @@ m2pt_status m2pt_enqueue_kernel(m2pt_context *ctx, cl_kernel kernel, cl_uint dim
   return M2PT_OK;
 }
 
+/* Fills from a host block of the value: see fill_from_host in struct
+ * m2pt_context. */
+static m2pt_status fill_from_host(m2pt_context *ctx, cl_mem buffer, float value, size_t count)
+{
+  enum { BLOCK = 16384 };
+  static _Thread_local float block[BLOCK];
+  for (size_t i = 0; i < BLOCK; i++)
+    block[i] = value;
+  for (size_t done = 0; done < count; done += BLOCK) {
+    const size_t n = count - done < BLOCK ? count - done : BLOCK;
+    M2PT_TRY_CL(ctx,
+                clEnqueueWriteBuffer(ctx->queue, buffer, CL_TRUE, done * sizeof(float),
+                                     n * sizeof(float), block, 0, NULL, NULL),
+                "clEnqueueWriteBuffer (filling a buffer)");
+  }
+  return M2PT_OK;
+}
+
 m2pt_status m2pt_fill(m2pt_context *ctx, cl_mem buffer, float value, size_t count)
 {
-  cl_kernel k;
-  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_fill, "", "m2pt_fill", &k));
-  const cl_ulong n = count;
-  cl_int err = clSetKernelArg(k, 0, sizeof buffer, &buffer);
-  err |= clSetKernelArg(k, 1, sizeof value, &value);
-  err |= clSetKernelArg(k, 2, sizeof n, &n);
-  if (err != CL_SUCCESS)
-    return m2pt_fail(ctx, M2PT_ERR_OPENCL, "clSetKernelArg(m2pt_fill) failed");
-  const size_t global[1] = {count};
-  return m2pt_enqueue_kernel(ctx, k, 1, global, "m2pt_fill");
+  if (ctx->fill_from_host)
+    return fill_from_host(ctx, buffer, value, count);
+  M2PT_TRY_CL(ctx,
+              clEnqueueFillBuffer(ctx->queue, buffer, &value, sizeof value, 0,
+                                  count * sizeof(float), 0, NULL, NULL),
+              "clEnqueueFillBuffer");
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_set_kernel_args(m2pt_context *ctx, cl_kernel kernel, const char *what,
+                                 const m2pt_kernel_arg *args, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    const cl_int err = clSetKernelArg(kernel, (cl_uint)i, args[i].size, args[i].value);
+    if (err != CL_SUCCESS)
+      return m2pt_fail(ctx, M2PT_ERR_OPENCL, "clSetKernelArg(%s, %zu): %s (%d)", what, i,
+                       m2pt_cl_error_name(err), (int)err);
+  }
+  return M2PT_OK;
+}
+
+size_t m2pt_row_work_group(const m2pt_context *ctx, size_t cols)
+{
+  size_t wg = 1;
+  while (wg < 256 && wg < cols && wg * 2 <= ctx->max_work_group)
+    wg *= 2;
+  return wg;
 }
 
 m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem *out)

@@ -6,6 +6,7 @@
 
 #include "cl.h"
 #include "m2pt/context.h"
+#include "workspace.h"
 #include "m2pt/tensor.h"
 
 /* Room for a message with a kernel build log or a device list. */
@@ -22,6 +23,13 @@ struct m2pt_context {
   cl_context cl;
   cl_command_queue queue;
   unsigned flags;              /* M2PT_CONTEXT_* */
+  size_t max_work_group;       /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
+  /* Oclgrind 21.10 does not count clEnqueueFillBuffer as initialising
+   * memory, and recycles the ids of released buffers with their old shadow
+   * memory, so kernel stores past the old size stay "uninitialised": both
+   * give false reports on every later read. Host writes are tracked, so
+   * m2pt_fill writes from the host there. */
+  int fill_from_host;
   int counted;                 /* included in the live-context count */
   m2pt_device_info info;
   char *error;                 /* M2PT_ERROR_CAPACITY bytes */
@@ -31,6 +39,10 @@ struct m2pt_context {
   struct m2pt_program_entry *programs;
   char *cache_dir;             /* NULL: no on-disk binary cache */
   char base_build_options[128];
+
+  /* Scratch buffers reused across calls (workspace.h). */
+  cl_mem workspace[M2PT_WS_SLOTS];
+  size_t workspace_bytes[M2PT_WS_SLOTS];
 
   /* Events of our own kernels while profiling (m2pt_context_kernel_time),
    * and the device time of those already collected. */
@@ -52,16 +64,33 @@ struct m2pt_tensor {
  * first, so an oversized request is a clear M2PT_ERR_DEVICE_OUT_OF_MEMORY. */
 m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem *out);
 
-/* Sets the first `count` floats of a buffer to `value` (a kernel). */
+/* Sets the first `count` floats of a buffer to `value` (enqueued). */
 m2pt_status m2pt_fill(m2pt_context *ctx, cl_mem buffer, float value, size_t count);
 
 /* Releases a buffer made by m2pt_buffer_create. Accepts NULL. */
 void m2pt_buffer_release(m2pt_context *ctx, cl_mem buffer, size_t bytes);
 
-/* Enqueues an m2pt kernel (NULL local size: the driver picks) and keeps its
- * event while profiling. `what` names the kernel in error messages. */
+/* Enqueues an m2pt kernel and keeps its event while profiling. `local` may
+ * be NULL (the driver picks). `what` names the kernel in error messages. */
 m2pt_status m2pt_enqueue_kernel(m2pt_context *ctx, cl_kernel kernel, cl_uint dims,
-                                const size_t *global, const char *what);
+                                const size_t *global, const size_t *local, const char *what);
+
+/* One kernel argument: its size and a pointer to its value. */
+typedef struct m2pt_kernel_arg {
+  size_t size;
+  const void *value;
+} m2pt_kernel_arg;
+#define M2PT_ARG(v) ((m2pt_kernel_arg){sizeof(v), &(v)})
+
+/* Sets a kernel's arguments 0..n-1; `what` names the kernel in messages. */
+m2pt_status m2pt_set_kernel_args(m2pt_context *ctx, cl_kernel kernel, const char *what,
+                                 const m2pt_kernel_arg *args, size_t n);
+
+/* Work-group size for kernels that reduce a row of `cols` elements: a power
+ * of two, at most 256 and the device's limit, no larger than cols needs. It
+ * depends on cols alone wherever the device allows 256, so reductions sum in
+ * the same order on every such device. */
+size_t m2pt_row_work_group(const m2pt_context *ctx, size_t cols);
 
 /* Checks that a tensor argument is non-NULL and belongs to ctx. */
 m2pt_status m2pt_check_tensor(const m2pt_context *ctx, const m2pt_tensor *t,

@@ -1,10 +1,12 @@
 /* The cross-modal re-parameterized linear (arXiv 2401.14405, §3.2):
  * y = x·(W + λ·W_aux)ᵀ + b [+ λ·b_aux], and its merge into a plain linear. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "linear_internal.h"
 #include "m2pt/m2pt.h"
 #include "ops/blas.h"
 #include "ops/linear_ops.h"
@@ -223,41 +225,60 @@ static m2pt_status refresh_effective(m2pt_linear *l)
   return M2PT_OK;
 }
 
+m2pt_status m2pt_linear_check_io(const m2pt_context *ctx, const m2pt_tensor *x,
+                                 const m2pt_tensor *y, size_t in, size_t out, const char *fn)
+{
+  char what[64];
+  snprintf(what, sizeof what, "%s: x", fn);
+  M2PT_TRY(m2pt_check_tensor(ctx, x, what));
+  snprintf(what, sizeof what, "%s: y", fn);
+  M2PT_TRY(m2pt_check_tensor(ctx, y, what));
+  M2PT_REQUIRE(ctx, x != y, "%s: y must not be x", fn);
+  int fits = x->ndim == y->ndim && x->shape[x->ndim - 1] == in && y->shape[y->ndim - 1] == out;
+  for (size_t i = 0; fits && i + 1 < x->ndim; i++)
+    fits = x->shape[i] == y->shape[i];
+  if (fits)
+    return M2PT_OK;
+  char sx[96], sy[96];
+  return m2pt_fail(ctx, M2PT_ERR_SHAPE,
+                   "%s: a %zu→%zu map takes x [..][%zu] to y [..][%zu] with the same leading "
+                   "dimensions; got x %s, y %s",
+                   fn, in, out, in, out, m2pt_shape_string(x, sx, sizeof sx),
+                   m2pt_shape_string(y, sy, sizeof sy));
+}
+
+m2pt_status m2pt_linear_apply(m2pt_linear *l, cl_mem x, size_t rows, float beta, cl_mem y)
+{
+  M2PT_TRY(refresh_effective(l));
+  const cl_mem weight = (l->flags & M2PT_LINEAR_AUX) ? l->w_eff : l->w;
+  const m2pt_blas_matrix a = {x, 0, l->in, 0};
+  const m2pt_blas_matrix b = {weight, 0, l->in, 0};
+  const m2pt_blas_matrix c = {y, 0, l->out, 0};
+  return m2pt_blas_sgemm(l->ctx, M2PT_NO_TRANS, M2PT_TRANS, rows, l->out, l->in, 1.0f, &a, &b,
+                         beta, &c, 1);
+}
+
+m2pt_status m2pt_linear_effective_bias(m2pt_linear *l, cl_mem *bias)
+{
+  M2PT_TRY(refresh_effective(l));
+  *bias = (l->flags & M2PT_LINEAR_AUX_BIAS) ? l->b_eff : l->b;
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_linear_forward_buffers(m2pt_linear *l, cl_mem x, size_t rows, cl_mem y)
+{
+  cl_mem bias;
+  M2PT_TRY(m2pt_linear_effective_bias(l, &bias));
+  if (bias)
+    M2PT_TRY(m2pt_op_broadcast_rows(l->ctx, y, bias, rows, l->out));
+  return m2pt_linear_apply(l, x, rows, bias ? 1.0f : 0.0f, y);
+}
+
 m2pt_status m2pt_linear_forward(m2pt_linear *l, const m2pt_tensor *x, m2pt_tensor *y)
 {
   M2PT_REQUIRE(NULL, l != NULL, "m2pt_linear_forward: layer is NULL");
-  m2pt_context *ctx = l->ctx;
-  M2PT_TRY(m2pt_check_tensor(ctx, x, "m2pt_linear_forward: x"));
-  M2PT_TRY(m2pt_check_tensor(ctx, y, "m2pt_linear_forward: y"));
-  M2PT_REQUIRE(ctx, x != y, "m2pt_linear_forward: y must not be x");
-  int fits = x->ndim == y->ndim && x->shape[x->ndim - 1] == l->in &&
-             y->shape[y->ndim - 1] == l->out;
-  for (size_t i = 0; fits && i + 1 < x->ndim; i++)
-    fits = x->shape[i] == y->shape[i];
-  if (!fits) {
-    char sx[96], sy[96];
-    return m2pt_fail(ctx, M2PT_ERR_SHAPE,
-                     "m2pt_linear_forward: a %zu→%zu layer maps x [..][%zu] to y [..][%zu] with "
-                     "the same leading dimensions; got x %s, y %s",
-                     l->in, l->out, l->in, l->out, m2pt_shape_string(x, sx, sizeof sx),
-                     m2pt_shape_string(y, sy, sizeof sy));
-  }
-  const size_t rows = x->numel / l->in;
-
-  M2PT_TRY(refresh_effective(l));
-  const int pathway = (l->flags & M2PT_LINEAR_AUX) != 0;
-  const cl_mem weight = pathway ? l->w_eff : l->w;
-  const cl_mem bias = (l->flags & M2PT_LINEAR_AUX_BIAS) ? l->b_eff : l->b;
-  float beta = 0.0f;
-  if (bias) {
-    M2PT_TRY(m2pt_op_broadcast_rows(ctx, y->buffer, bias, rows, l->out));
-    beta = 1.0f;
-  }
-  const m2pt_blas_matrix a = {x->buffer, 0, l->in, 0};
-  const m2pt_blas_matrix b = {weight, 0, l->in, 0};
-  const m2pt_blas_matrix c = {y->buffer, 0, l->out, 0};
-  return m2pt_blas_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, rows, l->out, l->in, 1.0f, &a, &b, beta,
-                         &c, 1);
+  M2PT_TRY(m2pt_linear_check_io(l->ctx, x, y, l->in, l->out, "m2pt_linear_forward"));
+  return m2pt_linear_forward_buffers(l, x->buffer, x->numel / l->in, y->buffer);
 }
 
 m2pt_status m2pt_linear_merge(m2pt_linear *l)

@@ -59,8 +59,12 @@ m2pt_status m2pt_gemm_batched(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
   M2PT_TRY(check_extent(ctx, 0, ta ? k : m, ta ? m : k, a, batch));
   M2PT_TRY(check_extent(ctx, 1, tb ? n : k, tb ? k : n, b, batch));
   M2PT_TRY(check_extent(ctx, 2, m, n, c, batch));
-  /* Batch members of C written in parallel must not overlap. */
-  M2PT_REQUIRE(ctx, batch == 1 || c->batch_stride >= (m - 1) * c->ld + n,
+  /* Batch members of C are written in parallel, so they must not overlap:
+   * either one after the other, or side by side within each row (the heads
+   * of an attention output). */
+  const int stacked = c->batch_stride >= (m - 1) * c->ld + n;
+  const int side_by_side = c->batch_stride >= n && (batch - 1) * c->batch_stride + n <= c->ld;
+  M2PT_REQUIRE(ctx, batch == 1 || stacked || side_by_side,
                "m2pt_gemm_batched: C's batch stride %zu makes its matrices overlap",
                c->batch_stride);
   const m2pt_blas_matrix ba = {a->tensor->buffer, a->offset, a->ld, a->batch_stride};

@@ -1,0 +1,53 @@
+/* LayerNorm over rows (DESIGN.md §1: eps is a parameter; PyTorch's biased
+ * variance). One work-group of WG work-items per row; each work-item only
+ * touches the elements lid, lid + WG, …, so y may be x. Sums are reduced in
+ * local memory in a fixed tree order: the same input gives the same bits on
+ * every run. Two passes (mean, then the mean of squared deviations) avoid
+ * the cancellation of E[x²] − E[x]². Specialised with -D WG and HAS_BIAS. */
+
+static float reduce_sum(__local float *part, const float value)
+{
+  const uint lid = get_local_id(0);
+  part[lid] = value;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (uint s = WG / 2; s > 0; s >>= 1) {
+    if (lid < s)
+      part[lid] += part[lid + s];
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  const float total = part[0];
+  barrier(CLK_LOCAL_MEM_FENCE); /* part is reused by the next reduction */
+  return total;
+}
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void m2pt_layer_norm(__global const float *x, __global const float *weight,
+                     __global const float *bias, __global float *y, const uint dim,
+                     const float eps)
+{
+  __local float part[WG];
+  const uint lid = get_local_id(0);
+  __global const float *xr = x + get_group_id(0) * (size_t)dim;
+  __global float *yr = y + get_group_id(0) * (size_t)dim;
+
+  float sum = 0.0f;
+  for (uint i = lid; i < dim; i += WG)
+    sum += xr[i];
+  const float mean = reduce_sum(part, sum) / (float)dim;
+
+  float squares = 0.0f;
+  for (uint i = lid; i < dim; i += WG) {
+    const float d = xr[i] - mean;
+    squares = fma(d, d, squares);
+  }
+  const float var = reduce_sum(part, squares) / (float)dim;
+  const float rstd = 1.0f / sqrt(var + eps);
+
+  for (uint i = lid; i < dim; i += WG) {
+    float v = (xr[i] - mean) * rstd * weight[i];
+#if HAS_BIAS
+    v += bias[i];
+#endif
+    yr[i] = v;
+  }
+}

@@ -1,0 +1,59 @@
+/* Numerically stable row softmax of scale·x with an optional key-padding
+ * mask (DESIGN.md §1: softmax(q·kᵀ·scale + mask)). One work-group of WG
+ * work-items per row, fixed-order tree reductions (deterministic); each
+ * work-item touches only its own columns, so y may be x. A row whose keys
+ * are all masked gives zeros rather than 0/0 = NaN. Specialised with -D WG
+ * and HAS_MASK. */
+
+static float reduce(__local float *part, float value, const int take_max)
+{
+  const uint lid = get_local_id(0);
+  part[lid] = value;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (uint s = WG / 2; s > 0; s >>= 1) {
+    if (lid < s)
+      part[lid] = take_max ? fmax(part[lid], part[lid + s]) : part[lid] + part[lid + s];
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  value = part[0];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  return value;
+}
+
+/* mask: [groups][cols], 1 keeps a key, 0 masks it; row r uses mask row
+ * r / rows_per_group (after mask_offset elements). */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void m2pt_softmax(__global const float *x, __global float *y, const uint cols,
+                  const float scale, __global const float *mask, const ulong mask_offset,
+                  const ulong rows_per_group)
+{
+  __local float part[WG];
+  const uint lid = get_local_id(0);
+  const size_t row = get_group_id(0);
+  __global const float *xr = x + row * cols;
+  __global float *yr = y + row * cols;
+#if HAS_MASK
+  __global const float *keep = mask + mask_offset + (row / rows_per_group) * cols;
+#  define KEPT(j) (keep[j] != 0.0f)
+#else
+#  define KEPT(j) 1
+#endif
+
+  float local_max = -INFINITY;
+  for (uint j = lid; j < cols; j += WG)
+    if (KEPT(j))
+      local_max = fmax(local_max, scale * xr[j]);
+  const float row_max = reduce(part, local_max, 1);
+
+  float local_sum = 0.0f;
+  for (uint j = lid; j < cols; j += WG)
+    if (KEPT(j))
+      local_sum += exp(scale * xr[j] - row_max);
+  const float row_sum = reduce(part, local_sum, 0);
+
+  /* row_sum is 0 only when every key is masked. */
+  const float inv = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
+  for (uint j = lid; j < cols; j += WG)
+    yr[j] = KEPT(j) ? exp(scale * xr[j] - row_max) * inv : 0.0f;
+#undef KEPT
+}

@@ -1,0 +1,38 @@
+/* Multi-head self-attention on timm's fused qkv layout. */
+#ifndef M2PT_ATTENTION_H
+#define M2PT_ATTENTION_H
+
+#include <stddef.h>
+
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum m2pt_attention_impl {
+  M2PT_ATTENTION_AUTO = 0, /* the library picks by shape and device */
+  M2PT_ATTENTION_GEMM,     /* CLBlast batched GEMMs and a softmax kernel; O(N²) memory */
+  M2PT_ATTENTION_FUSED,    /* one flash-style kernel, online softmax; O(N) memory */
+} m2pt_attention_impl;
+
+/* out = softmax(q·kᵀ·dim_head^-0.5 + mask)·v for each batch row and head.
+ * qkv is [B][N][3·heads·dim_head], each token's row split as
+ * [3][heads][dim_head] (timm's reshape order); out is [B][N][heads·dim_head]
+ * with heads side by side. mask is NULL or [B][N]: 1 for real tokens, 0 for
+ * padding keys; a query whose keys are all masked gets zeros. Both
+ * implementations give the same results within f32 rounding. Scratch memory
+ * (the GEMM path's [heads][N][N] scores) comes from the context's workspace.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, zero heads or dim_head, out is
+ * qkv, unknown impl), M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH,
+ * M2PT_ERR_DEVICE_OUT_OF_MEMORY (the GEMM path's scores do not fit),
+ * M2PT_ERR_BLAS, M2PT_ERR_OPENCL, M2PT_ERR_KERNEL_BUILD. */
+M2PT_API m2pt_status m2pt_attention(m2pt_context *ctx, const m2pt_tensor *qkv, size_t heads,
+                                    size_t dim_head, const m2pt_tensor *mask,
+                                    m2pt_attention_impl impl, m2pt_tensor *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

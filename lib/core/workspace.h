@@ -1,0 +1,34 @@
+/* The per-context workspace: scratch buffers that are reused across calls
+ * and only ever grow, so repeated forwards of one shape allocate no device
+ * memory after the first (DESIGN.md §3). Each slot holds one kind of
+ * intermediate; a caller owns a slot's contents only until it returns. */
+#ifndef M2PT_CORE_WORKSPACE_H
+#define M2PT_CORE_WORKSPACE_H
+
+#include <stddef.h>
+
+#include "cl.h"
+#include "m2pt/status.h"
+
+typedef enum m2pt_workspace_slot {
+  M2PT_WS_NORM,     /* LayerNorm output [rows][dim] */
+  M2PT_WS_QKV,      /* qkv projection [rows][3·heads·dim_head] */
+  M2PT_WS_ATTN,     /* attention output [rows][heads·dim_head] */
+  M2PT_WS_RESIDUAL, /* the block's h [rows][dim] */
+  M2PT_WS_HIDDEN,   /* FFN activations [rows][hidden] */
+  M2PT_WS_SCORES,   /* attention scores of the GEMM path [heads][N][N] */
+  M2PT_WS_BLAS,     /* CLBlast's GEMM temporary buffer */
+  M2PT_WS_SLOTS
+} m2pt_workspace_slot;
+
+struct m2pt_context;
+
+/* A buffer of at least `bytes` for `slot`, reallocated only when it grows.
+ * Its contents are undefined. */
+m2pt_status m2pt_workspace_get(struct m2pt_context *ctx, m2pt_workspace_slot slot, size_t bytes,
+                               cl_mem *out);
+
+/* Frees every slot (context destruction). */
+void m2pt_workspace_release(struct m2pt_context *ctx);
+
+#endif

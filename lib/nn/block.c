@@ -1,0 +1,319 @@
+/* The M2PT transformer block (DESIGN.md §1; timm's Block with the paper's
+ * re-parameterized linears, or BERT's post-norm layout). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/context_impl.h"
+#include "core/error.h"
+#include "ffn_internal.h"
+#include "linear_internal.h"
+#include "m2pt/block.h"
+#include "ops/block_ops.h"
+
+struct m2pt_block {
+  m2pt_context *ctx;
+  m2pt_block_config cfg;
+  size_t hd;       /* heads·dim_head */
+  cl_mem norm1_w, norm1_b, norm2_w, norm2_b;
+  m2pt_linear *qkv, *proj;
+  m2pt_ffn *mlp;
+  int merged;
+};
+
+m2pt_block_config m2pt_block_config_vit(size_t dim, size_t heads)
+{
+  m2pt_block_config c;
+  memset(&c, 0, sizeof c);
+  c.dim = dim;
+  c.heads = heads;
+  c.dim_head = heads ? dim / heads : 0;
+  c.ff_mult = 4;
+  c.eps = 1e-6f;
+  c.qkv_bias = 1;
+  c.reparam = 1;
+  c.layout = M2PT_PRE_NORM;
+  c.gelu = M2PT_GELU_ERF;
+  c.attention = M2PT_ATTENTION_AUTO;
+  return c;
+}
+
+static m2pt_status check_config(m2pt_context *ctx, const m2pt_block_config *c, size_t *hd)
+{
+  static const char fn[] = "m2pt_block_create";
+  M2PT_REQUIRE(ctx, c->dim && c->heads && c->dim_head && c->ff_mult,
+               "%s: dim %zu, heads %zu, dim_head %zu, ff_mult %zu must all be > 0", fn, c->dim,
+               c->heads, c->dim_head, c->ff_mult);
+  size_t hidden;
+  M2PT_REQUIRE(ctx,
+               m2pt_mul_size(c->heads, c->dim_head, hd) && *hd <= SIZE_MAX / 3 &&
+                   m2pt_mul_size(c->ff_mult, c->dim, &hidden),
+               "%s: sizes overflow", fn);
+  M2PT_REQUIRE(ctx, isfinite(c->eps) && c->eps >= 0.0f, "%s: eps = %g", fn, (double)c->eps);
+  M2PT_REQUIRE(ctx, c->layout == M2PT_PRE_NORM || c->layout == M2PT_POST_NORM,
+               "%s: unknown layout %d", fn, (int)c->layout);
+  M2PT_REQUIRE(ctx, c->gelu == M2PT_GELU_ERF || c->gelu == M2PT_GELU_TANH,
+               "%s: unknown GELU kind %d", fn, (int)c->gelu);
+  M2PT_REQUIRE(ctx,
+               c->attention == M2PT_ATTENTION_AUTO || c->attention == M2PT_ATTENTION_GEMM ||
+                   c->attention == M2PT_ATTENTION_FUSED,
+               "%s: unknown attention implementation %d", fn, (int)c->attention);
+  return M2PT_OK;
+}
+
+void m2pt_block_destroy(m2pt_block *b)
+{
+  if (!b)
+    return;
+  const size_t bytes = b->cfg.dim * sizeof(float);
+  m2pt_buffer_release(b->ctx, b->norm1_w, bytes);
+  m2pt_buffer_release(b->ctx, b->norm1_b, bytes);
+  m2pt_buffer_release(b->ctx, b->norm2_w, bytes);
+  m2pt_buffer_release(b->ctx, b->norm2_b, bytes);
+  m2pt_linear_destroy(b->qkv);
+  m2pt_linear_destroy(b->proj);
+  m2pt_ffn_destroy(b->mlp);
+  free(b);
+}
+
+/* A LayerNorm parameter: weight ones, bias zeros (PyTorch's init). */
+static m2pt_status norm_param(m2pt_context *ctx, size_t dim, float value, cl_mem *out)
+{
+  M2PT_TRY(m2pt_buffer_create(ctx, dim * sizeof(float), value == 0.0f, out));
+  return value == 0.0f ? M2PT_OK : m2pt_fill(ctx, *out, value, dim);
+}
+
+m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config,
+                              m2pt_block **out)
+{
+  M2PT_REQUIRE(NULL, ctx != NULL, "m2pt_block_create: ctx is NULL");
+  M2PT_REQUIRE(ctx, config && out, "m2pt_block_create: NULL argument");
+  *out = NULL;
+  size_t hd = 0;
+  M2PT_TRY(check_config(ctx, config, &hd));
+  m2pt_block *b = calloc(1, sizeof *b);
+  if (!b)
+    return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for a block");
+  b->ctx = ctx;
+  b->cfg = *config;
+  b->hd = hd;
+  const size_t dim = config->dim;
+  const unsigned aux = config->reparam ? M2PT_LINEAR_AUX : 0;
+  m2pt_status s = norm_param(ctx, dim, 1.0f, &b->norm1_w);
+  if (s == M2PT_OK)
+    s = norm_param(ctx, dim, 0.0f, &b->norm1_b);
+  if (s == M2PT_OK)
+    s = norm_param(ctx, dim, 1.0f, &b->norm2_w);
+  if (s == M2PT_OK)
+    s = norm_param(ctx, dim, 0.0f, &b->norm2_b);
+  if (s == M2PT_OK)
+    s = m2pt_linear_create(ctx, dim, 3 * hd, aux | (config->qkv_bias ? M2PT_LINEAR_BIAS : 0),
+                           &b->qkv);
+  if (s == M2PT_OK)
+    s = m2pt_linear_create(ctx, hd, dim, aux | M2PT_LINEAR_BIAS, &b->proj);
+  if (s == M2PT_OK)
+    s = m2pt_ffn_create(ctx, dim, config->ff_mult * dim, aux, config->gelu, &b->mlp);
+  if (s != M2PT_OK) {
+    m2pt_block_destroy(b);
+    return s;
+  }
+  *out = b;
+  return M2PT_OK;
+}
+
+/* ---- parameters by checkpoint name ---- */
+
+typedef enum field { F_WEIGHT, F_BIAS, F_AUX_WEIGHT, F_SCALE } field;
+
+/* What a name addresses: a LayerNorm buffer, or a field of a linear. */
+typedef struct param_ref {
+  cl_mem norm;        /* LayerNorm weight or bias, else NULL */
+  m2pt_linear *linear;
+  field field;
+} param_ref;
+
+static m2pt_status resolve(const m2pt_block *b, const char *name, param_ref *ref)
+{
+  static const struct {
+    const char *name;
+    field field;
+  } fields[] = {{"weight", F_WEIGHT},
+                {"bias", F_BIAS},
+                {"aux_weight", F_AUX_WEIGHT},
+                {"cross_modal_scale", F_SCALE}};
+  memset(ref, 0, sizeof *ref);
+  M2PT_REQUIRE(b->ctx, name != NULL, "block parameter name is NULL");
+  if (!strcmp(name, "norm1.weight") || !strcmp(name, "norm1.bias") ||
+      !strcmp(name, "norm2.weight") || !strcmp(name, "norm2.bias")) {
+    const int second = name[4] == '2', bias = name[6] == 'b';
+    ref->norm = second ? (bias ? b->norm2_b : b->norm2_w) : (bias ? b->norm1_b : b->norm1_w);
+    return M2PT_OK;
+  }
+  static const char *const prefixes[] = {"attn.qkv.", "attn.proj.", "mlp.fc1.", "mlp.fc2."};
+  m2pt_linear *const linears[] = {b->qkv, b->proj, m2pt_ffn_fc1(b->mlp), m2pt_ffn_fc2(b->mlp)};
+  for (size_t i = 0; i < 4; i++) {
+    const size_t n = strlen(prefixes[i]);
+    if (strncmp(name, prefixes[i], n) != 0)
+      continue;
+    for (size_t f = 0; f < 4; f++)
+      if (!strcmp(name + n, fields[f].name)) {
+        ref->linear = linears[i];
+        ref->field = fields[f].field;
+        return M2PT_OK;
+      }
+  }
+  return m2pt_fail(b->ctx, M2PT_ERR_INVALID_ARGUMENT,
+                   "unknown block parameter \"%s\" (expected norm1.weight, attn.qkv.weight, "
+                   "attn.qkv.aux_weight, attn.qkv.cross_modal_scale, mlp.fc1.bias, …)",
+                   name);
+}
+
+static m2pt_status norm_copy(const m2pt_block *b, cl_mem buf, const char *name, void *data,
+                             size_t count, int write)
+{
+  M2PT_REQUIRE(b->ctx, data != NULL, "block parameter %s: data is NULL", name);
+  if (count != b->cfg.dim)
+    return m2pt_fail(b->ctx, M2PT_ERR_SHAPE, "block parameter %s has %zu elements, %zu given",
+                     name, b->cfg.dim, count);
+  const cl_int err = write ? clEnqueueWriteBuffer(b->ctx->queue, buf, CL_TRUE, 0,
+                                                  count * sizeof(float), data, 0, NULL, NULL)
+                           : clEnqueueReadBuffer(b->ctx->queue, buf, CL_TRUE, 0,
+                                                 count * sizeof(float), data, 0, NULL, NULL);
+  if (err != CL_SUCCESS)
+    return m2pt_fail_cl(b->ctx, err, name);
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_block_set(m2pt_block *b, const char *name, const float *data, size_t count)
+{
+  M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_set: block is NULL");
+  param_ref r;
+  M2PT_TRY(resolve(b, name, &r));
+  if (r.norm)
+    return norm_copy(b, r.norm, name, (void *)(uintptr_t)data, count, 1);
+  switch (r.field) {
+  case F_WEIGHT: return m2pt_linear_set_weight(r.linear, data, count);
+  case F_BIAS: return m2pt_linear_set_bias(r.linear, data, count);
+  case F_AUX_WEIGHT: return m2pt_linear_set_aux_weight(r.linear, data, count);
+  case F_SCALE:
+    M2PT_REQUIRE(b->ctx, data != NULL, "m2pt_block_set(%s): data is NULL", name);
+    if (count != 1)
+      return m2pt_fail(b->ctx, M2PT_ERR_SHAPE, "%s has 1 element, %zu given", name, count);
+    return m2pt_linear_set_scale(r.linear, data[0]);
+  }
+  return M2PT_ERR_INVALID_ARGUMENT;
+}
+
+m2pt_status m2pt_block_get(const m2pt_block *b, const char *name, float *data, size_t count)
+{
+  M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_get: block is NULL");
+  param_ref r;
+  M2PT_TRY(resolve(b, name, &r));
+  if (r.norm)
+    return norm_copy(b, r.norm, name, data, count, 0);
+  switch (r.field) {
+  case F_WEIGHT: return m2pt_linear_get_weight(r.linear, data, count);
+  case F_BIAS: return m2pt_linear_get_bias(r.linear, data, count);
+  case F_AUX_WEIGHT: return m2pt_linear_get_aux_weight(r.linear, data, count);
+  case F_SCALE:
+    M2PT_REQUIRE(b->ctx, data != NULL, "m2pt_block_get(%s): data is NULL", name);
+    if (count != 1)
+      return m2pt_fail(b->ctx, M2PT_ERR_SHAPE, "%s has 1 element, %zu given", name, count);
+    return m2pt_linear_get_scale(r.linear, data);
+  }
+  return M2PT_ERR_INVALID_ARGUMENT;
+}
+
+/* ---- forward ---- */
+
+static m2pt_status scratch(m2pt_context *ctx, m2pt_workspace_slot slot, size_t rows, size_t cols,
+                           cl_mem *out)
+{
+  size_t bytes;
+  if (!m2pt_mul_size(rows, cols, &bytes) || !m2pt_mul_size(bytes, sizeof(float), &bytes))
+    return m2pt_fail(ctx, M2PT_ERR_INVALID_ARGUMENT, "block activations of %zu × %zu overflow",
+                     rows, cols);
+  return m2pt_workspace_get(ctx, slot, bytes, out);
+}
+
+/* h = x + proj(MHSA(qkv(in))), with `in` = LN1(x) (pre-norm) or x (post-norm).
+ * The residual and proj's bias are laid into h first and the GEMM
+ * accumulates onto them. */
+static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem mask,
+                                      size_t batch, size_t tokens, cl_mem h)
+{
+  m2pt_context *ctx = b->ctx;
+  const size_t rows = batch * tokens;
+  cl_mem qkv, attn, proj_bias;
+  M2PT_TRY(scratch(ctx, M2PT_WS_QKV, rows, 3 * b->hd, &qkv));
+  M2PT_TRY(scratch(ctx, M2PT_WS_ATTN, rows, b->hd, &attn));
+  M2PT_TRY(m2pt_linear_forward_buffers(b->qkv, in, rows, qkv));
+  const m2pt_attention_shape shape = {batch, tokens, b->cfg.heads, b->cfg.dim_head};
+  M2PT_TRY(m2pt_op_attention(ctx, qkv, mask, &shape, b->cfg.attention, attn));
+  M2PT_TRY(m2pt_linear_effective_bias(b->proj, &proj_bias));
+  M2PT_TRY(m2pt_op_add(ctx, x, proj_bias, rows * b->cfg.dim, b->cfg.dim, h));
+  return m2pt_linear_apply(b->proj, attn, rows, 1.0f, h);
+}
+
+m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
+                               m2pt_tensor *y)
+{
+  static const char fn[] = "m2pt_block_forward";
+  M2PT_REQUIRE(NULL, b != NULL, "%s: block is NULL", fn);
+  m2pt_context *ctx = b->ctx;
+  const size_t dim = b->cfg.dim;
+  M2PT_TRY(m2pt_linear_check_io(ctx, x, y, dim, dim, fn));
+  char sx[96], sm[96];
+  if (x->ndim != 3)
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: x %s must be [B][N][%zu]", fn,
+                     m2pt_shape_string(x, sx, sizeof sx), dim);
+  const size_t batch = x->shape[0], tokens = x->shape[1], rows = batch * tokens;
+  if (mask) {
+    M2PT_TRY(m2pt_check_tensor(ctx, mask, "m2pt_block_forward: mask"));
+    if (mask->ndim != 2 || mask->shape[0] != batch || mask->shape[1] != tokens)
+      return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: mask %s must be [%zu][%zu] for x %s", fn,
+                       m2pt_shape_string(mask, sm, sizeof sm), batch, tokens,
+                       m2pt_shape_string(x, sx, sizeof sx));
+  }
+  M2PT_REQUIRE(ctx, tokens <= UINT32_MAX, "%s: too many tokens", fn);
+  const cl_mem mask_buf = mask ? mask->buffer : NULL;
+  cl_mem h;
+  M2PT_TRY(scratch(ctx, M2PT_WS_RESIDUAL, rows, dim, &h));
+  if (b->cfg.layout == M2PT_PRE_NORM) {
+    cl_mem norm;
+    M2PT_TRY(scratch(ctx, M2PT_WS_NORM, rows, dim, &norm));
+    M2PT_TRY(m2pt_op_layer_norm(ctx, x->buffer, b->norm1_w, b->norm1_b, b->cfg.eps, rows, dim,
+                                norm));
+    M2PT_TRY(attention_residual(b, norm, x->buffer, mask_buf, batch, tokens, h));
+    M2PT_TRY(m2pt_op_layer_norm(ctx, h, b->norm2_w, b->norm2_b, b->cfg.eps, rows, dim, norm));
+    return m2pt_ffn_apply(b->mlp, norm, rows, h, y->buffer);
+  }
+  M2PT_TRY(attention_residual(b, x->buffer, x->buffer, mask_buf, batch, tokens, h));
+  M2PT_TRY(m2pt_op_layer_norm(ctx, h, b->norm1_w, b->norm1_b, b->cfg.eps, rows, dim, h));
+  M2PT_TRY(m2pt_ffn_apply(b->mlp, h, rows, h, y->buffer));
+  return m2pt_op_layer_norm(ctx, y->buffer, b->norm2_w, b->norm2_b, b->cfg.eps, rows, dim,
+                            y->buffer);
+}
+
+m2pt_status m2pt_block_merge(m2pt_block *b)
+{
+  M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_merge: block is NULL");
+  M2PT_TRY(m2pt_linear_merge(b->qkv));
+  M2PT_TRY(m2pt_linear_merge(b->proj));
+  M2PT_TRY(m2pt_ffn_merge(b->mlp));
+  b->merged = b->merged || b->cfg.reparam;
+  return M2PT_OK;
+}
+
+int m2pt_block_is_merged(const m2pt_block *b)
+{
+  return b ? b->merged : 0;
+}
+
+m2pt_status m2pt_block_get_config(const m2pt_block *b, m2pt_block_config *config)
+{
+  M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_get_config: block is NULL");
+  M2PT_REQUIRE(b->ctx, config != NULL, "m2pt_block_get_config: config is NULL");
+  *config = b->cfg;
+  return M2PT_OK;
+}

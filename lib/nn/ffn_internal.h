@@ -1,0 +1,14 @@
+/* The FFN on raw buffers, for the block. */
+#ifndef M2PT_NN_FFN_INTERNAL_H
+#define M2PT_NN_FFN_INTERNAL_H
+
+#include <stddef.h>
+
+#include "core/cl.h"
+#include "m2pt/ffn.h"
+
+/* y = residual + fc2(GELU(fc1(x))) for x, y [rows][dim]; residual may be
+ * NULL (none) and may be x, but not y. */
+m2pt_status m2pt_ffn_apply(m2pt_ffn *ffn, cl_mem x, size_t rows, cl_mem residual, cl_mem y);
+
+#endif

@@ -1,0 +1,25 @@
+/* What the FFN and the block use of a linear layer, on raw buffers. */
+#ifndef M2PT_NN_LINEAR_INTERNAL_H
+#define M2PT_NN_LINEAR_INTERNAL_H
+
+#include <stddef.h>
+
+#include "core/cl.h"
+#include "m2pt/linear.h"
+
+/* y = x·W_effᵀ + beta·y for x [rows][in], y [rows][out] (no bias), forming
+ * W_eff = W + λ·W_aux first if it is stale. */
+m2pt_status m2pt_linear_apply(m2pt_linear *layer, cl_mem x, size_t rows, float beta, cl_mem y);
+
+/* The bias the forward adds (b, or b + λ·b_aux), NULL without one. */
+m2pt_status m2pt_linear_effective_bias(m2pt_linear *layer, cl_mem *bias);
+
+/* y = x·W_effᵀ + bias: the public forward on raw buffers. */
+m2pt_status m2pt_linear_forward_buffers(m2pt_linear *layer, cl_mem x, size_t rows, cl_mem y);
+
+/* Checks that x is [..][in] and y the same with [..][out] (fn names the
+ * caller in the message). */
+m2pt_status m2pt_linear_check_io(const m2pt_context *ctx, const m2pt_tensor *x,
+                                 const m2pt_tensor *y, size_t in, size_t out, const char *fn);
+
+#endif

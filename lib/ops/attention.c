@@ -1,0 +1,150 @@
+/* Multi-head self-attention: the CLBlast path (two strided-batched GEMMs
+ * around the softmax kernel, O(N²) scores in the workspace) and the fused
+ * flash-style kernel of cl/attention.cl (O(N) memory). */
+#include <math.h>
+#include <stdio.h>
+
+#include "blas.h"
+#include "block_ops.h"
+#include "core/context_impl.h"
+#include "core/error.h"
+#include "core/program.h"
+#include "tensor_checks.h"
+
+/* The fused kernel keeps a query row, its output row and a tile of scores
+ * in private memory; past this head size they no longer fit any device's
+ * registers sensibly. */
+#define FUSED_MAX_DIM_HEAD 256
+#define FUSED_QUERIES 32 /* BQ: queries (work-items) per work-group */
+
+static size_t fused_key_tile(size_t dim_head)
+{
+  return dim_head <= 64 ? 32 : dim_head <= 128 ? 16 : 8;
+}
+
+static size_t fused_local_bytes(size_t dim_head)
+{
+  const size_t bk = fused_key_tile(dim_head);
+  return (2 * bk * dim_head + bk) * sizeof(float);
+}
+
+static size_t fused_queries(const m2pt_context *ctx)
+{
+  return ctx->max_work_group < FUSED_QUERIES ? ctx->max_work_group : FUSED_QUERIES;
+}
+
+m2pt_status m2pt_attention_choose(m2pt_context *ctx, const m2pt_attention_shape *s,
+                                  m2pt_attention_impl requested, m2pt_attention_impl *chosen)
+{
+  const int fused_fits = s->dim_head <= FUSED_MAX_DIM_HEAD &&
+                         fused_local_bytes(s->dim_head) <= ctx->info.local_mem_bytes;
+  if (requested == M2PT_ATTENTION_FUSED && !fused_fits)
+    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED,
+                     "fused attention: dim_head %zu needs %zu bytes of local memory (device "
+                     "has %llu) and at most %d",
+                     s->dim_head, fused_local_bytes(s->dim_head),
+                     (unsigned long long)ctx->info.local_mem_bytes, FUSED_MAX_DIM_HEAD);
+  if (requested == M2PT_ATTENTION_AUTO)
+    requested = fused_fits ? M2PT_ATTENTION_FUSED : M2PT_ATTENTION_GEMM;
+  *chosen = requested;
+  return M2PT_OK;
+}
+
+static m2pt_status attention_fused(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
+                                   const m2pt_attention_shape *s, cl_mem out)
+{
+  const size_t bq = fused_queries(ctx), bk = fused_key_tile(s->dim_head);
+  char options[96];
+  snprintf(options, sizeof options, "-DDH=%zu -DBQ=%zu -DBK=%zu -DHAS_MASK=%d", s->dim_head, bq,
+           bk, mask != NULL);
+  cl_kernel k;
+  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_attention, options, "m2pt_attention_fused", &k));
+  const cl_uint tokens = (cl_uint)s->tokens, heads = (cl_uint)s->heads;
+  const float scale = (float)(1.0 / sqrt((double)s->dim_head));
+  const m2pt_kernel_arg args[] = {M2PT_ARG(qkv),    M2PT_ARG(mask),  M2PT_ARG(out),
+                                  M2PT_ARG(tokens), M2PT_ARG(heads), M2PT_ARG(scale)};
+  M2PT_TRY(m2pt_set_kernel_args(ctx, k, "m2pt_attention_fused", args, 6));
+  const size_t global[3] = {(s->tokens + bq - 1) / bq * bq, s->heads, s->batch};
+  const size_t local[3] = {bq, 1, 1};
+  return m2pt_enqueue_kernel(ctx, k, 3, global, local, "m2pt_attention_fused");
+}
+
+/* Per batch row b: S_h = q_h·k_hᵀ·scale for every head at once (one
+ * strided-batched GEMM; heads are dim_head apart inside each token's row),
+ * S = softmax(S) with b's mask row, out_h = S_h·v_h. */
+static m2pt_status attention_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
+                                  const m2pt_attention_shape *s, cl_mem out)
+{
+  const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d, row = 3 * hd;
+  size_t bytes;
+  if (!m2pt_mul_size(s->heads * n, n, &bytes) || !m2pt_mul_size(bytes, sizeof(float), &bytes))
+    return m2pt_fail(ctx, M2PT_ERR_DEVICE_OUT_OF_MEMORY,
+                     "attention scores of %zu heads × %zu² overflow", s->heads, n);
+  cl_mem scores;
+  M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_SCORES, bytes, &scores));
+  const float scale = (float)(1.0 / sqrt((double)d));
+  for (size_t b = 0; b < s->batch; b++) {
+    const size_t base = b * n * row;
+    const m2pt_blas_matrix q = {qkv, base, row, d}, k = {qkv, base + hd, row, d};
+    const m2pt_blas_matrix v = {qkv, base + 2 * hd, row, d};
+    const m2pt_blas_matrix sc = {scores, 0, n, n * n};
+    const m2pt_blas_matrix o = {out, b * n * hd, hd, d};
+    M2PT_TRY(m2pt_blas_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, scale, &q, &k, 0.0f, &sc,
+                             s->heads));
+    M2PT_TRY(m2pt_op_softmax(ctx, scores, s->heads * n, n, 1.0f, mask, b * n, s->heads * n,
+                             scores));
+    M2PT_TRY(m2pt_blas_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, n, d, n, 1.0f, &sc, &v, 0.0f, &o,
+                             s->heads));
+  }
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
+                              const m2pt_attention_shape *shape, m2pt_attention_impl impl,
+                              cl_mem out)
+{
+  m2pt_attention_impl chosen;
+  M2PT_TRY(m2pt_attention_choose(ctx, shape, impl, &chosen));
+  return chosen == M2PT_ATTENTION_FUSED ? attention_fused(ctx, qkv, mask, shape, out)
+                                        : attention_gemm(ctx, qkv, mask, shape, out);
+}
+
+m2pt_status m2pt_attention(m2pt_context *ctx, const m2pt_tensor *qkv, size_t heads,
+                           size_t dim_head, const m2pt_tensor *mask, m2pt_attention_impl impl,
+                           m2pt_tensor *out)
+{
+  static const char fn[] = "m2pt_attention";
+  M2PT_REQUIRE(NULL, ctx != NULL, "%s: ctx is NULL", fn);
+  M2PT_TRY(m2pt_check_tensor(ctx, qkv, "m2pt_attention: qkv"));
+  M2PT_TRY(m2pt_check_tensor(ctx, out, "m2pt_attention: out"));
+  if (mask)
+    M2PT_TRY(m2pt_check_tensor(ctx, mask, "m2pt_attention: mask"));
+  M2PT_REQUIRE(ctx, qkv != out, "%s: out must not be qkv", fn);
+  M2PT_REQUIRE(ctx, heads > 0 && dim_head > 0, "%s: heads = %zu, dim_head = %zu", fn, heads,
+               dim_head);
+  M2PT_REQUIRE(ctx,
+               impl == M2PT_ATTENTION_AUTO || impl == M2PT_ATTENTION_GEMM ||
+                   impl == M2PT_ATTENTION_FUSED,
+               "%s: unknown implementation %d", fn, (int)impl);
+  size_t hd;
+  M2PT_REQUIRE(ctx, m2pt_mul_size(heads, dim_head, &hd) && hd <= SIZE_MAX / 3,
+               "%s: heads·dim_head overflows", fn);
+  char sq[96], so[96];
+  if (qkv->ndim != 3 || qkv->shape[2] != 3 * hd)
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: qkv %s must be [B][N][%zu] (3·%zu heads·%zu)", fn,
+                     m2pt_shape_string(qkv, sq, sizeof sq), 3 * hd, heads, dim_head);
+  const m2pt_attention_shape shape = {qkv->shape[0], qkv->shape[1], heads, dim_head};
+  if (out->ndim != 3 || out->shape[0] != shape.batch || out->shape[1] != shape.tokens ||
+      out->shape[2] != hd)
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: out %s must be [%zu][%zu][%zu] for qkv %s", fn,
+                     m2pt_shape_string(out, so, sizeof so), shape.batch, shape.tokens, hd,
+                     m2pt_shape_string(qkv, sq, sizeof sq));
+  M2PT_REQUIRE(ctx, shape.tokens <= UINT32_MAX && heads <= UINT32_MAX,
+               "%s: too many tokens or heads", fn);
+  if (mask && (mask->ndim != 2 || mask->shape[0] != shape.batch ||
+               mask->shape[1] != shape.tokens))
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: mask %s must be [%zu][%zu]", fn,
+                     m2pt_shape_string(mask, so, sizeof so), shape.batch, shape.tokens);
+  return m2pt_op_attention(ctx, qkv->buffer, mask ? mask->buffer : NULL, &shape, impl,
+                           out->buffer);
+}

@@ -1,0 +1,46 @@
+/* Device-level ops of the transformer block on raw buffers, arguments
+ * already validated (the public wrappers in the same files check tensors).
+ * Kernels: cl/layer_norm.cl, cl/elementwise.cl, cl/softmax.cl,
+ * cl/attention.cl. */
+#ifndef M2PT_OPS_BLOCK_OPS_H
+#define M2PT_OPS_BLOCK_OPS_H
+
+#include <stddef.h>
+
+#include "core/cl.h"
+#include "m2pt/attention.h"
+#include "m2pt/ops.h"
+
+/* LayerNorm of `rows` rows of `dim`; bias may be NULL; y may be x. */
+m2pt_status m2pt_op_layer_norm(m2pt_context *ctx, cl_mem x, cl_mem weight, cl_mem bias,
+                               float eps, size_t rows, size_t dim, cl_mem y);
+
+/* y = GELU(x + bias[i % cols]) for n elements; bias may be NULL. */
+m2pt_status m2pt_op_gelu(m2pt_context *ctx, cl_mem x, cl_mem bias, m2pt_gelu_kind kind,
+                         size_t n, size_t cols, cl_mem y);
+
+/* y = a + b[i % period] (period 0: b has n elements). */
+m2pt_status m2pt_op_add(m2pt_context *ctx, cl_mem a, cl_mem b, size_t n, size_t period,
+                        cl_mem y);
+
+/* Row softmax of scale·x over `cols`; mask may be NULL, else row r uses the
+ * mask row at mask_offset + (r / rows_per_group)·cols. */
+m2pt_status m2pt_op_softmax(m2pt_context *ctx, cl_mem x, size_t rows, size_t cols, float scale,
+                            cl_mem mask, size_t mask_offset, size_t rows_per_group, cl_mem y);
+
+/* Attention shape: qkv [batch][tokens][3·heads·dim_head] → out
+ * [batch][tokens][heads·dim_head]; mask NULL or [batch][tokens]. */
+typedef struct m2pt_attention_shape {
+  size_t batch, tokens, heads, dim_head;
+} m2pt_attention_shape;
+
+/* The implementation AUTO resolves to for this shape on ctx's device, or
+ * the forced one; M2PT_ERR_UNSUPPORTED when FUSED cannot run here. */
+m2pt_status m2pt_attention_choose(m2pt_context *ctx, const m2pt_attention_shape *shape,
+                                  m2pt_attention_impl requested, m2pt_attention_impl *chosen);
+
+m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
+                              const m2pt_attention_shape *shape, m2pt_attention_impl impl,
+                              cl_mem out);
+
+#endif

@@ -1,0 +1,55 @@
+#include <math.h>
+#include <stdio.h>
+
+#include "block_ops.h"
+#include "core/context_impl.h"
+#include "core/error.h"
+#include "core/program.h"
+#include "tensor_checks.h"
+
+m2pt_status m2pt_op_softmax(m2pt_context *ctx, cl_mem x, size_t rows, size_t cols, float scale,
+                            cl_mem mask, size_t mask_offset, size_t rows_per_group, cl_mem y)
+{
+  const size_t wg = m2pt_row_work_group(ctx, cols);
+  char options[64];
+  snprintf(options, sizeof options, "-DWG=%zu -DHAS_MASK=%d", wg, mask != NULL);
+  cl_kernel k;
+  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_softmax, options, "m2pt_softmax", &k));
+  const cl_uint c = (cl_uint)cols;
+  const cl_ulong offset = mask_offset, group = rows_per_group ? rows_per_group : 1;
+  const m2pt_kernel_arg args[] = {M2PT_ARG(x),    M2PT_ARG(y),      M2PT_ARG(c),
+                                  M2PT_ARG(scale), M2PT_ARG(mask), M2PT_ARG(offset),
+                                  M2PT_ARG(group)};
+  M2PT_TRY(m2pt_set_kernel_args(ctx, k, "m2pt_softmax", args, 7));
+  const size_t global[1] = {rows * wg}, local[1] = {wg};
+  return m2pt_enqueue_kernel(ctx, k, 1, global, local, "m2pt_softmax");
+}
+
+m2pt_status m2pt_softmax(m2pt_context *ctx, const m2pt_tensor *x, float scale,
+                         const m2pt_tensor *mask, m2pt_tensor *y)
+{
+  static const char fn[] = "m2pt_softmax";
+  M2PT_REQUIRE(NULL, ctx != NULL, "%s: ctx is NULL", fn);
+  M2PT_TRY(m2pt_check_tensor(ctx, x, "m2pt_softmax: x"));
+  M2PT_TRY(m2pt_check_tensor(ctx, y, "m2pt_softmax: y"));
+  if (mask)
+    M2PT_TRY(m2pt_check_tensor(ctx, mask, "m2pt_softmax: mask"));
+  M2PT_REQUIRE(ctx, isfinite(scale), "%s: scale = %g is not finite", fn, (double)scale);
+  M2PT_TRY(m2pt_check_same_shape(ctx, x, y, fn, "x", "y"));
+  const size_t cols = m2pt_last_dim(x), rows = x->numel / cols;
+  M2PT_REQUIRE(ctx, cols <= UINT32_MAX, "%s: rows of %zu elements are too long", fn, cols);
+  size_t per_group = rows;
+  if (mask) {
+    const size_t groups = mask->ndim == 2 ? mask->shape[0] : 0;
+    if (mask->ndim != 2 || mask->shape[1] != cols || rows % groups != 0) {
+      char sm[96], sx[96];
+      return m2pt_fail(ctx, M2PT_ERR_SHAPE,
+                       "%s: mask %s must be [B][%zu] with B dividing the %zu rows of x %s", fn,
+                       m2pt_shape_string(mask, sm, sizeof sm), cols, rows,
+                       m2pt_shape_string(x, sx, sizeof sx));
+    }
+    per_group = rows / groups;
+  }
+  return m2pt_op_softmax(ctx, x->buffer, rows, cols, scale, mask ? mask->buffer : NULL, 0,
+                         per_group, y->buffer);
+}

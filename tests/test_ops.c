@@ -1,0 +1,293 @@
+/* LayerNorm, GELU, add and softmax against the double reference, and
+ * multi-head attention on both paths. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reference.h"
+#include "test_util.h"
+
+static int setup(void **state)
+{
+  *state = test_context();
+  return 0;
+}
+
+static int teardown(void **state)
+{
+  m2pt_context_destroy(*state);
+  return 0;
+}
+
+static double *widen(const float *x, size_t n)
+{
+  double *d = test_alloc(n * sizeof *d);
+  for (size_t i = 0; i < n; i++)
+    d[i] = x[i];
+  return d;
+}
+
+static float *read_all(m2pt_context *ctx, const m2pt_tensor *t)
+{
+  const size_t n = m2pt_tensor_numel(t);
+  float *h = test_alloc(n * sizeof *h);
+  assert_ok(ctx, m2pt_tensor_read(t, h, n));
+  return h;
+}
+
+/* Awkward row lengths (DESIGN.md §4); the reductions use up to 256 items. */
+static const size_t dims[] = {1, 7, 17, 197, 768};
+
+static void layer_norm(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t ndims = test_small() ? 3 : sizeof dims / sizeof *dims;
+  for (size_t di = 0; di < ndims; di++)
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+      const size_t rows = 5, dim = dims[di], n = rows * dim;
+      float *x = test_alloc(n * sizeof *x), *w = test_alloc(dim * sizeof *w),
+            *b = test_alloc(dim * sizeof *b);
+      test_fill(x, n, 1 + di);
+      test_fill(w, dim, 2);
+      test_fill(b, dim, 3);
+      for (size_t i = 0; i < n; i++)
+        x[i] = 3.0f + 10.0f * x[i]; /* an offset that naive E[x²]−E[x]² would lose */
+      const size_t shape[2] = {rows, dim}, vshape[1] = {dim};
+      m2pt_tensor *tx = test_tensor(ctx, 2, shape, x), *ty = test_tensor(ctx, 2, shape, NULL);
+      m2pt_tensor *tw = test_tensor(ctx, 1, vshape, w), *tb = test_tensor(ctx, 1, vshape, b);
+      assert_ok(ctx, m2pt_layer_norm(ctx, tx, tw, with_bias ? tb : NULL, 1e-6f, ty));
+      float *y = read_all(ctx, ty);
+      double *xd = widen(x, n), *ref = test_alloc(n * sizeof *ref);
+      ref_layer_norm(xd, rows, dim, w, with_bias ? b : NULL, 1e-6f, ref);
+      test_assert_close(y, ref, n, 1e-4, "layer_norm");
+      /* In place gives the same bits. */
+      assert_ok(ctx, m2pt_layer_norm(ctx, tx, tw, with_bias ? tb : NULL, 1e-6f, tx));
+      float *y2 = read_all(ctx, tx);
+      assert_memory_equal(y, y2, n * sizeof *y);
+      free(y2);
+      free(y);
+      free(xd);
+      free(ref);
+      free(x);
+      free(w);
+      free(b);
+      m2pt_tensor_destroy(tx);
+      m2pt_tensor_destroy(ty);
+      m2pt_tensor_destroy(tw);
+      m2pt_tensor_destroy(tb);
+    }
+}
+
+static void gelu_and_add(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t rows = 3, cols = 17, n = rows * cols;
+  float x[51], b[17], y[51];
+  double ref[51];
+  test_fill(x, n, 4);
+  test_fill(b, cols, 5);
+  for (size_t i = 0; i < n; i++)
+    x[i] *= 4.0f;
+  const size_t shape[2] = {rows, cols}, vshape[1] = {cols};
+  m2pt_tensor *tx = test_tensor(ctx, 2, shape, x), *ty = test_tensor(ctx, 2, shape, NULL);
+  m2pt_tensor *tb = test_tensor(ctx, 1, vshape, b);
+  for (int tanh_form = 0; tanh_form < 2; tanh_form++)
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+      assert_ok(ctx, m2pt_gelu(ctx, tx, with_bias ? tb : NULL,
+                               tanh_form ? M2PT_GELU_TANH : M2PT_GELU_ERF, ty));
+      assert_ok(ctx, m2pt_tensor_read(ty, y, n));
+      for (size_t i = 0; i < n; i++)
+        ref[i] = ref_gelu((double)x[i] + (with_bias ? b[i % cols] : 0.0), tanh_form);
+      test_assert_close(y, ref, n, 1e-5, tanh_form ? "gelu tanh" : "gelu erf");
+    }
+  /* Residual plus broadcast bias, and same-shape add in place. */
+  assert_ok(ctx, m2pt_add(ctx, tx, tb, ty));
+  assert_ok(ctx, m2pt_tensor_read(ty, y, n));
+  for (size_t i = 0; i < n; i++)
+    ref[i] = (double)x[i] + b[i % cols];
+  test_assert_close(y, ref, n, 1e-6, "add broadcast");
+  assert_ok(ctx, m2pt_add(ctx, ty, tx, ty));
+  assert_ok(ctx, m2pt_tensor_read(ty, y, n));
+  for (size_t i = 0; i < n; i++)
+    ref[i] += x[i];
+  test_assert_close(y, ref, n, 1e-6, "add in place");
+
+  /* Bad inputs. */
+  const size_t other[2] = {cols, rows}, vwrong[1] = {5};
+  m2pt_tensor *tt = test_tensor(ctx, 2, other, NULL), *tv = test_tensor(ctx, 1, vwrong, NULL);
+  assert_status(ctx, m2pt_gelu(ctx, tx, NULL, M2PT_GELU_ERF, tt), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_gelu(ctx, tx, tv, M2PT_GELU_ERF, ty), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_gelu(ctx, tx, NULL, (m2pt_gelu_kind)9, ty), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_add(ctx, tx, tv, ty), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_add(ctx, tx, tt, ty), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_add(ctx, NULL, tb, ty), M2PT_ERR_INVALID_ARGUMENT);
+  m2pt_tensor_destroy(tt);
+  m2pt_tensor_destroy(tv);
+  m2pt_tensor_destroy(tx);
+  m2pt_tensor_destroy(ty);
+  m2pt_tensor_destroy(tb);
+}
+
+static void softmax_with_masks(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t col_list[] = {1, 7, 197, 300};
+  const size_t ncols = test_small() ? 2 : 4;
+  for (size_t ci = 0; ci < ncols; ci++) {
+    const size_t groups = 2, per_group = 3, rows = groups * per_group, cols = col_list[ci];
+    const size_t n = rows * cols;
+    float *x = test_alloc(n * sizeof *x), *mask = test_alloc(groups * cols * sizeof *mask);
+    test_fill(x, n, 6 + ci);
+    for (size_t i = 0; i < n; i++)
+      x[i] *= 30.0f; /* large logits: exp overflows without the max subtracted */
+    /* Group 0 keeps every other key; group 1 masks every key. */
+    for (size_t j = 0; j < cols; j++) {
+      mask[j] = (j % 2 == 0) ? 1.0f : 0.0f;
+      mask[cols + j] = 0.0f;
+    }
+    const size_t shape[3] = {groups, per_group, cols}, mshape[2] = {groups, cols};
+    m2pt_tensor *tx = test_tensor(ctx, 3, shape, x), *ty = test_tensor(ctx, 3, shape, NULL);
+    m2pt_tensor *tm = test_tensor(ctx, 2, mshape, mask);
+    double *xd = widen(x, n), *ref = test_alloc(n * sizeof *ref);
+    for (int masked = 0; masked < 2; masked++) {
+      assert_ok(ctx, m2pt_softmax(ctx, tx, 0.125f, masked ? tm : NULL, ty));
+      float *y = read_all(ctx, ty);
+      ref_softmax(xd, rows, cols, 0.125f, masked ? mask : NULL, per_group, ref);
+      test_assert_close(y, ref, n, 1e-5, masked ? "masked softmax" : "softmax");
+      if (masked)
+        for (size_t i = per_group * cols; i < n; i++)
+          assert_true(y[i] == 0.0f); /* fully masked rows: zeros, not NaN */
+      free(y);
+    }
+    const size_t bad[2] = {4, cols};
+    m2pt_tensor *tbad = test_tensor(ctx, 2, bad, NULL);
+    assert_status(ctx, m2pt_softmax(ctx, tx, 1.0f, tbad, ty), M2PT_ERR_SHAPE);
+    assert_status(ctx, m2pt_softmax(ctx, tx, INFINITY, NULL, ty), M2PT_ERR_INVALID_ARGUMENT);
+    m2pt_tensor_destroy(tbad);
+    free(xd);
+    free(ref);
+    free(x);
+    free(mask);
+    m2pt_tensor_destroy(tx);
+    m2pt_tensor_destroy(ty);
+    m2pt_tensor_destroy(tm);
+  }
+}
+
+/* Both attention paths against the reference. */
+static void check_attention(m2pt_context *ctx, size_t batch, size_t tokens, size_t heads,
+                            size_t dim_head, int masked)
+{
+  const size_t hd = heads * dim_head, n_qkv = batch * tokens * 3 * hd, n_out = batch * tokens * hd;
+  float *qkv = test_alloc(n_qkv * sizeof *qkv), *mask = test_alloc(batch * tokens * sizeof *mask);
+  test_fill(qkv, n_qkv, tokens * 7 + heads);
+  for (size_t i = 0; i < n_qkv; i++)
+    qkv[i] *= 2.0f;
+  /* Batch row b pads its last b·2 tokens (row 0 none); with one token,
+   * batch row 1 is fully padded and must give zeros. */
+  for (size_t b = 0; b < batch; b++)
+    for (size_t t = 0; t < tokens; t++)
+      mask[b * tokens + t] = (t + 2 * b < tokens) ? 1.0f : 0.0f;
+  const size_t sq[3] = {batch, tokens, 3 * hd}, so[3] = {batch, tokens, hd};
+  const size_t sm[2] = {batch, tokens};
+  m2pt_tensor *tq = test_tensor(ctx, 3, sq, qkv), *to = test_tensor(ctx, 3, so, NULL);
+  m2pt_tensor *tm = test_tensor(ctx, 2, sm, mask);
+  double *qd = widen(qkv, n_qkv), *ref = test_alloc(n_out * sizeof *ref);
+  ref_attention(qd, batch, tokens, heads, dim_head, masked ? mask : NULL, ref);
+  const m2pt_attention_impl impls[2] = {M2PT_ATTENTION_GEMM, M2PT_ATTENTION_FUSED};
+  float *outs[2];
+  for (int i = 0; i < 2; i++) {
+    assert_ok(ctx, m2pt_attention(ctx, tq, heads, dim_head, masked ? tm : NULL, impls[i], to));
+    outs[i] = read_all(ctx, to);
+    test_assert_close(outs[i], ref, n_out, 1e-4, i ? "fused attention" : "gemm attention");
+  }
+  free(outs[0]);
+  free(outs[1]);
+  free(qd);
+  free(ref);
+  free(qkv);
+  free(mask);
+  m2pt_tensor_destroy(tq);
+  m2pt_tensor_destroy(to);
+  m2pt_tensor_destroy(tm);
+}
+
+static void attention_paths(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t tokens_list[] = {1, 7, 197};
+  const size_t ntok = test_small() ? 2 : 3;
+  for (size_t i = 0; i < ntok; i++)
+    for (int masked = 0; masked < 2; masked++) {
+      check_attention(ctx, 2, tokens_list[i], 3, 16, masked);
+      check_attention(ctx, 1, tokens_list[i], 2, 5, masked); /* dim_head not a tile multiple */
+    }
+  if (!test_small())
+    check_attention(ctx, 1, 40, 12, 64, 1); /* ViT-B heads */
+}
+
+/* The fused path's memory is O(N): no N×N buffer at N = 2048. */
+static void fused_attention_memory(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t tokens = test_small() ? 64 : 2048, heads = 2, dim_head = 16;
+  const size_t hd = heads * dim_head;
+  const size_t sq[3] = {1, tokens, 3 * hd}, so[3] = {1, tokens, hd};
+  float *qkv = test_alloc(tokens * 3 * hd * sizeof *qkv);
+  test_fill(qkv, tokens * 3 * hd, 99);
+  m2pt_tensor *tq = test_tensor(ctx, 3, sq, qkv), *to = test_tensor(ctx, 3, so, NULL);
+  m2pt_context_stats_reset(ctx);
+  assert_ok(ctx, m2pt_attention(ctx, tq, heads, dim_head, NULL, M2PT_ATTENTION_FUSED, to));
+  assert_ok(ctx, m2pt_context_finish(ctx));
+  m2pt_stats s;
+  assert_ok(ctx, m2pt_context_stats(ctx, &s));
+  assert_int_equal(s.device_allocations, 0);
+  assert_int_equal(s.device_bytes_peak, s.device_bytes_live);
+  /* The GEMM path needs heads·N² scores from the workspace. */
+  assert_ok(ctx, m2pt_attention(ctx, tq, heads, dim_head, NULL, M2PT_ATTENTION_GEMM, to));
+  assert_ok(ctx, m2pt_context_stats(ctx, &s));
+  assert_true(s.device_bytes_allocated >= heads * tokens * tokens * sizeof(float));
+  free(qkv);
+  m2pt_tensor_destroy(tq);
+  m2pt_tensor_destroy(to);
+}
+
+static void attention_bad_inputs(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t sq[3] = {2, 4, 3 * 8}, so[3] = {2, 4, 8}, sm[2] = {2, 4}, sbad[2] = {2, 5};
+  const size_t so_bad[3] = {2, 4, 9};
+  m2pt_tensor *q = test_tensor(ctx, 3, sq, NULL), *o = test_tensor(ctx, 3, so, NULL);
+  m2pt_tensor *m = test_tensor(ctx, 2, sm, NULL), *mb = test_tensor(ctx, 2, sbad, NULL);
+  m2pt_tensor *ob = test_tensor(ctx, 3, so_bad, NULL);
+  assert_ok(ctx, m2pt_attention(ctx, q, 2, 4, m, M2PT_ATTENTION_AUTO, o));
+  assert_status(ctx, m2pt_attention(ctx, q, 3, 4, NULL, M2PT_ATTENTION_AUTO, o), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_attention(ctx, q, 2, 4, mb, M2PT_ATTENTION_AUTO, o), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_attention(ctx, q, 2, 4, NULL, M2PT_ATTENTION_AUTO, ob), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_attention(ctx, q, 0, 4, NULL, M2PT_ATTENTION_AUTO, o),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_attention(ctx, q, 2, 4, NULL, (m2pt_attention_impl)7, o),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_attention(ctx, q, 2, 4, NULL, M2PT_ATTENTION_AUTO, q),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_attention(ctx, NULL, 2, 4, NULL, M2PT_ATTENTION_AUTO, o),
+                M2PT_ERR_INVALID_ARGUMENT);
+  m2pt_tensor_destroy(q);
+  m2pt_tensor_destroy(o);
+  m2pt_tensor_destroy(m);
+  m2pt_tensor_destroy(mb);
+  m2pt_tensor_destroy(ob);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(layer_norm),
+      cmocka_unit_test(gelu_and_add),
+      cmocka_unit_test(softmax_with_masks),
+      cmocka_unit_test(attention_paths),
+      cmocka_unit_test(fused_attention_memory),
+      cmocka_unit_test(attention_bad_inputs),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
