@@ -331,18 +331,6 @@ m2pt_status m2pt_fill(m2pt_context *ctx, cl_mem buffer, float value, size_t coun
   return M2PT_OK;
 }
 
-m2pt_status m2pt_set_kernel_args(m2pt_context *ctx, cl_kernel kernel, const char *what,
-                                 const m2pt_kernel_arg *args, size_t n)
-{
-  for (size_t i = 0; i < n; i++) {
-    const cl_int err = clSetKernelArg(kernel, (cl_uint)i, args[i].size, args[i].value);
-    if (err != CL_SUCCESS)
-      return m2pt_fail(ctx, M2PT_ERR_OPENCL, "clSetKernelArg(%s, %zu): %s (%d)", what, i,
-                       m2pt_cl_error_name(err), (int)err);
-  }
-  return M2PT_OK;
-}
-
 size_t m2pt_row_work_group(const m2pt_context *ctx, size_t cols)
 {
   size_t wg = 1;

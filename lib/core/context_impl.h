@@ -75,17 +75,6 @@ void m2pt_buffer_release(m2pt_context *ctx, cl_mem buffer, size_t bytes);
 m2pt_status m2pt_enqueue_kernel(m2pt_context *ctx, cl_kernel kernel, cl_uint dims,
                                 const size_t *global, const size_t *local, const char *what);
 
-/* One kernel argument: its size and a pointer to its value. */
-typedef struct m2pt_kernel_arg {
-  size_t size;
-  const void *value;
-} m2pt_kernel_arg;
-#define M2PT_ARG(v) ((m2pt_kernel_arg){sizeof(v), &(v)})
-
-/* Sets a kernel's arguments 0..n-1; `what` names the kernel in messages. */
-m2pt_status m2pt_set_kernel_args(m2pt_context *ctx, cl_kernel kernel, const char *what,
-                                 const m2pt_kernel_arg *args, size_t n);
-
 /* Work-group size for kernels that reduce a row of `cols` elements: a power
  * of two, at most 256 and the device's limit, no larger than cols needs. It
  * depends on cols alone wherever the device allows 256, so reductions sum in

@@ -202,6 +202,22 @@ m2pt_status m2pt_kernel_get(m2pt_context *ctx, const m2pt_cl_source *src,
   return M2PT_OK;
 }
 
+m2pt_status m2pt_run_kernel(m2pt_context *ctx, const m2pt_cl_source *source,
+                            const char *options, const char *name,
+                            const m2pt_kernel_arg *args, size_t nargs, cl_uint dims,
+                            const size_t *global, const size_t *local)
+{
+  cl_kernel kernel;
+  M2PT_TRY(m2pt_kernel_get(ctx, source, options, name, &kernel));
+  for (size_t i = 0; i < nargs; i++) {
+    const cl_int err = clSetKernelArg(kernel, (cl_uint)i, args[i].size, args[i].value);
+    if (err != CL_SUCCESS)
+      return m2pt_fail(ctx, M2PT_ERR_OPENCL, "clSetKernelArg(%s, %zu): %s (%d)", name, i,
+                       m2pt_cl_error_name(err), (int)err);
+  }
+  return m2pt_enqueue_kernel(ctx, kernel, dims, global, local, name);
+}
+
 void m2pt_program_cache_clear(m2pt_context *ctx)
 {
   struct m2pt_program_entry *e = ctx->programs;

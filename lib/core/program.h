@@ -19,6 +19,20 @@ m2pt_status m2pt_program_get(m2pt_context *ctx, const m2pt_cl_source *source,
 m2pt_status m2pt_kernel_get(m2pt_context *ctx, const m2pt_cl_source *source,
                             const char *options, const char *name, cl_kernel *out);
 
+/* One kernel argument: its size and a pointer to its value. */
+typedef struct m2pt_kernel_arg {
+  size_t size;
+  const void *value;
+} m2pt_kernel_arg;
+#define M2PT_ARG(v) ((m2pt_kernel_arg){sizeof(v), &(v)})
+
+/* Gets kernel `name` of (source, options), sets its `nargs` arguments and
+ * enqueues it over `global` (`local` may be NULL: the driver picks). */
+m2pt_status m2pt_run_kernel(m2pt_context *ctx, const m2pt_cl_source *source,
+                            const char *options, const char *name,
+                            const m2pt_kernel_arg *args, size_t nargs, cl_uint dims,
+                            const size_t *global, const size_t *local);
+
 /* Releases every cached program and kernel of ctx. */
 void m2pt_program_cache_clear(m2pt_context *ctx);
 

@@ -57,16 +57,14 @@ static m2pt_status attention_fused(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
   char options[96];
   snprintf(options, sizeof options, "-DDH=%zu -DBQ=%zu -DBK=%zu -DHAS_MASK=%d", s->dim_head, bq,
            bk, mask != NULL);
-  cl_kernel k;
-  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_attention, options, "m2pt_attention_fused", &k));
   const cl_uint tokens = (cl_uint)s->tokens, heads = (cl_uint)s->heads;
   const float scale = (float)(1.0 / sqrt((double)s->dim_head));
   const m2pt_kernel_arg args[] = {M2PT_ARG(qkv),    M2PT_ARG(mask),  M2PT_ARG(out),
                                   M2PT_ARG(tokens), M2PT_ARG(heads), M2PT_ARG(scale)};
-  M2PT_TRY(m2pt_set_kernel_args(ctx, k, "m2pt_attention_fused", args, 6));
   const size_t global[3] = {(s->tokens + bq - 1) / bq * bq, s->heads, s->batch};
   const size_t local[3] = {bq, 1, 1};
-  return m2pt_enqueue_kernel(ctx, k, 3, global, local, "m2pt_attention_fused");
+  return m2pt_run_kernel(ctx, &m2pt_cl_attention, options, "m2pt_attention_fused", args, 6, 3,
+                         global, local);
 }
 
 /* Per batch row b: S_h = q_h·k_hᵀ·scale for every head at once (one

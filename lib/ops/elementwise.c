@@ -12,14 +12,12 @@ m2pt_status m2pt_op_gelu(m2pt_context *ctx, cl_mem x, cl_mem bias, m2pt_gelu_kin
   char options[64];
   snprintf(options, sizeof options, "-DHAS_BIAS=%d -DGELU_TANH=%d -DBROADCAST=0", bias != NULL,
            kind == M2PT_GELU_TANH);
-  cl_kernel k;
-  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_elementwise, options, "m2pt_gelu", &k));
   const cl_ulong count = n, period = cols;
   const m2pt_kernel_arg args[] = {M2PT_ARG(x), M2PT_ARG(bias), M2PT_ARG(y), M2PT_ARG(count),
                                   M2PT_ARG(period)};
-  M2PT_TRY(m2pt_set_kernel_args(ctx, k, "m2pt_gelu", args, 5));
   const size_t global[1] = {n};
-  return m2pt_enqueue_kernel(ctx, k, 1, global, NULL, "m2pt_gelu");
+  return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_gelu", args, 5, 1, global,
+                         NULL);
 }
 
 m2pt_status m2pt_op_add(m2pt_context *ctx, cl_mem a, cl_mem b, size_t n, size_t period,
@@ -27,14 +25,12 @@ m2pt_status m2pt_op_add(m2pt_context *ctx, cl_mem a, cl_mem b, size_t n, size_t 
 {
   char options[64];
   snprintf(options, sizeof options, "-DHAS_BIAS=0 -DGELU_TANH=0 -DBROADCAST=%d", period != 0);
-  cl_kernel k;
-  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_elementwise, options, "m2pt_add", &k));
   const cl_ulong count = n, p = period;
   const m2pt_kernel_arg args[] = {M2PT_ARG(a), M2PT_ARG(b), M2PT_ARG(y), M2PT_ARG(count),
                                   M2PT_ARG(p)};
-  M2PT_TRY(m2pt_set_kernel_args(ctx, k, "m2pt_add", args, 5));
   const size_t global[1] = {n};
-  return m2pt_enqueue_kernel(ctx, k, 1, global, NULL, "m2pt_add");
+  return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_add", args, 5, 1, global,
+                         NULL);
 }
 
 m2pt_status m2pt_gelu(m2pt_context *ctx, const m2pt_tensor *x, const m2pt_tensor *bias,

@@ -13,14 +13,12 @@ m2pt_status m2pt_op_layer_norm(m2pt_context *ctx, cl_mem x, cl_mem weight, cl_me
   const size_t wg = m2pt_row_work_group(ctx, dim);
   char options[64];
   snprintf(options, sizeof options, "-DWG=%zu -DHAS_BIAS=%d", wg, bias != NULL);
-  cl_kernel k;
-  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_layer_norm, options, "m2pt_layer_norm", &k));
   const cl_uint d = (cl_uint)dim;
   const m2pt_kernel_arg args[] = {M2PT_ARG(x), M2PT_ARG(weight), M2PT_ARG(bias),
                                   M2PT_ARG(y), M2PT_ARG(d), M2PT_ARG(eps)};
-  M2PT_TRY(m2pt_set_kernel_args(ctx, k, "m2pt_layer_norm", args, 6));
   const size_t global[1] = {rows * wg}, local[1] = {wg};
-  return m2pt_enqueue_kernel(ctx, k, 1, global, local, "m2pt_layer_norm");
+  return m2pt_run_kernel(ctx, &m2pt_cl_layer_norm, options, "m2pt_layer_norm", args, 6, 1,
+                         global, local);
 }
 
 m2pt_status m2pt_layer_norm(m2pt_context *ctx, const m2pt_tensor *x, const m2pt_tensor *weight,

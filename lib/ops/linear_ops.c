@@ -7,24 +7,20 @@
 m2pt_status m2pt_op_fold_pathway(m2pt_context *ctx, cl_mem dst, cl_mem w, cl_mem aux,
                                  float scale, size_t n)
 {
-  cl_kernel k;
-  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_linear, "", "m2pt_fold_pathway", &k));
   const cl_ulong count = n;
   const m2pt_kernel_arg args[] = {M2PT_ARG(dst), M2PT_ARG(w), M2PT_ARG(aux), M2PT_ARG(scale),
                                   M2PT_ARG(count)};
-  M2PT_TRY(m2pt_set_kernel_args(ctx, k, "m2pt_fold_pathway", args, 5));
   const size_t global[1] = {n};
-  return m2pt_enqueue_kernel(ctx, k, 1, global, NULL, "m2pt_fold_pathway");
+  return m2pt_run_kernel(ctx, &m2pt_cl_linear, "", "m2pt_fold_pathway", args, 5, 1, global,
+                         NULL);
 }
 
 m2pt_status m2pt_op_broadcast_rows(m2pt_context *ctx, cl_mem y, cl_mem b, size_t rows,
                                    size_t cols)
 {
-  cl_kernel k;
-  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_linear, "", "m2pt_broadcast_rows", &k));
   const cl_ulong r = rows, c = cols;
   const m2pt_kernel_arg args[] = {M2PT_ARG(y), M2PT_ARG(b), M2PT_ARG(r), M2PT_ARG(c)};
-  M2PT_TRY(m2pt_set_kernel_args(ctx, k, "m2pt_broadcast_rows", args, 4));
   const size_t global[2] = {cols, rows};
-  return m2pt_enqueue_kernel(ctx, k, 2, global, NULL, "m2pt_broadcast_rows");
+  return m2pt_run_kernel(ctx, &m2pt_cl_linear, "", "m2pt_broadcast_rows", args, 4, 2, global,
+                         NULL);
 }

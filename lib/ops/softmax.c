@@ -13,16 +13,14 @@ m2pt_status m2pt_op_softmax(m2pt_context *ctx, cl_mem x, size_t rows, size_t col
   const size_t wg = m2pt_row_work_group(ctx, cols);
   char options[64];
   snprintf(options, sizeof options, "-DWG=%zu -DHAS_MASK=%d", wg, mask != NULL);
-  cl_kernel k;
-  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_softmax, options, "m2pt_softmax", &k));
   const cl_uint c = (cl_uint)cols;
   const cl_ulong offset = mask_offset, group = rows_per_group ? rows_per_group : 1;
   const m2pt_kernel_arg args[] = {M2PT_ARG(x),    M2PT_ARG(y),      M2PT_ARG(c),
                                   M2PT_ARG(scale), M2PT_ARG(mask), M2PT_ARG(offset),
                                   M2PT_ARG(group)};
-  M2PT_TRY(m2pt_set_kernel_args(ctx, k, "m2pt_softmax", args, 7));
   const size_t global[1] = {rows * wg}, local[1] = {wg};
-  return m2pt_enqueue_kernel(ctx, k, 1, global, local, "m2pt_softmax");
+  return m2pt_run_kernel(ctx, &m2pt_cl_softmax, options, "m2pt_softmax", args, 7, 1, global,
+                         local);
 }
 
 m2pt_status m2pt_softmax(m2pt_context *ctx, const m2pt_tensor *x, float scale,
