@@ -69,6 +69,23 @@ static void gemm_shapes_and_transposes(void **state)
         check_gemm(ctx, shapes[i], ta, tb, 1.0f, 0.0f);
 }
 
+/* Large enough for CLBlast's indirect GEMM, which pads its operands into a
+ * temporary buffer: the library hands it one from the workspace. */
+static void gemm_indirect_with_temp_buffer(void **state)
+{
+  m2pt_context *ctx = *state;
+  if (test_small())
+    skip(); /* far too slow for oclgrind */
+  m2pt_context_stats_reset(ctx);
+  const shape3 s = {1030, 1020, 1010};
+  check_gemm(ctx, s, 0, 1, 1.0f, 0.0f);
+  m2pt_stats st;
+  assert_ok(ctx, m2pt_context_stats(ctx, &st));
+  /* Beyond the three operands, the workspace's temporary buffer. */
+  const size_t operands = (s.m * s.k + s.n * s.k + s.m * s.n) * sizeof(float);
+  assert_true(st.device_bytes_allocated > operands);
+}
+
 static void gemm_alpha_beta(void **state)
 {
   m2pt_context *ctx = *state;
@@ -221,6 +238,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(gemm_shapes_and_transposes),
+      cmocka_unit_test(gemm_indirect_with_temp_buffer),
       cmocka_unit_test(gemm_alpha_beta),
       cmocka_unit_test(gemm_beta_zero_ignores_c),
       cmocka_unit_test(gemm_strided_batched),

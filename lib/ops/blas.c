@@ -83,11 +83,28 @@ m2pt_status m2pt_blas_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
                             const m2pt_blas_matrix *c, size_t batch)
 {
   CLBlastStatusCode s;
-  if (batch == 1)
-    s = CLBlastSgemm(CLBlastLayoutRowMajor, to_clblast(ta), to_clblast(tb), m, n, k, alpha,
-                     a->buffer, a->offset, a->ld, b->buffer, b->offset, b->ld, beta, c->buffer,
-                     c->offset, c->ld, &ctx->queue, NULL);
-  else
+  if (batch == 1) {
+    /* CLBlast's indirect GEMM pads and transposes its operands into a
+     * temporary buffer it allocates per call unless given one: hand it the
+     * workspace (CLBlastSGemmTempBufferSize says how much, 0 for the direct
+     * kernels). */
+    size_t temp_bytes = 0;
+    cl_mem temp = NULL;
+    s = CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor, to_clblast(ta), to_clblast(tb), m, n,
+                                   k, a->offset, a->ld, b->offset, b->ld, c->offset, c->ld,
+                                   &ctx->queue, &temp_bytes);
+    if (s == CLBlastSuccess && temp_bytes > 0)
+      M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_BLAS, temp_bytes, &temp));
+    if (s == CLBlastSuccess && temp)
+      s = CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, to_clblast(ta), to_clblast(tb), m, n,
+                                     k, alpha, a->buffer, a->offset, a->ld, b->buffer, b->offset,
+                                     b->ld, beta, c->buffer, c->offset, c->ld, &ctx->queue, NULL,
+                                     temp);
+    else if (s == CLBlastSuccess)
+      s = CLBlastSgemm(CLBlastLayoutRowMajor, to_clblast(ta), to_clblast(tb), m, n, k, alpha,
+                       a->buffer, a->offset, a->ld, b->buffer, b->offset, b->ld, beta, c->buffer,
+                       c->offset, c->ld, &ctx->queue, NULL);
+  } else
     s = CLBlastSgemmStridedBatched(CLBlastLayoutRowMajor, to_clblast(ta), to_clblast(tb), m, n,
                                    k, alpha, a->buffer, a->offset, a->ld, a->stride, b->buffer,
                                    b->offset, b->ld, b->stride, beta, c->buffer, c->offset,
