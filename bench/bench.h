@@ -8,10 +8,14 @@
 #include <m2pt/m2pt.h>
 
 /* Suites, as bits of bench_options.suites. */
-#define BENCH_SUITE_GEMM    1u
-#define BENCH_SUITE_LINEAR  2u
-#define BENCH_SUITE_STARTUP 4u
-#define BENCH_SUITE_ALL     (BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_STARTUP)
+#define BENCH_SUITE_GEMM      1u
+#define BENCH_SUITE_LINEAR    2u
+#define BENCH_SUITE_STARTUP   4u
+#define BENCH_SUITE_ATTENTION 8u
+#define BENCH_SUITE_BLOCK     16u
+#define BENCH_SUITE_ALL                                                               \
+  (BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_STARTUP | BENCH_SUITE_ATTENTION | \
+   BENCH_SUITE_BLOCK)
 
 typedef struct bench_options {
   int warmup;        /* untimed runs before the timed ones, >= 1 (the first
@@ -35,8 +39,21 @@ bench_shape bench_startup_shape(const bench_options *o);
 /* 2·rows·in·out. */
 double bench_flops(bench_shape shape);
 
+/* "ROWSxIN->OUT". */
+void bench_shape_string(bench_shape shape, char *buf, size_t size);
+
+/* 4·batch·heads·tokens²·dim_head: the two products of attention. */
+double bench_attention_flops(size_t batch, size_t tokens, size_t heads, size_t dim_head);
+
 /* Fills `n` floats with uniform values in [-1, 1), the same for one seed. */
 void bench_fill_random(float *dst, size_t n, unsigned seed);
+
+/* A tensor of `ndim` dimensions filled with bench_fill_random(seed). */
+m2pt_status bench_random_tensor(m2pt_context *ctx, size_t ndim, const size_t *shape, unsigned seed,
+                                m2pt_tensor **out);
+
+/* "AxBxC": the `n` sizes joined by 'x'. */
+void bench_dims_string(const size_t *dims, size_t n, char *buf, size_t size);
 
 /* Monotonic wall clock in seconds. */
 double bench_now(void);
@@ -45,6 +62,10 @@ double bench_now(void);
  * context's last error) and passes the status on. */
 m2pt_status bench_check(const m2pt_context *ctx, m2pt_status s, const char *call);
 #define BENCH_CALL(ctx, call) bench_check((ctx), (call), #call)
+
+/* Waits for ctx's queue when s is M2PT_OK (the end of every timed run);
+ * passes a failure on. */
+m2pt_status bench_finish(m2pt_context *ctx, m2pt_status s);
 
 /* Reports a failure of the bench itself on stderr; returns `s`. */
 m2pt_status bench_fail(m2pt_status s, const char *fmt, ...)
@@ -81,22 +102,50 @@ typedef struct bench_timing {
 m2pt_status bench_measure(const bench_case *cases, size_t n, const bench_options *o,
                           bench_timing *t);
 
-/* The result table on stdout. A ratio <= 0 leaves the ratio column empty. */
+/* Cases that the suites share: one call and m2pt_context_finish. */
+typedef struct bench_gemm_state { /* y = x·wᵀ */
+  m2pt_context *ctx;
+  const m2pt_tensor *x, *w;
+  m2pt_tensor *y;
+} bench_gemm_state;
+m2pt_status bench_run_gemm(void *state);
+
+typedef struct bench_attention_state {
+  m2pt_context *ctx;
+  const m2pt_tensor *qkv; /* [B][N][3·heads·dim_head] */
+  m2pt_tensor *out;       /* [B][N][heads·dim_head] */
+  size_t heads, dim_head;
+  m2pt_attention_impl impl;
+} bench_attention_state;
+m2pt_status bench_run_attention(void *state);
+
+/* The result table on stdout. A ratio <= 0 leaves the ratio column empty,
+ * flops <= 0 the GFLOP/s column; note, when not NULL, ends the row. */
 void bench_print_device(const m2pt_device_info *info);
 void bench_print_header(void);
+void bench_print_row(const char *suite, const char *name, const char *shape,
+                     const bench_timing *t, double flops, double ratio, const char *ratio_label,
+                     const char *note);
 void bench_print_timing(const char *suite, const char *name, bench_shape shape,
                         const bench_timing *t, double ratio, const char *ratio_label);
 void bench_print_seconds(const char *suite, const char *name, bench_shape shape,
                          double seconds, double ratio, const char *ratio_label,
                          const char *note);
 
-/* The suites, on the device `info` describes (ctx is a context on it,
- * created with M2PT_CONTEXT_PROFILING). */
+/* The suites, on the device `info` describes (ctx is a context on it from
+ * bench_context_create). */
 m2pt_status bench_suite_gemm(m2pt_context *ctx, const m2pt_device_info *info,
                              const bench_options *o);
 m2pt_status bench_suite_linear(m2pt_context *ctx, const m2pt_device_info *info,
                                const bench_options *o);
+m2pt_status bench_suite_block(m2pt_context *ctx, const bench_options *o);
+/* Makes a fresh context per shape, so that the peak device memory of each
+ * attention path starts from an empty workspace. */
+m2pt_status bench_suite_attention(const m2pt_device_info *info, const bench_options *o);
 m2pt_status bench_suite_startup(const m2pt_device_info *info, const bench_options *o);
+
+/* A context on the device `info` describes, with M2PT_CONTEXT_PROFILING. */
+m2pt_status bench_context_create(const m2pt_device_info *info, m2pt_context **ctx);
 
 /* The hidden --startup-probe mode: one context creation up to the first
  * linear output read back, in a fresh process; prints

@@ -1,6 +1,7 @@
-/* m2pt-bench: times m2pt's GEMM, the M2PT linear layer (unmerged and merged)
- * and the startup to a first output, on every OpenCL device or the chosen ones.
- * Uses only the public API. */
+/* m2pt-bench: times m2pt's GEMM, the M2PT linear layer (unmerged and merged),
+ * attention (GEMM and fused paths), the transformer block and its ops, and the
+ * startup to a first output, on every OpenCL device or the chosen ones. Uses
+ * only the public API. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,17 +25,23 @@ static void usage(FILE *f)
 {
   fprintf(f,
           "usage: m2pt-bench [options]\n"
-          "Times m2pt's GEMM, the M2PT linear layer (unmerged and merged) and the startup\n"
-          "to a first output, on every OpenCL device unless --device is given.\n"
+          "Times m2pt's GEMM, the M2PT linear layer (unmerged and merged), attention (GEMM\n"
+          "and fused paths), the ViT-B/16 block and its ops, and the startup to a first\n"
+          "output, on every OpenCL device unless --device is given.\n"
           "  --device SEL   only this device: P:D, gpu, cpu or part of its name (repeatable)\n"
-          "  --suite NAME   gemm, linear or startup (repeatable; default: all)\n"
-          "  --reps N       timed runs per case (default 20, --quick 5)\n"
-          "  --warmup N     untimed runs before them, at least 1 (default 3, --quick 2)\n"
-          "  --quick        fewer runs, and no cold-cache startup runs\n"
+          "  --suite NAME   gemm, linear, attention, block or startup (repeatable;\n"
+          "                 default: all)\n"
+          "  --reps N       timed runs per case (default 20, --quick 5; at most 3 for\n"
+          "                 attention at N = 4096)\n"
+          "  --warmup N     untimed runs before them, at least 1 (default 3, --quick 2;\n"
+          "                 at most 1 for attention at N = 4096)\n"
+          "  --quick        fewer runs and shapes, and no cold-cache startup runs\n"
           "  --smoke        tiny shapes, one run: checks that every case works\n"
           "  --help         this text\n"
           "Times are wall clock per run, up to m2pt_context_finish; 'm2pt-k ms' is the\n"
-          "device time of m2pt's own kernels in a run (CLBlast's are not included).\n");
+          "device time of m2pt's own kernels in a run (CLBlast's are not included).\n"
+          "Attention shapes read BxNxHEADSxDIM_HEAD; 'peak +' is the device memory a path\n"
+          "allocates beyond its input and output, 'total' the context's peak.\n");
 }
 
 static int parse_count(const char *text, int min, int *out)
@@ -58,6 +65,8 @@ static int parse_suite(const char *name, unsigned *suites)
     {"gemm", BENCH_SUITE_GEMM},
     {"linear", BENCH_SUITE_LINEAR},
     {"startup", BENCH_SUITE_STARTUP},
+    {"attention", BENCH_SUITE_ATTENTION},
+    {"block", BENCH_SUITE_BLOCK},
   };
   for (size_t i = 0; name && i < sizeof known / sizeof known[0]; i++)
     if (!strcmp(name, known[i].name)) {
@@ -151,25 +160,40 @@ void bench_device_selector(const m2pt_device_info *info, char *buf, size_t size)
   snprintf(buf, size, "%u:%u", info->platform_index, info->device_index);
 }
 
+m2pt_status bench_context_create(const m2pt_device_info *info, m2pt_context **ctx)
+{
+  char selector[32];
+  bench_device_selector(info, selector, sizeof selector);
+  const m2pt_context_options opts = {.device = selector, .flags = M2PT_CONTEXT_PROFILING};
+  return BENCH_CALL(NULL, m2pt_context_create(ctx, &opts));
+}
+
+/* The suites that share one context. */
+static m2pt_status shared_context_suites(const m2pt_device_info *info, const bench_options *o)
+{
+  m2pt_context *ctx = NULL;
+  bench_progress("%s: creating a context (kernels compile on first use)", info->name);
+  m2pt_status s = bench_context_create(info, &ctx);
+  if (s == M2PT_OK && (o->suites & BENCH_SUITE_GEMM))
+    s = bench_suite_gemm(ctx, info, o);
+  if (s == M2PT_OK && (o->suites & BENCH_SUITE_LINEAR))
+    s = bench_suite_linear(ctx, info, o);
+  if (s == M2PT_OK && (o->suites & BENCH_SUITE_BLOCK))
+    s = bench_suite_block(ctx, o);
+  m2pt_context_destroy(ctx);
+  return s;
+}
+
 /* The suites on one device. */
 static m2pt_status bench_device(const m2pt_device_info *info, const bench_options *o)
 {
   bench_print_device(info);
   bench_print_header();
   m2pt_status s = M2PT_OK;
-  if (o->suites & (BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR)) {
-    char selector[32];
-    bench_device_selector(info, selector, sizeof selector);
-    const m2pt_context_options opts = {.device = selector, .flags = M2PT_CONTEXT_PROFILING};
-    m2pt_context *ctx = NULL;
-    bench_progress("%s: creating a context (kernels compile on first use)", info->name);
-    s = BENCH_CALL(NULL, m2pt_context_create(&ctx, &opts));
-    if (s == M2PT_OK && (o->suites & BENCH_SUITE_GEMM))
-      s = bench_suite_gemm(ctx, info, o);
-    if (s == M2PT_OK && (o->suites & BENCH_SUITE_LINEAR))
-      s = bench_suite_linear(ctx, info, o);
-    m2pt_context_destroy(ctx);
-  }
+  if (o->suites & (BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_BLOCK))
+    s = shared_context_suites(info, o);
+  if (s == M2PT_OK && (o->suites & BENCH_SUITE_ATTENTION))
+    s = bench_suite_attention(info, o);
   if (s == M2PT_OK && (o->suites & BENCH_SUITE_STARTUP))
     s = bench_suite_startup(info, o);
   return s;

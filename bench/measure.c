@@ -1,4 +1,5 @@
-/* m2pt-bench: shapes, timing, statistics, the result table, error reports. */
+/* m2pt-bench: shapes, random inputs, timing, statistics, the result table,
+ * error reports. */
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +38,11 @@ double bench_flops(bench_shape shape)
   return 2.0 * (double)shape.rows * (double)shape.in * (double)shape.out;
 }
 
+double bench_attention_flops(size_t batch, size_t tokens, size_t heads, size_t dim_head)
+{
+  return 4.0 * (double)batch * (double)heads * (double)tokens * (double)tokens * (double)dim_head;
+}
+
 void bench_fill_random(float *dst, size_t n, unsigned seed)
 {
   uint32_t state = 2463534242u ^ seed; /* xorshift32; never 0 for small seeds */
@@ -48,11 +54,49 @@ void bench_fill_random(float *dst, size_t n, unsigned seed)
   }
 }
 
+m2pt_status bench_random_tensor(m2pt_context *ctx, size_t ndim, const size_t *shape, unsigned seed,
+                                m2pt_tensor **out)
+{
+  size_t n = 1;
+  for (size_t i = 0; i < ndim; i++)
+    n *= shape[i];
+  float *host = malloc(n * sizeof *host);
+  if (!host)
+    return bench_fail(M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
+  bench_fill_random(host, n, seed);
+  m2pt_status s = BENCH_CALL(ctx, m2pt_tensor_create(ctx, ndim, shape, out));
+  if (s == M2PT_OK)
+    s = BENCH_CALL(ctx, m2pt_tensor_write(*out, host, n));
+  if (s != M2PT_OK) {
+    m2pt_tensor_destroy(*out);
+    *out = NULL;
+  }
+  free(host);
+  return s;
+}
+
+void bench_dims_string(const size_t *dims, size_t n, char *buf, size_t size)
+{
+  size_t used = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < n && used < size; i++) {
+    const int w = snprintf(buf + used, size - used, i ? "x%zu" : "%zu", dims[i]);
+    if (w < 0)
+      break;
+    used += (size_t)w;
+  }
+}
+
 double bench_now(void)
 {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+m2pt_status bench_finish(m2pt_context *ctx, m2pt_status s)
+{
+  return s == M2PT_OK ? BENCH_CALL(ctx, m2pt_context_finish(ctx)) : s;
 }
 
 m2pt_status bench_check(const m2pt_context *ctx, m2pt_status s, const char *call)
@@ -166,11 +210,11 @@ void bench_print_device(const m2pt_device_info *info)
 
 void bench_print_header(void)
 {
-  printf("%-8s %-17s %-14s %10s %10s %10s %8s %10s  %s\n", "suite", "case", "shape",
+  printf("%-9s %-17s %-14s %10s %10s %10s %8s %10s  %s\n", "suite", "case", "shape",
          "median ms", "min ms", "max ms", "GFLOP/s", "m2pt-k ms", "ratio");
 }
 
-static void shape_string(bench_shape shape, char *buf, size_t size)
+void bench_shape_string(bench_shape shape, char *buf, size_t size)
 {
   snprintf(buf, size, "%zux%zu->%zu", shape.rows, shape.in, shape.out);
 }
@@ -186,16 +230,26 @@ static void end_row(double ratio, const char *ratio_label, const char *note)
   fflush(stdout);
 }
 
+void bench_print_row(const char *suite, const char *name, const char *shape,
+                     const bench_timing *t, double flops, double ratio, const char *ratio_label,
+                     const char *note)
+{
+  char gflops[32] = "-", kernel[32] = "-";
+  if (flops > 0.0)
+    snprintf(gflops, sizeof gflops, "%.1f", flops / (t->median_ms * 1e6));
+  if (t->kernel_ms >= 0.0)
+    snprintf(kernel, sizeof kernel, "%.3f", t->kernel_ms);
+  printf("%-9s %-17s %-14s %10.3f %10.3f %10.3f %8s %10s", suite, name, shape, t->median_ms,
+         t->min_ms, t->max_ms, gflops, kernel);
+  end_row(ratio, ratio_label, note);
+}
+
 void bench_print_timing(const char *suite, const char *name, bench_shape shape,
                         const bench_timing *t, double ratio, const char *ratio_label)
 {
-  char shp[64], kernel[32] = "-";
-  shape_string(shape, shp, sizeof shp);
-  if (t->kernel_ms >= 0.0)
-    snprintf(kernel, sizeof kernel, "%.3f", t->kernel_ms);
-  printf("%-8s %-17s %-14s %10.3f %10.3f %10.3f %8.1f %10s", suite, name, shp, t->median_ms,
-         t->min_ms, t->max_ms, bench_flops(shape) / (t->median_ms * 1e6), kernel);
-  end_row(ratio, ratio_label, NULL);
+  char shp[64];
+  bench_shape_string(shape, shp, sizeof shp);
+  bench_print_row(suite, name, shp, t, bench_flops(shape), ratio, ratio_label, NULL);
 }
 
 void bench_print_seconds(const char *suite, const char *name, bench_shape shape,
@@ -203,8 +257,8 @@ void bench_print_seconds(const char *suite, const char *name, bench_shape shape,
                          const char *note)
 {
   char shp[64];
-  shape_string(shape, shp, sizeof shp);
-  printf("%-8s %-17s %-14s %10.1f %10s %10s %8s %10s", suite, name, shp, seconds * 1e3, "-",
+  bench_shape_string(shape, shp, sizeof shp);
+  printf("%-9s %-17s %-14s %10.1f %10s %10s %8s %10s", suite, name, shp, seconds * 1e3, "-",
          "-", "-", "-");
   end_row(ratio, ratio_label, note);
 }

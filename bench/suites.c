@@ -56,20 +56,11 @@ static m2pt_status workload_create(m2pt_context *ctx, bench_shape shape, workloa
 
 /* ---- gemm ---- */
 
-typedef struct gemm_state {
-  m2pt_context *ctx;
-  const m2pt_tensor *x, *w;
-  m2pt_tensor *y;
-} gemm_state;
-
-static m2pt_status run_gemm(void *state)
+m2pt_status bench_run_gemm(void *state)
 {
-  gemm_state *g = state;
-  m2pt_status s = BENCH_CALL(
-      g->ctx, m2pt_gemm(g->ctx, M2PT_NO_TRANS, M2PT_TRANS, 1.0f, g->x, g->w, 0.0f, g->y));
-  if (s == M2PT_OK)
-    s = BENCH_CALL(g->ctx, m2pt_context_finish(g->ctx));
-  return s;
+  bench_gemm_state *g = state;
+  return bench_finish(g->ctx, BENCH_CALL(g->ctx, m2pt_gemm(g->ctx, M2PT_NO_TRANS, M2PT_TRANS,
+                                                           1.0f, g->x, g->w, 0.0f, g->y)));
 }
 
 #ifdef M2PT_BENCH_HAVE_OPENBLAS
@@ -116,8 +107,8 @@ static m2pt_status gemm_shape(m2pt_context *ctx, const m2pt_device_info *info,
     s = BENCH_CALL(ctx, m2pt_tensor_write(weight, w.w_host, shape.out * shape.in));
 
   bench_timing t;
-  gemm_state g = {ctx, w.x, weight, w.y};
-  const bench_case c = {run_gemm, &g, ctx};
+  bench_gemm_state g = {ctx, w.x, weight, w.y};
+  const bench_case c = {bench_run_gemm, &g, ctx};
   if (s == M2PT_OK)
     s = bench_measure(&c, 1, o, &t);
   if (s == M2PT_OK)
@@ -141,10 +132,7 @@ typedef struct linear_state {
 static m2pt_status run_linear(void *state)
 {
   linear_state *l = state;
-  m2pt_status s = BENCH_CALL(l->ctx, m2pt_linear_forward(l->layer, l->x, l->y));
-  if (s == M2PT_OK)
-    s = BENCH_CALL(l->ctx, m2pt_context_finish(l->ctx));
-  return s;
+  return bench_finish(l->ctx, BENCH_CALL(l->ctx, m2pt_linear_forward(l->layer, l->x, l->y)));
 }
 
 /* Random W, W_aux and b (drawn into the workload's host weight array), λ. */
