@@ -220,7 +220,8 @@ static void attention_paths(void **state)
   for (size_t i = 0; i < ntok; i++)
     for (int masked = 0; masked < 2; masked++) {
       check_attention(ctx, 2, tokens_list[i], 3, 16, masked);
-      check_attention(ctx, 1, tokens_list[i], 2, 5, masked); /* dim_head not a tile multiple */
+      check_attention(ctx, 1, tokens_list[i], 2, 5, masked);  /* scalar fused kernel */
+      check_attention(ctx, 2, tokens_list[i], 2, 12, masked); /* float4 fused kernel */
     }
   if (!test_small())
     check_attention(ctx, 1, 40, 12, 64, 1); /* ViT-B heads */

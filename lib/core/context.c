@@ -100,7 +100,7 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
     return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "out of host memory creating a context");
   }
   set_base_build_options(ctx);
-  ctx->fill_from_host = strstr(ctx->info.platform_name, "Oclgrind") != NULL;
+  ctx->oclgrind = strstr(ctx->info.platform_name, "Oclgrind") != NULL;
   ctx->max_work_group = 1;
   clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof ctx->max_work_group,
                   &ctx->max_work_group, NULL);
@@ -302,7 +302,7 @@ m2pt_status m2pt_enqueue_kernel(m2pt_context *ctx, cl_kernel kernel, cl_uint dim
   return M2PT_OK;
 }
 
-/* Fills from a host block of the value: see fill_from_host in struct
+/* Fills from a host block of the value: see `oclgrind` in struct
  * m2pt_context. */
 static m2pt_status fill_from_host(m2pt_context *ctx, cl_mem buffer, float value, size_t count)
 {
@@ -322,7 +322,7 @@ static m2pt_status fill_from_host(m2pt_context *ctx, cl_mem buffer, float value,
 
 m2pt_status m2pt_fill(m2pt_context *ctx, cl_mem buffer, float value, size_t count)
 {
-  if (ctx->fill_from_host)
+  if (ctx->oclgrind)
     return fill_from_host(ctx, buffer, value, count);
   M2PT_TRY_CL(ctx,
               clEnqueueFillBuffer(ctx->queue, buffer, &value, sizeof value, 0,

@@ -24,12 +24,15 @@ struct m2pt_context {
   cl_command_queue queue;
   unsigned flags;              /* M2PT_CONTEXT_* */
   size_t max_work_group;       /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
-  /* Oclgrind 21.10 does not count clEnqueueFillBuffer as initialising
-   * memory, and recycles the ids of released buffers with their old shadow
-   * memory, so kernel stores past the old size stay "uninitialised": both
-   * give false reports on every later read. Host writes are tracked, so
-   * m2pt_fill writes from the host there. */
-  int fill_from_host;
+  /* The device is Oclgrind 21.10's simulator (the oclgrind test setup),
+   * whose checkers need two work-arounds:
+   * - it does not count clEnqueueFillBuffer as initialising memory, and it
+   *   recycles the ids of released buffers with their old shadow memory, so
+   *   kernel stores past the old size stay "uninitialised": both give false
+   *   reports on every later read, so m2pt_fill writes from the host;
+   * - its uninitialised-value checker crashes on private arrays of vectors,
+   *   so the fused attention kernel runs its scalar instantiation (VEC 1). */
+  int oclgrind;
   int counted;                 /* included in the live-context count */
   m2pt_device_info info;
   char *error;                 /* M2PT_ERROR_CAPACITY bytes */

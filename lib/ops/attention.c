@@ -22,6 +22,16 @@ static size_t fused_key_tile(size_t dim_head)
   return dim_head <= 64 ? 32 : dim_head <= 128 ? 16 : 8;
 }
 
+/* Lanes of the explicit vectors the kernel works in (VEC): 8 measured 4.3×
+ * faster than scalar code on PoCL (AVX2) at N = 1024, dim_head 64; GPUs
+ * split vectors into scalars at no cost. */
+static int fused_vector_width(const m2pt_context *ctx, size_t dim_head)
+{
+  if (ctx->oclgrind)
+    return 1; /* see struct m2pt_context */
+  return dim_head % 8 == 0 ? 8 : dim_head % 4 == 0 ? 4 : 1;
+}
+
 static size_t fused_local_bytes(size_t dim_head)
 {
   const size_t bk = fused_key_tile(dim_head);
@@ -55,8 +65,8 @@ static m2pt_status attention_fused(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
 {
   const size_t bq = fused_queries(ctx), bk = fused_key_tile(s->dim_head);
   char options[96];
-  snprintf(options, sizeof options, "-DDH=%zu -DBQ=%zu -DBK=%zu -DHAS_MASK=%d", s->dim_head, bq,
-           bk, mask != NULL);
+  snprintf(options, sizeof options, "-DDH=%zu -DBQ=%zu -DBK=%zu -DHAS_MASK=%d -DVEC=%d",
+           s->dim_head, bq, bk, mask != NULL, fused_vector_width(ctx, s->dim_head));
   const cl_uint tokens = (cl_uint)s->tokens, heads = (cl_uint)s->heads;
   const float scale = (float)(1.0 / sqrt((double)s->dim_head));
   const m2pt_kernel_arg args[] = {M2PT_ARG(qkv),    M2PT_ARG(mask),  M2PT_ARG(out),
