@@ -13,7 +13,6 @@ void ref_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, double alp
 void ref_linear(const float *x, size_t rows, size_t in, size_t out, const float *w,
                 const float *w_aux, double scale, const float *b, const float *b_aux, double *y);
 
-#endif
 
 /* LayerNorm over rows of `dim` (biased variance); bias may be NULL. */
 void ref_layer_norm(const double *x, size_t rows, size_t dim, const float *weight,
@@ -48,3 +47,5 @@ typedef struct ref_block_params {
 /* y = block(x) for x [B][N][dim] (DESIGN.md §1, pre- or post-norm). */
 void ref_block(const ref_block_params *p, const float *x, size_t batch, size_t tokens,
                const float *mask, double *y);
+
+#endif

@@ -212,6 +212,12 @@ static void check_block_against_reference(m2pt_context *ctx, m2pt_block_config c
     float *ym = run_block(ctx, b, x, batch, tokens, cfg.dim, mask);
     assert_memory_equal(y, ym, n * sizeof *y);
     assert_ok(ctx, m2pt_block_merge(b)); /* a second merge changes nothing */
+    /* The pathway is folded away: its parameters are refused. */
+    float scale = 1.0f;
+    assert_status(ctx, m2pt_block_set(b, "mlp.fc1.cross_modal_scale", &scale, 1),
+                  M2PT_ERR_INVALID_STATE);
+    assert_status(ctx, m2pt_block_get(b, "attn.proj.aux_weight", h.proj_aux, h.hd * cfg.dim),
+                  M2PT_ERR_INVALID_STATE);
     free(ym);
     free(y);
     m2pt_block_destroy(b);
@@ -227,6 +233,8 @@ static void block_pre_norm(void **state)
   m2pt_context *ctx = *state;
   check_block_against_reference(ctx, small_config(M2PT_PRE_NORM), 2, 7, 1);
   check_block_against_reference(ctx, small_config(M2PT_PRE_NORM), 1, 1, 0);
+  /* One token, batch row 1 fully padded: its attention output is zero. */
+  check_block_against_reference(ctx, small_config(M2PT_PRE_NORM), 2, 1, 1);
   check_block_against_reference(ctx, small_config(M2PT_PRE_NORM), 3, 7, 0);
   if (!test_small())
     check_block_against_reference(ctx, small_config(M2PT_PRE_NORM), 1, 197, 0);
@@ -391,9 +399,24 @@ static void block_bad_inputs(void **state)
   assert_status(NULL, m2pt_block_create(NULL, &cfg, &b), M2PT_ERR_INVALID_ARGUMENT);
 
   host_block h = make_host_block(&cfg, 11);
+  m2pt_block_config forced = cfg;
+  forced.dim_head = 300;
+  forced.attention = M2PT_ATTENTION_FUSED;
+  assert_status(ctx, m2pt_block_create(ctx, &forced, &b), M2PT_ERR_UNSUPPORTED);
   m2pt_stats before_block, base;
   assert_ok(ctx, m2pt_context_stats(ctx, &before_block));
   b = make_block(ctx, &h);
+  m2pt_block_config got;
+  assert_ok(ctx, m2pt_block_get_config(b, &got));
+  assert_int_equal(got.dim, cfg.dim);
+  assert_int_equal(got.heads, cfg.heads);
+  assert_int_equal(got.dim_head, cfg.dim_head);
+  assert_int_equal(got.ff_mult, cfg.ff_mult);
+  assert_true(got.eps == cfg.eps);
+  assert_int_equal(got.layout, cfg.layout);
+  assert_int_equal(got.reparam, cfg.reparam);
+  assert_status(ctx, m2pt_block_get_config(b, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_block_get_config(NULL, &got), M2PT_ERR_INVALID_ARGUMENT);
   const size_t batch = 2, tokens = 4, n = batch * tokens * cfg.dim;
   float *x = random_array(n, 12, 1.0f, 0.0f);
   float *good = run_block(ctx, b, x, batch, tokens, cfg.dim, NULL);

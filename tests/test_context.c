@@ -152,6 +152,15 @@ static void context_lifecycle(void **state)
 {
   (void)state;
   assert_status(NULL, m2pt_context_create(NULL, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  m2pt_context *bad = (m2pt_context *)0x1;
+  m2pt_context_options opts = {0};
+  opts.binary_cache = (m2pt_binary_cache)7;
+  assert_status(NULL, m2pt_context_create(&bad, &opts), M2PT_ERR_INVALID_ARGUMENT);
+  assert_null(bad);
+  opts.binary_cache = M2PT_BINARY_CACHE_AUTO;
+  opts.flags = 0x80;
+  assert_status(NULL, m2pt_context_create(&bad, &opts), M2PT_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(m2pt_last_error(NULL), "flags"));
   m2pt_context_destroy(NULL);
   m2pt_context *ctx = test_context();
   m2pt_device_info info;
@@ -181,10 +190,13 @@ static void context_wrap(void **state)
   cl_platform_id platforms[8];
   cl_uint np = 0;
   assert_int_equal(clGetPlatformIDs(8, platforms, &np), CL_SUCCESS);
-  cl_device_id device;
-  assert_int_equal(clGetDeviceIDs(platforms[info.platform_index], CL_DEVICE_TYPE_ALL, 1, &device,
-                                  NULL),
+  cl_device_id devices[16];
+  cl_uint nd = 0;
+  assert_int_equal(clGetDeviceIDs(platforms[info.platform_index], CL_DEVICE_TYPE_ALL, 16, devices,
+                                  &nd),
                    CL_SUCCESS);
+  assert_true(info.device_index < nd);
+  cl_device_id device = devices[info.device_index];
   cl_int err;
   cl_context clctx = clCreateContext(NULL, 1, &device, NULL, NULL, &err);
   assert_int_equal(err, CL_SUCCESS);
@@ -202,7 +214,20 @@ static void context_wrap(void **state)
   opts.flags = M2PT_CONTEXT_PROFILING; /* the queue was made without profiling */
   assert_status(NULL, m2pt_context_wrap(clctx, device, queue, &opts, &ctx),
                 M2PT_ERR_INVALID_ARGUMENT);
+  /* A queue of another OpenCL context is refused. */
+  cl_context other = clCreateContext(NULL, 1, &device, NULL, NULL, &err);
+  assert_int_equal(err, CL_SUCCESS);
+  assert_status(NULL, m2pt_context_wrap(other, device, queue, NULL, &ctx),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(m2pt_last_error(NULL), "another context"));
+  clReleaseContext(other);
   assert_ok(NULL, m2pt_context_wrap(clctx, device, queue, NULL, &ctx));
+  /* The wrapped device is found among the listed ones. */
+  m2pt_device_info wrapped;
+  assert_ok(ctx, m2pt_context_device_info(ctx, &wrapped));
+  assert_int_equal(wrapped.platform_index, info.platform_index);
+  assert_int_equal(wrapped.device_index, info.device_index);
+  assert_string_equal(wrapped.name, info.name);
   const size_t shape[1] = {5};
   const float src[5] = {1, 2, 3, 4, 5};
   float dst[5] = {0};

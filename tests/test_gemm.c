@@ -166,6 +166,18 @@ static void gemm_strided_batched(void **state)
                 m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &ma, &mb, 0.0f,
                                   &overlapping, batch),
                 M2PT_ERR_INVALID_ARGUMENT);
+  /* Overflowing extents, through the offset or through a batch stride that
+   * wraps the end back inside the tensor. */
+  const m2pt_matrix_batch wrap_c = {tc, 0, ldc, SIZE_MAX - 1};
+  assert_status(ctx,
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &ma, &mb, 0.0f,
+                                  &wrap_c, 2),
+                M2PT_ERR_INVALID_ARGUMENT);
+  const m2pt_matrix_batch wrap_a = {ta, 0, lda, SIZE_MAX / 2 + 1};
+  assert_status(ctx,
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &wrap_a, &mb,
+                                  0.0f, &mc, 3),
+                M2PT_ERR_INVALID_ARGUMENT);
   const m2pt_matrix_batch huge = {ta, SIZE_MAX - 4, lda, sta};
   assert_status(ctx,
                 m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &huge, &mb,

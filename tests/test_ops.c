@@ -78,6 +78,32 @@ static void layer_norm(void **state)
     }
 }
 
+static void layer_norm_bad_inputs(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t s23[2] = {2, 3}, s32[2] = {3, 2}, v3[1] = {3}, v4[1] = {4};
+  m2pt_tensor *x = test_tensor(ctx, 2, s23, NULL), *y = test_tensor(ctx, 2, s23, NULL);
+  m2pt_tensor *yt = test_tensor(ctx, 2, s32, NULL), *w = test_tensor(ctx, 1, v3, NULL);
+  m2pt_tensor *w4 = test_tensor(ctx, 1, v4, NULL);
+  assert_ok(ctx, m2pt_layer_norm(ctx, x, w, w, 1e-6f, y));
+  assert_status(ctx, m2pt_layer_norm(ctx, x, w, NULL, NAN, y), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_layer_norm(ctx, x, w, NULL, -1.0f, y), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_layer_norm(ctx, x, w4, NULL, 1e-6f, y), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_layer_norm(ctx, x, w, w4, 1e-6f, y), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_layer_norm(ctx, x, w, NULL, 1e-6f, yt), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_layer_norm(ctx, x, NULL, NULL, 1e-6f, y), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_layer_norm(NULL, x, w, NULL, 1e-6f, y), M2PT_ERR_INVALID_ARGUMENT);
+  m2pt_context *other = test_context();
+  m2pt_tensor *foreign = test_tensor(other, 1, v3, NULL);
+  assert_status(ctx, m2pt_layer_norm(ctx, x, foreign, NULL, 1e-6f, y),
+                M2PT_ERR_CONTEXT_MISMATCH);
+  m2pt_tensor_destroy(foreign);
+  m2pt_context_destroy(other);
+  m2pt_tensor *all[] = {x, y, yt, w, w4};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+    m2pt_tensor_destroy(all[i]);
+}
+
 static void gelu_and_add(void **state)
 {
   m2pt_context *ctx = *state;
@@ -194,15 +220,15 @@ static void check_attention(m2pt_context *ctx, size_t batch, size_t tokens, size
   m2pt_tensor *tm = test_tensor(ctx, 2, sm, mask);
   double *qd = widen(qkv, n_qkv), *ref = test_alloc(n_out * sizeof *ref);
   ref_attention(qd, batch, tokens, heads, dim_head, masked ? mask : NULL, ref);
-  const m2pt_attention_impl impls[2] = {M2PT_ATTENTION_GEMM, M2PT_ATTENTION_FUSED};
-  float *outs[2];
-  for (int i = 0; i < 2; i++) {
+  const m2pt_attention_impl impls[3] = {M2PT_ATTENTION_GEMM, M2PT_ATTENTION_FUSED,
+                                        M2PT_ATTENTION_AUTO};
+  static const char *const names[3] = {"gemm attention", "fused attention", "auto attention"};
+  for (int i = 0; i < 3; i++) {
     assert_ok(ctx, m2pt_attention(ctx, tq, heads, dim_head, masked ? tm : NULL, impls[i], to));
-    outs[i] = read_all(ctx, to);
-    test_assert_close(outs[i], ref, n_out, 1e-4, i ? "fused attention" : "gemm attention");
+    float *out = read_all(ctx, to);
+    test_assert_close(out, ref, n_out, 1e-4, names[i]);
+    free(out);
   }
-  free(outs[0]);
-  free(outs[1]);
   free(qd);
   free(ref);
   free(qkv);
@@ -223,8 +249,11 @@ static void attention_paths(void **state)
       check_attention(ctx, 1, tokens_list[i], 2, 5, masked);  /* scalar fused kernel */
       check_attention(ctx, 2, tokens_list[i], 2, 12, masked); /* float4 fused kernel */
     }
-  if (!test_small())
+  if (!test_small()) {
     check_attention(ctx, 1, 40, 12, 64, 1); /* ViT-B heads */
+    check_attention(ctx, 2, 37, 2, 96, 1);  /* key tiles of 16 */
+    check_attention(ctx, 1, 20, 1, 160, 1); /* key tiles of 8 */
+  }
 }
 
 /* The fused path's memory is O(N): no N×N buffer at N = 2048. */
@@ -273,6 +302,16 @@ static void attention_bad_inputs(void **state)
                 M2PT_ERR_INVALID_ARGUMENT);
   assert_status(ctx, m2pt_attention(ctx, NULL, 2, 4, NULL, M2PT_ATTENTION_AUTO, o),
                 M2PT_ERR_INVALID_ARGUMENT);
+  /* Heads beyond the fused kernel: forcing it is UNSUPPORTED, AUTO takes
+   * the GEMM path. */
+  const size_t sq_big[3] = {1, 2, 3 * 300}, so_big[3] = {1, 2, 300};
+  m2pt_tensor *qb = test_tensor(ctx, 3, sq_big, NULL), *obig = test_tensor(ctx, 3, so_big, NULL);
+  assert_status(ctx, m2pt_attention(ctx, qb, 1, 300, NULL, M2PT_ATTENTION_FUSED, obig),
+                M2PT_ERR_UNSUPPORTED);
+  assert_non_null(strstr(m2pt_last_error(ctx), "256"));
+  assert_ok(ctx, m2pt_attention(ctx, qb, 1, 300, NULL, M2PT_ATTENTION_AUTO, obig));
+  m2pt_tensor_destroy(qb);
+  m2pt_tensor_destroy(obig);
   m2pt_tensor_destroy(q);
   m2pt_tensor_destroy(o);
   m2pt_tensor_destroy(m);
@@ -284,6 +323,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(layer_norm),
+      cmocka_unit_test(layer_norm_bad_inputs),
       cmocka_unit_test(gelu_and_add),
       cmocka_unit_test(softmax_with_masks),
       cmocka_unit_test(attention_paths),

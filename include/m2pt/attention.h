@@ -26,6 +26,8 @@ typedef enum m2pt_attention_impl {
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, zero heads or dim_head, out is
  * qkv, unknown impl), M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH,
  * M2PT_ERR_DEVICE_OUT_OF_MEMORY (the GEMM path's scores do not fit),
+ * M2PT_ERR_UNSUPPORTED (FUSED forced where it cannot run: dim_head > 256,
+ * tiles beyond the device's local memory, or a work-group limit below 32),
  * M2PT_ERR_BLAS, M2PT_ERR_OPENCL, M2PT_ERR_KERNEL_BUILD. */
 M2PT_API m2pt_status m2pt_attention(m2pt_context *ctx, const m2pt_tensor *qkv, size_t heads,
                                     size_t dim_head, const m2pt_tensor *mask,

@@ -37,7 +37,8 @@ typedef struct m2pt_block_config {
   m2pt_attention_impl attention;
 } m2pt_block_config;
 
-/* A ViT configuration: dim_head = dim / heads, ff_mult 4, eps 1e-6, qkv bias,
+/* A ViT configuration: dim_head = dim / heads (rounded down: set dim_head
+ * yourself when heads does not divide dim), ff_mult 4, eps 1e-6, qkv bias,
  * re-parameterized, pre-norm, exact GELU, attention picked by the library. */
 M2PT_API m2pt_block_config m2pt_block_config_vit(size_t dim, size_t heads);
 
@@ -45,7 +46,9 @@ M2PT_API m2pt_block_config m2pt_block_config_vit(size_t dim, size_t heads);
  * λ zero. The caller owns *out and frees it with m2pt_block_destroy.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, a zero or overflowing size, eps
  * not finite or < 0, unknown layout, gelu or attention value),
- * M2PT_ERR_DEVICE_OUT_OF_MEMORY, M2PT_ERR_OPENCL. */
+ * M2PT_ERR_UNSUPPORTED (attention forced to FUSED where it cannot run, see
+ * m2pt_attention), M2PT_ERR_DEVICE_OUT_OF_MEMORY, M2PT_ERR_OPENCL,
+ * M2PT_ERR_KERNEL_BUILD. */
 M2PT_API m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config,
                                        m2pt_block **out);
 
@@ -71,12 +74,16 @@ M2PT_API m2pt_status m2pt_block_get(const m2pt_block *block, const char *name, f
  * allocate no device memory after the first.
  * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_SHAPE,
  * M2PT_ERR_CONTEXT_MISMATCH, M2PT_ERR_DEVICE_OUT_OF_MEMORY, M2PT_ERR_BLAS,
- * M2PT_ERR_OPENCL, M2PT_ERR_KERNEL_BUILD. */
+ * M2PT_ERR_OPENCL, M2PT_ERR_KERNEL_BUILD. A failure part way leaves y
+ * undefined and the block unchanged. */
 M2PT_API m2pt_status m2pt_block_forward(m2pt_block *block, const m2pt_tensor *x,
                                         const m2pt_tensor *mask, m2pt_tensor *y);
 
 /* Merges the four linears (m2pt_linear_merge): the block is then a plain
- * block computing the same function. A second merge changes nothing. */
+ * block computing the same function. A second merge, or merging a block
+ * made with reparam = 0, changes nothing. On failure (forming a merged
+ * weight failed: M2PT_ERR_DEVICE_OUT_OF_MEMORY, M2PT_ERR_OPENCL,
+ * M2PT_ERR_KERNEL_BUILD) the block stays unmerged. */
 M2PT_API m2pt_status m2pt_block_merge(m2pt_block *block);
 
 /* 1 once the block was merged, else 0. */

@@ -83,8 +83,9 @@ typedef struct m2pt_context_options {
  * in-order queue. `options` may be NULL. On success the caller owns *ctx and
  * frees it with m2pt_context_destroy. On failure *ctx is NULL and
  * m2pt_last_error(NULL) says why.
- * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_DEVICE_NOT_FOUND,
- * M2PT_ERR_OPENCL, M2PT_ERR_OUT_OF_MEMORY. */
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (ctx NULL, unknown binary_cache value or
+ * flags, empty selector), M2PT_ERR_DEVICE_NOT_FOUND, M2PT_ERR_OPENCL,
+ * M2PT_ERR_OUT_OF_MEMORY. */
 M2PT_API m2pt_status m2pt_context_create(m2pt_context **ctx,
                                          const m2pt_context_options *options);
 

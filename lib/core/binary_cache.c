@@ -133,13 +133,19 @@ int m2pt_binary_cache_write(const char *dir, const char *key,
   m2pt_binary_cache_path(dir, key, path, sizeof path);
   if (!path[0] || size == 0 || make_dirs(dir) != 0)
     return -1;
-  /* A unique temporary name per process and call: concurrent writers of the
-   * same entry each rename a complete file, and the last one wins. */
-  static _Thread_local unsigned counter;
-  snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%u", path, (long)getpid(), counter++);
-  FILE *f = fopen(tmp, "wb");
-  if (!f)
+  /* A unique temporary file (mkstemp: unique across threads and processes):
+   * concurrent writers of one entry each rename a complete file, and the
+   * last one wins. */
+  snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
+  const int fd = mkstemp(tmp);
+  if (fd < 0)
     return -1;
+  FILE *f = fdopen(fd, "wb");
+  if (!f) {
+    close(fd);
+    remove(tmp);
+    return -1;
+  }
   unsigned char header[HEADER_BYTES];
   memcpy(header, cache_magic, sizeof cache_magic);
   put_u64(header + 8, size);

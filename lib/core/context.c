@@ -111,10 +111,25 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
   return M2PT_OK;
 }
 
+/* Rejects option values the header does not define. */
+static m2pt_status check_options(const m2pt_context_options *o, const char *fn)
+{
+  if (!o)
+    return M2PT_OK;
+  M2PT_REQUIRE(NULL,
+               o->binary_cache == M2PT_BINARY_CACHE_AUTO || o->binary_cache == M2PT_BINARY_CACHE_ON ||
+                   o->binary_cache == M2PT_BINARY_CACHE_OFF,
+               "%s: unknown binary_cache value %d", fn, (int)o->binary_cache);
+  M2PT_REQUIRE(NULL, (o->flags & ~M2PT_CONTEXT_PROFILING) == 0, "%s: unknown flags 0x%x", fn,
+               o->flags & ~M2PT_CONTEXT_PROFILING);
+  return M2PT_OK;
+}
+
 m2pt_status m2pt_context_create(m2pt_context **out, const m2pt_context_options *options)
 {
   M2PT_REQUIRE(NULL, out != NULL, "m2pt_context_create: ctx is NULL");
   *out = NULL;
+  M2PT_TRY(check_options(options, "m2pt_context_create"));
   m2pt_context *ctx = calloc(1, sizeof *ctx);
   if (!ctx)
     return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "out of host memory creating a context");
@@ -152,6 +167,7 @@ m2pt_status m2pt_context_wrap(cl_context context, cl_device_id device, cl_comman
   *out = NULL;
   M2PT_REQUIRE(NULL, context && device && queue,
                "m2pt_context_wrap: context, device and queue must all be given");
+  M2PT_TRY(check_options(options, "m2pt_context_wrap"));
   cl_context qctx = NULL;
   cl_device_id qdev = NULL;
   cl_platform_id platform = NULL;
@@ -182,8 +198,8 @@ m2pt_status m2pt_context_wrap(cl_context context, cl_device_id device, cl_comman
   ctx->queue = queue;
   clRetainContext(context);
   clRetainCommandQueue(queue);
-  /* Platform and device indices are unknown for a wrapped device. */
   m2pt_device_query(platform, device, 0, 0, &ctx->info);
+  m2pt_device_locate(device, &ctx->info.platform_index, &ctx->info.device_index);
   return finish_setup(ctx, options, out);
 }
 

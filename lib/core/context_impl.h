@@ -100,4 +100,13 @@ static inline int m2pt_mul_size(size_t a, size_t b, size_t *out)
   return 1;
 }
 
+/* a + b into *out; returns 0 on overflow. */
+static inline int m2pt_add_size(size_t a, size_t b, size_t *out)
+{
+  if (b > (size_t)-1 - a)
+    return 0;
+  *out = a + b;
+  return 1;
+}
+
 #endif

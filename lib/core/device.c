@@ -10,20 +10,36 @@
 /* ocl-icd answers this when no ICD is installed: "no devices", not a failure. */
 #define M2PT_CL_PLATFORM_NOT_FOUND_KHR (-1001)
 
+/* Copies a string of any length, truncated to M2PT_INFO_STRING − 1 bytes
+ * (asking with a short buffer would fail with CL_INVALID_VALUE instead). */
+static void copy_info_string(char *dst, const char *src, size_t size)
+{
+  const size_t n = size < M2PT_INFO_STRING ? size : M2PT_INFO_STRING;
+  memcpy(dst, src, n);
+  dst[n ? n - 1 : 0] = '\0';
+}
+
 static void query_string(cl_device_id device, cl_device_info what, char *dst)
 {
+  size_t size = 0;
+  char *buf = NULL;
   dst[0] = '\0';
-  if (clGetDeviceInfo(device, what, M2PT_INFO_STRING, dst, NULL) != CL_SUCCESS)
-    dst[0] = '\0';
-  dst[M2PT_INFO_STRING - 1] = '\0';
+  if (clGetDeviceInfo(device, what, 0, NULL, &size) == CL_SUCCESS && size > 0 &&
+      (buf = malloc(size)) != NULL && clGetDeviceInfo(device, what, size, buf, NULL) == CL_SUCCESS)
+    copy_info_string(dst, buf, size);
+  free(buf);
 }
 
 static void query_platform_string(cl_platform_id platform, cl_platform_info what, char *dst)
 {
+  size_t size = 0;
+  char *buf = NULL;
   dst[0] = '\0';
-  if (clGetPlatformInfo(platform, what, M2PT_INFO_STRING, dst, NULL) != CL_SUCCESS)
-    dst[0] = '\0';
-  dst[M2PT_INFO_STRING - 1] = '\0';
+  if (clGetPlatformInfo(platform, what, 0, NULL, &size) == CL_SUCCESS && size > 0 &&
+      (buf = malloc(size)) != NULL &&
+      clGetPlatformInfo(platform, what, size, buf, NULL) == CL_SUCCESS)
+    copy_info_string(dst, buf, size);
+  free(buf);
 }
 
 /* Extensions strings can be long; look for one name as a whole word. */
@@ -307,4 +323,18 @@ m2pt_status m2pt_device_resolve(const char *selector, cl_platform_id *platform,
   }
   table_free(&t);
   return status;
+}
+
+void m2pt_device_locate(cl_device_id device, unsigned *platform_index, unsigned *device_index)
+{
+  device_table t;
+  if (table_load(&t) != M2PT_OK)
+    return;
+  for (size_t i = 0; i < t.count; i++)
+    if (t.device[i] == device) {
+      *platform_index = t.info[i].platform_index;
+      *device_index = t.info[i].device_index;
+      break;
+    }
+  table_free(&t);
 }

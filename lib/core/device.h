@@ -15,4 +15,8 @@ m2pt_status m2pt_device_query(cl_platform_id platform, cl_device_id device,
 m2pt_status m2pt_device_resolve(const char *selector, cl_platform_id *platform,
                                 cl_device_id *device, m2pt_device_info *info);
 
+/* The selector indices of a device (for wrapped contexts); left as they
+ * are when the device is not found among the listed ones. */
+void m2pt_device_locate(cl_device_id device, unsigned *platform_index, unsigned *device_index);
+
 #endif

@@ -91,6 +91,10 @@ m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config
   *out = NULL;
   size_t hd = 0;
   M2PT_TRY(check_config(ctx, config, &hd));
+  /* A forced fused attention that cannot run here fails now, not at the
+   * first forward. */
+  m2pt_attention_impl impl;
+  M2PT_TRY(m2pt_attention_choose(ctx, config->dim_head, 0, config->attention, &impl));
   m2pt_block *b = calloc(1, sizeof *b);
   if (!b)
     return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for a block");
@@ -298,6 +302,14 @@ m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_t
 m2pt_status m2pt_block_merge(m2pt_block *b)
 {
   M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_merge: block is NULL");
+  /* Forming the effective weights is the only step that can fail; done for
+   * all four first, the merges below only swap buffers, so a failure leaves
+   * the block unmerged rather than half merged. */
+  m2pt_linear *const linears[4] = {b->qkv, b->proj, m2pt_ffn_fc1(b->mlp), m2pt_ffn_fc2(b->mlp)};
+  for (size_t i = 0; i < 4; i++) {
+    cl_mem unused;
+    M2PT_TRY(m2pt_linear_effective_bias(linears[i], &unused));
+  }
   M2PT_TRY(m2pt_linear_merge(b->qkv));
   M2PT_TRY(m2pt_linear_merge(b->proj));
   M2PT_TRY(m2pt_ffn_merge(b->mlp));

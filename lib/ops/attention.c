@@ -43,30 +43,65 @@ static size_t fused_queries(const m2pt_context *ctx)
   return ctx->max_work_group < FUSED_QUERIES ? ctx->max_work_group : FUSED_QUERIES;
 }
 
-m2pt_status m2pt_attention_choose(m2pt_context *ctx, const m2pt_attention_shape *s,
+static void fused_options(const m2pt_context *ctx, size_t dim_head, int has_mask, char *buf,
+                          size_t size)
+{
+  snprintf(buf, size, "-DDH=%zu -DBQ=%zu -DBK=%zu -DHAS_MASK=%d -DVEC=%d", dim_head,
+           fused_queries(ctx), fused_key_tile(dim_head), has_mask,
+           fused_vector_width(ctx, dim_head));
+}
+
+/* Why the fused kernel cannot run here, or NULL when it can: its head size,
+ * its tiles in local memory, and the work-group size the compiled kernel
+ * allows (private arrays can lower it below BQ on GPUs). */
+static m2pt_status fused_obstacle(m2pt_context *ctx, size_t dim_head, int has_mask,
+                                  const char **why)
+{
+  *why = NULL;
+  if (dim_head > FUSED_MAX_DIM_HEAD) {
+    *why = "dim_head is above 256";
+    return M2PT_OK;
+  }
+  if (fused_local_bytes(dim_head) > ctx->info.local_mem_bytes) {
+    *why = "its key and value tiles do not fit the device's local memory";
+    return M2PT_OK;
+  }
+  char options[128];
+  fused_options(ctx, dim_head, has_mask, options, sizeof options);
+  cl_kernel kernel;
+  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_attention, options, "m2pt_attention_fused", &kernel));
+  size_t limit = 0;
+  M2PT_TRY_CL(ctx,
+              clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
+                                       sizeof limit, &limit, NULL),
+              "clGetKernelWorkGroupInfo(m2pt_attention_fused)");
+  if (limit < fused_queries(ctx))
+    *why = "the compiled kernel allows fewer work-items per group than it needs";
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_attention_choose(m2pt_context *ctx, size_t dim_head, int has_mask,
                                   m2pt_attention_impl requested, m2pt_attention_impl *chosen)
 {
-  const int fused_fits = s->dim_head <= FUSED_MAX_DIM_HEAD &&
-                         fused_local_bytes(s->dim_head) <= ctx->info.local_mem_bytes;
-  if (requested == M2PT_ATTENTION_FUSED && !fused_fits)
-    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED,
-                     "fused attention: dim_head %zu needs %zu bytes of local memory (device "
-                     "has %llu) and at most %d",
-                     s->dim_head, fused_local_bytes(s->dim_head),
-                     (unsigned long long)ctx->info.local_mem_bytes, FUSED_MAX_DIM_HEAD);
-  if (requested == M2PT_ATTENTION_AUTO)
-    requested = fused_fits ? M2PT_ATTENTION_FUSED : M2PT_ATTENTION_GEMM;
   *chosen = requested;
+  if (requested == M2PT_ATTENTION_GEMM)
+    return M2PT_OK;
+  const char *why;
+  M2PT_TRY(fused_obstacle(ctx, dim_head, has_mask, &why));
+  if (requested == M2PT_ATTENTION_FUSED && why)
+    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED, "fused attention with dim_head %zu: %s",
+                     dim_head, why);
+  if (requested == M2PT_ATTENTION_AUTO)
+    *chosen = why ? M2PT_ATTENTION_GEMM : M2PT_ATTENTION_FUSED;
   return M2PT_OK;
 }
 
 static m2pt_status attention_fused(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                    const m2pt_attention_shape *s, cl_mem out)
 {
-  const size_t bq = fused_queries(ctx), bk = fused_key_tile(s->dim_head);
-  char options[96];
-  snprintf(options, sizeof options, "-DDH=%zu -DBQ=%zu -DBK=%zu -DHAS_MASK=%d -DVEC=%d",
-           s->dim_head, bq, bk, mask != NULL, fused_vector_width(ctx, s->dim_head));
+  const size_t bq = fused_queries(ctx);
+  char options[128];
+  fused_options(ctx, s->dim_head, mask != NULL, options, sizeof options);
   const cl_uint tokens = (cl_uint)s->tokens, heads = (cl_uint)s->heads;
   const float scale = (float)(1.0 / sqrt((double)s->dim_head));
   const m2pt_kernel_arg args[] = {M2PT_ARG(qkv),    M2PT_ARG(mask),  M2PT_ARG(out),
@@ -112,7 +147,7 @@ m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                               cl_mem out)
 {
   m2pt_attention_impl chosen;
-  M2PT_TRY(m2pt_attention_choose(ctx, shape, impl, &chosen));
+  M2PT_TRY(m2pt_attention_choose(ctx, shape->dim_head, mask != NULL, impl, &chosen));
   return chosen == M2PT_ATTENTION_FUSED ? attention_fused(ctx, qkv, mask, shape, out)
                                         : attention_gemm(ctx, qkv, mask, shape, out);
 }

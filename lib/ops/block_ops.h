@@ -34,9 +34,11 @@ typedef struct m2pt_attention_shape {
   size_t batch, tokens, heads, dim_head;
 } m2pt_attention_shape;
 
-/* The implementation AUTO resolves to for this shape on ctx's device, or
- * the forced one; M2PT_ERR_UNSUPPORTED when FUSED cannot run here. */
-m2pt_status m2pt_attention_choose(m2pt_context *ctx, const m2pt_attention_shape *shape,
+/* The implementation AUTO resolves to for this head size on ctx's device
+ * (the fused kernel wherever it can run), or the forced one;
+ * M2PT_ERR_UNSUPPORTED (with the reason) when FUSED cannot run here. May
+ * build the fused kernel to ask its work-group limit. */
+m2pt_status m2pt_attention_choose(m2pt_context *ctx, size_t dim_head, int has_mask,
                                   m2pt_attention_impl requested, m2pt_attention_impl *chosen);
 
 m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,

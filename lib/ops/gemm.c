@@ -22,13 +22,14 @@ static m2pt_status check_extent(const m2pt_context *ctx, int which, size_t rows,
     return m2pt_fail(ctx, M2PT_ERR_INVALID_ARGUMENT,
                      "m2pt_gemm_batched: ld of %s is %zu, below its row length %zu", name, mb->ld,
                      cols);
+  /* end = offset + (batch−1)·stride + (rows−1)·ld + cols, each step checked. */
   size_t last_row, last_batch, end;
   if (!m2pt_mul_size(rows - 1, mb->ld, &last_row) ||
       !m2pt_mul_size(batch - 1, mb->batch_stride, &last_batch) ||
-      last_row > (size_t)-1 - last_batch - cols || mb->offset > (size_t)-1 - last_row - last_batch - cols)
+      !m2pt_add_size(last_row, last_batch, &end) || !m2pt_add_size(end, cols, &end) ||
+      !m2pt_add_size(end, mb->offset, &end))
     return m2pt_fail(ctx, M2PT_ERR_INVALID_ARGUMENT,
                      "m2pt_gemm_batched: the extent of %s overflows", name);
-  end = mb->offset + last_batch + last_row + cols;
   if (end > mb->tensor->numel)
     return m2pt_fail(ctx, M2PT_ERR_SHAPE,
                      "m2pt_gemm_batched: %s needs %zu elements (offset %zu, ld %zu, stride %zu, "
