@@ -358,6 +358,18 @@ static void workspace_is_reused(void **state)
     assert_ok(ctx, m2pt_context_stats(ctx, &after));
     assert_int_equal(after.device_allocations, before.device_allocations);
     assert_int_equal(after.device_bytes_live, before.device_bytes_live);
+    /* Trimming gives the scratch back; the next forward makes it again and
+     * computes the same bits. */
+    float *y1 = test_alloc(n * sizeof *y1), *y2 = test_alloc(n * sizeof *y2);
+    assert_ok(ctx, m2pt_tensor_read(ty, y1, n));
+    assert_ok(ctx, m2pt_context_trim(ctx));
+    assert_ok(ctx, m2pt_context_stats(ctx, &after));
+    assert_true(after.device_bytes_live < before.device_bytes_live);
+    assert_ok(ctx, m2pt_block_forward(bi, tx, NULL, ty));
+    assert_ok(ctx, m2pt_tensor_read(ty, y2, n));
+    assert_memory_equal(y1, y2, n * sizeof *y1);
+    free(y1);
+    free(y2);
     m2pt_block_destroy(bi);
   }
   m2pt_tensor_destroy(tx);
@@ -416,6 +428,7 @@ static void block_bad_inputs(void **state)
   assert_int_equal(got.layout, cfg.layout);
   assert_int_equal(got.reparam, cfg.reparam);
   assert_status(ctx, m2pt_block_get_config(b, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_context_trim(NULL), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_block_get_config(NULL, &got), M2PT_ERR_INVALID_ARGUMENT);
   const size_t batch = 2, tokens = 4, n = batch * tokens * cfg.dim;
   float *x = random_array(n, 12, 1.0f, 0.0f);

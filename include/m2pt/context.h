@@ -127,6 +127,12 @@ typedef struct m2pt_stats {
 /* Copies the context's counters. Errors: M2PT_ERR_INVALID_ARGUMENT. */
 M2PT_API m2pt_status m2pt_context_stats(const m2pt_context *ctx, m2pt_stats *stats);
 
+/* Frees the context's workspace (the scratch buffers that ops and blocks
+ * keep for reuse) after the queue has finished; the next call that needs
+ * scratch allocates it again. Errors: M2PT_ERR_INVALID_ARGUMENT,
+ * M2PT_ERR_OPENCL. */
+M2PT_API m2pt_status m2pt_context_trim(m2pt_context *ctx);
+
 /* Zeroes the counters, except device_bytes_live; peak restarts from live. */
 M2PT_API void m2pt_context_stats_reset(m2pt_context *ctx);
 

@@ -239,6 +239,14 @@ m2pt_status m2pt_context_finish(m2pt_context *ctx)
   return M2PT_OK;
 }
 
+m2pt_status m2pt_context_trim(m2pt_context *ctx)
+{
+  M2PT_REQUIRE(NULL, ctx != NULL, "m2pt_context_trim: ctx is NULL");
+  M2PT_TRY_CL(ctx, clFinish(ctx->queue), "clFinish");
+  m2pt_workspace_release(ctx);
+  return M2PT_OK;
+}
+
 m2pt_status m2pt_context_stats(const m2pt_context *ctx, m2pt_stats *stats)
 {
   M2PT_REQUIRE(ctx, ctx && stats, "m2pt_context_stats: NULL argument");
