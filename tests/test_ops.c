@@ -126,6 +126,36 @@ static void gelu_and_add(void **state)
         ref[i] = ref_gelu((double)x[i] + (with_bias ? b[i % cols] : 0.0), tanh_form);
       test_assert_close(y, ref, n, 1e-5, tanh_form ? "gelu tanh" : "gelu erf");
     }
+  /* Exact GELU over a dense range, tails included (the kernel evaluates erf
+   * through its own erfc approximation). */
+  {
+    const size_t m = 20001;
+    const size_t sr[1] = {m};
+    float *xs = test_alloc(m * sizeof *xs), *ys = test_alloc(m * sizeof *ys);
+    double *rs = test_alloc(m * sizeof *rs);
+    for (size_t i = 0; i < m; i++)
+      xs[i] = -10.0f + 0.001f * (float)i;
+    m2pt_tensor *tr = test_tensor(ctx, 1, sr, xs);
+    assert_ok(ctx, m2pt_gelu(ctx, tr, NULL, M2PT_GELU_ERF, tr));
+    assert_ok(ctx, m2pt_tensor_read(tr, ys, m));
+    double worst = 0.0;
+    for (size_t i = 0; i < m; i++) {
+      rs[i] = ref_gelu(xs[i], 0);
+      /* Relative to max(|x|, 1): a few f32 ulps of the result. */
+      const double scale = fabs(xs[i]) > 1.0 ? fabs(xs[i]) : 1.0;
+      const double err = fabs(ys[i] - rs[i]) / scale;
+      worst = err > worst ? err : worst;
+    }
+    if (worst > 1e-6) {
+      print_error("gelu over [-10, 10]: relative error %g\n", worst);
+      fail();
+    }
+    m2pt_tensor_destroy(tr);
+    free(xs);
+    free(ys);
+    free(rs);
+  }
+
   /* Residual plus broadcast bias, and same-shape add in place. */
   assert_ok(ctx, m2pt_add(ctx, tx, tb, ty));
   assert_ok(ctx, m2pt_tensor_read(ty, y, n));

@@ -15,11 +15,13 @@
 m2pt_status m2pt_op_layer_norm(m2pt_context *ctx, cl_mem x, cl_mem weight, cl_mem bias,
                                float eps, size_t rows, size_t dim, cl_mem y);
 
-/* y = GELU(x + bias[i % cols]) for n elements; bias may be NULL. */
+/* y = GELU(x + bias[i % cols]) for n elements (a multiple of cols); bias
+ * may be NULL. */
 m2pt_status m2pt_op_gelu(m2pt_context *ctx, cl_mem x, cl_mem bias, m2pt_gelu_kind kind,
                          size_t n, size_t cols, cl_mem y);
 
-/* y = a + b[i % period] (period 0: b has n elements). */
+/* y = a + b[i % period] (period 0: b has n elements; else n is a multiple
+ * of period). */
 m2pt_status m2pt_op_add(m2pt_context *ctx, cl_mem a, cl_mem b, size_t n, size_t period,
                         cl_mem y);
 

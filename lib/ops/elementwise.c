@@ -12,11 +12,11 @@ m2pt_status m2pt_op_gelu(m2pt_context *ctx, cl_mem x, cl_mem bias, m2pt_gelu_kin
   char options[64];
   snprintf(options, sizeof options, "-DHAS_BIAS=%d -DGELU_TANH=%d -DBROADCAST=0", bias != NULL,
            kind == M2PT_GELU_TANH);
-  const cl_ulong count = n, period = cols;
-  const m2pt_kernel_arg args[] = {M2PT_ARG(x), M2PT_ARG(bias), M2PT_ARG(y), M2PT_ARG(count),
-                                  M2PT_ARG(period)};
-  const size_t global[1] = {n};
-  return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_gelu", args, 5, 1, global,
+  const cl_ulong r = n / cols, c = cols;
+  const m2pt_kernel_arg args[] = {M2PT_ARG(x), M2PT_ARG(bias), M2PT_ARG(y), M2PT_ARG(r),
+                                  M2PT_ARG(c)};
+  const size_t global[2] = {cols, n / cols};
+  return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_gelu", args, 5, 2, global,
                          NULL);
 }
 
@@ -25,11 +25,13 @@ m2pt_status m2pt_op_add(m2pt_context *ctx, cl_mem a, cl_mem b, size_t n, size_t 
 {
   char options[64];
   snprintf(options, sizeof options, "-DHAS_BIAS=0 -DGELU_TANH=0 -DBROADCAST=%d", period != 0);
-  const cl_ulong count = n, p = period;
-  const m2pt_kernel_arg args[] = {M2PT_ARG(a), M2PT_ARG(b), M2PT_ARG(y), M2PT_ARG(count),
-                                  M2PT_ARG(p)};
-  const size_t global[1] = {n};
-  return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_add", args, 5, 1, global,
+  /* Rows of `period` when broadcasting; any row length will do otherwise. */
+  const size_t cols = period ? period : n;
+  const cl_ulong r = n / cols, c = cols;
+  const m2pt_kernel_arg args[] = {M2PT_ARG(a), M2PT_ARG(b), M2PT_ARG(y), M2PT_ARG(r),
+                                  M2PT_ARG(c)};
+  const size_t global[2] = {cols, n / cols};
+  return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_add", args, 5, 2, global,
                          NULL);
 }
 
