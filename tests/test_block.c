@@ -9,18 +9,6 @@
 #include "reference.h"
 #include "test_util.h"
 
-static int setup(void **state)
-{
-  *state = test_context();
-  return 0;
-}
-
-static int teardown(void **state)
-{
-  m2pt_context_destroy(*state);
-  return 0;
-}
-
 /* Host copies of every parameter of one block, named as in checkpoints. */
 typedef struct host_block {
   m2pt_block_config cfg;
@@ -558,5 +546,5 @@ int main(void)
       cmocka_unit_test(block_bad_inputs),
       cmocka_unit_test(ffn_against_reference),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, test_setup_context, test_teardown_context);
 }

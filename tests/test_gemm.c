@@ -6,18 +6,6 @@
 #include "reference.h"
 #include "test_util.h"
 
-static int setup(void **state)
-{
-  *state = test_context();
-  return 0;
-}
-
-static int teardown(void **state)
-{
-  m2pt_context_destroy(*state);
-  return 0;
-}
-
 typedef struct shape3 {
   size_t m, n, k;
 } shape3;
@@ -256,5 +244,5 @@ int main(void)
       cmocka_unit_test(gemm_strided_batched),
       cmocka_unit_test(gemm_bad_arguments),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, test_setup_context, test_teardown_context);
 }

@@ -7,18 +7,6 @@
 #include "reference.h"
 #include "test_util.h"
 
-static int setup(void **state)
-{
-  *state = test_context();
-  return 0;
-}
-
-static int teardown(void **state)
-{
-  m2pt_context_destroy(*state);
-  return 0;
-}
-
 /* Host copies of a layer's parameters. */
 typedef struct params {
   size_t in, out;
@@ -429,5 +417,5 @@ int main(void)
       cmocka_unit_test(bad_inputs),
       cmocka_unit_test(kernel_time),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, test_setup_context, test_teardown_context);
 }

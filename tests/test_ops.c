@@ -7,18 +7,6 @@
 #include "reference.h"
 #include "test_util.h"
 
-static int setup(void **state)
-{
-  *state = test_context();
-  return 0;
-}
-
-static int teardown(void **state)
-{
-  m2pt_context_destroy(*state);
-  return 0;
-}
-
 static double *widen(const float *x, size_t n)
 {
   double *d = test_alloc(n * sizeof *d);
@@ -360,5 +348,5 @@ int main(void)
       cmocka_unit_test(fused_attention_memory),
       cmocka_unit_test(attention_bad_inputs),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, test_setup_context, test_teardown_context);
 }

@@ -5,18 +5,6 @@
 
 #include "test_util.h"
 
-static int setup(void **state)
-{
-  *state = test_context();
-  return 0;
-}
-
-static int teardown(void **state)
-{
-  m2pt_context_destroy(*state);
-  return 0;
-}
-
 static void round_trip(void **state)
 {
   m2pt_context *ctx = *state;
@@ -118,5 +106,5 @@ int main(void)
       cmocka_unit_test(bad_shapes),
       cmocka_unit_test(allocation_stats),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, test_setup_context, test_teardown_context);
 }

@@ -25,6 +25,18 @@ m2pt_context *test_context(void)
   return ctx;
 }
 
+int test_setup_context(void **state)
+{
+  *state = test_context();
+  return 0;
+}
+
+int test_teardown_context(void **state)
+{
+  m2pt_context_destroy(*state);
+  return 0;
+}
+
 int test_small(void)
 {
   const char *v = getenv("M2PT_TEST_SMALL");

@@ -22,6 +22,10 @@ void test_assert_status(const m2pt_context *ctx, m2pt_status got, m2pt_status ex
  * PoCL, so a missing device is a failure, not a skip. */
 m2pt_context *test_context(void);
 
+/* cmocka group setup and teardown: *state is a context from test_context(). */
+int test_setup_context(void **state);
+int test_teardown_context(void **state);
+
 /* 1 when the suite runs under the oclgrind setup, where only tiny shapes fit. */
 int test_small(void);
 
