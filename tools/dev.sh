@@ -15,8 +15,8 @@ build=${BUILD_DIR:-$root/build}
 packages=(
   gcc g++ pkg-config meson ninja-build python3
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
-  libclblast-dev libcmocka-dev libxxhash-dev libopenblas-dev
-  oclgrind
+  libclblast-dev libcmocka-dev libxxhash-dev libopenblas-dev libcjson-dev
+  oclgrind clang
 )
 
 install_missing() {

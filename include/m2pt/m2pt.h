@@ -15,6 +15,7 @@
 #include "attention.h"
 #include "ffn.h"
 #include "block.h"
+#include "io.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -23,7 +23,8 @@ typedef enum m2pt_status {
   M2PT_ERR_CONTEXT_MISMATCH,   /* objects from different contexts were combined */
   M2PT_ERR_IO,                 /* a file could not be read or written */
   M2PT_ERR_FORMAT,             /* a file or string is malformed */
-  M2PT_ERR_UNSUPPORTED,        /* the device lacks a required feature */
+  M2PT_ERR_UNSUPPORTED,        /* the device (or m2pt) lacks a required feature */
+  M2PT_ERR_NOT_FOUND,          /* no tensor or key of that name */
 } m2pt_status;
 
 /* Name of a status, e.g. "M2PT_ERR_SHAPE". Never NULL; unknown values give

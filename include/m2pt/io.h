@@ -1,0 +1,229 @@
+/* Checkpoint files: safetensors and .npy readers and writers.
+ *
+ * These calls parse untrusted input. Every malformed file is rejected with a
+ * status and a message in m2pt_last_error(NULL) (per thread; no context is
+ * involved) that names the file and, where there is one, the tensor. A failed
+ * call returns no object and leaks nothing. None of them needs an OpenCL
+ * device. */
+#ifndef M2PT_IO_H
+#define M2PT_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "export.h"
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The most dimensions a checkpoint tensor or .npy array may have here. */
+#define M2PT_IO_MAX_DIMS 8
+
+/* Element types of safetensors files (their "dtype" strings). Only F32, F16
+ * and BF16 convert to f32; the others can be listed, copied verbatim and
+ * written back, so a checkpoint holding e.g. an I64 position-id buffer still
+ * opens. Values are only ever appended. */
+typedef enum m2pt_dtype {
+  M2PT_DTYPE_F32 = 0,
+  M2PT_DTYPE_F16,
+  M2PT_DTYPE_BF16,
+  M2PT_DTYPE_F64,
+  M2PT_DTYPE_I64,
+  M2PT_DTYPE_I32,
+  M2PT_DTYPE_I16,
+  M2PT_DTYPE_I8,
+  M2PT_DTYPE_U64,
+  M2PT_DTYPE_U32,
+  M2PT_DTYPE_U16,
+  M2PT_DTYPE_U8,
+  M2PT_DTYPE_BOOL,
+  M2PT_DTYPE_F8_E4M3,
+  M2PT_DTYPE_F8_E5M2,
+  M2PT_DTYPE_F8_E8M0,
+} m2pt_dtype;
+
+/* Bytes per element (1, 2, 4 or 8); 0 for a value outside the enum. */
+M2PT_API size_t m2pt_dtype_size(m2pt_dtype dtype);
+
+/* The safetensors name ("F32", "BF16", ...); NULL outside the enum. Static. */
+M2PT_API const char *m2pt_dtype_name(m2pt_dtype dtype);
+
+/* Frees memory the library allocated for the caller (m2pt_npy_read's data).
+ * Accepts NULL. */
+M2PT_API void m2pt_free(void *ptr);
+
+/* ---- safetensors reader ------------------------------------------------ */
+
+/* An open safetensors file: an 8-byte little-endian header length N, N bytes
+ * of JSON, then the data region. Read-only; may be shared between threads.
+ * (Opens on several threads at once are safe except that cJSON records its
+ * last parse error in a global, which m2pt never reads: thread sanitizers
+ * may report that race.) */
+typedef struct m2pt_safetensors m2pt_safetensors;
+
+/* One tensor of an open file. */
+typedef struct m2pt_safetensors_info {
+  const char *name;       /* valid until m2pt_safetensors_close */
+  m2pt_dtype dtype;
+  size_t ndim;            /* 0 (a scalar) to M2PT_IO_MAX_DIMS */
+  size_t shape[M2PT_IO_MAX_DIMS]; /* entries past ndim are 0 */
+  size_t numel;           /* product of the shape; 1 for a scalar, 0 if a dimension is 0 */
+  size_t nbytes;          /* numel · m2pt_dtype_size(dtype) */
+  uint64_t offset;        /* where the tensor's bytes start, from the start of the file */
+} m2pt_safetensors_info;
+
+/* Opens and validates a safetensors file. The file is memory-mapped
+ * read-only, never copied: tensors are read from the mapping on demand.
+ * The file must not be truncated while open (the mapping would fault).
+ * Validation is strict: the header (at most 100,000,000 bytes, as in the
+ * reference implementation) must be UTF-8 JSON starting with '{', optionally
+ * padded with trailing whitespace; every entry an object with exactly
+ * "dtype" (a known dtype string), "shape" (at most M2PT_IO_MAX_DIMS
+ * non-negative integers) and "data_offsets" ([begin, end], integers,
+ * begin ≤ end); end − begin = numel · dtype size (overflow-checked); the
+ * tensors, in offset order, cover the data region exactly (no overlap, gap
+ * or trailing byte); names unique; "__metadata__", if present, an object of
+ * unique string keys with string values. Numbers are integers up to 2^53.
+ * On success the caller owns *st and closes it with m2pt_safetensors_close;
+ * on failure *st is NULL.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_IO (cannot open, stat
+ * or map; not a regular file), M2PT_ERR_FORMAT (any violation above),
+ * M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_safetensors_open(const char *path, m2pt_safetensors **st);
+
+/* Like m2pt_safetensors_open on `size` bytes at `data`, which the caller
+ * keeps alive and unchanged until m2pt_safetensors_close (nothing is copied).
+ * Messages call the file "<memory>". */
+M2PT_API m2pt_status m2pt_safetensors_open_memory(const void *data, size_t size,
+                                                  m2pt_safetensors **st);
+
+/* Unmaps the file and frees everything. Accepts NULL. */
+M2PT_API void m2pt_safetensors_close(m2pt_safetensors *st);
+
+/* Number of tensors (0 for NULL). */
+M2PT_API size_t m2pt_safetensors_count(const m2pt_safetensors *st);
+
+/* Describes tensor `index` (0 ≤ index < count). Indices follow the order of
+ * the tensors' data in the file.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, index out of range). */
+M2PT_API m2pt_status m2pt_safetensors_info_at(const m2pt_safetensors *st, size_t index,
+                                              m2pt_safetensors_info *info);
+
+/* Finds a tensor by exact name (binary search) and writes its index.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_NOT_FOUND. */
+M2PT_API m2pt_status m2pt_safetensors_find(const m2pt_safetensors *st, const char *name,
+                                           size_t *index);
+
+/* Converts tensor `index` to f32 into dst: F32 as is, F16 and BF16 exactly
+ * (subnormals, infinities and NaN payloads kept). `count` must equal the
+ * tensor's numel; dst may be NULL only when it is 0. The file's bytes need no
+ * alignment.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, index out of range, count ≠
+ * numel), M2PT_ERR_UNSUPPORTED (a dtype other than F32, F16, BF16). */
+M2PT_API m2pt_status m2pt_safetensors_read_f32(const m2pt_safetensors *st, size_t index,
+                                               float *dst, size_t count);
+
+/* The tensor's raw little-endian bytes, for verbatim copying: *data points
+ * into the mapping (valid until close; may be unaligned; never NULL, even
+ * when *nbytes is 0).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, index out of range). */
+M2PT_API m2pt_status m2pt_safetensors_raw(const m2pt_safetensors *st, size_t index,
+                                          const void **data, size_t *nbytes);
+
+/* Number of "__metadata__" entries (0 for NULL or none). */
+M2PT_API size_t m2pt_safetensors_metadata_count(const m2pt_safetensors *st);
+
+/* Metadata entry `index` in file order; the strings live until close.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, index out of range). */
+M2PT_API m2pt_status m2pt_safetensors_metadata_at(const m2pt_safetensors *st, size_t index,
+                                                  const char **key, const char **value);
+
+/* The metadata value of `key`; it lives until close.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_NOT_FOUND. */
+M2PT_API m2pt_status m2pt_safetensors_metadata(const m2pt_safetensors *st, const char *key,
+                                               const char **value);
+
+/* ---- safetensors writer ------------------------------------------------ */
+
+/* Collects tensors and metadata, then writes a whole file at once. */
+typedef struct m2pt_safetensors_writer m2pt_safetensors_writer;
+
+/* Starts a file at `path`; nothing touches the disk before finish.
+ * On failure *w is NULL.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL or empty path), M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_safetensors_writer_create(const char *path,
+                                                    m2pt_safetensors_writer **w);
+
+/* Adds a tensor. The name is copied; `data` (nbytes bytes, little-endian, in
+ * the given dtype, written verbatim) is only borrowed: the caller keeps it
+ * alive and unchanged until finish returns. ndim 0 is a scalar.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL w or name, NULL shape with ndim > 0,
+ * NULL data with nbytes > 0, name "__metadata__", a duplicate name, an
+ * unknown dtype, ndim > M2PT_IO_MAX_DIMS, a size that overflows or exceeds
+ * 2^53, nbytes ≠ numel · dtype size), M2PT_ERR_INVALID_STATE (after finish),
+ * M2PT_ERR_OUT_OF_MEMORY. A rejected call leaves the writer as it was. */
+M2PT_API m2pt_status m2pt_safetensors_writer_add(m2pt_safetensors_writer *w, const char *name,
+                                                 m2pt_dtype dtype, size_t ndim,
+                                                 const size_t *shape, const void *data,
+                                                 size_t nbytes);
+
+/* Adds a "__metadata__" string pair (both copied).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, duplicate key),
+ * M2PT_ERR_INVALID_STATE (after finish), M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_safetensors_writer_metadata(m2pt_safetensors_writer *w,
+                                                      const char *key, const char *value);
+
+/* Writes the file byte for byte as the reference implementation (Python
+ * safetensors 0.8) does: "__metadata__" first, then tensors ordered by dtype
+ * as it orders them (U64, I64, F64, F32, U32, I32, BF16, F16, U16, I16, the
+ * F8s, I8, U8, BOOL: larger elements first, so each tensor's data is aligned
+ * to its element size), then by name; contiguous offsets; compact JSON padded
+ * with spaces to a multiple of 8 bytes. The file is written to a temporary
+ * file in the same directory, synced and renamed over `path`: readers see
+ * the old file or the whole new one, never a part. On failure the temporary
+ * file is removed and `path` is untouched; finish may be called again.
+ * The writer must still be destroyed.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_INVALID_STATE (finished
+ * already), M2PT_ERR_IO, M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_safetensors_writer_finish(m2pt_safetensors_writer *w);
+
+/* Frees the writer; without a successful finish nothing is written.
+ * Accepts NULL. */
+M2PT_API void m2pt_safetensors_writer_destroy(m2pt_safetensors_writer *w);
+
+/* ---- .npy -------------------------------------------------------------- */
+
+/* Reads a .npy file of format version 1.0 or 2.0 holding a little-endian f32
+ * ('<f4') C-order array of 1 to M2PT_IO_MAX_DIMS dimensions. The header dict
+ * must have exactly the keys 'descr', 'fortran_order' and 'shape', and the
+ * data must be exactly numel · 4 bytes (no truncation, no trailing bytes).
+ * On success *data is a malloc'd array of numel floats (free it with
+ * m2pt_free; never NULL, even for numel 0), *ndim the number of dimensions
+ * and shape[0..ndim) the extents (shape holds M2PT_IO_MAX_DIMS entries; the
+ * rest are set to 0). On failure *data is NULL.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_IO, M2PT_ERR_FORMAT
+ * (malformed), M2PT_ERR_UNSUPPORTED (well-formed but another dtype, Fortran
+ * order, 0 or more than M2PT_IO_MAX_DIMS dimensions, another format version),
+ * M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_npy_read(const char *path, float **data, size_t *ndim,
+                                   size_t shape[M2PT_IO_MAX_DIMS]);
+
+/* m2pt_npy_read on `size` bytes in memory (messages say "<memory>"). */
+M2PT_API m2pt_status m2pt_npy_read_memory(const void *bytes, size_t size, float **data,
+                                          size_t *ndim, size_t shape[M2PT_IO_MAX_DIMS]);
+
+/* Writes a '<f4' C-order array of 1 to M2PT_IO_MAX_DIMS dimensions as
+ * format 1.0 (2.0 only if the header would not fit 1.0), header padded to 64
+ * bytes as numpy does, atomically (temporary file, sync, rename).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, ndim out of range, size overflow),
+ * M2PT_ERR_IO, M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_npy_write(const char *path, const float *data, size_t ndim,
+                                    const size_t *shape);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,237 @@
+#include "io_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/error.h"
+
+/* rank: the position in the reference implementation's Dtype enum, which
+ * orders tensors in the files it writes. */
+static const struct {
+  const char *name;
+  size_t size;
+  int rank;
+} dtypes[] = {
+  [M2PT_DTYPE_F32] = {"F32", 4, 15},
+  [M2PT_DTYPE_F16] = {"F16", 2, 11},
+  [M2PT_DTYPE_BF16] = {"BF16", 2, 12},
+  [M2PT_DTYPE_F64] = {"F64", 8, 16},
+  [M2PT_DTYPE_I64] = {"I64", 8, 17},
+  [M2PT_DTYPE_I32] = {"I32", 4, 13},
+  [M2PT_DTYPE_I16] = {"I16", 2, 9},
+  [M2PT_DTYPE_I8] = {"I8", 1, 5},
+  [M2PT_DTYPE_U64] = {"U64", 8, 18},
+  [M2PT_DTYPE_U32] = {"U32", 4, 14},
+  [M2PT_DTYPE_U16] = {"U16", 2, 10},
+  [M2PT_DTYPE_U8] = {"U8", 1, 4},
+  [M2PT_DTYPE_BOOL] = {"BOOL", 1, 0},
+  [M2PT_DTYPE_F8_E4M3] = {"F8_E4M3", 1, 7},
+  [M2PT_DTYPE_F8_E5M2] = {"F8_E5M2", 1, 6},
+  [M2PT_DTYPE_F8_E8M0] = {"F8_E8M0", 1, 8},
+};
+
+int m2pt_dtype_rank(m2pt_dtype dtype)
+{
+  const unsigned i = (unsigned)dtype;
+  return i < sizeof dtypes / sizeof dtypes[0] ? dtypes[i].rank : -1;
+}
+
+size_t m2pt_dtype_size(m2pt_dtype dtype)
+{
+  const unsigned i = (unsigned)dtype;
+  return i < sizeof dtypes / sizeof dtypes[0] ? dtypes[i].size : 0;
+}
+
+const char *m2pt_dtype_name(m2pt_dtype dtype)
+{
+  const unsigned i = (unsigned)dtype;
+  return i < sizeof dtypes / sizeof dtypes[0] ? dtypes[i].name : NULL;
+}
+
+void m2pt_free(void *ptr)
+{
+  free(ptr);
+}
+
+m2pt_status m2pt_file_map_open(const char *path, m2pt_file_map *map)
+{
+  static const unsigned char empty[1] = {0};
+  memset(map, 0, sizeof *map);
+  const int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+  struct stat sb;
+  if (fstat(fd, &sb) != 0) {
+    const int e = errno;
+    close(fd);
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+  }
+  if (!S_ISREG(sb.st_mode)) {
+    close(fd);
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: not a regular file", path);
+  }
+  if (sb.st_size < 0 || (uintmax_t)sb.st_size > (uintmax_t)SIZE_MAX) {
+    close(fd);
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: too large to map", path);
+  }
+  const size_t size = (size_t)sb.st_size;
+  if (size == 0) {
+    close(fd);
+    map->data = empty;
+    return M2PT_OK;
+  }
+  void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int e = errno;
+  close(fd); /* the mapping keeps the file */
+  if (p == MAP_FAILED)
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot map %zu bytes: %s", path, size,
+                     strerror(e));
+  map->data = p;
+  map->size = size;
+  map->mapping = p;
+  return M2PT_OK;
+}
+
+void m2pt_file_map_close(m2pt_file_map *map)
+{
+  if (map->mapping)
+    munmap(map->mapping, map->size);
+  memset(map, 0, sizeof *map);
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+  while (n > 0) {
+    const size_t step = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
+    const ssize_t w = write(fd, p, step);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    p += w;
+    n -= (size_t)w;
+  }
+  return 0;
+}
+
+m2pt_status m2pt_write_atomic(const char *path, const m2pt_chunk *chunks, size_t count)
+{
+  static const char suffix[] = ".tmp.XXXXXX";
+  const size_t len = strlen(path);
+  char *tmp = malloc(len + sizeof suffix);
+  if (!tmp)
+    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+  memcpy(tmp, path, len);
+  memcpy(tmp + len, suffix, sizeof suffix);
+  /* mkstemp: unique across threads and processes, so concurrent writers of
+   * one path each rename a whole file of their own. */
+  const int fd = mkstemp(tmp);
+  if (fd < 0) {
+    const int e = errno;
+    free(tmp);
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot create a temporary file beside it: %s",
+                     path, strerror(e));
+  }
+  const char *what = NULL;
+  if (fchmod(fd, 0644) != 0)
+    what = "set the mode of the temporary file";
+  for (size_t i = 0; !what && i < count; i++)
+    if (chunks[i].size && write_all(fd, chunks[i].data, chunks[i].size) != 0)
+      what = "write";
+  if (!what && fsync(fd) != 0)
+    what = "sync";
+  int e = what ? errno : 0;
+  if (close(fd) != 0 && !what) {
+    what = "close";
+    e = errno;
+  }
+  if (!what && rename(tmp, path) != 0) {
+    what = "rename the temporary file into place";
+    e = errno;
+  }
+  if (what) {
+    unlink(tmp);
+    free(tmp);
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot %s: %s", path, what, strerror(e));
+  }
+  free(tmp);
+  return M2PT_OK;
+}
+
+int m2pt_utf8_valid(const unsigned char *s, size_t size)
+{
+  size_t i = 0;
+  while (i < size) {
+    const unsigned c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t n;
+    uint32_t cp, min;
+    if ((c & 0xE0) == 0xC0) {
+      n = 1, cp = c & 0x1F, min = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2, cp = c & 0x0F, min = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3, cp = c & 0x07, min = 0x10000;
+    } else {
+      return 0;
+    }
+    if (size - i - 1 < n)
+      return 0;
+    for (size_t k = 1; k <= n; k++) {
+      if ((s[i + k] & 0xC0) != 0x80)
+        return 0;
+      cp = (cp << 6) | (s[i + k] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return 0;
+    i += n + 1;
+  }
+  return 1;
+}
+
+static float f32_from_bits(uint32_t bits)
+{
+  float f;
+  memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+float m2pt_f16_to_f32(uint16_t h)
+{
+  const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1Fu;
+  const uint32_t mant = h & 0x3FFu;
+  if (exp == 0x1F) /* inf, or NaN with its payload (the quiet bit lands on f32's) */
+    return f32_from_bits(sign | 0x7F800000u | (mant << 13));
+  if (exp != 0) /* normal: rebias 15 → 127 */
+    return f32_from_bits(sign | ((exp + 112u) << 23) | (mant << 13));
+  /* zero or subnormal: mant · 2^-24, exact in f32 */
+  const float v = (float)mant * 0x1p-24f;
+  return sign ? -v : v;
+}
+
+float m2pt_bf16_to_f32(uint16_t b)
+{
+  return f32_from_bits((uint32_t)b << 16);
+}
+
+void m2pt_load_f32_le(float *dst, const unsigned char *src, size_t n)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (n)
+    memcpy(dst, src, n * sizeof *dst);
+#else
+  for (size_t i = 0; i < n; i++)
+    dst[i] = f32_from_bits(m2pt_load_le32(src + 4 * i));
+#endif
+}

@@ -1,0 +1,82 @@
+/* Shared by the checkpoint readers and writers: read-only file mappings,
+ * atomic whole-file writes, little-endian loads, UTF-8 checks and the
+ * half-precision conversions. */
+#ifndef M2PT_IO_IO_UTIL_H
+#define M2PT_IO_IO_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "m2pt/io.h"
+#include "m2pt/status.h"
+
+/* The largest integer every JSON reader keeps exactly (2^53). */
+#define M2PT_IO_MAX_EXACT 9007199254740992.0
+
+/* Where the reference implementation puts a dtype in its write order
+ * (larger first); -1 outside the enum. */
+int m2pt_dtype_rank(m2pt_dtype dtype);
+
+/* A whole file mapped read-only (or an empty file, which maps nothing). */
+typedef struct m2pt_file_map {
+  const unsigned char *data; /* never NULL after a successful map */
+  size_t size;
+  void *mapping;             /* what munmap takes; NULL for an empty file */
+} m2pt_file_map;
+
+/* Maps `path` read-only. Errors: M2PT_ERR_IO (open, fstat, mmap, not a regular
+ * file, too large for the address space), with the message naming the file. */
+m2pt_status m2pt_file_map_open(const char *path, m2pt_file_map *map);
+void m2pt_file_map_close(m2pt_file_map *map);
+
+/* A piece of a file to write. */
+typedef struct m2pt_chunk {
+  const void *data;
+  size_t size;
+} m2pt_chunk;
+
+/* Writes the chunks, in order, to a temporary file beside `path` (mode 0644),
+ * syncs it and renames it over `path`. On failure the temporary file is gone
+ * and `path` untouched. Errors: M2PT_ERR_IO, M2PT_ERR_OUT_OF_MEMORY. */
+m2pt_status m2pt_write_atomic(const char *path, const m2pt_chunk *chunks, size_t count);
+
+static inline uint64_t m2pt_load_le64(const unsigned char *p)
+{
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+static inline uint32_t m2pt_load_le32(const unsigned char *p)
+{
+  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline uint16_t m2pt_load_le16(const unsigned char *p)
+{
+  return (uint16_t)(p[0] | p[1] << 8);
+}
+
+/* 1 when the `size` bytes are well-formed UTF-8 (no overlong forms, no
+ * surrogates, nothing above U+10FFFF). */
+int m2pt_utf8_valid(const unsigned char *s, size_t size);
+
+/* IEEE binary16 and bfloat16 to f32, exactly (f32 holds every value of both;
+ * NaN payloads are kept). */
+float m2pt_f16_to_f32(uint16_t h);
+float m2pt_bf16_to_f32(uint16_t b);
+
+/* Converts n little-endian f32 values at src (any alignment) to dst. */
+void m2pt_load_f32_le(float *dst, const unsigned char *src, size_t n);
+
+/* a·b into *out; 0 on overflow of size_t. */
+static inline int m2pt_mul_size(size_t a, size_t b, size_t *out)
+{
+  if (a != 0 && b > SIZE_MAX / a)
+    return 0;
+  *out = a * b;
+  return 1;
+}
+
+#endif

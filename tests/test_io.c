@@ -1,0 +1,1287 @@
+/* Checkpoint files: safetensors and .npy round trips, files written by
+ * Python's numpy and safetensors, and one test per rejected malformation
+ * (each built in memory and as a file in a temporary directory). */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+#ifndef M2PT_IO_DATA
+#  error "M2PT_IO_DATA must name tests/data/io"
+#endif
+
+static char tmp_dir[512];
+
+static int make_tmp_dir(void **state)
+{
+  (void)state;
+  const char *base = getenv("TMPDIR");
+  snprintf(tmp_dir, sizeof tmp_dir, "%s/m2pt-io.XXXXXX", base && base[0] ? base : "/tmp");
+  return mkdtemp(tmp_dir) ? 0 : -1;
+}
+
+static int remove_tmp_dir(void **state)
+{
+  (void)state;
+  DIR *d = opendir(tmp_dir);
+  if (!d)
+    return -1;
+  struct dirent *e;
+  char path[1024];
+  while ((e = readdir(d)))
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+      snprintf(path, sizeof path, "%s/%s", tmp_dir, e->d_name);
+      if (rmdir(path) != 0)
+        unlink(path);
+    }
+  closedir(d);
+  return rmdir(tmp_dir);
+}
+
+/* A path in the temporary directory (static buffer, one of four in turn). */
+static const char *tmp_path(const char *name)
+{
+  static char paths[4][1024];
+  static int next;
+  char *p = paths[next++ % 4];
+  snprintf(p, sizeof paths[0], "%s/%s", tmp_dir, name);
+  return p;
+}
+
+static void write_file(const char *path, const void *data, size_t size)
+{
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(data, 1, size, f), size);
+  assert_int_equal(fclose(f), 0);
+}
+
+static unsigned char *read_file(const char *path, size_t *size)
+{
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  assert_int_equal(fseek(f, 0, SEEK_END), 0);
+  const long n = ftell(f);
+  assert_true(n >= 0);
+  rewind(f);
+  unsigned char *buf = test_alloc((size_t)n);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  *size = (size_t)n;
+  return buf;
+}
+
+static int file_exists(const char *path)
+{
+  struct stat sb;
+  return stat(path, &sb) == 0;
+}
+
+/* Files in the temporary directory whose name starts with `prefix`. */
+static int count_files(const char *prefix)
+{
+  DIR *d = opendir(tmp_dir);
+  assert_non_null(d);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)))
+    if (strncmp(e->d_name, prefix, strlen(prefix)) == 0)
+      n++;
+  closedir(d);
+  return n;
+}
+
+static uint32_t f32_bits(float f)
+{
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+static int message_has(const char *needle)
+{
+  return strstr(m2pt_last_error(NULL), needle) != NULL;
+}
+
+#define assert_message_has(needle)                                                  \
+  do {                                                                              \
+    if (!message_has(needle)) {                                                     \
+      print_error("message \"%s\" lacks \"%s\"\n", m2pt_last_error(NULL), (needle)); \
+      fail();                                                                       \
+    }                                                                               \
+  } while (0)
+
+/* ---- dtypes and conversions -------------------------------------------- */
+
+static void dtype_names(void **state)
+{
+  (void)state;
+  assert_int_equal(m2pt_dtype_size(M2PT_DTYPE_F32), 4);
+  assert_int_equal(m2pt_dtype_size(M2PT_DTYPE_F16), 2);
+  assert_int_equal(m2pt_dtype_size(M2PT_DTYPE_BF16), 2);
+  assert_int_equal(m2pt_dtype_size(M2PT_DTYPE_I64), 8);
+  assert_int_equal(m2pt_dtype_size(M2PT_DTYPE_BOOL), 1);
+  assert_int_equal(m2pt_dtype_size((m2pt_dtype)999), 0);
+  assert_int_equal(m2pt_dtype_size((m2pt_dtype)-1), 0);
+  assert_string_equal(m2pt_dtype_name(M2PT_DTYPE_BF16), "BF16");
+  assert_string_equal(m2pt_dtype_name(M2PT_DTYPE_F8_E8M0), "F8_E8M0");
+  assert_null(m2pt_dtype_name((m2pt_dtype)999));
+  assert_string_equal(m2pt_status_string(M2PT_ERR_NOT_FOUND), "M2PT_ERR_NOT_FOUND");
+  m2pt_free(NULL);
+}
+
+/* Writes one-dimensional tensors to `name` in the temporary directory and
+ * opens the result. */
+static m2pt_safetensors *write_and_open(const char *name, size_t n, const char *const *names,
+                                        const m2pt_dtype *dtypes, const size_t *counts,
+                                        const void *const *data)
+{
+  const char *path = tmp_path(name);
+  m2pt_safetensors_writer *w = NULL;
+  assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
+  for (size_t i = 0; i < n; i++)
+    assert_ok(NULL, m2pt_safetensors_writer_add(w, names[i], dtypes[i], 1, &counts[i], data[i],
+                                                counts[i] * m2pt_dtype_size(dtypes[i])));
+  assert_ok(NULL, m2pt_safetensors_writer_finish(w));
+  m2pt_safetensors_writer_destroy(w);
+  m2pt_safetensors *st = NULL;
+  assert_ok(NULL, m2pt_safetensors_open(path, &st));
+  return st;
+}
+
+static void read_by_name(const m2pt_safetensors *st, const char *name, float *dst, size_t n)
+{
+  size_t index;
+  assert_ok(NULL, m2pt_safetensors_find(st, name, &index));
+  assert_ok(NULL, m2pt_safetensors_read_f32(st, index, dst, n));
+}
+
+/* Known bit patterns, F16 and BF16 to f32 (subnormals, infinities, NaNs). */
+static void half_conversions(void **state)
+{
+  (void)state;
+  static const uint16_t f16[] = {
+    0x0000, 0x8000, 0x3C00, 0xC000, 0x3555, 0x7BFF, 0x0400, /* 0 -0 1 -2 ~1/3 max min-normal */
+    0x0001, 0x03FF, 0x8001,                                 /* subnormals */
+    0x7C00, 0xFC00, 0x7E00, 0x7C01, 0xFE01,                 /* ±inf, qNaN, sNaN, -qNaN */
+  };
+  static const uint32_t f16_want[] = {
+    0x00000000, 0x80000000, 0x3F800000, 0xC0000000, 0x3EAAA000, 0x477FE000, 0x38800000,
+    0x33800000, 0x387FC000, 0xB3800000,
+    0x7F800000, 0xFF800000, 0x7FC00000, 0x7F802000, 0xFFC02000,
+  };
+  static const uint16_t bf16[] = {0x0000, 0x8000, 0x3F80, 0x4049, 0x0001, 0x7F80, 0xFF80,
+                                  0x7FC1, 0x7F7F};
+  enum { NF = sizeof f16 / sizeof f16[0], NB = sizeof bf16 / sizeof bf16[0] };
+  const char *names[] = {"f16", "bf16"};
+  const m2pt_dtype dtypes[] = {M2PT_DTYPE_F16, M2PT_DTYPE_BF16};
+  const size_t counts[] = {NF, NB};
+  const void *data[] = {f16, bf16};
+  m2pt_safetensors *st = write_and_open("half.safetensors", 2, names, dtypes, counts, data);
+
+  float got[NF];
+  read_by_name(st, "f16", got, NF);
+  for (size_t i = 0; i < NF; i++)
+    if (f32_bits(got[i]) != f16_want[i]) {
+      print_error("F16 0x%04x -> 0x%08x, want 0x%08x\n", f16[i], f32_bits(got[i]), f16_want[i]);
+      fail();
+    }
+  assert_true(got[7] == 0x1p-24f && got[8] == 1023 * 0x1p-24f && got[5] == 65504.0f);
+  assert_true(isinf(got[10]) && got[10] > 0 && isnan(got[12]) && signbit(got[1]));
+
+  read_by_name(st, "bf16", got, NB);
+  for (size_t i = 0; i < NB; i++)
+    assert_int_equal(f32_bits(got[i]), (uint32_t)bf16[i] << 16);
+  assert_true(got[2] == 1.0f && got[3] == 3.140625f && got[4] == 0x1p-133f);
+  m2pt_safetensors_close(st);
+}
+
+/* ---- safetensors round trips --------------------------------------------- */
+
+static const char *first_bytes_header(const unsigned char *file, size_t size, size_t *hlen)
+{
+  assert_true(size >= 8);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; i--)
+    n = (n << 8) | file[i];
+  assert_true(n <= size - 8);
+  *hlen = (size_t)n;
+  return (const char *)file + 8;
+}
+
+static void safetensors_round_trip(void **state)
+{
+  (void)state;
+  /* Values exactly representable in F16 and BF16: small multiples of 1/8. */
+  float f32[2 * 3 * 5];
+  test_fill(f32, 30, 7);
+  uint16_t f16[6], bf16[7];
+  float f16_val[6], bf16_val[7];
+  for (int i = 0; i < 6; i++) {
+    f16_val[i] = (float)(i - 3) * 0.125f;
+    const uint32_t b = f32_bits(f16_val[i]);
+    /* f32 → f16 for these normal values (and 0): rebias the exponent. */
+    f16[i] = b == 0 ? 0
+                    : (uint16_t)(((b >> 16) & 0x8000u) | ((((b >> 23) & 0xFFu) - 112u) << 10) |
+                                 ((b >> 13) & 0x3FFu));
+  }
+  for (int i = 0; i < 7; i++) {
+    bf16_val[i] = (float)(i * i) - 10.5f;
+    bf16[i] = (uint16_t)(f32_bits(bf16_val[i]) >> 16);
+  }
+  const float scalar = 0.25f;
+  const int64_t ids[4] = {0, 1, 2, -3};
+
+  const char *path = tmp_path("round.safetensors");
+  m2pt_safetensors_writer *w = NULL;
+  assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
+  const size_t s3[3] = {2, 3, 5}, s2[2] = {2, 3}, s1[1] = {7}, s0[2] = {0, 3}, sid[2] = {1, 4};
+  /* Added in an order unlike the file's, so the writer's ordering shows. */
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "half", M2PT_DTYPE_F16, 2, s2, f16, sizeof f16));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "w.weight", M2PT_DTYPE_F32, 3, s3, f32,
+                                              sizeof f32));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "brain", M2PT_DTYPE_BF16, 1, s1, bf16,
+                                              sizeof bf16));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "scale", M2PT_DTYPE_F32, 0, NULL, &scalar, 4));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "empty", M2PT_DTYPE_F32, 2, s0, NULL, 0));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "ids", M2PT_DTYPE_I64, 2, sid, ids, sizeof ids));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "quote\"d\\name\n", M2PT_DTYPE_F32, 0, NULL,
+                                              &scalar, 4));
+  assert_ok(NULL, m2pt_safetensors_writer_metadata(w, "format", "pt"));
+  assert_ok(NULL, m2pt_safetensors_writer_metadata(w, "note", "λ = 0, \"quoted\"\t"));
+  assert_ok(NULL, m2pt_safetensors_writer_finish(w));
+  m2pt_safetensors_writer_destroy(w);
+
+  /* Header padded with spaces to a multiple of 8; the data follow. */
+  size_t size, hlen;
+  unsigned char *file = read_file(path, &size);
+  const char *header = first_bytes_header(file, size, &hlen);
+  assert_int_equal(hlen % 8, 0);
+  assert_int_equal(header[0], '{');
+  assert_int_equal(size, 8 + hlen + sizeof f32 + sizeof f16 + sizeof bf16 + 8 + sizeof ids);
+
+  m2pt_safetensors *st = NULL;
+  assert_ok(NULL, m2pt_safetensors_open(path, &st));
+  assert_int_equal(m2pt_safetensors_count(st), 7);
+  /* Data order: I64, then F32 by name (empty, quote..., scale, w.weight), BF16, F16. */
+  static const char *const order[] = {"ids", "empty", "quote\"d\\name\n", "scale", "w.weight",
+                                      "brain", "half"};
+  uint64_t next = 8 + hlen;
+  for (size_t i = 0; i < 7; i++) {
+    m2pt_safetensors_info info;
+    assert_ok(NULL, m2pt_safetensors_info_at(st, i, &info));
+    assert_string_equal(info.name, order[i]);
+    assert_int_equal(info.offset, next);
+    assert_int_equal(info.offset % m2pt_dtype_size(info.dtype), 0); /* aligned */
+    assert_int_equal(info.nbytes, info.numel * m2pt_dtype_size(info.dtype));
+    next += info.nbytes;
+    size_t found;
+    assert_ok(NULL, m2pt_safetensors_find(st, order[i], &found));
+    assert_int_equal(found, i);
+    const void *raw;
+    size_t nbytes;
+    assert_ok(NULL, m2pt_safetensors_raw(st, i, &raw, &nbytes));
+    assert_non_null(raw);
+    assert_int_equal(nbytes, info.nbytes);
+    assert_memory_equal(raw, file + info.offset, nbytes ? nbytes : 1);
+  }
+  assert_int_equal(next, size);
+
+  m2pt_safetensors_info info;
+  assert_ok(NULL, m2pt_safetensors_info_at(st, 4, &info));
+  assert_int_equal(info.dtype, M2PT_DTYPE_F32);
+  assert_int_equal(info.ndim, 3);
+  assert_int_equal(info.shape[0], 2);
+  assert_int_equal(info.shape[1], 3);
+  assert_int_equal(info.shape[2], 5);
+  assert_int_equal(info.shape[3], 0);
+  assert_int_equal(info.numel, 30);
+  assert_ok(NULL, m2pt_safetensors_info_at(st, 3, &info)); /* the scalar */
+  assert_int_equal(info.ndim, 0);
+  assert_int_equal(info.numel, 1);
+  assert_ok(NULL, m2pt_safetensors_info_at(st, 1, &info)); /* [0, 3] */
+  assert_int_equal(info.ndim, 2);
+  assert_int_equal(info.numel, 0);
+  assert_int_equal(info.nbytes, 0);
+
+  float got[30];
+  read_by_name(st, "w.weight", got, 30);
+  assert_memory_equal(got, f32, sizeof f32);
+  read_by_name(st, "half", got, 6);
+  assert_memory_equal(got, f16_val, sizeof f16_val);
+  read_by_name(st, "brain", got, 7);
+  assert_memory_equal(got, bf16_val, sizeof bf16_val);
+  read_by_name(st, "scale", got, 1);
+  assert_true(got[0] == 0.25f);
+  read_by_name(st, "empty", NULL, 0);
+  size_t index;
+  assert_ok(NULL, m2pt_safetensors_find(st, "ids", &index));
+  assert_status(NULL, m2pt_safetensors_read_f32(st, index, got, 4), M2PT_ERR_UNSUPPORTED);
+  assert_message_has("I64");
+  const void *raw;
+  size_t nbytes;
+  assert_ok(NULL, m2pt_safetensors_raw(st, index, &raw, &nbytes));
+  assert_memory_equal(raw, ids, sizeof ids); /* little-endian host */
+
+  /* Metadata: file order, lookup, absence. */
+  assert_int_equal(m2pt_safetensors_metadata_count(st), 2);
+  const char *key, *value;
+  assert_ok(NULL, m2pt_safetensors_metadata_at(st, 0, &key, &value));
+  assert_string_equal(key, "format");
+  assert_string_equal(value, "pt");
+  assert_ok(NULL, m2pt_safetensors_metadata_at(st, 1, &key, &value));
+  assert_string_equal(key, "note");
+  assert_string_equal(value, "λ = 0, \"quoted\"\t");
+  assert_ok(NULL, m2pt_safetensors_metadata(st, "note", &value));
+  assert_string_equal(value, "λ = 0, \"quoted\"\t");
+  assert_status(NULL, m2pt_safetensors_metadata(st, "missing", &value), M2PT_ERR_NOT_FOUND);
+  assert_message_has("missing");
+  assert_status(NULL, m2pt_safetensors_metadata_at(st, 2, &key, &value),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_find(st, "w.bias", &index), M2PT_ERR_NOT_FOUND);
+  assert_message_has("w.bias");
+  assert_message_has(path);
+
+  /* The same bytes through open_memory. */
+  m2pt_safetensors *mem = NULL;
+  assert_ok(NULL, m2pt_safetensors_open_memory(file, size, &mem));
+  assert_int_equal(m2pt_safetensors_count(mem), 7);
+  read_by_name(mem, "half", got, 6);
+  assert_memory_equal(got, f16_val, sizeof f16_val);
+  m2pt_safetensors_close(mem);
+  m2pt_safetensors_close(st);
+  free(file);
+}
+
+/* The tensors of tools/make_io_fixtures.py: v(i) = (i - 5) / 4. */
+static float fixture_value(size_t i)
+{
+  return ((float)i - 5.0f) / 4.0f;
+}
+
+static void reference_safetensors(void **state)
+{
+  (void)state;
+  m2pt_safetensors *st = NULL;
+  assert_ok(NULL, m2pt_safetensors_open(M2PT_IO_DATA "/reference.safetensors", &st));
+  assert_int_equal(m2pt_safetensors_count(st), 5);
+  const char *value;
+  assert_ok(NULL, m2pt_safetensors_metadata(st, "format", &value));
+  assert_string_equal(value, "pt");
+
+  static const struct {
+    const char *name;
+    m2pt_dtype dtype;
+    size_t ndim, shape0, shape1;
+  } want[] = {
+    {"blocks.0.attn.qkv.weight", M2PT_DTYPE_F32, 2, 3, 4},
+    {"blocks.0.mlp.fc1.weight", M2PT_DTYPE_F16, 2, 2, 3},
+    {"blocks.0.mlp.fc1.bias", M2PT_DTYPE_BF16, 1, 5, 0},
+  };
+  float got[12];
+  for (size_t k = 0; k < 3; k++) {
+    size_t index;
+    m2pt_safetensors_info info;
+    assert_ok(NULL, m2pt_safetensors_find(st, want[k].name, &index));
+    assert_ok(NULL, m2pt_safetensors_info_at(st, index, &info));
+    assert_int_equal(info.dtype, want[k].dtype);
+    assert_int_equal(info.ndim, want[k].ndim);
+    assert_int_equal(info.shape[0], want[k].shape0);
+    assert_int_equal(info.shape[1], want[k].shape1);
+    assert_ok(NULL, m2pt_safetensors_read_f32(st, index, got, info.numel));
+    for (size_t i = 0; i < info.numel; i++)
+      assert_true(got[i] == fixture_value(i));
+  }
+  read_by_name(st, "blocks.0.attn.qkv.cross_modal_scale", got, 1);
+  assert_true(got[0] == 0.5f);
+  size_t index;
+  const void *raw;
+  size_t nbytes;
+  assert_ok(NULL, m2pt_safetensors_find(st, "embeddings.position_ids", &index));
+  assert_ok(NULL, m2pt_safetensors_raw(st, index, &raw, &nbytes));
+  assert_int_equal(nbytes, 32);
+  int64_t ids[4];
+  memcpy(ids, raw, sizeof ids);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(ids[i], i);
+  m2pt_safetensors_close(st);
+}
+
+/* Our writer lays out the fixture's tensors byte for byte as the reference
+ * implementation did. */
+static void writer_matches_reference(void **state)
+{
+  (void)state;
+  float qkv[12], scale = 0.5f;
+  uint16_t fc1_w[6], fc1_b[5];
+  int64_t ids[4] = {0, 1, 2, 3};
+  for (size_t i = 0; i < 12; i++)
+    qkv[i] = fixture_value(i);
+  for (size_t i = 0; i < 6; i++) { /* (i - 5) / 4 in binary16, by hand */
+    static const uint16_t h[6] = {0xBD00, 0xBC00, 0xBA00, 0xB800, 0xB400, 0x0000};
+    fc1_w[i] = h[i];
+  }
+  for (size_t i = 0; i < 5; i++)
+    fc1_b[i] = (uint16_t)(f32_bits(fixture_value(i)) >> 16);
+  const size_t s_qkv[2] = {3, 4}, s_one[1] = {1}, s_w[2] = {2, 3}, s_b[1] = {5}, s_ids[2] = {1, 4};
+  const char *path = tmp_path("mine.safetensors");
+  m2pt_safetensors_writer *w = NULL;
+  assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "blocks.0.mlp.fc1.weight", M2PT_DTYPE_F16, 2,
+                                              s_w, fc1_w, sizeof fc1_w));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "blocks.0.attn.qkv.weight", M2PT_DTYPE_F32, 2,
+                                              s_qkv, qkv, sizeof qkv));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "embeddings.position_ids", M2PT_DTYPE_I64, 2,
+                                              s_ids, ids, sizeof ids));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "blocks.0.mlp.fc1.bias", M2PT_DTYPE_BF16, 1,
+                                              s_b, fc1_b, sizeof fc1_b));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "blocks.0.attn.qkv.cross_modal_scale",
+                                              M2PT_DTYPE_F32, 1, s_one, &scale, 4));
+  assert_ok(NULL, m2pt_safetensors_writer_metadata(w, "format", "pt"));
+  assert_ok(NULL, m2pt_safetensors_writer_finish(w));
+  m2pt_safetensors_writer_destroy(w);
+
+  size_t n_mine, n_ref;
+  unsigned char *mine = read_file(path, &n_mine);
+  unsigned char *ref = read_file(M2PT_IO_DATA "/reference.safetensors", &n_ref);
+  assert_int_equal(n_mine, n_ref);
+  assert_memory_equal(mine, ref, n_ref);
+  free(mine);
+  free(ref);
+}
+
+/* ---- safetensors writer: rejections and atomicity ------------------------ */
+
+static void writer_rejects(void **state)
+{
+  (void)state;
+  const char *path = tmp_path("rejects.safetensors");
+  const float data[6] = {1, 2, 3, 4, 5, 6};
+  const size_t s23[2] = {2, 3}, s9[9] = {1, 1, 1, 1, 1, 1, 1, 1, 6};
+  const size_t huge[2] = {SIZE_MAX / 2, 4}, big[1] = {(size_t)1 << 62};
+  m2pt_safetensors_writer *w = NULL;
+
+  assert_status(NULL, m2pt_safetensors_writer_create(path, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_writer_create(NULL, &w), M2PT_ERR_INVALID_ARGUMENT);
+  assert_null(w);
+  assert_status(NULL, m2pt_safetensors_writer_create("", &w), M2PT_ERR_INVALID_ARGUMENT);
+  assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "a", M2PT_DTYPE_F32, 2, s23, data, 24));
+
+#define REJECT(call, what)                                       \
+  do {                                                           \
+    assert_status(NULL, (call), M2PT_ERR_INVALID_ARGUMENT);      \
+    assert_message_has(what);                                    \
+  } while (0)
+  REJECT(m2pt_safetensors_writer_add(w, "a", M2PT_DTYPE_F32, 2, s23, data, 24), "twice");
+  REJECT(m2pt_safetensors_writer_add(w, "b", M2PT_DTYPE_F32, 2, s23, data, 20), "nbytes is 20");
+  REJECT(m2pt_safetensors_writer_add(w, "b", M2PT_DTYPE_F16, 2, s23, data, 24), "take 12 bytes");
+  REJECT(m2pt_safetensors_writer_add(w, "b", (m2pt_dtype)99, 2, s23, data, 24), "unknown dtype");
+  REJECT(m2pt_safetensors_writer_add(w, "b", M2PT_DTYPE_F32, 9, s9, data, 24), "9 dimensions");
+  REJECT(m2pt_safetensors_writer_add(w, "b", M2PT_DTYPE_F32, 2, NULL, data, 24), "shape is NULL");
+  REJECT(m2pt_safetensors_writer_add(w, "b", M2PT_DTYPE_F32, 2, huge, data, 24), "overflows");
+  REJECT(m2pt_safetensors_writer_add(w, "b", M2PT_DTYPE_F32, 1, big, data, 24), "overflows");
+  REJECT(m2pt_safetensors_writer_add(w, "b", M2PT_DTYPE_F32, 2, s23, NULL, 24), "data is NULL");
+  REJECT(m2pt_safetensors_writer_add(w, "__metadata__", M2PT_DTYPE_F32, 2, s23, data, 24),
+         "__metadata__");
+  REJECT(m2pt_safetensors_writer_add(w, "bad\xff", M2PT_DTYPE_F32, 2, s23, data, 24), "UTF-8");
+  REJECT(m2pt_safetensors_writer_add(w, NULL, M2PT_DTYPE_F32, 2, s23, data, 24), "NULL");
+  REJECT(m2pt_safetensors_writer_add(NULL, "b", M2PT_DTYPE_F32, 2, s23, data, 24), "NULL");
+  assert_ok(NULL, m2pt_safetensors_writer_metadata(w, "k", "v"));
+  REJECT(m2pt_safetensors_writer_metadata(w, "k", "other"), "twice");
+  REJECT(m2pt_safetensors_writer_metadata(w, "k2", "\xc0\x80"), "UTF-8");
+  REJECT(m2pt_safetensors_writer_metadata(w, "k2", NULL), "NULL");
+#undef REJECT
+
+  /* Nothing rejected reached the writer. */
+  assert_ok(NULL, m2pt_safetensors_writer_finish(w));
+  assert_status(NULL, m2pt_safetensors_writer_finish(w), M2PT_ERR_INVALID_STATE);
+  assert_status(NULL, m2pt_safetensors_writer_add(w, "c", M2PT_DTYPE_F32, 2, s23, data, 24),
+                M2PT_ERR_INVALID_STATE);
+  assert_status(NULL, m2pt_safetensors_writer_metadata(w, "k3", "v"), M2PT_ERR_INVALID_STATE);
+  m2pt_safetensors_writer_destroy(w);
+  m2pt_safetensors_writer_destroy(NULL);
+
+  m2pt_safetensors *st = NULL;
+  assert_ok(NULL, m2pt_safetensors_open(path, &st));
+  assert_int_equal(m2pt_safetensors_count(st), 1);
+  assert_int_equal(m2pt_safetensors_metadata_count(st), 1);
+  m2pt_safetensors_close(st);
+}
+
+static void writer_is_atomic(void **state)
+{
+  (void)state;
+  const float one = 1.0f, two[2] = {2.0f, 2.0f};
+  const size_t s1 = 1, s2 = 2;
+  const char *path = tmp_path("atomic.safetensors");
+
+  /* Destroyed without finish: nothing on disk. */
+  m2pt_safetensors_writer *w = NULL;
+  assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "x", M2PT_DTYPE_F32, 1, &s1, &one, 4));
+  m2pt_safetensors_writer_destroy(w);
+  assert_false(file_exists(path));
+
+  /* A directory that does not exist: M2PT_ERR_IO naming the file; a later
+   * finish may still succeed elsewhere. */
+  char missing[1024];
+  snprintf(missing, sizeof missing, "%s/no/such/dir/x.safetensors", tmp_dir);
+  assert_ok(NULL, m2pt_safetensors_writer_create(missing, &w));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "x", M2PT_DTYPE_F32, 1, &s1, &one, 4));
+  assert_status(NULL, m2pt_safetensors_writer_finish(w), M2PT_ERR_IO);
+  assert_message_has("no/such/dir/x.safetensors");
+  assert_status(NULL, m2pt_safetensors_writer_finish(w), M2PT_ERR_IO); /* retry allowed */
+  m2pt_safetensors_writer_destroy(w);
+
+  /* Replacing an existing file: the new one whole, no temporary left. */
+  write_file(path, "old contents", 12);
+  assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
+  assert_ok(NULL, m2pt_safetensors_writer_add(w, "y", M2PT_DTYPE_F32, 1, &s2, two, 8));
+  assert_ok(NULL, m2pt_safetensors_writer_finish(w));
+  m2pt_safetensors_writer_destroy(w);
+  assert_int_equal(count_files("atomic.safetensors"), 1);
+  m2pt_safetensors *st = NULL;
+  assert_ok(NULL, m2pt_safetensors_open(path, &st));
+  float got[2];
+  read_by_name(st, "y", got, 2);
+  assert_true(got[0] == 2.0f && got[1] == 2.0f);
+  m2pt_safetensors_close(st);
+
+  /* An empty file (no tensors) is valid. */
+  const char *empty = tmp_path("empty.safetensors");
+  assert_ok(NULL, m2pt_safetensors_writer_create(empty, &w));
+  assert_ok(NULL, m2pt_safetensors_writer_finish(w));
+  m2pt_safetensors_writer_destroy(w);
+  assert_ok(NULL, m2pt_safetensors_open(empty, &st));
+  assert_int_equal(m2pt_safetensors_count(st), 0);
+  m2pt_safetensors_close(st);
+}
+
+/* ---- safetensors reader: hostile input ----------------------------------- */
+
+/* 8-byte little-endian length, the header, then `data` bytes of a pattern. */
+static unsigned char *st_file(const char *header, uint64_t claimed, size_t data, size_t *size)
+{
+  const size_t hlen = strlen(header);
+  *size = 8 + hlen + data;
+  unsigned char *b = test_alloc(*size);
+  for (int i = 0; i < 8; i++)
+    b[i] = (unsigned char)(claimed >> (8 * i));
+  memcpy(b + 8, header, hlen);
+  for (size_t i = 0; i < data; i++)
+    b[8 + hlen + i] = (unsigned char)(i * 37 + 1);
+  return b;
+}
+
+/* Opens the bytes from memory and from a file; both must give `want` and,
+ * on failure, no object and a message containing `needle`. */
+static void expect_open(const unsigned char *bytes, size_t size, m2pt_status want,
+                        const char *needle, const char *what)
+{
+  m2pt_safetensors *st = (m2pt_safetensors *)bytes; /* must be reset to NULL */
+  const m2pt_status got = m2pt_safetensors_open_memory(bytes, size, &st);
+  if (got != want || (want != M2PT_OK && (st || !message_has(needle)))) {
+    print_error("%s (memory): %s, want %s: %s\n", what, m2pt_status_string(got),
+                m2pt_status_string(want), m2pt_last_error(NULL));
+    fail();
+  }
+  m2pt_safetensors_close(st);
+
+  const char *path = tmp_path("hostile.safetensors");
+  write_file(path, bytes, size);
+  st = (m2pt_safetensors *)bytes;
+  const m2pt_status got_file = m2pt_safetensors_open(path, &st);
+  if (got_file != want ||
+      (want != M2PT_OK && (st || !message_has(needle) || !message_has(path)))) {
+    print_error("%s (file): %s, want %s: %s\n", what, m2pt_status_string(got_file),
+                m2pt_status_string(want), m2pt_last_error(NULL));
+    fail();
+  }
+  m2pt_safetensors_close(st);
+}
+
+static void expect_header(const char *header, size_t data, m2pt_status want, const char *needle)
+{
+  size_t size;
+  unsigned char *b = st_file(header, strlen(header), data, &size);
+  expect_open(b, size, want, needle, header);
+  free(b);
+}
+
+static void reader_rejects_framing(void **state)
+{
+  (void)state;
+  size_t size;
+  unsigned char *b;
+  /* Shorter than the 8-byte length. */
+  const unsigned char five[5] = {1, 0, 0, 0, 0};
+  expect_open(five, 5, M2PT_ERR_FORMAT, "shorter than the 8-byte", "5 bytes");
+  expect_open(five, 0, M2PT_ERR_FORMAT, "shorter than the 8-byte", "0 bytes");
+  /* Header length beyond the file, absurdly large, or zero. */
+  b = st_file("{}", 3, 0, &size);
+  expect_open(b, size, M2PT_ERR_FORMAT, "runs past the end", "length + 1");
+  free(b);
+  b = st_file("{}", (uint64_t)1 << 63, 0, &size);
+  expect_open(b, size, M2PT_ERR_FORMAT, "exceeds the limit", "2^63");
+  free(b);
+  b = st_file("{}", 100000001, 0, &size);
+  expect_open(b, size, M2PT_ERR_FORMAT, "exceeds the limit", "100000001");
+  free(b);
+  b = st_file("", 0, 0, &size);
+  expect_open(b, size, M2PT_ERR_FORMAT, "does not start with '{'", "empty header");
+  free(b);
+}
+
+static void reader_rejects_json(void **state)
+{
+  (void)state;
+  expect_header("{\"a\":", 0, M2PT_ERR_FORMAT, "not valid JSON");
+  expect_header("{\"a\" 1}", 0, M2PT_ERR_FORMAT, "not valid JSON");
+  expect_header("[]", 0, M2PT_ERR_FORMAT, "does not start with '{'");
+  expect_header(" {}", 0, M2PT_ERR_FORMAT, "does not start with '{'");
+  expect_header("\"text\"", 0, M2PT_ERR_FORMAT, "does not start with '{'");
+  expect_header("{} {}", 0, M2PT_ERR_FORMAT, "bytes after the JSON header");
+  expect_header("{}x", 0, M2PT_ERR_FORMAT, "bytes after the JSON header");
+  expect_header("{\"\xff\":{}}", 0, M2PT_ERR_FORMAT, "UTF-8");
+  expect_header("{\"\xed\xa0\x80\":{}}", 0, M2PT_ERR_FORMAT, "UTF-8"); /* a surrogate */
+  expect_header("{\"a\x01\":{}}", 0, M2PT_ERR_FORMAT, "control byte");
+  /* Accepted: trailing whitespace padding, and no tensors at all. */
+  expect_header("{}      ", 0, M2PT_OK, "");
+  expect_header("{}\n\t\r ", 0, M2PT_OK, "");
+  expect_header("{}", 0, M2PT_OK, "");
+  /* ...but no data without a tensor to own it. */
+  expect_header("{}", 4, M2PT_ERR_FORMAT, "trailing bytes");
+}
+
+#define T(body) "{\"t\":" body "}"
+#define F32_4(off) "{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":" off "}"
+
+static void reader_rejects_entries(void **state)
+{
+  (void)state;
+  /* Entry not an object. */
+  expect_header(T("5"), 0, M2PT_ERR_FORMAT, "tensor \"t\": entry is not an object");
+  expect_header(T("[]"), 0, M2PT_ERR_FORMAT, "entry is not an object");
+  expect_header(T("\"F32\""), 0, M2PT_ERR_FORMAT, "entry is not an object");
+  /* dtype: missing, ill-typed, unknown. */
+  expect_header(T("{\"shape\":[4],\"data_offsets\":[0,16]}"), 16, M2PT_ERR_FORMAT, "no dtype");
+  expect_header(T("{\"dtype\":4,\"shape\":[4],\"data_offsets\":[0,16]}"), 16, M2PT_ERR_FORMAT,
+                "dtype is not a string");
+  expect_header(T("{\"dtype\":\"F33\",\"shape\":[4],\"data_offsets\":[0,16]}"), 16,
+                M2PT_ERR_FORMAT, "unknown dtype \"F33\"");
+  expect_header(T("{\"dtype\":\"f32\",\"shape\":[4],\"data_offsets\":[0,16]}"), 16,
+                M2PT_ERR_FORMAT, "unknown dtype");
+  /* shape: missing, ill-typed, negative, non-integer, too many dimensions. */
+  expect_header(T("{\"dtype\":\"F32\",\"data_offsets\":[0,16]}"), 16, M2PT_ERR_FORMAT,
+                "no shape");
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":4,\"data_offsets\":[0,16]}"), 16,
+                M2PT_ERR_FORMAT, "shape is not an array");
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[0,16]}"), 16,
+                M2PT_ERR_FORMAT, "shape holds");
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[4.5],\"data_offsets\":[0,18]}"), 18,
+                M2PT_ERR_FORMAT, "shape holds");
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[\"4\"],\"data_offsets\":[0,16]}"), 16,
+                M2PT_ERR_FORMAT, "shape holds");
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[[4]],\"data_offsets\":[0,16]}"), 16,
+                M2PT_ERR_FORMAT, "shape holds");
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[1e300],\"data_offsets\":[0,16]}"), 16,
+                M2PT_ERR_FORMAT, "shape holds");
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,4],\"data_offsets\":[0,16]}"),
+                16, M2PT_ERR_FORMAT, "more than 8 dimensions");
+  /* data_offsets: missing, ill-typed, wrong length, negative, non-integer. */
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[4]}"), 16, M2PT_ERR_FORMAT, "no data_offsets");
+  expect_header(T(F32_4("16")), 16, M2PT_ERR_FORMAT, "not an array of two");
+  expect_header(T(F32_4("[0,8,16]")), 16, M2PT_ERR_FORMAT, "not an array of two");
+  expect_header(T(F32_4("[16]")), 16, M2PT_ERR_FORMAT, "not an array of two");
+  expect_header(T(F32_4("[-16,0]")), 16, M2PT_ERR_FORMAT, "data_offsets holds");
+  expect_header(T(F32_4("[0,16.5]")), 16, M2PT_ERR_FORMAT, "data_offsets holds");
+  expect_header(T(F32_4("[0,\"16\"]")), 16, M2PT_ERR_FORMAT, "data_offsets holds");
+  expect_header(T(F32_4("[0,null]")), 16, M2PT_ERR_FORMAT, "data_offsets holds");
+  expect_header(T(F32_4("[0,18014398509481984]")), 16, M2PT_ERR_FORMAT, "data_offsets holds");
+  /* begin > end. */
+  expect_header(T(F32_4("[16,0]")), 16, M2PT_ERR_FORMAT, "begin 16 > end 0");
+  /* Unknown and repeated fields. */
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16],\"x\":1}"), 16,
+                M2PT_ERR_FORMAT, "unknown field \"x\"");
+  expect_header(T("{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[0,16]}"),
+                16, M2PT_ERR_FORMAT, "field \"dtype\" repeated");
+  /* Integral numbers in other spellings are still integers. */
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[4.0],\"data_offsets\":[0,1.6e1]}"), 16, M2PT_OK,
+                "");
+}
+
+static void reader_rejects_sizes(void **state)
+{
+  (void)state;
+  /* shape × dtype size ≠ byte length. */
+  expect_header(T(F32_4("[0,12]")), 12, M2PT_ERR_FORMAT, "span 12 bytes, but 4 elements of F32");
+  expect_header(T("{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[0,16]}"), 16,
+                M2PT_ERR_FORMAT, "take 8");
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,0]}"), 0, M2PT_ERR_FORMAT,
+                "1 elements of F32 take 4");
+  /* Overflows: the element count (2^52 · 2^52), the byte size (2^31 · 2^31 · 4). */
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[4503599627370496,4503599627370496],"
+                  "\"data_offsets\":[0,0]}"),
+                0, M2PT_ERR_FORMAT, "element count overflows");
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[2147483648,2147483648],"
+                  "\"data_offsets\":[0,0]}"),
+                0, M2PT_ERR_FORMAT, "byte size overflows");
+  expect_header(T("{\"dtype\":\"F64\",\"shape\":[1073741824,2147483648],"
+                  "\"data_offsets\":[0,0]}"),
+                0, M2PT_ERR_FORMAT, "byte size overflows");
+  /* A dimension of 0 makes any other extent harmless. */
+  expect_header(T("{\"dtype\":\"F32\",\"shape\":[0,9007199254740992],\"data_offsets\":[0,0]}"),
+                0, M2PT_OK, "");
+}
+
+static void reader_rejects_layout(void **state)
+{
+  (void)state;
+  /* Offsets out of bounds. */
+  expect_header(T(F32_4("[0,16]")), 12, M2PT_ERR_FORMAT, "beyond the 12-byte data region");
+  expect_header(T(F32_4("[8,24]")), 16, M2PT_ERR_FORMAT, "leave a gap");
+  /* Overlap, gap, not starting at 0, trailing bytes. */
+  expect_header("{\"a\":" F32_4("[0,16]") ",\"b\":" F32_4("[8,24]") "}", 24, M2PT_ERR_FORMAT,
+                "overlap");
+  expect_header("{\"a\":" F32_4("[0,16]") ",\"b\":" F32_4("[0,16]") "}", 16, M2PT_ERR_FORMAT,
+                "overlap");
+  expect_header("{\"a\":" F32_4("[0,16]") ",\"b\":" F32_4("[20,36]") "}", 36, M2PT_ERR_FORMAT,
+                "leave a gap");
+  expect_header(T(F32_4("[4,20]")), 20, M2PT_ERR_FORMAT, "leave a gap");
+  expect_header(T(F32_4("[0,16]")), 17, M2PT_ERR_FORMAT, "cover 16 of the 17 data bytes");
+  /* Out-of-order keys are fine: the data order decides. Zero-size tensors
+   * may share an offset. */
+  expect_header("{\"b\":" F32_4("[16,32]") ",\"a\":" F32_4("[0,16]") "}", 32, M2PT_OK, "");
+  expect_header("{\"z\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]},"
+                "\"y\":{\"dtype\":\"BOOL\",\"shape\":[0,2],\"data_offsets\":[0,0]},"
+                "\"a\":" F32_4("[0,16]") "}",
+                16, M2PT_OK, "");
+
+  /* Indices follow the data, not the JSON. */
+  size_t size;
+  unsigned char *b = st_file("{\"b\":" F32_4("[16,32]") ",\"a\":" F32_4("[0,16]") "}",
+                             strlen("{\"b\":" F32_4("[16,32]") ",\"a\":" F32_4("[0,16]") "}"),
+                             32, &size);
+  m2pt_safetensors *st = NULL;
+  assert_ok(NULL, m2pt_safetensors_open_memory(b, size, &st));
+  m2pt_safetensors_info info;
+  assert_ok(NULL, m2pt_safetensors_info_at(st, 0, &info));
+  assert_string_equal(info.name, "a");
+  assert_ok(NULL, m2pt_safetensors_info_at(st, 1, &info));
+  assert_string_equal(info.name, "b");
+  m2pt_safetensors_close(st);
+  free(b);
+}
+
+static void reader_rejects_names_and_metadata(void **state)
+{
+  (void)state;
+  /* Duplicate names (cJSON keeps both). */
+  expect_header("{\"a\":" F32_4("[0,16]") ",\"a\":" F32_4("[16,32]") "}", 32, M2PT_ERR_FORMAT,
+                "tensor \"a\" appears twice");
+  /* Metadata: not an object, non-string values, repeated keys, twice. */
+  expect_header("{\"__metadata__\":[]}", 0, M2PT_ERR_FORMAT, "__metadata__ is not an object");
+  expect_header("{\"__metadata__\":\"x\"}", 0, M2PT_ERR_FORMAT, "__metadata__ is not an object");
+  expect_header("{\"__metadata__\":{\"k\":1}}", 0, M2PT_ERR_FORMAT,
+                "value of \"k\" is not a string");
+  expect_header("{\"__metadata__\":{\"k\":null}}", 0, M2PT_ERR_FORMAT, "not a string");
+  expect_header("{\"__metadata__\":{\"k\":{\"x\":\"y\"}}}", 0, M2PT_ERR_FORMAT,
+                "not a string");
+  expect_header("{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"}}", 0, M2PT_ERR_FORMAT,
+                "key \"k\" repeated");
+  expect_header("{\"__metadata__\":{},\"__metadata__\":{}}", 0, M2PT_ERR_FORMAT,
+                "__metadata__ repeated");
+  expect_header("{\"__metadata__\":{\"k\":\"v\"}," "\"t\":" F32_4("[0,16]") "}", 16, M2PT_OK, "");
+  expect_header("{\"__metadata__\":{}}", 0, M2PT_OK, "");
+}
+
+#undef T
+#undef F32_4
+
+static void reader_bad_arguments(void **state)
+{
+  (void)state;
+  m2pt_safetensors *st = (m2pt_safetensors *)&st;
+  assert_status(NULL, m2pt_safetensors_open(NULL, &st), M2PT_ERR_INVALID_ARGUMENT);
+  assert_null(st);
+  assert_status(NULL, m2pt_safetensors_open("x", NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_open_memory(NULL, 8, &st), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_open(tmp_path("does-not-exist"), &st), M2PT_ERR_IO);
+  assert_null(st);
+  assert_message_has("does-not-exist");
+  assert_status(NULL, m2pt_safetensors_open(tmp_dir, &st), M2PT_ERR_IO);
+  assert_message_has("not a regular file");
+  assert_int_equal(m2pt_safetensors_count(NULL), 0);
+  assert_int_equal(m2pt_safetensors_metadata_count(NULL), 0);
+  m2pt_safetensors_close(NULL);
+
+  assert_ok(NULL, m2pt_safetensors_open(M2PT_IO_DATA "/reference.safetensors", &st));
+  m2pt_safetensors_info info;
+  float buf[12];
+  size_t index;
+  const void *raw;
+  size_t nbytes;
+  const char *k, *v;
+  assert_status(NULL, m2pt_safetensors_info_at(st, 5, &info), M2PT_ERR_INVALID_ARGUMENT);
+  assert_message_has("index 5 out of range");
+  assert_status(NULL, m2pt_safetensors_info_at(st, 0, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_info_at(NULL, 0, &info), M2PT_ERR_INVALID_ARGUMENT);
+  assert_ok(NULL, m2pt_safetensors_find(st, "blocks.0.attn.qkv.weight", &index));
+  assert_status(NULL, m2pt_safetensors_read_f32(st, index, buf, 11), M2PT_ERR_INVALID_ARGUMENT);
+  assert_message_has("has 12 elements, count is 11");
+  assert_status(NULL, m2pt_safetensors_read_f32(st, index, NULL, 12), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_read_f32(st, 99, buf, 12), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_find(st, NULL, &index), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_find(st, "x", NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_raw(st, 0, NULL, &nbytes), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_raw(st, 5, &raw, &nbytes), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_metadata(st, NULL, &v), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_metadata_at(NULL, 0, &k, &v), M2PT_ERR_INVALID_ARGUMENT);
+  /* Still usable after every rejected call. */
+  assert_ok(NULL, m2pt_safetensors_read_f32(st, index, buf, 12));
+  assert_true(buf[11] == fixture_value(11));
+  m2pt_safetensors_close(st);
+}
+
+/* Resident pages of this process, in bytes (0 when /proc is missing). */
+static size_t resident_bytes(void)
+{
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (!f)
+    return 0;
+  unsigned long total = 0, resident = 0;
+  const int n = fscanf(f, "%lu %lu", &total, &resident);
+  fclose(f);
+  return n == 2 ? (size_t)resident * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+/* A 256 MiB checkpoint opens without reading its data: it is mapped, not
+ * copied (the file is sparse, so it costs no disk either). */
+static void open_maps_not_copies(void **state)
+{
+  (void)state;
+  enum { ROWS = 16384, COLS = 4096 }; /* F32: 256 MiB */
+  char header[256];
+  const int hlen = snprintf(header, sizeof header,
+                            "{\"big\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":"
+                            "[0,%zu]}}  ",
+                            ROWS, COLS, (size_t)ROWS * COLS * 4);
+  const char *path = tmp_path("big.safetensors");
+  size_t size;
+  unsigned char *b = st_file(header, (uint64_t)hlen, 0, &size);
+  write_file(path, b, size);
+  free(b);
+  assert_int_equal(truncate(path, (off_t)(size + (size_t)ROWS * COLS * 4)), 0);
+
+  const size_t before = resident_bytes();
+  m2pt_safetensors *st = NULL;
+  assert_ok(NULL, m2pt_safetensors_open(path, &st));
+  const size_t after = resident_bytes();
+  if (before && after > before + (16u << 20)) {
+    print_error("open grew the resident set by %zu bytes\n", after - before);
+    fail();
+  }
+  m2pt_safetensors_info info;
+  assert_ok(NULL, m2pt_safetensors_info_at(st, 0, &info));
+  assert_int_equal(info.nbytes, (size_t)ROWS * COLS * 4);
+  /* One row through raw access: zeros from the sparse file. */
+  const void *raw;
+  size_t nbytes;
+  assert_ok(NULL, m2pt_safetensors_raw(st, 0, &raw, &nbytes));
+  float row[COLS];
+  memcpy(row, (const unsigned char *)raw + (size_t)(ROWS - 1) * COLS * 4, sizeof row);
+  assert_true(row[0] == 0.0f && row[COLS - 1] == 0.0f);
+  m2pt_safetensors_close(st);
+  unlink(path);
+}
+
+/* ---- .npy --------------------------------------------------------------- */
+
+static void expect_npy_values(const char *path, size_t ndim, const size_t *shape,
+                              const float *want)
+{
+  float *data = NULL;
+  size_t got_ndim = 0, got_shape[M2PT_IO_MAX_DIMS];
+  assert_ok(NULL, m2pt_npy_read(path, &data, &got_ndim, got_shape));
+  assert_non_null(data);
+  assert_int_equal(got_ndim, ndim);
+  size_t numel = 1;
+  for (size_t d = 0; d < ndim; d++) {
+    assert_int_equal(got_shape[d], shape[d]);
+    numel *= shape[d];
+  }
+  for (size_t d = ndim; d < M2PT_IO_MAX_DIMS; d++)
+    assert_int_equal(got_shape[d], 0);
+  if (numel)
+    assert_memory_equal(data, want, numel * sizeof *want);
+  m2pt_free(data);
+}
+
+static void npy_round_trip_v1(void **state)
+{
+  (void)state;
+  float values[256];
+  test_fill(values, 256, 11);
+  values[0] = -0.0f;
+  values[1] = INFINITY;
+  values[2] = 0x1p-149f;
+  static const struct {
+    size_t ndim;
+    size_t shape[8];
+  } cases[] = {
+    {1, {256}},
+    {2, {16, 16}},
+    {3, {4, 8, 8}},
+    {8, {2, 2, 2, 2, 2, 2, 2, 2}},
+    {2, {3, 0}},
+    {1, {1}},
+  };
+  const char *path = tmp_path("v1.npy");
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    assert_ok(NULL, m2pt_npy_write(path, values, cases[k].ndim, cases[k].shape));
+    expect_npy_values(path, cases[k].ndim, cases[k].shape, values);
+    /* numpy's layout: magic, version 1.0, data at a multiple of 64. */
+    size_t size;
+    unsigned char *b = read_file(path, &size);
+    assert_memory_equal(b, "\x93NUMPY\x01\x00", 8);
+    const size_t hlen = (size_t)(b[8] | b[9] << 8);
+    assert_int_equal((10 + hlen) % 64, 0);
+    assert_int_equal(b[10 + hlen - 1], '\n');
+    free(b);
+  }
+  assert_int_equal(count_files("v1.npy"), 1); /* no temporary left */
+  /* The exact header numpy writes for the same array. */
+  const size_t shape[3] = {2, 3, 4};
+  assert_ok(NULL, m2pt_npy_write(path, values, 3, shape));
+  size_t size;
+  unsigned char *b = read_file(path, &size);
+  static const char want[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 4), }";
+  assert_memory_equal(b + 10, want, sizeof want - 1);
+  free(b);
+}
+
+/* Rewrites a version 1.0 file as 2.0 (4-byte header length, same dict). */
+static unsigned char *to_v2(const unsigned char *v1, size_t size, size_t *out_size)
+{
+  const size_t hlen = (size_t)(v1[8] | v1[9] << 8);
+  const size_t dict = hlen - 1; /* without '\n' */
+  size_t hlen2 = dict + 1;
+  hlen2 += (64 - (12 + hlen2) % 64) % 64;
+  *out_size = 12 + hlen2 + (size - 10 - hlen);
+  unsigned char *b = test_alloc(*out_size);
+  memcpy(b, "\x93NUMPY\x02\x00", 8);
+  for (int i = 0; i < 4; i++)
+    b[8 + i] = (unsigned char)(hlen2 >> (8 * i));
+  memcpy(b + 12, v1 + 10, dict);
+  memset(b + 12 + dict, ' ', hlen2 - dict);
+  b[12 + hlen2 - 1] = '\n';
+  memcpy(b + 12 + hlen2, v1 + 10 + hlen, size - 10 - hlen);
+  return b;
+}
+
+static void npy_round_trip_v2(void **state)
+{
+  (void)state;
+  float values[60];
+  test_fill(values, 60, 5);
+  const size_t shape[3] = {3, 4, 5};
+  const char *path = tmp_path("v2src.npy");
+  assert_ok(NULL, m2pt_npy_write(path, values, 3, shape));
+  size_t size, size2;
+  unsigned char *v1 = read_file(path, &size);
+  unsigned char *v2 = to_v2(v1, size, &size2);
+  const char *path2 = tmp_path("v2.npy");
+  write_file(path2, v2, size2);
+  expect_npy_values(path2, 3, shape, values);
+
+  float *data = NULL;
+  size_t ndim, got[M2PT_IO_MAX_DIMS];
+  assert_ok(NULL, m2pt_npy_read_memory(v2, size2, &data, &ndim, got));
+  assert_int_equal(ndim, 3);
+  assert_memory_equal(data, values, sizeof values);
+  m2pt_free(data);
+  free(v1);
+  free(v2);
+}
+
+static void npy_reference_files(void **state)
+{
+  (void)state;
+  float want[24];
+  for (int i = 0; i < 24; i++)
+    want[i] = (float)i * 0.5f;
+  const size_t s1[3] = {2, 3, 4};
+  expect_npy_values(M2PT_IO_DATA "/reference_v1.npy", 3, s1, want);
+  for (int i = 0; i < 6; i++)
+    want[i] = (float)i * -1.5f;
+  const size_t s2[1] = {6};
+  expect_npy_values(M2PT_IO_DATA "/reference_v2.npy", 1, s2, want);
+
+  float *data = (float *)&data;
+  size_t ndim, shape[M2PT_IO_MAX_DIMS];
+  assert_status(NULL, m2pt_npy_read(M2PT_IO_DATA "/fortran.npy", &data, &ndim, shape),
+                M2PT_ERR_UNSUPPORTED);
+  assert_null(data);
+  assert_message_has("Fortran");
+  assert_message_has("fortran.npy");
+  assert_status(NULL, m2pt_npy_read(M2PT_IO_DATA "/float64.npy", &data, &ndim, shape),
+                M2PT_ERR_UNSUPPORTED);
+  assert_message_has("'<f8'");
+  assert_status(NULL, m2pt_npy_read(M2PT_IO_DATA "/bigendian.npy", &data, &ndim, shape),
+                M2PT_ERR_UNSUPPORTED);
+  assert_message_has("'>f4'");
+  assert_null(data);
+}
+
+/* A .npy file with the given version bytes and header dict (padded and
+ * newline-ended as numpy does, unless raw), followed by `data` bytes. */
+static unsigned char *npy_file(int major, const char *dict, int raw, size_t data, size_t *size)
+{
+  const size_t prefix = major == 1 ? 10 : 12;
+  size_t hlen = strlen(dict);
+  if (!raw) {
+    hlen += 1;
+    hlen += (64 - (prefix + hlen) % 64) % 64;
+  }
+  *size = prefix + hlen + data;
+  unsigned char *b = test_alloc(*size);
+  memcpy(b, "\x93NUMPY", 6);
+  b[6] = (unsigned char)major;
+  b[7] = 0;
+  for (size_t i = 0; i < prefix - 8; i++)
+    b[8 + i] = (unsigned char)(hlen >> (8 * i));
+  memset(b + prefix, ' ', hlen);
+  memcpy(b + prefix, dict, strlen(dict));
+  if (!raw)
+    b[prefix + hlen - 1] = '\n';
+  memset(b + prefix + hlen, 0, data);
+  return b;
+}
+
+static void expect_npy(const unsigned char *b, size_t size, m2pt_status want, const char *needle,
+                       const char *what)
+{
+  float *data = (float *)&data;
+  size_t ndim, shape[M2PT_IO_MAX_DIMS];
+  const m2pt_status got = m2pt_npy_read_memory(b, size, &data, &ndim, shape);
+  if (got != want || (want != M2PT_OK && (data || !message_has(needle)))) {
+    print_error("%s (memory): %s, want %s: %s\n", what, m2pt_status_string(got),
+                m2pt_status_string(want), m2pt_last_error(NULL));
+    fail();
+  }
+  m2pt_free(data);
+  const char *path = tmp_path("hostile.npy");
+  write_file(path, b, size);
+  data = (float *)&data;
+  const m2pt_status got_file = m2pt_npy_read(path, &data, &ndim, shape);
+  if (got_file != want ||
+      (want != M2PT_OK && (data || !message_has(needle) || !message_has(path)))) {
+    print_error("%s (file): %s, want %s: %s\n", what, m2pt_status_string(got_file),
+                m2pt_status_string(want), m2pt_last_error(NULL));
+    fail();
+  }
+  m2pt_free(data);
+}
+
+static void expect_dict(const char *dict, size_t data, m2pt_status want, const char *needle)
+{
+  size_t size;
+  unsigned char *b = npy_file(1, dict, 0, data, &size);
+  expect_npy(b, size, want, needle, dict);
+  free(b);
+}
+
+#define D(shape) "{'descr': '<f4', 'fortran_order': False, 'shape': " shape ", }"
+
+static void npy_rejects(void **state)
+{
+  (void)state;
+  size_t size;
+  unsigned char *b;
+  /* Framing: magic, version, header length, newline. */
+  expect_npy((const unsigned char *)"\x93NUMPY\x01", 7, M2PT_ERR_FORMAT, "magic", "7 bytes");
+  expect_npy((const unsigned char *)"", 0, M2PT_ERR_FORMAT, "magic", "empty");
+  b = npy_file(1, D("(2,)"), 0, 8, &size);
+  b[1] = 'n';
+  expect_npy(b, size, M2PT_ERR_FORMAT, "magic", "bad magic");
+  b[1] = 'N';
+  b[6] = 3;
+  expect_npy(b, size, M2PT_ERR_UNSUPPORTED, "version 3.0", "version 3");
+  b[6] = 1;
+  b[7] = 1;
+  expect_npy(b, size, M2PT_ERR_UNSUPPORTED, "version 1.1", "version 1.1");
+  b[7] = 0;
+  b[8] = 0xFF;
+  b[9] = 0xFF;
+  expect_npy(b, size, M2PT_ERR_FORMAT, "runs past the end", "header length");
+  free(b);
+  b = npy_file(2, D("(2,)"), 0, 8, &size);
+  expect_npy(b, 11, M2PT_ERR_FORMAT, "truncated in its preamble", "v2 preamble");
+  free(b);
+  b = npy_file(1, D("(2,)"), 1, 8, &size);
+  expect_npy(b, size, M2PT_ERR_FORMAT, "newline", "no newline");
+  free(b);
+  /* Data: truncated, trailing. */
+  expect_dict(D("(2, 3)"), 24, M2PT_OK, "");
+  expect_dict(D("(2, 3)"), 20, M2PT_ERR_FORMAT, "truncated");
+  expect_dict(D("(2, 3)"), 0, M2PT_ERR_FORMAT, "truncated");
+  expect_dict(D("(2, 3)"), 28, M2PT_ERR_FORMAT, "trailing bytes");
+  expect_dict(D("(0,)"), 0, M2PT_OK, "");
+  /* Unsupported but well-formed. */
+  expect_dict("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", 16,
+              M2PT_ERR_UNSUPPORTED, "'<f8'");
+  expect_dict("{'descr': '|u1', 'fortran_order': False, 'shape': (2,), }", 2,
+              M2PT_ERR_UNSUPPORTED, "'|u1'");
+  expect_dict("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,), }", 8,
+              M2PT_ERR_UNSUPPORTED, "structured");
+  expect_dict("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", 24,
+              M2PT_ERR_UNSUPPORTED, "Fortran");
+  expect_dict(D("()"), 4, M2PT_ERR_UNSUPPORTED, "0-d");
+  expect_dict(D("(1, 1, 1, 1, 1, 1, 1, 1, 1)"), 4, M2PT_ERR_UNSUPPORTED, "more than 8");
+  /* Malformed dicts. */
+  expect_dict("['descr', '<f4']", 8, M2PT_ERR_FORMAT, "not a dict");
+  expect_dict("{'descr': '<f4', 'shape': (2,), }", 8, M2PT_ERR_FORMAT, "needs 'descr'");
+  expect_dict("{'descr': '<f4', 'fortran_order': False, }", 8, M2PT_ERR_FORMAT, "needs");
+  expect_dict("{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2,)}", 8,
+              M2PT_ERR_FORMAT, "'descr' repeated");
+  expect_dict("{'descr': '<f4', 'fortran_order': False, 'fortran_order': False, 'shape': (2,)}",
+              8, M2PT_ERR_FORMAT, "'fortran_order' repeated");
+  expect_dict("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'shape': (2,)}", 8,
+              M2PT_ERR_FORMAT, "'shape' repeated");
+  expect_dict("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'x': 1}", 8,
+              M2PT_ERR_FORMAT, "unknown key");
+  expect_dict("{'descr': '<f4' 'fortran_order': False, 'shape': (2,)}", 8, M2PT_ERR_FORMAT,
+              "missing ','");
+  expect_dict("{'descr' '<f4', 'fortran_order': False, 'shape': (2,)}", 8, M2PT_ERR_FORMAT,
+              "missing ':'");
+  expect_dict("{descr: '<f4', 'fortran_order': False, 'shape': (2,)}", 8, M2PT_ERR_FORMAT,
+              "plain string");
+  expect_dict("{'des\\x63r': '<f4', 'fortran_order': False, 'shape': (2,)}", 8, M2PT_ERR_FORMAT,
+              "plain string");
+  expect_dict("{'descr': 4, 'fortran_order': False, 'shape': (2,)}", 8, M2PT_ERR_FORMAT,
+              "'descr' is not a string");
+  expect_dict("{'descr': '<f4', 'fortran_order': 0, 'shape': (2,)}", 8, M2PT_ERR_FORMAT,
+              "neither True nor False");
+  expect_dict("{'descr': '<f4', 'fortran_order': Falsehood, 'shape': (2,)}", 8, M2PT_ERR_FORMAT,
+              "missing ','");
+  expect_dict(D("(2)"), 8, M2PT_ERR_FORMAT, "not a tuple");
+  expect_dict(D("[2]"), 8, M2PT_ERR_FORMAT, "not a tuple");
+  expect_dict(D("(-2,)"), 8, M2PT_ERR_FORMAT, "non-negative integer");
+  expect_dict(D("(02,)"), 8, M2PT_ERR_FORMAT, "non-negative integer");
+  expect_dict(D("(2.0,)"), 8, M2PT_ERR_FORMAT, "malformed");
+  expect_dict(D("(2,,)"), 8, M2PT_ERR_FORMAT, "non-negative integer");
+  expect_dict(D("(2 3)"), 24, M2PT_ERR_FORMAT, "malformed");
+  expect_dict(D("(99999999999999999999999,)"), 8, M2PT_ERR_FORMAT, "non-negative integer");
+  expect_dict(D("(4294967296, 4294967296, 4294967296)"), 8, M2PT_ERR_FORMAT, "overflows");
+  expect_dict(D("(4611686018427387904,)"), 8, M2PT_ERR_FORMAT, "overflows");
+  expect_dict(D("(2,)") "x", 8, M2PT_ERR_FORMAT, "after the dict");
+  expect_dict(D("(2,)") "}", 8, M2PT_ERR_FORMAT, "after the dict");
+  expect_dict("{'descr': '<f4', 'fortran_order': False, 'shape': (2,)}", 8, M2PT_OK, "");
+  expect_dict("{\"descr\": \"<f4\", \"shape\": (2,), \"fortran_order\": False}", 8, M2PT_OK,
+              "");
+  /* A newline inside the dict (before the final one) is not padding. */
+  expect_dict(D("(2,)") "\n", 8, M2PT_ERR_FORMAT, "after the dict");
+}
+
+#undef D
+
+static void npy_bad_arguments(void **state)
+{
+  (void)state;
+  float *data = (float *)&data, v[4] = {0};
+  size_t ndim, shape[M2PT_IO_MAX_DIMS];
+  const size_t s1[1] = {4}, s9[9] = {1, 1, 1, 1, 1, 1, 1, 1, 4};
+  const size_t huge[2] = {SIZE_MAX / 2, 4};
+  assert_status(NULL, m2pt_npy_read(NULL, &data, &ndim, shape), M2PT_ERR_INVALID_ARGUMENT);
+  assert_null(data);
+  assert_status(NULL, m2pt_npy_read("x", NULL, &ndim, shape), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_read("x", &data, NULL, shape), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_read_memory(NULL, 4, &data, &ndim, shape),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_read(tmp_path("missing.npy"), &data, &ndim, shape), M2PT_ERR_IO);
+  assert_message_has("missing.npy");
+  assert_status(NULL, m2pt_npy_read(tmp_dir, &data, &ndim, shape), M2PT_ERR_IO);
+
+  const char *path = tmp_path("w.npy");
+  assert_status(NULL, m2pt_npy_write(NULL, v, 1, s1), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_write(path, v, 1, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_write(path, v, 0, s1), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_write(path, v, 9, s9), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_write(path, NULL, 1, s1), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_write(path, v, 2, huge), M2PT_ERR_INVALID_ARGUMENT);
+  assert_false(file_exists(path));
+  char missing[1024];
+  snprintf(missing, sizeof missing, "%s/no/dir/w.npy", tmp_dir);
+  assert_status(NULL, m2pt_npy_write(missing, v, 1, s1), M2PT_ERR_IO);
+  assert_message_has("no/dir/w.npy");
+}
+
+/* Inputs the fuzzers once found troublesome (tests/data/io/regress-*):
+ * each must be handled without a crash, a leak or a sanitizer report. */
+static void fuzz_regressions(void **state)
+{
+  (void)state;
+  DIR *d = opendir(M2PT_IO_DATA);
+  assert_non_null(d);
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (strncmp(e->d_name, "regress-", 8) != 0)
+      continue;
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", M2PT_IO_DATA, e->d_name);
+    size_t size;
+    unsigned char *b = read_file(path, &size);
+    m2pt_safetensors *st = NULL;
+    if (m2pt_safetensors_open_memory(b, size, &st) == M2PT_OK) {
+      for (size_t i = 0; i < m2pt_safetensors_count(st); i++) {
+        m2pt_safetensors_info info;
+        assert_ok(NULL, m2pt_safetensors_info_at(st, i, &info));
+        float *f = test_alloc(info.numel * sizeof *f);
+        m2pt_safetensors_read_f32(st, i, f, info.numel);
+        free(f);
+      }
+      m2pt_safetensors_close(st);
+    }
+    float *data = NULL;
+    size_t ndim, shape[M2PT_IO_MAX_DIMS];
+    if (m2pt_npy_read_memory(b, size, &data, &ndim, shape) == M2PT_OK)
+      m2pt_free(data);
+    free(b);
+  }
+  closedir(d);
+}
+
+int main(void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test(dtype_names),
+    cmocka_unit_test(half_conversions),
+    cmocka_unit_test(safetensors_round_trip),
+    cmocka_unit_test(reference_safetensors),
+    cmocka_unit_test(writer_matches_reference),
+    cmocka_unit_test(writer_rejects),
+    cmocka_unit_test(writer_is_atomic),
+    cmocka_unit_test(reader_rejects_framing),
+    cmocka_unit_test(reader_rejects_json),
+    cmocka_unit_test(reader_rejects_entries),
+    cmocka_unit_test(reader_rejects_sizes),
+    cmocka_unit_test(reader_rejects_layout),
+    cmocka_unit_test(reader_rejects_names_and_metadata),
+    cmocka_unit_test(reader_bad_arguments),
+    cmocka_unit_test(open_maps_not_copies),
+    cmocka_unit_test(npy_round_trip_v1),
+    cmocka_unit_test(npy_round_trip_v2),
+    cmocka_unit_test(npy_reference_files),
+    cmocka_unit_test(npy_rejects),
+    cmocka_unit_test(npy_bad_arguments),
+    cmocka_unit_test(fuzz_regressions),
+  };
+  return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);
+}
