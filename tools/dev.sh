@@ -41,6 +41,23 @@ configure_and_build() {
   meson compile -C "$build"
 }
 
+# One closing line over both runs (default device and oclgrind), read from
+# meson's JSON test logs.
+summarize_tests() {
+  python3 - "$build/meson-logs/testlog.json" "$build/meson-logs/testlog-oclgrind.json" <<'PY'
+import json, sys
+counts = {"passed": 0, "failed": 0, "skipped": 0}
+for path in sys.argv[1:]:
+    with open(path) as f:
+        for line in f:
+            result = json.loads(line)["result"]
+            key = "passed" if result in ("OK", "EXPECTEDFAIL") else \
+                  "skipped" if result == "SKIP" else "failed"
+            counts[key] += 1
+print("tests: %(passed)d passed, %(failed)d failed, %(skipped)d skipped" % counts)
+PY
+}
+
 cmd=${1:-}
 case "$cmd" in
   test)
@@ -48,6 +65,7 @@ case "$cmd" in
     configure_and_build
     meson test -C "$build" --print-errorlogs
     meson test -C "$build" --setup=oclgrind --print-errorlogs
+    summarize_tests
     ;;
   bench)
     install_missing
