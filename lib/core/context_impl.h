@@ -6,6 +6,7 @@
 
 #include "cl.h"
 #include "m2pt/context.h"
+#include "size_math.h"
 #include "workspace.h"
 #include "m2pt/tensor.h"
 
@@ -91,22 +92,5 @@ m2pt_status m2pt_check_tensor(const m2pt_context *ctx, const m2pt_tensor *t,
 /* Formats a tensor's shape as "[2][3]" into buf (for messages). */
 const char *m2pt_shape_string(const m2pt_tensor *t, char *buf, size_t size);
 
-/* a·b into *out; returns 0 on overflow. */
-static inline int m2pt_mul_size(size_t a, size_t b, size_t *out)
-{
-  if (a != 0 && b > (size_t)-1 / a)
-    return 0;
-  *out = a * b;
-  return 1;
-}
-
-/* a + b into *out; returns 0 on overflow. */
-static inline int m2pt_add_size(size_t a, size_t b, size_t *out)
-{
-  if (b > (size_t)-1 - a)
-    return 0;
-  *out = a + b;
-  return 1;
-}
 
 #endif

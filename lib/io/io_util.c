@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,4 +235,44 @@ void m2pt_load_f32_le(float *dst, const unsigned char *src, size_t n)
   for (size_t i = 0; i < n; i++)
     dst[i] = f32_from_bits(m2pt_load_le32(src + 4 * i));
 #endif
+}
+
+static uint32_t f32_bits(float f)
+{
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+/* A candidate is computed by truncation and accepted only if it converts back
+ * to the same bits, so no rounding logic is needed. */
+int m2pt_f32_to_f16_exact(float f, uint16_t *out)
+{
+  const uint32_t u = f32_bits(f);
+  const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+  const uint32_t exp = (u >> 23) & 0xFFu, mant = u & 0x7FFFFFu;
+  uint16_t h;
+  if (exp == 0xFF)
+    h = (uint16_t)(sign | 0x7C00u | (mant >> 13));
+  else if (exp >= 113 && exp <= 142) /* f16 normal range */
+    h = (uint16_t)(sign | ((exp - 112u) << 10) | (mant >> 13));
+  else {
+    const float a = fabsf(f) * 0x1p24f; /* subnormal or zero: a multiple of 2^-24 */
+    if (!(a < 1024.0f))
+      return 0;
+    h = (uint16_t)(sign | (uint16_t)a);
+  }
+  if (f32_bits(m2pt_f16_to_f32(h)) != u)
+    return 0;
+  *out = h;
+  return 1;
+}
+
+int m2pt_f32_to_bf16_exact(float f, uint16_t *out)
+{
+  const uint32_t u = f32_bits(f);
+  if (u & 0xFFFFu)
+    return 0;
+  *out = (uint16_t)(u >> 16);
+  return 1;
 }

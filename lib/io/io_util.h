@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/size_math.h"
 #include "m2pt/io.h"
 #include "m2pt/status.h"
 
@@ -70,13 +71,9 @@ float m2pt_bf16_to_f32(uint16_t b);
 /* Converts n little-endian f32 values at src (any alignment) to dst. */
 void m2pt_load_f32_le(float *dst, const unsigned char *src, size_t n);
 
-/* a·b into *out; 0 on overflow of size_t. */
-static inline int m2pt_mul_size(size_t a, size_t b, size_t *out)
-{
-  if (a != 0 && b > SIZE_MAX / a)
-    return 0;
-  *out = a * b;
-  return 1;
-}
+/* f32 to binary16 / bfloat16 when `f` is exactly representable there (NaN
+ * payloads included): 1 and *out set, else 0. */
+int m2pt_f32_to_f16_exact(float f, uint16_t *out);
+int m2pt_f32_to_bf16_exact(float f, uint16_t *out);
 
 #endif
