@@ -18,6 +18,7 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_HIDDEN,   /* FFN activations [rows][hidden] */
   M2PT_WS_SCORES,   /* attention scores of the GEMM path [heads][N][N] */
   M2PT_WS_BLAS,     /* CLBlast's GEMM temporary buffer */
+  M2PT_WS_STACK,    /* a model's activations between blocks [rows][dim] */
   M2PT_WS_SLOTS
 } m2pt_workspace_slot;
 

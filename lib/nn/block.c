@@ -6,6 +6,7 @@
 
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "block_internal.h"
 #include "ffn_internal.h"
 #include "linear_internal.h"
 #include "m2pt/block.h"
@@ -127,6 +128,20 @@ m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config
 
 /* ---- parameters by checkpoint name ---- */
 
+const char *const m2pt_block_linear_names[M2PT_BLOCK_LINEARS] = {"attn.qkv", "attn.proj",
+                                                                 "mlp.fc1", "mlp.fc2"};
+
+m2pt_linear *m2pt_block_linear(m2pt_block *b, size_t index)
+{
+  switch (index) {
+  case M2PT_BLOCK_QKV: return b->qkv;
+  case M2PT_BLOCK_PROJ: return b->proj;
+  case M2PT_BLOCK_FC1: return m2pt_ffn_fc1(b->mlp);
+  case M2PT_BLOCK_FC2: return m2pt_ffn_fc2(b->mlp);
+  default: return NULL;
+  }
+}
+
 typedef enum field { F_WEIGHT, F_BIAS, F_AUX_WEIGHT, F_SCALE } field;
 
 /* What a name addresses: a LayerNorm buffer, or a field of a linear. */
@@ -153,15 +168,13 @@ static m2pt_status resolve(const m2pt_block *b, const char *name, param_ref *ref
     ref->norm = second ? (bias ? b->norm2_b : b->norm2_w) : (bias ? b->norm1_b : b->norm1_w);
     return M2PT_OK;
   }
-  static const char *const prefixes[] = {"attn.qkv.", "attn.proj.", "mlp.fc1.", "mlp.fc2."};
-  m2pt_linear *const linears[] = {b->qkv, b->proj, m2pt_ffn_fc1(b->mlp), m2pt_ffn_fc2(b->mlp)};
-  for (size_t i = 0; i < 4; i++) {
-    const size_t n = strlen(prefixes[i]);
-    if (strncmp(name, prefixes[i], n) != 0)
+  for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++) {
+    const size_t n = strlen(m2pt_block_linear_names[i]);
+    if (strncmp(name, m2pt_block_linear_names[i], n) != 0 || name[n] != '.')
       continue;
     for (size_t f = 0; f < 4; f++)
-      if (!strcmp(name + n, fields[f].name)) {
-        ref->linear = linears[i];
+      if (!strcmp(name + n + 1, fields[f].name)) {
+        ref->linear = m2pt_block_linear((m2pt_block *)(uintptr_t)b, i);
         ref->field = fields[f].field;
         return M2PT_OK;
       }
@@ -305,15 +318,15 @@ m2pt_status m2pt_block_merge(m2pt_block *b)
   /* Forming the effective weights is the only step that can fail; done for
    * all four first, the merges below only swap buffers, so a failure leaves
    * the block unmerged rather than half merged. */
-  m2pt_linear *const linears[4] = {b->qkv, b->proj, m2pt_ffn_fc1(b->mlp), m2pt_ffn_fc2(b->mlp)};
-  for (size_t i = 0; i < 4; i++) {
+  int pathway = 0;
+  for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++) {
     cl_mem unused;
-    M2PT_TRY(m2pt_linear_effective_bias(linears[i], &unused));
+    M2PT_TRY(m2pt_linear_effective_bias(m2pt_block_linear(b, i), &unused));
+    pathway |= m2pt_linear_has_pathway(m2pt_block_linear(b, i));
   }
-  M2PT_TRY(m2pt_linear_merge(b->qkv));
-  M2PT_TRY(m2pt_linear_merge(b->proj));
-  M2PT_TRY(m2pt_ffn_merge(b->mlp));
-  b->merged = b->merged || b->cfg.reparam;
+  for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++)
+    M2PT_TRY(m2pt_linear_merge(m2pt_block_linear(b, i)));
+  b->merged = b->merged || pathway;
   return M2PT_OK;
 }
 

@@ -306,6 +306,29 @@ m2pt_status m2pt_linear_merge(m2pt_linear *l)
   return M2PT_OK;
 }
 
+m2pt_status m2pt_linear_add_pathway(m2pt_linear *l)
+{
+  if (l->flags & M2PT_LINEAR_AUX)
+    return M2PT_OK;
+  M2PT_TRY(m2pt_buffer_create(l->ctx, weight_bytes(l), 1, &l->w_aux));
+  l->flags |= M2PT_LINEAR_AUX;
+  l->scale = 0.0f;
+  l->eff_stale = 1;
+  return M2PT_OK;
+}
+
+void m2pt_linear_drop_pathway(m2pt_linear *l)
+{
+  if (!(l->flags & M2PT_LINEAR_AUX) || (l->flags & M2PT_LINEAR_AUX_BIAS))
+    return;
+  m2pt_buffer_release(l->ctx, l->w_aux, weight_bytes(l));
+  m2pt_buffer_release(l->ctx, l->w_eff, weight_bytes(l));
+  l->w_aux = l->w_eff = NULL;
+  l->flags &= ~M2PT_LINEAR_AUX;
+  l->scale = 0.0f;
+  l->eff_stale = 1;
+}
+
 int m2pt_linear_is_merged(const m2pt_linear *l)
 {
   return l ? l->merged : 0;

@@ -17,6 +17,15 @@ m2pt_status m2pt_linear_effective_bias(m2pt_linear *layer, cl_mem *bias);
 /* y = x·W_effᵀ + bias: the public forward on raw buffers. */
 m2pt_status m2pt_linear_forward_buffers(m2pt_linear *layer, cl_mem x, size_t rows, cl_mem y);
 
+/* Gives a plain (or merged) layer a pathway: a zero W_aux and λ = 0, which
+ * leaves its function unchanged (the paper's reparameterize step). A layer
+ * that has one keeps it. */
+m2pt_status m2pt_linear_add_pathway(m2pt_linear *layer);
+
+/* Undoes m2pt_linear_add_pathway (a failed reparameterize rolls back with
+ * it). Layers with an aux bias are left alone. */
+void m2pt_linear_drop_pathway(m2pt_linear *layer);
+
 /* Checks that x is [..][in] and y the same with [..][out] (fn names the
  * caller in the message). */
 m2pt_status m2pt_linear_check_io(const m2pt_context *ctx, const m2pt_tensor *x,

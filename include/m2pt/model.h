@@ -1,0 +1,167 @@
+/* An M2PT model: a stack of transformer blocks (m2pt_block) and an optional
+ * final LayerNorm, loaded from a safetensors checkpoint, and the paper's
+ * model-level operations: build the pathway from an auxiliary-modality
+ * checkpoint (reparameterize_aux_into_target_model), set λ per layer, merge,
+ * run, save.
+ *
+ * Checkpoint naming (DESIGN.md §1):
+ *   timm  "<prefix>.{i}.norm1.weight", "<prefix>.{i}.attn.qkv.weight", …,
+ *         prefix "blocks" by default (the seed's main_body_name), final norm
+ *         "norm.weight"/"norm.bias" beside the prefix ("model.blocks" →
+ *         "model.norm.weight"); pre-norm unless the options say post-norm.
+ *   BERT  "<prefix>.{i}.attention.self.query|key|value.*",
+ *         "attention.output.dense.*", "attention.output.LayerNorm.*",
+ *         "intermediate.dense.*", "output.dense.*", "output.LayerNorm.*",
+ *         prefix "encoder.layer" (or "bert.encoder.layer", …); always
+ *         post-norm, no final norm. q, k and v are concatenated into one qkv
+ *         linear at load time (rows [q; k; v]) and split again on save.
+ * The paper's code saves a re-parameterized linear as "<layer>.weight",
+ * "<layer>.bias", "<layer>.aux_weight" and "<layer>.cross_modal_scale" (one
+ * element); such checkpoints load with their pathways. In BERT naming q, k
+ * and v share the qkv pathway, so their three λ must be equal.
+ *
+ * Layers are named as in the block ("attn.qkv", "attn.proj", "mlp.fc1",
+ * "mlp.fc2"); in BERT naming "attention.self" (or any of its query, key,
+ * value), "attention.output.dense", "intermediate.dense" and "output.dense"
+ * name the same four. */
+#ifndef M2PT_MODEL_H
+#define M2PT_MODEL_H
+
+#include <stddef.h>
+
+#include "block.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct m2pt_model m2pt_model;
+
+typedef enum m2pt_naming {
+  M2PT_NAMING_AUTO = 0, /* whichever of the two the checkpoint uses */
+  M2PT_NAMING_TIMM = 1,
+  M2PT_NAMING_BERT = 2,
+} m2pt_naming;
+
+typedef struct m2pt_model_options {
+  size_t heads;       /* attention heads. 0: not known; load, λ, merge and save
+                         work, forward fails with M2PT_ERR_INVALID_STATE */
+  float eps;          /* LayerNorm eps; negative: 1e-6 pre-norm, 1e-12 post-norm */
+  m2pt_naming naming;
+  const char *prefix; /* the blocks' name prefix; NULL: found in the checkpoint
+                         (it must then be unambiguous). Copied by load. */
+  m2pt_block_layout layout; /* timm naming; BERT naming is always post-norm */
+  int final_norm;     /* 1: apply the final norm when the checkpoint has one */
+  m2pt_gelu_kind gelu;
+  m2pt_attention_impl attention;
+} m2pt_model_options;
+
+/* heads 0, eps −1 (by layout), naming AUTO, prefix NULL, pre-norm, final
+ * norm on, exact GELU, attention picked by the library. */
+M2PT_API m2pt_model_options m2pt_model_options_default(void);
+
+/* What a loaded model is. */
+typedef struct m2pt_model_info {
+  m2pt_naming naming;      /* TIMM or BERT, as found */
+  const char *prefix;      /* as found; lives as long as the model */
+  size_t depth;            /* number of blocks */
+  int final_norm;          /* 1 when forward applies a final norm */
+  size_t pathways;         /* linears that carry an unmerged pathway */
+  m2pt_block_config block; /* every block's configuration (reparam 0: the
+                              pathways are per linear, counted above) */
+} m2pt_model_info;
+
+/* Loads the block stack of the safetensors checkpoint at `path`: depth, dim,
+ * heads·dim_head, ff_mult and whether qkv has a bias come from the tensor
+ * shapes; heads and eps from `options` (NULL: the defaults). Every block
+ * tensor is checked against the shapes those imply. Linears stored with
+ * aux_weight and cross_modal_scale get their pathways (unmerged). Tensors
+ * outside the blocks and the final norm (embeddings, heads) are not loaded,
+ * but the model keeps the file mapped so m2pt_model_save can copy them.
+ * The caller owns *model (m2pt_model_destroy). Messages name the file and
+ * the tensor.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, bad option, heads not dividing
+ * heads·dim_head), M2PT_ERR_IO, M2PT_ERR_FORMAT (malformed file, a missing
+ * tensor, a wrong shape, a non-finite λ, q/k/v with different λ),
+ * M2PT_ERR_NOT_FOUND (no blocks in the naming asked for, or an ambiguous
+ * prefix), M2PT_ERR_UNSUPPORTED (a block tensor the block does not model,
+ * such as timm's LayerScale "ls1.gamma"; a dtype that is not F32, F16, BF16;
+ * hidden width not a multiple of dim), M2PT_ERR_OUT_OF_MEMORY,
+ * M2PT_ERR_DEVICE_OUT_OF_MEMORY, M2PT_ERR_OPENCL. A failed load builds
+ * nothing and leaks nothing. */
+M2PT_API m2pt_status m2pt_model_load(m2pt_context *ctx, const char *path,
+                                     const m2pt_model_options *options, m2pt_model **model);
+
+/* Frees the model and unmaps its file. Accepts NULL. */
+M2PT_API void m2pt_model_destroy(m2pt_model *model);
+
+/* Fills *info. Errors: M2PT_ERR_INVALID_ARGUMENT (NULL). */
+M2PT_API m2pt_status m2pt_model_get_info(const m2pt_model *model, m2pt_model_info *info);
+
+/* Block `index` (owned by the model; valid until it is destroyed), NULL when
+ * out of range. Its parameters can be read and set by name (m2pt_block_get). */
+M2PT_API m2pt_block *m2pt_model_block(m2pt_model *model, size_t index);
+
+/* The paper's reparameterize_aux_into_target_model: for every block and each
+ * of the `count` layers named (NULL/0: attn.qkv, attn.proj, mlp.fc1, mlp.fc2)
+ * W_aux becomes the same layer's weight in the auxiliary checkpoint at
+ * `aux_path` (same naming rules; its blocks must match in depth and shapes)
+ * and λ = `scale`. Only the aux weights are read; its biases and norms are
+ * not used.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, unknown layer name, non-finite
+ * scale), M2PT_ERR_INVALID_STATE (a named layer has a pathway already),
+ * M2PT_ERR_SHAPE (depth or a weight's shape differs: the message names the
+ * layer and both shapes), the load errors for the aux file. On failure the
+ * model is unchanged. */
+M2PT_API m2pt_status m2pt_model_reparameterize(m2pt_model *model, const char *aux_path,
+                                               const char *const *layers, size_t count,
+                                               float scale);
+
+/* λ of one layer of block `block`.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, block out of range, unknown layer,
+ * non-finite λ), M2PT_ERR_INVALID_STATE (the layer has no unmerged pathway). */
+M2PT_API m2pt_status m2pt_model_set_scale(m2pt_model *model, size_t block, const char *layer,
+                                          float scale);
+M2PT_API m2pt_status m2pt_model_get_scale(const m2pt_model *model, size_t block,
+                                          const char *layer, float *scale);
+
+/* 1 when that layer carries an unmerged pathway, 0 otherwise (also for bad
+ * arguments). */
+M2PT_API int m2pt_model_has_pathway(const m2pt_model *model, size_t block, const char *layer);
+
+/* Folds every pathway into its weight (W ← W + λ·W_aux, the same kernel as
+ * the unmerged forward, so forward gives the same numbers before and after).
+ * All merged weights are formed before any is swapped in: on failure
+ * (M2PT_ERR_DEVICE_OUT_OF_MEMORY, M2PT_ERR_OPENCL, M2PT_ERR_KERNEL_BUILD)
+ * nothing is merged. A model without pathways is unchanged. */
+M2PT_API m2pt_status m2pt_model_merge(m2pt_model *model);
+
+/* y = model(x): the blocks in order, then the final norm if there is one.
+ * x is [B][N][dim] or [N][dim] (one sequence), y the same shape, y ≠ x;
+ * mask NULL or [B][N] ([N] for 2-D x), 1 for tokens and 0 for padding keys.
+ * Asynchronous like m2pt_block_forward.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_INVALID_STATE (heads not
+ * given at load), M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH, and the
+ * block's errors. */
+M2PT_API m2pt_status m2pt_model_forward(m2pt_model *model, const m2pt_tensor *x,
+                                        const m2pt_tensor *mask, m2pt_tensor *y);
+
+/* Writes the model as a safetensors checkpoint at `path` in the naming it
+ * was loaded in: every tensor of the loaded file that is not a block or
+ * final-norm parameter is copied verbatim with its dtype, and the file's
+ * metadata too; block and final-norm parameters are read from the device and
+ * written in their file's dtype when that holds the value exactly (so an
+ * unchanged tensor is copied bit for bit), else as F32 (merged weights of an
+ * F16 or BF16 checkpoint). Each linear with an unmerged pathway also gets
+ * "<layer>.aux_weight" (F32) and "<layer>.cross_modal_scale" (F32, shape
+ * [1]); merged or plain linears get neither, so a merged model saves as a
+ * plain checkpoint. Written atomically (see m2pt_safetensors_writer_finish).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_IO, M2PT_ERR_OUT_OF_MEMORY,
+ * M2PT_ERR_OPENCL. */
+M2PT_API m2pt_status m2pt_model_save(const m2pt_model *model, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
