@@ -1,0 +1,192 @@
+#include "tool_util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+const char *tool_name = "m2pt";
+int tool_verbose;
+
+static double seconds(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void tool_step(const char *what)
+{
+  static double last;
+  const double now = seconds();
+  if (tool_verbose && last != 0.0) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    fprintf(stderr, "%s: %s: %.3f s (peak RSS %.0f MiB)\n", tool_name, what, now - last,
+            (double)ru.ru_maxrss / 1024.0);
+  }
+  last = now;
+}
+
+void tool_error(const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s: ", tool_name);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+int tool_fail(const m2pt_context *ctx, m2pt_status s, const char *doing)
+{
+  tool_error("%s failed: %s: %s", doing, m2pt_status_string(s), m2pt_last_error(ctx));
+  return TOOL_EXIT_FAILURE;
+}
+
+int tool_arg(int argc, char **argv, int *i, const char *flag, const char **value, int *bad)
+{
+  if (strcmp(argv[*i], flag) != 0)
+    return 0;
+  if (*i + 1 >= argc) {
+    tool_error("%s needs a value", flag);
+    *bad = 1;
+    return 1;
+  }
+  *value = argv[++*i];
+  return 1;
+}
+
+int tool_parse_float(const char *flag, const char *text, float *out)
+{
+  char *end;
+  errno = 0;
+  const float v = strtof(text, &end);
+  if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v)) {
+    tool_error("%s: \"%s\" is not a finite number", flag, text);
+    return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+int tool_parse_size(const char *flag, const char *text, size_t *out)
+{
+  char *end;
+  errno = 0;
+  const unsigned long long v = strtoull(text, &end, 10);
+  if (end == text || *end != '\0' || errno == ERANGE || v == 0 || text[0] == '-' ||
+      v > (size_t)-1) {
+    tool_error("%s: \"%s\" is not a positive integer", flag, text);
+    return 0;
+  }
+  *out = (size_t)v;
+  return 1;
+}
+
+size_t tool_split_list(const char *flag, char *text, const char **items, size_t max)
+{
+  size_t n = 0;
+  for (char *p = text;;) {
+    char *comma = strchr(p, ',');
+    if (comma)
+      *comma = '\0';
+    if (!*p || n == max) {
+      tool_error("%s: %s", flag, *p ? "too many items" : "empty item in the list");
+      return 0;
+    }
+    items[n++] = p;
+    if (!comma)
+      return n;
+    p = comma + 1;
+  }
+}
+
+const char tool_options_help[] =
+    "  --scale L         λ of every re-parameterized layer (default 0)\n"
+    "  --layers LIST     comma-separated layers to re-parameterize (default\n"
+    "                    attn.qkv,attn.proj,mlp.fc1,mlp.fc2)\n"
+    "  --device SEL      OpenCL device (see m2pt-info; default $M2PT_DEVICE, GPU, CPU)\n"
+    "  --heads H         attention heads (needed to run the model)\n"
+    "  --eps E           LayerNorm eps (default 1e-6 pre-norm, 1e-12 post-norm)\n"
+    "  --post-norm       timm-named blocks are post-norm (BERT naming always is)\n"
+    "  --naming N        timm or bert (default: whichever the checkpoint uses)\n"
+    "  --prefix P        the blocks' name prefix (default: found, e.g. blocks,\n"
+    "                    encoder.layer)\n"
+    "  --no-final-norm   do not apply the checkpoint's final norm (norm.weight)\n"
+    "  --verbose         time each step on stderr, with the peak RSS\n";
+
+void tool_options_init(tool_options *o)
+{
+  memset(o, 0, sizeof *o);
+  o->model = m2pt_model_options_default();
+}
+
+int tool_options_finish(tool_options *o)
+{
+  if (!o->layer_list)
+    return 1;
+  static char copy[1024];
+  if (strlen(o->layer_list) >= sizeof copy) {
+    tool_error("--layers: list too long");
+    return 0;
+  }
+  strcpy(copy, o->layer_list);
+  o->nlayers = tool_split_list("--layers", copy, o->layers, 8);
+  return o->nlayers != 0;
+}
+
+int tool_option(int argc, char **argv, int *i, tool_options *o, int *bad)
+{
+  m2pt_model_options *m = &o->model;
+  const char *v = NULL;
+  if (!strcmp(argv[*i], "--verbose")) {
+    tool_verbose = 1;
+  } else if (!strcmp(argv[*i], "--post-norm")) {
+    m->layout = M2PT_POST_NORM;
+  } else if (!strcmp(argv[*i], "--no-final-norm")) {
+    m->final_norm = 0;
+  } else if (tool_arg(argc, argv, i, "--device", &o->device, bad) ||
+             tool_arg(argc, argv, i, "--layers", &o->layer_list, bad) ||
+             tool_arg(argc, argv, i, "--prefix", &m->prefix, bad)) {
+  } else if (tool_arg(argc, argv, i, "--scale", &v, bad)) {
+    *bad = *bad || !tool_parse_float("--scale", v, &o->scale);
+    o->has_scale = 1;
+  } else if (tool_arg(argc, argv, i, "--heads", &v, bad)) {
+    *bad = *bad || !tool_parse_size("--heads", v, &m->heads);
+  } else if (tool_arg(argc, argv, i, "--eps", &v, bad)) {
+    if (!*bad && !tool_parse_float("--eps", v, &m->eps))
+      *bad = 1;
+    else if (!*bad && m->eps < 0.0f) {
+      tool_error("--eps must be >= 0");
+      *bad = 1;
+    }
+  } else if (tool_arg(argc, argv, i, "--naming", &v, bad)) {
+    if (*bad)
+      return 1;
+    if (!strcmp(v, "timm"))
+      m->naming = M2PT_NAMING_TIMM;
+    else if (!strcmp(v, "bert"))
+      m->naming = M2PT_NAMING_BERT;
+    else {
+      tool_error("--naming: \"%s\" is neither timm nor bert", v);
+      *bad = 1;
+    }
+  } else {
+    return 0;
+  }
+  return 1;
+}
+
+int tool_context(const char *device, m2pt_context **ctx)
+{
+  m2pt_context_options opts;
+  memset(&opts, 0, sizeof opts);
+  opts.device = device;
+  const m2pt_status s = m2pt_context_create(ctx, &opts);
+  return s == M2PT_OK ? 0 : tool_fail(NULL, s, "opening the OpenCL device");
+}

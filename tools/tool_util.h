@@ -1,0 +1,73 @@
+/* What m2pt-run, m2pt-merge and m2pt-reparam share: option parsing, one way
+ * to report errors, and the model options they all take. Public API only. */
+#ifndef M2PT_TOOL_UTIL_H
+#define M2PT_TOOL_UTIL_H
+
+#include <stddef.h>
+
+#include <m2pt/m2pt.h>
+
+/* Exit statuses: 0 success, 1 a failure while working, 2 bad usage. */
+#define TOOL_EXIT_FAILURE 1
+#define TOOL_EXIT_USAGE 2
+
+/* Set once by main; prefixes every message. */
+extern const char *tool_name;
+
+/* "<tool>: <message>\n" on stderr. */
+void tool_error(const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+
+/* Reports a failed m2pt call (what was being done, the status name and the
+ * library's message from ctx, or the thread's for ctx NULL); returns 1. */
+int tool_fail(const m2pt_context *ctx, m2pt_status s, const char *doing);
+
+/* argv[*i] is `flag` and a value follows: stores it, advances *i, returns 1.
+ * A flag without its value is reported and *bad set. */
+int tool_arg(int argc, char **argv, int *i, const char *flag, const char **value, int *bad);
+
+/* Parses a finite float / a positive size; reports and returns 0 otherwise. */
+int tool_parse_float(const char *flag, const char *text, float *out);
+int tool_parse_size(const char *flag, const char *text, size_t *out);
+
+/* Splits a comma-separated list in place; at most `max` items. Returns the
+ * count, or 0 (reported) for an empty item or too many. */
+size_t tool_split_list(const char *flag, char *text, const char **items, size_t max);
+
+/* The options every tool takes: the model's (--heads H, --eps E,
+ * --post-norm, --naming timm|bert, --prefix P, --no-final-norm), the pathway's
+ * (--scale L, --layers LIST), --device SEL and --verbose (tool_verbose). */
+typedef struct tool_options {
+  m2pt_model_options model;
+  const char *device;
+  float scale;
+  int has_scale;
+  const char *layers[8]; /* empty: the default four */
+  size_t nlayers;
+  const char *layer_list; /* --layers as given */
+} tool_options;
+
+void tool_options_init(tool_options *o);
+
+/* Returns 1 when argv[*i] was one of them (consumed, *i advanced past its
+ * value), 0 otherwise; *bad set (and reported) on a malformed value. */
+int tool_option(int argc, char **argv, int *i, tool_options *o, int *bad);
+
+/* Splits --layers once parsing is done; 0 (reported) when malformed. */
+int tool_options_finish(tool_options *o);
+
+/* The help text of tool_option's flags. */
+extern const char tool_options_help[];
+
+/* With --verbose: "<tool>: <what>: S s (peak RSS M MiB)" on stderr, timing
+ * each step from the end of the previous one (or the first call). */
+extern int tool_verbose;
+void tool_step(const char *what);
+
+/* Creates a context on `device` (NULL: the default); reports failures. */
+int tool_context(const char *device, m2pt_context **ctx);
+
+#endif
