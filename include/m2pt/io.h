@@ -119,7 +119,9 @@ M2PT_API m2pt_status m2pt_safetensors_find(const m2pt_safetensors *st, const cha
 /* Converts tensor `index` to f32 into dst: F32 as is, F16 and BF16 exactly
  * (subnormals, infinities and NaN payloads kept). `count` must equal the
  * tensor's numel; dst may be NULL only when it is 0. The file's bytes need no
- * alignment.
+ * alignment. For a mapped file the tensor's pages are then released from the
+ * process (the OS page cache keeps them), so reading a whole checkpoint once
+ * does not leave the file resident beside the copies.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, index out of range, count ≠
  * numel), M2PT_ERR_UNSUPPORTED (a dtype other than F32, F16, BF16). */
 M2PT_API m2pt_status m2pt_safetensors_read_f32(const m2pt_safetensors *st, size_t index,

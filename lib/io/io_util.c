@@ -1,3 +1,5 @@
+/* madvise and MADV_DONTNEED are not POSIX. */
+#define _DEFAULT_SOURCE
 #include "io_util.h"
 
 #include <errno.h>
@@ -104,6 +106,18 @@ void m2pt_file_map_close(m2pt_file_map *map)
   if (map->mapping)
     munmap(map->mapping, map->size);
   memset(map, 0, sizeof *map);
+}
+
+void m2pt_file_map_drop(const m2pt_file_map *map, size_t offset, size_t size)
+{
+  const long page = sysconf(_SC_PAGESIZE);
+  if (!map->mapping || page <= 0 || offset > map->size || size > map->size - offset)
+    return;
+  const uintptr_t base = (uintptr_t)map->data;
+  const uintptr_t first = (base + offset + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+  const uintptr_t end = (base + offset + size) & ~((uintptr_t)page - 1);
+  if (end > first)
+    madvise((void *)first, end - first, MADV_DONTNEED);
 }
 
 static int write_all(int fd, const unsigned char *p, size_t n)

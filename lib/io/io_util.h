@@ -30,6 +30,12 @@ typedef struct m2pt_file_map {
 m2pt_status m2pt_file_map_open(const char *path, m2pt_file_map *map);
 void m2pt_file_map_close(m2pt_file_map *map);
 
+/* Drops the whole pages inside [offset, offset + size) of a file mapping from
+ * the process (MADV_DONTNEED: the page cache keeps them and a later read
+ * faults them back in), so reading a checkpoint once does not leave it all
+ * resident. Does nothing for borrowed memory. */
+void m2pt_file_map_drop(const m2pt_file_map *map, size_t offset, size_t size);
+
 /* A piece of a file to write. */
 typedef struct m2pt_chunk {
   const void *data;

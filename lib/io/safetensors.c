@@ -432,20 +432,22 @@ m2pt_status m2pt_safetensors_read_f32(const m2pt_safetensors *st, size_t index, 
   switch (e->dtype) {
   case M2PT_DTYPE_F32:
     m2pt_load_f32_le(dst, src, count);
-    return M2PT_OK;
+    break;
   case M2PT_DTYPE_F16:
     for (size_t i = 0; i < count; i++)
       dst[i] = m2pt_f16_to_f32(m2pt_load_le16(src + 2 * i));
-    return M2PT_OK;
+    break;
   case M2PT_DTYPE_BF16:
     for (size_t i = 0; i < count; i++)
       dst[i] = m2pt_bf16_to_f32(m2pt_load_le16(src + 2 * i));
-    return M2PT_OK;
+    break;
   default:
     return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED,
                      "%s: tensor \"%.200s\" is %s; only F32, F16 and BF16 convert to f32",
                      st->label, e->name, m2pt_dtype_name(e->dtype));
   }
+  m2pt_file_map_drop(&st->map, st->data_start + e->begin, e->nbytes);
+  return M2PT_OK;
 }
 
 m2pt_status m2pt_safetensors_raw(const m2pt_safetensors *st, size_t index, const void **data,
