@@ -377,7 +377,10 @@ m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem
   cl_mem buf = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, bytes, NULL, &err);
   if (err != CL_SUCCESS)
     return m2pt_fail_cl(ctx, err, "clCreateBuffer");
-  if (zero) {
+  /* On Oclgrind every new buffer is written from the host first: it reuses
+   * released buffers' shadow memory, and kernel stores past the old size stay
+   * "uninitialised" (see README, Design). */
+  if (zero || ctx->oclgrind) {
     const m2pt_status status = m2pt_fill(ctx, buf, 0.0f, bytes / sizeof(float));
     if (status != M2PT_OK) {
       clReleaseMemObject(buf);
