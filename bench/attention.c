@@ -113,12 +113,16 @@ static m2pt_status attention_size_run(m2pt_context *ctx, const bench_options *o,
   if (s == M2PT_OK)
     s = measure_peak(ctx, &cases[PATH_GEMM], &mem[PATH_GEMM]);
 
+  char shape[64], label[96];
+  const size_t dims[4] = {1, sz->tokens, sz->heads, sz->dim_head};
+  bench_dims_string(dims, 4, shape, sizeof shape);
+  snprintf(label, sizeof label, "attention %s, gemm and fused", shape);
   bench_options runs = *o;
   runs.warmup = cap(o->warmup, sz->max_warmup);
   runs.reps = cap(o->reps, sz->max_reps);
   bench_timing t[PATHS];
   if (s == M2PT_OK)
-    s = bench_measure(cases, PATHS, &runs, t);
+    s = bench_measure(cases, PATHS, &runs, label, t);
   if (s == M2PT_OK)
     print_paths(sz, t, mem);
   m2pt_tensor_destroy(qkv);
@@ -138,7 +142,7 @@ m2pt_status bench_suite_attention(const m2pt_device_info *info, const bench_opti
     s = bench_context_create(info, &ctx);
     if (s == M2PT_OK)
       s = attention_size_run(ctx, o, &sizes[i]);
-    m2pt_context_destroy(ctx);
+    bench_context_destroy(ctx);
   }
   return s;
 }

@@ -1,11 +1,14 @@
 /* m2pt-bench: what the benchmark's parts share (options, shapes, timing,
- * the result table, error reporting). Uses only the public m2pt API. */
+ * the result table and records, error reporting). Uses only the public m2pt
+ * API (<m2pt/opencl.h> included: the bench makes its own OpenCL queues to
+ * time runs with profiling events and to run the peak suite's kernels). */
 #ifndef M2PT_BENCH_H
 #define M2PT_BENCH_H
 
 #include <stddef.h>
 
 #include <m2pt/m2pt.h>
+#include <m2pt/opencl.h>
 
 /* Suites, as bits of bench_options.suites. */
 #define BENCH_SUITE_GEMM      1u
@@ -13,9 +16,15 @@
 #define BENCH_SUITE_STARTUP   4u
 #define BENCH_SUITE_ATTENTION 8u
 #define BENCH_SUITE_BLOCK     16u
+#define BENCH_SUITE_PEAK      32u
+#define BENCH_SUITE_FFN       64u
 #define BENCH_SUITE_ALL                                                               \
-  (BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_STARTUP | BENCH_SUITE_ATTENTION | \
-   BENCH_SUITE_BLOCK)
+  (BENCH_SUITE_PEAK | BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_STARTUP |      \
+   BENCH_SUITE_ATTENTION | BENCH_SUITE_FFN | BENCH_SUITE_BLOCK)
+/* The suites whose records carry pct_peak: they need the device's peak. */
+#define BENCH_SUITES_WITH_PEAK                                                        \
+  (BENCH_SUITE_PEAK | BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_ATTENTION |   \
+   BENCH_SUITE_FFN | BENCH_SUITE_BLOCK)
 
 typedef struct bench_options {
   int warmup;        /* untimed runs before the timed ones, >= 1 (the first
@@ -63,8 +72,9 @@ double bench_now(void);
 m2pt_status bench_check(const m2pt_context *ctx, m2pt_status s, const char *call);
 #define BENCH_CALL(ctx, call) bench_check((ctx), (call), #call)
 
-/* Waits for ctx's queue when s is M2PT_OK (the end of every timed run);
- * passes a failure on. */
+/* Waits for ctx's queue when s is M2PT_OK; passes a failure on. Every run
+ * ends with it, once: while bench_measure times a run on ctx, it first
+ * enqueues the marker that ends the run's device time. */
 m2pt_status bench_finish(m2pt_context *ctx, m2pt_status s);
 
 /* Reports a failure of the bench itself on stderr; returns `s`. */
@@ -74,7 +84,9 @@ m2pt_status bench_fail(m2pt_status s, const char *fmt, ...)
 #endif
     ;
 
-/* A progress line on stderr. */
+/* Progress on stderr: the device, suite and case under way (and, while a
+ * case is measured, its ETA), rewritten in place when stderr is a terminal,
+ * plain lines otherwise. */
 void bench_progress(const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 1, 2)))
@@ -88,19 +100,27 @@ typedef m2pt_status (*bench_run_fn)(void *state);
 typedef struct bench_case {
   bench_run_fn run;
   void *state;
-  m2pt_context *profiled; /* also collect m2pt_context_kernel_time; NULL: none */
+  m2pt_context *profiled; /* the context the run uses (from bench_context_create): its
+                             runs are timed by profiling events, and m2pt's kernel time
+                             collected; NULL: host code, timed by wall clock */
 } bench_case;
 
 typedef struct bench_timing {
   double median_ms, min_ms, max_ms;
   double kernel_ms; /* median device time of m2pt's own kernels; < 0: not measured */
+  int events;       /* times are from OpenCL profiling events (else wall clock) */
 } bench_timing;
 
 /* Runs the n cases in turn, o->warmup untimed rounds and then o->reps timed
  * ones, so that drift in the machine's speed affects them alike, and writes
- * each case's timing to t[case]. */
+ * each case's timing to t[case]. A case with a context is timed on the
+ * device: a marker enqueued before the run and one that bench_finish
+ * enqueues at its end bracket everything the run enqueued, CLBlast's kernels
+ * included (whose own events can cover only one of their kernels, CLBlast
+ * #572); where the markers' profiling fails, by wall clock. `label` names
+ * the cases in the progress line. */
 m2pt_status bench_measure(const bench_case *cases, size_t n, const bench_options *o,
-                          bench_timing *t);
+                          const char *label, bench_timing *t);
 
 /* Cases that the suites share: one call and m2pt_context_finish. */
 typedef struct bench_gemm_state { /* y = x·wᵀ */
@@ -119,6 +139,56 @@ typedef struct bench_attention_state {
 } bench_attention_state;
 m2pt_status bench_run_attention(void *state);
 
+/* Clears the progress line on a terminal before other output. */
+void bench_progress_clear(void);
+
+/* ---- devices, records and reports (report.c) ---- */
+
+/* The device whose suites run now: the table's section header, the
+ * records' "device" (`label`: its name, made unique among the chosen
+ * devices), and its measured peaks. */
+void bench_begin_device(const m2pt_device_info *info, const char *label);
+/* The run's options, for the JSON file. */
+void bench_report_options(const bench_options *o);
+const char *bench_device_label(void);
+/* The current device's measured peaks (`quick`: measured in passing because
+ * the peak suite was not selected); 0 where not measured. */
+void bench_set_peak(double gflops, double gbps, int quick);
+/* Whether the host OpenBLAS has been measured in this run (it runs with the
+ * first CPU device only: its records would repeat otherwise); sets it. */
+int bench_openblas_once(void);
+
+/* One result: a row of the table and a record. */
+typedef struct bench_row {
+  const char *suite;
+  const char *name;  /* the record's case is "NAME SHAPE" */
+  const char *shape;
+  const bench_timing *t;
+  double flops;      /* per run; <= 0: no GFLOP/s */
+  double bytes;      /* device memory traffic per run for memory-bound ops (pct_peak then
+                        is of the bandwidth peak, else of the FMA peak); <= 0: none */
+  double ratio;      /* <= 0: the ratio column stays empty */
+  const char *ratio_label;
+  const char *note;  /* NULL: none */
+  int openblas;      /* the host OpenBLAS: device "openblas", table name "openblas" */
+  int no_peak;       /* no pct_peak (startup) */
+} bench_row;
+void bench_report(const bench_row *r);
+
+/* Writes every record so far. Return M2PT_OK or M2PT_ERR_IO (reported). */
+m2pt_status bench_write_json(const char *path);
+m2pt_status bench_write_csv(const char *path);
+m2pt_status bench_write_svg(const char *path);
+
+/* --compare: reads OLD (a --json file) now, so that a bad file is a bad
+ * argument before any run; NULL and a message on stderr when it is not one. */
+void *bench_compare_load(const char *path);
+void bench_compare_free(void *doc);
+/* Prints new/old median time per (device, suite, case) for the records of
+ * `new_doc` (NULL: this run's) and flags each over 1.05 as SLOWER; returns
+ * the number flagged. */
+size_t bench_compare(const void *old_doc, const void *new_doc);
+
 /* The result table on stdout. A ratio <= 0 leaves the ratio column empty,
  * flops <= 0 the GFLOP/s column; note, when not NULL, ends the row. */
 void bench_print_device(const m2pt_device_info *info);
@@ -128,7 +198,7 @@ void bench_print_row(const char *suite, const char *name, const char *shape,
                      const char *note);
 void bench_print_timing(const char *suite, const char *name, bench_shape shape,
                         const bench_timing *t, double ratio, const char *ratio_label);
-void bench_print_seconds(const char *suite, const char *name, bench_shape shape,
+void bench_print_seconds(const char *suite, const char *name, const char *shape,
                          double seconds, double ratio, const char *ratio_label,
                          const char *note);
 
@@ -139,13 +209,25 @@ m2pt_status bench_suite_gemm(m2pt_context *ctx, const m2pt_device_info *info,
 m2pt_status bench_suite_linear(m2pt_context *ctx, const m2pt_device_info *info,
                                const bench_options *o);
 m2pt_status bench_suite_block(m2pt_context *ctx, const bench_options *o);
+m2pt_status bench_suite_ffn(m2pt_context *ctx, const bench_options *o);
+/* The device's FMA throughput and memory bandwidth (clpeak-style kernels on
+ * ctx's queue), set as its peaks; `report`: as table rows and records, else
+ * a quick measurement only for pct_peak. */
+m2pt_status bench_suite_peak(m2pt_context *ctx, const m2pt_device_info *info,
+                             const bench_options *o, int report);
 /* Makes a fresh context per shape, so that the peak device memory of each
  * attention path starts from an empty workspace. */
 m2pt_status bench_suite_attention(const m2pt_device_info *info, const bench_options *o);
 m2pt_status bench_suite_startup(const m2pt_device_info *info, const bench_options *o);
 
-/* A context on the device `info` describes, with M2PT_CONTEXT_PROFILING. */
+/* A context on the device `info` describes, with M2PT_CONTEXT_PROFILING,
+ * wrapped around an OpenCL context and profiling queue of the bench's own
+ * (so that runs can be bracketed by marker events); destroy it with
+ * bench_context_destroy. */
 m2pt_status bench_context_create(const m2pt_device_info *info, m2pt_context **ctx);
+void bench_context_destroy(m2pt_context *ctx);
+/* The OpenCL queue of a context from bench_context_create; NULL otherwise. */
+cl_command_queue bench_context_queue(const m2pt_context *ctx);
 
 /* The hidden --startup-probe mode: one context creation up to the first
  * linear output read back, in a fresh process; prints

@@ -1,6 +1,7 @@
-/* m2pt-bench: the block suite. The ViT-B/16 block (m2pt_block) re-parameterized
- * and unmerged, merged, and plain, and the ops it is made of, each as its own
- * case at the block's shapes, all timed together. */
+/* m2pt-bench: the block suite. The ViT-S/16, ViT-B/16 and BERT-base blocks
+ * (m2pt_block) re-parameterized and unmerged, merged, and plain, and the ops
+ * each is made of, each as its own case at the block's shapes, all of one
+ * model and batch size timed together. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,21 +11,40 @@
 #define BLOCK_SCALE 0.5f /* every λ */
 
 typedef struct block_size {
+  const char *model; /* the case names' prefix */
   size_t batch, tokens, dim, heads;
+  int post_norm;     /* BERT's layout, LayerNorm eps 1e-12 */
 } block_size;
 
-static const block_size vit_sizes[] = {{1, 197, 768, 12}, {8, 197, 768, 12}};
-#define QUICK_SIZES 1 /* --quick: B = 1 */
-static const block_size smoke_size = {2, 3, 8, 2};
+/* ViT-S/16 and ViT-B/16 at 224² (197 tokens), BERT-base at 128 tokens;
+ * --quick runs B = 1 only, the first three. */
+static const block_size model_sizes[] = {
+  {"vit-s16", 1, 197, 384, 6, 0},   {"vit-b16", 1, 197, 768, 12, 0},
+  {"bert-base", 1, 128, 768, 12, 1}, {"vit-s16", 8, 197, 384, 6, 0},
+  {"vit-b16", 8, 197, 768, 12, 0},  {"bert-base", 8, 128, 768, 12, 1},
+};
+#define QUICK_SIZES 3
+static const block_size smoke_sizes[] = {{"vit-tiny", 2, 3, 8, 2, 0},
+                                         {"bert-tiny", 2, 3, 8, 2, 1}};
 
 static size_t block_sizes(const bench_options *o, const block_size **sizes)
 {
   if (o->smoke) {
-    *sizes = &smoke_size;
-    return 1;
+    *sizes = smoke_sizes;
+    return sizeof smoke_sizes / sizeof smoke_sizes[0];
   }
-  *sizes = vit_sizes;
-  return o->quick ? QUICK_SIZES : sizeof vit_sizes / sizeof vit_sizes[0];
+  *sizes = model_sizes;
+  return o->quick ? QUICK_SIZES : sizeof model_sizes / sizeof model_sizes[0];
+}
+
+static m2pt_block_config block_config(const block_size *sz)
+{
+  m2pt_block_config c = m2pt_block_config_vit(sz->dim, sz->heads);
+  if (sz->post_norm) {
+    c.layout = M2PT_POST_NORM;
+    c.eps = 1e-12f;
+  }
+  return c;
 }
 
 /* ---- the block's linears and parameters ---- */
@@ -210,7 +230,7 @@ static m2pt_status run_add(void *state)
 
 /* A row of the block table. */
 typedef struct block_case {
-  const char *name;
+  char name[48]; /* "MODEL/OP" */
   bench_case c;
   char shape[32];
   double flops;
@@ -218,10 +238,12 @@ typedef struct block_case {
   int gemm;      /* one of the four linears' GEMMs */
 } block_case;
 
+static const char *case_model; /* the model of the cases set_case names */
+
 static void set_case(block_case *c, const char *name, bench_run_fn run, void *state,
                      m2pt_context *ctx, double flops, int per_block)
 {
-  c->name = name;
+  snprintf(c->name, sizeof c->name, "%s/%s", case_model, name);
   c->c = (bench_case){run, state, ctx};
   c->flops = flops;
   c->per_block = per_block;
@@ -262,6 +284,7 @@ static void block_cases(block_bench *bb, const block_size *sz, block_state state
   static const char *const names[BLOCKS] = {"block-unmerged", "block-merged", "block-plain"};
   const m2pt_block_config *c = &bb->cfg;
   m2pt_context *ctx = bb->ctx;
+  case_model = sz->model;
   double gemm_flops;
   gemm_cases(bb, cases, &gemm_flops);
   const double attn_flops = bench_attention_flops(sz->batch, sz->tokens, c->heads, c->dim_head);
@@ -286,18 +309,35 @@ static void block_cases(block_bench *bb, const block_size *sz, block_state state
 
 /* ---- results ---- */
 
-static void print_summary_line(const char *label, double value, const char *note)
+static void print_summary_line(const char *model, const char *label, double value,
+                               const char *note)
 {
-  printf("%-9s %-52s %8.3f  (%s)\n", "block", label, value, note);
+  char text[160];
+  snprintf(text, sizeof text, "%s: %s", model, label);
+  bench_progress_clear();
+  printf("%-9s %-60s %8.3f  (%s)\n", "block", text, value, note);
   fflush(stdout);
 }
 
-static void print_block_results(const block_case *cases, const bench_timing *t)
+/* Bytes the memory-bound ops move: LayerNorm reads x and writes y (its
+ * weight and bias are negligible), GELU reads h and writes its output, add
+ * reads two and writes one. */
+static double op_bytes(int index, const block_bench *bb)
+{
+  const m2pt_tensor *x = bb->t[index == C_GELU ? T_HIDDEN : T_X];
+  const double n = (double)m2pt_tensor_dim(x, 0) * (double)m2pt_tensor_dim(x, 1) * 4.0;
+  return index == C_LAYER_NORM ? 2 * n : index == C_GELU ? 2 * n : index == C_ADD ? 3 * n : 0.0;
+}
+
+static void print_block_results(const char *model, const block_bench *bb,
+                                const block_case *cases, const bench_timing *t)
 {
   double gemms_ms = 0.0, ops_ms = 0.0;
   for (int i = 0; i < C_COUNT; i++) {
-    bench_print_row("block", cases[i].name, cases[i].shape, &t[i], cases[i].flops, 0.0, NULL,
-                    NULL);
+    const bench_row r = {.suite = "block", .name = cases[i].name, .shape = cases[i].shape,
+                         .t = &t[i], .flops = cases[i].flops,
+                         .bytes = op_bytes(i, bb)};
+    bench_report(&r);
     gemms_ms += cases[i].gemm ? t[i].median_ms : 0.0;
     ops_ms += cases[i].per_block * t[i].median_ms;
   }
@@ -305,11 +345,13 @@ static void print_block_results(const block_case *cases, const bench_timing *t)
   const double plain = t[C_PLAIN].median_ms;
   char label[96];
   snprintf(label, sizeof label, "block-unmerged / sum of the 4 GEMMs (%.3f ms)", gemms_ms);
-  print_summary_line(label, unmerged / gemms_ms, "target <= 1.25");
-  print_summary_line("block-merged / block-plain", merged / plain, "target 0.98 .. 1.02");
-  print_summary_line("block-unmerged / block-merged", unmerged / merged, "target <= 1.10");
+  print_summary_line(model, label, unmerged / gemms_ms, "target <= 1.25");
+  print_summary_line(model, "block-merged / block-plain", merged / plain, "target 0.98 .. 1.02");
+  print_summary_line(model, "block-unmerged / block-merged", unmerged / merged,
+                     "target <= 1.10");
   snprintf(label, sizeof label, "sum of the ops (%.3f ms) / block-plain", ops_ms);
-  print_summary_line(label, ops_ms / plain, "layer_norm and add counted twice, as in a block");
+  print_summary_line(model, label, ops_ms / plain,
+                     "layer_norm and add counted twice, as in a block");
 }
 
 /* ---- one block size ---- */
@@ -346,7 +388,7 @@ static void block_bench_destroy(block_bench *bb)
 
 static m2pt_status block_size_run(m2pt_context *ctx, const bench_options *o, const block_size *sz)
 {
-  block_bench bb = {.ctx = ctx, .cfg = m2pt_block_config_vit(sz->dim, sz->heads)};
+  block_bench bb = {.ctx = ctx, .cfg = block_config(sz)};
   m2pt_status s = create_tensors(&bb, sz);
   if (s == M2PT_OK)
     s = create_blocks(&bb);
@@ -358,10 +400,12 @@ static m2pt_status block_size_run(m2pt_context *ctx, const bench_options *o, con
     block_cases(&bb, sz, states, cases);
     for (int i = 0; i < C_COUNT; i++)
       runs[i] = cases[i].c;
-    s = bench_measure(runs, C_COUNT, o, t);
+    char label[96];
+    snprintf(label, sizeof label, "block %s B=%zu N=%zu", sz->model, sz->batch, sz->tokens);
+    s = bench_measure(runs, C_COUNT, o, label, t);
   }
   if (s == M2PT_OK)
-    print_block_results(cases, t);
+    print_block_results(sz->model, &bb, cases, t);
   block_bench_destroy(&bb);
   return s;
 }
@@ -372,8 +416,8 @@ m2pt_status bench_suite_block(m2pt_context *ctx, const bench_options *o)
   const size_t n = block_sizes(o, &sizes);
   m2pt_status s = M2PT_OK;
   for (size_t i = 0; s == M2PT_OK && i < n; i++) {
-    bench_progress("block B=%zu N=%zu dim=%zu heads=%zu", sizes[i].batch, sizes[i].tokens,
-                   sizes[i].dim, sizes[i].heads);
+    bench_progress("block %s B=%zu N=%zu dim=%zu heads=%zu: setting up", sizes[i].model,
+                   sizes[i].batch, sizes[i].tokens, sizes[i].dim, sizes[i].heads);
     s = block_size_run(ctx, o, &sizes[i]);
   }
   return s;

@@ -1,7 +1,9 @@
-/* m2pt-bench: times m2pt's GEMM, the M2PT linear layer (unmerged and merged),
- * attention (GEMM and fused paths), the transformer block and its ops, and the
- * startup to a first output, on every OpenCL device or the chosen ones. Uses
- * only the public API. */
+/* m2pt-bench: measures each OpenCL device's peak (FMA throughput, memory
+ * bandwidth) and times m2pt's GEMM, the M2PT linear layer (unmerged and
+ * merged), attention (GEMM and fused paths), the FFN, transformer blocks and
+ * their ops, and the startup to a first output, on every OpenCL device or the
+ * chosen ones; writes the results as a table, JSON, CSV and an SVG chart, and
+ * compares them with an earlier run. Uses only the public API. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,31 +19,90 @@ typedef struct cli {
   const char *selectors[MAX_SELECTORS];
   size_t n_selectors;
   int help;
+  const char *json, *csv, *svg; /* output files; NULL: none */
+  const char *compare;          /* --compare OLD.json */
+  const char *against;          /* --against NEW.json: compare files, run nothing */
   int probe;                     /* hidden: --startup-probe */
   m2pt_binary_cache probe_cache; /* hidden: --binary-cache on|off */
 } cli;
 
 static void usage(FILE *f)
 {
-  fprintf(f,
-          "usage: m2pt-bench [options]\n"
-          "Times m2pt's GEMM, the M2PT linear layer (unmerged and merged), attention (GEMM\n"
-          "and fused paths), the ViT-B/16 block and its ops, and the startup to a first\n"
-          "output, on every OpenCL device unless --device is given.\n"
-          "  --device SEL   only this device: P:D, gpu, cpu or part of its name (repeatable)\n"
-          "  --suite NAME   gemm, linear, attention, block or startup (repeatable;\n"
-          "                 default: all)\n"
-          "  --reps N       timed runs per case (default 20, --quick 5; at most 3 for\n"
-          "                 attention at N = 4096)\n"
-          "  --warmup N     untimed runs before them, at least 1 (default 3, --quick 2;\n"
-          "                 at most 1 for attention at N = 4096)\n"
-          "  --quick        fewer runs and shapes, and no cold-cache startup runs\n"
-          "  --smoke        tiny shapes, one run: checks that every case works\n"
-          "  --help         this text\n"
-          "Times are wall clock per run, up to m2pt_context_finish; 'm2pt-k ms' is the\n"
-          "device time of m2pt's own kernels in a run (CLBlast's are not included).\n"
-          "Attention shapes read BxNxHEADSxDIM_HEAD; 'peak +' is the device memory a path\n"
-          "allocates beyond its input and output, 'total' the context's peak.\n");
+  fputs(
+      "usage: m2pt-bench [options]\n"
+      "       m2pt-bench --compare OLD.json --against NEW.json\n"
+      "Measures each OpenCL device's peak and times m2pt's operations on it: every\n"
+      "device unless --device is given. The table goes to stdout, progress (device,\n"
+      "suite, case, ETA) to stderr, in place when stderr is a terminal.\n"
+      "\n"
+      "Choosing what runs:\n"
+      "  --device SEL   only this device: P:D, gpu, cpu or part of its name (repeatable;\n"
+      "                 m2pt-info lists them)\n"
+      "  --suite NAME   repeatable; default: all of them, in this order:\n"
+      "     peak       FMA throughput (fma chains on float4 and float8) and memory\n"
+      "                bandwidth (streaming read, copy) of the device: the denominators\n"
+      "                of %peak\n"
+      "     gemm       m2pt_gemm on ViT-B/16's four linear shapes; on CPU devices also\n"
+      "                OpenBLAS cblas_sgemm on the same shapes (device \"openblas\")\n"
+      "     linear     the re-parameterized linear, unmerged and merged\n"
+      "     ffn        m2pt_ffn_forward 768->3072->768, unmerged, merged, plain, B = 1, 8\n"
+      "     block      ViT-S/16, ViT-B/16 (N = 197) and BERT-base (post-norm, N = 128)\n"
+      "                blocks, unmerged, merged, plain, and each of their ops; B = 1, 8\n"
+      "                (--quick: B = 1)\n"
+      "     attention  GEMM path against the fused kernel, 12 heads of 64,\n"
+      "                N = 197, 1024, 4096 (--quick: 197, 1024)\n"
+      "     startup    context creation to a first block output read back, in a fresh\n"
+      "                process, binary cache off and on, cold (empty caches) and warm\n",
+      f);
+  fputs(
+
+      "  --reps N       timed runs per case (default 20, --quick 5; at most 3 for\n"
+      "                 attention at N = 4096)\n"
+      "  --warmup N     untimed runs before them, at least 1 (default 3, --quick 2;\n"
+      "                 at most 1 for attention at N = 4096)\n"
+      "  --quick        fewer runs and shapes, no cold-cache startup runs: under a\n"
+      "                 minute on PoCL once kernels are cached\n"
+      "  --smoke        tiny shapes, one run: checks that every case works (a test,\n"
+      "                 not a measurement)\n"
+      "\n"
+      "Output:\n"
+      "  --json FILE    {\"devices\": [{name, vendor, driver, peak_gflops, peak_gbps, ...}],\n"
+      "                  \"results\": [{device, suite, case, median_ms, min_ms, max_ms,\n"
+      "                  gflops, and where meaningful gbps, pct_peak; also shape,\n"
+      "                  kernel_ms, timer}]}; one record per (device, suite, case);\n"
+      "                 case is \"NAME SHAPE\"; gflops is null where no flop count\n"
+      "                 applies\n"
+      "  --csv FILE     the same records, one header line\n"
+      "  --svg FILE     a bar chart of GFLOP/s per workload, one colour per device\n"
+      "                 (openblas included), for a browser\n"
+      "  --compare OLD  after the run, print new/old of the median time per (device,\n"
+      "                 suite, case) found in both, OLD being an earlier --json file;\n"
+      "                 a ratio above 1.05 (more than 5% slower) is marked SLOWER, and\n"
+      "                 a last line counts them; the exit status stays 0\n"
+      "  --against NEW  with --compare: compare two --json files, run nothing\n"
+      "  --help         this text\n",
+      f);
+  fputs(
+      "\n"
+      "Reading the table: each case runs its warm-up runs, then its timed runs,\n"
+      "interleaved with the other cases of its group; median, min and max are\n"
+      "milliseconds per run from OpenCL profiling events: a marker before the run and\n"
+      "one after it on the device's queue bracket everything it enqueued, CLBlast's\n"
+      "kernels included (wall clock where the device cannot; the JSON's \"timer\"\n"
+      "says which). GFLOP/s counts 2 flops per multiply-add; GB/s is given for\n"
+      "memory-bound ops (peak read and copy, layer_norm, gelu, add); %peak is GB/s over\n"
+      "the measured bandwidth peak for those and GFLOP/s over the measured FMA peak\n"
+      "otherwise (OpenBLAS: over its CPU device's). Without the peak suite the peak\n"
+      "is still measured, quickly (3 runs), for %peak, and not reported as cases.\n"
+      "'m2pt-k ms' is the device time of m2pt's own kernels in a run. Attention shapes\n"
+      "read BxNxHEADSxDIM_HEAD; 'peak +' is the device memory a path allocates beyond\n"
+      "its input and output, 'total' the context's peak.\n"
+      "\n"
+      "Exit status: 0 on success (also when --compare finds slow-downs), 1 when a\n"
+      "device or a case fails or an output file cannot be written, 2 for a bad\n"
+      "command line: an unknown option or value, a --device that matches no\n"
+      "device, an unreadable --compare/--against file.\n",
+      f);
 }
 
 static int parse_count(const char *text, int min, int *out)
@@ -62,7 +123,9 @@ static int parse_suite(const char *name, unsigned *suites)
     const char *name;
     unsigned bit;
   } known[] = {
+    {"peak", BENCH_SUITE_PEAK},
     {"gemm", BENCH_SUITE_GEMM},
+    {"ffn", BENCH_SUITE_FFN},
     {"linear", BENCH_SUITE_LINEAR},
     {"startup", BENCH_SUITE_STARTUP},
     {"attention", BENCH_SUITE_ATTENTION},
@@ -121,6 +184,16 @@ static int parse_option_value(cli *c, const char *option, const char *value)
     return parse_suite(value, &c->o.suites);
   if (!strcmp(option, "--device"))
     return add_selector(c, value);
+  const char **file = !strcmp(option, "--json")      ? &c->json
+                      : !strcmp(option, "--csv")     ? &c->csv
+                      : !strcmp(option, "--svg")     ? &c->svg
+                      : !strcmp(option, "--compare") ? &c->compare
+                      : !strcmp(option, "--against") ? &c->against
+                                                     : NULL;
+  if (file && value && value[0]) {
+    *file = value;
+    return 0;
+  }
   if (!strcmp(option, "--binary-cache"))
     return parse_cache(value, &c->probe_cache);
   return -1;
@@ -151,6 +224,10 @@ static int parse_args(int argc, char **argv, cli *c)
     fprintf(stderr, "m2pt-bench: --startup-probe needs one --device\n");
     bad = -1;
   }
+  if (!bad && c->against && !c->compare) {
+    fprintf(stderr, "m2pt-bench: --against needs --compare\n");
+    bad = -1;
+  }
   apply_defaults(&c->o);
   return bad;
 }
@@ -160,43 +237,58 @@ void bench_device_selector(const m2pt_device_info *info, char *buf, size_t size)
   snprintf(buf, size, "%u:%u", info->platform_index, info->device_index);
 }
 
-m2pt_status bench_context_create(const m2pt_device_info *info, m2pt_context **ctx)
-{
-  char selector[32];
-  bench_device_selector(info, selector, sizeof selector);
-  const m2pt_context_options opts = {.device = selector, .flags = M2PT_CONTEXT_PROFILING};
-  return BENCH_CALL(NULL, m2pt_context_create(ctx, &opts));
-}
-
-/* The suites that share one context. */
+/* The suites that share one context: the peak first (the denominator of the
+ * others' %peak), then those that report against it. */
 static m2pt_status shared_context_suites(const m2pt_device_info *info, const bench_options *o)
 {
   m2pt_context *ctx = NULL;
-  bench_progress("%s: creating a context (kernels compile on first use)", info->name);
+  bench_progress("creating a context (kernels compile on first use)");
   m2pt_status s = bench_context_create(info, &ctx);
+  if (s == M2PT_OK && (o->suites & BENCH_SUITES_WITH_PEAK))
+    s = bench_suite_peak(ctx, info, o, (o->suites & BENCH_SUITE_PEAK) != 0);
   if (s == M2PT_OK && (o->suites & BENCH_SUITE_GEMM))
     s = bench_suite_gemm(ctx, info, o);
   if (s == M2PT_OK && (o->suites & BENCH_SUITE_LINEAR))
     s = bench_suite_linear(ctx, info, o);
+  if (s == M2PT_OK && (o->suites & BENCH_SUITE_FFN))
+    s = bench_suite_ffn(ctx, o);
   if (s == M2PT_OK && (o->suites & BENCH_SUITE_BLOCK))
     s = bench_suite_block(ctx, o);
-  m2pt_context_destroy(ctx);
+  bench_context_destroy(ctx);
   return s;
 }
 
-/* The suites on one device. */
-static m2pt_status bench_device(const m2pt_device_info *info, const bench_options *o)
+/* The suites on one device, recorded under `label`. */
+static m2pt_status bench_device(const m2pt_device_info *info, const char *label,
+                                const bench_options *o)
 {
+  bench_begin_device(info, label);
   bench_print_device(info);
   bench_print_header();
   m2pt_status s = M2PT_OK;
-  if (o->suites & (BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_BLOCK))
+  if (o->suites & BENCH_SUITES_WITH_PEAK)
     s = shared_context_suites(info, o);
   if (s == M2PT_OK && (o->suites & BENCH_SUITE_ATTENTION))
     s = bench_suite_attention(info, o);
   if (s == M2PT_OK && (o->suites & BENCH_SUITE_STARTUP))
     s = bench_suite_startup(info, o);
+  bench_progress_clear();
   return s;
+}
+
+/* The records' name of device i: its name, with its selector where another
+ * chosen device has the same name. */
+static void device_label(const m2pt_device_info *infos, const unsigned char *chosen,
+                         size_t count, size_t i, char *buf, size_t size)
+{
+  int twin = 0;
+  for (size_t k = 0; k < count; k++)
+    twin |= k != i && chosen[k] && !strcmp(infos[k].name, infos[i].name);
+  if (twin)
+    snprintf(buf, size, "%s [%u:%u]", infos[i].name, infos[i].platform_index,
+             infos[i].device_index);
+  else
+    snprintf(buf, size, "%s", infos[i].name);
 }
 
 /* Marks the devices to run: those the selectors pick, else all. */
@@ -214,8 +306,9 @@ static m2pt_status choose_devices(const cli *c, size_t count, unsigned char *cho
   return M2PT_OK;
 }
 
-/* The exit code: 0, or 1 on a failure. No device is a failure, also for the
- * smoke test: CI has PoCL (DESIGN.md §4). */
+/* The exit code: 0, 1 on a failure, 2 when --device names no device. No
+ * device at all is a failure, also for the smoke test: CI has PoCL
+ * (DESIGN.md §4). */
 static int run_devices(const cli *c)
 {
   size_t count = 0;
@@ -234,24 +327,44 @@ static int run_devices(const cli *c)
     s = BENCH_CALL(NULL, m2pt_device_list(infos, count, &found));
   if (found < count)
     count = found;
-  if (s == M2PT_OK)
+  int bad_selector = 0; /* --device names no device: a bad command line */
+  if (s == M2PT_OK) {
     s = choose_devices(c, count, chosen);
+    bad_selector = s == M2PT_ERR_DEVICE_NOT_FOUND || s == M2PT_ERR_INVALID_ARGUMENT;
+  }
   if (s == M2PT_OK)
     printf("m2pt-bench (m2pt %s): %d timed runs after %d warm-up runs per case\n",
            m2pt_version_string(), c->o.reps, c->o.warmup);
   for (size_t i = 0; s == M2PT_OK && i < count; i++)
-    if (chosen[i])
-      s = bench_device(&infos[i], &c->o);
+    if (chosen[i]) {
+      char label[M2PT_INFO_STRING + 16];
+      device_label(infos, chosen, count, i, label, sizeof label);
+      s = bench_device(&infos[i], label, &c->o);
+    }
   free(infos);
   free(chosen);
-  return s == M2PT_OK ? 0 : 1;
+  return s == M2PT_OK ? 0 : bad_selector ? 2 : 1;
+}
+
+/* The reports the command line asks for, of whatever was measured (also
+ * after a failure); 1 when one cannot be written. */
+static int write_reports(const cli *c)
+{
+  int rc = 0;
+  if (c->json && bench_write_json(c->json) != M2PT_OK)
+    rc = 1;
+  if (c->csv && bench_write_csv(c->csv) != M2PT_OK)
+    rc = 1;
+  if (c->svg && bench_write_svg(c->svg) != M2PT_OK)
+    rc = 1;
+  return rc;
 }
 
 int main(int argc, char **argv)
 {
   cli c;
   if (parse_args(argc, argv, &c) != 0) {
-    usage(stderr);
+    fprintf(stderr, "(m2pt-bench --help describes the options)\n");
     return 2;
   }
   if (c.help) {
@@ -260,5 +373,23 @@ int main(int argc, char **argv)
   }
   if (c.probe)
     return bench_startup_probe(c.selectors[0], c.probe_cache, &c.o);
-  return run_devices(&c);
+  void *old = NULL;
+  if (c.compare && !(old = bench_compare_load(c.compare)))
+    return 2;
+  if (c.against) {
+    void *new_doc = bench_compare_load(c.against);
+    if (new_doc)
+      bench_compare(old, new_doc);
+    bench_compare_free(new_doc);
+    bench_compare_free(old);
+    return new_doc ? 0 : 2;
+  }
+  bench_report_options(&c.o);
+  int rc = run_devices(&c);
+  if (write_reports(&c))
+    rc = 1;
+  if (old)
+    bench_compare(old, NULL);
+  bench_compare_free(old);
+  return rc;
 }

@@ -1,11 +1,12 @@
-/* m2pt-bench: shapes, random inputs, timing, statistics, the result table,
- * error reports. */
+/* m2pt-bench: shapes, random inputs, the bench's contexts, timing by
+ * profiling events, statistics, progress and error reports. */
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench.h"
 
@@ -94,11 +95,6 @@ double bench_now(void)
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-m2pt_status bench_finish(m2pt_context *ctx, m2pt_status s)
-{
-  return s == M2PT_OK ? BENCH_CALL(ctx, m2pt_context_finish(ctx)) : s;
-}
-
 m2pt_status bench_check(const m2pt_context *ctx, m2pt_status s, const char *call)
 {
   if (s != M2PT_OK) {
@@ -109,8 +105,74 @@ m2pt_status bench_check(const m2pt_context *ctx, m2pt_status s, const char *call
   return s;
 }
 
+/* ---- progress ---- */
+
+static int progress_tty = -1; /* stderr is a terminal; -1: not asked yet */
+static int progress_shown;    /* a progress line stands on the terminal */
+static char progress_line[512];
+
+static int is_tty(void)
+{
+  if (progress_tty < 0)
+    progress_tty = isatty(STDERR_FILENO);
+  return progress_tty;
+}
+
+void bench_progress_clear(void)
+{
+  if (progress_shown) {
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+    progress_shown = 0;
+  }
+}
+
+/* Shows progress_line: in place on a terminal, as a line otherwise. */
+static void progress_show(void)
+{
+  if (is_tty()) {
+    fprintf(stderr, "\r\033[K%.*s", 200, progress_line);
+    progress_shown = 1;
+  } else {
+    fprintf(stderr, "m2pt-bench: %s\n", progress_line);
+  }
+  fflush(stderr);
+}
+
+void bench_progress(const char *fmt, ...)
+{
+  const int w = snprintf(progress_line, sizeof progress_line, "[%s] ", bench_device_label());
+  va_list ap;
+  va_start(ap, fmt);
+  if (w > 0 && (size_t)w < sizeof progress_line)
+    vsnprintf(progress_line + w, sizeof progress_line - (size_t)w, fmt, ap);
+  va_end(ap);
+  progress_show();
+}
+
+/* The ETA of a measurement after `done` of `total` rounds took `elapsed`
+ * seconds: updated in place on a terminal; once, after the warm-up,
+ * otherwise. */
+static void progress_eta(const char *label, int done, int total, double elapsed)
+{
+  if (!is_tty() && done != 1)
+    return;
+  char eta[32] = "?"; /* unknown before the first round */
+  if (done > 0)
+    snprintf(eta, sizeof eta, "%.0f s", elapsed / done * (total - done));
+  bench_progress("%s: round %d of %d, ETA %s", label, done + 1 > total ? total : done + 1,
+                 total, eta);
+}
+
+static void vreport(const char *fmt, va_list ap)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 1, 0)))
+#endif
+    ;
+
 static void vreport(const char *fmt, va_list ap)
 {
+  bench_progress_clear();
   fputs("m2pt-bench: ", stderr);
   vfprintf(stderr, fmt, ap);
   fputc('\n', stderr);
@@ -125,12 +187,146 @@ m2pt_status bench_fail(m2pt_status s, const char *fmt, ...)
   return s;
 }
 
-void bench_progress(const char *fmt, ...)
+/* ---- the bench's contexts and their queues ---- */
+
+#define MAX_CONTEXTS 16
+
+static struct {
+  m2pt_context *ctx;
+  cl_command_queue queue; /* not retained: the m2pt context holds it */
+} contexts[MAX_CONTEXTS];
+
+cl_command_queue bench_context_queue(const m2pt_context *ctx)
 {
-  va_list ap;
-  va_start(ap, fmt);
-  vreport(fmt, ap);
-  va_end(ap);
+  for (size_t i = 0; ctx && i < MAX_CONTEXTS; i++)
+    if (contexts[i].ctx == ctx)
+      return contexts[i].queue;
+  return NULL;
+}
+
+static void register_context(m2pt_context *ctx, cl_command_queue queue)
+{
+  for (size_t i = 0; i < MAX_CONTEXTS; i++)
+    if (!contexts[i].ctx) {
+      contexts[i].ctx = ctx;
+      contexts[i].queue = queue;
+      return;
+    }
+}
+
+void bench_context_destroy(m2pt_context *ctx)
+{
+  for (size_t i = 0; ctx && i < MAX_CONTEXTS; i++)
+    if (contexts[i].ctx == ctx)
+      contexts[i].ctx = NULL;
+  m2pt_context_destroy(ctx);
+}
+
+/* The OpenCL device of m2pt_device_list's entry `info` (its platform and
+ * device indices, as m2pt lists them). */
+static m2pt_status find_cl_device(const m2pt_device_info *info, cl_device_id *out)
+{
+  cl_uint nplat = 0, ndev = 0;
+  cl_platform_id plats[64];
+  cl_device_id devs[64];
+  cl_int err = clGetPlatformIDs(64, plats, &nplat);
+  if (err == CL_SUCCESS && info->platform_index < nplat && info->platform_index < 64)
+    err = clGetDeviceIDs(plats[info->platform_index], CL_DEVICE_TYPE_ALL, 64, devs, &ndev);
+  if (err != CL_SUCCESS || info->platform_index >= nplat || info->device_index >= ndev ||
+      info->device_index >= 64)
+    return bench_fail(M2PT_ERR_OPENCL, "device %u:%u (%s) not found (OpenCL error %d)",
+                      info->platform_index, info->device_index, info->name, (int)err);
+  *out = devs[info->device_index];
+  return M2PT_OK;
+}
+
+m2pt_status bench_context_create(const m2pt_device_info *info, m2pt_context **ctx)
+{
+  *ctx = NULL;
+  cl_device_id device;
+  m2pt_status s = find_cl_device(info, &device);
+  if (s != M2PT_OK)
+    return s;
+  cl_int err;
+  cl_context cl = clCreateContext(NULL, 1, &device, NULL, NULL, &err);
+  if (!cl)
+    return bench_fail(M2PT_ERR_OPENCL, "clCreateContext on %s: OpenCL error %d", info->name,
+                      (int)err);
+  /* clCreateCommandQueue: the OpenCL 1.2 call, as the library makes its own. */
+  cl_command_queue queue = clCreateCommandQueue(cl, device, CL_QUEUE_PROFILING_ENABLE, &err);
+  if (!queue) {
+    clReleaseContext(cl);
+    return bench_fail(M2PT_ERR_OPENCL, "clCreateCommandQueue on %s: OpenCL error %d",
+                      info->name, (int)err);
+  }
+  const m2pt_context_options opts = {.flags = M2PT_CONTEXT_PROFILING};
+  s = BENCH_CALL(NULL, m2pt_context_wrap(cl, device, queue, &opts, ctx));
+  if (s == M2PT_OK)
+    register_context(*ctx, queue);
+  /* The m2pt context retains both for as long as it lives. */
+  clReleaseCommandQueue(queue);
+  clReleaseContext(cl);
+  return s;
+}
+
+/* ---- timing ---- */
+
+/* The run being timed on the device: bench_finish enqueues `end` on `queue`
+ * (the single thread of the bench runs one case at a time). */
+static struct {
+  cl_command_queue queue;
+  cl_event end;
+} timer;
+
+m2pt_status bench_finish(m2pt_context *ctx, m2pt_status s)
+{
+  if (s != M2PT_OK)
+    return s;
+  if (timer.queue && !timer.end && bench_context_queue(ctx) == timer.queue &&
+      clEnqueueMarkerWithWaitList(timer.queue, 0, NULL, &timer.end) != CL_SUCCESS)
+    timer.end = NULL;
+  return BENCH_CALL(ctx, m2pt_context_finish(ctx));
+}
+
+/* Milliseconds from the end of `start` to the end of `end`; < 0 on failure. */
+static double event_ms(cl_event start, cl_event end)
+{
+  cl_ulong t0 = 0, t1 = 0;
+  if (!start || !end || clWaitForEvents(1, &end) != CL_SUCCESS ||
+      clGetEventProfilingInfo(start, CL_PROFILING_COMMAND_END, sizeof t0, &t0, NULL) !=
+          CL_SUCCESS ||
+      clGetEventProfilingInfo(end, CL_PROFILING_COMMAND_END, sizeof t1, &t1, NULL) !=
+          CL_SUCCESS ||
+      t1 < t0)
+    return -1.0;
+  return (double)(t1 - t0) * 1e-6;
+}
+
+/* One timed run: between two markers on the context's queue where it has
+ * one (wall clock as the fallback), then m2pt's kernel time. */
+static m2pt_status timed_run(const bench_case *c, double *ms, double *kernel_ms, int *events)
+{
+  cl_command_queue queue = bench_context_queue(c->profiled);
+  cl_event start = NULL;
+  if (queue && clEnqueueMarkerWithWaitList(queue, 0, NULL, &start) == CL_SUCCESS) {
+    timer.queue = queue;
+    timer.end = NULL;
+  }
+  const double t0 = bench_now();
+  m2pt_status s = c->run(c->state);
+  const double wall_ms = (bench_now() - t0) * 1e3;
+  const double device_ms = s == M2PT_OK ? event_ms(start, timer.end) : -1.0;
+  if (start)
+    clReleaseEvent(start);
+  if (timer.end)
+    clReleaseEvent(timer.end);
+  timer.queue = NULL;
+  timer.end = NULL;
+  *events = device_ms >= 0.0;
+  *ms = *events ? device_ms : wall_ms;
+  if (s == M2PT_OK && c->profiled)
+    s = BENCH_CALL(c->profiled, m2pt_context_kernel_time(c->profiled, kernel_ms));
+  return s;
 }
 
 static int compare_double(const void *a, const void *b)
@@ -146,24 +342,17 @@ static double sorted_median(double *v, size_t n)
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* One timed run: wall clock around the run, then m2pt's kernel time. */
-static m2pt_status timed_run(const bench_case *c, double *wall_ms, double *kernel_ms)
-{
-  const double t0 = bench_now();
-  m2pt_status s = c->run(c->state);
-  *wall_ms = (bench_now() - t0) * 1e3;
-  if (s == M2PT_OK && c->profiled)
-    s = BENCH_CALL(c->profiled, m2pt_context_kernel_time(c->profiled, kernel_ms));
-  return s;
-}
-
 /* Warm-up rounds, then forgets the kernel time they left on the contexts. */
-static m2pt_status warm_up(const bench_case *cases, size_t n, int rounds)
+static m2pt_status warm_up(const bench_case *cases, size_t n, int rounds, const char *label,
+                           int total)
 {
   m2pt_status s = M2PT_OK;
-  for (int r = 0; r < rounds; r++)
+  const double t0 = bench_now();
+  for (int r = 0; s == M2PT_OK && r < rounds; r++) {
+    progress_eta(label, r, total, bench_now() - t0);
     for (size_t c = 0; s == M2PT_OK && c < n; c++)
       s = cases[c].run(cases[c].state);
+  }
   double drained;
   for (size_t c = 0; s == M2PT_OK && c < n; c++)
     if (cases[c].profiled)
@@ -172,93 +361,51 @@ static m2pt_status warm_up(const bench_case *cases, size_t n, int rounds)
 }
 
 /* Sorts one case's samples and sums them up. */
-static void summarize(const bench_case *c, double *wall, double *kernel, size_t reps,
+static void summarize(const bench_case *c, double *ms, double *kernel, size_t reps, int events,
                       bench_timing *t)
 {
-  t->median_ms = sorted_median(wall, reps);
-  t->min_ms = wall[0];
-  t->max_ms = wall[reps - 1];
+  t->median_ms = sorted_median(ms, reps);
+  t->min_ms = ms[0];
+  t->max_ms = ms[reps - 1];
   t->kernel_ms = c->profiled ? sorted_median(kernel, reps) : -1.0;
+  t->events = events;
 }
 
 m2pt_status bench_measure(const bench_case *cases, size_t n, const bench_options *o,
-                          bench_timing *t)
+                          const char *label, bench_timing *t)
 {
-  m2pt_status s = warm_up(cases, n, o->warmup);
+  const int total = o->warmup + o->reps;
+  const double t0 = bench_now();
+  m2pt_status s = warm_up(cases, n, o->warmup, label, total);
   if (s != M2PT_OK)
     return s;
   const size_t reps = (size_t)o->reps;
-  double *wall = calloc(2 * n * reps, sizeof *wall); /* [case][rep], then kernel's */
-  if (!wall)
+  double *ms = calloc(2 * n * reps, sizeof *ms); /* [case][rep], then kernel's */
+  int *events = calloc(n, sizeof *events);
+  if (!ms || !events) {
+    free(ms);
+    free(events);
     return bench_fail(M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
-  double *kernel = wall + n * reps;
-  for (size_t r = 0; s == M2PT_OK && r < reps; r++)
-    for (size_t c = 0; s == M2PT_OK && c < n; c++)
-      s = timed_run(&cases[c], &wall[c * reps + r], &kernel[c * reps + r]);
+  }
+  double *kernel = ms + n * reps;
+  for (size_t c = 0; c < n; c++)
+    events[c] = 1;
+  for (size_t r = 0; s == M2PT_OK && r < reps; r++) {
+    progress_eta(label, o->warmup + (int)r, total, bench_now() - t0);
+    for (size_t c = 0; s == M2PT_OK && c < n; c++) {
+      int ev = 0;
+      s = timed_run(&cases[c], &ms[c * reps + r], &kernel[c * reps + r], &ev);
+      events[c] &= ev; /* one sample by wall clock: the case is by wall clock */
+    }
+  }
   for (size_t c = 0; s == M2PT_OK && c < n; c++)
-    summarize(&cases[c], &wall[c * reps], &kernel[c * reps], reps, &t[c]);
-  free(wall);
+    summarize(&cases[c], &ms[c * reps], &kernel[c * reps], reps, events[c], &t[c]);
+  free(ms);
+  free(events);
   return s;
-}
-
-void bench_print_device(const m2pt_device_info *info)
-{
-  printf("\n== device %u:%u  %s (%s; %s, driver %s) ==\n", info->platform_index,
-         info->device_index, info->name, info->is_gpu ? "GPU" : info->is_cpu ? "CPU" : "other",
-         info->platform_name, info->driver_version);
-}
-
-void bench_print_header(void)
-{
-  printf("%-9s %-17s %-14s %10s %10s %10s %8s %10s  %s\n", "suite", "case", "shape",
-         "median ms", "min ms", "max ms", "GFLOP/s", "m2pt-k ms", "ratio");
 }
 
 void bench_shape_string(bench_shape shape, char *buf, size_t size)
 {
   snprintf(buf, size, "%zux%zu->%zu", shape.rows, shape.in, shape.out);
-}
-
-/* The ratio column and the end of a row. */
-static void end_row(double ratio, const char *ratio_label, const char *note)
-{
-  if (ratio > 0.0)
-    printf("  %.2f %s", ratio, ratio_label);
-  if (note)
-    printf("  (%s)", note);
-  putchar('\n');
-  fflush(stdout);
-}
-
-void bench_print_row(const char *suite, const char *name, const char *shape,
-                     const bench_timing *t, double flops, double ratio, const char *ratio_label,
-                     const char *note)
-{
-  char gflops[32] = "-", kernel[32] = "-";
-  if (flops > 0.0)
-    snprintf(gflops, sizeof gflops, "%.1f", flops / (t->median_ms * 1e6));
-  if (t->kernel_ms >= 0.0)
-    snprintf(kernel, sizeof kernel, "%.3f", t->kernel_ms);
-  printf("%-9s %-17s %-14s %10.3f %10.3f %10.3f %8s %10s", suite, name, shape, t->median_ms,
-         t->min_ms, t->max_ms, gflops, kernel);
-  end_row(ratio, ratio_label, note);
-}
-
-void bench_print_timing(const char *suite, const char *name, bench_shape shape,
-                        const bench_timing *t, double ratio, const char *ratio_label)
-{
-  char shp[64];
-  bench_shape_string(shape, shp, sizeof shp);
-  bench_print_row(suite, name, shp, t, bench_flops(shape), ratio, ratio_label, NULL);
-}
-
-void bench_print_seconds(const char *suite, const char *name, bench_shape shape,
-                         double seconds, double ratio, const char *ratio_label,
-                         const char *note)
-{
-  char shp[64];
-  bench_shape_string(shape, shp, sizeof shp);
-  printf("%-9s %-17s %-14s %10.1f %10s %10s %8s %10s", suite, name, shp, seconds * 1e3, "-",
-         "-", "-", "-");
-  end_row(ratio, ratio_label, note);
 }

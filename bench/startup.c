@@ -1,5 +1,5 @@
 /* m2pt-bench: the startup suite. The time from m2pt_context_create to the
- * first linear output read back, measured in a fresh process (this program
+ * first block output read back, measured in a fresh process (this program
  * run again with the hidden --startup-probe option), because a cold PoCL
  * cache needs POCL_CACHE_DIR set before OpenCL initialises. */
 #define _XOPEN_SOURCE 700 /* nftw */
@@ -23,51 +23,43 @@ extern char **environ;
 
 /* ---- the probe, in the child process ---- */
 
-/* Layer, input and output from `host` (random, large enough for any of
- * them), one forward, and the output read back into `out`. */
+/* A ViT block of width sh.in over sh.rows tokens (heads of 64, or one head
+ * for the smoke shape), its pathway's λ set, input from `host`, one forward,
+ * and the output read back into `out`: everything a first inference
+ * compiles (LayerNorm, attention, GELU, the pathway fold, CLBlast's GEMMs). */
 static m2pt_status first_output(m2pt_context *ctx, bench_shape sh, const float *host, float *out)
 {
-  const size_t x_shape[2] = {sh.rows, sh.in}, y_shape[2] = {sh.rows, sh.out};
-  const size_t nw = sh.in * sh.out;
-  m2pt_linear *layer = NULL;
+  const size_t heads = sh.in % 64 == 0 ? sh.in / 64 : 1;
+  const m2pt_block_config cfg = m2pt_block_config_vit(sh.in, heads);
+  const size_t shape[3] = {1, sh.rows, sh.in};
+  const float scale = PROBE_SCALE;
+  m2pt_block *block = NULL;
   m2pt_tensor *x = NULL, *y = NULL;
-  m2pt_status s = BENCH_CALL(
-      ctx, m2pt_linear_create(ctx, sh.in, sh.out, M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX, &layer));
+  m2pt_status s = BENCH_CALL(ctx, m2pt_block_create(ctx, &cfg, &block));
   if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_linear_set_weight(layer, host, nw));
+    s = BENCH_CALL(ctx, m2pt_block_set(block, "attn.qkv.cross_modal_scale", &scale, 1));
   if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_linear_set_aux_weight(layer, host, nw));
+    s = BENCH_CALL(ctx, m2pt_tensor_create(ctx, 3, shape, &x));
   if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_linear_set_bias(layer, host, sh.out));
-  if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_linear_set_scale(layer, PROBE_SCALE));
-  if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_tensor_create(ctx, 2, x_shape, &x));
-  if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_tensor_create(ctx, 2, y_shape, &y));
+    s = BENCH_CALL(ctx, m2pt_tensor_create(ctx, 3, shape, &y));
   if (s == M2PT_OK)
     s = BENCH_CALL(ctx, m2pt_tensor_write(x, host, sh.rows * sh.in));
   if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_linear_forward(layer, x, y));
+    s = BENCH_CALL(ctx, m2pt_block_forward(block, x, NULL, y));
   if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_tensor_read(y, out, sh.rows * sh.out));
+    s = BENCH_CALL(ctx, m2pt_tensor_read(y, out, sh.rows * sh.in));
   m2pt_tensor_destroy(x);
   m2pt_tensor_destroy(y);
-  m2pt_linear_destroy(layer);
+  m2pt_block_destroy(block);
   return s;
-}
-
-static size_t max_size(size_t a, size_t b)
-{
-  return a > b ? a : b;
 }
 
 int bench_startup_probe(const char *device, m2pt_binary_cache cache, const bench_options *o)
 {
   const bench_shape sh = bench_startup_shape(o);
-  const size_t n_host = max_size(sh.in * sh.out, sh.rows * sh.in);
+  const size_t n_host = sh.rows * sh.in;
   float *host = malloc(n_host * sizeof *host);
-  float *out = malloc(sh.rows * sh.out * sizeof *out);
+  float *out = malloc(n_host * sizeof *out);
   if (!host || !out) {
     free(host);
     free(out);
@@ -252,12 +244,14 @@ static void print_startup(const bench_options *o, probe_result r[2][2])
   static const char *const names[2][2] = {{"cold cache-off", "cold cache-on"},
                                           {"warm cache-off", "warm cache-on"}};
   const bench_shape sh = bench_startup_shape(o);
+  char block[64]; /* the block's input, [1][N][dim] */
+  snprintf(block, sizeof block, "block 1x%zux%zu", sh.rows, sh.in);
   for (int warm = o->quick; warm < 2; warm++)
     for (int on = 0; on < 2; on++) {
       char note[96];
       snprintf(note, sizeof note, "programs built %llu, loaded %llu", r[on][warm].built,
                r[on][warm].loaded);
-      bench_print_seconds("startup", names[warm][on], sh, r[on][warm].seconds,
+      bench_print_seconds("startup", names[warm][on], block, r[on][warm].seconds,
                           on ? r[0][warm].seconds / r[1][warm].seconds : 0.0, "off/on", note);
     }
 }

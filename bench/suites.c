@@ -56,6 +56,10 @@ static m2pt_status workload_create(m2pt_context *ctx, bench_shape shape, workloa
 
 /* ---- gemm ---- */
 
+/* OpenBLAS runs in the gemm suite of the first CPU device only (it is host
+ * code; its records would repeat with a second CPU device). */
+static int with_openblas;
+
 m2pt_status bench_run_gemm(void *state)
 {
   bench_gemm_state *g = state;
@@ -79,10 +83,15 @@ static m2pt_status openblas_reference(workload *w, const bench_options *o, doubl
 {
   bench_timing t;
   const bench_case c = {run_openblas, w, NULL};
-  const m2pt_status s = bench_measure(&c, 1, o, &t);
-  if (s == M2PT_OK)
-    bench_print_timing("gemm", "openblas", w->shape, &t, clblast_ms / t.median_ms,
-                       "clblast/openblas");
+  const m2pt_status s = bench_measure(&c, 1, o, "gemm: openblas", &t);
+  if (s == M2PT_OK) {
+    char shape[64];
+    bench_shape_string(w->shape, shape, sizeof shape);
+    const bench_row r = {.suite = "gemm", .name = "gemm", .shape = shape, .t = &t,
+                         .flops = bench_flops(w->shape), .ratio = clblast_ms / t.median_ms,
+                         .ratio_label = "device/openblas", .openblas = 1};
+    bench_report(&r);
+  }
   return s;
 }
 #else
@@ -109,11 +118,14 @@ static m2pt_status gemm_shape(m2pt_context *ctx, const m2pt_device_info *info,
   bench_timing t;
   bench_gemm_state g = {ctx, w.x, weight, w.y};
   const bench_case c = {bench_run_gemm, &g, ctx};
+  char label[96];
+  bench_shape_string(shape, label + 5, sizeof label - 5);
+  memcpy(label, "gemm ", 5);
   if (s == M2PT_OK)
-    s = bench_measure(&c, 1, o, &t);
+    s = bench_measure(&c, 1, o, label, &t);
   if (s == M2PT_OK)
     bench_print_timing("gemm", "gemm", shape, &t, 0.0, NULL);
-  if (s == M2PT_OK && info->is_cpu)
+  if (s == M2PT_OK && with_openblas)
     s = openblas_reference(&w, o, t.median_ms);
   m2pt_tensor_destroy(weight);
   workload_destroy(&w);
@@ -174,8 +186,11 @@ static m2pt_status linear_shape(m2pt_context *ctx, const m2pt_device_info *info,
 
   const bench_case cases[2] = {{run_linear, &l[0], ctx}, {run_linear, &l[1], ctx}};
   bench_timing t[2];
+  char label[96];
+  bench_shape_string(shape, label + 7, sizeof label - 7);
+  memcpy(label, "linear ", 7);
   if (s == M2PT_OK)
-    s = bench_measure(cases, 2, o, t);
+    s = bench_measure(cases, 2, o, label, t);
   if (s == M2PT_OK) {
     bench_print_timing("linear", "linear-unmerged", shape, &t[0], 0.0, NULL);
     bench_print_timing("linear", "linear-merged", shape, &t[1], t[0].median_ms / t[1].median_ms,
@@ -208,6 +223,7 @@ static m2pt_status for_each_shape(const char *suite, shape_fn fn, m2pt_context *
 m2pt_status bench_suite_gemm(m2pt_context *ctx, const m2pt_device_info *info,
                              const bench_options *o)
 {
+  with_openblas = info->is_cpu && !bench_openblas_once();
   return for_each_shape("gemm", gemm_shape, ctx, info, o);
 }
 
