@@ -137,8 +137,32 @@ with open(t("scales.json"), "w") as f:
     json.dump(scales, f)
 rc, _, err = tool("m2pt-merge", "--target", d("timm_target.safetensors"), "--aux",
                   d("timm_aux.safetensors"), "--scales", t("scales.json"), "--out", t("x.st"))
-check(rc == 1 and "7" in err and not os.path.exists(t("x.st")),
-      "--scales missing a layer exits 1 and writes nothing")
+check(rc == 1 and "blocks.1.mlp.fc2" in err and not os.path.exists(t("x.st")),
+      "--scales missing a layer exits 1 naming it and writes nothing")
+# A JSON object with a repeated key still misses a layer.
+with open(t("scales.json"), "w") as f:
+    f.write(json.dumps(scales)[:-1] + ', "blocks.0.attn.qkv": 0.25}')
+rc, _, err = tool("m2pt-merge", "--target", d("timm_target.safetensors"), "--aux",
+                  d("timm_aux.safetensors"), "--scales", t("scales.json"), "--out", t("x.st"))
+check(rc == 1 and "blocks.1.mlp.fc2" in err, "--scales with a repeated key still needs every layer")
+# BERT: q, k and v share qkv's λ; listing the three is the paper's naming.
+bert = {"encoder.layer.%d.%s" % (b, layer): 0.3 for b in range(2)
+        for layer in ("attention.self.query", "attention.self.key", "attention.self.value",
+                      "attention.output.dense", "intermediate.dense", "output.dense")}
+with open(t("bert.json"), "w") as f:
+    json.dump(bert, f)
+rc, _, err = tool("m2pt-merge", "--target", d("bert_target.safetensors"), "--aux",
+                  d("bert_aux.safetensors"), "--scales", t("bert.json"), "--out", t("b.st"))
+rc2, _, _ = tool("m2pt-run", "--model", t("b.st"), "--heads", "2", "--input",
+                 d("bert_input.npy"), "--output", t("b.npy"))
+check(rc == 0 and rc2 == 0 and close(t("b.npy"), d("bert_expected_aux03.npy")),
+      "m2pt-merge --scales in BERT naming, then m2pt-run, matches PyTorch " + err.strip())
+bert["encoder.layer.1.attention.self.key"] = 0.5
+with open(t("bert.json"), "w") as f:
+    json.dump(bert, f)
+rc, _, err = tool("m2pt-merge", "--target", d("bert_target.safetensors"), "--aux",
+                  d("bert_aux.safetensors"), "--scales", t("bert.json"), "--out", t("x.st"))
+check(rc == 1 and "attention.self.key" in err, "--scales with q and k λ that differ exits 1")
 rc, _, _ = tool("m2pt-run", "--model", t("m025.st"), "--heads", "3",
                 "--input", d("timm_input.npy"), "--output", t("m025.npy"))
 check(rc == 0 and close(t("m025.npy"), d("timm_expected_aux025.npy")),

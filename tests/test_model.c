@@ -373,6 +373,122 @@ static void save_round_trip(void **state)
   }
 }
 
+/* f32 bits, and the binary16 of a value known to be an exact f16 normal. */
+static uint32_t bits_of(float f)
+{
+  uint32_t u;
+  memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+static uint16_t exact_f16(float f)
+{
+  const uint32_t u = bits_of(f);
+  if ((u & 0x7FFFFFFFu) == 0)
+    return (uint16_t)(u >> 16);
+  const uint32_t exp = (u >> 23) & 0xFFu;
+  assert_true(exp >= 113 && exp <= 142 && (u & 0x1FFFu) == 0);
+  return (uint16_t)(((u >> 16) & 0x8000u) | ((exp - 112u) << 10) | ((u >> 13) & 0x3FFu));
+}
+
+/* The M2PT checkpoint with weights (and aux weights) in BF16 and LayerNorm
+ * parameters in F16, values cut to what those hold. */
+static void write_half_checkpoint(const char *src, const char *dst, uint16_t *store)
+{
+  m2pt_safetensors *st;
+  m2pt_safetensors_writer *w;
+  assert_ok(NULL, m2pt_safetensors_open(src, &st));
+  assert_ok(NULL, m2pt_safetensors_writer_create(dst, &w));
+  size_t used = 0;
+  for (size_t i = 0; i < m2pt_safetensors_count(st); i++) {
+    m2pt_safetensors_info info;
+    const void *data;
+    size_t n;
+    assert_ok(NULL, m2pt_safetensors_info_at(st, i, &info));
+    assert_ok(NULL, m2pt_safetensors_raw(st, i, &data, &n));
+    const size_t len = strlen(info.name);
+    const int weight = len > 7 && !strcmp(info.name + len - 7, ".weight");
+    const int norm = strstr(info.name, "norm") != NULL;
+    if (info.dtype != M2PT_DTYPE_F32 || !(weight || norm)) {
+      assert_ok(NULL, m2pt_safetensors_writer_add(w, info.name, info.dtype, info.ndim,
+                                                  info.shape, data, n));
+      continue;
+    }
+    float *v = test_alloc(info.numel * sizeof *v);
+    assert_ok(NULL, m2pt_safetensors_read_f32(st, i, v, info.numel));
+    assert_true(used + info.numel <= 32768);
+    uint16_t *h = store + used;
+    for (size_t k = 0; k < info.numel; k++)
+      h[k] = norm ? exact_f16(roundf(v[k] * 1024.0f) / 1024.0f)
+                  : (uint16_t)(bits_of(v[k]) >> 16);
+    used += info.numel;
+    free(v);
+    assert_ok(NULL, m2pt_safetensors_writer_add(w, info.name,
+                                                norm ? M2PT_DTYPE_F16 : M2PT_DTYPE_BF16,
+                                                info.ndim, info.shape, h, info.numel * 2));
+  }
+  assert_ok(NULL, m2pt_safetensors_writer_finish(w));
+  m2pt_safetensors_writer_destroy(w);
+  m2pt_safetensors_close(st);
+}
+
+/* Half-precision checkpoints: an unmerged save gives back every tensor with
+ * its dtype and bytes; a merged one writes merged weights as F32 (they no
+ * longer fit BF16) and keeps the F16 norms. */
+static void save_half_precision(void **state)
+{
+  m2pt_context *ctx = *state;
+  uint16_t *store = test_alloc(32768 * sizeof *store);
+  const char *half = tmp_path("half.safetensors"), *out = tmp_path("half_out.safetensors");
+  write_half_checkpoint(DATA("timm_m2pt.safetensors"), half, store);
+  m2pt_model *m = load(ctx, half, 3);
+  assert_ok(ctx, m2pt_model_save(m, out));
+  m2pt_safetensors *a, *b;
+  assert_ok(NULL, m2pt_safetensors_open(half, &a));
+  assert_ok(NULL, m2pt_safetensors_open(out, &b));
+  assert_int_equal(m2pt_safetensors_count(a), m2pt_safetensors_count(b));
+  for (size_t i = 0; i < m2pt_safetensors_count(a); i++) {
+    m2pt_safetensors_info ia, ib;
+    const void *da, *db;
+    size_t na, nb;
+    assert_ok(NULL, m2pt_safetensors_info_at(a, i, &ia));
+    raw(b, ia.name, &db, &nb, &ib);
+    raw(a, ia.name, &da, &na, &ia);
+    assert_int_equal(ib.dtype, ia.dtype);
+    assert_int_equal(nb, na);
+    assert_memory_equal(db, da, na);
+  }
+  m2pt_safetensors_close(b);
+
+  assert_ok(ctx, m2pt_model_merge(m));
+  assert_ok(ctx, m2pt_model_save(m, out));
+  m2pt_model_destroy(m);
+  assert_ok(NULL, m2pt_safetensors_open(out, &b));
+  const void *d;
+  size_t n, numel, na;
+  m2pt_safetensors_info info;
+  raw(b, "blocks.1.norm2.weight", &d, &n, &info);
+  assert_int_equal(info.dtype, M2PT_DTYPE_F16);
+  raw(b, "blocks.1.mlp.fc1.weight", &d, &n, &info);
+  assert_int_equal(info.dtype, M2PT_DTYPE_F32);
+  float *got = read_all(b, "blocks.1.mlp.fc1.weight", &numel);
+  float *w = read_all(a, "blocks.1.mlp.fc1.weight", &numel);
+  float *aux = read_all(a, "blocks.1.mlp.fc1.aux_weight", &na);
+  float *scale = read_all(a, "blocks.1.mlp.fc1.cross_modal_scale", &na);
+  for (size_t k = 0; k < numel; k++)
+    assert_true(bits_of(got[k]) == bits_of(fmaf(scale[0], aux[k], w[k])));
+  size_t index;
+  assert_status(NULL, m2pt_safetensors_find(b, "blocks.1.mlp.fc1.aux_weight", &index),
+                M2PT_ERR_NOT_FOUND);
+  free(got);
+  free(w);
+  free(aux);
+  free(scale);
+  m2pt_safetensors_close(a);
+  m2pt_safetensors_close(b);
+  free(store);
+}
+
 /* ---- malformed checkpoints ---- */
 
 /* Copies `src` to `dst`, dropping tensor `drop` and adding (or, for a name
@@ -430,6 +546,8 @@ static void bad_checkpoints(void **state)
   const size_t one = 1;
   rewrite(target, bad, NULL, "blocks.0.ls1.gamma", 1, &one, values, 1);
   expect_load(ctx, bad, 3, M2PT_ERR_UNSUPPORTED, "blocks.0.ls1.gamma");
+  rewrite(target, bad, NULL, "blocks.01.norm1.weight", 1, transposed, values, 24);
+  expect_load(ctx, bad, 3, M2PT_ERR_UNSUPPORTED, "blocks.01.norm1.weight");
   rewrite(target, bad, "norm.bias", NULL, 0, NULL, NULL, 0);
   expect_load(ctx, bad, 3, M2PT_ERR_FORMAT, "norm.bias");
   /* A gap in the numbering: block 1 lost its qkv, so "block 1" stops the stack. */
@@ -576,6 +694,7 @@ int main(void)
       cmocka_unit_test(bert),
       cmocka_unit_test(save_merged),
       cmocka_unit_test(save_round_trip),
+      cmocka_unit_test(save_half_precision),
       cmocka_unit_test(bad_checkpoints),
       cmocka_unit_test(bad_reparameterize),
       cmocka_unit_test(bad_arguments),

@@ -120,6 +120,52 @@ static int parse_key(const char *key, const char *prefix, size_t *block, char *l
   return 1;
 }
 
+/* The block's four linears, in m2pt_model_layer_index order. */
+static const char *const layers[4] = {"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"};
+
+/* λ of one layer from --scales: the first value a (block, linear) gets, so
+ * BERT's query, key and value, which share qkv's λ, must agree. */
+typedef struct scale_entry {
+  int set;
+  float value;
+} scale_entry;
+
+static int apply_scale(m2pt_context *ctx, m2pt_model *model, const m2pt_model_info *info,
+                       const char *path, const cJSON *item, scale_entry *entries)
+{
+  size_t block;
+  char layer[256];
+  int li;
+  if (!parse_key(item->string, info->prefix, &block, layer, sizeof layer) ||
+      !cJSON_IsNumber(item) || block >= info->depth ||
+      (li = m2pt_model_layer_index(model, layer)) < 0) {
+    tool_error("%s: \"%s\" is not \"%s.<block>.<layer>\": <number> for one of the %zu blocks",
+               path, item->string, info->prefix, info->depth);
+    return TOOL_EXIT_FAILURE;
+  }
+  const float value = (float)item->valuedouble;
+  scale_entry *e = &entries[block * 4 + (size_t)li];
+  if (e->set && e->value != value) {
+    tool_error("%s: \"%s\" = %g, but %s.%zu.%s already has λ = %g (q, k and v share one)",
+               path, item->string, (double)value, info->prefix, block, layers[li],
+               (double)e->value);
+    return TOOL_EXIT_FAILURE;
+  }
+  if (!m2pt_model_has_pathway(model, block, layers[li])) {
+    tool_error("%s: \"%s\": that layer was not re-parameterized (see --layers)", path,
+               item->string);
+    return TOOL_EXIT_FAILURE;
+  }
+  const m2pt_status s = m2pt_model_set_scale(model, block, layers[li], value);
+  if (s != M2PT_OK) {
+    tool_error("%s: \"%s\": %s", path, item->string, m2pt_last_error(ctx));
+    return TOOL_EXIT_FAILURE;
+  }
+  e->set = 1;
+  e->value = value;
+  return 0;
+}
+
 /* Sets λ from the --scales file; every pathway must get one. */
 static int apply_scales(m2pt_context *ctx, m2pt_model *model, const char *path)
 {
@@ -132,35 +178,25 @@ static int apply_scales(m2pt_context *ctx, m2pt_model *model, const char *path)
   }
   cJSON *root = cJSON_Parse(text);
   free(text);
+  scale_entry *entries = calloc(info.depth * 4, sizeof *entries);
   int rc = 0;
-  if (!cJSON_IsObject(root)) {
+  if (!entries) {
+    tool_error("out of memory");
+    rc = TOOL_EXIT_FAILURE;
+  } else if (!cJSON_IsObject(root)) {
     tool_error("%s: not a JSON object of layer names and λ values", path);
     rc = TOOL_EXIT_FAILURE;
   }
-  size_t given = 0;
-  for (cJSON *item = root ? root->child : NULL; !rc && item; item = item->next) {
-    size_t block;
-    char layer[256];
-    if (!parse_key(item->string, info.prefix, &block, layer, sizeof layer) ||
-        !cJSON_IsNumber(item)) {
-      tool_error("%s: \"%s\" is not \"%s.<block>.<layer>\": <number>", path, item->string,
-                 info.prefix);
-      rc = TOOL_EXIT_FAILURE;
-      break;
-    }
-    const m2pt_status s = m2pt_model_set_scale(model, block, layer, (float)item->valuedouble);
-    if (s != M2PT_OK) {
-      tool_error("%s: \"%s\": %s", path, item->string, m2pt_last_error(ctx));
-      rc = TOOL_EXIT_FAILURE;
-    }
-    given++;
-  }
+  for (cJSON *item = root ? root->child : NULL; !rc && item; item = item->next)
+    rc = apply_scale(ctx, model, &info, path, item, entries);
+  for (size_t b = 0; !rc && b < info.depth; b++)
+    for (size_t li = 0; !rc && li < 4; li++)
+      if (m2pt_model_has_pathway(model, b, layers[li]) && !entries[b * 4 + li].set) {
+        tool_error("%s: no λ for %s.%zu.%s", path, info.prefix, b, layers[li]);
+        rc = TOOL_EXIT_FAILURE;
+      }
+  free(entries);
   cJSON_Delete(root);
-  if (!rc && given != info.pathways) {
-    tool_error("%s gives %zu λ values for %zu re-parameterized layers", path, given,
-               info.pathways);
-    rc = TOOL_EXIT_FAILURE;
-  }
   return rc;
 }
 

@@ -95,8 +95,11 @@ static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const fl
   if (s == M2PT_OK)
     s = m2pt_tensor_write(x, input, numel);
   double *times = calloc(a->repeat, sizeof *times);
-  if (!times)
+  const int no_memory = !times;
+  if (no_memory) {
+    tool_error("out of memory for %zu run times", a->repeat);
     s = M2PT_ERR_OUT_OF_MEMORY;
+  }
   for (size_t r = 0; s == M2PT_OK && r < a->repeat; r++) {
     const double t0 = now();
     s = m2pt_model_forward(model, x, NULL, y);
@@ -120,7 +123,9 @@ static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const fl
   free(times);
   m2pt_tensor_destroy(x);
   m2pt_tensor_destroy(y);
-  return s == M2PT_OK ? 0 : tool_fail(ctx, s, "running the model");
+  if (s == M2PT_OK)
+    return 0;
+  return no_memory ? TOOL_EXIT_FAILURE : tool_fail(ctx, s, "running the model");
 }
 
 int main(int argc, char **argv)

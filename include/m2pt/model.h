@@ -125,6 +125,11 @@ M2PT_API m2pt_status m2pt_model_set_scale(m2pt_model *model, size_t block, const
 M2PT_API m2pt_status m2pt_model_get_scale(const m2pt_model *model, size_t block,
                                           const char *layer, float *scale);
 
+/* Which of the block's four linears a layer name means in this model's
+ * naming: 0 attn.qkv (also BERT's attention.self, query, key, value),
+ * 1 attn.proj, 2 mlp.fc1, 3 mlp.fc2; −1 for an unknown name or NULL. */
+M2PT_API int m2pt_model_layer_index(const m2pt_model *model, const char *layer);
+
 /* 1 when that layer carries an unmerged pathway, 0 otherwise (also for bad
  * arguments). */
 M2PT_API int m2pt_model_has_pathway(const m2pt_model *model, size_t block, const char *layer);

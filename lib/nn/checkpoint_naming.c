@@ -170,9 +170,13 @@ m2pt_name_ref m2pt_classify_name(const m2pt_naming_scheme *s, const char *prefix
     return r;
   char *end;
   const unsigned long long block = strtoull(rest, &end, 10);
-  if (*end != '.' || (end - rest > 1 && *rest == '0'))
+  if (*end != '.')
     return r;
   r.kind = M2PT_NAME_UNKNOWN;
+  /* "blocks.01." is no block's name, and neither is an index past size_t:
+   * both stay UNKNOWN, so loading refuses them instead of ignoring them. */
+  if ((end - rest > 1 && *rest == '0') || block > (unsigned long long)(size_t)-1)
+    return r;
   r.block = (size_t)block;
   rest = end + 1;
   for (int i = 0; i < M2PT_BLOCK_NORMS; i++)

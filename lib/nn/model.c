@@ -63,12 +63,16 @@ typedef struct source {
   const char *prefix;
 } source;
 
-/* Finds `name`; a missing tensor is M2PT_ERR_FORMAT naming it. */
-static m2pt_status find_tensor(const source *src, const char *name, m2pt_safetensors_info *info)
+/* Finds `name` (its index into *index when that is not NULL); a missing
+ * tensor is M2PT_ERR_FORMAT naming it. */
+static m2pt_status find_tensor(const source *src, const char *name, m2pt_safetensors_info *info,
+                               size_t *found)
 {
   size_t index;
   if (m2pt_safetensors_find(src->st, name, &index) != M2PT_OK)
     return m2pt_fail(src->ctx, M2PT_ERR_FORMAT, "%s: missing tensor \"%s\"", src->file, name);
+  if (found)
+    *found = index;
   return m2pt_safetensors_info_at(src->st, index, info) == M2PT_OK
              ? M2PT_OK
              : io_fail(src->ctx, M2PT_ERR_INVALID_ARGUMENT);
@@ -85,7 +89,8 @@ static m2pt_status read_tensor(const source *src, const char *name, size_t ndim,
                                const size_t *shape, float *dst)
 {
   m2pt_safetensors_info info;
-  M2PT_TRY(find_tensor(src, name, &info));
+  size_t index;
+  M2PT_TRY(find_tensor(src, name, &info, &index));
   int same = info.ndim == ndim;
   for (size_t i = 0; same && i < ndim; i++)
     same = info.shape[i] == shape[i];
@@ -96,8 +101,6 @@ static m2pt_status read_tensor(const source *src, const char *name, size_t ndim,
     return m2pt_fail(src->ctx, M2PT_ERR_FORMAT, "%s: tensor \"%s\" has shape %s, expected %s",
                      src->file, name, got, want);
   }
-  size_t index;
-  m2pt_safetensors_find(src->st, name, &index);
   const m2pt_status s = m2pt_safetensors_read_f32(src->st, index, dst, info.numel);
   return s == M2PT_OK ? M2PT_OK : io_fail(src->ctx, s);
 }
@@ -133,13 +136,12 @@ static m2pt_status read_scale(const source *src, size_t block, int li, float *sc
     m2pt_param_name(name, sizeof name, src->prefix, block, src->scheme->linears[li][p],
                     m2pt_field_names[M2PT_FIELD_SCALE]);
     m2pt_safetensors_info info;
-    M2PT_TRY(find_tensor(src, name, &info));
+    size_t index;
+    M2PT_TRY(find_tensor(src, name, &info, &index));
     if (info.numel != 1 || info.ndim > 1)
       return m2pt_fail(src->ctx, M2PT_ERR_FORMAT, "%s: \"%s\" must hold one value (shape [1])",
                        src->file, name);
     float v;
-    size_t index;
-    m2pt_safetensors_find(src->st, name, &index);
     const m2pt_status s = m2pt_safetensors_read_f32(src->st, index, &v, 1);
     if (s != M2PT_OK)
       return io_fail(src->ctx, s);
@@ -221,8 +223,8 @@ static m2pt_status infer_config(const source *src, const m2pt_model_options *o,
   m2pt_param_name(bias_name, sizeof bias_name, src->prefix, 0, s->linears[M2PT_BLOCK_QKV][0],
                   "bias");
   m2pt_safetensors_info qkv, fc1;
-  M2PT_TRY(find_tensor(src, qkv_name, &qkv));
-  M2PT_TRY(find_tensor(src, fc1_name, &fc1));
+  M2PT_TRY(find_tensor(src, qkv_name, &qkv, NULL));
+  M2PT_TRY(find_tensor(src, fc1_name, &fc1, NULL));
   if (qkv.ndim != 2 || fc1.ndim != 2 || qkv.numel == 0 || fc1.numel == 0)
     return m2pt_fail(ctx, M2PT_ERR_FORMAT, "%s: \"%s\" and \"%s\" must be non-empty matrices",
                      src->file, qkv_name, fc1_name);
@@ -253,7 +255,9 @@ static m2pt_status infer_config(const source *src, const m2pt_model_options *o,
   cfg->qkv_bias = has_tensor(src, bias_name);
   cfg->reparam = 0;
   cfg->gelu = o->gelu;
-  cfg->attention = o->attention;
+  /* Without heads the forward is refused; a forced fused kernel need not fit
+   * the whole width as one head. */
+  cfg->attention = o->heads ? o->attention : M2PT_ATTENTION_AUTO;
   return M2PT_OK;
 }
 
@@ -456,7 +460,7 @@ m2pt_status m2pt_model_get_info(const m2pt_model *m, m2pt_model_info *info)
   info->final_norm = m->norm_w != NULL;
   info->block = m->cfg;
   if (!m->heads)
-    info->block.heads = 0;
+    info->block.heads = info->block.dim_head = 0; /* not known */
   for (size_t b = 0; b < m->depth; b++)
     for (size_t li = 0; li < M2PT_BLOCK_LINEARS; li++)
       info->pathways += (size_t)m2pt_linear_has_pathway(m2pt_block_linear(m->blocks[b], li));
@@ -497,6 +501,11 @@ m2pt_status m2pt_model_get_scale(const m2pt_model *m, size_t block, const char *
   return m2pt_linear_get_scale(l, scale);
 }
 
+int m2pt_model_layer_index(const m2pt_model *m, const char *layer)
+{
+  return m ? m2pt_naming_linear_index(m->scheme, layer) : -1;
+}
+
 int m2pt_model_has_pathway(const m2pt_model *m, size_t block, const char *layer)
 {
   if (!m || block >= m->depth)
@@ -527,31 +536,40 @@ static m2pt_status layer_mask(const m2pt_model *m, const char *const *layers, si
   return M2PT_OK;
 }
 
-/* The aux checkpoint's weights of the masked layers have the target's shapes. */
+/* How the model's checkpoint names block linear `li` of block `b`
+ * ("blocks.3.attn.qkv", "encoder.layer.3.attention.self"). */
+static void layer_name(const m2pt_model *m, size_t b, int li, char *buf, size_t size)
+{
+  const int qkv_parts = m->scheme->parts[li] > 1;
+  m2pt_param_name(buf, size, m->prefix, b, qkv_parts ? "attention.self" : m->scheme->linears[li][0],
+                  NULL);
+}
+
+/* The aux checkpoint's weights of the masked layers have the target's shapes
+ * (each of BERT's q, k, v a third of qkv's rows). */
 static m2pt_status check_aux_shapes(const m2pt_model *m, const source *aux, unsigned mask)
 {
   for (size_t b = 0; b < m->depth; b++)
     for (int li = 0; li < M2PT_BLOCK_LINEARS; li++) {
       if (!(mask & (1u << li)))
         continue;
-      size_t out, in, aux_out = 0, aux_in = 0;
+      size_t out, in;
       m2pt_model_linear_shape(m, li, &out, &in);
-      int ok = 1;
-      for (size_t p = 0; p < aux->scheme->parts[li]; p++) {
+      const size_t parts = aux->scheme->parts[li];
+      for (size_t p = 0; p < parts; p++) {
         char name[512];
         m2pt_param_name(name, sizeof name, aux->prefix, b, aux->scheme->linears[li][p], "weight");
         m2pt_safetensors_info info;
-        M2PT_TRY(find_tensor(aux, name, &info));
-        ok = ok && info.ndim == 2 && (p == 0 || info.shape[1] == aux_in);
-        aux_out += info.shape[0];
-        aux_in = info.shape[1];
-      }
-      if (!ok || aux_out != out || aux_in != in) {
-        char layer[512];
-        m2pt_param_name(layer, sizeof layer, m->prefix, b, m2pt_block_linear_names[li], NULL);
+        M2PT_TRY(find_tensor(aux, name, &info, NULL));
+        if (info.ndim == 2 && info.shape[0] * parts == out && info.shape[1] == in)
+          continue;
+        char layer[512], got[128];
+        layer_name(m, b, li, layer, sizeof layer);
+        shape_text(got, sizeof got, info.ndim, info.shape);
         return m2pt_fail(m->ctx, M2PT_ERR_SHAPE,
-                         "%s: target weight [%zu][%zu] (%s), aux weight [%zu][%zu] (%s)", layer,
-                         out, in, m->path, aux_out, aux_in, aux->file);
+                         "%s: target weight [%zu][%zu] (%s), aux weight %s%s (\"%s\" in %s)",
+                         layer, out, in, m->path, got, parts > 1 ? " of a third of it" : "",
+                         name, aux->file);
       }
     }
   return M2PT_OK;
@@ -607,7 +625,7 @@ m2pt_status m2pt_model_reparameterize(m2pt_model *m, const char *aux_path,
     for (size_t li = 0; li < M2PT_BLOCK_LINEARS; li++)
       if ((mask & (1u << li)) && m2pt_linear_has_pathway(m2pt_block_linear(m->blocks[b], li))) {
         char layer[512];
-        m2pt_param_name(layer, sizeof layer, m->prefix, b, m2pt_block_linear_names[li], NULL);
+        layer_name(m, b, (int)li, layer, sizeof layer);
         return m2pt_fail(ctx, M2PT_ERR_INVALID_STATE, "%s: %s has a pathway already", fn, layer);
       }
 

@@ -17,17 +17,19 @@ typedef struct save_state {
   size_t count, capacity;
 } save_state;
 
-static void *keep(save_state *s, size_t bytes)
+/* Hands `p` (malloc'd) to the writer's lifetime; frees it when that fails. */
+static void *keep(save_state *s, void *p)
 {
-  if (s->count == s->capacity) {
+  if (p && s->count == s->capacity) {
     const size_t cap = s->capacity ? 2 * s->capacity : 64;
     void **grown = realloc(s->owned, cap * sizeof *grown);
-    if (!grown)
+    if (!grown) {
+      free(p);
       return NULL;
+    }
     s->owned = grown;
     s->capacity = cap;
   }
-  void *p = malloc(bytes ? bytes : 1);
   if (p)
     s->owned[s->count++] = p;
   return p;
@@ -45,64 +47,80 @@ static m2pt_status add(save_state *s, const char *name, m2pt_dtype dtype, size_t
   return st == M2PT_OK ? M2PT_OK : writer_fail(s, st);
 }
 
-/* Writes n floats as `dtype` (F16 or BF16) when each is exact there, else
- * as F32 (a merged weight no longer fits its file's half precision). */
+/* Writes the n floats of `values` (malloc'd; taken over) as `dtype` when
+ * that is F16 or BF16 and holds each exactly, else as F32 (a merged weight no
+ * longer fits its file's half precision). Only the copy written is kept. */
 static m2pt_status add_floats(save_state *s, const char *name, m2pt_dtype dtype, size_t ndim,
                               const size_t *shape, float *values, size_t n)
 {
   if (dtype == M2PT_DTYPE_F16 || dtype == M2PT_DTYPE_BF16) {
-    uint16_t *half = keep(s, n * sizeof *half);
-    if (!half)
-      return m2pt_fail(s->m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory saving");
+    uint16_t *half = malloc(n ? n * sizeof *half : 1);
     size_t i = 0;
-    for (; i < n; i++)
+    for (; half && i < n; i++)
       if (!(dtype == M2PT_DTYPE_F16 ? m2pt_f32_to_f16_exact(values[i], &half[i])
                                     : m2pt_f32_to_bf16_exact(values[i], &half[i])))
         break;
-    if (i == n)
+    if (half && i == n) {
+      free(values);
+      if (!keep(s, half))
+        return m2pt_fail(s->m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory saving");
       return add(s, name, dtype, ndim, shape, half, n * sizeof *half);
+    }
+    free(half);
   }
+  if (!keep(s, values))
+    return m2pt_fail(s->m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory saving");
   return add(s, name, M2PT_DTYPE_F32, ndim, shape, values, n * sizeof(float));
 }
 
-static m2pt_status read_buffer(const m2pt_model *m, cl_mem buf, float *dst, size_t n)
+/* The dtype `name` has in the loaded file, F32 when it is not there. */
+static m2pt_dtype file_dtype(const m2pt_model *m, const char *name)
 {
-  M2PT_TRY_CL(m->ctx,
-              clEnqueueReadBuffer(m->ctx->queue, buf, CL_TRUE, 0, n * sizeof(float), dst, 0,
-                                  NULL, NULL),
-              "m2pt_model_save: reading the final norm");
-  return M2PT_OK;
+  size_t index;
+  m2pt_safetensors_info info;
+  if (m2pt_safetensors_find(m->st, name, &index) != M2PT_OK ||
+      m2pt_safetensors_info_at(m->st, index, &info) != M2PT_OK)
+    return M2PT_DTYPE_F32;
+  return info.dtype;
 }
 
 /* The device's value of the block parameter a checkpoint tensor holds, in
- * the tensor's shape (one part of BERT's qkv is a slice of its rows). */
-static m2pt_status param_value(save_state *s, const m2pt_name_ref *r,
-                               const m2pt_safetensors_info *info, float **out)
+ * the tensor's shape (one part of BERT's qkv is a slice of its rows), into a
+ * malloc'd *out. */
+static m2pt_status param_value(const m2pt_model *m, const m2pt_name_ref *r, float **out)
 {
-  const m2pt_model *m = s->m;
-  float *v = keep(s, info->numel * sizeof(float));
-  if (!v)
+  size_t rows = m->cfg.dim, cols = 1, parts = 1;
+  if (r->kind == M2PT_NAME_LINEAR) {
+    m2pt_model_linear_shape(m, r->linear, &rows, &cols);
+    parts = m->scheme->parts[r->linear];
+    if (r->field == M2PT_FIELD_BIAS)
+      cols = 1;
+  }
+  const size_t whole = rows * cols;
+  float *all = malloc(whole * sizeof(float));
+  if (!all)
     return m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory saving");
-  *out = v;
-  if (r->kind == M2PT_NAME_FINAL_NORM)
-    return read_buffer(m, r->norm ? m->norm_b : m->norm_w, v, m->cfg.dim);
-  const m2pt_block *blk = m->blocks[r->block];
-  if (r->kind == M2PT_NAME_NORM)
-    return m2pt_block_get(blk, m2pt_block_norm_names[r->norm], v, m->cfg.dim);
-  size_t rows, cols;
-  m2pt_model_linear_shape(m, r->linear, &rows, &cols);
-  const size_t parts = m->scheme->parts[r->linear];
-  const int bias = r->field == M2PT_FIELD_BIAS;
-  const size_t whole = bias ? rows : rows * cols;
-  float *all = v;
-  if (parts > 1 && !(all = keep(s, whole * sizeof(float))))
-    return m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory saving");
-  char name[64];
-  snprintf(name, sizeof name, "%s.%s", m2pt_block_linear_names[r->linear],
-           m2pt_field_names[r->field]);
-  M2PT_TRY(m2pt_block_get(blk, name, all, whole));
-  if (parts > 1)
-    memcpy(v, all + (size_t)r->part * (whole / parts), (whole / parts) * sizeof(float));
+  m2pt_status st;
+  if (r->kind == M2PT_NAME_FINAL_NORM) {
+    const cl_int err =
+        clEnqueueReadBuffer(m->ctx->queue, r->norm ? m->norm_b : m->norm_w, CL_TRUE, 0,
+                            whole * sizeof(float), all, 0, NULL, NULL);
+    st = err == CL_SUCCESS ? M2PT_OK : m2pt_fail_cl(m->ctx, err, "m2pt_model_save: final norm");
+  } else if (r->kind == M2PT_NAME_NORM) {
+    st = m2pt_block_get(m->blocks[r->block], m2pt_block_norm_names[r->norm], all, whole);
+  } else {
+    char name[64];
+    snprintf(name, sizeof name, "%s.%s", m2pt_block_linear_names[r->linear],
+             m2pt_field_names[r->field]);
+    st = m2pt_block_get(m->blocks[r->block], name, all, whole);
+  }
+  if (st == M2PT_OK && parts > 1) /* keep this part's rows only */
+    memmove(all, all + (size_t)r->part * (whole / parts), (whole / parts) * sizeof(float));
+  if (st != M2PT_OK) {
+    free(all);
+    return st;
+  }
+  *out = all;
   return M2PT_OK;
 }
 
@@ -128,7 +146,7 @@ static m2pt_status add_file_tensors(save_state *s)
         (r.field == M2PT_FIELD_AUX_WEIGHT || r.field == M2PT_FIELD_SCALE))
       continue;
     float *v = NULL;
-    M2PT_TRY(param_value(s, &r, &info, &v));
+    M2PT_TRY(param_value(m, &r, &v));
     M2PT_TRY(add_floats(s, info.name, info.dtype, info.ndim, info.shape, v, info.numel));
   }
   return M2PT_OK;
@@ -146,23 +164,40 @@ static m2pt_status add_pathways(save_state *s)
         continue;
       size_t rows, cols;
       m2pt_model_linear_shape(m, li, &rows, &cols);
-      float *aux = keep(s, rows * cols * sizeof(float));
-      float *scale = keep(s, sizeof(float));
-      if (!aux || !scale)
+      float *aux = malloc(rows * cols * sizeof(float));
+      float scale = 0.0f;
+      if (!aux)
         return m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory saving");
-      M2PT_TRY(m2pt_linear_get_aux_weight(l, aux, rows * cols));
-      M2PT_TRY(m2pt_linear_get_scale(l, scale));
+      m2pt_status st = m2pt_linear_get_aux_weight(l, aux, rows * cols);
+      if (st == M2PT_OK)
+        st = m2pt_linear_get_scale(l, &scale);
       const size_t parts = m->scheme->parts[li];
       const size_t shape[2] = {rows / parts, cols}, one = 1;
-      for (size_t p = 0; p < parts; p++) {
+      for (size_t p = 0; st == M2PT_OK && p < parts; p++) {
         char name[512];
         const char *layer = m->scheme->linears[li][p];
+        const size_t n = shape[0] * cols;
+        /* Pathway tensors keep the loaded file's dtype where they came from
+         * it and it holds them exactly. */
+        float *part = malloc(n * sizeof *part), *lambda = malloc(sizeof *lambda);
+        if (!part || !lambda) {
+          free(part);
+          free(lambda);
+          st = m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory saving");
+          break;
+        }
+        memcpy(part, aux + p * n, n * sizeof *part);
+        *lambda = scale;
         m2pt_param_name(name, sizeof name, m->prefix, b, layer, "aux_weight");
-        M2PT_TRY(add(s, name, M2PT_DTYPE_F32, 2, shape, aux + p * shape[0] * cols,
-                     shape[0] * cols * sizeof(float)));
+        st = add_floats(s, name, file_dtype(m, name), 2, shape, part, n);
         m2pt_param_name(name, sizeof name, m->prefix, b, layer, "cross_modal_scale");
-        M2PT_TRY(add(s, name, M2PT_DTYPE_F32, 1, &one, scale, sizeof(float)));
+        if (st == M2PT_OK)
+          st = add_floats(s, name, file_dtype(m, name), 1, &one, lambda, 1);
+        else
+          free(lambda);
       }
+      free(aux);
+      M2PT_TRY(st);
     }
   return M2PT_OK;
 }
