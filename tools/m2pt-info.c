@@ -12,12 +12,41 @@ static void usage(FILE *f)
           "usage: m2pt-info [--device SELECTOR]\n"
           "Lists OpenCL devices; '*' marks the one m2pt picks for SELECTOR\n"
           "(default: $M2PT_DEVICE, else the first GPU, else the first CPU).\n"
-          "Selectors: P:D (platform:device index), gpu, cpu, or part of a device name.\n");
+          "Selectors: P:D (platform:device index), gpu, cpu, or part of a device name.\n"
+          "Each device's line 'tuning:' says whether m2pt applies a CLBlast GEMM tuning\n"
+          "there: one stored by m2pt-tune (under $M2PT_CACHE_DIR, else ~/.cache/m2pt),\n"
+          "m2pt's shipped default for the device's class, or none; M2PT_TUNING=off\n"
+          "disables them.\n");
 }
 
 static double mib(uint64_t bytes)
 {
   return (double)bytes / (1024.0 * 1024.0);
+}
+
+/* Whether m2pt applies a CLBlast GEMM tuning on the device, and which: a
+ * context made for it says (m2pt-tune writes the store). */
+static void print_tuning(const m2pt_device_info *d)
+{
+  char selector[64];
+  snprintf(selector, sizeof selector, "%u:%u", d->platform_index, d->device_index);
+  const m2pt_context_options opts = {.device = selector};
+  m2pt_context *ctx = NULL;
+  const m2pt_status s = m2pt_context_create(&ctx, &opts);
+  if (s != M2PT_OK) {
+    printf("        tuning: unknown (no context: %s)\n", m2pt_status_string(s));
+    return;
+  }
+  m2pt_tuning_source source = M2PT_TUNING_NONE;
+  const char *detail = "";
+  m2pt_context_tuning(ctx, &source, &detail);
+  static const char *const names[] = {"not tuned", "tuned", "tuned", "tuning off"};
+  static const char *const froms[] = {"", " by m2pt-tune, store ", " with m2pt's ", ""};
+  const unsigned i = (unsigned)source < 4 ? (unsigned)source : 0;
+  printf("        tuning: %s%s%s%s%s\n", names[i], froms[i],
+         source == M2PT_TUNING_NONE || source == M2PT_TUNING_DISABLED ? " (" : "", detail,
+         source == M2PT_TUNING_NONE || source == M2PT_TUNING_DISABLED ? ")" : "");
+  m2pt_context_destroy(ctx);
 }
 
 int main(int argc, char **argv)
@@ -73,6 +102,7 @@ int main(int argc, char **argv)
              d->compute_units, d->max_clock_mhz, mib(d->global_mem_bytes),
              mib(d->max_alloc_bytes), (double)d->local_mem_bytes / 1024.0);
       printf("        fp16 %s, fp64 %s\n", d->has_fp16 ? "yes" : "no", d->has_fp64 ? "yes" : "no");
+      print_tuning(d);
     }
   } else {
     fprintf(stderr, "m2pt-info: %s: %s\n", m2pt_status_string(s), m2pt_last_error(NULL));

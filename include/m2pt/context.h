@@ -144,6 +144,34 @@ M2PT_API void m2pt_context_stats_reset(m2pt_context *ctx);
  * M2PT_ERR_OPENCL. */
 M2PT_API m2pt_status m2pt_context_kernel_time(m2pt_context *ctx, double *ms);
 
+/* Where the CLBlast GEMM tuning applied to a context's device came from.
+ * m2pt_context_create and m2pt_context_wrap apply, for the context's device:
+ * nothing when $M2PT_TUNING is "off"; else the device's result of m2pt-tune
+ * stored under the cache directory (see cache_dir; "off" there skips the
+ * store), <cache dir>/tuning/<device key>.json; else m2pt's measured default
+ * for the device's class, if there is one (PoCL on CPUs). A store that cannot
+ * be read or holds wrong types or values is ignored as a whole (never
+ * trusted in part) and never fails the context. CLBlast keeps parameters per
+ * device for the whole process, so a context made with $M2PT_TUNING=off after
+ * one that applied a tuning to the same device still runs with it. */
+typedef enum m2pt_tuning_source {
+  M2PT_TUNING_NONE = 0,  /* nothing applied: CLBlast's own database */
+  M2PT_TUNING_STORED,    /* the device's m2pt-tune result from the store */
+  M2PT_TUNING_SHIPPED,   /* m2pt's measured default for this class of device */
+  M2PT_TUNING_DISABLED,  /* $M2PT_TUNING is "off" */
+} m2pt_tuning_source;
+
+/* Says which tuning the context applied when it was created. `detail` may be
+ * NULL; otherwise *detail is a one-line description owned by the context and
+ * valid until it is destroyed: the store's path, the shipped default's name,
+ * and, when a store or the shipped default was found but not applied, a
+ * sentence starting with "warning:" that says which file and why (this is
+ * m2pt's warning about a corrupt store: the library itself prints nothing;
+ * m2pt-info shows it). Errors: M2PT_ERR_INVALID_ARGUMENT (ctx or source NULL). */
+M2PT_API m2pt_status m2pt_context_tuning(const m2pt_context *ctx,
+                                         m2pt_tuning_source *source,
+                                         const char **detail);
+
 #ifdef __cplusplus
 }
 #endif

@@ -107,8 +107,7 @@ done:
   return result;
 }
 
-/* mkdir -p; existing directories are fine. */
-static int make_dirs(const char *dir)
+int m2pt_make_dirs(const char *dir)
 {
   char path[4096];
   const size_t n = strlen(dir);
@@ -131,7 +130,7 @@ int m2pt_binary_cache_write(const char *dir, const char *key,
 {
   char path[4096], tmp[4096 + 64];
   m2pt_binary_cache_path(dir, key, path, sizeof path);
-  if (!path[0] || size == 0 || make_dirs(dir) != 0)
+  if (!path[0] || size == 0 || m2pt_make_dirs(dir) != 0)
     return -1;
   /* A unique temporary file (mkstemp: unique across threads and processes):
    * concurrent writers of one entry each rename a complete file, and the

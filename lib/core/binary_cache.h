@@ -31,6 +31,9 @@ m2pt_cache_lookup m2pt_binary_cache_read(const char *dir, const char *key,
 int m2pt_binary_cache_write(const char *dir, const char *key,
                             const unsigned char *data, size_t size);
 
+/* mkdir -p: creates dir and its parents; existing ones are fine. 0 or -1. */
+int m2pt_make_dirs(const char *dir);
+
 /* Path of an entry into buf (for tests and messages); "" if it does not fit. */
 void m2pt_binary_cache_path(const char *dir, const char *key, char *buf, size_t size);
 

@@ -10,11 +10,15 @@
 #include "m2pt/m2pt.h"
 #include "m2pt/opencl.h"
 #include "program.h"
+#include "tuning.h"
 
 /* Live contexts in the process. CLBlast keeps its compiled programs in a
  * process-wide cache that is otherwise released by a static destructor at
  * exit, after our OpenCL contexts are gone; oclgrind (and drivers unloaded
- * before CLBlast) crash there. So the last context to go clears it. */
+ * before CLBlast) crash there. So the last context to go clears it.
+ * CLBlastClearCache drops programs and binaries only: parameters given with
+ * CLBlastOverrideParameters (the tuning, tuning.c) live on in CLBlast's
+ * database cache; each context applies its tuning again anyway. */
 static atomic_int live_contexts;
 
 unsigned m2pt_version_number(void)
@@ -49,14 +53,9 @@ static char *dup_string(const char *s)
   return d;
 }
 
-/* The cache directory the options and environment ask for; NULL for none. */
-static char *resolve_cache_dir(const m2pt_context_options *opts, const m2pt_device_info *info)
+char *m2pt_cache_dir_resolve(const char *option)
 {
-  const m2pt_binary_cache mode = opts ? opts->binary_cache : M2PT_BINARY_CACHE_AUTO;
-  if (mode == M2PT_BINARY_CACHE_OFF ||
-      (mode == M2PT_BINARY_CACHE_AUTO && !binary_cache_default(info)))
-    return NULL;
-  const char *dir = opts && opts->cache_dir ? opts->cache_dir : getenv("M2PT_CACHE_DIR");
+  const char *dir = option ? option : getenv("M2PT_CACHE_DIR");
   if (dir && dir[0])
     return strcmp(dir, "off") == 0 ? NULL : dup_string(dir);
   char buf[4096];
@@ -68,6 +67,17 @@ static char *resolve_cache_dir(const m2pt_context_options *opts, const m2pt_devi
   else
     return NULL;
   return dup_string(buf);
+}
+
+/* The binary cache directory the options and environment ask for; NULL for
+ * none. */
+static char *resolve_cache_dir(const m2pt_context_options *opts, const m2pt_device_info *info)
+{
+  const m2pt_binary_cache mode = opts ? opts->binary_cache : M2PT_BINARY_CACHE_AUTO;
+  if (mode == M2PT_BINARY_CACHE_OFF ||
+      (mode == M2PT_BINARY_CACHE_AUTO && !binary_cache_default(info)))
+    return NULL;
+  return m2pt_cache_dir_resolve(opts ? opts->cache_dir : NULL);
 }
 
 static void set_base_build_options(m2pt_context *ctx)
@@ -105,6 +115,11 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
   clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof ctx->max_work_group,
                   &ctx->max_work_group, NULL);
   ctx->cache_dir = resolve_cache_dir(options, &ctx->info);
+  /* The tuning store lives in the cache directory whether or not program
+   * binaries are cached there. */
+  char *tuning_dir = m2pt_cache_dir_resolve(options ? options->cache_dir : NULL);
+  m2pt_tuning_context_init(ctx, tuning_dir);
+  free(tuning_dir);
   atomic_fetch_add(&live_contexts, 1);
   ctx->counted = 1;
   *out = ctx;
@@ -229,6 +244,16 @@ m2pt_status m2pt_context_device_info(const m2pt_context *ctx, m2pt_device_info *
 {
   M2PT_REQUIRE(ctx, ctx && info, "m2pt_context_device_info: NULL argument");
   *info = ctx->info;
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_context_tuning(const m2pt_context *ctx, m2pt_tuning_source *source,
+                                const char **detail)
+{
+  M2PT_REQUIRE(ctx, ctx && source, "m2pt_context_tuning: NULL argument");
+  *source = ctx->tuning_source;
+  if (detail)
+    *detail = ctx->tuning_detail;
   return M2PT_OK;
 }
 

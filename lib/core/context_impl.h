@@ -13,6 +13,9 @@
 /* Room for a message with a kernel build log or a device list. */
 #define M2PT_ERROR_CAPACITY 16384
 
+/* Room for m2pt_context_tuning's detail (a path and a reason). */
+#define M2PT_TUNING_DETAIL 1024
+
 /* Profiling events kept before they are summed up (m2pt_enqueue_kernel). */
 #define M2PT_MAX_PENDING_EVENTS 256
 
@@ -53,6 +56,10 @@ struct m2pt_context {
   cl_event *events;            /* M2PT_MAX_PENDING_EVENTS slots */
   size_t event_count;
   double profiled_ns;
+
+  /* The CLBlast GEMM tuning applied at creation (tuning.c). */
+  m2pt_tuning_source tuning_source;
+  char tuning_detail[M2PT_TUNING_DETAIL];
 };
 
 struct m2pt_tensor {
@@ -62,6 +69,11 @@ struct m2pt_tensor {
   size_t shape[M2PT_MAX_DIMS];
   size_t numel;
 };
+
+/* The cache directory for a cache_dir option (NULL: $M2PT_CACHE_DIR, else
+ * $XDG_CACHE_HOME/m2pt, else ~/.cache/m2pt); NULL when it is "off" or no
+ * home is known. The caller frees it. */
+char *m2pt_cache_dir_resolve(const char *option);
 
 /* Creates a device buffer of `bytes`, zero-filled when `zero` is set, and
  * counts it in the context's stats. Checks the device's allocation limit
