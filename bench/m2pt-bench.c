@@ -244,6 +244,11 @@ static m2pt_status shared_context_suites(const m2pt_device_info *info, const ben
   m2pt_context *ctx = NULL;
   bench_progress("creating a context (kernels compile on first use)");
   m2pt_status s = bench_context_create(info, &ctx);
+  if (s == M2PT_OK)
+    printf("GEMMs run on: %s%s\n", m2pt_context_gemm_backend(ctx),
+           strcmp(m2pt_context_gemm_backend(ctx), "CLBlast") == 0
+               ? ""
+               : " (M2PT_HOST_BLAS=off measures CLBlast instead)");
   if (s == M2PT_OK && (o->suites & BENCH_SUITES_WITH_PEAK))
     s = bench_suite_peak(ctx, info, o, (o->suites & BENCH_SUITE_PEAK) != 0);
   if (s == M2PT_OK && (o->suites & BENCH_SUITE_GEMM))

@@ -64,6 +64,8 @@ static void gemm_indirect_with_temp_buffer(void **state)
   m2pt_context *ctx = *state;
   if (test_small())
     skip(); /* far too slow for oclgrind */
+  if (strcmp(m2pt_context_gemm_backend(ctx), "CLBlast") != 0)
+    skip(); /* the host BLAS needs no temporary buffer */
   m2pt_context_stats_reset(ctx);
   const shape3 s = {1030, 1020, 1010};
   check_gemm(ctx, s, 0, 1, 1.0f, 0.0f);
@@ -234,6 +236,17 @@ static void gemm_bad_arguments(void **state)
   m2pt_tensor_destroy(cube);
 }
 
+static int setup_clblast(void **state)
+{
+  const m2pt_context_options opts = {.flags = M2PT_CONTEXT_CLBLAST};
+  m2pt_context *ctx = NULL;
+  if (m2pt_context_create(&ctx, &opts) != M2PT_OK)
+    return -1;
+  assert_string_equal(m2pt_context_gemm_backend(ctx), "CLBlast");
+  *state = ctx;
+  return 0;
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -244,5 +257,10 @@ int main(void)
       cmocka_unit_test(gemm_strided_batched),
       cmocka_unit_test(gemm_bad_arguments),
   };
-  return cmocka_run_group_tests(tests, test_setup_context, test_teardown_context);
+  /* Every case twice where they differ: the context's own GEMM backend
+   * (the host BLAS on a CPU device) and CLBlast forced. */
+  const int failed = cmocka_run_group_tests_name("default backend", tests, test_setup_context,
+                                                 test_teardown_context);
+  return failed + cmocka_run_group_tests_name("CLBlast", tests, setup_clblast,
+                                              test_teardown_context);
 }

@@ -84,7 +84,7 @@ static int teardown(void **state)
 /* A context whose cache directory is the fixture's. */
 static m2pt_context *fixture_context(const fixture *fx)
 {
-  const m2pt_context_options opts = {.cache_dir = fx->dir};
+  const m2pt_context_options opts = {.cache_dir = fx->dir, .flags = M2PT_CONTEXT_CLBLAST};
   m2pt_context *ctx = NULL;
   assert_ok(NULL, m2pt_context_create(&ctx, &opts));
   return ctx;
@@ -194,7 +194,7 @@ static void context_applies_store(void **state)
   m2pt_context_destroy(ctx);
 
   /* With the disk cache off, no store is looked for. */
-  const m2pt_context_options off = {.cache_dir = "off"};
+  const m2pt_context_options off = {.cache_dir = "off", .flags = M2PT_CONTEXT_CLBLAST};
   assert_ok(NULL, m2pt_context_create(&ctx, &off));
   assert_ok(ctx, m2pt_context_tuning(ctx, &source, &detail));
   assert_true(source == M2PT_TUNING_NONE || source == M2PT_TUNING_SHIPPED);

@@ -1067,7 +1067,8 @@ int main(int argc, char **argv)
 
   /* CLBlast's own parameters for the baseline: no store, no shipped default. */
   setenv("M2PT_TUNING", "off", 1);
-  const m2pt_context_options opts = {.device = device, .cache_dir = dir};
+  const m2pt_context_options opts = {.device = device, .cache_dir = dir,
+                                     .flags = M2PT_CONTEXT_CLBLAST};
   bench b;
   memset(&b, 0, sizeof b);
   b.reps = reps;

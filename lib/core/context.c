@@ -9,6 +9,7 @@
 #include "error.h"
 #include "m2pt/m2pt.h"
 #include "m2pt/opencl.h"
+#include "ops/host_blas.h"
 #include "program.h"
 #include "tuning.h"
 
@@ -111,6 +112,10 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
   }
   set_base_build_options(ctx);
   ctx->oclgrind = strstr(ctx->info.platform_name, "Oclgrind") != NULL;
+  const char *host_blas = getenv("M2PT_HOST_BLAS");
+  ctx->host_blas = m2pt_host_blas_available() && ctx->info.is_cpu && !ctx->oclgrind &&
+                   !(ctx->flags & M2PT_CONTEXT_CLBLAST) &&
+                   !(host_blas && strcmp(host_blas, "off") == 0);
   ctx->max_work_group = 1;
   clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof ctx->max_work_group,
                   &ctx->max_work_group, NULL);
@@ -135,8 +140,8 @@ static m2pt_status check_options(const m2pt_context_options *o, const char *fn)
                o->binary_cache == M2PT_BINARY_CACHE_AUTO || o->binary_cache == M2PT_BINARY_CACHE_ON ||
                    o->binary_cache == M2PT_BINARY_CACHE_OFF,
                "%s: unknown binary_cache value %d", fn, (int)o->binary_cache);
-  M2PT_REQUIRE(NULL, (o->flags & ~M2PT_CONTEXT_PROFILING) == 0, "%s: unknown flags 0x%x", fn,
-               o->flags & ~M2PT_CONTEXT_PROFILING);
+  const unsigned known = M2PT_CONTEXT_PROFILING | M2PT_CONTEXT_CLBLAST;
+  M2PT_REQUIRE(NULL, (o->flags & ~known) == 0, "%s: unknown flags 0x%x", fn, o->flags & ~known);
   return M2PT_OK;
 }
 
@@ -255,6 +260,13 @@ m2pt_status m2pt_context_tuning(const m2pt_context *ctx, m2pt_tuning_source *sou
   if (detail)
     *detail = ctx->tuning_detail;
   return M2PT_OK;
+}
+
+const char *m2pt_context_gemm_backend(const m2pt_context *ctx)
+{
+  if (!ctx)
+    return NULL;
+  return ctx->host_blas ? "host BLAS" : "CLBlast";
 }
 
 m2pt_status m2pt_context_finish(m2pt_context *ctx)

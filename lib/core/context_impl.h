@@ -37,6 +37,11 @@ struct m2pt_context {
    * - its uninitialised-value checker crashes on private arrays of vectors,
    *   so the fused attention kernel runs its scalar instantiation (VEC 1). */
   int oclgrind;
+
+  /* GEMMs go to the host BLAS on mapped buffers (ops/host_blas.c): a CPU
+   * device, a build with one, not Oclgrind, not M2PT_CONTEXT_CLBLAST and
+   * not $M2PT_HOST_BLAS=off. */
+  int host_blas;
   int counted;                 /* included in the live-context count */
   m2pt_device_info info;
   char *error;                 /* M2PT_ERROR_CAPACITY bytes */

@@ -4,6 +4,7 @@
 
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "host_blas.h"
 
 const char *m2pt_clblast_status_name(int status)
 {
@@ -82,6 +83,8 @@ m2pt_status m2pt_blas_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
                             const m2pt_blas_matrix *a, const m2pt_blas_matrix *b, float beta,
                             const m2pt_blas_matrix *c, size_t batch)
 {
+  if (ctx->host_blas)
+    return m2pt_host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch);
   CLBlastStatusCode s;
   if (batch == 1) {
     /* CLBlast's indirect GEMM pads and transposes its operands into a

@@ -1,0 +1,119 @@
+/* GEMM on CPU devices through the host's BLAS. A CPU device's buffers live
+ * in host memory, and CLBlast's kernels, as PoCL compiles them, reach about a
+ * tenth of an optimized CPU BLAS even when tuned (README, Performance); so on
+ * a CPU device the operands are mapped (no copy on PoCL) and handed to
+ * cblas_sgemm. */
+#include "host_blas.h"
+
+#include "core/context_impl.h"
+#include "core/error.h"
+
+#ifdef M2PT_HAVE_HOST_BLAS
+#  include <cblas.h>
+#endif
+
+int m2pt_host_blas_available(void)
+{
+#ifdef M2PT_HAVE_HOST_BLAS
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+#ifdef M2PT_HAVE_HOST_BLAS
+
+/* One buffer's mapped range: the union of the operands that use it. */
+typedef struct mapping {
+  cl_mem buffer;
+  size_t begin, end; /* elements */
+  cl_map_flags flags;
+  float *host;       /* points at element `begin` */
+} mapping;
+
+/* Elements an operand spans: `batch` matrices of rows × cols, ld apart by
+ * row and stride apart by batch member. */
+static size_t extent(size_t rows, size_t cols, size_t ld, size_t stride, size_t batch)
+{
+  return (batch - 1) * stride + (rows - 1) * ld + cols;
+}
+
+static void add_range(mapping *maps, size_t *count, const m2pt_blas_matrix *x, size_t elems,
+                      cl_map_flags flags)
+{
+  for (size_t i = 0; i < *count; i++)
+    if (maps[i].buffer == x->buffer) {
+      if (x->offset < maps[i].begin)
+        maps[i].begin = x->offset;
+      if (x->offset + elems > maps[i].end)
+        maps[i].end = x->offset + elems;
+      maps[i].flags |= flags;
+      return;
+    }
+  maps[*count] = (mapping){x->buffer, x->offset, x->offset + elems, flags, NULL};
+  (*count)++;
+}
+
+static const float *host_of(const mapping *maps, size_t count, const m2pt_blas_matrix *x)
+{
+  for (size_t i = 0; i < count; i++)
+    if (maps[i].buffer == x->buffer)
+      return maps[i].host + (x->offset - maps[i].begin);
+  return NULL;
+}
+
+m2pt_status m2pt_host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
+                            size_t n, size_t k, float alpha, const m2pt_blas_matrix *a,
+                            const m2pt_blas_matrix *b, float beta, const m2pt_blas_matrix *c,
+                            size_t batch)
+{
+  const int at = ta == M2PT_TRANS, bt = tb == M2PT_TRANS;
+  mapping maps[3];
+  size_t count = 0;
+  add_range(maps, &count, a, extent(at ? k : m, at ? m : k, a->ld, a->stride, batch),
+            CL_MAP_READ);
+  add_range(maps, &count, b, extent(bt ? n : k, bt ? k : n, b->ld, b->stride, batch),
+            CL_MAP_READ);
+  add_range(maps, &count, c, extent(m, n, c->ld, c->stride, batch),
+            beta == 0.0f ? CL_MAP_WRITE : CL_MAP_READ | CL_MAP_WRITE);
+  m2pt_status s = M2PT_OK;
+  size_t mapped = 0;
+  for (; mapped < count; mapped++) {
+    mapping *mp = &maps[mapped];
+    cl_int err = CL_SUCCESS;
+    mp->host = clEnqueueMapBuffer(ctx->queue, mp->buffer, CL_TRUE, mp->flags,
+                                  mp->begin * sizeof(float),
+                                  (mp->end - mp->begin) * sizeof(float), 0, NULL, NULL, &err);
+    if (err != CL_SUCCESS) {
+      s = m2pt_fail_cl(ctx, err, "mapping a GEMM operand for the host BLAS");
+      break;
+    }
+  }
+  if (s == M2PT_OK) {
+    const float *ha = host_of(maps, count, a), *hb = host_of(maps, count, b);
+    float *hc = (float *)(uintptr_t)host_of(maps, count, c);
+    for (size_t i = 0; i < batch; i++)
+      cblas_sgemm(CblasRowMajor, at ? CblasTrans : CblasNoTrans, bt ? CblasTrans : CblasNoTrans,
+                  (int)m, (int)n, (int)k, alpha, ha + i * a->stride, (int)a->ld,
+                  hb + i * b->stride, (int)b->ld, beta, hc + i * c->stride, (int)c->ld);
+  }
+  for (size_t i = 0; i < mapped; i++) {
+    const cl_int err =
+        clEnqueueUnmapMemObject(ctx->queue, maps[i].buffer, maps[i].host, 0, NULL, NULL);
+    if (err != CL_SUCCESS && s == M2PT_OK)
+      s = m2pt_fail_cl(ctx, err, "unmapping a GEMM operand");
+  }
+  return s;
+}
+
+#else
+
+m2pt_status m2pt_host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
+                            size_t n, size_t k, float alpha, const m2pt_blas_matrix *a,
+                            const m2pt_blas_matrix *b, float beta, const m2pt_blas_matrix *c,
+                            size_t batch)
+{
+  return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED, "m2pt was built without a host BLAS");
+}
+
+#endif
