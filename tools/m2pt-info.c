@@ -24,8 +24,9 @@ static double mib(uint64_t bytes)
   return (double)bytes / (1024.0 * 1024.0);
 }
 
-/* Whether m2pt applies a CLBlast GEMM tuning on the device, and which: a
- * context made for it says (m2pt-tune writes the store). */
+/* Whether m2pt applies a CLBlast GEMM tuning on the device, and which, and
+ * what runs its GEMMs: a context made for it says (m2pt-tune writes the
+ * store). */
 static void print_tuning(const m2pt_device_info *d)
 {
   char selector[64];
@@ -46,6 +47,7 @@ static void print_tuning(const m2pt_device_info *d)
   printf("        tuning: %s%s%s%s%s\n", names[i], froms[i],
          source == M2PT_TUNING_NONE || source == M2PT_TUNING_DISABLED ? " (" : "", detail,
          source == M2PT_TUNING_NONE || source == M2PT_TUNING_DISABLED ? ")" : "");
+  printf("        GEMMs: %s\n", m2pt_context_gemm_backend(ctx));
   m2pt_context_destroy(ctx);
 }
 
