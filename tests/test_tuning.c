@@ -176,14 +176,20 @@ static void store_key_is_per_device(void **state)
   assert_non_null(strstr(a, ".json"));
 }
 
-static void context_applies_store(void **state)
+/* A store of CLBlast's default parameters for the fixture's device. */
+static void write_default_store(const fixture *fx)
 {
-  fixture *fx = *state;
   m2pt_tuning t;
   default_tuning(&t);
   m2pt_tuning_provenance prov;
   memset(&prov, 0, sizeof prov);
   assert_int_equal(m2pt_tuning_store_write(fx->path, &fx->info, &t, &prov), 0);
+}
+
+static void context_applies_store(void **state)
+{
+  fixture *fx = *state;
+  write_default_store(fx);
   m2pt_context *ctx = fixture_context(fx);
   m2pt_tuning_source source = M2PT_TUNING_NONE;
   const char *detail = NULL;
@@ -206,11 +212,7 @@ static void context_applies_store(void **state)
 static void tuning_off_applies_nothing(void **state)
 {
   fixture *fx = *state;
-  m2pt_tuning t;
-  default_tuning(&t);
-  m2pt_tuning_provenance prov;
-  memset(&prov, 0, sizeof prov);
-  assert_int_equal(m2pt_tuning_store_write(fx->path, &fx->info, &t, &prov), 0);
+  write_default_store(fx);
   setenv("M2PT_TUNING", "off", 1);
   m2pt_context *ctx = fixture_context(fx);
   unsetenv("M2PT_TUNING");
