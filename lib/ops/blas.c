@@ -1,6 +1,7 @@
 #include "blas.h"
 
 #include <clblast_c.h>
+#include <limits.h>
 
 #include "core/context_impl.h"
 #include "core/error.h"
@@ -83,7 +84,10 @@ m2pt_status m2pt_blas_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
                             const m2pt_blas_matrix *a, const m2pt_blas_matrix *b, float beta,
                             const m2pt_blas_matrix *c, size_t batch)
 {
-  if (ctx->host_blas)
+  /* cblas takes int sizes; anything larger stays with CLBlast. */
+  const size_t most = INT_MAX;
+  if (ctx->host_blas && m <= most && n <= most && k <= most && a->ld <= most &&
+      b->ld <= most && c->ld <= most)
     return m2pt_host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch);
   CLBlastStatusCode s;
   if (batch == 1) {
