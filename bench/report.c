@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -556,11 +559,24 @@ m2pt_status bench_write_svg(const char *path)
 
 /* ---- --compare ---- */
 
+/* Bench JSON files are kilobytes; anything past this is not one. */
+#define COMPARE_MAX_BYTES ((size_t)64 << 20)
+
 void *bench_compare_load(const char *path)
 {
-  FILE *f = fopen(path, "rb");
+  /* O_NONBLOCK and the regular-file check: a FIFO or device given as OLD
+   * must fail, not hang or read forever. */
+  const int fd = open(path, O_RDONLY | O_NONBLOCK);
+  struct stat st;
+  FILE *f = NULL;
+  if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+      (size_t)st.st_size <= COMPARE_MAX_BYTES)
+    f = fdopen(fd, "rb");
   if (!f) {
-    bench_fail(M2PT_ERR_IO, "--compare: cannot read %s", path);
+    if (fd >= 0)
+      close(fd);
+    bench_fail(M2PT_ERR_IO, "--compare: cannot read %s (a regular file of at most 64 MiB)",
+               path);
     return NULL;
   }
   size_t cap = 1 << 16, n = 0;

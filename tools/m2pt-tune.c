@@ -28,6 +28,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#ifdef __linux__
+#  include <sys/prctl.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -601,20 +604,11 @@ static int add_tried(search *st, const candidate *c)
 /* Loads a saved search for the same shapes and seed; 0 when one was loaded. */
 static int load_state(search *st, double charge_s)
 {
-  FILE *f = fopen(st->state_path, "rb");
-  if (!f)
+  int missing;
+  char why[256];
+  char *text = m2pt_tuning_read_text(st->state_path, (size_t)64 << 20, &missing, why, sizeof why);
+  if (!text && missing)
     return -1;
-  char *text = NULL;
-  long size = -1;
-  if (fseek(f, 0, SEEK_END) == 0 && (size = ftell(f)) > 0 && size < (64l << 20) &&
-      fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)size + 1)) &&
-      fread(text, 1, (size_t)size, f) == (size_t)size)
-    text[size] = '\0';
-  else {
-    free(text);
-    text = NULL;
-  }
-  fclose(f);
   cJSON *root = text ? cJSON_Parse(text) : NULL;
   free(text);
   int rc = -1;
@@ -624,7 +618,8 @@ static int load_state(search *st, double charge_s)
   const cJSON *tried = cJSON_GetObjectItemCaseSensitive(root, "tried");
   const cJSON *pending = cJSON_GetObjectItemCaseSensitive(root, "pending");
   if (!root || !cJSON_IsString(shapes) || strcmp(shapes->valuestring, st->shapes_text) != 0 ||
-      !cJSON_IsNumber(seed) || (unsigned long long)seed->valuedouble != st->seed ||
+      !cJSON_IsNumber(seed) || !(seed->valuedouble >= 0.0 && seed->valuedouble <= 0x1p52) ||
+      (unsigned long long)seed->valuedouble != st->seed ||
       !cJSON_IsArray(base) || (size_t)cJSON_GetArraySize(base) != st->shape_count ||
       !cJSON_IsArray(tried)) {
     fprintf(stderr, "m2pt-tune: %s is for other shapes or seed, or unreadable: starting afresh\n",
@@ -906,6 +901,7 @@ static int supervise(int argc, char **argv, const char *state_hint, double candi
     args[n++] = charge;
     args[n] = NULL;
     fflush(NULL);
+    const pid_t parent = getpid();
     const pid_t pid = fork();
     if (pid < 0) {
       perror("m2pt-tune: fork");
@@ -913,6 +909,12 @@ static int supervise(int argc, char **argv, const char *state_hint, double candi
       return 1;
     }
     if (pid == 0) {
+#ifdef __linux__
+      /* The search dies with its supervisor (SIGTERM, Ctrl-C, a crash). */
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent)
+        _exit(1);
+#endif
       execv("/proc/self/exe", args);
       execvp(argv[0], args);
       perror("m2pt-tune: exec");
@@ -922,9 +924,12 @@ static int supervise(int argc, char **argv, const char *state_hint, double candi
      * that leaves it untouched past the timeout is stuck in a compile (some
      * parameter sets take PoCL many minutes) and is stopped: the candidate
      * stays pending and the next child skips it. */
-    int status = 0;
+    int status = 0, timed_out = 0, saved = 0;
     double last_change = now_s();
-    time_t last_mtime = 0;
+    struct stat st0;
+    struct timespec last_mtime = {0, 0};
+    if (state_hint && stat(state_hint, &st0) == 0)
+      last_mtime = st0.st_mtim;
     for (;;) {
       const pid_t r = waitpid(pid, &status, WNOHANG);
       if (r == pid)
@@ -935,14 +940,17 @@ static int supervise(int argc, char **argv, const char *state_hint, double candi
         return 1;
       }
       struct stat st;
-      if (state_hint && stat(state_hint, &st) == 0 && st.st_mtime != last_mtime) {
-        last_mtime = st.st_mtime;
+      if (state_hint && stat(state_hint, &st) == 0 &&
+          (st.st_mtim.tv_sec != last_mtime.tv_sec || st.st_mtim.tv_nsec != last_mtime.tv_nsec)) {
+        last_mtime = st.st_mtim;
         last_change = now_s();
+        saved = 1;
       }
       if (candidate_timeout > 0 && now_s() - last_change > candidate_timeout) {
         fprintf(stderr, "m2pt-tune: a candidate ran past --candidate-timeout (%.0f s); "
                 "stopping it\n", candidate_timeout);
         kill(pid, SIGKILL);
+        timed_out = 1;
         candidate_timeout = -candidate_timeout; /* once; restored below */
       }
       const struct timespec tick = {0, 200 * 1000 * 1000};
@@ -955,6 +963,16 @@ static int supervise(int argc, char **argv, const char *state_hint, double candi
     if (WIFSIGNALED(status) && (WTERMSIG(status) == SIGINT || WTERMSIG(status) == SIGTERM)) {
       free(args);
       return 130;
+    }
+    /* A child that saved nothing before the timeout was still measuring
+     * CLBlast's own parameters, the baseline every candidate is compared
+     * with (it saves before each candidate): restarting would only measure
+     * it again. */
+    if (timed_out && !saved) {
+      fprintf(stderr, "m2pt-tune: measuring CLBlast's default parameters took longer than "
+              "--candidate-timeout; raise it (or 0: no limit)\n");
+      free(args);
+      return 1;
     }
     /* The lost candidate's time counts against the budget. */
     snprintf(charge, sizeof charge, "%.1f", now_s() - last_change);
@@ -1062,6 +1080,8 @@ int main(int argc, char **argv)
   if (!st.tried || !dir) {
     fprintf(stderr, "m2pt-tune: %s\n",
             st.tried ? "no cache directory (set --store DIR or $M2PT_CACHE_DIR)" : "out of memory");
+    free(st.tried);
+    free(dir);
     return 1;
   }
 
@@ -1074,6 +1094,7 @@ int main(int argc, char **argv)
   b.reps = reps;
   if (check_status(NULL, m2pt_context_create(&b.ctx, &opts), "context")) {
     free(dir);
+    free(st.tried);
     return 1;
   }
   m2pt_device_info info;
@@ -1082,9 +1103,10 @@ int main(int argc, char **argv)
   m2pt_tuning_limits_of(b.ctx, &limits);
   m2pt_tuning_store_path(dir, &info, st.store_path, sizeof st.store_path);
   free(dir);
+  int rc = 1;
   if (!st.store_path[0]) {
     fprintf(stderr, "m2pt-tune: the cache directory's path is too long\n");
-    return 1;
+    goto out;
   }
   snprintf(st.state_path, sizeof st.state_path, "%.*s.search.json",
            (int)(strlen(st.store_path) - strlen(".json")), st.store_path);
@@ -1092,7 +1114,6 @@ int main(int argc, char **argv)
           info.platform_name, st.shapes_text, budget);
   fprintf(stderr, "m2pt-tune: store %s\n", st.store_path);
 
-  int rc = 1;
   if (bench_init(&b, &st) != 0)
     goto out;
   if (!restart && load_state(&st, charge_s) == 0)

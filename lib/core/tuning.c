@@ -1,6 +1,7 @@
 #include "tuning.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -317,24 +318,28 @@ void m2pt_tuning_store_path(const char *dir, const m2pt_device_info *info, char 
 #define STORE_VERSION 1
 #define STORE_MAX_BYTES (1u << 20)
 
-/* The file's text (NUL-terminated) or NULL; *missing says whether it was
- * absent rather than unreadable. */
-static char *read_text(const char *path, int *missing, char *why, size_t size)
+char *m2pt_tuning_read_text(const char *path, size_t max_bytes, int *missing, char *why,
+                            size_t size)
 {
   *missing = 0;
-  FILE *f = fopen(path, "rb");
+  /* O_NONBLOCK: a FIFO in the file's place must not hang context creation;
+   * it is refused below as not a regular file. */
+  const int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
   if (!f) {
     *missing = errno == ENOENT;
     snprintf(why, size, "cannot open it: %s", strerror(errno));
+    if (fd >= 0)
+      close(fd);
     return NULL;
   }
   struct stat st;
   char *text = NULL;
   if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
     snprintf(why, size, "not a regular file");
-  } else if (st.st_size <= 0 || (uint64_t)st.st_size > STORE_MAX_BYTES) {
-    snprintf(why, size, "size %lld bytes is not within 1..%u", (long long)st.st_size,
-             STORE_MAX_BYTES);
+  } else if (st.st_size <= 0 || (uint64_t)st.st_size > max_bytes) {
+    snprintf(why, size, "size %lld bytes is not within 1..%zu", (long long)st.st_size,
+             max_bytes);
   } else if (!(text = malloc((size_t)st.st_size + 1))) {
     snprintf(why, size, "out of host memory");
   } else if (fread(text, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
@@ -414,7 +419,7 @@ m2pt_tuning_read m2pt_tuning_store_read(const char *path, const m2pt_tuning_limi
   if (prov)
     memset(prov, 0, sizeof *prov);
   int missing = 0;
-  char *text = read_text(path, &missing, why, size);
+  char *text = m2pt_tuning_read_text(path, STORE_MAX_BYTES, &missing, why, size);
   if (!text)
     return missing ? M2PT_TUNING_READ_MISSING : M2PT_TUNING_READ_INVALID;
   cJSON *root = cJSON_Parse(text);
@@ -646,7 +651,8 @@ void m2pt_tuning_context_init(m2pt_context *ctx, const char *cache_dir)
   const char *env = getenv("M2PT_TUNING");
   if (env && strcmp(env, "off") == 0) {
     ctx->tuning_source = M2PT_TUNING_DISABLED;
-    put_text(detail, cap, "M2PT_TUNING=off: CLBlast's own parameters");
+    put_text(detail, cap, "M2PT_TUNING=off: CLBlast's own parameters, unless a tuning was "
+                          "applied to this device earlier in the process (CLBlast keeps it)");
     return;
   }
   m2pt_tuning_limits limits;
@@ -682,5 +688,8 @@ void m2pt_tuning_context_init(m2pt_context *ctx, const char *cache_dir)
              label, bad ? bad : why);
     return;
   }
-  put_text(detail, cap, "%s", warning[0] ? warning : "CLBlast's own parameters");
+  put_text(detail, cap, "%s",
+           warning[0] ? warning
+                      : "CLBlast's own parameters, unless a tuning was applied to this device "
+                        "earlier in the process (CLBlast keeps it)");
 }

@@ -109,6 +109,13 @@ typedef enum m2pt_tuning_read {
   M2PT_TUNING_READ_INVALID,   /* unreadable, not JSON, wrong types or values */
 } m2pt_tuning_read;
 
+/* A small regular file's whole text, NUL-terminated (free it), or NULL with
+ * why[0..size) saying why and *missing set when it does not exist. A FIFO,
+ * device or directory is refused without blocking; so is a file over
+ * max_bytes. For the store and m2pt-tune's search state. */
+char *m2pt_tuning_read_text(const char *path, size_t max_bytes, int *missing, char *why,
+                            size_t size);
+
 /* Reads and checks a store file (limits NULL: ranges and constraints only).
  * On INVALID, why says what is wrong. `prov` may be NULL. */
 m2pt_tuning_read m2pt_tuning_store_read(const char *path, const m2pt_tuning_limits *limits,
