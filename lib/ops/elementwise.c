@@ -9,13 +9,16 @@
 m2pt_status m2pt_op_gelu(m2pt_context *ctx, cl_mem x, cl_mem bias, m2pt_gelu_kind kind,
                          size_t n, size_t cols, cl_mem y)
 {
-  char options[64];
-  snprintf(options, sizeof options, "-DHAS_BIAS=%d -DGELU_TANH=%d -DBROADCAST=0", bias != NULL,
-           kind == M2PT_GELU_TANH);
+  /* float8 where rows allow; scalar on Oclgrind, whose uninitialised-value
+   * checker crashes on vectors (as in the fused attention). */
+  const int vec = cols % 8 == 0 && !ctx->oclgrind ? 8 : 1;
+  char options[80];
+  snprintf(options, sizeof options, "-DHAS_BIAS=%d -DGELU_TANH=%d -DBROADCAST=0 -DVEC=%d",
+           bias != NULL, kind == M2PT_GELU_TANH, vec);
   const cl_ulong r = n / cols, c = cols;
   const m2pt_kernel_arg args[] = {M2PT_ARG(x), M2PT_ARG(bias), M2PT_ARG(y), M2PT_ARG(r),
                                   M2PT_ARG(c)};
-  const size_t global[2] = {cols, n / cols};
+  const size_t global[2] = {cols / (size_t)vec, n / cols};
   return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_gelu", args, 5, 2, global,
                          NULL);
 }
@@ -24,7 +27,8 @@ m2pt_status m2pt_op_add(m2pt_context *ctx, cl_mem a, cl_mem b, size_t n, size_t 
                         cl_mem y)
 {
   char options[64];
-  snprintf(options, sizeof options, "-DHAS_BIAS=0 -DGELU_TANH=0 -DBROADCAST=%d", period != 0);
+  snprintf(options, sizeof options, "-DHAS_BIAS=0 -DGELU_TANH=0 -DBROADCAST=%d -DVEC=1",
+           period != 0);
   /* Rows of `period` when broadcasting; any row length will do otherwise. */
   const size_t cols = period ? period : n;
   const cl_ulong r = n / cols, c = cols;
