@@ -1,4 +1,5 @@
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "block_ops.h"
@@ -14,6 +15,17 @@ m2pt_status m2pt_op_layer_norm(m2pt_context *ctx, cl_mem x, cl_mem weight, cl_me
   char options[64];
   snprintf(options, sizeof options, "-DWG=%zu -DHAS_BIAS=%d", wg, bias != NULL);
   const cl_uint d = (cl_uint)dim;
+  /* CPU devices: a row per work-item in float8 (see the kernel). Oclgrind's
+   * uninitialised-value checker cannot follow vectors, so it keeps the
+   * work-group kernel. */
+  if (ctx->info.is_cpu && !ctx->oclgrind && dim % 8 == 0 && rows <= UINT32_MAX) {
+    const cl_uint r = (cl_uint)rows;
+    const m2pt_kernel_arg args[] = {M2PT_ARG(x), M2PT_ARG(weight), M2PT_ARG(bias), M2PT_ARG(y),
+                                    M2PT_ARG(d), M2PT_ARG(eps), M2PT_ARG(r)};
+    const size_t global[1] = {rows};
+    return m2pt_run_kernel(ctx, &m2pt_cl_layer_norm, options, "m2pt_layer_norm_rows", args, 7,
+                           1, global, NULL);
+  }
   const m2pt_kernel_arg args[] = {M2PT_ARG(x), M2PT_ARG(weight), M2PT_ARG(bias),
                                   M2PT_ARG(y), M2PT_ARG(d), M2PT_ARG(eps)};
   const size_t global[1] = {rows * wg}, local[1] = {wg};
