@@ -70,15 +70,12 @@ char *m2pt_cache_dir_resolve(const char *option)
   return dup_string(buf);
 }
 
-/* The binary cache directory the options and environment ask for; NULL for
- * none. */
-static char *resolve_cache_dir(const m2pt_context_options *opts, const m2pt_device_info *info)
+/* Whether program binaries are cached on disk for these options. */
+static int binary_cache_wanted(const m2pt_context_options *opts, const m2pt_device_info *info)
 {
   const m2pt_binary_cache mode = opts ? opts->binary_cache : M2PT_BINARY_CACHE_AUTO;
-  if (mode == M2PT_BINARY_CACHE_OFF ||
-      (mode == M2PT_BINARY_CACHE_AUTO && !binary_cache_default(info)))
-    return NULL;
-  return m2pt_cache_dir_resolve(opts ? opts->cache_dir : NULL);
+  return mode == M2PT_BINARY_CACHE_ON ||
+         (mode == M2PT_BINARY_CACHE_AUTO && binary_cache_default(info));
 }
 
 static void set_base_build_options(m2pt_context *ctx)
@@ -119,12 +116,14 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
   ctx->max_work_group = 1;
   clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof ctx->max_work_group,
                   &ctx->max_work_group, NULL);
-  ctx->cache_dir = resolve_cache_dir(options, &ctx->info);
   /* The tuning store lives in the cache directory whether or not program
    * binaries are cached there. */
-  char *tuning_dir = m2pt_cache_dir_resolve(options ? options->cache_dir : NULL);
-  m2pt_tuning_context_init(ctx, tuning_dir);
-  free(tuning_dir);
+  char *dir = m2pt_cache_dir_resolve(options ? options->cache_dir : NULL);
+  m2pt_tuning_context_init(ctx, dir);
+  if (binary_cache_wanted(options, &ctx->info))
+    ctx->cache_dir = dir;
+  else
+    free(dir);
   atomic_fetch_add(&live_contexts, 1);
   ctx->counted = 1;
   *out = ctx;
