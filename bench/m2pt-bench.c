@@ -78,7 +78,9 @@ static void usage(FILE *f)
       "  --compare OLD  after the run, print new/old of the median time per (device,\n"
       "                 suite, case) found in both, OLD being an earlier --json file;\n"
       "                 a ratio above 1.05 (more than 5% slower) is marked SLOWER, and\n"
-      "                 a last line counts them; the exit status stays 0\n"
+      "                 a last line counts them; cases below 0.05 ms in both runs are\n"
+      "                 listed but not judged (timer and enqueue noise); devices are\n"
+      "                 named in full; the exit status stays 0\n"
       "  --against NEW  with --compare: compare two --json files, run nothing\n"
       "  --help         this text\n",
       f);

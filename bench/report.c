@@ -18,6 +18,11 @@
 
 #define OPENBLAS "openblas"
 #define SLOWER_THRESHOLD 1.05 /* --compare flags a time ratio new/old above this */
+/* --compare does not flag a case whose old and new medians are both below
+ * this: there the median is enqueue and timer overhead, and a ratio of two
+ * such times says nothing about the code (0.000 ms against 0.000 ms read as
+ * 1.8× slower on one run). */
+#define COMPARE_FLOOR_MS 0.05
 
 typedef struct device_entry {
   char label[M2PT_INFO_STRING + 16];
@@ -652,17 +657,35 @@ static const cJSON *find_case(const cJSON *results, const cJSON *rec)
   return NULL;
 }
 
+/* The widest device name among the records: the table prints names whole, so
+ * devices that share a prefix (two PoCL devices, two GPUs of one vendor) stay
+ * apart. */
+static int device_width(const cJSON *results)
+{
+  int width = (int)strlen("device");
+  const cJSON *r;
+  cJSON_ArrayForEach(r, results)
+  {
+    const char *device = string_of(r, "device");
+    if (device && (int)strlen(device) > width)
+      width = (int)strlen(device);
+  }
+  return width;
+}
+
 size_t bench_compare(const void *old_doc, const void *new_doc)
 {
   cJSON *own = new_doc ? NULL : run_json();
   const cJSON *old_results = cJSON_GetObjectItemCaseSensitive(old_doc, "results");
   const cJSON *new_results =
       cJSON_GetObjectItemCaseSensitive(new_doc ? (const cJSON *)new_doc : own, "results");
-  size_t compared = 0, slower = 0, faster = 0, only_new = 0, only_old = 0;
+  size_t compared = 0, slower = 0, faster = 0, tiny = 0, only_new = 0, only_old = 0;
+  const int width = device_width(new_results);
   bench_progress_clear();
   printf("\n== compare: median time new/old per (device, suite, case); > 1 is slower, "
-         "SLOWER above %.2f ==\n", SLOWER_THRESHOLD);
-  printf("%-28s %-9s %-40s %10s %10s %7s\n", "device", "suite", "case", "old ms", "new ms",
+         "SLOWER above %.2f, not judged where both are below %.2f ms ==\n", SLOWER_THRESHOLD,
+         COMPARE_FLOOR_MS);
+  printf("%-*s %-9s %-40s %10s %10s %7s\n", width, "device", "suite", "case", "old ms", "new ms",
          "new/old");
   const cJSON *r;
   cJSON_ArrayForEach(r, new_results)
@@ -673,17 +696,25 @@ size_t bench_compare(const void *old_doc, const void *new_doc)
       continue;
     const cJSON *o = find_case(old_results, r);
     const double t_new = median_of(r), t_old = o ? median_of(o) : -1.0;
-    if (!o || t_old <= 0.0 || t_new < 0.0) {
+    if (!o || t_old < 0.0 || t_new < 0.0) {
       only_new++;
-      printf("%-28.28s %-9s %-40s %10s %10.3f %7s  (not in OLD)\n", device, suite, name, "-",
+      printf("%-*s %-9s %-40s %10s %10.3f %7s  (not in OLD)\n", width, device, suite, name, "-",
              t_new, "-");
       continue;
     }
-    const double ratio = t_new / t_old;
     compared++;
+    if (t_old < COMPARE_FLOOR_MS && t_new < COMPARE_FLOOR_MS) {
+      tiny++;
+      printf("%-*s %-9s %-40s %10.3f %10.3f %7s  (below %.2f ms)\n", width, device, suite, name,
+             t_old, t_new, "-", COMPARE_FLOOR_MS);
+      continue;
+    }
+    /* Here at least one median is above the floor, so a zero old median
+     * (a case that used to take no measurable time) is infinitely slower. */
+    const double ratio = t_old > 0.0 ? t_new / t_old : INFINITY;
     slower += ratio > SLOWER_THRESHOLD;
     faster += ratio < 1.0 / SLOWER_THRESHOLD;
-    printf("%-28.28s %-9s %-40s %10.3f %10.3f %7.3f%s\n", device, suite, name, t_old, t_new,
+    printf("%-*s %-9s %-40s %10.3f %10.3f %7.3f%s\n", width, device, suite, name, t_old, t_new,
            ratio, ratio > SLOWER_THRESHOLD ? "  SLOWER" : "");
   }
   cJSON_ArrayForEach(r, old_results)
@@ -692,8 +723,10 @@ size_t bench_compare(const void *old_doc, const void *new_doc)
       only_old++;
   }
   printf("compare: %zu cases compared, %zu SLOWER (median time more than %.0f%% above OLD), "
-         "%zu faster by more than that, %zu not in OLD, %zu of OLD not measured now\n",
-         compared, slower, (SLOWER_THRESHOLD - 1.0) * 100.0, faster, only_new, only_old);
+         "%zu faster by more than that, %zu below %.2f ms in both (not judged), %zu not in OLD, "
+         "%zu of OLD not measured now\n",
+         compared, slower, (SLOWER_THRESHOLD - 1.0) * 100.0, faster, tiny, COMPARE_FLOOR_MS,
+         only_new, only_old);
   fflush(stdout);
   cJSON_Delete(own);
   return slower;

@@ -33,6 +33,9 @@ RECORD_FIELDS = ("device", "suite", "case", "median_ms", "min_ms", "max_ms", "gf
 CSV_HEADER = ["device", "suite", "case", "shape", "median_ms", "min_ms", "max_ms",
               "gflops", "gbps", "pct_peak", "kernel_ms", "timer"]
 
+# --compare judges no case whose old and new medians are both below this.
+FLOOR_MS = 0.05
+
 failures = []
 
 
@@ -156,26 +159,94 @@ def slower_lines(out):
     return [l for l in out.splitlines() if l.rstrip().endswith("SLOWER")]
 
 
+def write_json(tmp, name, doc):
+    path = os.path.join(tmp, name)
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    return path
+
+
+def with_medians(doc, median):
+    """A copy of doc with median(record) as every record's median."""
+    out = copy.deepcopy(doc)
+    for r in out["results"]:
+        r["median_ms"] = r["min_ms"] = r["max_ms"] = median(r)
+    return out
+
+
 def check_compare(bench, tmp, json_path, doc):
-    # The first device GEMM record made 1000 times faster in OLD: SLOWER now.
-    old = copy.deepcopy(doc)
-    target = next(r for r in old["results"] if r["suite"] == "gemm" and r["device"] != "openblas")
-    target["median_ms"] = target["median_ms"] / 1000.0
-    old_path = os.path.join(tmp, "old.json")
-    with open(old_path, "w") as f:
-        json.dump(old, f)
-    p = run([bench, "--compare", old_path, "--against", json_path])
+    # Nothing here depends on the device's name or speed or on timing noise:
+    # the compared medians are written by the test, except in the live run,
+    # whose own --json says what it measured.
+    records = [r for r in doc["results"] if r["device"] != "openblas"]
+    target = records[0]
+    is_target = lambda r: all(r[k] == target[k] for k in ("device", "suite", "case"))
+
+    # OLD with its own medians against NEW where only the target is much slower.
+    new_path = write_json(tmp, "new.json", with_medians(
+        doc, lambda r: r["median_ms"] * 1000.0 + 1.0 if is_target(r) else r["median_ms"]))
+    p = run([bench, "--compare", json_path, "--against", new_path])
     lines = slower_lines(p.stdout)
     check(len(lines) == 1 and target["case"] in lines[0] and target["device"] in lines[0],
-          "--compare --against flagged %r, expected the one case %r" % (lines, target["case"]))
+          "--compare --against flagged %r, expected the one case %r of device %r"
+          % (lines, target["case"], target["device"]))
     check(" 1 SLOWER" in p.stdout, "no count line '1 SLOWER' in:\n" + p.stdout[-2000:])
     p = run([bench, "--compare", json_path, "--against", json_path])
     check(not slower_lines(p.stdout) and " 0 SLOWER" in p.stdout,
           "a file compared with itself is flagged:\n" + p.stdout[-2000:])
-    # In a run (the tiny GEMM only): the injected case is flagged, exit status 0.
-    p = run([bench, "--smoke", "--suite", "gemm", "--compare", old_path])
-    check(any(target["case"] in l and target["device"] in l for l in slower_lines(p.stdout)),
-          "a run with --compare did not flag %r:\n%s" % (target["case"], p.stdout[-2000:]))
+
+    # Below the floor in both files: listed, never flagged, however large the
+    # ratio (0.000 against 0.000 ms once read as 1.8x slower); above it in the
+    # new file only: flagged, even from an old median of zero.
+    old_path = write_json(tmp, "tiny-old.json", with_medians(doc, lambda r: 0.0))
+    tiny_path = write_json(tmp, "tiny-new.json",
+                           with_medians(doc, lambda r: FLOOR_MS * 0.9))
+    p = run([bench, "--compare", old_path, "--against", tiny_path])
+    check(not slower_lines(p.stdout) and " 0 SLOWER" in p.stdout
+          and "%d below %.2f ms" % (len(doc["results"]), FLOOR_MS) in p.stdout,
+          "cases below %.2f ms in both files were judged:\n%s" % (FLOOR_MS, p.stdout[-2000:]))
+    up_path = write_json(tmp, "up-new.json", with_medians(
+        doc, lambda r: FLOOR_MS * 2.0 if is_target(r) else FLOOR_MS * 0.9))
+    p = run([bench, "--compare", old_path, "--against", up_path])
+    lines = slower_lines(p.stdout)
+    check(len(lines) == 1 and target["case"] in lines[0],
+          "a case from 0 to %.2f ms not flagged alone: %r" % (FLOOR_MS * 2.0, lines))
+
+    # Two devices whose names share a long prefix (two PoCL devices, two GPUs
+    # of one vendor): the flagged line names the right one in full.
+    prefix = "pthread-skylake-avx512-AMD EPYC 7B13 64-Core Processor"
+    twin = {"devices": [], "results": []}
+    for k, label in enumerate((prefix + " (0:0)", prefix + " (0:1)")):
+        twin["devices"].append({"name": label})
+        for r in records[:3]:
+            twin["results"].append(dict(r, device=label, median_ms=1.0 + k))
+    twin_old = write_json(tmp, "twin-old.json", twin)
+    twin["results"][3]["median_ms"] *= 3.0  # the first case of the second device
+    twin_new = write_json(tmp, "twin-new.json", twin)
+    p = run([bench, "--compare", twin_old, "--against", twin_new])
+    lines = slower_lines(p.stdout)
+    check(len(lines) == 1 and (prefix + " (0:1)") in lines[0],
+          "two devices with one name prefix: flagged %r, expected only %r"
+          % (lines, prefix + " (0:1)"))
+
+    # In a run (the tiny GEMM only), against OLD with the target at 0 ms: the
+    # case is flagged exactly when this run measured it above the floor.
+    gemm = next(r for r in records if r["suite"] == "gemm")
+    old_path = write_json(tmp, "old.json", with_medians(
+        doc, lambda r: 0.0 if r is gemm or (r["device"], r["suite"], r["case"]) ==
+        (gemm["device"], gemm["suite"], gemm["case"]) else r["median_ms"]))
+    live_path = os.path.join(tmp, "live.json")
+    p = run([bench, "--smoke", "--suite", "gemm", "--json", live_path, "--compare", old_path])
+    if p.returncode == 0:
+        with open(live_path) as f:
+            live = json.load(f)
+        now = next((r["median_ms"] for r in live["results"]
+                    if (r["device"], r["suite"], r["case"]) ==
+                    (gemm["device"], gemm["suite"], gemm["case"])), None)
+        flagged = any(gemm["case"] in l and gemm["device"] in l for l in slower_lines(p.stdout))
+        check(now is not None and flagged == (now >= FLOOR_MS),
+              "a run with --compare: %r measured %r ms, flagged: %r\n%s"
+              % (gemm["case"], now, flagged, p.stdout[-2000:]))
 
 
 def check_bad_arguments(bench, tmp):
