@@ -6,10 +6,14 @@ usage: check_tools.py TOOLS_DIR DATA_DIR
 """
 import json
 import os
+import shutil
+import signal
+import stat
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 tools, data = sys.argv[1], sys.argv[2]
 failures = []
@@ -192,8 +196,145 @@ rc, _, err = tool("m2pt-reparam", "--target", d("timm_target.safetensors"), "--a
                   d("timm_aux.safetensors"), "--layers", "attn.qkv,mlp.fc9", "--out", t("y.st"))
 check(rc == 1 and "mlp.fc9" in err, "m2pt-reparam with an unknown layer exits 1 naming it")
 
-for f in os.listdir(tmp):
-    os.remove(os.path.join(tmp, f))
-os.rmdir(tmp)
+# ---- Output paths (issue 9): written as cp writes them ----
+
+def run_to(output, **kw):
+    return subprocess.run([os.path.join(tools, "m2pt-run"), "--model",
+                           d("timm_target.safetensors"), "--heads", "3", "--input",
+                           d("timm_input.npy"), "--output", output], capture_output=True, **kw)
+
+
+with open(t("plain.npy"), "rb") as f:
+    plain = f.read()
+# A pipe as --output. /proc/self/fd/1 first: a writer that replaced its output
+# fails there harmlessly; /dev/stdout (a link to it) must stay the system's.
+for out in ("/proc/self/fd/1", "/dev/stdout"):
+    before = os.readlink(out) if os.path.islink(out) else None
+    p = run_to(out)
+    if before is not None and not os.path.islink(out):
+        os.remove(out)
+        os.symlink(before, out)
+        check(False, out + " was replaced by a file (restored)")
+    ok = p.returncode == 0 and p.stdout == plain
+    check(ok, "m2pt-run --output %s | cat gives the .npy %s" % (out, p.stderr.decode().strip()))
+    if not ok:
+        break
+
+# A full device: exit 1 with ENOSPC, the device (a private one with /dev/full's
+# numbers, so that a broken writer cannot replace /dev/full) left alone.
+full = None
+if os.geteuid() == 0:
+    try:
+        os.mknod(t("full"), stat.S_IFCHR | 0o666, os.makedev(1, 7))
+        with open(t("full"), "wb"):
+            full = t("full")
+    except OSError:
+        pass
+elif os.path.exists("/dev/full"):
+    full = "/dev/full"
+if full:
+    p = run_to(full)
+    check(p.returncode == 1 and b"No space left on device" in p.stderr
+          and stat.S_ISCHR(os.lstat(full).st_mode),
+          "m2pt-run --output <full device> exits 1 with ENOSPC, the device kept")
+    if full != "/dev/full":
+        os.remove(full)
+
+
+def big_checkpoint(path, dim, depth):
+    """A plain timm checkpoint of zeros (sparse on disk)."""
+    shapes = {}
+    for b in range(depth):
+        p = "blocks.%d." % b
+        for n in ("norm1", "norm2"):
+            shapes[p + n + ".weight"] = [dim]
+            shapes[p + n + ".bias"] = [dim]
+        for n, rows, cols in (("attn.qkv", 3 * dim, dim), ("attn.proj", dim, dim),
+                              ("mlp.fc1", 4 * dim, dim), ("mlp.fc2", dim, 4 * dim)):
+            shapes[p + n + ".weight"] = [rows, cols]
+            shapes[p + n + ".bias"] = [rows]
+    header, offset = {}, 0
+    for name, shape in shapes.items():
+        size = 4
+        for n in shape:
+            size *= n
+        header[name] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        f.truncate(8 + len(h) + offset)
+
+
+def writing_into(pid, directory):
+    """Whether process pid has a file of `directory` open (the output's
+    temporary: named, or O_TMPFILE's "#inode (deleted)")."""
+    fds = "/proc/%d/fd" % pid
+    try:
+        names = os.listdir(fds)
+    except OSError:
+        return False
+    for n in names:
+        try:
+            if os.path.dirname(os.readlink(os.path.join(fds, n))) == directory:
+                return True
+        except OSError:
+            pass
+    return False
+
+
+# Killed while writing a 200 MB checkpoint (6 MB on oclgrind's simulated
+# device): the old output is intact (or the new one complete) and no
+# temporary is left. The kill waits until the tool holds its temporary open;
+# landing later would still have to pass.
+os.mkdir(t("in"))
+os.mkdir(t("out"))
+small = os.environ.get("M2PT_TEST_SMALL") == "1"
+big_checkpoint(t("in/big.st"), 256 if small else 1024, 2 if small else 4)
+merge = os.path.join(tools, "m2pt-merge")
+out = t("out/merged.st")
+rc, _, err = tool("m2pt-merge", "--m2pt", t("in/big.st"), "--out", out)
+check(rc == 0, "m2pt-merge of a large checkpoint " + err.strip())
+os.rename(out, t("in/reference.st"))
+reference_size = os.path.getsize(t("in/reference.st"))
+old = b"the old output"
+
+
+def killed_merge(sig, env=None):
+    """m2pt-merge into `out` (which holds `old`), sent `sig` while writing.
+    Returns (exit status, out is old or complete, files in the directory)."""
+    with open(out, "wb") as f:
+        f.write(old)
+    p = subprocess.Popen([merge, "--m2pt", t("in/big.st"), "--out", out],
+                         stderr=subprocess.DEVNULL, env=env)
+    while p.poll() is None and not writing_into(p.pid, t("out")):
+        time.sleep(0.001)
+    p.send_signal(sig)
+    p.wait()
+    size = os.path.getsize(out)
+    with open(out, "rb") as f:
+        head = f.read(len(old))
+    intact = head == old and size == len(old) or size == reference_size and head != old
+    return p.returncode, intact, sorted(os.listdir(t("out")))
+
+
+for name, env in (("O_TMPFILE", None), ("named", dict(os.environ, M2PT_IO_TMPFILE="off"))):
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        rc, intact, files = killed_merge(sig, env)
+        leftovers = [f for f in files if f != "merged.st"]
+        what = "m2pt-merge (%s temporary) killed by %s while writing" % (name, sig.name)
+        check(rc in (0, -sig) and intact, what + ": the old output or the new one, whole")
+        if sig == signal.SIGKILL and name == "named":
+            # Nothing can catch SIGKILL: the next write of that output, by a
+            # process started after the temporary was last written (the
+            # sleep makes sure of it), removes the temporary.
+            time.sleep(0.05)
+            rc, _, _ = tool("m2pt-merge", "--m2pt", d("timm_m2pt.safetensors"), "--out", out)
+            leftovers = [f for f in os.listdir(t("out")) if f != "merged.st"]
+            what += ", then written again"
+        check(not leftovers, what + ": no temporary left " + " ".join(leftovers))
+
+shutil.rmtree(tmp)
 print("%d failed" % len(failures))
 sys.exit(1 if failures else 0)

@@ -1,14 +1,25 @@
 /* Checkpoint files: safetensors and .npy round trips, files written by
  * Python's numpy and safetensors, and one test per rejected malformation
  * (each built in memory and as a file in a temporary directory). */
+/* mknod, makedev and flock are not POSIX. */
+#define _DEFAULT_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "io/io_util.h"
 
 #include "test_util.h"
 
@@ -26,22 +37,30 @@ static int make_tmp_dir(void **state)
   return mkdtemp(tmp_dir) ? 0 : -1;
 }
 
-static int remove_tmp_dir(void **state)
+static int remove_tree(const char *dir)
 {
-  (void)state;
-  DIR *d = opendir(tmp_dir);
+  DIR *d = opendir(dir);
   if (!d)
     return -1;
   struct dirent *e;
   char path[1024];
   while ((e = readdir(d)))
     if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-      snprintf(path, sizeof path, "%s/%s", tmp_dir, e->d_name);
-      if (rmdir(path) != 0)
+      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+      struct stat sb;
+      if (lstat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        remove_tree(path);
+      else
         unlink(path);
     }
   closedir(d);
-  return rmdir(tmp_dir);
+  return rmdir(dir);
+}
+
+static int remove_tmp_dir(void **state)
+{
+  (void)state;
+  return remove_tree(tmp_dir);
 }
 
 /* A path in the temporary directory (static buffer, one of four in turn). */
@@ -562,6 +581,353 @@ static void writer_is_atomic(void **state)
   assert_ok(NULL, m2pt_safetensors_open(empty, &st));
   assert_int_equal(m2pt_safetensors_count(st), 0);
   m2pt_safetensors_close(st);
+}
+
+/* ---- output files: written as cp writes them ----------------------------- */
+
+typedef char path_buf[1024];
+
+/* A fresh directory `name` under the temporary one. */
+static void make_dir(path_buf dir, const char *name)
+{
+  snprintf(dir, sizeof(path_buf), "%s/%s", tmp_dir, name);
+  assert_int_equal(mkdir(dir, 0755), 0);
+}
+
+static void join(path_buf out, const char *dir, const char *name)
+{
+  const int n = snprintf(out, sizeof(path_buf), "%s/%s", dir, name);
+  assert_true(n > 0 && (size_t)n < sizeof(path_buf));
+}
+
+/* Writes a small .npy holding `v`. */
+static m2pt_status put(const char *path, float v)
+{
+  const float x[4] = {v, v, v, v};
+  const size_t shape[1] = {4};
+  return m2pt_npy_write(path, x, 1, shape);
+}
+
+/* The value put() wrote to `path`. */
+static float got(const char *path)
+{
+  float *data = NULL;
+  size_t ndim, shape[M2PT_IO_MAX_DIMS];
+  assert_ok(NULL, m2pt_npy_read(path, &data, &ndim, shape));
+  const float v = data[0];
+  m2pt_free(data);
+  return v;
+}
+
+/* Entries of `dir` besides . and ..: a temporary file left behind shows. */
+static int entries(const char *dir)
+{
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  int n = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+  closedir(d);
+  return n;
+}
+
+static mode_t file_type(const char *path)
+{
+  struct stat sb;
+  assert_int_equal(lstat(path, &sb), 0);
+  return sb.st_mode & S_IFMT;
+}
+
+static void output_through_symlinks(void **state)
+{
+  (void)state;
+  path_buf dir, sub, target, link1, link2, link3, created;
+  make_dir(dir, "out-links");
+  join(sub, dir, "sub");
+  assert_int_equal(mkdir(sub, 0755), 0);
+  join(target, dir, "target.npy");
+  join(link1, dir, "link1.npy");
+  join(link2, dir, "link2.npy");
+  join(link3, dir, "link3.npy");
+  join(created, sub, "created.npy");
+
+  /* The target is replaced; the link stays a link. */
+  assert_ok(NULL, put(target, 1.0f));
+  assert_int_equal(symlink("target.npy", link1), 0);
+  assert_ok(NULL, put(link1, 2.0f));
+  assert_int_equal(file_type(link1), S_IFLNK);
+  assert_true(got(target) == 2.0f);
+
+  /* A dangling link, relative to its own directory, creates its target;
+   * a chain of links leads there too. */
+  assert_int_equal(symlink("sub/created.npy", link2), 0);
+  assert_ok(NULL, put(link2, 3.0f));
+  assert_int_equal(file_type(link2), S_IFLNK);
+  assert_int_equal(file_type(created), S_IFREG);
+  assert_true(got(created) == 3.0f);
+  assert_int_equal(symlink(link2, link3), 0);
+  assert_ok(NULL, put(link3, 4.0f));
+  assert_int_equal(file_type(link3), S_IFLNK);
+  assert_true(got(created) == 4.0f);
+
+  /* No temporary left beside the links or the targets. */
+  assert_int_equal(entries(dir), 5);
+  assert_int_equal(entries(sub), 1);
+}
+
+static void output_keeps_mode_owner_and_links(void **state)
+{
+  (void)state;
+  path_buf dir, fresh, private, shared, other;
+  make_dir(dir, "out-attrs");
+  join(fresh, dir, "fresh.npy");
+  join(private, dir, "private.npy");
+  join(shared, dir, "shared.npy");
+  join(other, dir, "other-name.npy");
+
+  /* A new file: 0666 less the umask, as cp creates it. */
+  const mode_t mask = umask(027);
+  assert_ok(NULL, put(fresh, 1.0f));
+  umask(mask);
+  struct stat sb;
+  assert_int_equal(stat(fresh, &sb), 0);
+  assert_int_equal(sb.st_mode & 07777, 0640);
+
+  /* A replaced file keeps its mode, and its owner where we may set it. */
+  assert_ok(NULL, put(private, 1.0f));
+  assert_int_equal(chmod(private, 0600), 0);
+  const int root = geteuid() == 0;
+  if (root)
+    assert_int_equal(chown(private, 1234, 5678), 0);
+  assert_ok(NULL, put(private, 2.0f));
+  assert_int_equal(stat(private, &sb), 0);
+  assert_int_equal(sb.st_mode & 07777, 0600);
+  if (root) {
+    assert_int_equal(sb.st_uid, 1234);
+    assert_int_equal(sb.st_gid, 5678);
+  }
+  assert_true(got(private) == 2.0f);
+
+  /* Hard links stay linked and all see the new contents, shorter or longer. */
+  assert_ok(NULL, put(shared, 1.0f));
+  assert_int_equal(link(shared, other), 0);
+  const float wide[64] = {5.0f};
+  const size_t s64 = 64;
+  assert_ok(NULL, m2pt_npy_write(shared, wide, 1, &s64));
+  assert_ok(NULL, put(shared, 6.0f));
+  struct stat a, b;
+  assert_int_equal(stat(shared, &a), 0);
+  assert_int_equal(stat(other, &b), 0);
+  assert_true(a.st_ino == b.st_ino && a.st_nlink == 2);
+  assert_true(got(other) == 6.0f);
+  assert_int_equal(entries(dir), 4);
+}
+
+/* A reader process takes what the writer sends down a FIFO. */
+static void output_into_fifo(void **state)
+{
+  (void)state;
+  path_buf dir, fifo, ref;
+  make_dir(dir, "out-fifo");
+  join(fifo, dir, "fifo");
+  join(ref, dir, "ref.npy");
+  assert_ok(NULL, put(ref, 7.0f));
+  size_t ref_size;
+  unsigned char *want = read_file(ref, &ref_size);
+  assert_int_equal(mkfifo(fifo, 0600), 0);
+  const pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    alarm(60); /* a writer that replaced the FIFO would leave it waiting */
+    const int fd = open(fifo, O_RDONLY);
+    unsigned char buf[4096];
+    size_t n = 0;
+    for (ssize_t r; fd >= 0 && (r = read(fd, buf + n, sizeof buf - n)) > 0;)
+      n += (size_t)r;
+    _exit(n == ref_size && memcmp(buf, want, n) == 0 ? 0 : 1);
+  }
+  assert_ok(NULL, put(fifo, 7.0f));
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  assert_int_equal(file_type(fifo), S_IFIFO);
+  assert_int_equal(entries(dir), 2);
+  free(want);
+}
+
+/* A full device (/dev/full's numbers, made privately so that a broken writer
+ * can only replace our node) fails with ENOSPC and stays a device. */
+static void output_into_full_device(void **state)
+{
+  (void)state;
+  path_buf dir, full;
+  make_dir(dir, "out-full");
+  join(full, dir, "full");
+  int fd = -1;
+  if (mknod(full, S_IFCHR | 0666, makedev(1, 7)) == 0)
+    fd = open(full, O_WRONLY);
+  if (fd < 0) {
+    unlink(full);
+    /* Without privilege no writer can replace /dev/full itself. */
+    if (geteuid() == 0 || file_type("/dev/full") != S_IFCHR)
+      skip();
+    strcpy(full, "/dev/full");
+  } else {
+    close(fd);
+  }
+  assert_status(NULL, put(full, 1.0f), M2PT_ERR_IO);
+  assert_message_has(full);
+  assert_message_has("No space left on device");
+  assert_int_equal(file_type(full), S_IFCHR);
+  assert_int_equal(entries(dir), strcmp(full, "/dev/full") ? 1 : 0);
+}
+
+static void output_refusals(void **state)
+{
+  (void)state;
+  path_buf dir, sub, sock, missing, readonly;
+  make_dir(dir, "out-refused");
+  join(sub, dir, "a-directory");
+  join(sock, dir, "a-socket");
+  join(missing, dir, "no/such/dir/x.npy");
+  join(readonly, dir, "read-only.npy");
+  assert_int_equal(mkdir(sub, 0755), 0);
+  assert_status(NULL, put(sub, 1.0f), M2PT_ERR_IO);
+  assert_message_has(sub);
+  assert_message_has("it is a directory");
+  assert_int_equal(file_type(sub), S_IFDIR);
+
+  const int s = socket(AF_UNIX, SOCK_STREAM, 0);
+  assert_true(s >= 0);
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  assert_true(strlen(sock) < sizeof addr.sun_path);
+  strcpy(addr.sun_path, sock);
+  assert_int_equal(bind(s, (const struct sockaddr *)&addr, sizeof addr), 0);
+  assert_status(NULL, put(sock, 1.0f), M2PT_ERR_IO);
+  assert_message_has(sock);
+  assert_message_has("socket");
+  assert_int_equal(file_type(sock), S_IFSOCK);
+  close(s);
+
+  assert_status(NULL, put(missing, 1.0f), M2PT_ERR_IO);
+  assert_message_has(missing);
+  assert_message_has("No such file or directory");
+
+  /* A file we may not write stays as it is (root may write anything). */
+  assert_ok(NULL, put(readonly, 1.0f));
+  assert_int_equal(chmod(readonly, 0444), 0);
+  if (geteuid() != 0) {
+    assert_status(NULL, put(readonly, 2.0f), M2PT_ERR_IO);
+    assert_message_has("Permission denied");
+    assert_true(got(readonly) == 1.0f);
+  }
+  assert_int_equal(entries(dir), 3);
+}
+
+/* File names up to NAME_MAX work: the temporary's name does not grow with
+ * the target's. */
+static void output_long_names(void **state)
+{
+  (void)state;
+  path_buf dir, path;
+  make_dir(dir, "out-long");
+  for (size_t len = 245; len <= 255; len += 5) {
+    char name[256];
+    memset(name, 'n', len);
+    memcpy(name + len - 4, ".npy", 5);
+    join(path, dir, name);
+    assert_ok(NULL, put(path, (float)len));
+    assert_ok(NULL, put(path, (float)len + 1.0f)); /* and replacing it */
+    assert_true(got(path) == (float)len + 1.0f);
+  }
+  assert_int_equal(entries(dir), 3);
+}
+
+/* Without O_TMPFILE (forced here) the temporary is named; it is gone once
+ * written, whatever the output is. */
+static void output_named_temporary(void **state)
+{
+  (void)state;
+  path_buf dir, plain, link1;
+  make_dir(dir, "out-named");
+  join(plain, dir, "plain.npy");
+  join(link1, dir, "link.npy");
+  assert_int_equal(setenv("M2PT_IO_TMPFILE", "off", 1), 0);
+  assert_ok(NULL, put(plain, 1.0f));
+  assert_int_equal(chmod(plain, 0600), 0);
+  assert_int_equal(symlink("plain.npy", link1), 0);
+  assert_ok(NULL, put(link1, 2.0f));
+  unsetenv("M2PT_IO_TMPFILE");
+  struct stat sb;
+  assert_int_equal(stat(plain, &sb), 0);
+  assert_int_equal(sb.st_mode & 07777, 0600);
+  assert_true(got(plain) == 2.0f);
+  assert_int_equal(file_type(link1), S_IFLNK);
+  assert_int_equal(entries(dir), 2);
+}
+
+/* A named temporary of the same target, older than this process and not
+ * locked by a live writer, is removed by the next write; nothing else is. */
+static void output_removes_stale_temporaries(void **state)
+{
+  (void)state;
+  path_buf dir, target, path;
+  make_dir(dir, "out-stale");
+  join(target, dir, "t.npy");
+  char ours[M2PT_TEMP_NAME_SIZE], theirs[M2PT_TEMP_NAME_SIZE];
+  m2pt_temp_name("t.npy", ours);
+  m2pt_temp_name("u.npy", theirs);
+  const size_t x = strlen(ours) - 6;
+  static const struct {
+    const char *suffix;
+    int mine, old, kind; /* kind: 0 file, 1 file locked by a live writer, 2 FIFO */
+    int removed;
+  } cases[] = {
+    {"stale1", 1, 1, 0, 1},
+    {"Stale2", 1, 1, 0, 1},
+    {"fresh1", 1, 0, 0, 0},
+    {"locked", 1, 1, 1, 0},
+    {"afifo1", 1, 1, 2, 0},
+    {"other1", 0, 1, 0, 0},
+    {"bad-12", 1, 1, 0, 0},
+    {"short", 1, 1, 0, 0},
+  };
+  enum { N = sizeof cases / sizeof cases[0] };
+  char names[N][M2PT_TEMP_NAME_SIZE];
+  int locked = -1;
+  for (int i = 0; i < N; i++) {
+    strcpy(names[i], cases[i].mine ? ours : theirs);
+    strcpy(names[i] + x, cases[i].suffix);
+    join(path, dir, names[i]);
+    if (cases[i].kind == 2) {
+      assert_int_equal(mkfifo(path, 0600), 0);
+    } else {
+      write_file(path, "partial", 7);
+      if (cases[i].kind == 1) {
+        locked = open(path, O_RDONLY);
+        assert_int_equal(flock(locked, LOCK_EX), 0);
+      }
+    }
+    if (cases[i].old) {
+      const struct timespec when[2] = {{1000000000, 0}, {1000000000, 0}}; /* 2001 */
+      assert_int_equal(utimensat(AT_FDCWD, path, when, AT_SYMLINK_NOFOLLOW), 0);
+    }
+  }
+  /* A user's files that only look alike. */
+  join(path, dir, ".m2pt-tmp.notours");
+  write_file(path, "mine", 4);
+  assert_ok(NULL, put(target, 1.0f));
+  for (int i = 0; i < N; i++) {
+    join(path, dir, names[i]);
+    if (file_exists(path) == cases[i].removed) {
+      print_error("%s: %s\n", names[i], cases[i].removed ? "kept" : "removed");
+      fail();
+    }
+  }
+  close(locked);
+  assert_int_equal(entries(dir), N - 2 + 2);
 }
 
 /* ---- safetensors reader: hostile input ----------------------------------- */
@@ -1268,6 +1634,14 @@ int main(void)
     cmocka_unit_test(writer_matches_reference),
     cmocka_unit_test(writer_rejects),
     cmocka_unit_test(writer_is_atomic),
+    cmocka_unit_test(output_through_symlinks),
+    cmocka_unit_test(output_keeps_mode_owner_and_links),
+    cmocka_unit_test(output_into_fifo),
+    cmocka_unit_test(output_into_full_device),
+    cmocka_unit_test(output_refusals),
+    cmocka_unit_test(output_long_names),
+    cmocka_unit_test(output_named_temporary),
+    cmocka_unit_test(output_removes_stale_temporaries),
     cmocka_unit_test(reader_rejects_framing),
     cmocka_unit_test(reader_rejects_json),
     cmocka_unit_test(reader_rejects_entries),

@@ -203,6 +203,7 @@ static int apply_scales(m2pt_context *ctx, m2pt_model *model, const char *path)
 int main(int argc, char **argv)
 {
   tool_name = "m2pt-merge";
+  tool_signals();
   merge_args a;
   memset(&a, 0, sizeof a);
   tool_options_init(&a.o);

@@ -23,6 +23,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
   tool_name = "m2pt-reparam";
+  tool_signals();
   const char *target = NULL, *aux = NULL, *out = NULL;
   tool_options o;
   tool_options_init(&o);

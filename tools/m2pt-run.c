@@ -131,6 +131,7 @@ static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const fl
 int main(int argc, char **argv)
 {
   tool_name = "m2pt-run";
+  tool_signals();
   run_args a;
   memset(&a, 0, sizeof a);
   tool_options_init(&a.o);

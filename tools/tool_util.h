@@ -67,6 +67,11 @@ extern const char tool_options_help[];
 extern int tool_verbose;
 void tool_step(const char *what);
 
+/* Makes SIGTERM, SIGINT and SIGHUP remove the output's temporary file (where
+ * the filesystem needs a named one) before they end the process as they
+ * would have. Leaves a signal ignored at start (nohup) ignored. */
+void tool_signals(void);
+
 /* Creates a context on `device` (NULL: the default); reports failures. */
 int tool_context(const char *device, m2pt_context **ctx);
 

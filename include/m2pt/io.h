@@ -182,10 +182,10 @@ M2PT_API m2pt_status m2pt_safetensors_writer_metadata(m2pt_safetensors_writer *w
  * as it orders them (U64, I64, F64, F32, U32, I32, BF16, F16, U16, I16, the
  * F8s, I8, U8, BOOL: larger elements first, so each tensor's data is aligned
  * to its element size), then by name; contiguous offsets; compact JSON padded
- * with spaces to a multiple of 8 bytes. The file is written to a temporary
- * file in the same directory, synced and renamed over `path`: readers see
- * the old file or the whole new one, never a part. On failure the temporary
- * file is removed and `path` is untouched; finish may be called again.
+ * with spaces to a multiple of 8 bytes. `path` is written as an output file
+ * (see "Output files" below): readers of a regular file see the old file or
+ * the whole new one, never a part. On failure no temporary file is left and
+ * a replaced file is untouched; finish may be called again.
  * The writer must still be destroyed.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_INVALID_STATE (finished
  * already), M2PT_ERR_IO, M2PT_ERR_OUT_OF_MEMORY. */
@@ -218,11 +218,37 @@ M2PT_API m2pt_status m2pt_npy_read_memory(const void *bytes, size_t size, float 
 
 /* Writes a '<f4' C-order array of 1 to M2PT_IO_MAX_DIMS dimensions as
  * format 1.0 (2.0 only if the header would not fit 1.0), header padded to 64
- * bytes as numpy does, atomically (temporary file, sync, rename).
+ * bytes as numpy does, as an output file (see "Output files" below).
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, ndim out of range, size overflow),
  * M2PT_ERR_IO, M2PT_ERR_OUT_OF_MEMORY. */
 M2PT_API m2pt_status m2pt_npy_write(const char *path, const float *data, size_t ndim,
                                     const size_t *shape);
+
+/* ---- output files ------------------------------------------------------ */
+
+/* Every writer here treats its path as cp does. A regular file (new, or
+ * replaced with its mode kept, and its owner where the process may) is
+ * written to an unnamed temporary file in its directory (Linux O_TMPFILE),
+ * synced and renamed over it, so a process killed at any moment leaves the
+ * old file or the new one, whole, and no temporary. A symlink is written
+ * through: its target is replaced, or created if missing. A character or
+ * block device or a FIFO is written straight into (opening a FIFO waits for
+ * a reader, as cp does; a device or pipe that cannot sync is no failure). A
+ * regular file with several hard links is rewritten in place so that every
+ * link sees the new contents: that one case is not crash-atomic (running out
+ * of space still leaves the old contents where the filesystem can reserve
+ * space). A directory, a socket, a missing directory or a file this process
+ * may not write is refused with M2PT_ERR_IO and a message naming the path.
+ * Where the filesystem has no O_TMPFILE (or M2PT_IO_TMPFILE=off), the
+ * temporary file is named ".m2pt-tmp.<16 hex digits>.<6 letters or digits>";
+ * such a file left by a killed process is removed by the next write of the
+ * same target from a later process. */
+
+/* Removes the named temporary files this process is writing right now (none
+ * where O_TMPFILE is used). Async-signal-safe: for handlers of SIGTERM, SIGINT
+ * or SIGHUP that then end the process (e.g. re-raising the signal with its
+ * default action); a write it interrupts fails if the process goes on. */
+M2PT_API void m2pt_io_remove_temporaries(void);
 
 #ifdef __cplusplus
 }

@@ -120,66 +120,6 @@ void m2pt_file_map_drop(const m2pt_file_map *map, size_t offset, size_t size)
     madvise((void *)first, end - first, MADV_DONTNEED);
 }
 
-static int write_all(int fd, const unsigned char *p, size_t n)
-{
-  while (n > 0) {
-    const size_t step = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
-    const ssize_t w = write(fd, p, step);
-    if (w < 0) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    p += w;
-    n -= (size_t)w;
-  }
-  return 0;
-}
-
-m2pt_status m2pt_write_atomic(const char *path, const m2pt_chunk *chunks, size_t count)
-{
-  static const char suffix[] = ".tmp.XXXXXX";
-  const size_t len = strlen(path);
-  char *tmp = malloc(len + sizeof suffix);
-  if (!tmp)
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-  memcpy(tmp, path, len);
-  memcpy(tmp + len, suffix, sizeof suffix);
-  /* mkstemp: unique across threads and processes, so concurrent writers of
-   * one path each rename a whole file of their own. */
-  const int fd = mkstemp(tmp);
-  if (fd < 0) {
-    const int e = errno;
-    free(tmp);
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot create a temporary file beside it: %s",
-                     path, strerror(e));
-  }
-  const char *what = NULL;
-  if (fchmod(fd, 0644) != 0)
-    what = "set the mode of the temporary file";
-  for (size_t i = 0; !what && i < count; i++)
-    if (chunks[i].size && write_all(fd, chunks[i].data, chunks[i].size) != 0)
-      what = "write";
-  if (!what && fsync(fd) != 0)
-    what = "sync";
-  int e = what ? errno : 0;
-  if (close(fd) != 0 && !what) {
-    what = "close";
-    e = errno;
-  }
-  if (!what && rename(tmp, path) != 0) {
-    what = "rename the temporary file into place";
-    e = errno;
-  }
-  if (what) {
-    unlink(tmp);
-    free(tmp);
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot %s: %s", path, what, strerror(e));
-  }
-  free(tmp);
-  return M2PT_OK;
-}
-
 int m2pt_utf8_valid(const unsigned char *s, size_t size)
 {
   size_t i = 0;

@@ -316,7 +316,7 @@ m2pt_status m2pt_npy_write(const char *path, const float *data, size_t ndim, con
   }
   chunks[1].data = swapped;
 #endif
-  const m2pt_status s = m2pt_write_atomic(path, chunks, 2);
+  const m2pt_status s = m2pt_write_output(path, chunks, 2);
 #if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
   free(swapped);
 #endif

@@ -792,7 +792,7 @@ m2pt_status m2pt_safetensors_writer_finish(m2pt_safetensors_writer *w)
     t.buf[i] = (char)(unsigned char)(hlen >> (8 * i));
   chunks[0].data = t.buf;
   chunks[0].size = t.len;
-  s = m2pt_write_atomic(w->path, chunks, w->count + 1);
+  s = m2pt_write_output(w->path, chunks, w->count + 1);
   if (s == M2PT_OK)
     w->finished = 1;
 done:
