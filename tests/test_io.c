@@ -26,6 +26,9 @@
 #ifndef M2PT_IO_DATA
 #  error "M2PT_IO_DATA must name tests/data/io"
 #endif
+/* main() enters tests/data/io (test_enter_data_dir), so its files are
+ * relative. */
+#define IO_DATA "."
 
 static char tmp_dir[512];
 
@@ -388,7 +391,7 @@ static void reference_safetensors(void **state)
 {
   (void)state;
   m2pt_safetensors *st = NULL;
-  assert_ok(NULL, m2pt_safetensors_open(M2PT_IO_DATA "/reference.safetensors", &st));
+  assert_ok(NULL, m2pt_safetensors_open(IO_DATA "/reference.safetensors", &st));
   assert_int_equal(m2pt_safetensors_count(st), 5);
   const char *value;
   assert_ok(NULL, m2pt_safetensors_metadata(st, "format", &value));
@@ -468,7 +471,7 @@ static void writer_matches_reference(void **state)
 
   size_t n_mine, n_ref;
   unsigned char *mine = read_file(path, &n_mine);
-  unsigned char *ref = read_file(M2PT_IO_DATA "/reference.safetensors", &n_ref);
+  unsigned char *ref = read_file(IO_DATA "/reference.safetensors", &n_ref);
   assert_int_equal(n_mine, n_ref);
   assert_memory_equal(mine, ref, n_ref);
   free(mine);
@@ -1188,7 +1191,7 @@ static void reader_bad_arguments(void **state)
   assert_int_equal(m2pt_safetensors_metadata_count(NULL), 0);
   m2pt_safetensors_close(NULL);
 
-  assert_ok(NULL, m2pt_safetensors_open(M2PT_IO_DATA "/reference.safetensors", &st));
+  assert_ok(NULL, m2pt_safetensors_open(IO_DATA "/reference.safetensors", &st));
   m2pt_safetensors_info info;
   float buf[12];
   size_t index;
@@ -1384,23 +1387,23 @@ static void npy_reference_files(void **state)
   for (int i = 0; i < 24; i++)
     want[i] = (float)i * 0.5f;
   const size_t s1[3] = {2, 3, 4};
-  expect_npy_values(M2PT_IO_DATA "/reference_v1.npy", 3, s1, want);
+  expect_npy_values(IO_DATA "/reference_v1.npy", 3, s1, want);
   for (int i = 0; i < 6; i++)
     want[i] = (float)i * -1.5f;
   const size_t s2[1] = {6};
-  expect_npy_values(M2PT_IO_DATA "/reference_v2.npy", 1, s2, want);
+  expect_npy_values(IO_DATA "/reference_v2.npy", 1, s2, want);
 
   float *data = (float *)&data;
   size_t ndim, shape[M2PT_IO_MAX_DIMS];
-  assert_status(NULL, m2pt_npy_read(M2PT_IO_DATA "/fortran.npy", &data, &ndim, shape),
+  assert_status(NULL, m2pt_npy_read(IO_DATA "/fortran.npy", &data, &ndim, shape),
                 M2PT_ERR_UNSUPPORTED);
   assert_null(data);
   assert_message_has("Fortran");
   assert_message_has("fortran.npy");
-  assert_status(NULL, m2pt_npy_read(M2PT_IO_DATA "/float64.npy", &data, &ndim, shape),
+  assert_status(NULL, m2pt_npy_read(IO_DATA "/float64.npy", &data, &ndim, shape),
                 M2PT_ERR_UNSUPPORTED);
   assert_message_has("'<f8'");
-  assert_status(NULL, m2pt_npy_read(M2PT_IO_DATA "/bigendian.npy", &data, &ndim, shape),
+  assert_status(NULL, m2pt_npy_read(IO_DATA "/bigendian.npy", &data, &ndim, shape),
                 M2PT_ERR_UNSUPPORTED);
   assert_message_has("'>f4'");
   assert_null(data);
@@ -1594,14 +1597,14 @@ static void npy_bad_arguments(void **state)
 static void fuzz_regressions(void **state)
 {
   (void)state;
-  DIR *d = opendir(M2PT_IO_DATA);
+  DIR *d = opendir(IO_DATA);
   assert_non_null(d);
   struct dirent *e;
   while ((e = readdir(d))) {
     if (strncmp(e->d_name, "regress-", 8) != 0)
       continue;
     char path[1024];
-    snprintf(path, sizeof path, "%s/%s", M2PT_IO_DATA, e->d_name);
+    snprintf(path, sizeof path, "%s/%s", IO_DATA, e->d_name);
     size_t size;
     unsigned char *b = read_file(path, &size);
     m2pt_safetensors *st = NULL;
@@ -1624,8 +1627,10 @@ static void fuzz_regressions(void **state)
   closedir(d);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+  if (test_enter_data_dir(argc, argv, M2PT_IO_DATA) != 0)
+    return 1;
   const struct CMUnitTest tests[] = {
     cmocka_unit_test(dtype_names),
     cmocka_unit_test(half_conversions),

@@ -12,7 +12,9 @@
 #ifndef M2PT_MODEL_DATA
 #  error "M2PT_MODEL_DATA must name tests/data/model"
 #endif
-#define DATA(name) M2PT_MODEL_DATA "/" name
+/* main() enters tests/data/model (test_enter_data_dir), so its files are
+ * relative. */
+#define DATA(name) name
 
 static char tmpdir[64];
 
@@ -689,8 +691,10 @@ static void bad_arguments(void **state)
   m2pt_model_destroy(m);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+  if (test_enter_data_dir(argc, argv, M2PT_MODEL_DATA) != 0)
+    return 1;
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(timm_plain),
       cmocka_unit_test(two_dimensional_input),

@@ -1,8 +1,11 @@
 #include "test_util.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 void test_assert_status(const m2pt_context *ctx, m2pt_status got, m2pt_status expected,
                         const char *expr, const char *file, int line)
@@ -90,4 +93,15 @@ m2pt_tensor *test_tensor(m2pt_context *ctx, size_t ndim, const size_t *shape, co
   if (data)
     assert_ok(ctx, m2pt_tensor_write(t, data, m2pt_tensor_numel(t)));
   return t;
+}
+
+int test_enter_data_dir(int argc, char **argv, const char *compiled_in)
+{
+  const char *dir = argc > 1 ? argv[1] : compiled_in;
+  if (chdir(dir) != 0) {
+    fprintf(stderr, "%s: cannot enter the data directory %s: %s\n", argv[0], dir,
+            strerror(errno));
+    return -1;
+  }
+  return 0;
 }

@@ -42,4 +42,9 @@ void test_assert_close(const float *got, const double *ref, size_t n, double tol
 /* A tensor filled from host data (or zeros when data is NULL). */
 m2pt_tensor *test_tensor(m2pt_context *ctx, size_t ndim, const size_t *shape, const float *data);
 
+/* Enters a suite's data directory: argv[1] when given (meson passes the source
+ * tree's, so a tree copied elsewhere, as tools/device-check.sh does, reads its
+ * own files), else `compiled_in`. Returns 0, or -1 after printing why. */
+int test_enter_data_dir(int argc, char **argv, const char *compiled_in);
+
 #endif
