@@ -5,7 +5,9 @@ the goldens of tests/data/model (python3 standard library only).
 usage: check_tools.py TOOLS_DIR DATA_DIR
 """
 import json
+import math
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -40,6 +42,16 @@ def npy(path):
 
 def floats(raw):
     return struct.unpack("<%df" % (len(raw) // 4), raw)
+
+
+def write_npy(path, shape, values):
+    """A '<f4' C-order .npy file, format 1.0, as np.save writes it."""
+    dims = "".join("%d," % n for n in shape) if len(shape) == 1 else ", ".join(map(str, shape))
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }" % dims
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+        f.write(struct.pack("<%df" % len(values), *values))
 
 
 def close(got_path, ref_path, tol=1e-4):
@@ -192,8 +204,69 @@ rc, _, err = tool("m2pt-reparam", "--target", d("timm_target.safetensors"), "--a
                   d("timm_aux.safetensors"), "--layers", "attn.qkv,mlp.fc9", "--out", t("y.st"))
 check(rc == 1 and "mlp.fc9" in err, "m2pt-reparam with an unknown layer exits 1 naming it")
 
-for f in os.listdir(tmp):
-    os.remove(os.path.join(tmp, f))
-os.rmdir(tmp)
+# Non-finite inputs: refused (exit 1) naming the first bad element by its
+# index, unless --allow-nonfinite, which propagates them as PyTorch does.
+shape, raw = npy(d("timm_input.npy"))
+x = list(floats(raw))
+dim, tokens = shape[2], shape[1]
+
+
+def at(b, n, c):
+    return (b * tokens + n) * dim + c
+
+
+def run_on(values, shape, *extra):
+    write_npy(t("bad.npy"), shape, values)
+    return tool("m2pt-run", "--model", d("timm_target.safetensors"), "--heads", "3",
+                "--input", t("bad.npy"), "--output", t("bad_out.npy"), *extra)
+
+
+bad = list(x)
+bad[at(1, 0, 0)] = -math.inf
+bad[at(0, 3, 17)] = math.nan
+bad[at(0, 4, 2)] = math.inf
+rc, _, err = run_on(bad, shape)
+check(rc == 1 and t("bad.npy") + ": element [0][3][17] is nan" in err
+      and "--allow-nonfinite" in err and not os.path.exists(t("bad_out.npy")),
+      "m2pt-run refuses NaN input naming the first bad element, writes nothing: " +
+      (err.splitlines() or [""])[0])
+bad[at(0, 3, 17)] = x[at(0, 3, 17)]
+rc, _, err = run_on(bad, shape)
+check(rc == 1 and "element [0][4][2] is inf" in err, "m2pt-run refuses +Inf input")
+bad[at(0, 4, 2)] = x[at(0, 4, 2)]
+rc, _, err = run_on(bad[:tokens * dim] + [-math.inf] + bad[tokens * dim + 1:], shape)
+check(rc == 1 and "element [1][0][0] is -inf" in err, "m2pt-run refuses -Inf input")
+rc, _, err = run_on(bad[tokens * dim:], shape[1:])
+check(rc == 1 and "element [0][0] is -inf" in err, "m2pt-run refuses -Inf in [N][dim] input")
+bad = list(x)
+bad[at(0, 3, 17)] = math.nan
+rc, _, err = run_on(bad, shape, "--allow-nonfinite")
+out_shape, out = npy(t("bad_out.npy")) if rc == 0 else (None, b"")
+y, y_ref = floats(out), floats(npy(d("timm_expected_plain.npy"))[1])
+half = tokens * dim
+check(rc == 0 and out_shape == shape and all(math.isnan(v) for v in y[:half])
+      and max(abs(a - b) for a, b in zip(y[half:], y_ref[half:])) <= 1e-4 * max(
+          1.0, max(abs(v) for v in y_ref)),
+      "m2pt-run --allow-nonfinite: NaN spreads over its sequence only, as in PyTorch " +
+      err.strip())
+
+# Non-finite λ: --scale (overflow included) and --scales.
+for v in ("inf", "-inf", "1e39"):
+    rc, _, err = tool("m2pt-run", "--model", d("timm_target.safetensors"), "--aux",
+                      d("timm_aux.safetensors"), "--scale", v, "--heads", "3",
+                      "--input", d("timm_input.npy"), "--output", t("y.npy"))
+    check(rc == 2 and "--scale" in err, "m2pt-run --scale %s exits 2" % v)
+scales = {"blocks.%d.%s" % (b, layer): 0.25
+          for b in range(2) for layer in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")}
+for v in ("1e999", "-1e999", "1e39"):
+    with open(t("scales.json"), "w") as f:
+        f.write(json.dumps(scales).replace('"blocks.1.mlp.fc1": 0.25', '"blocks.1.mlp.fc1": ' + v))
+    rc, _, err = tool("m2pt-merge", "--target", d("timm_target.safetensors"), "--aux",
+                      d("timm_aux.safetensors"), "--scales", t("scales.json"), "--out", t("x.st"))
+    check(rc == 1 and "blocks.1.mlp.fc1" in err and "%g is not a finite float" % float(v) in err
+          and not os.path.exists(t("x.st")), "--scales with λ %s exits 1 naming it: %s"
+          % (v, err.strip()))
+
+shutil.rmtree(tmp)
 print("%d failed" % len(failures))
 sys.exit(1 if failures else 0)

@@ -88,6 +88,31 @@ int tool_parse_size(const char *flag, const char *text, size_t *out)
   return 1;
 }
 
+int tool_check_finite(const char *what, const float *data, size_t ndim, const size_t *shape)
+{
+  size_t numel = 1, first = 0, bad = 0;
+  for (size_t d = 0; d < ndim; d++)
+    numel *= shape[d];
+  for (size_t k = 0; k < numel; k++)
+    if (!isfinite(data[k]) && bad++ == 0)
+      first = k;
+  if (!bad)
+    return 1;
+  /* A flat offset means nothing to whoever made the file: name the element
+   * by its index in the array's shape. */
+  size_t at[M2PT_IO_MAX_DIMS];
+  for (size_t d = ndim, rest = first; d-- > 0; rest /= shape[d])
+    at[d] = rest % shape[d];
+  char index[M2PT_IO_MAX_DIMS * 22 + 1] = "";
+  size_t n = 0;
+  for (size_t d = 0; d < ndim; d++)
+    n += (size_t)snprintf(index + n, sizeof index - n, "[%zu]", at[d]);
+  const float v = data[first];
+  tool_error("%s: element %s is %s (%zu of the %zu elements %s not finite)", what, index,
+             isnan(v) ? "nan" : v > 0 ? "inf" : "-inf", bad, numel, bad == 1 ? "is" : "are");
+  return 0;
+}
+
 size_t tool_split_list(const char *flag, char *text, const char **items, size_t max)
 {
   size_t n = 0;

@@ -33,6 +33,12 @@ int tool_arg(int argc, char **argv, int *i, const char *flag, const char **value
 int tool_parse_float(const char *flag, const char *text, float *out);
 int tool_parse_size(const char *flag, const char *text, size_t *out);
 
+/* 1 when every element of the array (ndim ≤ M2PT_IO_MAX_DIMS dimensions of
+ * `shape`) is finite; otherwise reports the first NaN or ±Inf by its index,
+ * "<what>: element [0][3][17] is nan", and returns 0. The library computes
+ * with them as PyTorch does (they propagate); the tools refuse them. */
+int tool_check_finite(const char *what, const float *data, size_t ndim, const size_t *shape);
+
 /* Splits a comma-separated list in place; at most `max` items. Returns the
  * count, or 0 (reported) for an empty item or too many. */
 size_t tool_split_list(const char *flag, char *text, const char **items, size_t max);
