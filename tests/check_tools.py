@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The checkpoint tools end to end: m2pt-run, m2pt-merge and m2pt-reparam on
-the goldens of tests/data/model (python3 standard library only).
+the goldens of tests/data/model, and m2pt-tune's command line
+(python3 standard library only).
 
 usage: check_tools.py TOOLS_DIR DATA_DIR
 """
@@ -23,8 +24,9 @@ def check(cond, what):
         failures.append(what)
 
 
-def tool(name, *args):
-    p = subprocess.run([os.path.join(tools, name)] + list(args), capture_output=True, text=True)
+def tool(name, *args, env=None):
+    p = subprocess.run([os.path.join(tools, name)] + list(args), capture_output=True, text=True,
+                       env=env)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -266,6 +268,38 @@ for v in ("1e999", "-1e999", "1e39"):
     check(rc == 1 and "blocks.1.mlp.fc1" in err and "%g is not a finite float" % float(v) in err
           and not os.path.exists(t("x.st")), "--scales with λ %s exits 1 naming it: %s"
           % (v, err.strip()))
+
+# A subnormal λ is a number, though strtof flags it ERANGE.
+rc, _, err = tool("m2pt-run", "--model", d("timm_target.safetensors"), "--aux",
+                  d("timm_aux.safetensors"), "--scale", "1e-40", "--heads", "3",
+                  "--input", d("timm_input.npy"), "--output", t("sub.npy"))
+check(rc == 0 and close(t("sub.npy"), d("timm_expected_plain.npy")),
+      "m2pt-run --scale 1e-40 (subnormal) is accepted " + err.strip())
+
+# An empty value (a path above all) is bad usage, found before any work.
+# m2pt-tune's cache directories are private here and its run short even if an
+# empty --store fell back to the default directory.
+cache = t("cache")
+env = dict(os.environ, M2PT_CACHE_DIR=cache, XDG_CACHE_HOME=t("xdg"))
+quick_tune = ["--budget", "0.001", "--shapes", "16x16x16,16x32x8", "--reps", "1"]
+for name, args in (
+        ("m2pt-run", ["--model", d("timm_target.safetensors"), "--heads", "3",
+                      "--input", d("timm_input.npy"), "--output", ""]),
+        ("m2pt-run", ["--model", "", "--heads", "3", "--input", d("timm_input.npy"),
+                      "--output", t("y.npy")]),
+        ("m2pt-run", ["--model", d("timm_target.safetensors"), "--heads", "3",
+                      "--input", "", "--output", t("y.npy")]),
+        ("m2pt-run", ["--model", d("timm_target.safetensors"), "--heads", "3", "--device", "",
+                      "--input", d("timm_input.npy"), "--output", t("y.npy")]),
+        ("m2pt-merge", ["--m2pt", d("timm_m2pt.safetensors"), "--out", ""]),
+        ("m2pt-reparam", ["--target", d("timm_target.safetensors"), "--aux",
+                          d("timm_aux.safetensors"), "--out", ""]),
+        ("m2pt-tune", ["--store", ""] + quick_tune),
+        ("m2pt-tune", quick_tune + ["--out", ""])):
+    rc, _, err = tool(name, *args, env=env)
+    flag = args[args.index("") - 1]
+    check(rc == 2 and flag in err and "empty" in err,
+          "%s %s \"\" exits 2: %s" % (name, flag, err.strip()))
 
 shutil.rmtree(tmp)
 print("%d failed" % len(failures))

@@ -882,6 +882,18 @@ static void print_summary(const search *st)
 
 /* ---- main ---- */
 
+/* The flags that take a value: an empty one is bad usage, as in the other
+ * tools (an empty --store would mean the default directory). */
+static int takes_value(const char *flag)
+{
+  static const char *const flags[] = {"--device", "--budget", "--shapes", "--store", "--out",
+                                      "--candidate-timeout", "--worker", "--reps", "--seed"};
+  for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+    if (!strcmp(flag, flags[i]))
+      return 1;
+  return 0;
+}
+
 /* Runs the search in a child process and starts it again, resuming, when a
  * candidate kills it (PoCL's compiler aborts on some parameter sets): the
  * child saved the candidate as pending, and the next child skips it. The
@@ -999,6 +1011,10 @@ int main(int argc, char **argv)
     const char *a = argv[i];
     const int has = i + 1 < argc;
     char *end = NULL;
+    if (has && !argv[i + 1][0] && takes_value(a)) {
+      fprintf(stderr, "m2pt-tune: %s needs a value, not an empty string\n", a);
+      return 2;
+    }
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
       return 0;

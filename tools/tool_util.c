@@ -58,15 +58,22 @@ int tool_arg(int argc, char **argv, int *i, const char *flag, const char **value
     return 1;
   }
   *value = argv[++*i];
+  /* No option means anything by "": an empty path would fail in the library
+   * (exit 1), the output's only after all the work. */
+  if (!**value) {
+    tool_error("%s needs a value, not an empty string", flag);
+    *bad = 1;
+  }
   return 1;
 }
 
 int tool_parse_float(const char *flag, const char *text, float *out)
 {
   char *end;
-  errno = 0;
+  /* strtof's ERANGE also flags results that underflow to a subnormal or to
+   * zero, which are numbers; overflow gives ±inf, which isfinite refuses. */
   const float v = strtof(text, &end);
-  if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v)) {
+  if (end == text || *end != '\0' || !isfinite(v)) {
     tool_error("%s: \"%s\" is not a finite number", flag, text);
     return 0;
   }
