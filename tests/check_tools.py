@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The checkpoint tools end to end: m2pt-run, m2pt-merge and m2pt-reparam on
-the goldens of tests/data/model, and m2pt-tune's command line
+the goldens of tests/data/model, and m2pt-tune's command line and summary
 (python3 standard library only).
 
 usage: check_tools.py TOOLS_DIR DATA_DIR
@@ -300,6 +300,36 @@ for name, args in (
     flag = args[args.index("") - 1]
     check(rc == 2 and flag in err and "empty" in err,
           "%s %s \"\" exits 2: %s" % (name, flag, err.strip()))
+
+# m2pt-tune when nothing beats CLBlast's defaults (here: no time left for any
+# candidate once they are measured): it says so, with the defaults' figures,
+# and writes no store; no NaN in its output or its saved search.
+# (PoCL's own cache stays in $XDG_CACHE_HOME: CLBlast's kernels compile once.)
+shutil.rmtree(cache, ignore_errors=True)
+rc, out, err = tool("m2pt-tune", *quick_tune, env=dict(os.environ, M2PT_CACHE_DIR=cache))
+tuning = os.path.join(cache, "tuning")
+files = os.listdir(tuning) if os.path.isdir(tuning) else []
+saved = "".join(open(os.path.join(tuning, f)).read() for f in files)
+ok = (rc == 0 and "no candidate beat CLBlast's defaults" in out and "16x32x8" in out
+      and "nan" not in (out + err + saved).lower() and len(files) == 1
+      and files[0].endswith(".search.json"))
+check(ok, "m2pt-tune with no candidate tried says so, without NaN, and stores nothing" +
+      ("" if ok else ":\n" + out + err))
+# The saved search resumed with one candidate slower than the defaults.
+if files and files[0].endswith(".search.json"):
+    with open(os.path.join(tuning, files[0])) as f:
+        state = json.load(f)
+    slow = [10 * ms for ms in state["baseline_ms"]]
+    state["tried"] = [{"kind": "direct", "values": [2, 8, 8, 8, 8, 1, 1, 1, 1, 16],
+                       "outcome": "ok", "total_ms": sum(slow), "ms": slow}]
+    with open(os.path.join(tuning, files[0]), "w") as f:
+        json.dump(state, f)
+    rc, out, err = tool("m2pt-tune", *quick_tune, env=dict(os.environ, M2PT_CACHE_DIR=cache))
+    ok = (rc == 0 and "no candidate beat CLBlast's defaults: the best of the 1 tried took" in out
+          and "after ms" not in out and "nan" not in (out + err).lower()
+          and os.listdir(tuning) == files)
+    check(ok, "m2pt-tune whose best is slower than the defaults says so and stores nothing" +
+          ("" if ok else ":\n" + out + err))
 
 shutil.rmtree(tmp)
 print("%d failed" % len(failures))
