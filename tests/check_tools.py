@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """The checkpoint tools end to end: m2pt-run, m2pt-merge and m2pt-reparam on
-the goldens of tests/data/model (python3 standard library only).
+the goldens of tests/data/model, and m2pt-tune's command line and summary
+(python3 standard library only).
 
 usage: check_tools.py TOOLS_DIR DATA_DIR
 """
 import json
+import math
 import os
 import shutil
 import signal
@@ -25,8 +27,9 @@ def check(cond, what):
         failures.append(what)
 
 
-def tool(name, *args):
-    p = subprocess.run([os.path.join(tools, name)] + list(args), capture_output=True, text=True)
+def tool(name, *args, env=None):
+    p = subprocess.run([os.path.join(tools, name)] + list(args), capture_output=True, text=True,
+                       env=env)
     return p.returncode, p.stdout, p.stderr
 
 
@@ -44,6 +47,16 @@ def npy(path):
 
 def floats(raw):
     return struct.unpack("<%df" % (len(raw) // 4), raw)
+
+
+def write_npy(path, shape, values):
+    """A '<f4' C-order .npy file, format 1.0, as np.save writes it."""
+    dims = "".join("%d," % n for n in shape) if len(shape) == 1 else ", ".join(map(str, shape))
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }" % dims
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+        f.write(struct.pack("<%df" % len(values), *values))
 
 
 def close(got_path, ref_path, tol=1e-4):
@@ -334,6 +347,131 @@ for name, env in (("O_TMPFILE", None), ("named", dict(os.environ, M2PT_IO_TMPFIL
             leftovers = [f for f in os.listdir(t("out")) if f != "merged.st"]
             what += ", then written again"
         check(not leftovers, what + ": no temporary left " + " ".join(leftovers))
+
+# Non-finite inputs: refused (exit 1) naming the first bad element by its
+# index, unless --allow-nonfinite, which propagates them as PyTorch does.
+shape, raw = npy(d("timm_input.npy"))
+x = list(floats(raw))
+dim, tokens = shape[2], shape[1]
+
+
+def at(b, n, c):
+    return (b * tokens + n) * dim + c
+
+
+def run_on(values, shape, *extra):
+    write_npy(t("bad.npy"), shape, values)
+    return tool("m2pt-run", "--model", d("timm_target.safetensors"), "--heads", "3",
+                "--input", t("bad.npy"), "--output", t("bad_out.npy"), *extra)
+
+
+bad = list(x)
+bad[at(1, 0, 0)] = -math.inf
+bad[at(0, 3, 17)] = math.nan
+bad[at(0, 4, 2)] = math.inf
+rc, _, err = run_on(bad, shape)
+check(rc == 1 and t("bad.npy") + ": element [0][3][17] is nan" in err
+      and "--allow-nonfinite" in err and not os.path.exists(t("bad_out.npy")),
+      "m2pt-run refuses NaN input naming the first bad element, writes nothing: " +
+      (err.splitlines() or [""])[0])
+bad[at(0, 3, 17)] = x[at(0, 3, 17)]
+rc, _, err = run_on(bad, shape)
+check(rc == 1 and "element [0][4][2] is inf" in err, "m2pt-run refuses +Inf input")
+bad[at(0, 4, 2)] = x[at(0, 4, 2)]
+rc, _, err = run_on(bad[:tokens * dim] + [-math.inf] + bad[tokens * dim + 1:], shape)
+check(rc == 1 and "element [1][0][0] is -inf" in err, "m2pt-run refuses -Inf input")
+rc, _, err = run_on(bad[tokens * dim:], shape[1:])
+check(rc == 1 and "element [0][0] is -inf" in err, "m2pt-run refuses -Inf in [N][dim] input")
+bad = list(x)
+bad[at(0, 3, 17)] = math.nan
+rc, _, err = run_on(bad, shape, "--allow-nonfinite")
+out_shape, out = npy(t("bad_out.npy")) if rc == 0 else (None, b"")
+y, y_ref = floats(out), floats(npy(d("timm_expected_plain.npy"))[1])
+half = tokens * dim
+check(rc == 0 and out_shape == shape and all(math.isnan(v) for v in y[:half])
+      and max(abs(a - b) for a, b in zip(y[half:], y_ref[half:])) <= 1e-4 * max(
+          1.0, max(abs(v) for v in y_ref)),
+      "m2pt-run --allow-nonfinite: NaN spreads over its sequence only, as in PyTorch " +
+      err.strip())
+
+# Non-finite λ: --scale (overflow included) and --scales.
+for v in ("inf", "-inf", "1e39"):
+    rc, _, err = tool("m2pt-run", "--model", d("timm_target.safetensors"), "--aux",
+                      d("timm_aux.safetensors"), "--scale", v, "--heads", "3",
+                      "--input", d("timm_input.npy"), "--output", t("y.npy"))
+    check(rc == 2 and "--scale" in err, "m2pt-run --scale %s exits 2" % v)
+scales = {"blocks.%d.%s" % (b, layer): 0.25
+          for b in range(2) for layer in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")}
+for v in ("1e999", "-1e999", "1e39"):
+    with open(t("scales.json"), "w") as f:
+        f.write(json.dumps(scales).replace('"blocks.1.mlp.fc1": 0.25', '"blocks.1.mlp.fc1": ' + v))
+    rc, _, err = tool("m2pt-merge", "--target", d("timm_target.safetensors"), "--aux",
+                      d("timm_aux.safetensors"), "--scales", t("scales.json"), "--out", t("x.st"))
+    check(rc == 1 and "blocks.1.mlp.fc1" in err and "%g is not a finite float" % float(v) in err
+          and not os.path.exists(t("x.st")), "--scales with λ %s exits 1 naming it: %s"
+          % (v, err.strip()))
+
+# A subnormal λ is a number, though strtof flags it ERANGE.
+rc, _, err = tool("m2pt-run", "--model", d("timm_target.safetensors"), "--aux",
+                  d("timm_aux.safetensors"), "--scale", "1e-40", "--heads", "3",
+                  "--input", d("timm_input.npy"), "--output", t("sub.npy"))
+check(rc == 0 and close(t("sub.npy"), d("timm_expected_plain.npy")),
+      "m2pt-run --scale 1e-40 (subnormal) is accepted " + err.strip())
+
+# An empty value (a path above all) is bad usage, found before any work.
+# m2pt-tune's cache directories are private here and its run short even if an
+# empty --store fell back to the default directory.
+cache = t("cache")
+env = dict(os.environ, M2PT_CACHE_DIR=cache, XDG_CACHE_HOME=t("xdg"))
+quick_tune = ["--budget", "0.001", "--shapes", "16x16x16,16x32x8", "--reps", "1"]
+for name, args in (
+        ("m2pt-run", ["--model", d("timm_target.safetensors"), "--heads", "3",
+                      "--input", d("timm_input.npy"), "--output", ""]),
+        ("m2pt-run", ["--model", "", "--heads", "3", "--input", d("timm_input.npy"),
+                      "--output", t("y.npy")]),
+        ("m2pt-run", ["--model", d("timm_target.safetensors"), "--heads", "3",
+                      "--input", "", "--output", t("y.npy")]),
+        ("m2pt-run", ["--model", d("timm_target.safetensors"), "--heads", "3", "--device", "",
+                      "--input", d("timm_input.npy"), "--output", t("y.npy")]),
+        ("m2pt-merge", ["--m2pt", d("timm_m2pt.safetensors"), "--out", ""]),
+        ("m2pt-reparam", ["--target", d("timm_target.safetensors"), "--aux",
+                          d("timm_aux.safetensors"), "--out", ""]),
+        ("m2pt-tune", ["--store", ""] + quick_tune),
+        ("m2pt-tune", quick_tune + ["--out", ""])):
+    rc, _, err = tool(name, *args, env=env)
+    flag = args[args.index("") - 1]
+    check(rc == 2 and flag in err and "empty" in err,
+          "%s %s \"\" exits 2: %s" % (name, flag, err.strip()))
+
+# m2pt-tune when nothing beats CLBlast's defaults (here: no time left for any
+# candidate once they are measured): it says so, with the defaults' figures,
+# and writes no store; no NaN in its output or its saved search.
+# (PoCL's own cache stays in $XDG_CACHE_HOME: CLBlast's kernels compile once.)
+shutil.rmtree(cache, ignore_errors=True)
+rc, out, err = tool("m2pt-tune", *quick_tune, env=dict(os.environ, M2PT_CACHE_DIR=cache))
+tuning = os.path.join(cache, "tuning")
+files = os.listdir(tuning) if os.path.isdir(tuning) else []
+saved = "".join(open(os.path.join(tuning, f)).read() for f in files)
+ok = (rc == 0 and "no candidate beat CLBlast's defaults" in out and "16x32x8" in out
+      and "nan" not in (out + err + saved).lower() and len(files) == 1
+      and files[0].endswith(".search.json"))
+check(ok, "m2pt-tune with no candidate tried says so, without NaN, and stores nothing" +
+      ("" if ok else ":\n" + out + err))
+# The saved search resumed with one candidate slower than the defaults.
+if files and files[0].endswith(".search.json"):
+    with open(os.path.join(tuning, files[0])) as f:
+        state = json.load(f)
+    slow = [10 * ms for ms in state["baseline_ms"]]
+    state["tried"] = [{"kind": "direct", "values": [2, 8, 8, 8, 8, 1, 1, 1, 1, 16],
+                       "outcome": "ok", "total_ms": sum(slow), "ms": slow}]
+    with open(os.path.join(tuning, files[0]), "w") as f:
+        json.dump(state, f)
+    rc, out, err = tool("m2pt-tune", *quick_tune, env=dict(os.environ, M2PT_CACHE_DIR=cache))
+    ok = (rc == 0 and "no candidate beat CLBlast's defaults: the best of the 1 tried took" in out
+          and "after ms" not in out and "nan" not in (out + err).lower()
+          and os.listdir(tuning) == files)
+    check(ok, "m2pt-tune whose best is slower than the defaults says so and stores nothing" +
+          ("" if ok else ":\n" + out + err))
 
 shutil.rmtree(tmp)
 print("%d failed" % len(failures))

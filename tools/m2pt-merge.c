@@ -1,5 +1,6 @@
 /* m2pt-merge: folds every pathway into its weight (W ← W + λ·W_aux) and
  * writes a plain checkpoint that timm or transformers load. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +145,11 @@ static int apply_scale(m2pt_context *ctx, m2pt_model *model, const m2pt_model_in
     return TOOL_EXIT_FAILURE;
   }
   const float value = (float)item->valuedouble;
+  /* The library would refuse it too, but as "inf" where the file says 1e39. */
+  if (!isfinite(value)) {
+    tool_error("%s: \"%s\": %g is not a finite float", path, item->string, item->valuedouble);
+    return TOOL_EXIT_FAILURE;
+  }
   scale_entry *e = &entries[block * 4 + (size_t)li];
   if (e->set && e->value != value) {
     tool_error("%s: \"%s\" = %g, but %s.%zu.%s already has λ = %g (q, k and v share one)",

@@ -20,6 +20,8 @@ static void usage(FILE *f)
           "  --aux AUX         auxiliary-modality checkpoint of the same architecture\n"
           "  --merge           merge the pathways before running\n"
           "  --repeat R        run R times and report the median time on stderr\n"
+          "  --allow-nonfinite run an input holding NaN or ±Inf (they propagate to the\n"
+          "                    output, as in PyTorch); without it such an input is refused\n"
           "%s"
           "Exit status: 0 done, 1 failure (message on stderr), 2 bad usage.\n",
           tool_options_help);
@@ -28,7 +30,7 @@ static void usage(FILE *f)
 typedef struct run_args {
   const char *model, *aux, *input, *output;
   size_t repeat;
-  int merge;
+  int merge, allow_nonfinite;
   tool_options o;
 } run_args;
 
@@ -49,6 +51,8 @@ static int parse(int argc, char **argv, run_args *a)
       bad = bad || !tool_parse_size("--repeat", v, &a->repeat);
     } else if (!strcmp(argv[i], "--merge")) {
       a->merge = 1;
+    } else if (!strcmp(argv[i], "--allow-nonfinite")) {
+      a->allow_nonfinite = 1;
     } else {
       tool_error("unknown argument \"%s\" (see --help)", argv[i]);
       bad = 1;
@@ -147,6 +151,13 @@ int main(int argc, char **argv)
   if (ndim != 2 && ndim != 3) {
     tool_error("%s: the input must be [B][N][dim] or [N][dim], it has %zu dimensions", a.input,
                ndim);
+    m2pt_free(input);
+    return TOOL_EXIT_FAILURE;
+  }
+  /* One NaN turns the whole sequence into NaN, silently: refuse it here,
+   * since the library does not scan its inputs. */
+  if (!a.allow_nonfinite && !tool_check_finite(a.input, input, ndim, shape)) {
+    tool_error("refusing the input; --allow-nonfinite runs it anyway");
     m2pt_free(input);
     return TOOL_EXIT_FAILURE;
   }

@@ -822,19 +822,30 @@ static void best_tuning(const search *st, m2pt_tuning *t)
   }
 }
 
-static int write_store(const search *st, const m2pt_device_info *info, int quiet)
+static double baseline_total(const search *st)
 {
-  if (st->best < 0 || !st->have_baseline)
-    return 0;
   double base = 0.0;
   for (size_t i = 0; i < st->shape_count; i++)
     base += st->baseline_ms[i];
+  return base;
+}
+
+/* The best candidate when it beats CLBlast's defaults, else NULL: only a
+ * winner is stored. */
+static const candidate *winner(const search *st)
+{
+  if (st->best < 0 || !st->have_baseline)
+    return NULL;
   const candidate *best = &st->tried[st->best];
-  if (!(best->total_ms < base)) {
-    if (!quiet)
-      fprintf(stderr, "m2pt-tune: nothing beat CLBlast's defaults; store not written\n");
+  return best->total_ms < baseline_total(st) ? best : NULL;
+}
+
+static int write_store(const search *st, const m2pt_device_info *info)
+{
+  const candidate *best = winner(st);
+  if (!best)
     return 0;
-  }
+  const double base = baseline_total(st);
   m2pt_tuning t;
   best_tuning(st, &t);
   m2pt_tuning_provenance prov;
@@ -855,32 +866,57 @@ static int write_store(const search *st, const m2pt_device_info *info, int quiet
   return 0;
 }
 
+/* The defaults' figures per shape and in all, and the winner's beside them
+ * when there is one: without one there is no "after" to show. */
 static void print_summary(const search *st)
 {
-  printf("shape (rows x in x out)     before ms  GFLOP/s    after ms  GFLOP/s  speed-up\n");
-  const candidate *best = st->best >= 0 ? &st->tried[st->best] : NULL;
-  double base = 0.0;
-  for (size_t i = 0; i < st->shape_count; i++) {
-    const shape *sh = &st->shapes[i];
-    char name[64];
-    snprintf(name, sizeof name, "%zux%zux%zu", sh->rows, sh->in, sh->out);
-    const double b = st->baseline_ms[i], a = best ? best->ms[i] : NAN;
-    base += b;
-    printf("%-26s %10.3f %8.1f  %10.3f %8.1f  %7.2fx\n", name, b, flops(sh) / (b * 1e6), a,
-           flops(sh) / (a * 1e6), b / a);
+  const candidate *won = winner(st);
+  printf("shape (rows x in x out)   %s\n",
+         won ? "  before ms  GFLOP/s    after ms  GFLOP/s  speed-up" : "defaults ms  GFLOP/s");
+  for (size_t i = 0; i <= st->shape_count; i++) {
+    const int all = i == st->shape_count;
+    char name[64] = "all";
+    if (!all)
+      snprintf(name, sizeof name, "%zux%zux%zu", st->shapes[i].rows, st->shapes[i].in,
+               st->shapes[i].out);
+    const double f = all ? total_flops(st) : flops(&st->shapes[i]);
+    const double b = all ? baseline_total(st) : st->baseline_ms[i];
+    printf("%-26s %10.3f %8.1f", name, b, f / (b * 1e6));
+    if (won) {
+      const double a = all ? won->total_ms : won->ms[i];
+      printf("  %10.3f %8.1f  %7.2fx", a, f / (a * 1e6), b / a);
+    }
+    putchar('\n');
   }
-  if (best)
-    printf("%-26s %10.3f %8.1f  %10.3f %8.1f  %7.2fx\n", "all", base,
-           total_flops(st) / (base * 1e6), best->total_ms,
-           total_flops(st) / (best->total_ms * 1e6), base / best->total_ms);
-  if (best) {
+  if (won) {
     char text[512];
-    describe(best, text, sizeof text);
+    describe(won, text, sizeof text);
     printf("best: %s\n", text);
+  } else if (st->best >= 0) {
+    const candidate *best = &st->tried[st->best];
+    printf("no candidate beat CLBlast's defaults: the best of the %zu tried took %.3f ms "
+           "(%.1f GFLOP/s); store not written\n", st->tried_count, best->total_ms,
+           total_flops(st) / (best->total_ms * 1e6));
+  } else {
+    printf("no candidate beat CLBlast's defaults: %s; store not written\n",
+           st->tried_count ? "none of those tried ran to the end correctly"
+                           : "the budget was spent before any was tried");
   }
 }
 
 /* ---- main ---- */
+
+/* The flags that take a value: an empty one is bad usage, as in the other
+ * tools (an empty --store would mean the default directory). */
+static int takes_value(const char *flag)
+{
+  static const char *const flags[] = {"--device", "--budget", "--shapes", "--store", "--out",
+                                      "--candidate-timeout", "--worker", "--reps", "--seed"};
+  for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+    if (!strcmp(flag, flags[i]))
+      return 1;
+  return 0;
+}
 
 /* Runs the search in a child process and starts it again, resuming, when a
  * candidate kills it (PoCL's compiler aborts on some parameter sets): the
@@ -999,6 +1035,10 @@ int main(int argc, char **argv)
     const char *a = argv[i];
     const int has = i + 1 < argc;
     char *end = NULL;
+    if (has && !argv[i + 1][0] && takes_value(a)) {
+      fprintf(stderr, "m2pt-tune: %s needs a value, not an empty string\n", a);
+      return 2;
+    }
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
       usage(stdout);
       return 0;
@@ -1139,9 +1179,7 @@ int main(int argc, char **argv)
             total_flops(&st) / (total * 1e6));
   }
 
-  double base_total = 0.0;
-  for (size_t i = 0; i < st.shape_count; i++)
-    base_total += st.baseline_ms[i];
+  const double base_total = baseline_total(&st);
   candidate c;
   while (st.spent_s < st.budget_s && next_candidate(&st, &limits, &c)) {
     char text[512], why[256];
@@ -1164,7 +1202,7 @@ int main(int argc, char **argv)
     mark = now_s();
     save_state(&st);
     if (st.best != before)
-      write_store(&st, &info, 1);
+      write_store(&st, &info);
     const double gf = c.outcome == OUT_OK ? total_flops(&st) / (c.total_ms * 1e6) : 0.0;
     const double best_gf = st.best >= 0 ? total_flops(&st) / (st.tried[st.best].total_ms * 1e6)
                                         : total_flops(&st) / (base_total * 1e6);
@@ -1176,8 +1214,8 @@ int main(int argc, char **argv)
     fprintf(stderr, "m2pt-tune: budget spent (%.0f s, %zu candidates)\n", st.spent_s,
             st.tried_count);
   print_summary(&st);
-  rc = write_store(&st, &info, 0) == 0 ? 0 : 1;
-  if (rc == 0 && st.best >= 0 && st.tried[st.best].total_ms < base_total)
+  rc = write_store(&st, &info) == 0 ? 0 : 1;
+  if (rc == 0 && winner(&st))
     printf("stored: %s\n", st.store_path);
 out:
   bench_free(&b, st.shape_count);

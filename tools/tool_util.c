@@ -59,15 +59,22 @@ int tool_arg(int argc, char **argv, int *i, const char *flag, const char **value
     return 1;
   }
   *value = argv[++*i];
+  /* No option means anything by "": an empty path would fail in the library
+   * (exit 1), the output's only after all the work. */
+  if (!**value) {
+    tool_error("%s needs a value, not an empty string", flag);
+    *bad = 1;
+  }
   return 1;
 }
 
 int tool_parse_float(const char *flag, const char *text, float *out)
 {
   char *end;
-  errno = 0;
+  /* strtof's ERANGE also flags results that underflow to a subnormal or to
+   * zero, which are numbers; overflow gives ±inf, which isfinite refuses. */
   const float v = strtof(text, &end);
-  if (end == text || *end != '\0' || errno == ERANGE || !isfinite(v)) {
+  if (end == text || *end != '\0' || !isfinite(v)) {
     tool_error("%s: \"%s\" is not a finite number", flag, text);
     return 0;
   }
@@ -87,6 +94,31 @@ int tool_parse_size(const char *flag, const char *text, size_t *out)
   }
   *out = (size_t)v;
   return 1;
+}
+
+int tool_check_finite(const char *what, const float *data, size_t ndim, const size_t *shape)
+{
+  size_t numel = 1, first = 0, bad = 0;
+  for (size_t d = 0; d < ndim; d++)
+    numel *= shape[d];
+  for (size_t k = 0; k < numel; k++)
+    if (!isfinite(data[k]) && bad++ == 0)
+      first = k;
+  if (!bad)
+    return 1;
+  /* A flat offset means nothing to whoever made the file: name the element
+   * by its index in the array's shape. */
+  size_t at[M2PT_IO_MAX_DIMS];
+  for (size_t d = ndim, rest = first; d-- > 0; rest /= shape[d])
+    at[d] = rest % shape[d];
+  char index[M2PT_IO_MAX_DIMS * 22 + 1] = "";
+  size_t n = 0;
+  for (size_t d = 0; d < ndim; d++)
+    n += (size_t)snprintf(index + n, sizeof index - n, "[%zu]", at[d]);
+  const float v = data[first];
+  tool_error("%s: element %s is %s (%zu of the %zu elements %s not finite)", what, index,
+             isnan(v) ? "nan" : v > 0 ? "inf" : "-inf", bad, numel, bad == 1 ? "is" : "are");
+  return 0;
 }
 
 size_t tool_split_list(const char *flag, char *text, const char **items, size_t max)

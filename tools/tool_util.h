@@ -26,12 +26,19 @@ void tool_error(const char *fmt, ...)
 int tool_fail(const m2pt_context *ctx, m2pt_status s, const char *doing);
 
 /* argv[*i] is `flag` and a value follows: stores it, advances *i, returns 1.
- * A flag without its value is reported and *bad set. */
+ * A flag without its value, or with an empty one, is reported and *bad set. */
 int tool_arg(int argc, char **argv, int *i, const char *flag, const char **value, int *bad);
 
-/* Parses a finite float / a positive size; reports and returns 0 otherwise. */
+/* Parses a finite float (subnormals included) / a positive size; reports and
+ * returns 0 otherwise. */
 int tool_parse_float(const char *flag, const char *text, float *out);
 int tool_parse_size(const char *flag, const char *text, size_t *out);
+
+/* 1 when every element of the array (ndim ≤ M2PT_IO_MAX_DIMS dimensions of
+ * `shape`) is finite; otherwise reports the first NaN or ±Inf by its index,
+ * "<what>: element [0][3][17] is nan", and returns 0. The library computes
+ * with them as PyTorch does (they propagate); the tools refuse them. */
+int tool_check_finite(const char *what, const float *data, size_t ndim, const size_t *shape);
 
 /* Splits a comma-separated list in place; at most `max` items. Returns the
  * count, or 0 (reported) for an empty item or too many. */

@@ -144,7 +144,8 @@ M2PT_API m2pt_status m2pt_model_merge(m2pt_model *model);
 /* y = model(x): the blocks in order, then the final norm if there is one.
  * x is [B][N][dim] or [N][dim] (one sequence), y the same shape, y ≠ x;
  * mask NULL or [B][N] ([N] for 2-D x), 1 for tokens and 0 for padding keys.
- * Asynchronous like m2pt_block_forward.
+ * Asynchronous like m2pt_block_forward. x is not checked for NaN or ±Inf:
+ * they propagate as in PyTorch (tensor.h).
  * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_INVALID_STATE (heads not
  * given at load), M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH, and the
  * block's errors. */

@@ -1,4 +1,12 @@
-/* Device tensors: dense, row-major f32 arrays of 1 to 4 dimensions. */
+/* Device tensors: dense, row-major f32 arrays of 1 to 4 dimensions.
+ *
+ * Non-finite values: the library computes IEEE single-precision arithmetic
+ * and never scans tensor contents for them (one more pass over every input
+ * of every call). NaN and ±Inf in an input propagate as they do in
+ * PyTorch (one NaN in a token of a model's input makes every token of its
+ * sequence NaN, through attention), except where a header says otherwise (a
+ * softmax row whose keys are all masked gives zeros). Callers that want such
+ * inputs refused check them before m2pt_tensor_write; the tools do. */
 #ifndef M2PT_TENSOR_H
 #define M2PT_TENSOR_H
 
