@@ -1,5 +1,7 @@
-/* JIT program caches: in memory, on disk (binaries reused across contexts,
- * corrupt entries rebuilt, unwritable directories harmless), build failures. */
+/* JIT program caches: in memory, on disk (binaries reused across contexts;
+ * corrupt entries and FIFOs rebuilt; unwritable directories harmless), build
+ * failures. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,12 +61,20 @@ static m2pt_stats stats_of(const m2pt_context *ctx)
   return s;
 }
 
+/* The key of `src` built without options in ctx's cache. */
+static void source_key(m2pt_context *ctx, const m2pt_cl_source *src,
+                       char key[M2PT_CACHE_KEY_CHARS])
+{
+  char full[1024];
+  snprintf(full, sizeof full, "%s %s", ctx->base_build_options, "");
+  m2pt_binary_cache_key(ctx, src->text, src->length, full, key);
+}
+
 /* The path of the one entry our linear program has in `dir`. */
 static void entry_path(m2pt_context *ctx, char *path, size_t size)
 {
-  char full[1024], key[M2PT_CACHE_KEY_CHARS];
-  snprintf(full, sizeof full, "%s %s", ctx->base_build_options, "");
-  m2pt_binary_cache_key(ctx, m2pt_cl_linear.text, m2pt_cl_linear.length, full, key);
+  char key[M2PT_CACHE_KEY_CHARS];
+  source_key(ctx, &m2pt_cl_linear, key);
   m2pt_binary_cache_path(ctx->cache_dir, key, path, size);
 }
 
@@ -181,6 +191,23 @@ static void empty_entry(const char *path)
   fclose(f);
 }
 
+/* Opening a FIFO for reading blocks until a writer comes: the cache must not
+ * wait for one. The writer renames the rebuilt entry over it. */
+static void replace_with_fifo(const char *path)
+{
+  assert_int_equal(unlink(path), 0);
+  assert_int_equal(mkfifo(path, 0644), 0);
+}
+
+static void on_alarm(int sig)
+{
+  (void)sig;
+  static const char msg[] = "timed out: reading the program cache blocked\n";
+  if (write(2, msg, sizeof msg - 1) < 0)
+    _exit(2);
+  _exit(1);
+}
+
 static void corrupt_entries_are_rebuilt(void **state)
 {
   (void)state;
@@ -188,6 +215,24 @@ static void corrupt_entries_are_rebuilt(void **state)
   check_rebuilt_after(flip_payload_byte);
   check_rebuilt_after(empty_entry);
   check_rebuilt_after(replace_with_valid_garbage);
+}
+
+static void fifo_entry_is_replaced(void **state)
+{
+  (void)state;
+  /* Generous: two builds from source, under oclgrind too. */
+  signal(SIGALRM, on_alarm);
+  alarm(300);
+  check_rebuilt_after(replace_with_fifo);
+  alarm(0);
+  signal(SIGALRM, SIG_DFL);
+  m2pt_context *ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  char path[4096];
+  entry_path(ctx, path, sizeof path);
+  m2pt_context_destroy(ctx);
+  struct stat sb;
+  assert_int_equal(stat(path, &sb), 0);
+  assert_true(S_ISREG(sb.st_mode));
 }
 
 static void unwritable_cache_only_costs_speed(void **state)
@@ -259,6 +304,14 @@ static int remove_cache_dir(void)
   return system(cmd);
 }
 
+/* Every test starts from an empty cache, so that one test's failure leaves
+ * no entry behind for the next. */
+static int empty_cache(void **state)
+{
+  (void)state;
+  return remove_cache_dir() == 0 && mkdir(cache_dir, 0700) == 0 ? 0 : -1;
+}
+
 static int group_setup(void **state)
 {
   (void)state;
@@ -274,12 +327,13 @@ static int group_teardown(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(memory_cache),
-      cmocka_unit_test(disk_cache_reused_across_contexts),
-      cmocka_unit_test(corrupt_entries_are_rebuilt),
-      cmocka_unit_test(unwritable_cache_only_costs_speed),
-      cmocka_unit_test(cache_disabled),
-      cmocka_unit_test(build_failure_reports_log),
+      cmocka_unit_test_setup(memory_cache, empty_cache),
+      cmocka_unit_test_setup(disk_cache_reused_across_contexts, empty_cache),
+      cmocka_unit_test_setup(corrupt_entries_are_rebuilt, empty_cache),
+      cmocka_unit_test_setup(fifo_entry_is_replaced, empty_cache),
+      cmocka_unit_test_setup(unwritable_cache_only_costs_speed, empty_cache),
+      cmocka_unit_test_setup(cache_disabled, empty_cache),
+      cmocka_unit_test_setup(build_failure_reports_log, empty_cache),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

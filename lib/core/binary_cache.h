@@ -20,9 +20,12 @@ void m2pt_binary_cache_key(const m2pt_context *ctx, const char *source, size_t l
 typedef enum m2pt_cache_lookup {
   M2PT_CACHE_MISS,     /* no entry */
   M2PT_CACHE_HIT,      /* *data holds the binary (free() it) */
-  M2PT_CACHE_CORRUPT,  /* an entry exists but fails its checks */
+  M2PT_CACHE_CORRUPT,  /* something is there but fails the checks: not a
+                          regular file (a FIFO is not waited for), over 256 MiB,
+                          another format, a size or hash that does not match */
 } m2pt_cache_lookup;
 
+/* Looks up the entry of `key` (from m2pt_binary_cache_key) in `dir`. */
 m2pt_cache_lookup m2pt_binary_cache_read(const char *dir, const char *key,
                                          unsigned char **data, size_t *size);
 
