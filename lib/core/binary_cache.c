@@ -15,10 +15,14 @@
 #include "file_read.h"
 #include "m2pt/version.h"
 
-static const char cache_magic[8] = {'M', '2', 'P', 'T', 'B', 'I', 'N', '1'};
-#define SIZE_AT 8
+/* Format 2 added the key: an entry copied or renamed over another's name is
+ * another program, whole and well-formed, that the driver would build
+ * without complaint. Format 1 entries fail the magic and are rebuilt. */
+static const char cache_magic[8] = {'M', '2', 'P', 'T', 'B', 'I', 'N', '2'};
+#define KEY_AT 8
+#define SIZE_AT (KEY_AT + M2PT_CACHE_KEY_CHARS - 1)
 #define HASH_AT (SIZE_AT + 8)
-#define HEADER_BYTES (HASH_AT + 8) /* magic, u64 payload size, u64 XXH3-64 of payload */
+#define HEADER_BYTES (HASH_AT + 8) /* magic, key (hex), u64 payload size, u64 XXH3-64 */
 /* Program binaries run from kilobytes to a few megabytes (PoCL keeps LLVM
  * bitcode and the compiled kernels); anything much larger is not ours. */
 #define MAX_ENTRY_BYTES ((uint64_t)256 << 20)
@@ -82,7 +86,7 @@ m2pt_cache_lookup m2pt_binary_cache_read(const char *dir, const char *key,
 {
   char path[4096], why[128];
   m2pt_binary_cache_path(dir, key, path, sizeof path);
-  if (!path[0])
+  if (!path[0] || strlen(key) != M2PT_CACHE_KEY_CHARS - 1)
     return M2PT_CACHE_MISS;
   struct stat st;
   const int fd = m2pt_open_regular(path, MAX_ENTRY_BYTES, &st, why, sizeof why);
@@ -92,7 +96,8 @@ m2pt_cache_lookup m2pt_binary_cache_read(const char *dir, const char *key,
   unsigned char header[HEADER_BYTES];
   unsigned char *payload = NULL;
   if (m2pt_read_at(fd, header, sizeof header, 0) != 0 ||
-      memcmp(header, cache_magic, sizeof cache_magic) != 0)
+      memcmp(header, cache_magic, sizeof cache_magic) != 0 ||
+      memcmp(header + KEY_AT, key, M2PT_CACHE_KEY_CHARS - 1) != 0)
     goto done;
   const uint64_t length = get_u64(header + SIZE_AT);
   /* The file must hold exactly the header and the announced payload. */
@@ -136,7 +141,8 @@ int m2pt_binary_cache_write(const char *dir, const char *key,
 {
   char path[4096], tmp[4096 + 64];
   m2pt_binary_cache_path(dir, key, path, sizeof path);
-  if (!path[0] || size == 0 || m2pt_make_dirs(dir) != 0)
+  if (!path[0] || strlen(key) != M2PT_CACHE_KEY_CHARS - 1 || size == 0 ||
+      m2pt_make_dirs(dir) != 0)
     return -1;
   /* A unique temporary file (mkstemp: unique across threads and processes):
    * concurrent writers of one entry each rename a complete file, and the
@@ -153,6 +159,7 @@ int m2pt_binary_cache_write(const char *dir, const char *key,
   }
   unsigned char header[HEADER_BYTES];
   memcpy(header, cache_magic, sizeof cache_magic);
+  memcpy(header + KEY_AT, key, M2PT_CACHE_KEY_CHARS - 1);
   put_u64(header + SIZE_AT, size);
   put_u64(header + HASH_AT, XXH3_64bits(data, size));
   int ok = fwrite(header, 1, sizeof header, f) == sizeof header &&
