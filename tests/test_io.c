@@ -981,17 +981,14 @@ static int read_after_change(const char *path, change c)
       got = m2pt_safetensors_read_f32(st, i, dst, info.numel);
       free(dst);
     }
-    if (got != M2PT_ERR_IO)
-      return 20 + (int)i;
-    if (!message_has(path))
-      return 40;
     void *copy = malloc(info.nbytes);
-    got = m2pt_safetensors_read_raw(st, i, copy, info.nbytes);
+    const m2pt_status got_raw = m2pt_safetensors_read_raw(st, i, copy, info.nbytes);
+    const int named = message_has(path);
     free(copy);
-    if (got != M2PT_ERR_IO)
-      return 30 + (int)i;
-    if (!message_has(path))
-      return 41;
+    if (got != M2PT_ERR_IO || got_raw != M2PT_ERR_IO)
+      return 20 + (int)i;
+    if (!named)
+      return 40;
   }
   m2pt_safetensors_close(st);
   return 0;

@@ -500,15 +500,24 @@ static m2pt_status read_bytes(const m2pt_safetensors *st, const st_entry *e, voi
   return M2PT_OK;
 }
 
+/* A read of `n` elements (or bytes, for `bytes`) of tensor `index` into dst. */
+static m2pt_status check_read(const m2pt_safetensors *st, size_t index, const void *dst,
+                              size_t n, int bytes, const char *fn)
+{
+  M2PT_TRY(check_index(st, index, fn));
+  const st_entry *e = &st->entries[index];
+  const size_t want = bytes ? e->nbytes : e->numel;
+  M2PT_REQUIRE(NULL, n == want, "%s: %s: tensor \"%.200s\" has %zu %s, %s is %zu", fn, st->label,
+               e->name, want, bytes ? "bytes" : "elements", bytes ? "nbytes" : "count", n);
+  M2PT_REQUIRE(NULL, dst || n == 0, "%s: dst is NULL", fn);
+  return M2PT_OK;
+}
+
 m2pt_status m2pt_safetensors_read_f32(const m2pt_safetensors *st, size_t index, float *dst,
                                       size_t count)
 {
-  M2PT_TRY(check_index(st, index, "m2pt_safetensors_read_f32"));
+  M2PT_TRY(check_read(st, index, dst, count, 0, "m2pt_safetensors_read_f32"));
   const st_entry *e = &st->entries[index];
-  M2PT_REQUIRE(NULL, count == e->numel,
-               "m2pt_safetensors_read_f32: %s: tensor \"%.200s\" has %zu elements, count is %zu",
-               st->label, e->name, e->numel, count);
-  M2PT_REQUIRE(NULL, dst || count == 0, "m2pt_safetensors_read_f32: dst is NULL");
   if (e->dtype != M2PT_DTYPE_F32 && e->dtype != M2PT_DTYPE_F16 && e->dtype != M2PT_DTYPE_BF16)
     return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED,
                      "%s: tensor \"%.200s\" is %s; only F32, F16 and BF16 convert to f32",
@@ -536,13 +545,8 @@ m2pt_status m2pt_safetensors_read_f32(const m2pt_safetensors *st, size_t index, 
 m2pt_status m2pt_safetensors_read_raw(const m2pt_safetensors *st, size_t index, void *dst,
                                       size_t nbytes)
 {
-  M2PT_TRY(check_index(st, index, "m2pt_safetensors_read_raw"));
-  const st_entry *e = &st->entries[index];
-  M2PT_REQUIRE(NULL, nbytes == e->nbytes,
-               "m2pt_safetensors_read_raw: %s: tensor \"%.200s\" has %zu bytes, nbytes is %zu",
-               st->label, e->name, e->nbytes, nbytes);
-  M2PT_REQUIRE(NULL, dst || nbytes == 0, "m2pt_safetensors_read_raw: dst is NULL");
-  return read_bytes(st, e, dst);
+  M2PT_TRY(check_read(st, index, dst, nbytes, 1, "m2pt_safetensors_read_raw"));
+  return read_bytes(st, &st->entries[index], dst);
 }
 
 m2pt_status m2pt_safetensors_raw(const m2pt_safetensors *st, size_t index, const void **data,
