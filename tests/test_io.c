@@ -973,9 +973,14 @@ static int read_after_change(const char *path, change c)
       const void *raw;
       size_t nbytes;
       got = m2pt_safetensors_raw(st, i, &raw, &nbytes);
-      volatile unsigned char sink = 0; /* use the bytes, as a caller would */
-      for (size_t k = 0; got == M2PT_OK && k < nbytes; k++)
-        sink ^= ((const unsigned char *)raw)[k];
+      /* Use the bytes, as a caller would (ids 0..63 sum to 2016). */
+      int64_t sum = 0, id;
+      for (size_t k = 0; got == M2PT_OK && k < nbytes / 8; k++) {
+        memcpy(&id, (const unsigned char *)raw + 8 * k, 8);
+        sum += id;
+      }
+      if (got == M2PT_OK && sum != 2016)
+        return 13;
     } else {
       float *dst = malloc(info.numel * sizeof *dst);
       got = m2pt_safetensors_read_f32(st, i, dst, info.numel);
