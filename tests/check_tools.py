@@ -137,6 +137,60 @@ rc, _, _ = tool("m2pt-run", "--model", t("merged.st"), "--heads", "3",
 check(rc == 0 and npy(t("merged.npy")) == npy(t("m2pt.npy")),
       "m2pt-run on the merged checkpoint equals m2pt-run on the M2PT checkpoint, bit for bit")
 
+# A checkpoint that shrinks while m2pt-merge reads it: a clean failure naming
+# the file (exit 1) or the right result (exit 0), never a signal (a mapped
+# file that shrinks raised SIGBUS: exit status 135 from a shell). Half the
+# tries truncate as soon as the tool holds the file (seen in /proc), half
+# after delays spread over a run.
+def holds(pid, path):
+    try:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) == path:
+                    return True
+            except OSError:
+                pass
+        with open("/proc/%d/maps" % pid) as f:
+            return path in f.read()
+    except OSError:
+        return False
+
+
+with open(d("timm_m2pt.safetensors"), "rb") as f:
+    original = f.read()
+with open(t("merged.st"), "rb") as f:
+    merged_bytes = f.read()
+started = time.monotonic()
+tool("m2pt-merge", "--m2pt", d("timm_m2pt.safetensors"), "--out", t("timed.st"))
+run_time = time.monotonic() - started
+shrink, bad = os.path.realpath(t("shrinking.st")), []
+tries = 12
+for i in range(tries):
+    with open(shrink, "wb") as f:
+        f.write(original)
+    if os.path.exists(t("shrunk.st")):
+        os.remove(t("shrunk.st"))
+    p = subprocess.Popen([os.path.join(tools, "m2pt-merge"), "--m2pt", shrink, "--out",
+                          t("shrunk.st")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    if i % 2 == 0:
+        deadline = time.monotonic() + 60
+        while p.poll() is None and not holds(p.pid, shrink) and time.monotonic() < deadline:
+            pass
+    else:
+        time.sleep(run_time * i / tries)
+    os.truncate(shrink, (0, 4096, len(original) // 2)[i % 3])
+    _, err = p.communicate()
+    if p.returncode == 0:
+        with open(t("shrunk.st"), "rb") as f:
+            fine = f.read() == merged_bytes
+    else:
+        fine = p.returncode == 1 and shrink in err
+    if not fine:
+        bad.append("try %d: exit %d %s" % (i, p.returncode, err.strip()))
+check(not bad, "m2pt-merge on a checkpoint truncated under it fails cleanly or merges "
+      "correctly, %d tries%s" % (tries, "".join("\n  " + b for b in bad)))
+
 # Target + aux: --scale, --scales, m2pt-reparam, m2pt-run --aux agree.
 rc, _, _ = tool("m2pt-merge", "--target", d("timm_target.safetensors"), "--aux",
                 d("timm_aux.safetensors"), "--scale", "0.25", "--out", t("m025.st"))

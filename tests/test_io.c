@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -311,7 +312,16 @@ static void safetensors_round_trip(void **state)
     assert_ok(NULL, m2pt_safetensors_raw(st, i, &raw, &nbytes));
     assert_non_null(raw);
     assert_int_equal(nbytes, info.nbytes);
-    assert_memory_equal(raw, file + info.offset, nbytes ? nbytes : 1);
+    const void *again;
+    assert_ok(NULL, m2pt_safetensors_raw(st, i, &again, &nbytes));
+    assert_ptr_equal(again, raw); /* one copy a tensor, kept until close */
+    unsigned char copy[128];
+    assert_true(nbytes <= sizeof copy);
+    assert_ok(NULL, m2pt_safetensors_read_raw(st, i, nbytes ? copy : NULL, nbytes));
+    if (nbytes) {
+      assert_memory_equal(raw, file + info.offset, nbytes);
+      assert_memory_equal(copy, file + info.offset, nbytes);
+    }
   }
   assert_int_equal(next, size);
 
@@ -1187,6 +1197,18 @@ static void reader_bad_arguments(void **state)
   assert_message_has("does-not-exist");
   assert_status(NULL, m2pt_safetensors_open(tmp_dir, &st), M2PT_ERR_IO);
   assert_message_has("not a regular file");
+  /* A FIFO is refused, not waited on for a writer (alarm: a hang fails). */
+  const char *fifo = tmp_path("fifo");
+  assert_int_equal(mkfifo(fifo, 0600), 0);
+  alarm(60);
+  assert_status(NULL, m2pt_safetensors_open(fifo, &st), M2PT_ERR_IO);
+  assert_message_has("not a regular file");
+  float *npy_data;
+  size_t npy_ndim, npy_shape[M2PT_IO_MAX_DIMS];
+  assert_status(NULL, m2pt_npy_read(fifo, &npy_data, &npy_ndim, npy_shape), M2PT_ERR_IO);
+  assert_message_has("not a regular file");
+  alarm(0);
+  unlink(fifo);
   assert_int_equal(m2pt_safetensors_count(NULL), 0);
   assert_int_equal(m2pt_safetensors_metadata_count(NULL), 0);
   m2pt_safetensors_close(NULL);
@@ -1211,6 +1233,11 @@ static void reader_bad_arguments(void **state)
   assert_status(NULL, m2pt_safetensors_find(st, "x", NULL), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_safetensors_raw(st, 0, NULL, &nbytes), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_safetensors_raw(st, 5, &raw, &nbytes), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_read_raw(st, 5, buf, 48), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_read_raw(NULL, 0, buf, 48), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_safetensors_read_raw(st, index, buf, 47), M2PT_ERR_INVALID_ARGUMENT);
+  assert_message_has("has 48 bytes, nbytes is 47");
+  assert_status(NULL, m2pt_safetensors_read_raw(st, index, NULL, 48), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_safetensors_metadata(st, NULL, &v), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_safetensors_metadata_at(NULL, 0, &k, &v), M2PT_ERR_INVALID_ARGUMENT);
   /* Still usable after every rejected call. */
@@ -1231,9 +1258,9 @@ static size_t resident_bytes(void)
   return n == 2 ? (size_t)resident * (size_t)sysconf(_SC_PAGESIZE) : 0;
 }
 
-/* A 256 MiB checkpoint opens without reading its data: it is mapped, not
- * copied (the file is sparse, so it costs no disk either). */
-static void open_maps_not_copies(void **state)
+/* A 256 MiB checkpoint opens without reading its data: only the header is
+ * read (the file is sparse, so it costs no disk either). */
+static void open_reads_only_the_header(void **state)
 {
   (void)state;
   enum { ROWS = 16384, COLS = 4096 }; /* F32: 256 MiB */
@@ -1260,15 +1287,141 @@ static void open_maps_not_copies(void **state)
   m2pt_safetensors_info info;
   assert_ok(NULL, m2pt_safetensors_info_at(st, 0, &info));
   assert_int_equal(info.nbytes, (size_t)ROWS * COLS * 4);
-  /* One row through raw access: zeros from the sparse file. */
-  const void *raw;
-  size_t nbytes;
-  assert_ok(NULL, m2pt_safetensors_raw(st, 0, &raw, &nbytes));
-  float row[COLS];
-  memcpy(row, (const unsigned char *)raw + (size_t)(ROWS - 1) * COLS * 4, sizeof row);
-  assert_true(row[0] == 0.0f && row[COLS - 1] == 0.0f);
   m2pt_safetensors_close(st);
   unlink(path);
+}
+
+/* ---- safetensors reader: a file that changes while it is open ------------ */
+
+typedef enum change {
+  SHRINK_TO_ZERO,
+  SHRINK_INTO_HEADER,
+  SHRINK_INTO_DATA,
+  GROW,
+  REWRITE_SAME_SIZE,
+  CHANGES
+} change;
+
+static int apply_change(const char *path, change c, size_t header_end, size_t size)
+{
+  if (c == SHRINK_TO_ZERO || c == SHRINK_INTO_HEADER || c == SHRINK_INTO_DATA) {
+    const size_t keep = c == SHRINK_TO_ZERO ? 0 : c == SHRINK_INTO_HEADER ? header_end / 2
+                                                                          : header_end + 100;
+    return truncate(path, (off_t)keep);
+  }
+  FILE *f = fopen(path, c == GROW ? "ab" : "r+b");
+  if (!f)
+    return -1;
+  if (c == REWRITE_SAME_SIZE)
+    fseek(f, (long)(size - 4), SEEK_SET);
+  const int ok = fwrite("\1\2\3\4", 1, 4, f) == 4;
+  return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+/* Run in a child: opens `path`, changes the file, then reads every tensor.
+ * Each read must fail with M2PT_ERR_IO naming the file. Returns the exit
+ * status: 0 when they all did. */
+static int read_after_change(const char *path, change c)
+{
+  m2pt_safetensors *st = NULL;
+  if (m2pt_safetensors_open(path, &st) != M2PT_OK)
+    return 10;
+  m2pt_safetensors_info first;
+  if (m2pt_safetensors_info_at(st, 0, &first) != M2PT_OK)
+    return 11;
+  struct stat sb;
+  if (stat(path, &sb) != 0 || apply_change(path, c, (size_t)first.offset, (size_t)sb.st_size))
+    return 12;
+  for (size_t i = 0; i < m2pt_safetensors_count(st); i++) {
+    m2pt_safetensors_info info;
+    m2pt_safetensors_info_at(st, i, &info);
+    m2pt_status got;
+    if (info.dtype == M2PT_DTYPE_I64) {
+      const void *raw;
+      size_t nbytes;
+      got = m2pt_safetensors_raw(st, i, &raw, &nbytes);
+      /* Use the bytes, as a caller would (ids 0..63 sum to 2016). */
+      int64_t sum = 0, id;
+      for (size_t k = 0; got == M2PT_OK && k < nbytes / 8; k++) {
+        memcpy(&id, (const unsigned char *)raw + 8 * k, 8);
+        sum += id;
+      }
+      if (got == M2PT_OK && sum != 2016)
+        return 13;
+    } else {
+      float *dst = malloc(info.numel * sizeof *dst);
+      got = m2pt_safetensors_read_f32(st, i, dst, info.numel);
+      free(dst);
+    }
+    void *copy = malloc(info.nbytes);
+    const m2pt_status got_raw = m2pt_safetensors_read_raw(st, i, copy, info.nbytes);
+    const int named = message_has(path);
+    free(copy);
+    if (got != M2PT_ERR_IO || got_raw != M2PT_ERR_IO)
+      return 20 + (int)i;
+    if (!named)
+      return 40;
+  }
+  m2pt_safetensors_close(st);
+  return 0;
+}
+
+/* A checkpoint truncated, extended or rewritten after it was opened: every
+ * later read fails with M2PT_ERR_IO naming the file; none faults (a mapping
+ * whose file shrinks raises SIGBUS). Each case runs in a child, so a signal
+ * is reported instead of ending the suite. */
+static void changed_file_fails_cleanly(void **state)
+{
+  (void)state;
+  enum { N = 4096 };
+  float *f32 = test_alloc(N * sizeof *f32);
+  uint16_t half[N];
+  int64_t ids[64];
+  test_fill(f32, N, 11);
+  for (size_t i = 0; i < N; i++)
+    half[i] = (uint16_t)(0x3C00u + (i % 512));
+  for (size_t i = 0; i < 64; i++)
+    ids[i] = (int64_t)i;
+  static const char *const names[CHANGES] = {"to zero", "into the header", "into the data",
+                                             "grown", "rewritten"};
+  for (int c = 0; c < CHANGES; c++) {
+    const char *path = tmp_path("changing.safetensors");
+    m2pt_safetensors_writer *w = NULL;
+    const size_t s1 = N, sid = 64;
+    assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
+    assert_ok(NULL, m2pt_safetensors_writer_add(w, "w", M2PT_DTYPE_F32, 1, &s1, f32, N * 4));
+    assert_ok(NULL, m2pt_safetensors_writer_add(w, "h", M2PT_DTYPE_F16, 1, &s1, half, N * 2));
+    assert_ok(NULL, m2pt_safetensors_writer_add(w, "b", M2PT_DTYPE_BF16, 1, &s1, half, N * 2));
+    assert_ok(NULL, m2pt_safetensors_writer_add(w, "ids", M2PT_DTYPE_I64, 1, &sid, ids,
+                                                sizeof ids));
+    assert_ok(NULL, m2pt_safetensors_writer_finish(w));
+    m2pt_safetensors_writer_destroy(w);
+    /* Timestamps have the kernel's tick as resolution: date the file back so
+     * a rewrite right after it shows in the modification time. */
+    struct timespec past[2] = {{.tv_sec = 1000000000}, {.tv_sec = 1000000000}};
+    assert_int_equal(utimensat(AT_FDCWD, path, past, 0), 0);
+
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+      /* cmocka's handlers would carry on with the suite in the child. */
+      signal(SIGBUS, SIG_DFL);
+      signal(SIGSEGV, SIG_DFL);
+      _exit(read_after_change(path, (change)c));
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status)) {
+      print_error("file %s: the reader was killed by signal %d\n", names[c], WTERMSIG(status));
+      fail();
+    }
+    if (WEXITSTATUS(status) != 0) {
+      print_error("file %s: the reader's check %d failed\n", names[c], WEXITSTATUS(status));
+      fail();
+    }
+    unlink(path);
+  }
+  free(f32);
 }
 
 /* ---- .npy --------------------------------------------------------------- */
@@ -1654,7 +1807,8 @@ int main(int argc, char **argv)
     cmocka_unit_test(reader_rejects_layout),
     cmocka_unit_test(reader_rejects_names_and_metadata),
     cmocka_unit_test(reader_bad_arguments),
-    cmocka_unit_test(open_maps_not_copies),
+    cmocka_unit_test(open_reads_only_the_header),
+    cmocka_unit_test(changed_file_fails_cleanly),
     cmocka_unit_test(npy_round_trip_v1),
     cmocka_unit_test(npy_round_trip_v2),
     cmocka_unit_test(npy_reference_files),

@@ -526,6 +526,25 @@ static void rewrite(const char *src, const char *dst, const char *drop, const ch
   m2pt_safetensors_close(st);
 }
 
+/* The checkpoint truncated under a loaded model: the model still runs (its
+ * weights are on the device), and save, which copies the tensors the model
+ * does not hold from the file, fails with M2PT_ERR_IO naming the file instead
+ * of faulting (a mapping whose file shrinks raises SIGBUS). */
+static void save_after_checkpoint_shrank(void **state)
+{
+  m2pt_context *ctx = *state;
+  const char *src = tmp_path("shrinking.safetensors"), *out = tmp_path("from_shrunk.safetensors");
+  rewrite(DATA("timm_m2pt.safetensors"), src, NULL, NULL, 0, NULL, NULL, 0);
+  m2pt_model *m = load(ctx, src, 3);
+  assert_int_equal(truncate(src, 4096), 0);
+  assert_status(ctx, m2pt_model_save(m, out), M2PT_ERR_IO);
+  if (!strstr(m2pt_last_error(ctx), src))
+    fail_msg("message \"%s\" does not name %s", m2pt_last_error(ctx), src);
+  assert_int_equal(access(out, F_OK), -1);
+  check_golden(ctx, m, DATA("timm_input.npy"), DATA("timm_expected_m2pt.npy"));
+  m2pt_model_destroy(m);
+}
+
 static void expect_load(m2pt_context *ctx, const char *path, size_t heads, m2pt_status want,
                         const char *needle)
 {
@@ -704,6 +723,7 @@ int main(int argc, char **argv)
       cmocka_unit_test(save_merged),
       cmocka_unit_test(save_round_trip),
       cmocka_unit_test(save_half_precision),
+      cmocka_unit_test(save_after_checkpoint_shrank),
       cmocka_unit_test(bad_checkpoints),
       cmocka_unit_test(bad_reparameterize),
       cmocka_unit_test(bad_arguments),

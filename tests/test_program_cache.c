@@ -1,10 +1,14 @@
-/* JIT program caches: in memory, on disk (binaries reused across contexts,
- * corrupt entries rebuilt, unwritable directories harmless), build failures. */
+/* JIT program caches: in memory, on disk (binaries reused across contexts;
+ * corrupt entries, entries of another program, old formats and FIFOs rebuilt;
+ * unwritable directories harmless), build failures. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <xxhash.h>
 
 #include "core/binary_cache.h"
 #include "core/context_impl.h"
@@ -59,13 +63,54 @@ static m2pt_stats stats_of(const m2pt_context *ctx)
   return s;
 }
 
+/* The key of `src` built without options in ctx's cache. */
+static void source_key(m2pt_context *ctx, const m2pt_cl_source *src,
+                       char key[M2PT_CACHE_KEY_CHARS])
+{
+  char full[1024];
+  snprintf(full, sizeof full, "%s %s", ctx->base_build_options, "");
+  m2pt_binary_cache_key(ctx, src->text, src->length, full, key);
+}
+
 /* The path of the one entry our linear program has in `dir`. */
 static void entry_path(m2pt_context *ctx, char *path, size_t size)
 {
-  char full[1024], key[M2PT_CACHE_KEY_CHARS];
-  snprintf(full, sizeof full, "%s %s", ctx->base_build_options, "");
-  m2pt_binary_cache_key(ctx, m2pt_cl_linear.text, m2pt_cl_linear.length, full, key);
+  char key[M2PT_CACHE_KEY_CHARS];
+  source_key(ctx, &m2pt_cl_linear, key);
   m2pt_binary_cache_path(ctx->cache_dir, key, path, size);
+}
+
+/* A program with none of linear.cl's kernels. */
+static const char other_text[] = "__kernel void m2pt_other(__global float *x) { x[0] = 1.0f; }\n";
+static const m2pt_cl_source other_source = {"other.cl", other_text, sizeof other_text - 1};
+
+/* The device binary of `src` (malloc'd), built in a context without a disk
+ * cache. */
+static unsigned char *program_binary(const m2pt_cl_source *src, size_t *size)
+{
+  m2pt_context *ctx = cached_context("off", M2PT_BINARY_CACHE_ON);
+  cl_program program;
+  assert_ok(ctx, m2pt_program_get(ctx, src, "", &program));
+  assert_int_equal(clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof *size, size, NULL),
+                   CL_SUCCESS);
+  unsigned char *binary = test_alloc(*size);
+  unsigned char *bins[1] = {binary};
+  assert_int_equal(clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL),
+                   CL_SUCCESS);
+  m2pt_context_destroy(ctx);
+  return binary;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+  FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+  assert_non_null(in);
+  assert_non_null(out);
+  char buf[65536];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, in)) > 0;)
+    assert_int_equal(fwrite(buf, 1, n, out), n);
+  fclose(in);
+  assert_int_equal(fclose(out), 0);
 }
 
 static void memory_cache(void **state)
@@ -111,6 +156,19 @@ static void disk_cache_reused_across_contexts(void **state)
   m2pt_context_destroy(second);
 }
 
+/* A fresh context runs the forward; its disk cache counts must be these. */
+static void forward_counts(int loaded, int rejected, int built, int written)
+{
+  m2pt_context *ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  check_forward(ctx);
+  const m2pt_stats s = stats_of(ctx);
+  assert_int_equal(s.programs_loaded, loaded);
+  assert_int_equal(s.binaries_rejected, rejected);
+  assert_int_equal(s.programs_built, built);
+  assert_int_equal(s.binaries_written, written);
+  m2pt_context_destroy(ctx);
+}
+
 /* Rewrites the entry with `mutate` applied, then checks that a new context
  * rejects it, rebuilds from source, computes correctly and repairs the entry. */
 static void check_rebuilt_after(void (*mutate)(const char *path))
@@ -125,21 +183,8 @@ static void check_rebuilt_after(void (*mutate)(const char *path))
   m2pt_context_destroy(ctx);
 
   mutate(path);
-  ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
-  check_forward(ctx);
-  m2pt_stats s = stats_of(ctx);
-  assert_int_equal(s.binaries_rejected, 1);
-  assert_int_equal(s.programs_built, 1);
-  assert_int_equal(s.binaries_written, 1);
-  assert_int_equal(s.programs_loaded, 0);
-  m2pt_context_destroy(ctx);
-
-  ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
-  check_forward(ctx);
-  s = stats_of(ctx);
-  assert_int_equal(s.programs_loaded, 1);
-  assert_int_equal(s.programs_built, 0);
-  m2pt_context_destroy(ctx);
+  forward_counts(0, 1, 1, 1);
+  forward_counts(1, 0, 0, 0);
 }
 
 static void truncate_entry(const char *path)
@@ -181,6 +226,57 @@ static void empty_entry(const char *path)
   fclose(f);
 }
 
+/* Another program's whole, valid entry copied over ours: it passes every
+ * integrity check and the driver builds it, but it lacks our kernels. */
+static void copy_other_programs_entry(const char *path)
+{
+  m2pt_context *ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  cl_program program;
+  assert_ok(ctx, m2pt_program_get(ctx, &other_source, "", &program));
+  char key[M2PT_CACHE_KEY_CHARS], other[4096];
+  source_key(ctx, &other_source, key);
+  m2pt_binary_cache_path(ctx->cache_dir, key, other, sizeof other);
+  m2pt_context_destroy(ctx);
+  copy_file(other, path);
+}
+
+/* Our own program's binary in the first entry format (magic "M2PTBIN1", u64
+ * size, u64 XXH3-64; no key): old entries are rebuilt, not trusted. */
+static void rewrite_in_format_1(const char *path)
+{
+  size_t size;
+  unsigned char *binary = program_binary(&m2pt_cl_linear, &size);
+  unsigned char header[24] = {'M', '2', 'P', 'T', 'B', 'I', 'N', '1'};
+  const uint64_t fields[2] = {size, XXH3_64bits(binary, size)};
+  for (int i = 0; i < 8; i++) {
+    header[8 + i] = (unsigned char)(fields[0] >> (8 * i));
+    header[16 + i] = (unsigned char)(fields[1] >> (8 * i));
+  }
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(header, 1, sizeof header, f), sizeof header);
+  assert_int_equal(fwrite(binary, 1, size, f), size);
+  assert_int_equal(fclose(f), 0);
+  free(binary);
+}
+
+/* Opening a FIFO for reading blocks until a writer comes: the cache must not
+ * wait for one. The writer renames the rebuilt entry over it. */
+static void replace_with_fifo(const char *path)
+{
+  assert_int_equal(unlink(path), 0);
+  assert_int_equal(mkfifo(path, 0644), 0);
+}
+
+static void on_alarm(int sig)
+{
+  (void)sig;
+  static const char msg[] = "timed out: reading the program cache blocked\n";
+  if (write(2, msg, sizeof msg - 1) < 0)
+    _exit(2);
+  _exit(1);
+}
+
 static void corrupt_entries_are_rebuilt(void **state)
 {
   (void)state;
@@ -188,6 +284,56 @@ static void corrupt_entries_are_rebuilt(void **state)
   check_rebuilt_after(flip_payload_byte);
   check_rebuilt_after(empty_entry);
   check_rebuilt_after(replace_with_valid_garbage);
+}
+
+static void other_programs_entry_is_rebuilt(void **state)
+{
+  (void)state;
+  check_rebuilt_after(copy_other_programs_entry);
+}
+
+static void format_1_entry_is_rebuilt(void **state)
+{
+  (void)state;
+  check_rebuilt_after(rewrite_in_format_1);
+}
+
+static void fifo_entry_is_replaced(void **state)
+{
+  (void)state;
+  /* Generous: two builds from source, under oclgrind too. */
+  signal(SIGALRM, on_alarm);
+  alarm(300);
+  check_rebuilt_after(replace_with_fifo);
+  alarm(0);
+  signal(SIGALRM, SIG_DFL);
+  m2pt_context *ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  char path[4096];
+  entry_path(ctx, path, sizeof path);
+  m2pt_context_destroy(ctx);
+  struct stat sb;
+  assert_int_equal(stat(path, &sb), 0);
+  assert_true(S_ISREG(sb.st_mode));
+}
+
+/* Defence in depth: an entry whose header is right for our key but whose
+ * binary lacks a kernel (a writer's bug, say) is rebuilt from source when
+ * the kernel is first asked for, and rewritten. */
+static void missing_kernel_falls_back_to_source(void **state)
+{
+  (void)state;
+  m2pt_context *ctx = cached_context(cache_dir, M2PT_BINARY_CACHE_ON);
+  char key[M2PT_CACHE_KEY_CHARS];
+  source_key(ctx, &m2pt_cl_linear, key);
+  m2pt_context_destroy(ctx);
+  size_t size;
+  unsigned char *binary = program_binary(&other_source, &size);
+  assert_int_equal(m2pt_binary_cache_write(cache_dir, key, binary, size), 0);
+  free(binary);
+
+  /* Loaded, then rejected at its first missing kernel and built. */
+  forward_counts(1, 1, 1, 1);
+  forward_counts(1, 0, 0, 0);
 }
 
 static void unwritable_cache_only_costs_speed(void **state)
@@ -259,6 +405,14 @@ static int remove_cache_dir(void)
   return system(cmd);
 }
 
+/* Every test starts from an empty cache, so that one test's failure leaves
+ * no entry behind for the next. */
+static int empty_cache(void **state)
+{
+  (void)state;
+  return remove_cache_dir() == 0 && mkdir(cache_dir, 0700) == 0 ? 0 : -1;
+}
+
 static int group_setup(void **state)
 {
   (void)state;
@@ -274,12 +428,16 @@ static int group_teardown(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(memory_cache),
-      cmocka_unit_test(disk_cache_reused_across_contexts),
-      cmocka_unit_test(corrupt_entries_are_rebuilt),
-      cmocka_unit_test(unwritable_cache_only_costs_speed),
-      cmocka_unit_test(cache_disabled),
-      cmocka_unit_test(build_failure_reports_log),
+      cmocka_unit_test_setup(memory_cache, empty_cache),
+      cmocka_unit_test_setup(disk_cache_reused_across_contexts, empty_cache),
+      cmocka_unit_test_setup(corrupt_entries_are_rebuilt, empty_cache),
+      cmocka_unit_test_setup(other_programs_entry_is_rebuilt, empty_cache),
+      cmocka_unit_test_setup(format_1_entry_is_rebuilt, empty_cache),
+      cmocka_unit_test_setup(fifo_entry_is_replaced, empty_cache),
+      cmocka_unit_test_setup(missing_kernel_falls_back_to_source, empty_cache),
+      cmocka_unit_test_setup(unwritable_cache_only_costs_speed, empty_cache),
+      cmocka_unit_test_setup(cache_disabled, empty_cache),
+      cmocka_unit_test_setup(build_failure_reports_log, empty_cache),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

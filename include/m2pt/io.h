@@ -74,9 +74,15 @@ typedef struct m2pt_safetensors_info {
   uint64_t offset;        /* where the tensor's bytes start, from the start of the file */
 } m2pt_safetensors_info;
 
-/* Opens and validates a safetensors file. The file is memory-mapped
- * read-only, never copied: tensors are read from the mapping on demand.
- * The file must not be truncated while open (the mapping would fault).
+/* Opens and validates a safetensors file. Only the header is read; the file
+ * stays open (one close-on-exec descriptor) and each tensor is read from it
+ * when asked for, never mapped, so a file truncated under a reader cannot
+ * fault (SIGBUS) in the caller. Every read compares the file's size and
+ * modification time with those at open: a file truncated, extended or
+ * rewritten in place since then fails the read with M2PT_ERR_IO naming the
+ * file. A new file renamed over the path (as m2pt's writers replace files)
+ * does not matter: the reader goes on reading the file it opened.
+ * A FIFO or device at `path` is refused without waiting for a writer.
  * Validation is strict: the header (at most 100,000,000 bytes, as in the
  * reference implementation) must be UTF-8 JSON starting with '{', optionally
  * padded with trailing whitespace; every entry an object with exactly
@@ -89,7 +95,7 @@ typedef struct m2pt_safetensors_info {
  * On success the caller owns *st and closes it with m2pt_safetensors_close;
  * on failure *st is NULL.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_IO (cannot open, stat
- * or map; not a regular file), M2PT_ERR_FORMAT (any violation above),
+ * or read; not a regular file), M2PT_ERR_FORMAT (any violation above),
  * M2PT_ERR_OUT_OF_MEMORY. */
 M2PT_API m2pt_status m2pt_safetensors_open(const char *path, m2pt_safetensors **st);
 
@@ -99,7 +105,8 @@ M2PT_API m2pt_status m2pt_safetensors_open(const char *path, m2pt_safetensors **
 M2PT_API m2pt_status m2pt_safetensors_open_memory(const void *data, size_t size,
                                                   m2pt_safetensors **st);
 
-/* Unmaps the file and frees everything. Accepts NULL. */
+/* Closes the file and frees everything, the copies m2pt_safetensors_raw
+ * handed out included. Accepts NULL. */
 M2PT_API void m2pt_safetensors_close(m2pt_safetensors *st);
 
 /* Number of tensors (0 for NULL). */
@@ -119,18 +126,33 @@ M2PT_API m2pt_status m2pt_safetensors_find(const m2pt_safetensors *st, const cha
 /* Converts tensor `index` to f32 into dst: F32 as is, F16 and BF16 exactly
  * (subnormals, infinities and NaN payloads kept). `count` must equal the
  * tensor's numel; dst may be NULL only when it is 0. The file's bytes need no
- * alignment. For a mapped file the tensor's pages are then released from the
- * process (the OS page cache keeps them), so reading a whole checkpoint once
- * does not leave the file resident beside the copies.
+ * alignment. A file is read straight into dst (16-bit values converted in
+ * place), so reading a whole checkpoint once costs no memory beside the
+ * copies. On failure dst's contents are unspecified.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, index out of range, count ≠
- * numel), M2PT_ERR_UNSUPPORTED (a dtype other than F32, F16, BF16). */
+ * numel), M2PT_ERR_UNSUPPORTED (a dtype other than F32, F16, BF16),
+ * M2PT_ERR_IO (cannot read; the file changed after open). */
 M2PT_API m2pt_status m2pt_safetensors_read_f32(const m2pt_safetensors *st, size_t index,
                                                float *dst, size_t count);
 
-/* The tensor's raw little-endian bytes, for verbatim copying: *data points
- * into the mapping (valid until close; may be unaligned; never NULL, even
- * when *nbytes is 0).
- * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, index out of range). */
+/* Copies the tensor's raw little-endian bytes, for verbatim copying, into
+ * dst. `nbytes` must equal the tensor's nbytes; dst may be NULL only when it
+ * is 0. On failure dst's contents are unspecified.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, index out of range, nbytes ≠ the
+ * tensor's), M2PT_ERR_IO (cannot read; the file changed after open). */
+M2PT_API m2pt_status m2pt_safetensors_read_raw(const m2pt_safetensors *st, size_t index,
+                                               void *dst, size_t nbytes);
+
+/* The tensor's raw little-endian bytes: *data is valid until close (may be
+ * unaligned; never NULL, even when *nbytes is 0). For open_memory it points
+ * into the caller's buffer. For a file it points to a copy the reader makes
+ * on the first call for that tensor and keeps until close (later calls,
+ * from any thread, return the same copy), so handing out every tensor holds
+ * the whole file in memory: m2pt_safetensors_read_raw into memory of the
+ * caller's costs nothing beyond it.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, index out of range), and for a
+ * file M2PT_ERR_IO (cannot read; the file changed after open),
+ * M2PT_ERR_OUT_OF_MEMORY. */
 M2PT_API m2pt_status m2pt_safetensors_raw(const m2pt_safetensors *st, size_t index,
                                           const void **data, size_t *nbytes);
 

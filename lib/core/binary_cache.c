@@ -12,10 +12,20 @@
 #include <xxhash.h>
 
 #include "context_impl.h"
+#include "file_read.h"
 #include "m2pt/version.h"
 
-static const char cache_magic[8] = {'M', '2', 'P', 'T', 'B', 'I', 'N', '1'};
-#define HEADER_BYTES 24 /* magic, u64 payload size, u64 XXH3-64 of payload */
+/* Format 2 added the key: an entry copied or renamed over another's name is
+ * another program, whole and well-formed, that the driver would build
+ * without complaint. Format 1 entries fail the magic and are rebuilt. */
+static const char cache_magic[8] = {'M', '2', 'P', 'T', 'B', 'I', 'N', '2'};
+#define KEY_AT 8
+#define SIZE_AT (KEY_AT + M2PT_CACHE_KEY_CHARS - 1)
+#define HASH_AT (SIZE_AT + 8)
+#define HEADER_BYTES (HASH_AT + 8) /* magic, key (hex), u64 payload size, u64 XXH3-64 */
+/* Program binaries run from kilobytes to a few megabytes (PoCL keeps LLVM
+ * bitcode and the compiled kernels); anything much larger is not ours. */
+#define MAX_ENTRY_BYTES ((uint64_t)256 << 20)
 
 static void hash_field(XXH3_state_t *state, const void *data, size_t length)
 {
@@ -74,28 +84,29 @@ static uint64_t get_u64(const unsigned char *p)
 m2pt_cache_lookup m2pt_binary_cache_read(const char *dir, const char *key,
                                          unsigned char **data, size_t *size)
 {
-  char path[4096];
+  char path[4096], why[128];
   m2pt_binary_cache_path(dir, key, path, sizeof path);
-  if (!path[0])
+  if (!path[0] || strlen(key) != M2PT_CACHE_KEY_CHARS - 1)
     return M2PT_CACHE_MISS;
-  FILE *f = fopen(path, "rb");
-  if (!f)
-    return M2PT_CACHE_MISS;
+  struct stat st;
+  const int fd = m2pt_open_regular(path, MAX_ENTRY_BYTES, &st, why, sizeof why);
+  if (fd < 0) /* a FIFO, a directory, a huge file: the writer renames over it */
+    return errno == ENOENT ? M2PT_CACHE_MISS : M2PT_CACHE_CORRUPT;
   m2pt_cache_lookup result = M2PT_CACHE_CORRUPT;
   unsigned char header[HEADER_BYTES];
   unsigned char *payload = NULL;
-  struct stat st;
-  if (fstat(fileno(f), &st) != 0 || fread(header, 1, sizeof header, f) != sizeof header ||
-      memcmp(header, cache_magic, sizeof cache_magic) != 0)
+  if (m2pt_read_at(fd, header, sizeof header, 0) != 0 ||
+      memcmp(header, cache_magic, sizeof cache_magic) != 0 ||
+      memcmp(header + KEY_AT, key, M2PT_CACHE_KEY_CHARS - 1) != 0)
     goto done;
-  const uint64_t length = get_u64(header + 8);
+  const uint64_t length = get_u64(header + SIZE_AT);
   /* The file must hold exactly the header and the announced payload. */
-  if (length == 0 || (uint64_t)st.st_size != HEADER_BYTES + length || length > SIZE_MAX)
+  if (length == 0 || (uint64_t)st.st_size != HEADER_BYTES + length)
     goto done;
   payload = malloc((size_t)length);
-  if (!payload || fread(payload, 1, (size_t)length, f) != length)
+  if (!payload || m2pt_read_at(fd, payload, (size_t)length, HEADER_BYTES) != 0)
     goto done;
-  if (XXH3_64bits(payload, (size_t)length) != get_u64(header + 16))
+  if (XXH3_64bits(payload, (size_t)length) != get_u64(header + HASH_AT))
     goto done;
   *data = payload;
   *size = (size_t)length;
@@ -103,7 +114,7 @@ m2pt_cache_lookup m2pt_binary_cache_read(const char *dir, const char *key,
   result = M2PT_CACHE_HIT;
 done:
   free(payload);
-  fclose(f);
+  close(fd);
   return result;
 }
 
@@ -130,7 +141,8 @@ int m2pt_binary_cache_write(const char *dir, const char *key,
 {
   char path[4096], tmp[4096 + 64];
   m2pt_binary_cache_path(dir, key, path, sizeof path);
-  if (!path[0] || size == 0 || m2pt_make_dirs(dir) != 0)
+  if (!path[0] || strlen(key) != M2PT_CACHE_KEY_CHARS - 1 || size == 0 ||
+      m2pt_make_dirs(dir) != 0)
     return -1;
   /* A unique temporary file (mkstemp: unique across threads and processes):
    * concurrent writers of one entry each rename a complete file, and the
@@ -147,8 +159,9 @@ int m2pt_binary_cache_write(const char *dir, const char *key,
   }
   unsigned char header[HEADER_BYTES];
   memcpy(header, cache_magic, sizeof cache_magic);
-  put_u64(header + 8, size);
-  put_u64(header + 16, XXH3_64bits(data, size));
+  memcpy(header + KEY_AT, key, M2PT_CACHE_KEY_CHARS - 1);
+  put_u64(header + SIZE_AT, size);
+  put_u64(header + HASH_AT, XXH3_64bits(data, size));
   int ok = fwrite(header, 1, sizeof header, f) == sizeof header &&
            fwrite(data, 1, size, f) == size;
   ok = (fclose(f) == 0) && ok;

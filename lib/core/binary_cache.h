@@ -1,9 +1,11 @@
 /* The on-disk cache of program binaries. An entry is one file named by a
  * 128-bit hash of platform, device, driver version, library version, source
- * and build options; it starts with a header (magic, payload size, payload
- * hash) that is checked before the binary is handed to OpenCL, so a truncated
- * or corrupt entry is rebuilt, never trusted. Entries are written to a
- * temporary file and renamed into place, so readers never see half a file. */
+ * and build options; it starts with a header (magic with the format version,
+ * that key again, payload size, payload hash) that is checked before the
+ * binary is handed to OpenCL, so a truncated, corrupt or misplaced entry
+ * (another program's, copied over this name) is rebuilt, never trusted.
+ * Entries are written to a temporary file and renamed into place, so readers
+ * never see half a file. */
 #ifndef M2PT_CORE_BINARY_CACHE_H
 #define M2PT_CORE_BINARY_CACHE_H
 
@@ -20,9 +22,13 @@ void m2pt_binary_cache_key(const m2pt_context *ctx, const char *source, size_t l
 typedef enum m2pt_cache_lookup {
   M2PT_CACHE_MISS,     /* no entry */
   M2PT_CACHE_HIT,      /* *data holds the binary (free() it) */
-  M2PT_CACHE_CORRUPT,  /* an entry exists but fails its checks */
+  M2PT_CACHE_CORRUPT,  /* something is there but fails the checks: not a
+                          regular file (a FIFO is not waited for), over 256 MiB,
+                          another format, another key, a size or hash that does
+                          not match */
 } m2pt_cache_lookup;
 
+/* Looks up the entry of `key` (from m2pt_binary_cache_key) in `dir`. */
 m2pt_cache_lookup m2pt_binary_cache_read(const char *dir, const char *key,
                                          unsigned char **data, size_t *size);
 

@@ -19,6 +19,7 @@ struct m2pt_program_entry {
   size_t length;
   char *options;          /* caller's options, without the base options */
   cl_program program;
+  int from_binary;        /* loaded from the disk cache, not built from source */
   kernel_entry *kernels;
   size_t kernel_count;
 };
@@ -106,6 +107,41 @@ static void store_cached(m2pt_context *ctx, cl_program program, const char *key)
   free(binary);
 }
 
+/* The options the program is built with: the context's base options, then
+ * the caller's. */
+static m2pt_status full_options(m2pt_context *ctx, const m2pt_cl_source *src,
+                                const char *options, char *full, size_t size)
+{
+  const int n = snprintf(full, size, "%s %s", ctx->base_build_options, options);
+  if (n < 0 || (size_t)n >= size)
+    return m2pt_fail(ctx, M2PT_ERR_INVALID_ARGUMENT, "build options too long for cl/%s",
+                     src->name);
+  return M2PT_OK;
+}
+
+/* Compiles the source and stores the binary under `key` (when the disk cache
+ * is on). */
+static m2pt_status build_from_source(m2pt_context *ctx, const m2pt_cl_source *src,
+                                     const char *full, const char *key, cl_program *out)
+{
+  cl_int err = CL_SUCCESS;
+  const char *text = src->text;
+  cl_program program = clCreateProgramWithSource(ctx->cl, 1, &text, &src->length, &err);
+  const m2pt_status status = err == CL_SUCCESS
+                                 ? build(ctx, program, src, full)
+                                 : m2pt_fail_cl(ctx, err, "clCreateProgramWithSource");
+  if (status != M2PT_OK) {
+    if (program)
+      clReleaseProgram(program);
+    return status;
+  }
+  ctx->stats.programs_built++;
+  if (ctx->cache_dir)
+    store_cached(ctx, program, key);
+  *out = program;
+  return M2PT_OK;
+}
+
 m2pt_status m2pt_program_get(m2pt_context *ctx, const m2pt_cl_source *src,
                              const char *options, cl_program *out)
 {
@@ -119,11 +155,7 @@ m2pt_status m2pt_program_get(m2pt_context *ctx, const m2pt_cl_source *src,
   }
 
   char full[1024];
-  const int n = snprintf(full, sizeof full, "%s %s", ctx->base_build_options, options);
-  if (n < 0 || (size_t)n >= sizeof full)
-    return m2pt_fail(ctx, M2PT_ERR_INVALID_ARGUMENT, "build options too long for cl/%s",
-                     src->name);
-
+  M2PT_TRY(full_options(ctx, src, options, full, sizeof full));
   entry = calloc(1, sizeof *entry);
   char *options_copy = malloc(strlen(options) + 1);
   if (!entry || !options_copy) {
@@ -140,23 +172,14 @@ m2pt_status m2pt_program_get(m2pt_context *ctx, const m2pt_cl_source *src,
     m2pt_binary_cache_key(ctx, src->text, src->length, full, key);
     program = load_cached(ctx, key, full);
   }
+  entry->from_binary = program != NULL;
   if (!program) {
-    cl_int err = CL_SUCCESS;
-    const char *text = src->text;
-    program = clCreateProgramWithSource(ctx->cl, 1, &text, &src->length, &err);
-    m2pt_status status = err == CL_SUCCESS
-                             ? build(ctx, program, src, full)
-                             : m2pt_fail_cl(ctx, err, "clCreateProgramWithSource");
+    const m2pt_status status = build_from_source(ctx, src, full, key, &program);
     if (status != M2PT_OK) {
-      if (program)
-        clReleaseProgram(program);
       free(entry);
       free(options_copy);
       return status;
     }
-    ctx->stats.programs_built++;
-    if (ctx->cache_dir)
-      store_cached(ctx, program, key);
   }
   entry->text = src->text;
   entry->length = src->length;
@@ -165,6 +188,33 @@ m2pt_status m2pt_program_get(m2pt_context *ctx, const m2pt_cl_source *src,
   entry->next = ctx->programs;
   ctx->programs = entry;
   *out = program;
+  return M2PT_OK;
+}
+
+static void release_kernels(struct m2pt_program_entry *e)
+{
+  for (size_t i = 0; i < e->kernel_count; i++) {
+    clReleaseKernel(e->kernels[i].kernel);
+    free(e->kernels[i].name);
+  }
+  e->kernel_count = 0;
+}
+
+/* Replaces a program loaded from the disk cache with one built from source,
+ * and its entry on disk with the new binary. */
+static m2pt_status rebuild_from_source(m2pt_context *ctx, struct m2pt_program_entry *entry,
+                                       const m2pt_cl_source *src)
+{
+  char full[1024], key[M2PT_CACHE_KEY_CHARS];
+  M2PT_TRY(full_options(ctx, src, entry->options, full, sizeof full));
+  m2pt_binary_cache_key(ctx, src->text, src->length, full, key);
+  cl_program program;
+  M2PT_TRY(build_from_source(ctx, src, full, key, &program));
+  ctx->stats.binaries_rejected++;
+  release_kernels(entry);
+  clReleaseProgram(entry->program);
+  entry->program = program;
+  entry->from_binary = 0;
   return M2PT_OK;
 }
 
@@ -179,22 +229,28 @@ m2pt_status m2pt_kernel_get(m2pt_context *ctx, const m2pt_cl_source *src,
       *out = entry->kernels[i].kernel;
       return M2PT_OK;
     }
-  kernel_entry *grown = realloc(entry->kernels, (entry->kernel_count + 1) * sizeof *grown);
-  if (!grown)
-    return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for kernel %s", name);
-  entry->kernels = grown;
-  char *name_copy = malloc(strlen(name) + 1);
-  if (!name_copy)
-    return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for kernel %s", name);
-  strcpy(name_copy, name);
   cl_int err = CL_SUCCESS;
-  cl_kernel kernel = clCreateKernel(program, name, &err);
-  if (err != CL_SUCCESS) {
-    free(name_copy);
+  cl_kernel kernel = clCreateKernel(entry->program, name, &err);
+  if (err == CL_INVALID_KERNEL_NAME && entry->from_binary) {
+    /* Defence in depth: a cached binary that passed every check and built
+     * yet lacks a kernel is not trusted either; the source decides. */
+    M2PT_TRY(rebuild_from_source(ctx, entry, src));
+    kernel = clCreateKernel(entry->program, name, &err);
+  }
+  if (err != CL_SUCCESS)
     return m2pt_fail(ctx, err == CL_INVALID_KERNEL_NAME ? M2PT_ERR_KERNEL_BUILD : M2PT_ERR_OPENCL,
                      "clCreateKernel(%s) from cl/%s: %s (%d)", name, src->name,
                      m2pt_cl_error_name(err), (int)err);
+  kernel_entry *grown = realloc(entry->kernels, (entry->kernel_count + 1) * sizeof *grown);
+  char *name_copy = malloc(strlen(name) + 1);
+  if (grown)
+    entry->kernels = grown;
+  if (!grown || !name_copy) {
+    free(name_copy);
+    clReleaseKernel(kernel);
+    return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for kernel %s", name);
   }
+  strcpy(name_copy, name);
   entry->kernels[entry->kernel_count].name = name_copy;
   entry->kernels[entry->kernel_count].kernel = kernel;
   entry->kernel_count++;
@@ -223,10 +279,7 @@ void m2pt_program_cache_clear(m2pt_context *ctx)
   struct m2pt_program_entry *e = ctx->programs;
   while (e) {
     struct m2pt_program_entry *next = e->next;
-    for (size_t i = 0; i < e->kernel_count; i++) {
-      clReleaseKernel(e->kernels[i].kernel);
-      free(e->kernels[i].name);
-    }
+    release_kernels(e);
     free(e->kernels);
     clReleaseProgram(e->program);
     free(e->options);

@@ -9,13 +9,17 @@
 
 /* The built program of `source` with `options` (-D specialisations) for ctx's
  * device: from memory, else from the disk cache, else compiled (and then
- * stored). The context owns the program. A build failure is
- * M2PT_ERR_KERNEL_BUILD with the build log in the message. */
+ * stored). The context owns the program; m2pt_kernel_get may replace one
+ * loaded from the disk cache, so do not keep it across calls. A build failure
+ * is M2PT_ERR_KERNEL_BUILD with the build log in the message. */
 m2pt_status m2pt_program_get(m2pt_context *ctx, const m2pt_cl_source *source,
                              const char *options, cl_program *out);
 
 /* A kernel of that program, created once and owned by the context. Kernels
- * are shared, so set every argument before each enqueue. */
+ * are shared, so set every argument before each enqueue. When a program from
+ * the disk cache lacks the kernel, the program is rebuilt from source (its
+ * earlier kernels released) and its entry rewritten before the kernel is
+ * reported missing (M2PT_ERR_KERNEL_BUILD). */
 m2pt_status m2pt_kernel_get(m2pt_context *ctx, const m2pt_cl_source *source,
                             const char *options, const char *name, cl_kernel *out);
 

@@ -1,5 +1,3 @@
-/* madvise and MADV_DONTNEED are not POSIX. */
-#define _DEFAULT_SOURCE
 #include "io_util.h"
 
 #include <errno.h>
@@ -8,11 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/file_read.h"
 
 /* rank: the position in the reference implementation's Dtype enum, which
  * orders tensors in the files it writes. */
@@ -62,62 +60,32 @@ void m2pt_free(void *ptr)
   free(ptr);
 }
 
-m2pt_status m2pt_file_map_open(const char *path, m2pt_file_map *map)
+m2pt_status m2pt_read_file(const char *path, unsigned char **data, size_t *size)
 {
-  static const unsigned char empty[1] = {0};
-  memset(map, 0, sizeof *map);
-  const int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0)
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+  *data = NULL;
+  *size = 0;
+  char why[128];
   struct stat sb;
-  if (fstat(fd, &sb) != 0) {
-    const int e = errno;
+  const int fd = m2pt_open_regular(path, SIZE_MAX - 1, &sb, why, sizeof why);
+  if (fd < 0)
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: %s", path, why);
+  const size_t n = (size_t)sb.st_size;
+  unsigned char *buf = malloc(n ? n : 1);
+  if (!buf) {
     close(fd);
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
+    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", path, n);
   }
-  if (!S_ISREG(sb.st_mode)) {
-    close(fd);
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: not a regular file", path);
-  }
-  if (sb.st_size < 0 || (uintmax_t)sb.st_size > (uintmax_t)SIZE_MAX) {
-    close(fd);
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: too large to map", path);
-  }
-  const size_t size = (size_t)sb.st_size;
-  if (size == 0) {
-    close(fd);
-    map->data = empty;
-    return M2PT_OK;
-  }
-  void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int r = m2pt_read_at(fd, buf, n, 0);
   const int e = errno;
-  close(fd); /* the mapping keeps the file */
-  if (p == MAP_FAILED)
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot map %zu bytes: %s", path, size,
-                     strerror(e));
-  map->data = p;
-  map->size = size;
-  map->mapping = p;
+  close(fd);
+  if (r != 0) {
+    free(buf);
+    return r < 0 ? m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot read: %s", path, strerror(e))
+                 : m2pt_fail(NULL, M2PT_ERR_IO, "%s: shrank while it was being read", path);
+  }
+  *data = buf;
+  *size = n;
   return M2PT_OK;
-}
-
-void m2pt_file_map_close(m2pt_file_map *map)
-{
-  if (map->mapping)
-    munmap(map->mapping, map->size);
-  memset(map, 0, sizeof *map);
-}
-
-void m2pt_file_map_drop(const m2pt_file_map *map, size_t offset, size_t size)
-{
-  const long page = sysconf(_SC_PAGESIZE);
-  if (!map->mapping || page <= 0 || offset > map->size || size > map->size - offset)
-    return;
-  const uintptr_t base = (uintptr_t)map->data;
-  const uintptr_t first = (base + offset + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-  const uintptr_t end = (base + offset + size) & ~((uintptr_t)page - 1);
-  if (end > first)
-    madvise((void *)first, end - first, MADV_DONTNEED);
 }
 
 int m2pt_utf8_valid(const unsigned char *s, size_t size)
@@ -183,7 +151,7 @@ float m2pt_bf16_to_f32(uint16_t b)
 void m2pt_load_f32_le(float *dst, const unsigned char *src, size_t n)
 {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  if (n)
+  if (n && (const void *)dst != (const void *)src)
     memcpy(dst, src, n * sizeof *dst);
 #else
   for (size_t i = 0; i < n; i++)

@@ -1,5 +1,5 @@
-/* Shared by the checkpoint readers and writers: read-only file mappings,
- * output files, little-endian loads, UTF-8 checks and the
+/* Shared by the checkpoint readers and writers: whole-file reads, output
+ * files, little-endian loads, UTF-8 checks and the
  * half-precision conversions. */
 #ifndef M2PT_IO_IO_UTIL_H
 #define M2PT_IO_IO_UTIL_H
@@ -18,23 +18,12 @@
  * (larger first); -1 outside the enum. */
 int m2pt_dtype_rank(m2pt_dtype dtype);
 
-/* A whole file mapped read-only (or an empty file, which maps nothing). */
-typedef struct m2pt_file_map {
-  const unsigned char *data; /* never NULL after a successful map */
-  size_t size;
-  void *mapping;             /* what munmap takes; NULL for an empty file */
-} m2pt_file_map;
-
-/* Maps `path` read-only. Errors: M2PT_ERR_IO (open, fstat, mmap, not a regular
- * file, too large for the address space), with the message naming the file. */
-m2pt_status m2pt_file_map_open(const char *path, m2pt_file_map *map);
-void m2pt_file_map_close(m2pt_file_map *map);
-
-/* Drops the whole pages inside [offset, offset + size) of a file mapping from
- * the process (MADV_DONTNEED: the page cache keeps them and a later read
- * faults them back in), so reading a checkpoint once does not leave it all
- * resident. Does nothing for borrowed memory. */
-void m2pt_file_map_drop(const m2pt_file_map *map, size_t offset, size_t size);
+/* Reads the whole regular file `path` (a FIFO or device in its place is
+ * refused, not waited for) into *data, malloc'd and never NULL (free() it),
+ * and its length into *size. Nothing stays mapped or open.
+ * Errors: M2PT_ERR_IO naming the file (cannot open or read, not a regular
+ * file, shrank while read), M2PT_ERR_OUT_OF_MEMORY. */
+m2pt_status m2pt_read_file(const char *path, unsigned char **data, size_t *size);
 
 /* A piece of a file to write. */
 typedef struct m2pt_chunk {
@@ -89,7 +78,8 @@ int m2pt_utf8_valid(const unsigned char *s, size_t size);
 float m2pt_f16_to_f32(uint16_t h);
 float m2pt_bf16_to_f32(uint16_t b);
 
-/* Converts n little-endian f32 values at src (any alignment) to dst. */
+/* Converts n little-endian f32 values at src (any alignment) to dst; src may
+ * be dst itself. */
 void m2pt_load_f32_le(float *dst, const unsigned char *src, size_t n);
 
 /* f32 to binary16 / bfloat16 when `f` is exactly representable there (NaN

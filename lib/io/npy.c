@@ -252,10 +252,11 @@ m2pt_status m2pt_npy_read(const char *path, float **data, size_t *ndim,
 {
   M2PT_TRY(check_outputs("m2pt_npy_read", data, ndim, shape));
   M2PT_REQUIRE(NULL, path, "m2pt_npy_read: path is NULL");
-  m2pt_file_map map;
-  M2PT_TRY(m2pt_file_map_open(path, &map));
-  const m2pt_status s = parse(path, map.data, map.size, data, ndim, shape);
-  m2pt_file_map_close(&map);
+  unsigned char *bytes;
+  size_t size;
+  M2PT_TRY(m2pt_read_file(path, &bytes, &size));
+  const m2pt_status s = parse(path, bytes, size, data, ndim, shape);
+  free(bytes);
   return s;
 }
 

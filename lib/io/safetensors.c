@@ -1,14 +1,20 @@
 /* safetensors: an 8-byte little-endian header length N, N bytes of JSON
  * ({"name": {"dtype", "shape", "data_offsets"}, ..., "__metadata__": {...}}),
  * then the tensors' bytes. The JSON is parsed by cJSON; everything it
- * describes is checked here before any tensor can be read. */
+ * describes is checked here before any tensor can be read. Files are read
+ * with pread, never mapped: a checkpoint truncated under a mapping faults
+ * (SIGBUS) in whatever touches it next. */
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 
 #include "core/error.h"
+#include "core/file_read.h"
 #include "io_util.h"
 #include "m2pt/io.h"
 
@@ -29,9 +35,12 @@ typedef struct st_entry {
 
 struct m2pt_safetensors {
   char *label;                /* the path, or "<memory>", for messages */
-  m2pt_file_map map;          /* mapping.mapping is NULL for borrowed memory */
-  const unsigned char *bytes; /* the whole file */
-  size_t size;
+  int fd;                     /* the open file; -1 for borrowed memory */
+  struct stat opened;         /* the file when opened (size, modification time) */
+  _Atomic(unsigned char *) *copies; /* a file's tensors handed out by _raw, made on demand */
+  const unsigned char *bytes; /* borrowed memory: all of it; a file: its first bytes, while
+                                 open parses them */
+  size_t size;                /* of the whole file */
   size_t data_start;          /* 8 + N */
   char *header;               /* NUL-terminated copy that cJSON parsed */
   cJSON *root;
@@ -315,6 +324,7 @@ static m2pt_safetensors *alloc_reader(const char *label)
   m2pt_safetensors *st = calloc(1, sizeof *st);
   if (!st)
     return NULL;
+  st->fd = -1;
   st->label = malloc(strlen(label) + 1);
   if (!st->label) {
     free(st);
@@ -322,6 +332,32 @@ static m2pt_safetensors *alloc_reader(const char *label)
   }
   strcpy(st->label, label);
   return st;
+}
+
+/* Reads what parse() looks at into *front: the header length and as much of
+ * the header as the file holds, up to MAX_HEADER_BYTES (parse() refuses
+ * longer ones, and files under 8 bytes before reading anything). */
+static m2pt_status read_front(m2pt_safetensors *st, unsigned char **front)
+{
+  if (st->size < 8)
+    return M2PT_OK;
+  unsigned char len[8];
+  int r = m2pt_read_at(st->fd, len, sizeof len, 0);
+  if (r == 0) {
+    const uint64_t hlen = m2pt_load_le64(len);
+    const uint64_t most = st->size - 8 < MAX_HEADER_BYTES ? st->size - 8 : MAX_HEADER_BYTES;
+    const size_t n = 8 + (size_t)(hlen < most ? hlen : most);
+    if (!(*front = malloc(n)))
+      return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for a %zu-byte header",
+                       st->label, n);
+    r = m2pt_read_at(st->fd, *front, n, 0);
+  }
+  if (r < 0)
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot read: %s", st->label, strerror(errno));
+  if (r > 0)
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: shrank while it was being opened", st->label);
+  st->bytes = *front;
+  return M2PT_OK;
 }
 
 m2pt_status m2pt_safetensors_open(const char *path, m2pt_safetensors **out)
@@ -332,14 +368,29 @@ m2pt_status m2pt_safetensors_open(const char *path, m2pt_safetensors **out)
   m2pt_safetensors *st = alloc_reader(path);
   if (!st)
     return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-  const m2pt_status s = m2pt_file_map_open(path, &st->map);
+  char why[128];
+  st->fd = m2pt_open_regular(path, UINT64_MAX, &st->opened, why, sizeof why);
+  if (st->fd < 0) {
+    m2pt_safetensors_close(st);
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: %s", path, why);
+  }
+  st->size = (size_t)st->opened.st_size;
+  unsigned char *front = NULL;
+  m2pt_status s = read_front(st, &front);
+  if (s == M2PT_OK)
+    s = parse(st);
+  /* parse() kept what it needs (the header's copy, cJSON's tree). */
+  free(front);
+  st->bytes = NULL;
+  if (s == M2PT_OK && st->count &&
+      !(st->copies = calloc(st->count, sizeof *st->copies)))
+    s = m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
   if (s != M2PT_OK) {
     m2pt_safetensors_close(st);
     return s;
   }
-  st->bytes = st->map.data;
-  st->size = st->map.size;
-  return open_common(st, out);
+  *out = st;
+  return M2PT_OK;
 }
 
 m2pt_status m2pt_safetensors_open_memory(const void *data, size_t size, m2pt_safetensors **out)
@@ -365,7 +416,11 @@ void m2pt_safetensors_close(m2pt_safetensors *st)
   free(st->meta_values);
   cJSON_Delete(st->root);
   free(st->header);
-  m2pt_file_map_close(&st->map);
+  for (size_t i = 0; st->copies && i < st->count; i++)
+    free(atomic_load(&st->copies[i]));
+  free(st->copies);
+  if (st->fd >= 0)
+    close(st->fd);
   free(st->label);
   free(st);
 }
@@ -419,35 +474,79 @@ m2pt_status m2pt_safetensors_find(const m2pt_safetensors *st, const char *name, 
   return m2pt_fail(NULL, M2PT_ERR_NOT_FOUND, "%s: no tensor \"%.200s\"", st->label, name);
 }
 
+/* Copies tensor e's bytes to dst: from memory, or read from the file, which
+ * must still be as it was when opened. */
+static m2pt_status read_bytes(const m2pt_safetensors *st, const st_entry *e, void *dst)
+{
+  const uint64_t at = st->data_start + e->begin;
+  if (st->fd < 0) {
+    if (e->nbytes)
+      memcpy(dst, st->bytes + at, e->nbytes);
+    return M2PT_OK;
+  }
+  const int r = m2pt_read_at(st->fd, dst, e->nbytes, at);
+  if (r < 0)
+    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot read tensor \"%.200s\": %s", st->label,
+                     e->name, strerror(errno));
+  /* Checked after the read, so that a change during it counts too. */
+  if (r > 0 || !m2pt_file_unchanged(st->fd, &st->opened)) {
+    struct stat now;
+    const long long size = fstat(st->fd, &now) == 0 ? (long long)now.st_size : -1;
+    return m2pt_fail(NULL, M2PT_ERR_IO,
+                     "%s: the file changed after it was opened (%lld bytes then, %lld now); "
+                     "cannot read tensor \"%.200s\"",
+                     st->label, (long long)st->opened.st_size, size, e->name);
+  }
+  return M2PT_OK;
+}
+
+/* A read of `n` elements (or bytes, for `bytes`) of tensor `index` into dst. */
+static m2pt_status check_read(const m2pt_safetensors *st, size_t index, const void *dst,
+                              size_t n, int bytes, const char *fn)
+{
+  M2PT_TRY(check_index(st, index, fn));
+  const st_entry *e = &st->entries[index];
+  const size_t want = bytes ? e->nbytes : e->numel;
+  M2PT_REQUIRE(NULL, n == want, "%s: %s: tensor \"%.200s\" has %zu %s, %s is %zu", fn, st->label,
+               e->name, want, bytes ? "bytes" : "elements", bytes ? "nbytes" : "count", n);
+  M2PT_REQUIRE(NULL, dst || n == 0, "%s: dst is NULL", fn);
+  return M2PT_OK;
+}
+
 m2pt_status m2pt_safetensors_read_f32(const m2pt_safetensors *st, size_t index, float *dst,
                                       size_t count)
 {
-  M2PT_TRY(check_index(st, index, "m2pt_safetensors_read_f32"));
+  M2PT_TRY(check_read(st, index, dst, count, 0, "m2pt_safetensors_read_f32"));
   const st_entry *e = &st->entries[index];
-  M2PT_REQUIRE(NULL, count == e->numel,
-               "m2pt_safetensors_read_f32: %s: tensor \"%.200s\" has %zu elements, count is %zu",
-               st->label, e->name, e->numel, count);
-  M2PT_REQUIRE(NULL, dst || count == 0, "m2pt_safetensors_read_f32: dst is NULL");
-  const unsigned char *src = st->bytes + st->data_start + e->begin;
-  switch (e->dtype) {
-  case M2PT_DTYPE_F32:
-    m2pt_load_f32_le(dst, src, count);
-    break;
-  case M2PT_DTYPE_F16:
-    for (size_t i = 0; i < count; i++)
-      dst[i] = m2pt_f16_to_f32(m2pt_load_le16(src + 2 * i));
-    break;
-  case M2PT_DTYPE_BF16:
-    for (size_t i = 0; i < count; i++)
-      dst[i] = m2pt_bf16_to_f32(m2pt_load_le16(src + 2 * i));
-    break;
-  default:
+  if (e->dtype != M2PT_DTYPE_F32 && e->dtype != M2PT_DTYPE_F16 && e->dtype != M2PT_DTYPE_BF16)
     return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED,
                      "%s: tensor \"%.200s\" is %s; only F32, F16 and BF16 convert to f32",
                      st->label, e->name, m2pt_dtype_name(e->dtype));
+  const unsigned char *src = st->fd < 0 ? st->bytes + st->data_start + e->begin : NULL;
+  if (!src) {
+    /* A file is read into dst itself: 16-bit values into its upper half,
+     * then widened from the front, where writing element i (bytes 4i..4i+3)
+     * never reaches the source of element i + 1 (from byte 2·count + 2i + 2). */
+    unsigned char *into = (unsigned char *)dst + (e->dtype == M2PT_DTYPE_F32 ? 0 : 2 * count);
+    M2PT_TRY(read_bytes(st, e, into));
+    src = into;
   }
-  m2pt_file_map_drop(&st->map, st->data_start + e->begin, e->nbytes);
+  if (e->dtype == M2PT_DTYPE_F32)
+    m2pt_load_f32_le(dst, src, count);
+  else if (e->dtype == M2PT_DTYPE_F16)
+    for (size_t i = 0; i < count; i++)
+      dst[i] = m2pt_f16_to_f32(m2pt_load_le16(src + 2 * i));
+  else
+    for (size_t i = 0; i < count; i++)
+      dst[i] = m2pt_bf16_to_f32(m2pt_load_le16(src + 2 * i));
   return M2PT_OK;
+}
+
+m2pt_status m2pt_safetensors_read_raw(const m2pt_safetensors *st, size_t index, void *dst,
+                                      size_t nbytes)
+{
+  M2PT_TRY(check_read(st, index, dst, nbytes, 1, "m2pt_safetensors_read_raw"));
+  return read_bytes(st, &st->entries[index], dst);
 }
 
 m2pt_status m2pt_safetensors_raw(const m2pt_safetensors *st, size_t index, const void **data,
@@ -456,7 +555,29 @@ m2pt_status m2pt_safetensors_raw(const m2pt_safetensors *st, size_t index, const
   M2PT_TRY(check_index(st, index, "m2pt_safetensors_raw"));
   M2PT_REQUIRE(NULL, data && nbytes, "m2pt_safetensors_raw: NULL argument");
   const st_entry *e = &st->entries[index];
-  *data = st->bytes + st->data_start + e->begin;
+  if (st->fd < 0) {
+    *data = st->bytes + st->data_start + e->begin;
+    *nbytes = e->nbytes;
+    return M2PT_OK;
+  }
+  unsigned char *copy = atomic_load(&st->copies[index]);
+  if (!copy) {
+    unsigned char *fresh = malloc(e->nbytes ? e->nbytes : 1);
+    if (!fresh)
+      return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for tensor \"%.200s\"",
+                       st->label, e->name);
+    const m2pt_status s = read_bytes(st, e, fresh);
+    if (s != M2PT_OK) {
+      free(fresh);
+      return s;
+    }
+    /* Readers may be shared between threads: the first copy stored wins. */
+    if (atomic_compare_exchange_strong(&st->copies[index], &copy, fresh))
+      copy = fresh;
+    else
+      free(fresh);
+  }
+  *data = copy;
   *nbytes = e->nbytes;
   return M2PT_OK;
 }

@@ -10,7 +10,7 @@
 struct m2pt_model {
   m2pt_context *ctx;
   char *path;                /* the loaded file, for messages */
-  m2pt_safetensors *st;      /* kept mapped: save copies what the model does not hold */
+  m2pt_safetensors *st;      /* kept open: save copies what the model does not hold */
   const m2pt_naming_scheme *scheme;
   char *prefix;
   char *final_prefix;        /* what precedes "norm.weight"; NULL: no final norm name */

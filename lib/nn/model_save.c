@@ -136,10 +136,15 @@ static m2pt_status add_file_tensors(save_state *s)
     if (r.kind == M2PT_NAME_FINAL_NORM && !m->norm_w)
       r.kind = M2PT_NAME_OUTSIDE; /* loaded with the final norm off */
     if (r.kind == M2PT_NAME_OUTSIDE || r.kind == M2PT_NAME_UNKNOWN) {
-      const void *raw;
-      size_t nbytes;
-      m2pt_safetensors_raw(m->st, i, &raw, &nbytes);
-      M2PT_TRY(add(s, info.name, info.dtype, info.ndim, info.shape, raw, nbytes));
+      /* Read now, from the file as it was at load: a file changed since
+       * fails here, naming it. */
+      void *copy = keep(s, malloc(info.nbytes ? info.nbytes : 1));
+      if (!copy)
+        return m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory saving");
+      const m2pt_status st = m2pt_safetensors_read_raw(m->st, i, copy, info.nbytes);
+      if (st != M2PT_OK)
+        return writer_fail(s, st);
+      M2PT_TRY(add(s, info.name, info.dtype, info.ndim, info.shape, copy, info.nbytes));
       continue;
     }
     if (r.kind == M2PT_NAME_LINEAR &&
