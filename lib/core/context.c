@@ -2,8 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "context_impl.h" /* before clblast_c.h: fixes the OpenCL API level */
-#include <clblast_c.h>
+#include "context_impl.h"
 #include "device.h"
 #include "error.h"
 #include "global.h"
@@ -121,6 +120,8 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
   /* The tuning store lives in the cache directory whether or not program
    * binaries are cached there. */
   char *dir = m2pt_cache_dir_resolve(options ? options->cache_dir : NULL);
+  if (!ctx->host_blas)
+    m2pt_clblast_prime(ctx->device);
   m2pt_tuning_context_init(ctx, dir);
   if (binary_cache_wanted(options, &ctx->info))
     ctx->cache_dir = dir;
@@ -246,7 +247,7 @@ void m2pt_context_destroy(m2pt_context *ctx)
   if (ctx->counted) {
     m2pt_process_lock();
     if (--live_contexts == 0)
-      CLBlastClearCache();
+      m2pt_clblast_release_programs();
     m2pt_process_unlock();
   }
   free(ctx);

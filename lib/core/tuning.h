@@ -95,7 +95,8 @@ const char *m2pt_tuning_check(const m2pt_tuning *t, m2pt_tuning_kernel kernel,
                               const m2pt_tuning_limits *limits);
 
 /* Hands every set present in t to CLBlastOverrideParameters for `device`
- * (single precision). Returns 0, or -1 with a message in why[0..size). */
+ * (single precision), holding CLBlast's lock alone (global.h). Returns 0, or
+ * -1 with a message in why[0..size). */
 int m2pt_tuning_apply(cl_device_id device, const m2pt_tuning *t, char *why, size_t size);
 
 /* The store's file name for a device: "<dir>/tuning/<key>.json" into buf
