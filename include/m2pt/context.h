@@ -155,7 +155,10 @@ M2PT_API const char *m2pt_context_gemm_backend(const m2pt_context *ctx);
 
 /* Where the CLBlast GEMM tuning applied to a context's device came from.
  * m2pt_context_create and m2pt_context_wrap apply, for the context's device:
- * nothing when $M2PT_TUNING is "off"; else the device's result of m2pt-tune
+ * nothing when the host BLAS runs its GEMMs (m2pt_context_gemm_backend:
+ * CLBlast's parameters are process-wide, and such a context does not change
+ * them; M2PT_TUNING_NONE, and the detail says so); nothing when $M2PT_TUNING
+ * is "off"; else the device's result of m2pt-tune
  * stored under the cache directory (see cache_dir; "off" there skips the
  * store), <cache dir>/tuning/<device key>.json; else m2pt's measured default
  * for the device's class, if there is one (PoCL on CPUs). A store that cannot

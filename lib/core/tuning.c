@@ -657,6 +657,12 @@ void m2pt_tuning_context_init(m2pt_context *ctx, const char *cache_dir)
   char why[256] = "";
   ctx->tuning_source = M2PT_TUNING_NONE;
   detail[0] = '\0';
+  /* CLBlast's parameters are process-wide: a context whose GEMMs never run
+   * there has no business changing them. */
+  if (ctx->host_blas) {
+    put_text(detail, cap, "GEMMs run on the host BLAS: no CLBlast tuning applied");
+    return;
+  }
   const char *env = getenv("M2PT_TUNING");
   if (env && strcmp(env, "off") == 0) {
     ctx->tuning_source = M2PT_TUNING_DISABLED;

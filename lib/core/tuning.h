@@ -132,8 +132,10 @@ int m2pt_tuning_store_write(const char *path, const m2pt_device_info *info,
  * *label names it. */
 const m2pt_tuning *m2pt_tuning_shipped(const m2pt_device_info *info, const char **label);
 
-/* Applied when a context is created (context.c): M2PT_TUNING=off, else the
- * device's store under cache_dir (may be NULL), else the shipped default.
+/* Applied when a context is created (context.c): nothing for a context whose
+ * GEMMs run on the host BLAS (ctx->host_blas set), nor with M2PT_TUNING=off;
+ * else the device's store under cache_dir (may be NULL), else the shipped
+ * default.
  * Records the outcome in ctx->tuning_source and ctx->tuning_detail; never
  * fails the context. */
 void m2pt_tuning_context_init(m2pt_context *ctx, const char *cache_dir);
