@@ -226,6 +226,29 @@ static void tuning_off_applies_nothing(void **state)
   remove_store(fx);
 }
 
+/* CLBlast's parameters are process-wide: a context whose GEMMs run on the
+ * host BLAS leaves them alone, even with a valid store for its device. */
+static void host_blas_context_applies_nothing(void **state)
+{
+  fixture *fx = *state;
+  write_default_store(fx);
+  const m2pt_context_options opts = {.cache_dir = fx->dir};
+  m2pt_context *ctx = NULL;
+  assert_ok(NULL, m2pt_context_create(&ctx, &opts));
+  m2pt_tuning_source source = M2PT_TUNING_DISABLED;
+  const char *detail = NULL;
+  assert_ok(ctx, m2pt_context_tuning(ctx, &source, &detail));
+  if (strcmp(m2pt_context_gemm_backend(ctx), "host BLAS") == 0) {
+    assert_int_equal(source, M2PT_TUNING_NONE);
+    assert_non_null(strstr(detail, "host BLAS"));
+  } else {
+    assert_int_equal(source, M2PT_TUNING_STORED);
+  }
+  check_gemm(ctx);
+  m2pt_context_destroy(ctx);
+  remove_store(fx);
+}
+
 static void missing_store_is_quiet(void **state)
 {
   fixture *fx = *state;
@@ -517,6 +540,7 @@ int main(void)
       cmocka_unit_test(missing_store_is_quiet),
       cmocka_unit_test(context_applies_store),
       cmocka_unit_test(tuning_off_applies_nothing),
+      cmocka_unit_test(host_blas_context_applies_nothing),
       cmocka_unit_test(corrupt_stores_are_ignored),
       cmocka_unit_test(store_over_device_limits_is_ignored),
       cmocka_unit_test(tuned_indirect_gemm_is_right),

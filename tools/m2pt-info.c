@@ -26,28 +26,44 @@ static double mib(uint64_t bytes)
 
 /* Whether m2pt applies a CLBlast GEMM tuning on the device, and which, and
  * what runs its GEMMs: a context made for it says (m2pt-tune writes the
- * store). */
+ * store). Where the host BLAS runs the default context's GEMMs, that context
+ * applies no tuning, so a CLBlast context tells what CLBlast would use. */
 static void print_tuning(const m2pt_device_info *d)
 {
   char selector[64];
   snprintf(selector, sizeof selector, "%u:%u", d->platform_index, d->device_index);
-  const m2pt_context_options opts = {.device = selector};
+  m2pt_context_options opts = {.device = selector};
   m2pt_context *ctx = NULL;
-  const m2pt_status s = m2pt_context_create(&ctx, &opts);
+  m2pt_status s = m2pt_context_create(&ctx, &opts);
   if (s != M2PT_OK) {
     printf("        tuning: unknown (no context: %s)\n", m2pt_status_string(s));
     return;
   }
+  const char *backend = m2pt_context_gemm_backend(ctx);
+  const int host_blas = strcmp(backend, "CLBlast") != 0;
+  m2pt_context *clblast = NULL;
+  if (host_blas) {
+    opts.flags = M2PT_CONTEXT_CLBLAST;
+    s = m2pt_context_create(&clblast, &opts);
+  }
   m2pt_tuning_source source = M2PT_TUNING_NONE;
   const char *detail = "";
-  m2pt_context_tuning(ctx, &source, &detail);
-  static const char *const names[] = {"not tuned", "tuned", "tuned", "tuning off"};
-  static const char *const froms[] = {"", " by m2pt-tune, store ", " with m2pt's ", ""};
-  const unsigned i = (unsigned)source < 4 ? (unsigned)source : 0;
-  printf("        tuning: %s%s%s%s%s\n", names[i], froms[i],
-         source == M2PT_TUNING_NONE || source == M2PT_TUNING_DISABLED ? " (" : "", detail,
-         source == M2PT_TUNING_NONE || source == M2PT_TUNING_DISABLED ? ")" : "");
-  printf("        GEMMs: %s\n", m2pt_context_gemm_backend(ctx));
+  if (s == M2PT_OK) {
+    m2pt_context_tuning(host_blas ? clblast : ctx, &source, &detail);
+    static const char *const names[] = {"not tuned", "tuned", "tuned", "tuning off"};
+    static const char *const froms[] = {"", " by m2pt-tune, store ", " with m2pt's ", ""};
+    const unsigned i = (unsigned)source < 4 ? (unsigned)source : 0;
+    printf("        tuning: %s%s%s%s%s%s\n", names[i], froms[i],
+           source == M2PT_TUNING_NONE || source == M2PT_TUNING_DISABLED ? " (" : "", detail,
+           source == M2PT_TUNING_NONE || source == M2PT_TUNING_DISABLED ? ")" : "",
+           host_blas ? "; applies where CLBlast runs the GEMMs (M2PT_CONTEXT_CLBLAST, "
+                       "M2PT_HOST_BLAS=off)"
+                     : "");
+  } else {
+    printf("        tuning: unknown (no CLBlast context: %s)\n", m2pt_status_string(s));
+  }
+  printf("        GEMMs: %s\n", backend);
+  m2pt_context_destroy(clblast);
   m2pt_context_destroy(ctx);
 }
 

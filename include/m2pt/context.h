@@ -13,8 +13,26 @@
 extern "C" {
 #endif
 
-/* An OpenCL device, its queue, program caches and workspace. A context is
- * used by one thread at a time; separate contexts are independent. */
+/* An OpenCL device, its queue, program caches and workspace.
+ *
+ * Threads: a context, and every object made with it (tensors, layers,
+ * blocks, models), is used by one thread at a time (it may move between
+ * threads); calls on one context from several threads at once need the
+ * caller's own lock. Separate contexts are
+ * independent: any number of threads may each create, use and destroy their
+ * own contexts at the same time, on the same device or on different ones, and
+ * call m2pt_device_list and m2pt_device_select meanwhile, with no lock of
+ * their own, from the first call in the process on. m2pt serializes what
+ * contexts share inside the process: device enumeration (where OpenCL
+ * drivers start up), CLBlast's process-wide parameters and caches (tuning
+ * overrides wait for GEMM calls in flight in other threads), its count of
+ * live contexts. m2pt_last_error(NULL) is per thread. Not covered: changing
+ * m2pt's environment variables (setenv) while another thread creates a
+ * context, and calls the application itself makes into CLBlast's global
+ * state (CLBlastOverrideParameters, CLBlastClearCache) while m2pt contexts
+ * run GEMMs. It relies on the OpenCL driver being thread-safe, as OpenCL 1.1
+ * requires; Oclgrind 21.10's runtime is not, so there contexts must take
+ * turns. */
 typedef struct m2pt_context m2pt_context;
 
 #define M2PT_INFO_STRING 256
@@ -155,7 +173,10 @@ M2PT_API const char *m2pt_context_gemm_backend(const m2pt_context *ctx);
 
 /* Where the CLBlast GEMM tuning applied to a context's device came from.
  * m2pt_context_create and m2pt_context_wrap apply, for the context's device:
- * nothing when $M2PT_TUNING is "off"; else the device's result of m2pt-tune
+ * nothing when the host BLAS runs its GEMMs (m2pt_context_gemm_backend:
+ * CLBlast's parameters are process-wide, and such a context does not change
+ * them; M2PT_TUNING_NONE, and the detail says so); nothing when $M2PT_TUNING
+ * is "off"; else the device's result of m2pt-tune
  * stored under the cache directory (see cache_dir; "off" there skips the
  * store), <cache dir>/tuning/<device key>.json; else m2pt's measured default
  * for the device's class, if there is one (PoCL on CPUs). A store that cannot

@@ -1,26 +1,27 @@
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "context_impl.h" /* before clblast_c.h: fixes the OpenCL API level */
-#include <clblast_c.h>
+#include "context_impl.h"
 #include "device.h"
 #include "error.h"
+#include "global.h"
 #include "m2pt/m2pt.h"
 #include "m2pt/opencl.h"
 #include "ops/host_blas.h"
 #include "program.h"
 #include "tuning.h"
 
-/* Live contexts in the process. CLBlast keeps its compiled programs in a
- * process-wide cache that is otherwise released by a static destructor at
- * exit, after our OpenCL contexts are gone; oclgrind (and drivers unloaded
- * before CLBlast) crash there. So the last context to go clears it.
- * CLBlastClearCache drops programs and binaries only: parameters given with
- * CLBlastOverrideParameters (the tuning, tuning.c) live on in CLBlast's
- * database cache; each context applies its tuning again anyway. */
-static atomic_int live_contexts;
+/* Live contexts in the process, under the process lock (global.h). CLBlast
+ * keeps its compiled programs in a process-wide cache that is otherwise
+ * released by a static destructor at exit, after our OpenCL contexts are
+ * gone; oclgrind (and drivers unloaded before CLBlast) crash there. So the
+ * last context to go clears it; the count and the clearing happen under one
+ * lock, so a context created meanwhile either counts (no clearing) or comes
+ * after it. CLBlastClearCache drops programs and binaries only: parameters
+ * given with CLBlastOverrideParameters (the tuning, tuning.c) live on in
+ * CLBlast's database cache; each context applies its tuning again anyway. */
+static unsigned long live_contexts;
 
 unsigned m2pt_version_number(void)
 {
@@ -119,12 +120,16 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
   /* The tuning store lives in the cache directory whether or not program
    * binaries are cached there. */
   char *dir = m2pt_cache_dir_resolve(options ? options->cache_dir : NULL);
+  if (!ctx->host_blas)
+    m2pt_clblast_prime(ctx->device);
   m2pt_tuning_context_init(ctx, dir);
   if (binary_cache_wanted(options, &ctx->info))
     ctx->cache_dir = dir;
   else
     free(dir);
-  atomic_fetch_add(&live_contexts, 1);
+  m2pt_process_lock();
+  live_contexts++;
+  m2pt_process_unlock();
   ctx->counted = 1;
   *out = ctx;
   return M2PT_OK;
@@ -239,8 +244,12 @@ void m2pt_context_destroy(m2pt_context *ctx)
     clReleaseContext(ctx->cl);
   free(ctx->cache_dir);
   free(ctx->error);
-  if (ctx->counted && atomic_fetch_sub(&live_contexts, 1) == 1)
-    CLBlastClearCache();
+  if (ctx->counted) {
+    m2pt_process_lock();
+    if (--live_contexts == 0)
+      m2pt_clblast_release_programs();
+    m2pt_process_unlock();
+  }
   free(ctx);
 }
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "global.h"
 
 /* ocl-icd answers this when no ICD is installed: "no devices", not a failure. */
 #define M2PT_CL_PLATFORM_NOT_FOUND_KHR (-1001)
@@ -123,7 +124,7 @@ static void table_free(device_table *t)
   memset(t, 0, sizeof *t);
 }
 
-static m2pt_status table_load(device_table *t)
+static m2pt_status table_load_locked(device_table *t)
 {
   memset(t, 0, sizeof *t);
   cl_uint nplat = 0;
@@ -183,6 +184,19 @@ static m2pt_status table_load(device_table *t)
   free(plats);
   if (status != M2PT_OK)
     table_free(t);
+  return status;
+}
+
+/* Every device in selector order, under the process lock: PoCL 3.1 sets its
+ * devices up in the first clGetPlatformIDs of the process, and threads that
+ * overlap there see no device (CL_DEVICE_NOT_FOUND) or read one that is not
+ * set up yet (a crash in clGetDeviceInfo). The table is the caller's copy, so
+ * selecting from it needs no lock. */
+static m2pt_status table_load(device_table *t)
+{
+  m2pt_process_lock();
+  const m2pt_status status = table_load_locked(t);
+  m2pt_process_unlock();
   return status;
 }
 

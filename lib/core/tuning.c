@@ -20,6 +20,7 @@
 
 #include "binary_cache.h"
 #include "error.h"
+#include "global.h"
 #include "m2pt/version.h"
 
 /* ---- parameters ---- */
@@ -268,6 +269,11 @@ const char *m2pt_tuning_check(const m2pt_tuning *t, m2pt_tuning_kernel kernel,
 
 int m2pt_tuning_apply(cl_device_id device, const m2pt_tuning *t, char *why, size_t size)
 {
+  /* CLBlast swaps a device's parameters by removing its cache entry and
+   * storing the new one: a GEMM in another thread in between would store
+   * CLBlast's defaults first, and the override would be lost. */
+  int overridden = 0;
+  m2pt_clblast_exclusive_lock();
   for (int k = 0; k < M2PT_TK_COUNT; k++) {
     if (!(t->present & (1u << k)))
       continue;
@@ -276,11 +282,14 @@ int m2pt_tuning_apply(cl_device_id device, const m2pt_tuning *t, char *why, size
         device, kernel_names[k], CLBlastPrecisionSingle, m2pt_tuning_param_count(kernel),
         (const char **)m2pt_tuning_param_names(kernel), m2pt_tuning_values_const(t, kernel));
     if (s != CLBlastSuccess) {
+      m2pt_clblast_exclusive_unlock(overridden);
       snprintf(why, size, "CLBlastOverrideParameters(%s) failed with status %d", kernel_names[k],
                (int)s);
       return -1;
     }
+    overridden = 1;
   }
+  m2pt_clblast_exclusive_unlock(overridden);
   return 0;
 }
 
@@ -648,6 +657,12 @@ void m2pt_tuning_context_init(m2pt_context *ctx, const char *cache_dir)
   char why[256] = "";
   ctx->tuning_source = M2PT_TUNING_NONE;
   detail[0] = '\0';
+  /* CLBlast's parameters are process-wide: a context whose GEMMs never run
+   * there has no business changing them. */
+  if (ctx->host_blas) {
+    put_text(detail, cap, "GEMMs run on the host BLAS: no CLBlast tuning applied");
+    return;
+  }
   const char *env = getenv("M2PT_TUNING");
   if (env && strcmp(env, "off") == 0) {
     ctx->tuning_source = M2PT_TUNING_DISABLED;

@@ -95,7 +95,8 @@ const char *m2pt_tuning_check(const m2pt_tuning *t, m2pt_tuning_kernel kernel,
                               const m2pt_tuning_limits *limits);
 
 /* Hands every set present in t to CLBlastOverrideParameters for `device`
- * (single precision). Returns 0, or -1 with a message in why[0..size). */
+ * (single precision), holding CLBlast's lock alone (global.h). Returns 0, or
+ * -1 with a message in why[0..size). */
 int m2pt_tuning_apply(cl_device_id device, const m2pt_tuning *t, char *why, size_t size);
 
 /* The store's file name for a device: "<dir>/tuning/<key>.json" into buf
@@ -131,8 +132,10 @@ int m2pt_tuning_store_write(const char *path, const m2pt_device_info *info,
  * *label names it. */
 const m2pt_tuning *m2pt_tuning_shipped(const m2pt_device_info *info, const char **label);
 
-/* Applied when a context is created (context.c): M2PT_TUNING=off, else the
- * device's store under cache_dir (may be NULL), else the shipped default.
+/* Applied when a context is created (context.c): nothing for a context whose
+ * GEMMs run on the host BLAS (ctx->host_blas set), nor with M2PT_TUNING=off;
+ * else the device's store under cache_dir (may be NULL), else the shipped
+ * default.
  * Records the outcome in ctx->tuning_source and ctx->tuning_detail; never
  * fails the context. */
 void m2pt_tuning_context_init(m2pt_context *ctx, const char *cache_dir);

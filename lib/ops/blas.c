@@ -5,6 +5,7 @@
 
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "core/global.h"
 #include "host_blas.h"
 
 const char *m2pt_clblast_status_name(int status)
@@ -90,6 +91,11 @@ m2pt_status m2pt_blas_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
       b->ld <= most && c->ld <= most)
     return m2pt_host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch);
   CLBlastStatusCode s;
+  /* Other contexts' threads may be in CLBlast too (global.h). One hold
+   * covers the size query and the call that relies on it: an override in
+   * between (another context's creation) could change the tiles and so the
+   * size. */
+  const int token = m2pt_clblast_begin();
   if (batch == 1) {
     /* CLBlast's indirect GEMM pads and transposes its operands into a
      * temporary buffer it allocates per call unless given one: hand it the
@@ -100,8 +106,13 @@ m2pt_status m2pt_blas_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
     s = CLBlastSGemmTempBufferSize(CLBlastLayoutRowMajor, to_clblast(ta), to_clblast(tb), m, n,
                                    k, a->offset, a->ld, b->offset, b->ld, c->offset, c->ld,
                                    &ctx->queue, &temp_bytes);
-    if (s == CLBlastSuccess && temp_bytes > 0)
-      M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_BLAS, temp_bytes, &temp));
+    if (s == CLBlastSuccess && temp_bytes > 0) {
+      const m2pt_status ws = m2pt_workspace_get(ctx, M2PT_WS_BLAS, temp_bytes, &temp);
+      if (ws != M2PT_OK) {
+        m2pt_clblast_end(token, 1);
+        return ws;
+      }
+    }
     if (s == CLBlastSuccess && temp)
       s = CLBlastSgemmWithTempBuffer(CLBlastLayoutRowMajor, to_clblast(ta), to_clblast(tb), m, n,
                                      k, alpha, a->buffer, a->offset, a->ld, b->buffer, b->offset,
@@ -116,6 +127,7 @@ m2pt_status m2pt_blas_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
                                    k, alpha, a->buffer, a->offset, a->ld, a->stride, b->buffer,
                                    b->offset, b->ld, b->stride, beta, c->buffer, c->offset,
                                    c->ld, c->stride, batch, &ctx->queue, NULL);
+  m2pt_clblast_end(token, s == CLBlastSuccess);
   if (s == CLBlastSuccess)
     return M2PT_OK;
   m2pt_status status = M2PT_ERR_BLAS;
