@@ -176,7 +176,7 @@ for i in range(tries):
     if i % 2 == 0:
         deadline = time.monotonic() + 60
         while p.poll() is None and not holds(p.pid, shrink) and time.monotonic() < deadline:
-            pass
+            time.sleep(0.0005)  # leave the 2 cores to the tool being watched
     else:
         time.sleep(run_time * i / tries)
     os.truncate(shrink, (0, 4096, len(original) // 2)[i % 3])
@@ -471,6 +471,12 @@ rc, _, err = tool("m2pt-run", "--model", d("timm_target.safetensors"), "--aux",
                   "--input", d("timm_input.npy"), "--output", t("sub.npy"))
 check(rc == 0 and close(t("sub.npy"), d("timm_expected_plain.npy")),
       "m2pt-run --scale 1e-40 (subnormal) is accepted " + err.strip())
+# One that rounds to zero would silently drop the pathway: refused.
+rc, _, err = tool("m2pt-run", "--model", d("timm_target.safetensors"), "--aux",
+                  d("timm_aux.safetensors"), "--scale", "1e-50", "--heads", "3",
+                  "--input", d("timm_input.npy"), "--output", t("zero.npy"))
+check(rc == 2 and "rounds to zero" in err and not os.path.exists(t("zero.npy")),
+      "m2pt-run --scale 1e-50 (rounds to zero) exits 2 " + err.strip())
 
 # An empty value (a path above all) is bad usage, found before any work.
 # m2pt-tune's cache directories are private here and its run short even if an

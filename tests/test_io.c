@@ -759,7 +759,9 @@ static void output_into_fifo(void **state)
       n += (size_t)r;
     _exit(n == ref_size && memcmp(buf, want, n) == 0 ? 0 : 1);
   }
+  alarm(60); /* a reader that never opened the FIFO would leave us waiting */
   assert_ok(NULL, put(fifo, 7.0f));
+  alarm(0);
   int status;
   assert_int_equal(waitpid(pid, &status, 0), pid);
   assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -856,6 +858,13 @@ static void output_long_names(void **state)
     assert_true(got(path) == (float)len + 1.0f);
   }
   assert_int_equal(entries(dir), 3);
+}
+
+/* Undoes output_named_temporary's setting even when an assert left early. */
+static int named_temporary_teardown(void **state)
+{
+  (void)state;
+  return unsetenv("M2PT_IO_TMPFILE");
 }
 
 /* Without O_TMPFILE (forced here) the temporary is named; it is gone once
@@ -1798,7 +1807,7 @@ int main(int argc, char **argv)
     cmocka_unit_test(output_into_full_device),
     cmocka_unit_test(output_refusals),
     cmocka_unit_test(output_long_names),
-    cmocka_unit_test(output_named_temporary),
+    cmocka_unit_test_teardown(output_named_temporary, named_temporary_teardown),
     cmocka_unit_test(output_removes_stale_temporaries),
     cmocka_unit_test(reader_rejects_framing),
     cmocka_unit_test(reader_rejects_json),

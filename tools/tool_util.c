@@ -71,11 +71,17 @@ int tool_arg(int argc, char **argv, int *i, const char *flag, const char **value
 int tool_parse_float(const char *flag, const char *text, float *out)
 {
   char *end;
-  /* strtof's ERANGE also flags results that underflow to a subnormal or to
-   * zero, which are numbers; overflow gives ±inf, which isfinite refuses. */
+  /* strtof's ERANGE flags overflow (±inf, which isfinite refuses) and
+   * underflow: to a subnormal, which is a number, or to zero, which would
+   * silently turn a λ the user gave into none. */
+  errno = 0;
   const float v = strtof(text, &end);
   if (end == text || *end != '\0' || !isfinite(v)) {
     tool_error("%s: \"%s\" is not a finite number", flag, text);
+    return 0;
+  }
+  if (v == 0.0f && errno == ERANGE) {
+    tool_error("%s: \"%s\" rounds to zero in single precision", flag, text);
     return 0;
   }
   *out = v;
