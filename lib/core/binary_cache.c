@@ -12,7 +12,7 @@
 #include <xxhash.h>
 
 #include "context_impl.h"
-#include "file_read.h"
+#include "common/file_read.h"
 #include "m2pt/version.h"
 
 /* Format 2 added the key: an entry copied or renamed over another's name is

@@ -6,7 +6,7 @@
 
 #include "cl.h"
 #include "m2pt/context.h"
-#include "size_math.h"
+#include "common/size_math.h"
 #include "workspace.h"
 #include "m2pt/tensor.h"
 

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "core/file_read.h"
+#include "common/file_read.h"
 
 /* rank: the position in the reference implementation's Dtype enum, which
  * orders tensors in the files it writes. */

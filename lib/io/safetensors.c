@@ -14,7 +14,7 @@
 #include <cJSON.h>
 
 #include "core/error.h"
-#include "core/file_read.h"
+#include "common/file_read.h"
 #include "io_util.h"
 #include "m2pt/io.h"
 

@@ -27,7 +27,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
-#include "io_util.h"
+#include "file_write.h"
 #include "m2pt/io.h"
 
 /* Temporary names: TEMP_PREFIX, 16 hex digits of the target name's hash, '.'

@@ -3,8 +3,8 @@
  * on a special file or maps memory whose backing can shrink (a mapped file
  * truncated under a reader faults with SIGBUS; a read just comes up short). No
  * OpenCL. */
-#ifndef M2PT_CORE_FILE_READ_H
-#define M2PT_CORE_FILE_READ_H
+#ifndef M2PT_COMMON_FILE_READ_H
+#define M2PT_COMMON_FILE_READ_H
 
 #include <stddef.h>
 #include <stdint.h>
