@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/error.h"
+#include "common/error.h"
 #include "file_write.h"
 #include "m2pt/io.h"
 
@@ -209,7 +209,7 @@ static int write_chunks(int fd, const output *o, const char **what)
 
 static m2pt_status io_error(const output *o, const char *what, int e)
 {
-  return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot %s: %s", o->path, what, strerror(e));
+  return m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot %s: %s", o->path, what, strerror(e));
 }
 
 /* Devices, FIFOs and multiply-linked regular files: written through `path`
@@ -390,11 +390,11 @@ static m2pt_status replace_regular(const output *o, const char *target, const st
   const char *slash = strrchr(target, '/');
   const char *name = slash ? slash + 1 : target;
   if (!*name)
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot write: it names a directory", o->path);
+    return m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot write: it names a directory", o->path);
   char *dirpath = slash ? strndup(target, slash == target ? 1 : (size_t)(slash - target))
                         : strdup(".");
   if (!dirpath)
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", o->path);
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", o->path);
   int dir = open(dirpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 #ifdef O_PATH
   if (dir < 0 && errno == EACCES) /* a directory we may write but not list */
@@ -402,8 +402,8 @@ static m2pt_status replace_regular(const output *o, const char *target, const st
 #endif
   if (dir < 0) {
     const int e = errno;
-    m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot open the directory %s: %s", o->path, dirpath,
-              strerror(e));
+    m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot open the directory %s: %s", o->path, dirpath,
+                     strerror(e));
     free(dirpath);
     return M2PT_ERR_IO;
   }
@@ -429,15 +429,15 @@ m2pt_status m2pt_write_output(const char *path, const m2pt_chunk *chunks, size_t
       return io_error(&o, "write", errno);
     char *target = follow_dangling(path);
     if (!target)
-      return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+      return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     const m2pt_status s = replace_regular(&o, target, NULL);
     free(target);
     return s;
   }
   if (S_ISDIR(sb.st_mode))
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot write: it is a directory", path);
+    return m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot write: it is a directory", path);
   if (S_ISSOCK(sb.st_mode))
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot write: it is a socket", path);
+    return m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot write: it is a socket", path);
   if (!S_ISREG(sb.st_mode) || sb.st_nlink > 1)
     return write_in_place(&o);
   /* cp would not write a file it may not write to either. */
