@@ -1,8 +1,10 @@
-/* Output files, written the way cp writes them (README "Checkpoint files"):
- * a regular file is replaced atomically (through a symlink, at the link's
- * target), keeping its mode and owner; devices and FIFOs are written in
- * place; a regular file with several hard links is rewritten in place so
- * the links stay.
+/* The one file writer. Output files are written the way cp writes them
+ * (README "Checkpoint files"): a regular file is replaced atomically (through
+ * a symlink, at the link's target), keeping its mode and owner; devices and
+ * FIFOs are written in place; a regular file with several hard links is
+ * rewritten in place so the links stay. Files the library owns (cache
+ * entries) get the same atomic replacement without cp's rules for special
+ * files (m2pt_replace_file).
  *
  * The atomic replacement writes an unnamed O_TMPFILE file, so a process that
  * dies while writing (even by SIGKILL) leaves nothing: only for the few
@@ -454,4 +456,41 @@ m2pt_status m2pt_write_output(const char *path, const m2pt_chunk *chunks, size_t
     s = write_in_place(&o);
   free(target);
   return s;
+}
+
+m2pt_status m2pt_replace_file(const char *path, const m2pt_chunk *chunks, size_t count)
+{
+  const output o = {path, chunks, count};
+  struct stat sb;
+  const int regular = lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+  return replace_regular(&o, path, regular ? &sb : NULL);
+}
+
+/* ---- directories -------------------------------------------------------- */
+
+static m2pt_status mkdir_failed(const char *dir, int e)
+{
+  m2pt_fail_thread(M2PT_ERR_IO, "cannot create the directory %s: %s", dir, strerror(e));
+  errno = e;
+  return M2PT_ERR_IO;
+}
+
+m2pt_status m2pt_make_dirs(const char *dir)
+{
+  char path[4096];
+  const size_t n = strlen(dir);
+  if (n == 0)
+    return mkdir_failed("\"\"", ENOENT);
+  if (n >= sizeof path)
+    return mkdir_failed(dir, ENAMETOOLONG);
+  memcpy(path, dir, n + 1);
+  for (char *p = path + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = '\0';
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+      return mkdir_failed(path, errno);
+    *p = '/';
+  }
+  return mkdir(path, 0755) == 0 || errno == EEXIST ? M2PT_OK : mkdir_failed(path, errno);
 }

@@ -25,6 +25,23 @@ typedef struct m2pt_chunk {
  * cause), M2PT_ERR_OUT_OF_MEMORY. */
 m2pt_status m2pt_write_output(const char *path, const m2pt_chunk *chunks, size_t count);
 
+/* Replaces whatever `path` names with a new regular file holding the chunks,
+ * atomically, through the same temporary files as m2pt_write_output, for
+ * files the library owns (cache entries, state): unlike cp, a symlink,
+ * FIFO, device or multiply-linked file there is replaced by the rename, never
+ * written through or waited on. A regular file's mode and, where the process
+ * may, owner are kept; a new file gets 0666 less the umask. The directory
+ * must exist (m2pt_make_dirs). Refuses a directory. On failure no temporary
+ * file is left and the old file is untouched. Errors: M2PT_ERR_IO (naming
+ * `path` and the cause), M2PT_ERR_OUT_OF_MEMORY. */
+m2pt_status m2pt_replace_file(const char *path, const m2pt_chunk *chunks, size_t count);
+
+/* mkdir -p: creates `dir` and its missing parents (mode 0755 less the
+ * umask); existing ones are fine. Errors: M2PT_ERR_IO naming the directory
+ * that could not be made and why (errno is also left as mkdir set it, for
+ * callers outside the convention). */
+m2pt_status m2pt_make_dirs(const char *dir);
+
 /* The size of a temporary file's name, with its NUL. */
 #define M2PT_TEMP_NAME_SIZE 34
 

@@ -1,12 +1,13 @@
-/* Shared by the checkpoint readers and writers: whole-file reads,
- * little-endian loads, UTF-8 checks and the half-precision conversions.
- * Output files are lib/common/file_write.h's. */
+/* Shared by the checkpoint readers and writers: little-endian loads, UTF-8
+ * checks and the half-precision conversions. Files are read and written
+ * through lib/common (file_read.h, file_write.h). */
 #ifndef M2PT_IO_IO_UTIL_H
 #define M2PT_IO_IO_UTIL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/file_read.h"
 #include "common/file_write.h"
 #include "common/size_math.h"
 #include "m2pt/io.h"
@@ -18,13 +19,6 @@
 /* Where the reference implementation puts a dtype in its write order
  * (larger first); -1 outside the enum. */
 int m2pt_dtype_rank(m2pt_dtype dtype);
-
-/* Reads the whole regular file `path` (a FIFO or device in its place is
- * refused, not waited for) into *data, malloc'd and never NULL (free() it),
- * and its length into *size. Nothing stays mapped or open.
- * Errors: M2PT_ERR_IO naming the file (cannot open or read, not a regular
- * file, shrank while read), M2PT_ERR_OUT_OF_MEMORY. */
-m2pt_status m2pt_read_file(const char *path, unsigned char **data, size_t *size);
 
 static inline uint64_t m2pt_load_le64(const unsigned char *p)
 {

@@ -254,7 +254,7 @@ m2pt_status m2pt_npy_read(const char *path, float **data, size_t *ndim,
   M2PT_REQUIRE_THREAD(path, "m2pt_npy_read: path is NULL");
   unsigned char *bytes;
   size_t size;
-  M2PT_TRY(m2pt_read_file(path, &bytes, &size));
+  M2PT_TRY(m2pt_read_file(path, UINT64_MAX, &bytes, &size));
   const m2pt_status s = parse(path, bytes, size, data, ndim, shape);
   free(bytes);
   return s;

@@ -369,11 +369,10 @@ m2pt_status m2pt_safetensors_open(const char *path, m2pt_safetensors **out)
   m2pt_safetensors *st = alloc_reader(path);
   if (!st)
     return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-  char why[128];
-  st->fd = m2pt_open_regular(path, UINT64_MAX, &st->opened, why, sizeof why);
-  if (st->fd < 0) {
+  const m2pt_status opened = m2pt_open_input(path, UINT64_MAX, &st->opened, &st->fd);
+  if (opened != M2PT_OK) {
     m2pt_safetensors_close(st);
-    return m2pt_fail_thread(M2PT_ERR_IO, "%s: %s", path, why);
+    return opened;
   }
   st->size = (size_t)st->opened.st_size;
   unsigned char *front = NULL;
