@@ -11,9 +11,6 @@
 
 #include <stddef.h>
 
-/* m2pt_make_dirs, for tuning.c and tools/m2pt-tune.c until they include
- * common/file_write.h themselves. */
-#include "common/file_write.h"
 #include "m2pt/context.h"
 #include "m2pt/status.h"
 
