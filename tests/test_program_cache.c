@@ -216,7 +216,7 @@ static void replace_with_valid_garbage(const char *path)
   *slash = '\0';
   char key[M2PT_CACHE_KEY_CHARS];
   snprintf(key, sizeof key, "%.32s", slash + 1);
-  assert_int_equal(m2pt_binary_cache_write(dir, key, junk, sizeof junk), 0);
+  assert_int_equal(m2pt_binary_cache_write(dir, key, junk, sizeof junk), M2PT_OK);
 }
 
 static void empty_entry(const char *path)
@@ -328,7 +328,7 @@ static void missing_kernel_falls_back_to_source(void **state)
   m2pt_context_destroy(ctx);
   size_t size;
   unsigned char *binary = program_binary(&other_source, &size);
-  assert_int_equal(m2pt_binary_cache_write(cache_dir, key, binary, size), 0);
+  assert_int_equal(m2pt_binary_cache_write(cache_dir, key, binary, size), M2PT_OK);
   free(binary);
 
   /* Loaded, then rejected at its first missing kernel and built. */

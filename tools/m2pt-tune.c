@@ -36,7 +36,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "core/binary_cache.h"
+#include "common/file_write.h"
 #include "core/context_impl.h"
 #include "core/tuning.h"
 #include "m2pt/m2pt.h"
@@ -531,7 +531,7 @@ static int candidate_from_json(const cJSON *o, size_t shapes, candidate *c)
   return 0;
 }
 
-/* Writes the state atomically (temporary file, rename). */
+/* Writes the state atomically (m2pt_replace_file). */
 static int save_state(const search *st)
 {
   cJSON *root = cJSON_CreateObject();
@@ -556,31 +556,20 @@ static int save_state(const search *st)
   cJSON_Delete(root);
   if (!text)
     return -1;
-  char dir[4200], tmp[4300];
+  char dir[4200];
   snprintf(dir, sizeof dir, "%s", st->state_path);
   char *slash = strrchr(dir, '/');
   if (slash) {
     *slash = '\0';
-    if (m2pt_make_dirs(dir) != 0) {
+    if (m2pt_make_dirs(dir) != M2PT_OK) {
       free(text);
       return -1;
     }
   }
-  snprintf(tmp, sizeof tmp, "%s.XXXXXX", st->state_path);
-  const int fd = mkstemp(tmp);
-  FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-  int ok = f && fputs(text, f) >= 0;
+  const m2pt_chunk chunk = {text, strlen(text)};
+  const m2pt_status s = m2pt_replace_file(st->state_path, &chunk, 1);
   free(text);
-  if (f)
-    ok = fclose(f) == 0 && ok;
-  else if (fd >= 0)
-    close(fd);
-  if (!ok || rename(tmp, st->state_path) != 0) {
-    if (fd >= 0)
-      remove(tmp);
-    return -1;
-  }
-  return 0;
+  return s == M2PT_OK ? 0 : -1;
 }
 
 static void update_best(search *st)
@@ -860,7 +849,7 @@ static int write_store(const search *st, const m2pt_device_info *info)
   prov.gflops_before = total_flops(st) / (base * 1e6);
   prov.gflops_after = total_flops(st) / (best->total_ms * 1e6);
   if (m2pt_tuning_store_write(st->store_path, info, &t, &prov) != 0) {
-    fprintf(stderr, "m2pt-tune: cannot write %s: %s\n", st->store_path, strerror(errno));
+    fprintf(stderr, "m2pt-tune: cannot write the store: %s\n", m2pt_last_error(NULL));
     return -1;
   }
   return 0;

@@ -11,8 +11,10 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
+#include "common/error.h"
+#include "common/file_read.h"
+#include "common/file_write.h"
 #include "context_impl.h"
-#include "file_read.h"
 #include "m2pt/version.h"
 
 /* Format 2 added the key: an entry copied or renamed over another's name is
@@ -84,12 +86,12 @@ static uint64_t get_u64(const unsigned char *p)
 m2pt_cache_lookup m2pt_binary_cache_read(const char *dir, const char *key,
                                          unsigned char **data, size_t *size)
 {
-  char path[4096], why[128];
+  char path[4096];
   m2pt_binary_cache_path(dir, key, path, sizeof path);
   if (!path[0] || strlen(key) != M2PT_CACHE_KEY_CHARS - 1)
     return M2PT_CACHE_MISS;
   struct stat st;
-  const int fd = m2pt_open_regular(path, MAX_ENTRY_BYTES, &st, why, sizeof why);
+  const int fd = m2pt_open_regular(path, MAX_ENTRY_BYTES, &st);
   if (fd < 0) /* a FIFO, a directory, a huge file: the writer renames over it */
     return errno == ENOENT ? M2PT_CACHE_MISS : M2PT_CACHE_CORRUPT;
   m2pt_cache_lookup result = M2PT_CACHE_CORRUPT;
@@ -118,56 +120,23 @@ done:
   return result;
 }
 
-int m2pt_make_dirs(const char *dir)
+m2pt_status m2pt_binary_cache_write(const char *dir, const char *key,
+                                    const unsigned char *data, size_t size)
 {
   char path[4096];
-  const size_t n = strlen(dir);
-  if (n == 0 || n >= sizeof path)
-    return -1;
-  memcpy(path, dir, n + 1);
-  for (char *p = path + 1; *p; p++) {
-    if (*p != '/')
-      continue;
-    *p = '\0';
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
-      return -1;
-    *p = '/';
-  }
-  return (mkdir(path, 0755) == 0 || errno == EEXIST) ? 0 : -1;
-}
-
-int m2pt_binary_cache_write(const char *dir, const char *key,
-                            const unsigned char *data, size_t size)
-{
-  char path[4096], tmp[4096 + 64];
   m2pt_binary_cache_path(dir, key, path, sizeof path);
-  if (!path[0] || strlen(key) != M2PT_CACHE_KEY_CHARS - 1 || size == 0 ||
-      m2pt_make_dirs(dir) != 0)
-    return -1;
-  /* A unique temporary file (mkstemp: unique across threads and processes):
-   * concurrent writers of one entry each rename a complete file, and the
-   * last one wins. */
-  snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
-  const int fd = mkstemp(tmp);
-  if (fd < 0)
-    return -1;
-  FILE *f = fdopen(fd, "wb");
-  if (!f) {
-    close(fd);
-    remove(tmp);
-    return -1;
-  }
+  if (!path[0])
+    return m2pt_fail_thread(M2PT_ERR_IO, "%s: the cache directory's name is too long", dir);
+  if (strlen(key) != M2PT_CACHE_KEY_CHARS - 1 || size == 0)
+    return m2pt_fail_thread(M2PT_ERR_INVALID_ARGUMENT, "%s: a bad key or an empty binary", path);
+  M2PT_TRY(m2pt_make_dirs(dir));
   unsigned char header[HEADER_BYTES];
   memcpy(header, cache_magic, sizeof cache_magic);
   memcpy(header + KEY_AT, key, M2PT_CACHE_KEY_CHARS - 1);
   put_u64(header + SIZE_AT, size);
   put_u64(header + HASH_AT, XXH3_64bits(data, size));
-  int ok = fwrite(header, 1, sizeof header, f) == sizeof header &&
-           fwrite(data, 1, size, f) == size;
-  ok = (fclose(f) == 0) && ok;
-  if (!ok || rename(tmp, path) != 0) {
-    remove(tmp);
-    return -1;
-  }
-  return 0;
+  /* Concurrent writers of one entry each rename a complete file; the last
+   * one wins. */
+  const m2pt_chunk chunks[2] = {{header, sizeof header}, {data, size}};
+  return m2pt_replace_file(path, chunks, 2);
 }

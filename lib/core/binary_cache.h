@@ -4,14 +4,15 @@
  * that key again, payload size, payload hash) that is checked before the
  * binary is handed to OpenCL, so a truncated, corrupt or misplaced entry
  * (another program's, copied over this name) is rebuilt, never trusted.
- * Entries are written to a temporary file and renamed into place, so readers
- * never see half a file. */
+ * Entries are written through common/file_write.h's atomic replacement, so
+ * readers never see half a file. */
 #ifndef M2PT_CORE_BINARY_CACHE_H
 #define M2PT_CORE_BINARY_CACHE_H
 
 #include <stddef.h>
 
 #include "m2pt/context.h"
+#include "m2pt/status.h"
 
 #define M2PT_CACHE_KEY_CHARS 33 /* 32 hex digits and a NUL */
 
@@ -32,13 +33,14 @@ typedef enum m2pt_cache_lookup {
 m2pt_cache_lookup m2pt_binary_cache_read(const char *dir, const char *key,
                                          unsigned char **data, size_t *size);
 
-/* Stores an entry atomically, creating `dir` as needed. Returns 0 on success,
- * -1 if anything failed (the cache then only costs speed). */
-int m2pt_binary_cache_write(const char *dir, const char *key,
-                            const unsigned char *data, size_t size);
-
-/* mkdir -p: creates dir and its parents; existing ones are fine. 0 or -1. */
-int m2pt_make_dirs(const char *dir);
+/* Stores an entry atomically, creating `dir` as needed; whatever is at the
+ * entry's name (a damaged entry, a FIFO) is replaced. A failure only costs
+ * speed, so callers may ignore it. Errors, through the thread's message
+ * (common/error.h): M2PT_ERR_IO (the directory or the file cannot be made),
+ * M2PT_ERR_INVALID_ARGUMENT (a key not from m2pt_binary_cache_key, size 0),
+ * M2PT_ERR_OUT_OF_MEMORY. */
+m2pt_status m2pt_binary_cache_write(const char *dir, const char *key,
+                                    const unsigned char *data, size_t size);
 
 /* Path of an entry into buf (for tests and messages); "" if it does not fit. */
 void m2pt_binary_cache_path(const char *dir, const char *key, char *buf, size_t size);

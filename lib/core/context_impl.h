@@ -5,13 +5,11 @@
 #include <stddef.h>
 
 #include "cl.h"
+#include "common/error.h"
 #include "m2pt/context.h"
-#include "size_math.h"
+#include "common/size_math.h"
 #include "workspace.h"
 #include "m2pt/tensor.h"
-
-/* Room for a message with a kernel build log or a device list. */
-#define M2PT_ERROR_CAPACITY 16384
 
 /* Room for m2pt_context_tuning's detail (a path and a reason). */
 #define M2PT_TUNING_DETAIL 1024

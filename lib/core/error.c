@@ -1,66 +1,35 @@
 #include "error.h"
 
 #include <stdarg.h>
-#include <stdio.h>
-#include <string.h>
 
 #include "context_impl.h"
 
-/* Messages of calls that have no context (create, device list, select). */
-static _Thread_local char thread_error[M2PT_ERROR_CAPACITY];
-
+/* The context's buffer, else the thread's (calls that have no context). */
 static char *error_buffer(const m2pt_context *ctx)
 {
-  return ctx ? ctx->error : thread_error;
+  return ctx ? ctx->error : m2pt_thread_error();
 }
 
 m2pt_status m2pt_fail(const m2pt_context *ctx, m2pt_status status, const char *fmt, ...)
 {
-  char *buf = error_buffer(ctx);
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, M2PT_ERROR_CAPACITY, fmt, ap);
+  m2pt_vfail_into(error_buffer(ctx), status, fmt, ap);
   va_end(ap);
   return status;
 }
 
 void m2pt_error_append(const m2pt_context *ctx, const char *fmt, ...)
 {
-  char *buf = error_buffer(ctx);
-  const size_t used = strlen(buf);
-  if (used + 1 >= M2PT_ERROR_CAPACITY)
-    return;
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf + used, M2PT_ERROR_CAPACITY - used, fmt, ap);
+  m2pt_vappend_into(error_buffer(ctx), fmt, ap);
   va_end(ap);
 }
 
 const char *m2pt_last_error(const m2pt_context *ctx)
 {
   return error_buffer(ctx);
-}
-
-const char *m2pt_status_string(m2pt_status status)
-{
-  switch (status) {
-  case M2PT_OK: return "M2PT_OK";
-  case M2PT_ERR_INVALID_ARGUMENT: return "M2PT_ERR_INVALID_ARGUMENT";
-  case M2PT_ERR_SHAPE: return "M2PT_ERR_SHAPE";
-  case M2PT_ERR_OUT_OF_MEMORY: return "M2PT_ERR_OUT_OF_MEMORY";
-  case M2PT_ERR_DEVICE_OUT_OF_MEMORY: return "M2PT_ERR_DEVICE_OUT_OF_MEMORY";
-  case M2PT_ERR_DEVICE_NOT_FOUND: return "M2PT_ERR_DEVICE_NOT_FOUND";
-  case M2PT_ERR_OPENCL: return "M2PT_ERR_OPENCL";
-  case M2PT_ERR_KERNEL_BUILD: return "M2PT_ERR_KERNEL_BUILD";
-  case M2PT_ERR_BLAS: return "M2PT_ERR_BLAS";
-  case M2PT_ERR_INVALID_STATE: return "M2PT_ERR_INVALID_STATE";
-  case M2PT_ERR_CONTEXT_MISMATCH: return "M2PT_ERR_CONTEXT_MISMATCH";
-  case M2PT_ERR_IO: return "M2PT_ERR_IO";
-  case M2PT_ERR_FORMAT: return "M2PT_ERR_FORMAT";
-  case M2PT_ERR_UNSUPPORTED: return "M2PT_ERR_UNSUPPORTED";
-  case M2PT_ERR_NOT_FOUND: return "M2PT_ERR_NOT_FOUND";
-  }
-  return "M2PT_ERR_UNKNOWN";
 }
 
 m2pt_status m2pt_fail_cl(const m2pt_context *ctx, cl_int err, const char *what)

@@ -1,17 +1,13 @@
-/* Internal error reporting: every failure path sets a detailed message on
- * the context (or, without one, on the calling thread) and returns a status. */
+/* Internal error reporting with contexts: every failure path sets a detailed
+ * message on the context (or, without one, on the calling thread) and returns
+ * a status. The convention and its context-free half: common/error.h. */
 #ifndef M2PT_CORE_ERROR_H
 #define M2PT_CORE_ERROR_H
 
 #include "cl.h"
+#include "common/error.h"
 #include "m2pt/context.h"
 #include "m2pt/status.h"
-
-#if defined(__GNUC__) || defined(__clang__)
-#  define M2PT_PRINTF(f, a) __attribute__((format(printf, f, a)))
-#else
-#  define M2PT_PRINTF(f, a)
-#endif
 
 /* Formats the message into ctx's error buffer (the thread's when ctx is NULL)
  * and returns `status`. */
@@ -27,14 +23,6 @@ const char *m2pt_cl_error_name(cl_int err);
 
 /* Appends to the current message (for build logs and device lists). */
 void m2pt_error_append(const m2pt_context *ctx, const char *fmt, ...) M2PT_PRINTF(2, 3);
-
-/* Propagates a failed status; the callee already set the message. */
-#define M2PT_TRY(expr)                        \
-  do {                                        \
-    const m2pt_status try_status_ = (expr);   \
-    if (try_status_ != M2PT_OK)               \
-      return try_status_;                     \
-  } while (0)
 
 /* Fails with M2PT_ERR_INVALID_ARGUMENT when `cond` does not hold. */
 #define M2PT_REQUIRE(ctx, cond, ...)                                \

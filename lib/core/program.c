@@ -98,12 +98,19 @@ static void store_cached(m2pt_context *ctx, cl_program program, const char *key)
   }
   unsigned char *binary = malloc(size);
   unsigned char *bins[1] = {binary};
+  /* A failed store only costs speed and the call goes on to succeed, so the
+   * writer's message must not replace the thread's last failure
+   * (m2pt_last_error(NULL)). */
+  char *kept = strdup(m2pt_thread_error());
   if (!binary ||
       clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof bins, bins, NULL) != CL_SUCCESS ||
-      m2pt_binary_cache_write(ctx->cache_dir, key, binary, size) != 0)
+      m2pt_binary_cache_write(ctx->cache_dir, key, binary, size) != M2PT_OK)
     ctx->stats.cache_write_failures++;
   else
     ctx->stats.binaries_written++;
+  if (kept)
+    snprintf(m2pt_thread_error(), M2PT_ERROR_CAPACITY, "%s", kept);
+  free(kept);
   free(binary);
 }
 

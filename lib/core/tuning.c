@@ -18,7 +18,7 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
-#include "binary_cache.h"
+#include "common/file_write.h"
 #include "error.h"
 #include "global.h"
 #include "m2pt/version.h"
@@ -535,50 +535,29 @@ static cJSON *store_json(const m2pt_device_info *info, const m2pt_tuning *t,
 int m2pt_tuning_store_write(const char *path, const m2pt_device_info *info,
                             const m2pt_tuning *t, const m2pt_tuning_provenance *prov)
 {
-  char dir[4096], tmp[4096 + 16];
+  char dir[4096];
   const size_t n = strlen(path);
   const char *slash = strrchr(path, '/');
   if (n == 0 || n >= sizeof dir || !slash) {
-    errno = ENAMETOOLONG;
+    m2pt_fail(NULL, M2PT_ERR_IO, "%s: not a path of at most %zu bytes with a directory", path,
+              sizeof dir - 1);
     return -1;
   }
   memcpy(dir, path, (size_t)(slash - path));
   dir[slash - path] = '\0';
-  if (dir[0] && m2pt_make_dirs(dir) != 0)
+  if (dir[0] && m2pt_make_dirs(dir) != M2PT_OK)
     return -1;
   cJSON *root = store_json(info, t, prov);
   char *text = root ? cJSON_Print(root) : NULL;
   cJSON_Delete(root);
   if (!text) {
-    errno = ENOMEM;
+    m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     return -1;
   }
-  snprintf(tmp, sizeof tmp, "%s.XXXXXX", path);
-  const int fd = mkstemp(tmp);
-  if (fd < 0) {
-    free(text);
-    return -1;
-  }
-  FILE *f = fdopen(fd, "wb");
-  if (!f) {
-    close(fd);
-    remove(tmp);
-    free(text);
-    return -1;
-  }
-  const size_t len = strlen(text);
-  int ok = fwrite(text, 1, len, f) == len && fputc('\n', f) != EOF;
+  const m2pt_chunk chunks[2] = {{text, strlen(text)}, {"\n", 1}};
+  const m2pt_status s = m2pt_replace_file(path, chunks, 2);
   free(text);
-  ok = (fclose(f) == 0) && ok;
-  /* mkstemp makes the file private; a store is as readable as the cache. */
-  chmod(tmp, 0644);
-  if (!ok || rename(tmp, path) != 0) {
-    const int saved = errno;
-    remove(tmp);
-    errno = saved ? saved : EIO;
-    return -1;
-  }
-  return 0;
+  return s == M2PT_OK ? 0 : -1;
 }
 
 /* ---- the shipped default ---- */

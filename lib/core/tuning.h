@@ -123,8 +123,9 @@ m2pt_tuning_read m2pt_tuning_store_read(const char *path, const m2pt_tuning_limi
                                         m2pt_tuning *t, m2pt_tuning_provenance *prov,
                                         char *why, size_t size);
 
-/* Writes a store file for `info`'s device atomically (temporary file, then
- * rename), creating directories as needed. Returns 0, or -1 (errno set). */
+/* Writes a store file for `info`'s device atomically (m2pt_replace_file),
+ * creating directories as needed. Returns 0, or -1 with the reason in the
+ * thread's message (m2pt_last_error(NULL)). */
 int m2pt_tuning_store_write(const char *path, const m2pt_device_info *info,
                             const m2pt_tuning *t, const m2pt_tuning_provenance *prov);
 

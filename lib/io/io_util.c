@@ -1,16 +1,8 @@
 #include "io_util.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include "core/error.h"
-#include "core/file_read.h"
 
 /* rank: the position in the reference implementation's Dtype enum, which
  * orders tensors in the files it writes. */
@@ -58,34 +50,6 @@ const char *m2pt_dtype_name(m2pt_dtype dtype)
 void m2pt_free(void *ptr)
 {
   free(ptr);
-}
-
-m2pt_status m2pt_read_file(const char *path, unsigned char **data, size_t *size)
-{
-  *data = NULL;
-  *size = 0;
-  char why[128];
-  struct stat sb;
-  const int fd = m2pt_open_regular(path, SIZE_MAX - 1, &sb, why, sizeof why);
-  if (fd < 0)
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: %s", path, why);
-  const size_t n = (size_t)sb.st_size;
-  unsigned char *buf = malloc(n ? n : 1);
-  if (!buf) {
-    close(fd);
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", path, n);
-  }
-  const int r = m2pt_read_at(fd, buf, n, 0);
-  const int e = errno;
-  close(fd);
-  if (r != 0) {
-    free(buf);
-    return r < 0 ? m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot read: %s", path, strerror(e))
-                 : m2pt_fail(NULL, M2PT_ERR_IO, "%s: shrank while it was being read", path);
-  }
-  *data = buf;
-  *size = n;
-  return M2PT_OK;
 }
 
 int m2pt_utf8_valid(const unsigned char *s, size_t size)

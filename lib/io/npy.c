@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/error.h"
+#include "common/error.h"
 #include "io_util.h"
 #include "m2pt/io.h"
 
@@ -92,9 +92,9 @@ static int integer(cursor *c, size_t *out)
   return 1;
 }
 
-#define BAD(c, what) m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: .npy header: %s", (c)->label, (what))
+#define BAD(c, what) m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: .npy header: %s", (c)->label, (what))
 #define UNSUPPORTED(c, what) \
-  m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED, "%s: .npy header: %s", (c)->label, (what))
+  m2pt_fail_thread(M2PT_ERR_UNSUPPORTED, "%s: .npy header: %s", (c)->label, (what))
 
 /* (), (n,), (n, m), (n, m,) ... */
 static m2pt_status parse_shape(cursor *c, size_t *ndim, size_t *shape)
@@ -109,8 +109,8 @@ static m2pt_status parse_shape(cursor *c, size_t *ndim, size_t *shape)
     if (!integer(c, &extent))
       return BAD(c, "shape holds something other than a non-negative integer");
     if (*ndim == M2PT_IO_MAX_DIMS)
-      return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED, "%s: .npy header: more than %d dimensions",
-                       c->label, M2PT_IO_MAX_DIMS);
+      return m2pt_fail_thread(M2PT_ERR_UNSUPPORTED, "%s: .npy header: more than %d dimensions",
+                              c->label, M2PT_IO_MAX_DIMS);
     shape[(*ndim)++] = extent;
     if (accept(c, ')')) {
       /* (n) is an integer in Python, not a tuple */
@@ -152,10 +152,10 @@ static m2pt_status parse_header(cursor *c, size_t *ndim, size_t *shape)
       if (!string_literal(c, &v, &n))
         return BAD(c, "'descr' is not a string");
       if (!literal_is(v, n, "<f4"))
-        return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED,
-                         "%s: .npy dtype '%.*s' is not supported; only '<f4' (little-endian "
-                         "float32)",
-                         c->label, (int)(n < 40 ? n : 40), (const char *)v);
+        return m2pt_fail_thread(M2PT_ERR_UNSUPPORTED,
+                                "%s: .npy dtype '%.*s' is not supported; only '<f4' (little-endian "
+                                "float32)",
+                                c->label, (int)(n < 40 ? n : 40), (const char *)v);
     } else if (literal_is(key, key_len, "fortran_order")) {
       if (have_order++)
         return BAD(c, "'fortran_order' repeated");
@@ -187,7 +187,7 @@ static m2pt_status parse(const char *label, const unsigned char *b, size_t size,
                          size_t *ndim, size_t *shape)
 {
   if (size < 10 || memcmp(b, magic, sizeof magic) != 0)
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: not a .npy file (no \\x93NUMPY magic)", label);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: not a .npy file (no \\x93NUMPY magic)", label);
   const unsigned major = b[6], minor = b[7];
   size_t hlen, prefix;
   if (major == 1 && minor == 0) {
@@ -195,18 +195,18 @@ static m2pt_status parse(const char *label, const unsigned char *b, size_t size,
     prefix = 10;
   } else if (major == 2 && minor == 0) {
     if (size < 12)
-      return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: .npy file truncated in its preamble", label);
+      return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: .npy file truncated in its preamble", label);
     hlen = m2pt_load_le32(b + 8);
     prefix = 12;
   } else {
-    return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED,
-                     "%s: .npy format version %u.%u is not supported (1.0 and 2.0 are)", label,
-                     major, minor);
+    return m2pt_fail_thread(M2PT_ERR_UNSUPPORTED,
+                            "%s: .npy format version %u.%u is not supported (1.0 and 2.0 are)",
+                            label, major, minor);
   }
   if (hlen > size - prefix)
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT,
-                     "%s: .npy header length %zu runs past the end of the file (%zu bytes)",
-                     label, hlen, size);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT,
+                            "%s: .npy header length %zu runs past the end of the file (%zu bytes)",
+                            label, hlen, size);
   cursor c = {label, b + prefix, b + prefix + hlen};
   size_t dims[M2PT_IO_MAX_DIMS] = {0}, n = 0;
   M2PT_TRY(parse_header(&c, &n, dims));
@@ -214,17 +214,17 @@ static m2pt_status parse(const char *label, const unsigned char *b, size_t size,
   size_t numel = 1, bytes;
   for (size_t d = 0; d < n; d++)
     if (!m2pt_mul_size(numel, dims[d], &numel))
-      return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: .npy shape overflows", label);
+      return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: .npy shape overflows", label);
   if (!m2pt_mul_size(numel, sizeof(float), &bytes))
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: .npy shape overflows", label);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: .npy shape overflows", label);
   const size_t have = size - prefix - hlen;
   if (have != bytes)
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: .npy data is %zu bytes, the shape needs %zu (%s)",
-                     label, have, bytes, have < bytes ? "truncated" : "trailing bytes");
+    return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: .npy data is %zu bytes, the shape needs %zu (%s)",
+                            label, have, bytes, have < bytes ? "truncated" : "trailing bytes");
   float *out = malloc(bytes ? bytes : 1);
   if (!out)
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", label,
-                     bytes);
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for %zu bytes", label,
+                            bytes);
   m2pt_load_f32_le(out, b + prefix + hlen, numel);
   *data = out;
   *ndim = n;
@@ -234,7 +234,7 @@ static m2pt_status parse(const char *label, const unsigned char *b, size_t size,
 
 static m2pt_status check_outputs(const char *fn, float **data, size_t *ndim, size_t *shape)
 {
-  M2PT_REQUIRE(NULL, data && ndim && shape, "%s: NULL argument", fn);
+  M2PT_REQUIRE_THREAD(data && ndim && shape, "%s: NULL argument", fn);
   *data = NULL;
   return M2PT_OK;
 }
@@ -243,7 +243,7 @@ m2pt_status m2pt_npy_read_memory(const void *bytes, size_t size, float **data, s
                                  size_t shape[M2PT_IO_MAX_DIMS])
 {
   M2PT_TRY(check_outputs("m2pt_npy_read_memory", data, ndim, shape));
-  M2PT_REQUIRE(NULL, bytes || size == 0, "m2pt_npy_read_memory: bytes is NULL");
+  M2PT_REQUIRE_THREAD(bytes || size == 0, "m2pt_npy_read_memory: bytes is NULL");
   return parse("<memory>", bytes, size, data, ndim, shape);
 }
 
@@ -251,10 +251,10 @@ m2pt_status m2pt_npy_read(const char *path, float **data, size_t *ndim,
                           size_t shape[M2PT_IO_MAX_DIMS])
 {
   M2PT_TRY(check_outputs("m2pt_npy_read", data, ndim, shape));
-  M2PT_REQUIRE(NULL, path, "m2pt_npy_read: path is NULL");
+  M2PT_REQUIRE_THREAD(path, "m2pt_npy_read: path is NULL");
   unsigned char *bytes;
   size_t size;
-  M2PT_TRY(m2pt_read_file(path, &bytes, &size));
+  M2PT_TRY(m2pt_read_file(path, UINT64_MAX, &bytes, &size));
   const m2pt_status s = parse(path, bytes, size, data, ndim, shape);
   free(bytes);
   return s;
@@ -263,16 +263,16 @@ m2pt_status m2pt_npy_read(const char *path, float **data, size_t *ndim,
 m2pt_status m2pt_npy_write(const char *path, const float *data, size_t ndim, const size_t *shape)
 {
   static const char fn[] = "m2pt_npy_write";
-  M2PT_REQUIRE(NULL, path && path[0] && shape, "%s: NULL argument", fn);
-  M2PT_REQUIRE(NULL, ndim >= 1 && ndim <= M2PT_IO_MAX_DIMS, "%s: %s: ndim %zu not in 1..%d", fn,
-               path, ndim, M2PT_IO_MAX_DIMS);
+  M2PT_REQUIRE_THREAD(path && path[0] && shape, "%s: NULL argument", fn);
+  M2PT_REQUIRE_THREAD(ndim >= 1 && ndim <= M2PT_IO_MAX_DIMS, "%s: %s: ndim %zu not in 1..%d", fn,
+                      path, ndim, M2PT_IO_MAX_DIMS);
   size_t numel = 1, bytes;
   for (size_t d = 0; d < ndim; d++)
-    M2PT_REQUIRE(NULL, m2pt_mul_size(numel, shape[d], &numel), "%s: %s: shape overflows", fn,
-                 path);
-  M2PT_REQUIRE(NULL, m2pt_mul_size(numel, sizeof(float), &bytes), "%s: %s: shape overflows", fn,
-               path);
-  M2PT_REQUIRE(NULL, data || numel == 0, "%s: %s: data is NULL", fn, path);
+    M2PT_REQUIRE_THREAD(m2pt_mul_size(numel, shape[d], &numel), "%s: %s: shape overflows", fn,
+                        path);
+  M2PT_REQUIRE_THREAD(m2pt_mul_size(numel, sizeof(float), &bytes), "%s: %s: shape overflows", fn,
+                      path);
+  M2PT_REQUIRE_THREAD(data || numel == 0, "%s: %s: data is NULL", fn, path);
 
   /* numpy's own layout: the dict as repr() writes it, space padding so the
    * array starts at a multiple of 64 bytes, then '\n'. */
@@ -292,7 +292,7 @@ m2pt_status m2pt_npy_write(const char *path, const float *data, size_t ndim, con
   }
   unsigned char *head = malloc(prefix + hlen);
   if (!head)
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
   memcpy(head, magic, sizeof magic);
   head[6] = prefix == 10 ? 1 : 2;
   head[7] = 0;
@@ -307,7 +307,7 @@ m2pt_status m2pt_npy_write(const char *path, const float *data, size_t ndim, con
   unsigned char *swapped = malloc(bytes ? bytes : 1);
   if (!swapped) {
     free(head);
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
   }
   for (size_t i = 0; i < numel; i++) {
     uint32_t u;

@@ -13,8 +13,8 @@
 
 #include <cJSON.h>
 
-#include "core/error.h"
-#include "core/file_read.h"
+#include "common/error.h"
+#include "common/file_read.h"
 #include "io_util.h"
 #include "m2pt/io.h"
 
@@ -56,7 +56,7 @@ struct m2pt_safetensors {
 
 /* Names come from the file: %.200s keeps messages readable. */
 #define BAD_TENSOR(st, name, what) \
-  m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: tensor \"%.200s\": %s", (st)->label, (name), (what))
+  m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: tensor \"%.200s\": %s", (st)->label, (name), (what))
 
 /* A JSON number that is a non-negative integer every reader keeps exactly. */
 static int json_uint(const cJSON *item, uint64_t *out)
@@ -96,11 +96,11 @@ static m2pt_status parse_entry(const m2pt_safetensors *st, const cJSON *item, st
                          : strcmp(f->string, "data_offsets") == 0 ? &offsets
                                                                   : NULL;
     if (!slot)
-      return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: tensor \"%.200s\": unknown field \"%.200s\"",
-                       st->label, name, f->string);
+      return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: tensor \"%.200s\": unknown field \"%.200s\"",
+                              st->label, name, f->string);
     if (*slot)
-      return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: tensor \"%.200s\": field \"%s\" repeated",
-                       st->label, name, f->string);
+      return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: tensor \"%.200s\": field \"%s\" repeated",
+                              st->label, name, f->string);
     *slot = f;
   }
 
@@ -109,8 +109,8 @@ static m2pt_status parse_entry(const m2pt_safetensors *st, const cJSON *item, st
   if (!cJSON_IsString(dtype))
     return BAD_TENSOR(st, name, "dtype is not a string");
   if (!dtype_from_string(dtype->valuestring, &e->dtype))
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: tensor \"%.200s\": unknown dtype \"%.40s\"",
-                     st->label, name, dtype->valuestring);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: tensor \"%.200s\": unknown dtype \"%.40s\"",
+                            st->label, name, dtype->valuestring);
 
   if (!shape)
     return BAD_TENSOR(st, name, "no shape");
@@ -120,8 +120,8 @@ static m2pt_status parse_entry(const m2pt_safetensors *st, const cJSON *item, st
   e->numel = 1;
   for (const cJSON *d = shape->child; d; d = d->next) {
     if (e->ndim == M2PT_IO_MAX_DIMS)
-      return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: tensor \"%.200s\": more than %d dimensions",
-                       st->label, name, M2PT_IO_MAX_DIMS);
+      return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: tensor \"%.200s\": more than %d dimensions",
+                              st->label, name, M2PT_IO_MAX_DIMS);
     uint64_t extent;
     if (!json_uint(d, &extent) || extent > SIZE_MAX)
       return BAD_TENSOR(st, name,
@@ -141,40 +141,40 @@ static m2pt_status parse_entry(const m2pt_safetensors *st, const cJSON *item, st
     return BAD_TENSOR(st, name,
                       "data_offsets holds something other than a non-negative integer ≤ 2^53");
   if (e->begin > e->end)
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT,
-                     "%s: tensor \"%.200s\": data_offsets begin %llu > end %llu", st->label,
-                     name, (unsigned long long)e->begin, (unsigned long long)e->end);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT,
+                            "%s: tensor \"%.200s\": data_offsets begin %llu > end %llu", st->label,
+                            name, (unsigned long long)e->begin, (unsigned long long)e->end);
   if (e->end - e->begin != e->nbytes)
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT,
-                     "%s: tensor \"%.200s\": data_offsets span %llu bytes, but %zu elements "
-                     "of %s take %zu",
-                     st->label, name, (unsigned long long)(e->end - e->begin), e->numel,
-                     m2pt_dtype_name(e->dtype), e->nbytes);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT,
+                            "%s: tensor \"%.200s\": data_offsets span %llu bytes, but %zu elements "
+                            "of %s take %zu",
+                            st->label, name, (unsigned long long)(e->end - e->begin), e->numel,
+                            m2pt_dtype_name(e->dtype), e->nbytes);
   return M2PT_OK;
 }
 
 static m2pt_status parse_metadata(m2pt_safetensors *st, const cJSON *meta)
 {
   if (!cJSON_IsObject(meta))
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: __metadata__ is not an object", st->label);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: __metadata__ is not an object", st->label);
   const size_t n = (size_t)cJSON_GetArraySize(meta);
   if (n == 0)
     return M2PT_OK;
   st->meta_keys = malloc(n * sizeof *st->meta_keys);
   st->meta_values = malloc(n * sizeof *st->meta_values);
   if (!st->meta_keys || !st->meta_values)
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", st->label);
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", st->label);
   for (const cJSON *m = meta->child; m; m = m->next) {
     if (!cJSON_IsString(m))
-      return m2pt_fail(NULL, M2PT_ERR_FORMAT,
-                       "%s: __metadata__ value of \"%.200s\" is not a string", st->label,
-                       m->string);
+      return m2pt_fail_thread(M2PT_ERR_FORMAT,
+                              "%s: __metadata__ value of \"%.200s\" is not a string", st->label,
+                              m->string);
     /* cJSON keeps repeated keys; which one would count is undefined. Metadata
      * is small, so a quadratic check is fine. */
     for (size_t k = 0; k < st->meta_count; k++)
       if (strcmp(st->meta_keys[k], m->string) == 0)
-        return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: __metadata__ key \"%.200s\" repeated",
-                         st->label, m->string);
+        return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: __metadata__ key \"%.200s\" repeated",
+                                st->label, m->string);
     st->meta_keys[st->meta_count] = m->string;
     st->meta_values[st->meta_count] = m->valuestring;
     st->meta_count++;
@@ -200,62 +200,62 @@ static int compare_names(const void *pa, const void *pb)
 static m2pt_status parse(m2pt_safetensors *st)
 {
   if (st->size < 8)
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT,
-                     "%s: %zu bytes, shorter than the 8-byte header length", st->label,
-                     st->size);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT,
+                            "%s: %zu bytes, shorter than the 8-byte header length", st->label,
+                            st->size);
   const uint64_t n = m2pt_load_le64(st->bytes);
   if (n > MAX_HEADER_BYTES)
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: header length %llu exceeds the limit of %u",
-                     st->label, (unsigned long long)n, MAX_HEADER_BYTES);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: header length %llu exceeds the limit of %u",
+                            st->label, (unsigned long long)n, MAX_HEADER_BYTES);
   if (n > st->size - 8)
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT,
-                     "%s: header length %llu runs past the end of the file (%zu bytes)",
-                     st->label, (unsigned long long)n, st->size);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT,
+                            "%s: header length %llu runs past the end of the file (%zu bytes)",
+                            st->label, (unsigned long long)n, st->size);
   const size_t hlen = (size_t)n;
   const unsigned char *h = st->bytes + 8;
   st->data_start = 8 + hlen;
   if (hlen == 0 || h[0] != '{')
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: header does not start with '{'", st->label);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: header does not start with '{'", st->label);
   /* JSON allows control characters only as whitespace between tokens; cJSON
    * would take them inside strings. */
   for (size_t i = 0; i < hlen; i++)
     if (h[i] < 0x20 && h[i] != '\t' && h[i] != '\n' && h[i] != '\r')
-      return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: header holds control byte 0x%02x at %zu",
-                       st->label, h[i], i);
+      return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: header holds control byte 0x%02x at %zu",
+                              st->label, h[i], i);
   if (!m2pt_utf8_valid(h, hlen))
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: header is not valid UTF-8", st->label);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: header is not valid UTF-8", st->label);
 
   /* cJSON parses a NUL-terminated copy of the header (not of the data), so no
    * read of its can leave the buffer whatever the input. */
   st->header = malloc(hlen + 1);
   if (!st->header)
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for a %zu-byte header",
-                     st->label, hlen);
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for a %zu-byte header",
+                            st->label, hlen);
   memcpy(st->header, h, hlen);
   st->header[hlen] = '\0';
   const char *end = NULL;
   st->root = cJSON_ParseWithLengthOpts(st->header, hlen, &end, 0);
   if (!st->root)
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: header is not valid JSON (near byte %zu)",
-                     st->label, end ? (size_t)(end - st->header) : (size_t)0);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: header is not valid JSON (near byte %zu)",
+                            st->label, end ? (size_t)(end - st->header) : (size_t)0);
   for (const char *p = end; p < st->header + hlen; p++)
     if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
-      return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: bytes after the JSON header at %zu",
-                       st->label, (size_t)(p - st->header));
+      return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: bytes after the JSON header at %zu",
+                              st->label, (size_t)(p - st->header));
   if (!cJSON_IsObject(st->root))
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: header is not a JSON object", st->label);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: header is not a JSON object", st->label);
 
   const size_t items = (size_t)cJSON_GetArraySize(st->root);
   if (items) {
     st->entries = calloc(items, sizeof *st->entries);
     if (!st->entries)
-      return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", st->label);
+      return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", st->label);
   }
   int have_meta = 0;
   for (const cJSON *item = st->root->child; item; item = item->next) {
     if (strcmp(item->string, metadata_key) == 0) {
       if (have_meta)
-        return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: __metadata__ repeated", st->label);
+        return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: __metadata__ repeated", st->label);
       have_meta = 1;
       M2PT_TRY(parse_metadata(st, item));
       continue;
@@ -272,28 +272,29 @@ static m2pt_status parse(m2pt_safetensors *st)
   for (size_t i = 0; i < st->count; i++) {
     const st_entry *e = &st->entries[i];
     if (e->begin != at)
-      return m2pt_fail(NULL, M2PT_ERR_FORMAT,
-                       "%s: tensor \"%.200s\": data_offsets [%llu, %llu] %s the previous "
-                       "tensor's end %llu",
-                       st->label, e->name, (unsigned long long)e->begin,
-                       (unsigned long long)e->end, e->begin < at ? "overlap" : "leave a gap after",
-                       (unsigned long long)at);
+      return m2pt_fail_thread(M2PT_ERR_FORMAT,
+                              "%s: tensor \"%.200s\": data_offsets [%llu, %llu] %s the previous "
+                              "tensor's end %llu",
+                              st->label, e->name, (unsigned long long)e->begin,
+                              (unsigned long long)e->end,
+                              e->begin < at ? "overlap" : "leave a gap after",
+                              (unsigned long long)at);
     if (e->end > data_size)
-      return m2pt_fail(NULL, M2PT_ERR_FORMAT,
-                       "%s: tensor \"%.200s\": data_offsets end %llu beyond the %zu-byte data "
-                       "region",
-                       st->label, e->name, (unsigned long long)e->end, data_size);
+      return m2pt_fail_thread(M2PT_ERR_FORMAT,
+                              "%s: tensor \"%.200s\": data_offsets end %llu beyond the %zu-byte "
+                              "data region",
+                              st->label, e->name, (unsigned long long)e->end, data_size);
     at = e->end;
   }
   if (at != data_size)
-    return m2pt_fail(NULL, M2PT_ERR_FORMAT,
-                     "%s: the tensors cover %llu of the %zu data bytes (trailing bytes)",
-                     st->label, (unsigned long long)at, data_size);
+    return m2pt_fail_thread(M2PT_ERR_FORMAT,
+                            "%s: the tensors cover %llu of the %zu data bytes (trailing bytes)",
+                            st->label, (unsigned long long)at, data_size);
 
   if (st->count) {
     st->by_name = malloc(st->count * sizeof *st->by_name);
     if (!st->by_name)
-      return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", st->label);
+      return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", st->label);
     for (size_t i = 0; i < st->count; i++)
       st->by_name[i] = &st->entries[i];
     qsort(st->by_name, st->count, sizeof *st->by_name, compare_names);
@@ -301,8 +302,8 @@ static m2pt_status parse(m2pt_safetensors *st)
     for (size_t i = 1; i < st->count; i++) {
       const char *name = st->by_name[i]->name;
       if (strcmp(st->by_name[i - 1]->name, name) == 0)
-        return m2pt_fail(NULL, M2PT_ERR_FORMAT, "%s: tensor \"%.200s\" appears twice", st->label,
-                         name);
+        return m2pt_fail_thread(M2PT_ERR_FORMAT, "%s: tensor \"%.200s\" appears twice", st->label,
+                                name);
     }
   }
   return M2PT_OK;
@@ -348,31 +349,30 @@ static m2pt_status read_front(m2pt_safetensors *st, unsigned char **front)
     const uint64_t most = st->size - 8 < MAX_HEADER_BYTES ? st->size - 8 : MAX_HEADER_BYTES;
     const size_t n = 8 + (size_t)(hlen < most ? hlen : most);
     if (!(*front = malloc(n)))
-      return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for a %zu-byte header",
-                       st->label, n);
+      return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for a %zu-byte header",
+                              st->label, n);
     r = m2pt_read_at(st->fd, *front, n, 0);
   }
   if (r < 0)
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot read: %s", st->label, strerror(errno));
+    return m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot read: %s", st->label, strerror(errno));
   if (r > 0)
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: shrank while it was being opened", st->label);
+    return m2pt_fail_thread(M2PT_ERR_IO, "%s: shrank while it was being opened", st->label);
   st->bytes = *front;
   return M2PT_OK;
 }
 
 m2pt_status m2pt_safetensors_open(const char *path, m2pt_safetensors **out)
 {
-  M2PT_REQUIRE(NULL, out, "m2pt_safetensors_open: st is NULL");
+  M2PT_REQUIRE_THREAD(out, "m2pt_safetensors_open: st is NULL");
   *out = NULL;
-  M2PT_REQUIRE(NULL, path, "m2pt_safetensors_open: path is NULL");
+  M2PT_REQUIRE_THREAD(path, "m2pt_safetensors_open: path is NULL");
   m2pt_safetensors *st = alloc_reader(path);
   if (!st)
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-  char why[128];
-  st->fd = m2pt_open_regular(path, UINT64_MAX, &st->opened, why, sizeof why);
-  if (st->fd < 0) {
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+  const m2pt_status opened = m2pt_open_input(path, UINT64_MAX, &st->opened, &st->fd);
+  if (opened != M2PT_OK) {
     m2pt_safetensors_close(st);
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: %s", path, why);
+    return opened;
   }
   st->size = (size_t)st->opened.st_size;
   unsigned char *front = NULL;
@@ -384,7 +384,7 @@ m2pt_status m2pt_safetensors_open(const char *path, m2pt_safetensors **out)
   st->bytes = NULL;
   if (s == M2PT_OK && st->count &&
       !(st->copies = calloc(st->count, sizeof *st->copies)))
-    s = m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    s = m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
   if (s != M2PT_OK) {
     m2pt_safetensors_close(st);
     return s;
@@ -395,12 +395,12 @@ m2pt_status m2pt_safetensors_open(const char *path, m2pt_safetensors **out)
 
 m2pt_status m2pt_safetensors_open_memory(const void *data, size_t size, m2pt_safetensors **out)
 {
-  M2PT_REQUIRE(NULL, out, "m2pt_safetensors_open_memory: st is NULL");
+  M2PT_REQUIRE_THREAD(out, "m2pt_safetensors_open_memory: st is NULL");
   *out = NULL;
-  M2PT_REQUIRE(NULL, data || size == 0, "m2pt_safetensors_open_memory: data is NULL");
+  M2PT_REQUIRE_THREAD(data || size == 0, "m2pt_safetensors_open_memory: data is NULL");
   m2pt_safetensors *st = alloc_reader("<memory>");
   if (!st)
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "<memory>: out of memory");
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "<memory>: out of memory");
   st->bytes = data;
   st->size = size;
   return open_common(st, out);
@@ -432,9 +432,9 @@ size_t m2pt_safetensors_count(const m2pt_safetensors *st)
 
 static m2pt_status check_index(const m2pt_safetensors *st, size_t index, const char *fn)
 {
-  M2PT_REQUIRE(NULL, st, "%s: st is NULL", fn);
-  M2PT_REQUIRE(NULL, index < st->count, "%s: %s: index %zu out of range (%zu tensors)", fn,
-               st->label, index, st->count);
+  M2PT_REQUIRE_THREAD(st, "%s: st is NULL", fn);
+  M2PT_REQUIRE_THREAD(index < st->count, "%s: %s: index %zu out of range (%zu tensors)", fn,
+                      st->label, index, st->count);
   return M2PT_OK;
 }
 
@@ -442,7 +442,7 @@ m2pt_status m2pt_safetensors_info_at(const m2pt_safetensors *st, size_t index,
                                      m2pt_safetensors_info *info)
 {
   M2PT_TRY(check_index(st, index, "m2pt_safetensors_info_at"));
-  M2PT_REQUIRE(NULL, info, "m2pt_safetensors_info_at: info is NULL");
+  M2PT_REQUIRE_THREAD(info, "m2pt_safetensors_info_at: info is NULL");
   const st_entry *e = &st->entries[index];
   memset(info, 0, sizeof *info);
   info->name = e->name;
@@ -457,7 +457,7 @@ m2pt_status m2pt_safetensors_info_at(const m2pt_safetensors *st, size_t index,
 
 m2pt_status m2pt_safetensors_find(const m2pt_safetensors *st, const char *name, size_t *index)
 {
-  M2PT_REQUIRE(NULL, st && name && index, "m2pt_safetensors_find: NULL argument");
+  M2PT_REQUIRE_THREAD(st && name && index, "m2pt_safetensors_find: NULL argument");
   size_t lo = 0, hi = st->count;
   while (lo < hi) {
     const size_t mid = lo + (hi - lo) / 2;
@@ -471,7 +471,7 @@ m2pt_status m2pt_safetensors_find(const m2pt_safetensors *st, const char *name, 
     else
       hi = mid;
   }
-  return m2pt_fail(NULL, M2PT_ERR_NOT_FOUND, "%s: no tensor \"%.200s\"", st->label, name);
+  return m2pt_fail_thread(M2PT_ERR_NOT_FOUND, "%s: no tensor \"%.200s\"", st->label, name);
 }
 
 /* Copies tensor e's bytes to dst: from memory, or read from the file, which
@@ -486,16 +486,16 @@ static m2pt_status read_bytes(const m2pt_safetensors *st, const st_entry *e, voi
   }
   const int r = m2pt_read_at(st->fd, dst, e->nbytes, at);
   if (r < 0)
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot read tensor \"%.200s\": %s", st->label,
-                     e->name, strerror(errno));
+    return m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot read tensor \"%.200s\": %s", st->label,
+                            e->name, strerror(errno));
   /* Checked after the read, so that a change during it counts too. */
   if (r > 0 || !m2pt_file_unchanged(st->fd, &st->opened)) {
     struct stat now;
     const long long size = fstat(st->fd, &now) == 0 ? (long long)now.st_size : -1;
-    return m2pt_fail(NULL, M2PT_ERR_IO,
-                     "%s: the file changed after it was opened (%lld bytes then, %lld now); "
-                     "cannot read tensor \"%.200s\"",
-                     st->label, (long long)st->opened.st_size, size, e->name);
+    return m2pt_fail_thread(M2PT_ERR_IO,
+                            "%s: the file changed after it was opened (%lld bytes then, %lld now); "
+                            "cannot read tensor \"%.200s\"",
+                            st->label, (long long)st->opened.st_size, size, e->name);
   }
   return M2PT_OK;
 }
@@ -507,9 +507,9 @@ static m2pt_status check_read(const m2pt_safetensors *st, size_t index, const vo
   M2PT_TRY(check_index(st, index, fn));
   const st_entry *e = &st->entries[index];
   const size_t want = bytes ? e->nbytes : e->numel;
-  M2PT_REQUIRE(NULL, n == want, "%s: %s: tensor \"%.200s\" has %zu %s, %s is %zu", fn, st->label,
-               e->name, want, bytes ? "bytes" : "elements", bytes ? "nbytes" : "count", n);
-  M2PT_REQUIRE(NULL, dst || n == 0, "%s: dst is NULL", fn);
+  M2PT_REQUIRE_THREAD(n == want, "%s: %s: tensor \"%.200s\" has %zu %s, %s is %zu", fn, st->label,
+                      e->name, want, bytes ? "bytes" : "elements", bytes ? "nbytes" : "count", n);
+  M2PT_REQUIRE_THREAD(dst || n == 0, "%s: dst is NULL", fn);
   return M2PT_OK;
 }
 
@@ -519,9 +519,9 @@ m2pt_status m2pt_safetensors_read_f32(const m2pt_safetensors *st, size_t index, 
   M2PT_TRY(check_read(st, index, dst, count, 0, "m2pt_safetensors_read_f32"));
   const st_entry *e = &st->entries[index];
   if (e->dtype != M2PT_DTYPE_F32 && e->dtype != M2PT_DTYPE_F16 && e->dtype != M2PT_DTYPE_BF16)
-    return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED,
-                     "%s: tensor \"%.200s\" is %s; only F32, F16 and BF16 convert to f32",
-                     st->label, e->name, m2pt_dtype_name(e->dtype));
+    return m2pt_fail_thread(M2PT_ERR_UNSUPPORTED,
+                            "%s: tensor \"%.200s\" is %s; only F32, F16 and BF16 convert to f32",
+                            st->label, e->name, m2pt_dtype_name(e->dtype));
   const unsigned char *src = st->fd < 0 ? st->bytes + st->data_start + e->begin : NULL;
   if (!src) {
     /* A file is read into dst itself: 16-bit values into its upper half,
@@ -553,7 +553,7 @@ m2pt_status m2pt_safetensors_raw(const m2pt_safetensors *st, size_t index, const
                                  size_t *nbytes)
 {
   M2PT_TRY(check_index(st, index, "m2pt_safetensors_raw"));
-  M2PT_REQUIRE(NULL, data && nbytes, "m2pt_safetensors_raw: NULL argument");
+  M2PT_REQUIRE_THREAD(data && nbytes, "m2pt_safetensors_raw: NULL argument");
   const st_entry *e = &st->entries[index];
   if (st->fd < 0) {
     *data = st->bytes + st->data_start + e->begin;
@@ -564,8 +564,8 @@ m2pt_status m2pt_safetensors_raw(const m2pt_safetensors *st, size_t index, const
   if (!copy) {
     unsigned char *fresh = malloc(e->nbytes ? e->nbytes : 1);
     if (!fresh)
-      return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for tensor \"%.200s\"",
-                       st->label, e->name);
+      return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for tensor \"%.200s\"",
+                              st->label, e->name);
     const m2pt_status s = read_bytes(st, e, fresh);
     if (s != M2PT_OK) {
       free(fresh);
@@ -590,10 +590,10 @@ size_t m2pt_safetensors_metadata_count(const m2pt_safetensors *st)
 m2pt_status m2pt_safetensors_metadata_at(const m2pt_safetensors *st, size_t index,
                                          const char **key, const char **value)
 {
-  M2PT_REQUIRE(NULL, st && key && value, "m2pt_safetensors_metadata_at: NULL argument");
-  M2PT_REQUIRE(NULL, index < st->meta_count,
-               "m2pt_safetensors_metadata_at: %s: index %zu out of range (%zu entries)",
-               st->label, index, st->meta_count);
+  M2PT_REQUIRE_THREAD(st && key && value, "m2pt_safetensors_metadata_at: NULL argument");
+  M2PT_REQUIRE_THREAD(index < st->meta_count,
+                      "m2pt_safetensors_metadata_at: %s: index %zu out of range (%zu entries)",
+                      st->label, index, st->meta_count);
   *key = st->meta_keys[index];
   *value = st->meta_values[index];
   return M2PT_OK;
@@ -602,13 +602,13 @@ m2pt_status m2pt_safetensors_metadata_at(const m2pt_safetensors *st, size_t inde
 m2pt_status m2pt_safetensors_metadata(const m2pt_safetensors *st, const char *key,
                                       const char **value)
 {
-  M2PT_REQUIRE(NULL, st && key && value, "m2pt_safetensors_metadata: NULL argument");
+  M2PT_REQUIRE_THREAD(st && key && value, "m2pt_safetensors_metadata: NULL argument");
   for (size_t i = 0; i < st->meta_count; i++)
     if (strcmp(st->meta_keys[i], key) == 0) {
       *value = st->meta_values[i];
       return M2PT_OK;
     }
-  return m2pt_fail(NULL, M2PT_ERR_NOT_FOUND, "%s: no metadata key \"%.200s\"", st->label, key);
+  return m2pt_fail_thread(M2PT_ERR_NOT_FOUND, "%s: no metadata key \"%.200s\"", st->label, key);
 }
 
 /* ---- writer ------------------------------------------------------------ */
@@ -642,13 +642,13 @@ static char *dup_string(const char *s)
 
 m2pt_status m2pt_safetensors_writer_create(const char *path, m2pt_safetensors_writer **out)
 {
-  M2PT_REQUIRE(NULL, out, "m2pt_safetensors_writer_create: w is NULL");
+  M2PT_REQUIRE_THREAD(out, "m2pt_safetensors_writer_create: w is NULL");
   *out = NULL;
-  M2PT_REQUIRE(NULL, path && path[0], "m2pt_safetensors_writer_create: path is NULL or empty");
+  M2PT_REQUIRE_THREAD(path && path[0], "m2pt_safetensors_writer_create: path is NULL or empty");
   m2pt_safetensors_writer *w = calloc(1, sizeof *w);
   if (!w || !(w->path = dup_string(path))) {
     free(w);
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
   }
   *out = w;
   return M2PT_OK;
@@ -678,49 +678,49 @@ m2pt_status m2pt_safetensors_writer_add(m2pt_safetensors_writer *w, const char *
                                         const void *data, size_t nbytes)
 {
   static const char fn[] = "m2pt_safetensors_writer_add";
-  M2PT_REQUIRE(NULL, w && name, "%s: NULL argument", fn);
+  M2PT_REQUIRE_THREAD(w && name, "%s: NULL argument", fn);
   if (w->finished)
-    return m2pt_fail(NULL, M2PT_ERR_INVALID_STATE, "%s: %s: already finished", fn, w->path);
-  M2PT_REQUIRE(NULL, valid_text(name), "%s: %s: tensor name is not valid UTF-8", fn, w->path);
-  M2PT_REQUIRE(NULL, strcmp(name, metadata_key) != 0,
-               "%s: %s: \"__metadata__\" is not a tensor name", fn, w->path);
-  M2PT_REQUIRE(NULL, m2pt_dtype_size(dtype) != 0, "%s: %s: tensor \"%.200s\": unknown dtype %d",
-               fn, w->path, name, (int)dtype);
-  M2PT_REQUIRE(NULL, ndim <= M2PT_IO_MAX_DIMS,
-               "%s: %s: tensor \"%.200s\": %zu dimensions, at most %d", fn, w->path, name, ndim,
-               M2PT_IO_MAX_DIMS);
-  M2PT_REQUIRE(NULL, shape || ndim == 0, "%s: %s: tensor \"%.200s\": shape is NULL", fn,
-               w->path, name);
+    return m2pt_fail_thread(M2PT_ERR_INVALID_STATE, "%s: %s: already finished", fn, w->path);
+  M2PT_REQUIRE_THREAD(valid_text(name), "%s: %s: tensor name is not valid UTF-8", fn, w->path);
+  M2PT_REQUIRE_THREAD(strcmp(name, metadata_key) != 0,
+                      "%s: %s: \"__metadata__\" is not a tensor name", fn, w->path);
+  M2PT_REQUIRE_THREAD(m2pt_dtype_size(dtype) != 0, "%s: %s: tensor \"%.200s\": unknown dtype %d",
+                      fn, w->path, name, (int)dtype);
+  M2PT_REQUIRE_THREAD(ndim <= M2PT_IO_MAX_DIMS,
+                      "%s: %s: tensor \"%.200s\": %zu dimensions, at most %d", fn, w->path, name,
+                      ndim, M2PT_IO_MAX_DIMS);
+  M2PT_REQUIRE_THREAD(shape || ndim == 0, "%s: %s: tensor \"%.200s\": shape is NULL", fn,
+                      w->path, name);
   size_t numel = 1, size;
   for (size_t d = 0; d < ndim; d++) {
-    M2PT_REQUIRE(NULL, (double)shape[d] <= M2PT_IO_MAX_EXACT &&
+    M2PT_REQUIRE_THREAD((double)shape[d] <= M2PT_IO_MAX_EXACT &&
                            m2pt_mul_size(numel, shape[d], &numel),
-                 "%s: %s: tensor \"%.200s\": shape overflows", fn, w->path, name);
+                        "%s: %s: tensor \"%.200s\": shape overflows", fn, w->path, name);
   }
-  M2PT_REQUIRE(NULL, m2pt_mul_size(numel, m2pt_dtype_size(dtype), &size) &&
+  M2PT_REQUIRE_THREAD(m2pt_mul_size(numel, m2pt_dtype_size(dtype), &size) &&
                          (double)size <= M2PT_IO_MAX_EXACT,
-               "%s: %s: tensor \"%.200s\": byte size overflows", fn, w->path, name);
-  M2PT_REQUIRE(NULL, nbytes == size,
-               "%s: %s: tensor \"%.200s\": %zu elements of %s take %zu bytes, nbytes is %zu",
-               fn, w->path, name, numel, m2pt_dtype_name(dtype), size, nbytes);
-  M2PT_REQUIRE(NULL, data || nbytes == 0, "%s: %s: tensor \"%.200s\": data is NULL", fn,
-               w->path, name);
+                      "%s: %s: tensor \"%.200s\": byte size overflows", fn, w->path, name);
+  M2PT_REQUIRE_THREAD(nbytes == size,
+                      "%s: %s: tensor \"%.200s\": %zu elements of %s take %zu bytes, nbytes is %zu",
+                      fn, w->path, name, numel, m2pt_dtype_name(dtype), size, nbytes);
+  M2PT_REQUIRE_THREAD(data || nbytes == 0, "%s: %s: tensor \"%.200s\": data is NULL", fn,
+                      w->path, name);
   for (size_t i = 0; i < w->count; i++)
-    M2PT_REQUIRE(NULL, strcmp(w->entries[i].name, name) != 0,
-                 "%s: %s: tensor \"%.200s\" added twice", fn, w->path, name);
+    M2PT_REQUIRE_THREAD(strcmp(w->entries[i].name, name) != 0,
+                        "%s: %s: tensor \"%.200s\" added twice", fn, w->path, name);
 
   if (w->count == w->capacity) {
     const size_t cap = w->capacity ? 2 * w->capacity : 16;
     w_entry *grown = realloc(w->entries, cap * sizeof *grown);
     if (!grown)
-      return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: %s: out of memory", fn, w->path);
+      return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: %s: out of memory", fn, w->path);
     w->entries = grown;
     w->capacity = cap;
   }
   w_entry *e = &w->entries[w->count];
   memset(e, 0, sizeof *e);
   if (!(e->name = dup_string(name)))
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: %s: out of memory", fn, w->path);
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: %s: out of memory", fn, w->path);
   e->dtype = dtype;
   e->ndim = ndim;
   for (size_t d = 0; d < ndim; d++)
@@ -735,19 +735,19 @@ m2pt_status m2pt_safetensors_writer_metadata(m2pt_safetensors_writer *w, const c
                                              const char *value)
 {
   static const char fn[] = "m2pt_safetensors_writer_metadata";
-  M2PT_REQUIRE(NULL, w && key && value, "%s: NULL argument", fn);
+  M2PT_REQUIRE_THREAD(w && key && value, "%s: NULL argument", fn);
   if (w->finished)
-    return m2pt_fail(NULL, M2PT_ERR_INVALID_STATE, "%s: %s: already finished", fn, w->path);
-  M2PT_REQUIRE(NULL, valid_text(key) && valid_text(value), "%s: %s: not valid UTF-8", fn,
-               w->path);
+    return m2pt_fail_thread(M2PT_ERR_INVALID_STATE, "%s: %s: already finished", fn, w->path);
+  M2PT_REQUIRE_THREAD(valid_text(key) && valid_text(value), "%s: %s: not valid UTF-8", fn,
+                      w->path);
   for (size_t i = 0; i < w->meta_count; i++)
-    M2PT_REQUIRE(NULL, strcmp(w->meta[2 * i], key) != 0, "%s: %s: key \"%.200s\" added twice",
-                 fn, w->path, key);
+    M2PT_REQUIRE_THREAD(strcmp(w->meta[2 * i], key) != 0, "%s: %s: key \"%.200s\" added twice",
+                        fn, w->path, key);
   if (w->meta_count == w->meta_capacity) {
     const size_t cap = w->meta_capacity ? 2 * w->meta_capacity : 8;
     char **grown = realloc(w->meta, 2 * cap * sizeof *grown);
     if (!grown)
-      return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: %s: out of memory", fn, w->path);
+      return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: %s: out of memory", fn, w->path);
     w->meta = grown;
     w->meta_capacity = cap;
   }
@@ -755,7 +755,7 @@ m2pt_status m2pt_safetensors_writer_metadata(m2pt_safetensors_writer *w, const c
   if (!k || !v) {
     free(k);
     free(v);
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: %s: out of memory", fn, w->path);
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: %s: out of memory", fn, w->path);
   }
   w->meta[2 * w->meta_count] = k;
   w->meta[2 * w->meta_count + 1] = v;
@@ -842,16 +842,16 @@ static int write_order(const void *pa, const void *pb)
 
 m2pt_status m2pt_safetensors_writer_finish(m2pt_safetensors_writer *w)
 {
-  M2PT_REQUIRE(NULL, w, "m2pt_safetensors_writer_finish: w is NULL");
+  M2PT_REQUIRE_THREAD(w, "m2pt_safetensors_writer_finish: w is NULL");
   if (w->finished)
-    return m2pt_fail(NULL, M2PT_ERR_INVALID_STATE, "m2pt_safetensors_writer_finish: %s: "
-                     "already finished", w->path);
+    return m2pt_fail_thread(M2PT_ERR_INVALID_STATE, "m2pt_safetensors_writer_finish: %s: "
+                            "already finished", w->path);
   const w_entry **order = malloc((w->count ? w->count : 1) * sizeof *order);
   m2pt_chunk *chunks = malloc((w->count + 1) * sizeof *chunks);
   text t = {0};
   m2pt_status s = M2PT_OK;
   if (!order || !chunks) {
-    s = m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", w->path);
+    s = m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", w->path);
     goto done;
   }
   for (size_t i = 0; i < w->count; i++)
@@ -891,8 +891,8 @@ m2pt_status m2pt_safetensors_writer_finish(m2pt_safetensors_writer *w)
     put_uint(&t, offset);
     puts_(&t, ",");
     if ((double)offset + (double)e->nbytes > M2PT_IO_MAX_EXACT) {
-      s = m2pt_fail(NULL, M2PT_ERR_INVALID_ARGUMENT, "%s: the tensors exceed 2^53 bytes",
-                    w->path);
+      s = m2pt_fail_thread(M2PT_ERR_INVALID_ARGUMENT, "%s: the tensors exceed 2^53 bytes",
+                           w->path);
       goto done;
     }
     offset += e->nbytes;
@@ -905,7 +905,7 @@ m2pt_status m2pt_safetensors_writer_finish(m2pt_safetensors_writer *w)
   while (!t.failed && t.len % 8 != 0)
     puts_(&t, " ");
   if (t.failed) {
-    s = m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for the header", w->path);
+    s = m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory for the header", w->path);
     goto done;
   }
   const uint64_t hlen = t.len - 8;

@@ -1,8 +1,10 @@
-/* Output files, written the way cp writes them (README "Checkpoint files"):
- * a regular file is replaced atomically (through a symlink, at the link's
- * target), keeping its mode and owner; devices and FIFOs are written in
- * place; a regular file with several hard links is rewritten in place so
- * the links stay.
+/* The one file writer. Output files are written the way cp writes them
+ * (README "Checkpoint files"): a regular file is replaced atomically (through
+ * a symlink, at the link's target), keeping its mode and owner; devices and
+ * FIFOs are written in place; a regular file with several hard links is
+ * rewritten in place so the links stay. Files the library owns (cache
+ * entries) get the same atomic replacement without cp's rules for special
+ * files (m2pt_replace_file).
  *
  * The atomic replacement writes an unnamed O_TMPFILE file, so a process that
  * dies while writing (even by SIGKILL) leaves nothing: only for the few
@@ -26,8 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/error.h"
-#include "io_util.h"
+#include "common/error.h"
+#include "file_write.h"
 #include "m2pt/io.h"
 
 /* Temporary names: TEMP_PREFIX, 16 hex digits of the target name's hash, '.'
@@ -209,7 +211,7 @@ static int write_chunks(int fd, const output *o, const char **what)
 
 static m2pt_status io_error(const output *o, const char *what, int e)
 {
-  return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot %s: %s", o->path, what, strerror(e));
+  return m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot %s: %s", o->path, what, strerror(e));
 }
 
 /* Devices, FIFOs and multiply-linked regular files: written through `path`
@@ -390,11 +392,11 @@ static m2pt_status replace_regular(const output *o, const char *target, const st
   const char *slash = strrchr(target, '/');
   const char *name = slash ? slash + 1 : target;
   if (!*name)
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot write: it names a directory", o->path);
+    return m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot write: it names a directory", o->path);
   char *dirpath = slash ? strndup(target, slash == target ? 1 : (size_t)(slash - target))
                         : strdup(".");
   if (!dirpath)
-    return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", o->path);
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", o->path);
   int dir = open(dirpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 #ifdef O_PATH
   if (dir < 0 && errno == EACCES) /* a directory we may write but not list */
@@ -402,8 +404,8 @@ static m2pt_status replace_regular(const output *o, const char *target, const st
 #endif
   if (dir < 0) {
     const int e = errno;
-    m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot open the directory %s: %s", o->path, dirpath,
-              strerror(e));
+    m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot open the directory %s: %s", o->path, dirpath,
+                     strerror(e));
     free(dirpath);
     return M2PT_ERR_IO;
   }
@@ -429,15 +431,15 @@ m2pt_status m2pt_write_output(const char *path, const m2pt_chunk *chunks, size_t
       return io_error(&o, "write", errno);
     char *target = follow_dangling(path);
     if (!target)
-      return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+      return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
     const m2pt_status s = replace_regular(&o, target, NULL);
     free(target);
     return s;
   }
   if (S_ISDIR(sb.st_mode))
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot write: it is a directory", path);
+    return m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot write: it is a directory", path);
   if (S_ISSOCK(sb.st_mode))
-    return m2pt_fail(NULL, M2PT_ERR_IO, "%s: cannot write: it is a socket", path);
+    return m2pt_fail_thread(M2PT_ERR_IO, "%s: cannot write: it is a socket", path);
   if (!S_ISREG(sb.st_mode) || sb.st_nlink > 1)
     return write_in_place(&o);
   /* cp would not write a file it may not write to either. */
@@ -454,4 +456,41 @@ m2pt_status m2pt_write_output(const char *path, const m2pt_chunk *chunks, size_t
     s = write_in_place(&o);
   free(target);
   return s;
+}
+
+m2pt_status m2pt_replace_file(const char *path, const m2pt_chunk *chunks, size_t count)
+{
+  const output o = {path, chunks, count};
+  struct stat sb;
+  const int regular = lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+  return replace_regular(&o, path, regular ? &sb : NULL);
+}
+
+/* ---- directories -------------------------------------------------------- */
+
+static m2pt_status mkdir_failed(const char *dir, int e)
+{
+  m2pt_fail_thread(M2PT_ERR_IO, "cannot create the directory %s: %s", dir, strerror(e));
+  errno = e;
+  return M2PT_ERR_IO;
+}
+
+m2pt_status m2pt_make_dirs(const char *dir)
+{
+  char path[4096];
+  const size_t n = strlen(dir);
+  if (n == 0)
+    return mkdir_failed("\"\"", ENOENT);
+  if (n >= sizeof path)
+    return mkdir_failed(dir, ENAMETOOLONG);
+  memcpy(path, dir, n + 1);
+  for (char *p = path + 1; *p; p++) {
+    if (*p != '/')
+      continue;
+    *p = '\0';
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+      return mkdir_failed(path, errno);
+    *p = '/';
+  }
+  return mkdir(path, 0755) == 0 || errno == EEXIST ? M2PT_OK : mkdir_failed(path, errno);
 }

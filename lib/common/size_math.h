@@ -1,7 +1,7 @@
 /* Overflow-checked size arithmetic, for every layer (the checkpoint readers
  * use it without the rest of core). */
-#ifndef M2PT_CORE_SIZE_MATH_H
-#define M2PT_CORE_SIZE_MATH_H
+#ifndef M2PT_COMMON_SIZE_MATH_H
+#define M2PT_COMMON_SIZE_MATH_H
 
 #include <stddef.h>
 
