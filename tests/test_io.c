@@ -860,6 +860,49 @@ static void output_long_names(void **state)
   assert_int_equal(entries(dir), 3);
 }
 
+/* A file that may be written in a directory that may not (no temporary can
+ * be made beside it) is written in place, as cp writes it. Root may write
+ * any directory, so as root a child process of another user tries it. */
+static void output_in_place_where_no_temporary(void **state)
+{
+  (void)state;
+  path_buf dir, file;
+  make_dir(dir, "out-in-place");
+  join(file, dir, "writable.npy");
+  assert_ok(NULL, put(file, 1.0f));
+  const uid_t nobody = 65534;
+  if (geteuid() != 0) {
+    assert_int_equal(chmod(dir, 0555), 0);
+    const m2pt_status s = put(file, 2.0f);
+    assert_int_equal(chmod(dir, 0755), 0);
+    assert_ok(NULL, s);
+  } else {
+    assert_int_equal(chown(file, nobody, nobody), 0);
+    assert_int_equal(chmod(tmp_dir, 0755), 0); /* mkdtemp's 0700 keeps the child out */
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+      if (setgid(nobody) != 0 || setuid(nobody) != 0)
+        _exit(2);
+      if (access(file, W_OK) != 0) /* a TMPDIR the other user cannot reach */
+        _exit(77);
+      _exit(put(file, 2.0f) == M2PT_OK ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_int_equal(chmod(tmp_dir, 0700), 0);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 77)
+      skip();
+    assert_int_equal(WEXITSTATUS(status), 0);
+    struct stat sb;
+    assert_int_equal(stat(file, &sb), 0);
+    assert_int_equal(sb.st_uid, nobody);
+  }
+  assert_true(got(file) == 2.0f);
+  assert_int_equal(entries(dir), 1);
+}
+
 /* Undoes output_named_temporary's setting even when an assert left early. */
 static int named_temporary_teardown(void **state)
 {
@@ -1807,6 +1850,7 @@ int main(int argc, char **argv)
     cmocka_unit_test(output_into_full_device),
     cmocka_unit_test(output_refusals),
     cmocka_unit_test(output_long_names),
+    cmocka_unit_test(output_in_place_where_no_temporary),
     cmocka_unit_test_teardown(output_named_temporary, named_temporary_teardown),
     cmocka_unit_test(output_removes_stale_temporaries),
     cmocka_unit_test(reader_rejects_framing),

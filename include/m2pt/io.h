@@ -207,7 +207,8 @@ M2PT_API m2pt_status m2pt_safetensors_writer_metadata(m2pt_safetensors_writer *w
  * with spaces to a multiple of 8 bytes. `path` is written as an output file
  * (see "Output files" below): readers of a regular file see the old file or
  * the whole new one, never a part. On failure no temporary file is left and
- * a replaced file is untouched; finish may be called again.
+ * a replaced regular file is untouched (one written in place, see below, may
+ * be partly written); finish may be called again.
  * The writer must still be destroyed.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_INVALID_STATE (finished
  * already), M2PT_ERR_IO, M2PT_ERR_OUT_OF_MEMORY. */
@@ -257,10 +258,14 @@ M2PT_API m2pt_status m2pt_npy_write(const char *path, const float *data, size_t 
  * block device or a FIFO is written straight into (opening a FIFO waits for
  * a reader, as cp does; a device or pipe that cannot sync is no failure). A
  * regular file with several hard links is rewritten in place so that every
- * link sees the new contents: that one case is not crash-atomic (running out
- * of space still leaves the old contents where the filesystem can reserve
- * space). A directory, a socket, a missing directory or a file this process
- * may not write is refused with M2PT_ERR_IO and a message naming the path.
+ * link sees the new contents; so is an existing file that may be written but
+ * not replaced (its directory is not writable, another user's file in a
+ * sticky directory, a bind-mounted file). Those cases are not crash-atomic
+ * (running out of space still leaves the old contents where the filesystem
+ * can reserve space). Replacing keeps mode and owner, not ACLs or extended
+ * attributes. A directory, a socket, a missing directory or a file this
+ * process may not write is refused with M2PT_ERR_IO and a message naming the
+ * path.
  * Where the filesystem has no O_TMPFILE (or M2PT_IO_TMPFILE=off), the
  * temporary file is named ".m2pt-tmp.<16 hex digits>.<6 letters or digits>";
  * such a file left by a killed process is removed by the next write of the

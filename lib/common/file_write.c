@@ -69,41 +69,72 @@ static void randomize(char name[M2PT_TEMP_NAME_SIZE])
 
 /* ---- named temporaries a signal handler may remove ---------------------- */
 
-/* One slot per named temporary being written (state 0 free, 1 being filled,
- * 2 armed). Lock-free atomics are async-signal-safe, so the handler reads
- * them; a write that finds no free slot is merely unprotected. */
+/* One slot per writer: `used` while a write holds it, `armed` while its
+ * name may exist on disk. The name is published before the file gets it
+ * (openat or linkat), so no moment passes with a name the handler cannot
+ * see; `seq` (odd while the name is rewritten) lets the handler, which may
+ * interrupt any thread, skip a slot that changed under its copy. Lock-free
+ * atomics are async-signal-safe. A write that finds no free slot (more than
+ * TEMP_SLOTS at once) is merely unprotected. */
 enum { TEMP_SLOTS = 16 };
 static struct {
-  atomic_int state;
+  atomic_int used, armed;
+  atomic_uint seq;
   int dir;
   char name[M2PT_TEMP_NAME_SIZE];
 } temps[TEMP_SLOTS];
 
-static int arm(int dir, const char *name)
+static int claim(void)
 {
   for (int i = 0; i < TEMP_SLOTS; i++) {
     int expected = 0;
-    if (atomic_compare_exchange_strong(&temps[i].state, &expected, 1)) {
-      temps[i].dir = dir;
-      memcpy(temps[i].name, name, M2PT_TEMP_NAME_SIZE);
-      atomic_store(&temps[i].state, 2);
+    if (atomic_compare_exchange_strong(&temps[i].used, &expected, 1))
       return i;
-    }
   }
   return -1;
+}
+
+/* Arms `slot` with `name` in `dir`, before the file takes that name. */
+static void publish(int slot, int dir, const char *name)
+{
+  if (slot < 0)
+    return;
+  atomic_store(&temps[slot].armed, 0);
+  atomic_fetch_add(&temps[slot].seq, 1);
+  temps[slot].dir = dir;
+  memcpy(temps[slot].name, name, M2PT_TEMP_NAME_SIZE);
+  atomic_fetch_add(&temps[slot].seq, 1);
+  atomic_store(&temps[slot].armed, 1);
 }
 
 static void disarm(int slot)
 {
   if (slot >= 0)
-    atomic_store(&temps[slot].state, 0);
+    atomic_store(&temps[slot].armed, 0);
+}
+
+static void release(int slot)
+{
+  if (slot >= 0) {
+    atomic_store(&temps[slot].armed, 0);
+    atomic_store(&temps[slot].used, 0);
+  }
 }
 
 void m2pt_io_remove_temporaries(void)
 {
-  for (int i = 0; i < TEMP_SLOTS; i++)
-    if (atomic_load(&temps[i].state) == 2)
-      unlinkat(temps[i].dir, temps[i].name, 0);
+  for (int i = 0; i < TEMP_SLOTS; i++) {
+    const unsigned seq = atomic_load(&temps[i].seq);
+    if ((seq & 1) || !atomic_load(&temps[i].armed))
+      continue;
+    char name[M2PT_TEMP_NAME_SIZE];
+    const int dir = temps[i].dir;
+    memcpy(name, temps[i].name, sizeof name);
+    /* A name not yet taken, or already renamed away, is not there: unlinking
+     * it does nothing. */
+    if (atomic_load(&temps[i].seq) == seq && atomic_load(&temps[i].armed))
+      unlinkat(dir, name, 0);
+  }
 }
 
 /* ---- stale temporaries -------------------------------------------------- */
@@ -180,6 +211,7 @@ typedef struct output {
   const char *path; /* as the caller gave it, for messages */
   const m2pt_chunk *chunks;
   size_t count;
+  int in_place_ok; /* cp's rules: write in place what cannot be replaced */
 } output;
 
 static int write_all(int fd, const unsigned char *p, size_t n)
@@ -291,8 +323,9 @@ static int keep_attributes(int fd, const struct stat *old)
 }
 
 /* Creates the temporary: unnamed (O_TMPFILE) when `unnamed`, else under a
- * fresh name in `name`. -1 with errno on failure. */
-static int create_temp(int dir, int unnamed, mode_t mode, char name[M2PT_TEMP_NAME_SIZE])
+ * fresh name in `name`, published in `slot` first. -1 with errno on failure. */
+static int create_temp(int dir, int unnamed, mode_t mode, char name[M2PT_TEMP_NAME_SIZE],
+                       int slot)
 {
 #ifdef O_TMPFILE
   if (unnamed)
@@ -305,51 +338,80 @@ static int create_temp(int dir, int unnamed, mode_t mode, char name[M2PT_TEMP_NA
 #endif
   for (int tries = 0; tries < 100; tries++) {
     randomize(name);
+    publish(slot, dir, name);
     const int fd = openat(dir, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, mode);
-    if (fd >= 0 || errno != EEXIST)
+    if (fd >= 0)
       return fd;
+    disarm(slot);
+    if (errno != EEXIST)
+      return -1;
   }
   return -1;
 }
 
-/* Gives the unnamed temporary a fresh name in `name`. The /proc path needs no
- * privilege; AT_EMPTY_PATH (without /proc) needs CAP_DAC_READ_SEARCH. */
-static int name_temp(int fd, int dir, char name[M2PT_TEMP_NAME_SIZE])
+/* Gives the unnamed temporary a fresh name in `name`, published in `slot`
+ * first. The /proc path needs no privilege; AT_EMPTY_PATH (without /proc)
+ * needs CAP_DAC_READ_SEARCH. */
+static int name_temp(int fd, int dir, char name[M2PT_TEMP_NAME_SIZE], int slot)
 {
   char proc[64];
   snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
   for (int tries = 0; tries < 100; tries++) {
     randomize(name);
+    publish(slot, dir, name);
     int r = linkat(AT_FDCWD, proc, dir, name, AT_SYMLINK_FOLLOW);
 #ifdef AT_EMPTY_PATH
     if (r != 0 && errno == ENOENT)
       r = linkat(fd, "", dir, name, AT_EMPTY_PATH);
 #endif
-    if (r == 0 || errno != EEXIST)
-      return r;
+    if (r == 0)
+      return 0;
+    disarm(slot);
+    if (errno != EEXIST)
+      return -1;
   }
   return -1;
 }
 
-/* One attempt at the atomic replacement of `name` in `dir`. With `unnamed`,
- * *unsupported is set (and nothing reported) when the filesystem cannot
- * create or link an unnamed file, for the caller to retry with a name. */
-static m2pt_status replace(const output *o, int dir, const char *name, const struct stat *old,
-                           int unnamed, int *unsupported)
+/* What replace() asks its caller to do next. */
+typedef enum retry { RETRY_NONE, RETRY_NAMED, RETRY_IN_PLACE } retry;
+
+/* The errors of creating a temporary beside an existing file, or of renaming
+ * it over the file, that writing the file in place (as cp does) avoids: a
+ * directory this process may not write (EACCES), another user's file in a
+ * sticky directory (EPERM), a bind-mounted file (EBUSY, EXDEV). */
+static int in_place_avoids(int e)
 {
+  return e == EACCES || e == EPERM || e == EBUSY || e == EXDEV;
+}
+
+/* One attempt at the atomic replacement of `name` in `dir`. Sets *next (and
+ * reports nothing) when the caller should retry another way: with a named
+ * temporary where the filesystem cannot create or link an unnamed one, in
+ * place where a replacement is impossible but the file may be written. */
+static m2pt_status replace(const output *o, int dir, const char *name, const struct stat *old,
+                           int unnamed, retry *next)
+{
+  *next = RETRY_NONE;
   char tmp[M2PT_TEMP_NAME_SIZE];
   m2pt_temp_name(name, tmp);
+  const int slot = claim();
   /* An existing file's mode is set once the data is written; until then only
    * this process may read it. A new file gets 0666 less the umask, as cp's. */
-  const int fd = create_temp(dir, unnamed, old ? 0600 : 0666, tmp);
+  const int fd = create_temp(dir, unnamed, old ? 0600 : 0666, tmp, slot);
   if (fd < 0) {
-    if (unnamed && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-      *unsupported = 1;
+    const int e = errno;
+    release(slot);
+    if (unnamed && (e == EOPNOTSUPP || e == EISDIR || e == EINVAL)) {
+      *next = RETRY_NAMED;
       return M2PT_OK;
     }
-    return io_error(o, "create a temporary file beside it", errno);
+    if (old && o->in_place_ok && in_place_avoids(e)) {
+      *next = RETRY_IN_PLACE;
+      return M2PT_OK;
+    }
+    return io_error(o, "create a temporary file beside it", e);
   }
-  int slot = unnamed ? -1 : arm(dir, tmp);
   int named = !unnamed;
   /* Held until the rename, so that another process's remove_stale leaves a
    * temporary that is still being written alone (held by none only if a
@@ -362,23 +424,30 @@ static m2pt_status replace(const output *o, int dir, const char *name, const str
   if (!what && fsync(fd) != 0)
     what = "sync";
   if (!what && unnamed) {
-    if (name_temp(fd, dir, tmp) != 0) {
+    if (name_temp(fd, dir, tmp, slot) != 0) {
       close(fd);
-      *unsupported = 1;
+      release(slot);
+      *next = RETRY_NAMED;
       return M2PT_OK;
     }
     named = 1;
-    slot = arm(dir, tmp);
   }
-  if (!what && renameat(dir, tmp, dir, name) != 0)
+  int rename_failed = 0;
+  if (!what && renameat(dir, tmp, dir, name) != 0) {
     what = "rename the temporary file into place";
+    rename_failed = 1;
+  }
   int e = what ? errno : 0;
   if (what && named)
     unlinkat(dir, tmp, 0);
-  disarm(slot);
+  release(slot);
   if (close(fd) != 0 && !what && errno != EINTR) {
     what = "close"; /* after the rename: the new file is in place all the same */
     e = errno;
+  }
+  if (rename_failed && old && o->in_place_ok && in_place_avoids(e)) {
+    *next = RETRY_IN_PLACE;
+    return M2PT_OK;
   }
   if (!what)
     (void)fsync(dir); /* makes the rename durable; impossible on some filesystems */
@@ -412,19 +481,19 @@ static m2pt_status replace_regular(const output *o, const char *target, const st
   free(dirpath);
   remove_stale(dir, name);
   const char *knob = getenv("M2PT_IO_TMPFILE");
-  int unsupported = knob && !strcmp(knob, "off");
+  retry next = knob && !strcmp(knob, "off") ? RETRY_NAMED : RETRY_NONE;
   m2pt_status s = M2PT_OK;
-  if (!unsupported)
-    s = replace(o, dir, name, old, 1, &unsupported);
-  if (unsupported)
-    s = replace(o, dir, name, old, 0, &unsupported);
+  if (next == RETRY_NONE)
+    s = replace(o, dir, name, old, 1, &next);
+  if (next == RETRY_NAMED)
+    s = replace(o, dir, name, old, 0, &next);
   close(dir);
-  return s;
+  return next == RETRY_IN_PLACE ? write_in_place(o) : s;
 }
 
 m2pt_status m2pt_write_output(const char *path, const m2pt_chunk *chunks, size_t count)
 {
-  const output o = {path, chunks, count};
+  const output o = {path, chunks, count, 1};
   struct stat sb;
   if (stat(path, &sb) != 0) {
     if (errno != ENOENT)
@@ -460,7 +529,7 @@ m2pt_status m2pt_write_output(const char *path, const m2pt_chunk *chunks, size_t
 
 m2pt_status m2pt_replace_file(const char *path, const m2pt_chunk *chunks, size_t count)
 {
-  const output o = {path, chunks, count};
+  const output o = {path, chunks, count, 0};
   struct stat sb;
   const int regular = lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
   return replace_regular(&o, path, regular ? &sb : NULL);

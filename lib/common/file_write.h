@@ -19,9 +19,10 @@ typedef struct m2pt_chunk {
  * over it, with the old file's mode and, where the process may, owner;
  * through a symlink, at its target (created if missing); a character or
  * block device or a FIFO straight into it (a FIFO waits for a reader); a
- * regular file with several hard links in place (not crash-atomic). Refuses
- * a directory or a socket. On failure no temporary file is left and a
- * replaced file is untouched. Errors: M2PT_ERR_IO (naming `path` and the
+ * regular file with several hard links, or one that may be written but not
+ * replaced (EACCES, EPERM, EBUSY, EXDEV making or renaming the temporary),
+ * in place (not crash-atomic). Refuses a directory or a socket. On failure
+ * no temporary file is left and a replaced file is untouched. Errors: M2PT_ERR_IO (naming `path` and the
  * cause), M2PT_ERR_OUT_OF_MEMORY. */
 m2pt_status m2pt_write_output(const char *path, const m2pt_chunk *chunks, size_t count);
 
