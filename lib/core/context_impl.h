@@ -75,39 +75,11 @@ struct m2pt_tensor {
   size_t numel;
 };
 
-/* The cache directory for a cache_dir option (NULL: $M2PT_CACHE_DIR, else
- * $XDG_CACHE_HOME/m2pt, else ~/.cache/m2pt); NULL when it is "off" or no
- * home is known. The caller frees it. */
-char *m2pt_cache_dir_resolve(const char *option);
-
-/* Creates a device buffer of `bytes`, zero-filled when `zero` is set, and
- * counts it in the context's stats. Checks the device's allocation limit
- * first, so an oversized request is a clear M2PT_ERR_DEVICE_OUT_OF_MEMORY. */
-m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem *out);
-
-/* Sets the first `count` floats of a buffer to `value` (enqueued). */
-m2pt_status m2pt_fill(m2pt_context *ctx, cl_mem buffer, float value, size_t count);
-
-/* Releases a buffer made by m2pt_buffer_create. Accepts NULL. */
-void m2pt_buffer_release(m2pt_context *ctx, cl_mem buffer, size_t bytes);
-
-/* Enqueues an m2pt kernel and keeps its event while profiling. `local` may
- * be NULL (the driver picks). `what` names the kernel in error messages. */
-m2pt_status m2pt_enqueue_kernel(m2pt_context *ctx, cl_kernel kernel, cl_uint dims,
-                                const size_t *global, const size_t *local, const char *what);
-
-/* Work-group size for kernels that reduce a row of `cols` elements: a power
- * of two, at most 256 and the device's limit, no larger than cols needs. It
- * depends on cols alone wherever the device allows 256, so reductions sum in
- * the same order on every such device. */
-size_t m2pt_row_work_group(const m2pt_context *ctx, size_t cols);
-
 /* Checks that a tensor argument is non-NULL and belongs to ctx. */
 m2pt_status m2pt_check_tensor(const m2pt_context *ctx, const m2pt_tensor *t,
                               const char *name);
 
 /* Formats a tensor's shape as "[2][3]" into buf (for messages). */
 const char *m2pt_shape_string(const m2pt_tensor *t, char *buf, size_t size);
-
 
 #endif

@@ -19,6 +19,7 @@
 #include <xxhash.h>
 
 #include "binary_cache.h"
+#include "context_options.h"
 #include "error.h"
 #include "global.h"
 #include "m2pt/version.h"

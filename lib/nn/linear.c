@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/buffer.h"
 #include "core/context_impl.h"
 #include "core/error.h"
 #include "linear_internal.h"

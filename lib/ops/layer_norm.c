@@ -6,6 +6,7 @@
 #include "core/context_impl.h"
 #include "core/error.h"
 #include "core/program.h"
+#include "core/queue.h"
 #include "tensor_checks.h"
 
 m2pt_status m2pt_op_layer_norm(m2pt_context *ctx, cl_mem x, cl_mem weight, cl_mem bias,
