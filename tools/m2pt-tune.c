@@ -39,7 +39,7 @@
 #include "core/binary_cache.h"
 #include "core/context_impl.h"
 #include "core/context_options.h"
-#include "core/tuning.h"
+#include "gemm/tuning.h"
 #include "m2pt/m2pt.h"
 #include "m2pt/opencl.h"
 

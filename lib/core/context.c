@@ -10,9 +10,9 @@
 #include "global.h"
 #include "m2pt/m2pt.h"
 #include "m2pt/opencl.h"
-#include "ops/host_blas.h"
+#include "gemm/host_blas.h"
+#include "gemm/tuning.h"
 #include "program.h"
-#include "tuning.h"
 
 /* Live contexts in the process, under the process lock (global.h). CLBlast
  * keeps its compiled programs in a process-wide cache that is otherwise

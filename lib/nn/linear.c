@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "linear_internal.h"
 #include "m2pt/m2pt.h"
-#include "ops/blas.h"
+#include "gemm/backend.h"
 #include "ops/linear_ops.h"
 
 struct m2pt_linear {

@@ -4,7 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "blas.h"
+#include "gemm/backend.h"
 #include "block_ops.h"
 #include "core/context_impl.h"
 #include "core/error.h"

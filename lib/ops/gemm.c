@@ -1,7 +1,7 @@
 /* Public GEMM entry points: argument checks at the API boundary, then CLBlast. */
 #include <math.h>
 
-#include "blas.h"
+#include "gemm/backend.h"
 #include "core/context_impl.h"
 #include "core/error.h"
 

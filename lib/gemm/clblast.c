@@ -1,4 +1,4 @@
-#include "blas.h"
+#include "backend.h"
 
 #include <clblast_c.h>
 #include <limits.h>

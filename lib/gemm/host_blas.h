@@ -3,7 +3,7 @@
 #ifndef M2PT_OPS_HOST_BLAS_H
 #define M2PT_OPS_HOST_BLAS_H
 
-#include "blas.h"
+#include "backend.h"
 
 /* 1 when m2pt was built with a host BLAS. */
 int m2pt_host_blas_available(void);

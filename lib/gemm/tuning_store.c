@@ -11,17 +11,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "context_impl.h" /* before clblast_c.h: fixes the OpenCL API level */
+#include "core/context_impl.h" /* before clblast_c.h: fixes the OpenCL API level */
 #include <clblast_c.h>
 #include <cjson/cJSON.h>
 /* For XXH3_state_t on the stack. */
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
-#include "binary_cache.h"
-#include "context_options.h"
-#include "error.h"
-#include "global.h"
+#include "core/binary_cache.h"
+#include "core/context_options.h"
+#include "core/error.h"
+#include "core/global.h"
 #include "m2pt/version.h"
 
 /* ---- parameters ---- */

@@ -17,7 +17,7 @@
 
 #include <stddef.h>
 
-#include "cl.h"
+#include "core/cl.h"
 #include "m2pt/context.h"
 
 /* The kernels a tuning covers, in CLBlast's names (m2pt_tuning_kernel_name). */
