@@ -18,10 +18,7 @@ m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem
   cl_mem buf = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, bytes, NULL, &err);
   if (err != CL_SUCCESS)
     return m2pt_fail_cl(ctx, err, "clCreateBuffer");
-  /* On Oclgrind every new buffer is written from the host first: it reuses
-   * released buffers' shadow memory, and kernel stores past the old size stay
-   * "uninitialised" (see README, Design). */
-  if (zero || ctx->oclgrind) {
+  if (zero || ctx->quirks.host_writes_new_buffers) {
     const m2pt_status status = m2pt_fill(ctx, buf, 0.0f, bytes / sizeof(float));
     if (status != M2PT_OK) {
       clReleaseMemObject(buf);
@@ -45,8 +42,7 @@ void m2pt_buffer_release(m2pt_context *ctx, cl_mem buffer, size_t bytes)
   ctx->stats.device_bytes_live -= bytes;
 }
 
-/* Fills from a host block of the value: see `oclgrind` in struct
- * m2pt_context. */
+/* Fills from a host block of the value (quirks.h: fill_via_host). */
 static m2pt_status fill_from_host(m2pt_context *ctx, cl_mem buffer, float value, size_t count)
 {
   enum { BLOCK = 16384 };
@@ -65,7 +61,7 @@ static m2pt_status fill_from_host(m2pt_context *ctx, cl_mem buffer, float value,
 
 m2pt_status m2pt_fill(m2pt_context *ctx, cl_mem buffer, float value, size_t count)
 {
-  if (ctx->oclgrind)
+  if (ctx->quirks.fill_via_host)
     return fill_from_host(ctx, buffer, value, count);
   M2PT_TRY_CL(ctx,
               clEnqueueFillBuffer(ctx->queue, buffer, &value, sizeof value, 0,

@@ -3,27 +3,14 @@
 #include <string.h>
 
 #include "buffer.h"
+#include "context_hooks.h"
 #include "context_impl.h"
 #include "context_options.h"
 #include "device.h"
 #include "error.h"
-#include "global.h"
 #include "m2pt/m2pt.h"
 #include "m2pt/opencl.h"
-#include "gemm/host_blas.h"
-#include "gemm/tuning.h"
 #include "program.h"
-
-/* Live contexts in the process, under the process lock (global.h). CLBlast
- * keeps its compiled programs in a process-wide cache that is otherwise
- * released by a static destructor at exit, after our OpenCL contexts are
- * gone; oclgrind (and drivers unloaded before CLBlast) crash there. So the
- * last context to go clears it; the count and the clearing happen under one
- * lock, so a context created meanwhile either counts (no clearing) or comes
- * after it. CLBlastClearCache drops programs and binaries only: parameters
- * given with CLBlastOverrideParameters (the tuning, tuning.c) live on in
- * CLBlast's database cache; each context applies its tuning again anyway. */
-static unsigned long live_contexts;
 
 unsigned m2pt_version_number(void)
 {
@@ -38,7 +25,7 @@ const char *m2pt_version_string(void)
 /* Everything common to created and wrapped contexts, once the OpenCL handles
  * are retained by ctx. Frees ctx on failure. */
 static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *options,
-                                m2pt_context **out)
+                                const m2pt_context_hooks *hooks, m2pt_context **out)
 {
   ctx->flags = options ? options->flags : 0;
   ctx->error = calloc(1, M2PT_ERROR_CAPACITY);
@@ -46,34 +33,35 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
     m2pt_context_destroy(ctx);
     return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "out of host memory creating a context");
   }
+  m2pt_status status = m2pt_quirks_init(ctx);
+  if (status != M2PT_OK) {
+    m2pt_context_destroy(ctx);
+    return status;
+  }
   m2pt_base_build_options_set(ctx);
-  ctx->oclgrind = strstr(ctx->info.platform_name, "Oclgrind") != NULL;
-  const char *host_blas = getenv("M2PT_HOST_BLAS");
-  ctx->host_blas = m2pt_host_blas_available() && ctx->info.is_cpu && !ctx->oclgrind &&
-                   !(ctx->flags & M2PT_CONTEXT_CLBLAST) &&
-                   !(host_blas && strcmp(host_blas, "off") == 0);
   ctx->max_work_group = 1;
   clGetDeviceInfo(ctx->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof ctx->max_work_group,
                   &ctx->max_work_group, NULL);
   /* The tuning store lives in the cache directory whether or not program
    * binaries are cached there. */
   char *dir = m2pt_cache_dir_resolve(options ? options->cache_dir : NULL);
-  if (!ctx->host_blas)
-    m2pt_clblast_prime(ctx->device);
-  m2pt_tuning_context_init(ctx, dir);
-  if (m2pt_binary_cache_wanted(options, &ctx->info))
+  status = hooks ? hooks->attach(ctx, dir) : M2PT_OK;
+  if (status != M2PT_OK) {
+    free(dir);
+    m2pt_context_destroy(ctx);
+    return status;
+  }
+  ctx->hooks = hooks;
+  if (m2pt_binary_cache_wanted(options, &ctx->quirks))
     ctx->cache_dir = dir;
   else
     free(dir);
-  m2pt_process_lock();
-  live_contexts++;
-  m2pt_process_unlock();
-  ctx->counted = 1;
   *out = ctx;
   return M2PT_OK;
 }
 
-m2pt_status m2pt_context_create(m2pt_context **out, const m2pt_context_options *options)
+m2pt_status m2pt_context_create_with(m2pt_context **out, const m2pt_context_options *options,
+                                     const m2pt_context_hooks *hooks)
 {
   M2PT_REQUIRE(NULL, out != NULL, "m2pt_context_create: ctx is NULL");
   *out = NULL;
@@ -105,11 +93,12 @@ m2pt_status m2pt_context_create(m2pt_context **out, const m2pt_context_options *
     free(ctx);
     return m2pt_fail_cl(NULL, err, "clCreateCommandQueue");
   }
-  return finish_setup(ctx, options, out);
+  return finish_setup(ctx, options, hooks, out);
 }
 
-m2pt_status m2pt_context_wrap(cl_context context, cl_device_id device, cl_command_queue queue,
-                              const m2pt_context_options *options, m2pt_context **out)
+m2pt_status m2pt_context_wrap_with(cl_context context, cl_device_id device,
+                                   cl_command_queue queue, const m2pt_context_options *options,
+                                   const m2pt_context_hooks *hooks, m2pt_context **out)
 {
   M2PT_REQUIRE(NULL, out != NULL, "m2pt_context_wrap: ctx is NULL");
   *out = NULL;
@@ -148,7 +137,7 @@ m2pt_status m2pt_context_wrap(cl_context context, cl_device_id device, cl_comman
   clRetainCommandQueue(queue);
   m2pt_device_query(platform, device, 0, 0, &ctx->info);
   m2pt_device_locate(device, &ctx->info.platform_index, &ctx->info.device_index);
-  return finish_setup(ctx, options, out);
+  return finish_setup(ctx, options, hooks, out);
 }
 
 void m2pt_context_destroy(m2pt_context *ctx)
@@ -168,12 +157,8 @@ void m2pt_context_destroy(m2pt_context *ctx)
     clReleaseContext(ctx->cl);
   free(ctx->cache_dir);
   free(ctx->error);
-  if (ctx->counted) {
-    m2pt_process_lock();
-    if (--live_contexts == 0)
-      m2pt_clblast_release_programs();
-    m2pt_process_unlock();
-  }
+  if (ctx->hooks)
+    ctx->hooks->release(ctx);
   free(ctx);
 }
 
@@ -182,23 +167,6 @@ m2pt_status m2pt_context_device_info(const m2pt_context *ctx, m2pt_device_info *
   M2PT_REQUIRE(ctx, ctx && info, "m2pt_context_device_info: NULL argument");
   *info = ctx->info;
   return M2PT_OK;
-}
-
-m2pt_status m2pt_context_tuning(const m2pt_context *ctx, m2pt_tuning_source *source,
-                                const char **detail)
-{
-  M2PT_REQUIRE(ctx, ctx && source, "m2pt_context_tuning: NULL argument");
-  *source = ctx->tuning_source;
-  if (detail)
-    *detail = ctx->tuning_detail;
-  return M2PT_OK;
-}
-
-const char *m2pt_context_gemm_backend(const m2pt_context *ctx)
-{
-  if (!ctx)
-    return NULL;
-  return ctx->host_blas ? "host BLAS" : "CLBlast";
 }
 
 m2pt_status m2pt_context_finish(m2pt_context *ctx)

@@ -6,6 +6,7 @@
 
 #include "cl.h"
 #include "m2pt/context.h"
+#include "quirks.h"
 #include "size_math.h"
 #include "workspace.h"
 #include "m2pt/tensor.h"
@@ -13,13 +14,12 @@
 /* Room for a message with a kernel build log or a device list. */
 #define M2PT_ERROR_CAPACITY 16384
 
-/* Room for m2pt_context_tuning's detail (a path and a reason). */
-#define M2PT_TUNING_DETAIL 1024
-
 /* Profiling events kept before they are summed up (m2pt_enqueue_kernel). */
 #define M2PT_MAX_PENDING_EVENTS 256
 
 struct m2pt_program_entry; /* program.c */
+struct m2pt_context_hooks;  /* context_hooks.h */
+struct m2pt_gemm_context;   /* lib/gemm, opaque here */
 
 struct m2pt_context {
   cl_platform_id platform;
@@ -28,21 +28,13 @@ struct m2pt_context {
   cl_command_queue queue;
   unsigned flags;              /* M2PT_CONTEXT_* */
   size_t max_work_group;       /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
-  /* The device is Oclgrind 21.10's simulator (the oclgrind test setup),
-   * whose checkers need two work-arounds:
-   * - it does not count clEnqueueFillBuffer as initialising memory, and it
-   *   recycles the ids of released buffers with their old shadow memory, so
-   *   kernel stores past the old size stay "uninitialised": both give false
-   *   reports on every later read, so m2pt_fill writes from the host;
-   * - its uninitialised-value checker crashes on private arrays of vectors,
-   *   so the fused attention kernel runs its scalar instantiation (VEC 1). */
-  int oclgrind;
-
-  /* GEMMs go to the host BLAS on mapped buffers (ops/host_blas.c): a CPU
-   * device, a build with one, not Oclgrind, not M2PT_CONTEXT_CLBLAST and
-   * not $M2PT_HOST_BLAS=off. */
-  int host_blas;
-  int counted;                 /* included in the live-context count */
+  /* What this device needs done differently (quirks.h), filled at creation. */
+  m2pt_quirks quirks;
+  /* The layer above that completed the context (context_hooks.h), NULL for
+   * a bare core context or until it attached; and its GEMM state, which
+   * core never looks into (lib/gemm/backend.h). */
+  const struct m2pt_context_hooks *hooks;
+  struct m2pt_gemm_context *gemm;
   m2pt_device_info info;
   char *error;                 /* M2PT_ERROR_CAPACITY bytes */
   m2pt_stats stats;
@@ -61,10 +53,6 @@ struct m2pt_context {
   cl_event *events;            /* M2PT_MAX_PENDING_EVENTS slots */
   size_t event_count;
   double profiled_ns;
-
-  /* The CLBlast GEMM tuning applied at creation (tuning.c). */
-  m2pt_tuning_source tuning_source;
-  char tuning_detail[M2PT_TUNING_DETAIL];
 };
 
 struct m2pt_tensor {

@@ -10,20 +10,6 @@
 #include "context_impl.h"
 #include "error.h"
 
-/* Whether the disk binary cache pays off on this platform when the caller
- * left it to us. PoCL keeps its own kernel cache (~/.cache/pocl) and asking
- * it for CL_PROGRAM_BINARIES can compile again (pyopencl #731); see the
- * README's measurements for the choice made here. */
-/* Measured on PoCL 3.1 (README, "Program caches"). */
-#define M2PT_POCL_BINARY_CACHE_DEFAULT 1
-
-static int binary_cache_default(const m2pt_device_info *info)
-{
-  if (strstr(info->platform_name, "Portable Computing Language"))
-    return M2PT_POCL_BINARY_CACHE_DEFAULT;
-  return 1;
-}
-
 static char *dup_string(const char *s)
 {
   char *d = malloc(strlen(s) + 1);
@@ -48,11 +34,10 @@ char *m2pt_cache_dir_resolve(const char *option)
   return dup_string(buf);
 }
 
-int m2pt_binary_cache_wanted(const m2pt_context_options *opts, const m2pt_device_info *info)
+int m2pt_binary_cache_wanted(const m2pt_context_options *opts, const m2pt_quirks *quirks)
 {
   const m2pt_binary_cache mode = opts ? opts->binary_cache : M2PT_BINARY_CACHE_AUTO;
-  return mode == M2PT_BINARY_CACHE_ON ||
-         (mode == M2PT_BINARY_CACHE_AUTO && binary_cache_default(info));
+  return mode == M2PT_BINARY_CACHE_ON || (mode == M2PT_BINARY_CACHE_AUTO && quirks->binary_cache);
 }
 
 void m2pt_base_build_options_set(m2pt_context *ctx)
@@ -67,9 +52,7 @@ void m2pt_base_build_options_set(m2pt_context *ctx)
     strncat(opt, "-cl-std=CL1.2", cap - strlen(opt) - 1);
   /* Vendors differ in divide/sqrt accuracy unless asked for correct rounding,
    * which is only allowed where the device reports it. */
-  cl_device_fp_config fp = 0;
-  clGetDeviceInfo(ctx->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
-  if (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT)
+  if (ctx->quirks.correctly_rounded_divide_sqrt)
     strncat(opt, " -cl-fp32-correctly-rounded-divide-sqrt", cap - strlen(opt) - 1);
 }
 
@@ -78,7 +61,8 @@ m2pt_status m2pt_context_options_check(const m2pt_context_options *o, const char
   if (!o)
     return M2PT_OK;
   M2PT_REQUIRE(NULL,
-               o->binary_cache == M2PT_BINARY_CACHE_AUTO || o->binary_cache == M2PT_BINARY_CACHE_ON ||
+               o->binary_cache == M2PT_BINARY_CACHE_AUTO ||
+                   o->binary_cache == M2PT_BINARY_CACHE_ON ||
                    o->binary_cache == M2PT_BINARY_CACHE_OFF,
                "%s: unknown binary_cache value %d", fn, (int)o->binary_cache);
   const unsigned known = M2PT_CONTEXT_PROFILING | M2PT_CONTEXT_CLBLAST;
