@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "core/context_impl.h"
-#include "core/tuning.h"
+#include "gemm/tuning.h"
 #include "reference.h"
 #include "test_util.h"
 

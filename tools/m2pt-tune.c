@@ -2,7 +2,7 @@
  * Xgemm, and the direct/indirect switch between them) for one device on the
  * GEMM shapes of the M2PT block, within a time budget, and stores the best
  * parameters in the device's tuning store, which every m2pt context created
- * for the device then applies (lib/core/tuning.h).
+ * for the device then applies (lib/gemm/tuning.h).
  *
  * The search: CLBlast's defaults are measured first (the baseline), then
  * CLBlast's database entries for CPUs (the seeds), then alternately
@@ -38,7 +38,8 @@
 
 #include "common/file_write.h"
 #include "core/context_impl.h"
-#include "core/tuning.h"
+#include "core/context_options.h"
+#include "gemm/tuning.h"
 #include "m2pt/m2pt.h"
 #include "m2pt/opencl.h"
 

@@ -106,8 +106,9 @@ typedef struct m2pt_context_options {
  * frees it with m2pt_context_destroy. On failure *ctx is NULL and
  * m2pt_last_error(NULL) says why.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (ctx NULL, unknown binary_cache value or
- * flags, empty selector), M2PT_ERR_DEVICE_NOT_FOUND, M2PT_ERR_OPENCL,
- * M2PT_ERR_OUT_OF_MEMORY. */
+ * flags, empty selector, a malformed $M2PT_QUIRKS), M2PT_ERR_DEVICE_NOT_FOUND,
+ * M2PT_ERR_OPENCL, M2PT_ERR_OUT_OF_MEMORY, M2PT_ERR_UNSUPPORTED
+ * ($M2PT_QUIRKS names a GEMM backend this build lacks). */
 M2PT_API m2pt_status m2pt_context_create(m2pt_context **ctx,
                                          const m2pt_context_options *options);
 

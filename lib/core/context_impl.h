@@ -7,17 +7,17 @@
 #include "cl.h"
 #include "common/error.h"
 #include "m2pt/context.h"
+#include "quirks.h"
 #include "common/size_math.h"
 #include "workspace.h"
 #include "m2pt/tensor.h"
-
-/* Room for m2pt_context_tuning's detail (a path and a reason). */
-#define M2PT_TUNING_DETAIL 1024
 
 /* Profiling events kept before they are summed up (m2pt_enqueue_kernel). */
 #define M2PT_MAX_PENDING_EVENTS 256
 
 struct m2pt_program_entry; /* program.c */
+struct m2pt_context_hooks;  /* context_hooks.h */
+struct m2pt_gemm_context;   /* lib/gemm, opaque here */
 
 struct m2pt_context {
   cl_platform_id platform;
@@ -26,21 +26,13 @@ struct m2pt_context {
   cl_command_queue queue;
   unsigned flags;              /* M2PT_CONTEXT_* */
   size_t max_work_group;       /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
-  /* The device is Oclgrind 21.10's simulator (the oclgrind test setup),
-   * whose checkers need two work-arounds:
-   * - it does not count clEnqueueFillBuffer as initialising memory, and it
-   *   recycles the ids of released buffers with their old shadow memory, so
-   *   kernel stores past the old size stay "uninitialised": both give false
-   *   reports on every later read, so m2pt_fill writes from the host;
-   * - its uninitialised-value checker crashes on private arrays of vectors,
-   *   so the fused attention kernel runs its scalar instantiation (VEC 1). */
-  int oclgrind;
-
-  /* GEMMs go to the host BLAS on mapped buffers (ops/host_blas.c): a CPU
-   * device, a build with one, not Oclgrind, not M2PT_CONTEXT_CLBLAST and
-   * not $M2PT_HOST_BLAS=off. */
-  int host_blas;
-  int counted;                 /* included in the live-context count */
+  /* What this device needs done differently (quirks.h), filled at creation. */
+  m2pt_quirks quirks;
+  /* The layer above that completed the context (context_hooks.h), NULL for
+   * a bare core context or until it attached; and its GEMM state, which
+   * core never looks into (lib/gemm/backend.h). */
+  const struct m2pt_context_hooks *hooks;
+  struct m2pt_gemm_context *gemm;
   m2pt_device_info info;
   char *error;                 /* M2PT_ERROR_CAPACITY bytes */
   m2pt_stats stats;
@@ -59,10 +51,6 @@ struct m2pt_context {
   cl_event *events;            /* M2PT_MAX_PENDING_EVENTS slots */
   size_t event_count;
   double profiled_ns;
-
-  /* The CLBlast GEMM tuning applied at creation (tuning.c). */
-  m2pt_tuning_source tuning_source;
-  char tuning_detail[M2PT_TUNING_DETAIL];
 };
 
 struct m2pt_tensor {
@@ -73,39 +61,11 @@ struct m2pt_tensor {
   size_t numel;
 };
 
-/* The cache directory for a cache_dir option (NULL: $M2PT_CACHE_DIR, else
- * $XDG_CACHE_HOME/m2pt, else ~/.cache/m2pt); NULL when it is "off" or no
- * home is known. The caller frees it. */
-char *m2pt_cache_dir_resolve(const char *option);
-
-/* Creates a device buffer of `bytes`, zero-filled when `zero` is set, and
- * counts it in the context's stats. Checks the device's allocation limit
- * first, so an oversized request is a clear M2PT_ERR_DEVICE_OUT_OF_MEMORY. */
-m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem *out);
-
-/* Sets the first `count` floats of a buffer to `value` (enqueued). */
-m2pt_status m2pt_fill(m2pt_context *ctx, cl_mem buffer, float value, size_t count);
-
-/* Releases a buffer made by m2pt_buffer_create. Accepts NULL. */
-void m2pt_buffer_release(m2pt_context *ctx, cl_mem buffer, size_t bytes);
-
-/* Enqueues an m2pt kernel and keeps its event while profiling. `local` may
- * be NULL (the driver picks). `what` names the kernel in error messages. */
-m2pt_status m2pt_enqueue_kernel(m2pt_context *ctx, cl_kernel kernel, cl_uint dims,
-                                const size_t *global, const size_t *local, const char *what);
-
-/* Work-group size for kernels that reduce a row of `cols` elements: a power
- * of two, at most 256 and the device's limit, no larger than cols needs. It
- * depends on cols alone wherever the device allows 256, so reductions sum in
- * the same order on every such device. */
-size_t m2pt_row_work_group(const m2pt_context *ctx, size_t cols);
-
 /* Checks that a tensor argument is non-NULL and belongs to ctx. */
 m2pt_status m2pt_check_tensor(const m2pt_context *ctx, const m2pt_tensor *t,
                               const char *name);
 
 /* Formats a tensor's shape as "[2][3]" into buf (for messages). */
 const char *m2pt_shape_string(const m2pt_tensor *t, char *buf, size_t size);
-
 
 #endif

@@ -7,6 +7,7 @@
 #include "binary_cache.h"
 #include "context_impl.h"
 #include "error.h"
+#include "queue.h"
 
 typedef struct kernel_entry {
   char *name;

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffer.h"
 #include "context_impl.h"
 #include "error.h"
 #include "m2pt/opencl.h"

@@ -1,5 +1,6 @@
 #include "workspace.h"
 
+#include "buffer.h"
 #include "context_impl.h"
 #include "error.h"
 

@@ -4,11 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/buffer.h"
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "gemm/backend.h"
 #include "linear_internal.h"
 #include "m2pt/m2pt.h"
-#include "ops/blas.h"
 #include "ops/linear_ops.h"
 
 struct m2pt_linear {
@@ -251,10 +252,10 @@ m2pt_status m2pt_linear_apply(m2pt_linear *l, cl_mem x, size_t rows, float beta,
 {
   M2PT_TRY(refresh_effective(l));
   const cl_mem weight = (l->flags & M2PT_LINEAR_AUX) ? l->w_eff : l->w;
-  const m2pt_blas_matrix a = {x, 0, l->in, 0};
-  const m2pt_blas_matrix b = {weight, 0, l->in, 0};
-  const m2pt_blas_matrix c = {y, 0, l->out, 0};
-  return m2pt_blas_sgemm(l->ctx, M2PT_NO_TRANS, M2PT_TRANS, rows, l->out, l->in, 1.0f, &a, &b,
+  const m2pt_gemm_matrix a = {x, 0, l->in, 0};
+  const m2pt_gemm_matrix b = {weight, 0, l->in, 0};
+  const m2pt_gemm_matrix c = {y, 0, l->out, 0};
+  return m2pt_gemm_sgemm(l->ctx, M2PT_NO_TRANS, M2PT_TRANS, rows, l->out, l->in, 1.0f, &a, &b,
                          beta, &c, 1);
 }
 

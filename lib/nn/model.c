@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buffer.h"
 #include "core/context_impl.h"
 #include "core/error.h"
 #include "linear_internal.h"

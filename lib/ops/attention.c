@@ -1,14 +1,14 @@
-/* Multi-head self-attention: the CLBlast path (two strided-batched GEMMs
+/* Multi-head self-attention: the GEMM path (two strided-batched GEMMs
  * around the softmax kernel, O(N²) scores in the workspace) and the fused
  * flash-style kernel of cl/attention.cl (O(N) memory). */
 #include <math.h>
 #include <stdio.h>
 
-#include "blas.h"
 #include "block_ops.h"
 #include "core/context_impl.h"
 #include "core/error.h"
 #include "core/program.h"
+#include "gemm/backend.h"
 #include "tensor_checks.h"
 
 /* The fused kernel keeps a query row, its output row and a tile of scores
@@ -22,14 +22,14 @@ static size_t fused_key_tile(size_t dim_head)
   return dim_head <= 64 ? 32 : dim_head <= 128 ? 16 : 8;
 }
 
-/* Lanes of the explicit vectors the kernel works in (VEC): 8 measured 4.3×
- * faster than scalar code on PoCL (AVX2) at N = 1024, dim_head 64; GPUs
- * split vectors into scalars at no cost. */
+/* Lanes of the explicit vectors the kernel works in (VEC): the widest the
+ * quirks allow that divides dim_head. 8 measured 4.3× faster than scalar
+ * code on PoCL (AVX2) at N = 1024, dim_head 64; GPUs split vectors into
+ * scalars at no cost. */
 static int fused_vector_width(const m2pt_context *ctx, size_t dim_head)
 {
-  if (ctx->oclgrind)
-    return 1; /* see struct m2pt_context */
-  return dim_head % 8 == 0 ? 8 : dim_head % 4 == 0 ? 4 : 1;
+  const unsigned most = ctx->quirks.attention_vec;
+  return most >= 8 && dim_head % 8 == 0 ? 8 : most >= 4 && dim_head % 4 == 0 ? 4 : 1;
 }
 
 static size_t fused_local_bytes(size_t dim_head)
@@ -83,14 +83,19 @@ static m2pt_status fused_obstacle(m2pt_context *ctx, size_t dim_head, int has_ma
 m2pt_status m2pt_attention_choose(m2pt_context *ctx, size_t dim_head, int has_mask,
                                   m2pt_attention_impl requested, m2pt_attention_impl *chosen)
 {
+  /* The device's quirks say what AUTO means (M2PT_QUIRKS attention=). */
+  const int forced =
+      requested == M2PT_ATTENTION_AUTO && ctx->quirks.attention != M2PT_ATTENTION_AUTO;
+  if (requested == M2PT_ATTENTION_AUTO)
+    requested = ctx->quirks.attention;
   *chosen = requested;
   if (requested == M2PT_ATTENTION_GEMM)
     return M2PT_OK;
   const char *why;
   M2PT_TRY(fused_obstacle(ctx, dim_head, has_mask, &why));
   if (requested == M2PT_ATTENTION_FUSED && why)
-    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED, "fused attention with dim_head %zu: %s",
-                     dim_head, why);
+    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED, "fused attention with dim_head %zu%s: %s",
+                     dim_head, forced ? " (forced by M2PT_QUIRKS attention=fused)" : "", why);
   if (requested == M2PT_ATTENTION_AUTO)
     *chosen = why ? M2PT_ATTENTION_GEMM : M2PT_ATTENTION_FUSED;
   return M2PT_OK;
@@ -128,15 +133,15 @@ static m2pt_status attention_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
   const float scale = (float)(1.0 / sqrt((double)d));
   for (size_t b = 0; b < s->batch; b++) {
     const size_t base = b * n * row;
-    const m2pt_blas_matrix q = {qkv, base, row, d}, k = {qkv, base + hd, row, d};
-    const m2pt_blas_matrix v = {qkv, base + 2 * hd, row, d};
-    const m2pt_blas_matrix sc = {scores, 0, n, n * n};
-    const m2pt_blas_matrix o = {out, b * n * hd, hd, d};
-    M2PT_TRY(m2pt_blas_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, scale, &q, &k, 0.0f, &sc,
+    const m2pt_gemm_matrix q = {qkv, base, row, d}, k = {qkv, base + hd, row, d};
+    const m2pt_gemm_matrix v = {qkv, base + 2 * hd, row, d};
+    const m2pt_gemm_matrix sc = {scores, 0, n, n * n};
+    const m2pt_gemm_matrix o = {out, b * n * hd, hd, d};
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, scale, &q, &k, 0.0f, &sc,
                              s->heads));
     M2PT_TRY(m2pt_op_softmax(ctx, scores, s->heads * n, n, 1.0f, mask, b * n, s->heads * n,
                              scores));
-    M2PT_TRY(m2pt_blas_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, n, d, n, 1.0f, &sc, &v, 0.0f, &o,
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, n, d, n, 1.0f, &sc, &v, 0.0f, &o,
                              s->heads));
   }
   return M2PT_OK;

@@ -9,9 +9,8 @@
 m2pt_status m2pt_op_gelu(m2pt_context *ctx, cl_mem x, cl_mem bias, m2pt_gelu_kind kind,
                          size_t n, size_t cols, cl_mem y)
 {
-  /* float8 where rows allow; scalar on Oclgrind, whose uninitialised-value
-   * checker crashes on vectors (as in the fused attention). */
-  const int vec = cols % 8 == 0 && !ctx->oclgrind ? 8 : 1;
+  /* float8 where the quirks allow it (not on Oclgrind) and rows do. */
+  const int vec = cols % 8 == 0 && ctx->quirks.gelu_vec == 8 ? 8 : 1;
   char options[80];
   snprintf(options, sizeof options, "-DHAS_BIAS=%d -DGELU_TANH=%d -DBROADCAST=0 -DVEC=%d",
            bias != NULL, kind == M2PT_GELU_TANH, vec);

@@ -1,9 +1,9 @@
 /* Public GEMM entry points: argument checks at the API boundary, then CLBlast. */
 #include <math.h>
 
-#include "blas.h"
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "gemm/backend.h"
 
 static int valid_transpose(m2pt_transpose t)
 {
@@ -68,10 +68,10 @@ m2pt_status m2pt_gemm_batched(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
   M2PT_REQUIRE(ctx, batch == 1 || stacked || side_by_side,
                "m2pt_gemm_batched: C's batch stride %zu makes its matrices overlap",
                c->batch_stride);
-  const m2pt_blas_matrix ba = {a->tensor->buffer, a->offset, a->ld, a->batch_stride};
-  const m2pt_blas_matrix bb = {b->tensor->buffer, b->offset, b->ld, b->batch_stride};
-  const m2pt_blas_matrix bc = {c->tensor->buffer, c->offset, c->ld, c->batch_stride};
-  return m2pt_blas_sgemm(ctx, ta, tb, m, n, k, alpha, &ba, &bb, beta, &bc, batch);
+  const m2pt_gemm_matrix ba = {a->tensor->buffer, a->offset, a->ld, a->batch_stride};
+  const m2pt_gemm_matrix bb = {b->tensor->buffer, b->offset, b->ld, b->batch_stride};
+  const m2pt_gemm_matrix bc = {c->tensor->buffer, c->offset, c->ld, c->batch_stride};
+  return m2pt_gemm_sgemm(ctx, ta, tb, m, n, k, alpha, &ba, &bb, beta, &bc, batch);
 }
 
 m2pt_status m2pt_gemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, float alpha,

@@ -6,6 +6,7 @@
 #include "core/context_impl.h"
 #include "core/error.h"
 #include "core/program.h"
+#include "core/queue.h"
 #include "tensor_checks.h"
 
 m2pt_status m2pt_op_layer_norm(m2pt_context *ctx, cl_mem x, cl_mem weight, cl_mem bias,
@@ -15,10 +16,9 @@ m2pt_status m2pt_op_layer_norm(m2pt_context *ctx, cl_mem x, cl_mem weight, cl_me
   char options[64];
   snprintf(options, sizeof options, "-DWG=%zu -DHAS_BIAS=%d", wg, bias != NULL);
   const cl_uint d = (cl_uint)dim;
-  /* CPU devices: a row per work-item in float8 (see the kernel). Oclgrind's
-   * uninitialised-value checker cannot follow vectors, so it keeps the
-   * work-group kernel. */
-  if (ctx->info.is_cpu && !ctx->oclgrind && dim % 8 == 0 && rows <= UINT32_MAX) {
+  /* A row per work-item in float8 (see the kernel) where the quirks say so
+   * (CPU devices) and the rows allow. */
+  if (ctx->quirks.layer_norm == M2PT_LAYER_NORM_ROWS && dim % 8 == 0 && rows <= UINT32_MAX) {
     const cl_uint r = (cl_uint)rows;
     const m2pt_kernel_arg args[] = {M2PT_ARG(x), M2PT_ARG(weight), M2PT_ARG(bias), M2PT_ARG(y),
                                     M2PT_ARG(d), M2PT_ARG(eps), M2PT_ARG(r)};

@@ -5,6 +5,7 @@
 #include "core/context_impl.h"
 #include "core/error.h"
 #include "core/program.h"
+#include "core/queue.h"
 #include "tensor_checks.h"
 
 m2pt_status m2pt_op_softmax(m2pt_context *ctx, cl_mem x, size_t rows, size_t cols, float scale,

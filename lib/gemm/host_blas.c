@@ -3,23 +3,20 @@
  * tenth of an optimized CPU BLAS even when tuned (README, Performance); so on
  * a CPU device the operands are mapped (no copy on PoCL) and handed to
  * cblas_sgemm. */
-#include "host_blas.h"
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "backend.h"
+#include "clblast.h"
 #include "core/context_impl.h"
 #include "core/error.h"
 
 #ifdef M2PT_HAVE_HOST_BLAS
 #  include <cblas.h>
 #endif
-
-int m2pt_host_blas_available(void)
-{
-#ifdef M2PT_HAVE_HOST_BLAS
-  return 1;
-#else
-  return 0;
-#endif
-}
 
 #ifdef M2PT_HAVE_HOST_BLAS
 
@@ -38,7 +35,7 @@ static size_t extent(size_t rows, size_t cols, size_t ld, size_t stride, size_t 
   return (batch - 1) * stride + (rows - 1) * ld + cols;
 }
 
-static void add_range(mapping *maps, size_t *count, const m2pt_blas_matrix *x, size_t elems,
+static void add_range(mapping *maps, size_t *count, const m2pt_gemm_matrix *x, size_t elems,
                       cl_map_flags flags)
 {
   for (size_t i = 0; i < *count; i++)
@@ -54,7 +51,7 @@ static void add_range(mapping *maps, size_t *count, const m2pt_blas_matrix *x, s
   (*count)++;
 }
 
-static const float *host_of(const mapping *maps, size_t count, const m2pt_blas_matrix *x)
+static const float *host_of(const mapping *maps, size_t count, const m2pt_gemm_matrix *x)
 {
   for (size_t i = 0; i < count; i++)
     if (maps[i].buffer == x->buffer)
@@ -62,10 +59,12 @@ static const float *host_of(const mapping *maps, size_t count, const m2pt_blas_m
   return NULL;
 }
 
-m2pt_status m2pt_host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
-                            size_t n, size_t k, float alpha, const m2pt_blas_matrix *a,
-                            const m2pt_blas_matrix *b, float beta, const m2pt_blas_matrix *c,
-                            size_t batch)
+/* cblas_sgemm on the mapped operands (blocking: mapping drains the queue).
+ * Sizes and leading dimensions fit an int (sgemm_batched checks). */
+static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
+                              size_t n, size_t k, float alpha, const m2pt_gemm_matrix *a,
+                              const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c,
+                              size_t batch)
 {
   const int at = ta == M2PT_TRANS, bt = tb == M2PT_TRANS;
   mapping maps[3];
@@ -108,12 +107,68 @@ m2pt_status m2pt_host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
 
 #else
 
-m2pt_status m2pt_host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
-                            size_t n, size_t k, float alpha, const m2pt_blas_matrix *a,
-                            const m2pt_blas_matrix *b, float beta, const m2pt_blas_matrix *c,
-                            size_t batch)
+static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
+                              size_t n, size_t k, float alpha, const m2pt_gemm_matrix *a,
+                              const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c,
+                              size_t batch)
 {
   return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED, "m2pt was built without a host BLAS");
 }
 
 #endif
+
+static m2pt_status sgemm_batched(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb,
+                                 size_t m, size_t n, size_t k, float alpha,
+                                 const m2pt_gemm_matrix *a, const m2pt_gemm_matrix *b,
+                                 float beta, const m2pt_gemm_matrix *c, size_t batch)
+{
+  /* cblas takes int sizes; anything larger goes to CLBlast. */
+  const size_t most = INT_MAX;
+  if (m <= most && n <= most && k <= most && a->ld <= most && b->ld <= most && c->ld <= most)
+    return host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch);
+  return m2pt_clblast_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch);
+}
+
+static m2pt_status sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
+                         size_t n, size_t k, float alpha, const m2pt_gemm_matrix *a,
+                         const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c)
+{
+  return sgemm_batched(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, 1);
+}
+
+static const char *unavailable(void)
+{
+#ifdef M2PT_HAVE_HOST_BLAS
+  return NULL;
+#else
+  return "m2pt was built without a host BLAS";
+#endif
+}
+
+/* Where the device's buffers are host memory ($M2PT_HOST_BLAS=off says no). */
+static int preferred(const m2pt_context *ctx)
+{
+  const char *env = getenv("M2PT_HOST_BLAS");
+  return !unavailable() && ctx->quirks.gemm_on_host && !(env && strcmp(env, "off") == 0);
+}
+
+/* CLBlast's parameters are process-wide: a context whose GEMMs never run
+ * there has no business changing them, so nothing is applied. */
+static void attach(m2pt_context *ctx, struct m2pt_gemm_context *g, const char *cache_dir)
+{
+  g->tuning_source = M2PT_TUNING_NONE;
+  snprintf(g->tuning_detail, sizeof g->tuning_detail,
+           "GEMMs run on the host BLAS: no CLBlast tuning applied");
+}
+
+const m2pt_gemm_backend m2pt_gemm_host_blas = {
+    .name = "host_blas",
+    .label = "host BLAS",
+    .unavailable = unavailable,
+    .preferred = preferred,
+    .attach = attach,
+    .detach = NULL,
+    .teardown = NULL,
+    .sgemm = sgemm,
+    .sgemm_batched = sgemm_batched,
+};

@@ -1,12 +1,15 @@
-#include "blas.h"
+/* The CLBlast backend: GEMMs through CLBlast's routines, with the tuning
+ * m2pt applies to the device at context creation (tuning_apply.c), and
+ * CLBlast's program cache cleared when the last context goes. */
+#include "clblast.h"
 
+#include "core/context_impl.h" /* before clblast_c.h: fixes the OpenCL API level */
 #include <clblast_c.h>
-#include <limits.h>
 
-#include "core/context_impl.h"
+#include "backend.h"
+#include "clblast_lock.h"
 #include "core/error.h"
-#include "core/global.h"
-#include "host_blas.h"
+#include "tuning.h"
 
 const char *m2pt_clblast_status_name(int status)
 {
@@ -80,18 +83,13 @@ static CLBlastTranspose to_clblast(m2pt_transpose t)
   return t == M2PT_TRANS ? CLBlastTransposeYes : CLBlastTransposeNo;
 }
 
-m2pt_status m2pt_blas_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb,
-                            size_t m, size_t n, size_t k, float alpha,
-                            const m2pt_blas_matrix *a, const m2pt_blas_matrix *b, float beta,
-                            const m2pt_blas_matrix *c, size_t batch)
+m2pt_status m2pt_clblast_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb,
+                               size_t m, size_t n, size_t k, float alpha,
+                               const m2pt_gemm_matrix *a, const m2pt_gemm_matrix *b, float beta,
+                               const m2pt_gemm_matrix *c, size_t batch)
 {
-  /* cblas takes int sizes; anything larger stays with CLBlast. */
-  const size_t most = INT_MAX;
-  if (ctx->host_blas && m <= most && n <= most && k <= most && a->ld <= most &&
-      b->ld <= most && c->ld <= most)
-    return m2pt_host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch);
   CLBlastStatusCode s;
-  /* Other contexts' threads may be in CLBlast too (global.h). One hold
+  /* Other contexts' threads may be in CLBlast too (clblast_lock.h). One hold
    * covers the size query and the call that relies on it: an override in
    * between (another context's creation) could change the tiles and so the
    * size. */
@@ -138,3 +136,40 @@ m2pt_status m2pt_blas_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
   return m2pt_fail(ctx, status, "CLBlast SGEMM (m=%zu n=%zu k=%zu batch=%zu) failed: %s (%d)",
                    m, n, k, batch, m2pt_clblast_status_name(s), (int)s);
 }
+
+static m2pt_status sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
+                         size_t n, size_t k, float alpha, const m2pt_gemm_matrix *a,
+                         const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c)
+{
+  return m2pt_clblast_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, 1);
+}
+
+static const char *unavailable(void)
+{
+  return NULL; /* m2pt does not build without CLBlast */
+}
+
+/* CLBlast runs anywhere OpenCL does: the fallback, last in the chooser's
+ * order. */
+static int preferred(const m2pt_context *ctx)
+{
+  return 1;
+}
+
+static void attach(m2pt_context *ctx, struct m2pt_gemm_context *g, const char *cache_dir)
+{
+  m2pt_clblast_prime(ctx->device);
+  m2pt_tuning_context_init(ctx, cache_dir, g);
+}
+
+const m2pt_gemm_backend m2pt_gemm_clblast = {
+    .name = "clblast",
+    .label = "CLBlast",
+    .unavailable = unavailable,
+    .preferred = preferred,
+    .attach = attach,
+    .detach = NULL,
+    .teardown = m2pt_clblast_release_programs,
+    .sgemm = sgemm,
+    .sgemm_batched = m2pt_clblast_sgemm,
+};

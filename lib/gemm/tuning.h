@@ -1,7 +1,9 @@
 /* CLBlast GEMM tuning: the parameters of CLBlast's single-precision GEMM
  * kernels (Xgemm, XgemmDirect) and of its GEMM routine (the direct/indirect
- * switch), their constraints, the per-device tuning store, and applying a
- * tuning to a device with CLBlastOverrideParameters.
+ * switch) and their constraints (tuning_params.c), the per-device tuning
+ * store (tuning_store.c), the defaults m2pt ships (tuning_defaults.c), and
+ * applying a tuning to a device with CLBlastOverrideParameters
+ * (tuning_apply.c).
  *
  * The store is one JSON file per device, <cache dir>/tuning/<key>.json, where
  * <key> is a 128-bit XXH3 of platform name and version, device name, vendor,
@@ -12,12 +14,12 @@
  * constraints, the device's work-group and local-memory limits); a store that
  * fails any check is ignored as a whole and the context says why
  * (m2pt_context_tuning). */
-#ifndef M2PT_CORE_TUNING_H
-#define M2PT_CORE_TUNING_H
+#ifndef M2PT_GEMM_TUNING_H
+#define M2PT_GEMM_TUNING_H
 
 #include <stddef.h>
 
-#include "cl.h"
+#include "core/cl.h"
 #include "m2pt/context.h"
 
 /* The kernels a tuning covers, in CLBlast's names (m2pt_tuning_kernel_name). */
@@ -42,6 +44,10 @@ enum {
 };
 
 #define M2PT_TUNING_MAX_PARAMS M2PT_XG_COUNT
+
+/* The largest XGEMM_MIN_INDIRECT_SIZE accepted: CLBlast cubes it in a
+ * size_t, and 2^16 already sends every GEMM that fits a device direct. */
+#define M2PT_TUNING_MAX_MIN_INDIRECT 65536u
 
 /* A tuning: any subset of the three kernels' parameter sets. */
 typedef struct m2pt_tuning {
@@ -95,7 +101,7 @@ const char *m2pt_tuning_check(const m2pt_tuning *t, m2pt_tuning_kernel kernel,
                               const m2pt_tuning_limits *limits);
 
 /* Hands every set present in t to CLBlastOverrideParameters for `device`
- * (single precision), holding CLBlast's lock alone (global.h). Returns 0, or
+ * (single precision), holding CLBlast's lock alone (clblast_lock.h). Returns 0, or
  * -1 with a message in why[0..size). */
 int m2pt_tuning_apply(cl_device_id device, const m2pt_tuning *t, char *why, size_t size);
 
@@ -129,16 +135,17 @@ m2pt_tuning_read m2pt_tuning_store_read(const char *path, const m2pt_tuning_limi
 int m2pt_tuning_store_write(const char *path, const m2pt_device_info *info,
                             const m2pt_tuning *t, const m2pt_tuning_provenance *prov);
 
-/* The measured default m2pt ships for a device class (PoCL on CPUs), or NULL;
- * *label names it. */
+/* The measured default m2pt ships for the device's class (tuning_defaults.c:
+ * PoCL on CPUs), or NULL; *label names it. */
 const m2pt_tuning *m2pt_tuning_shipped(const m2pt_device_info *info, const char **label);
 
-/* Applied when a context is created (context.c): nothing for a context whose
- * GEMMs run on the host BLAS (ctx->host_blas set), nor with M2PT_TUNING=off;
- * else the device's store under cache_dir (may be NULL), else the shipped
- * default.
- * Records the outcome in ctx->tuning_source and ctx->tuning_detail; never
- * fails the context. */
-void m2pt_tuning_context_init(m2pt_context *ctx, const char *cache_dir);
+struct m2pt_gemm_context;
+
+/* Applied when a context whose GEMMs run on CLBlast is created (clblast.c):
+ * nothing with M2PT_TUNING=off; else the device's store under cache_dir
+ * (may be NULL), else the shipped default (tuning_defaults.c). Records the
+ * outcome in g's tuning_source and tuning_detail; never fails the context. */
+void m2pt_tuning_context_init(m2pt_context *ctx, const char *cache_dir,
+                              struct m2pt_gemm_context *g);
 
 #endif

@@ -1,0 +1,90 @@
+/* What m2pt does differently per device, decided in one place: a record
+ * filled once when a context is created (m2pt_quirks_init), read by the
+ * ops that pick a kernel variant, by the buffer code and by the GEMM
+ * chooser. Each field is a fact about a device class (why it is there is
+ * said beside it); $M2PT_QUIRKS overrides the ones that choose a variant,
+ * so one machine can run every variant (README, Environment):
+ *
+ *   M2PT_QUIRKS=layer_norm=rows,gelu=scalar,attention=gemm
+ *
+ * Keys and values: layer_norm=workgroup|rows, gelu=scalar|float8,
+ * attention=auto|fused|gemm, attention_vec=1|4|8, gemm=<backend> (a name
+ * the GEMM chooser knows, checked there), fill=device|host,
+ * new_buffers=plain|host_written. Items are separated by commas, without
+ * spaces; an unknown key or value, or a key given twice, fails the
+ * context's creation. */
+#ifndef M2PT_CORE_QUIRKS_H
+#define M2PT_CORE_QUIRKS_H
+
+#include <stddef.h>
+
+#include "cl.h"
+#include "m2pt/attention.h"
+#include "m2pt/context.h"
+
+/* LayerNorm kernels (cl/layer_norm.cl). */
+typedef enum m2pt_layer_norm_variant {
+  M2PT_LAYER_NORM_WORKGROUP, /* a work-group per row, tree reduction */
+  M2PT_LAYER_NORM_ROWS,      /* a row per work-item in float8, where dim % 8 == 0 */
+} m2pt_layer_norm_variant;
+
+/* Room for a GEMM backend's name. */
+#define M2PT_QUIRKS_NAME 32
+
+typedef struct m2pt_quirks {
+  /* m2pt_fill writes a host block instead of clEnqueueFillBuffer:
+   * Oclgrind 21.10 does not count a fill as initialising memory. */
+  int fill_via_host;
+  /* Every new device buffer is written from the host once: Oclgrind
+   * recycles released buffers' ids with their shadow memory, so kernel
+   * stores past the old size would stay "uninitialised". */
+  int host_writes_new_buffers;
+  /* ROWS on CPU devices (3.5x faster on PoCL); WORKGROUP on GPUs and on
+   * Oclgrind, whose uninitialised-value checker cannot follow vectors. */
+  m2pt_layer_norm_variant layer_norm;
+  /* GELU's vector width where rows allow, 8 or 1 (float8: 3.1x faster on
+   * PoCL; 1 on Oclgrind, whose checker crashes on vectors). */
+  unsigned gelu_vec;
+  /* The widest vector the fused attention kernel may use, 8, 4 or 1 (the
+   * widest dividing dim_head is taken; 1 on Oclgrind, as for GELU). */
+  unsigned attention_vec;
+  /* What M2PT_ATTENTION_AUTO resolves to: AUTO (the fused kernel wherever it
+   * fits the device, else the GEMM path), FUSED or GEMM (forced). */
+  m2pt_attention_impl attention;
+  /* A GEMM on the host's CPU beats the device's own kernels: CPU devices,
+   * whose buffers live in host memory; not Oclgrind's simulated one, where
+   * GEMMs stay device kernels for its checkers to see. */
+  int gemm_on_host;
+  /* A GEMM backend forced by name (lib/gemm's chooser checks it), or "". */
+  char gemm[M2PT_QUIRKS_NAME];
+  /* The device rounds fp32 divide and sqrt correctly when asked
+   * (CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT), so programs are built with
+   * -cl-fp32-correctly-rounded-divide-sqrt. Not overridable. */
+  int correctly_rounded_divide_sqrt;
+  /* The disk binary cache pays off here when the options leave it to m2pt
+   * (M2PT_BINARY_CACHE_AUTO; README, "Program caches"). Not overridable:
+   * the options' binary_cache is. */
+  int binary_cache;
+} m2pt_quirks;
+
+/* The quirks of a device, with no override. */
+void m2pt_quirks_of_device(cl_device_id device, const m2pt_device_info *info, m2pt_quirks *q);
+
+/* Applies an override specification (the syntax above; NULL or "" changes
+ * nothing) to q. Returns 0, or -1 with the reason in why[0..size) and q
+ * unchanged. */
+int m2pt_quirks_parse(const char *spec, m2pt_quirks *q, char *why, size_t size);
+
+/* Sets ctx->quirks at creation: the device's, then the calling thread's
+ * override (m2pt_quirks_override) if one is set, else $M2PT_QUIRKS.
+ * M2PT_ERR_INVALID_ARGUMENT (message in m2pt_last_error(NULL)) for a bad
+ * specification. */
+m2pt_status m2pt_quirks_init(m2pt_context *ctx);
+
+/* For tests: contexts this thread creates from now on read their overrides
+ * from `spec` (copied; NULL: from $M2PT_QUIRKS again). Every quirk is also a
+ * plain field of ctx->quirks that a test may change on a live context; the
+ * ops read them on every call, except gemm, which is chosen at creation. */
+void m2pt_quirks_override(const char *spec);
+
+#endif

@@ -1,0 +1,88 @@
+/* GEMM backends: one interface, one implementation per file (clblast.c,
+ * host_blas.c), and the chooser (chooser.c) that gives each context one of
+ * them when it is created; a new backend is a new file and a line in the
+ * chooser's list.
+ *
+ * Layers: gemm uses core (contexts, buffers, errors, quirks); ops and nn
+ * call m2pt_gemm_sgemm; core knows nothing of GEMM. Core calls back into
+ * this layer only through the hooks a context is created with
+ * (core/context_hooks.h): m2pt_context_create is defined here
+ * (context_api.c) and hands core m2pt_gemm_hooks. */
+#ifndef M2PT_GEMM_BACKEND_H
+#define M2PT_GEMM_BACKEND_H
+
+#include <stddef.h>
+
+#include "core/cl.h"
+#include "core/context_hooks.h"
+#include "m2pt/gemm.h"
+
+/* A matrix operand: buffer, element offset, leading dimension and the
+ * element distance between consecutive batch members. */
+typedef struct m2pt_gemm_matrix {
+  cl_mem buffer;
+  size_t offset;
+  size_t ld;
+  size_t stride;
+} m2pt_gemm_matrix;
+
+/* Room for m2pt_context_tuning's detail (a path and a reason). */
+#define M2PT_TUNING_DETAIL 1024
+
+struct m2pt_gemm_backend;
+
+/* A context's GEMM state (core's context holds it as ctx->gemm). */
+struct m2pt_gemm_context {
+  const struct m2pt_gemm_backend *backend;
+  /* The CLBlast tuning applied at creation (tuning_apply.c), for
+   * m2pt_context_tuning. */
+  m2pt_tuning_source tuning_source;
+  char tuning_detail[M2PT_TUNING_DETAIL];
+};
+
+/* One backend. Arguments reaching sgemm and sgemm_batched are validated
+ * (ops/gemm.c): sizes non-zero, operands inside their buffers. */
+typedef struct m2pt_gemm_backend {
+  const char *name;   /* how M2PT_QUIRKS's gemm= names it: "clblast" */
+  const char *label;  /* m2pt_context_gemm_backend's answer: "CLBlast" */
+  /* NULL when this build can run it, else why not (for the error when it
+   * is forced). */
+  const char *(*unavailable)(void);
+  /* Whether the chooser takes it for ctx when nothing forces a backend;
+   * the chooser asks the backends in its order and takes the first. */
+  int (*preferred)(const m2pt_context *ctx);
+  /* Prepares ctx for its GEMMs at creation (first use of the library
+   * underneath, tuning) and says in g what it applied. Never fails. */
+  void (*attach)(m2pt_context *ctx, struct m2pt_gemm_context *g, const char *cache_dir);
+  /* Undoes attach at ctx's destruction, after its OpenCL objects are
+   * released; NULL: nothing to undo. */
+  void (*detach)(m2pt_context *ctx);
+  /* Frees process-wide state once the last context has gone, with the
+   * process lock held (core/global.h); NULL: none. */
+  void (*teardown)(void);
+  /* Row-major C = alpha·op(A)·op(B) + beta·C, one matrix each. */
+  m2pt_status (*sgemm)(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
+                       size_t n, size_t k, float alpha, const m2pt_gemm_matrix *a,
+                       const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c);
+  /* The same for `batch` (> 1) matrices `stride` apart in each operand. */
+  m2pt_status (*sgemm_batched)(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb,
+                               size_t m, size_t n, size_t k, float alpha,
+                               const m2pt_gemm_matrix *a, const m2pt_gemm_matrix *b, float beta,
+                               const m2pt_gemm_matrix *c, size_t batch);
+} m2pt_gemm_backend;
+
+/* What contexts are created with (chooser.c): attach picks ctx's backend
+ * (the quirks' gemm=, else M2PT_CONTEXT_CLBLAST's CLBlast, else the first
+ * backend that prefers the device) and attaches it; release detaches it and
+ * tears every backend down when the last context goes. */
+extern const m2pt_context_hooks m2pt_gemm_hooks;
+
+/* Row-major strided-batched SGEMM on ctx's backend, arguments already
+ * validated; batch 1 is a plain SGEMM. A failure is M2PT_ERR_BLAS (or the
+ * fitting memory status) with the backend's own error name in the message. */
+m2pt_status m2pt_gemm_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
+                            size_t n, size_t k, float alpha, const m2pt_gemm_matrix *a,
+                            const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c,
+                            size_t batch);
+
+#endif
