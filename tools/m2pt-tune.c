@@ -1127,12 +1127,14 @@ int main(int argc, char **argv)
 
   /* CLBlast's own parameters for the baseline: no store, no shipped default. */
   setenv("M2PT_TUNING", "off", 1);
-  const m2pt_context_options opts = {.device = device, .cache_dir = dir,
-                                     .flags = M2PT_CONTEXT_CLBLAST};
+  m2pt_context_options opts = m2pt_context_options_default();
+  opts.device = device;
+  opts.cache_dir = dir;
+  opts.flags = M2PT_CONTEXT_CLBLAST;
   bench b;
   memset(&b, 0, sizeof b);
   b.reps = reps;
-  if (check_status(NULL, m2pt_context_create(&b.ctx, &opts), "context")) {
+  if (check_status(NULL, m2pt_context_create(&opts, &b.ctx), "context")) {
     free(dir);
     free(st.tried);
     return 1;

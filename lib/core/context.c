@@ -6,6 +6,7 @@
 #include "device.h"
 #include "error.h"
 #include "global.h"
+#include "options.h"
 #include "m2pt/m2pt.h"
 #include "m2pt/opencl.h"
 #include "ops/host_blas.h"
@@ -135,11 +136,13 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
   return M2PT_OK;
 }
 
-/* Rejects option values the header does not define. */
-static m2pt_status check_options(const m2pt_context_options *o, const char *fn)
+/* The caller's options (NULL: the defaults) into *o, rejecting values the
+ * header does not define. */
+static m2pt_status read_options(const m2pt_context_options *options, const char *fn,
+                                m2pt_context_options *o)
 {
-  if (!o)
-    return M2PT_OK;
+  *o = m2pt_context_options_default();
+  M2PT_TRY(m2pt_options_read(NULL, o, sizeof *o, options, "m2pt_context_options", fn));
   M2PT_REQUIRE(NULL,
                o->binary_cache == M2PT_BINARY_CACHE_AUTO || o->binary_cache == M2PT_BINARY_CACHE_ON ||
                    o->binary_cache == M2PT_BINARY_CACHE_OFF,
@@ -149,11 +152,13 @@ static m2pt_status check_options(const m2pt_context_options *o, const char *fn)
   return M2PT_OK;
 }
 
-m2pt_status m2pt_context_create(m2pt_context **out, const m2pt_context_options *options)
+m2pt_status m2pt_context_create(const m2pt_context_options *options, m2pt_context **out)
 {
   M2PT_REQUIRE(NULL, out != NULL, "m2pt_context_create: ctx is NULL");
   *out = NULL;
-  M2PT_TRY(check_options(options, "m2pt_context_create"));
+  m2pt_context_options o;
+  M2PT_TRY(read_options(options, "m2pt_context_create", &o));
+  options = &o;
   m2pt_context *ctx = calloc(1, sizeof *ctx);
   if (!ctx)
     return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "out of host memory creating a context");
@@ -191,7 +196,9 @@ m2pt_status m2pt_context_wrap(cl_context context, cl_device_id device, cl_comman
   *out = NULL;
   M2PT_REQUIRE(NULL, context && device && queue,
                "m2pt_context_wrap: context, device and queue must all be given");
-  M2PT_TRY(check_options(options, "m2pt_context_wrap"));
+  m2pt_context_options o;
+  M2PT_TRY(read_options(options, "m2pt_context_wrap", &o));
+  options = &o;
   cl_context qctx = NULL;
   cl_device_id qdev = NULL;
   cl_platform_id platform = NULL;

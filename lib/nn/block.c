@@ -6,6 +6,7 @@
 
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "core/options.h"
 #include "block_internal.h"
 #include "ffn_internal.h"
 #include "linear_internal.h"
@@ -21,23 +22,6 @@ struct m2pt_block {
   m2pt_ffn *mlp;
   int merged;
 };
-
-m2pt_block_config m2pt_block_config_vit(size_t dim, size_t heads)
-{
-  m2pt_block_config c;
-  memset(&c, 0, sizeof c);
-  c.dim = dim;
-  c.heads = heads;
-  c.dim_head = heads ? dim / heads : 0;
-  c.ff_mult = 4;
-  c.eps = 1e-6f;
-  c.qkv_bias = 1;
-  c.reparam = 1;
-  c.layout = M2PT_PRE_NORM;
-  c.gelu = M2PT_GELU_ERF;
-  c.attention = M2PT_ATTENTION_AUTO;
-  return c;
-}
 
 static m2pt_status check_config(m2pt_context *ctx, const m2pt_block_config *c, size_t *hd)
 {
@@ -90,6 +74,11 @@ m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config
   M2PT_REQUIRE(NULL, ctx != NULL, "m2pt_block_create: ctx is NULL");
   M2PT_REQUIRE(ctx, config && out, "m2pt_block_create: NULL argument");
   *out = NULL;
+  /* Fields an older caller's config lacks take the ViT defaults. */
+  m2pt_block_config cfg = m2pt_block_config_vit(config->dim, config->heads);
+  M2PT_TRY(m2pt_options_read(ctx, &cfg, sizeof cfg, config, "m2pt_block_config",
+                             "m2pt_block_create"));
+  config = &cfg;
   size_t hd = 0;
   M2PT_TRY(check_config(ctx, config, &hd));
   /* A forced fused attention that cannot run here fails now, not at the
@@ -103,7 +92,7 @@ m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config
   b->cfg = *config;
   b->hd = hd;
   const size_t dim = config->dim;
-  const unsigned aux = config->reparam ? M2PT_LINEAR_AUX : 0;
+  const unsigned aux = config->pathway ? M2PT_LINEAR_PATHWAY : 0;
   m2pt_status s = norm_param(ctx, dim, 1.0f, &b->norm1_w);
   if (s == M2PT_OK)
     s = norm_param(ctx, dim, 0.0f, &b->norm1_b);
@@ -179,7 +168,7 @@ static m2pt_status resolve(const m2pt_block *b, const char *name, param_ref *ref
         return M2PT_OK;
       }
   }
-  return m2pt_fail(b->ctx, M2PT_ERR_INVALID_ARGUMENT,
+  return m2pt_fail(b->ctx, M2PT_ERR_NOT_FOUND,
                    "unknown block parameter \"%s\" (expected norm1.weight, attn.qkv.weight, "
                    "attn.qkv.aux_weight, attn.qkv.cross_modal_scale, mlp.fc1.bias, …)",
                    name);
@@ -339,6 +328,6 @@ m2pt_status m2pt_block_get_config(const m2pt_block *b, m2pt_block_config *config
 {
   M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_get_config: block is NULL");
   M2PT_REQUIRE(b->ctx, config != NULL, "m2pt_block_get_config: config is NULL");
-  *config = b->cfg;
-  return M2PT_OK;
+  return m2pt_options_write(b->ctx, config, &b->cfg, sizeof b->cfg, "m2pt_block_config",
+                            "m2pt_block_get_config");
 }

@@ -8,22 +8,10 @@
 
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "core/options.h"
 #include "linear_internal.h"
 #include "model_internal.h"
 #include "ops/block_ops.h"
-
-m2pt_model_options m2pt_model_options_default(void)
-{
-  m2pt_model_options o;
-  memset(&o, 0, sizeof o);
-  o.eps = -1.0f;
-  o.naming = M2PT_NAMING_AUTO;
-  o.layout = M2PT_PRE_NORM;
-  o.final_norm = 1;
-  o.gelu = M2PT_GELU_ERF;
-  o.attention = M2PT_ATTENTION_AUTO;
-  return o;
-}
 
 void m2pt_model_linear_shape(const m2pt_model *m, int index, size_t *out, size_t *in)
 {
@@ -246,6 +234,7 @@ static m2pt_status infer_config(const source *src, const m2pt_model_options *o,
                      "%s: %zu heads do not divide the attention width %zu", src->file, heads,
                      inner);
   memset(cfg, 0, sizeof *cfg);
+  cfg->struct_size = sizeof *cfg;
   cfg->dim = dim;
   cfg->heads = heads;
   cfg->dim_head = inner / heads;
@@ -253,7 +242,7 @@ static m2pt_status infer_config(const source *src, const m2pt_model_options *o,
   cfg->layout = s->naming == M2PT_NAMING_BERT ? M2PT_POST_NORM : o->layout;
   cfg->eps = o->eps >= 0.0f ? o->eps : cfg->layout == M2PT_POST_NORM ? 1e-12f : 1e-6f;
   cfg->qkv_bias = has_tensor(src, bias_name);
-  cfg->reparam = 0;
+  cfg->pathway = 0;
   cfg->gelu = o->gelu;
   /* Without heads the forward is refused; a forced fused kernel need not fit
    * the whole width as one head. */
@@ -430,8 +419,10 @@ m2pt_status m2pt_model_load(m2pt_context *ctx, const char *path,
   M2PT_REQUIRE(NULL, ctx != NULL, "m2pt_model_load: ctx is NULL");
   M2PT_REQUIRE(ctx, path && model, "m2pt_model_load: NULL argument");
   *model = NULL;
-  const m2pt_model_options defaults = m2pt_model_options_default();
-  const m2pt_model_options *o = options ? options : &defaults;
+  m2pt_model_options opts = m2pt_model_options_default();
+  M2PT_TRY(m2pt_options_read(ctx, &opts, sizeof opts, options, "m2pt_model_options",
+                             "m2pt_model_load"));
+  const m2pt_model_options *o = &opts;
   M2PT_TRY(check_options(ctx, o));
   m2pt_model *m = calloc(1, sizeof *m);
   if (!m || !(m->path = strdup(path))) {
@@ -479,9 +470,11 @@ static m2pt_status find_linear(const m2pt_model *m, size_t block, const char *la
   M2PT_REQUIRE(NULL, m != NULL, "%s: model is NULL", fn);
   M2PT_REQUIRE(m->ctx, block < m->depth, "%s: block %zu of %zu", fn, block, m->depth);
   const int li = m2pt_naming_linear_index(m->scheme, layer);
-  M2PT_REQUIRE(m->ctx, li >= 0,
-               "%s: unknown layer \"%s\" (attn.qkv, attn.proj, mlp.fc1 or mlp.fc2)", fn,
-               layer ? layer : "(null)");
+  M2PT_REQUIRE(m->ctx, layer != NULL, "%s: layer is NULL", fn);
+  if (li < 0)
+    return m2pt_fail(m->ctx, M2PT_ERR_NOT_FOUND,
+                     "%s: unknown layer \"%s\" (attn.qkv, attn.proj, mlp.fc1 or mlp.fc2)", fn,
+                     layer);
   *l = m2pt_block_linear(m->blocks[block], (size_t)li);
   return M2PT_OK;
 }
@@ -527,10 +520,12 @@ static m2pt_status layer_mask(const m2pt_model *m, const char *const *layers, si
   *mask = 0;
   for (size_t i = 0; i < count; i++) {
     const int li = m2pt_naming_linear_index(m->scheme, layers[i]);
-    M2PT_REQUIRE(m->ctx, li >= 0,
-                 "m2pt_model_reparameterize: unknown layer \"%s\" (attn.qkv, attn.proj, "
-                 "mlp.fc1 or mlp.fc2)",
-                 layers[i] ? layers[i] : "(null)");
+    M2PT_REQUIRE(m->ctx, layers[i] != NULL, "m2pt_model_add_pathways: layer %zu is NULL", i);
+    if (li < 0)
+      return m2pt_fail(m->ctx, M2PT_ERR_NOT_FOUND,
+                       "m2pt_model_add_pathways: unknown layer \"%s\" (attn.qkv, attn.proj, "
+                       "mlp.fc1 or mlp.fc2)",
+                       layers[i]);
     *mask |= 1u << li;
   }
   return M2PT_OK;
@@ -611,10 +606,10 @@ static m2pt_status attach(m2pt_model *m, const source *aux, unsigned mask, float
   return M2PT_OK;
 }
 
-m2pt_status m2pt_model_reparameterize(m2pt_model *m, const char *aux_path,
+m2pt_status m2pt_model_add_pathways(m2pt_model *m, const char *aux_path,
                                       const char *const *layers, size_t count, float scale)
 {
-  static const char fn[] = "m2pt_model_reparameterize";
+  static const char fn[] = "m2pt_model_add_pathways";
   M2PT_REQUIRE(NULL, m != NULL, "%s: model is NULL", fn);
   m2pt_context *ctx = m->ctx;
   M2PT_REQUIRE(ctx, aux_path != NULL, "%s: aux_path is NULL", fn);
