@@ -67,20 +67,29 @@ const char *const *m2pt_tuning_param_names(m2pt_tuning_kernel kernel)
   return NULL;
 }
 
-size_t *m2pt_tuning_values(m2pt_tuning *t, m2pt_tuning_kernel kernel)
+/* Where a kernel's values sit in m2pt_tuning, for both accessors below;
+ * 0 (the offset of `present`) for none. */
+static size_t values_offset(m2pt_tuning_kernel kernel)
 {
   switch (kernel) {
-  case M2PT_TK_XGEMM: return t->xgemm;
-  case M2PT_TK_DIRECT: return t->direct;
-  case M2PT_TK_ROUTINE: return &t->min_indirect;
+  case M2PT_TK_XGEMM: return offsetof(m2pt_tuning, xgemm);
+  case M2PT_TK_DIRECT: return offsetof(m2pt_tuning, direct);
+  case M2PT_TK_ROUTINE: return offsetof(m2pt_tuning, min_indirect);
   case M2PT_TK_COUNT: break;
   }
-  return NULL;
+  return 0;
+}
+
+size_t *m2pt_tuning_values(m2pt_tuning *t, m2pt_tuning_kernel kernel)
+{
+  const size_t at = values_offset(kernel);
+  return at ? (size_t *)(void *)((char *)t + at) : NULL;
 }
 
 const size_t *m2pt_tuning_values_const(const m2pt_tuning *t, m2pt_tuning_kernel kernel)
 {
-  return m2pt_tuning_values((m2pt_tuning *)t, kernel);
+  const size_t at = values_offset(kernel);
+  return at ? (const size_t *)(const void *)((const char *)t + at) : NULL;
 }
 
 /* Powers of two from `lo` to `hi` into choices. */
@@ -278,9 +287,13 @@ int m2pt_tuning_apply(cl_device_id device, const m2pt_tuning *t, char *why, size
     if (!(t->present & (1u << k)))
       continue;
     const m2pt_tuning_kernel kernel = (m2pt_tuning_kernel)k;
+    /* CLBlast's prototype takes the names as const char ** (no const pointers). */
+    const char *names[M2PT_TUNING_MAX_PARAMS];
+    const size_t count = m2pt_tuning_param_count(kernel);
+    memcpy(names, m2pt_tuning_param_names(kernel), count * sizeof *names);
     const CLBlastStatusCode s = CLBlastOverrideParameters(
-        device, kernel_names[k], CLBlastPrecisionSingle, m2pt_tuning_param_count(kernel),
-        (const char **)m2pt_tuning_param_names(kernel), m2pt_tuning_values_const(t, kernel));
+        device, kernel_names[k], CLBlastPrecisionSingle, count, names,
+        m2pt_tuning_values_const(t, kernel));
     if (s != CLBlastSuccess) {
       m2pt_clblast_exclusive_unlock(overridden);
       snprintf(why, size, "CLBlastOverrideParameters(%s) failed with status %d", kernel_names[k],

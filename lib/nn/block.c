@@ -120,7 +120,7 @@ m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config
 const char *const m2pt_block_linear_names[M2PT_BLOCK_LINEARS] = {"attn.qkv", "attn.proj",
                                                                  "mlp.fc1", "mlp.fc2"};
 
-m2pt_linear *m2pt_block_linear(m2pt_block *b, size_t index)
+m2pt_linear *m2pt_block_linear(const m2pt_block *b, size_t index)
 {
   switch (index) {
   case M2PT_BLOCK_QKV: return b->qkv;
@@ -163,7 +163,7 @@ static m2pt_status resolve(const m2pt_block *b, const char *name, param_ref *ref
       continue;
     for (size_t f = 0; f < 4; f++)
       if (!strcmp(name + n + 1, fields[f].name)) {
-        ref->linear = m2pt_block_linear((m2pt_block *)(uintptr_t)b, i);
+        ref->linear = m2pt_block_linear(b, i);
         ref->field = fields[f].field;
         return M2PT_OK;
       }
@@ -174,17 +174,18 @@ static m2pt_status resolve(const m2pt_block *b, const char *name, param_ref *ref
                    name);
 }
 
-static m2pt_status norm_copy(const m2pt_block *b, cl_mem buf, const char *name, void *data,
-                             size_t count, int write)
+/* Writes src into a LayerNorm buffer, or reads it into dst (the other NULL). */
+static m2pt_status norm_copy(const m2pt_block *b, cl_mem buf, const char *name,
+                             const float *src, float *dst, size_t count)
 {
-  M2PT_REQUIRE(b->ctx, data != NULL, "block parameter %s: data is NULL", name);
+  M2PT_REQUIRE(b->ctx, src || dst, "block parameter %s: data is NULL", name);
   if (count != b->cfg.dim)
     return m2pt_fail(b->ctx, M2PT_ERR_SHAPE, "block parameter %s has %zu elements, %zu given",
                      name, b->cfg.dim, count);
-  const cl_int err = write ? clEnqueueWriteBuffer(b->ctx->queue, buf, CL_TRUE, 0,
-                                                  count * sizeof(float), data, 0, NULL, NULL)
-                           : clEnqueueReadBuffer(b->ctx->queue, buf, CL_TRUE, 0,
-                                                 count * sizeof(float), data, 0, NULL, NULL);
+  const cl_int err = src ? clEnqueueWriteBuffer(b->ctx->queue, buf, CL_TRUE, 0,
+                                                count * sizeof(float), src, 0, NULL, NULL)
+                         : clEnqueueReadBuffer(b->ctx->queue, buf, CL_TRUE, 0,
+                                               count * sizeof(float), dst, 0, NULL, NULL);
   if (err != CL_SUCCESS)
     return m2pt_fail_cl(b->ctx, err, name);
   return M2PT_OK;
@@ -196,7 +197,7 @@ m2pt_status m2pt_block_set(m2pt_block *b, const char *name, const float *data, s
   param_ref r;
   M2PT_TRY(resolve(b, name, &r));
   if (r.norm)
-    return norm_copy(b, r.norm, name, (void *)(uintptr_t)data, count, 1);
+    return norm_copy(b, r.norm, name, data, NULL, count);
   switch (r.field) {
   case F_WEIGHT: return m2pt_linear_set_weight(r.linear, data, count);
   case F_BIAS: return m2pt_linear_set_bias(r.linear, data, count);
@@ -216,7 +217,7 @@ m2pt_status m2pt_block_get(const m2pt_block *b, const char *name, float *data, s
   param_ref r;
   M2PT_TRY(resolve(b, name, &r));
   if (r.norm)
-    return norm_copy(b, r.norm, name, data, count, 0);
+    return norm_copy(b, r.norm, name, NULL, data, count);
   switch (r.field) {
   case F_WEIGHT: return m2pt_linear_get_weight(r.linear, data, count);
   case F_BIAS: return m2pt_linear_get_bias(r.linear, data, count);

@@ -12,6 +12,6 @@ enum { M2PT_BLOCK_QKV, M2PT_BLOCK_PROJ, M2PT_BLOCK_FC1, M2PT_BLOCK_FC2, M2PT_BLO
 extern const char *const m2pt_block_linear_names[M2PT_BLOCK_LINEARS]; /* "attn.qkv", … */
 
 /* Linear `index` (M2PT_BLOCK_QKV …) of the block. */
-m2pt_linear *m2pt_block_linear(m2pt_block *block, size_t index);
+m2pt_linear *m2pt_block_linear(const m2pt_block *block, size_t index);
 
 #endif
