@@ -191,6 +191,22 @@ static m2pt_status norm_copy(const m2pt_block *b, cl_mem buf, const char *name,
   return M2PT_OK;
 }
 
+/* λ travels as a one-element tensor, as "cross_modal_scale" does. */
+static m2pt_status check_scale(const m2pt_block *b, const char *name, const void *data,
+                               size_t count, const char *fn)
+{
+  M2PT_REQUIRE(b->ctx, data != NULL, "%s(%s): data is NULL", fn, name);
+  if (count != 1)
+    return m2pt_fail(b->ctx, M2PT_ERR_SHAPE, "%s has 1 element, %zu given", name, count);
+  return M2PT_OK;
+}
+
+/* Not reached: resolve() only hands out the fields above. */
+static m2pt_status unknown_field(const m2pt_block *b, const char *name)
+{
+  return m2pt_fail(b->ctx, M2PT_ERR_NOT_FOUND, "block parameter \"%s\": unknown field", name);
+}
+
 m2pt_status m2pt_block_set(m2pt_block *b, const char *name, const float *data, size_t count)
 {
   M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_set: block is NULL");
@@ -203,12 +219,10 @@ m2pt_status m2pt_block_set(m2pt_block *b, const char *name, const float *data, s
   case F_BIAS: return m2pt_linear_set_bias(r.linear, data, count);
   case F_AUX_WEIGHT: return m2pt_linear_set_aux_weight(r.linear, data, count);
   case F_SCALE:
-    M2PT_REQUIRE(b->ctx, data != NULL, "m2pt_block_set(%s): data is NULL", name);
-    if (count != 1)
-      return m2pt_fail(b->ctx, M2PT_ERR_SHAPE, "%s has 1 element, %zu given", name, count);
+    M2PT_TRY(check_scale(b, name, data, count, "m2pt_block_set"));
     return m2pt_linear_set_scale(r.linear, data[0]);
   }
-  return M2PT_ERR_INVALID_ARGUMENT;
+  return unknown_field(b, name);
 }
 
 m2pt_status m2pt_block_get(const m2pt_block *b, const char *name, float *data, size_t count)
@@ -223,12 +237,10 @@ m2pt_status m2pt_block_get(const m2pt_block *b, const char *name, float *data, s
   case F_BIAS: return m2pt_linear_get_bias(r.linear, data, count);
   case F_AUX_WEIGHT: return m2pt_linear_get_aux_weight(r.linear, data, count);
   case F_SCALE:
-    M2PT_REQUIRE(b->ctx, data != NULL, "m2pt_block_get(%s): data is NULL", name);
-    if (count != 1)
-      return m2pt_fail(b->ctx, M2PT_ERR_SHAPE, "%s has 1 element, %zu given", name, count);
+    M2PT_TRY(check_scale(b, name, data, count, "m2pt_block_get"));
     return m2pt_linear_get_scale(r.linear, data);
   }
-  return M2PT_ERR_INVALID_ARGUMENT;
+  return unknown_field(b, name);
 }
 
 /* ---- forward ---- */
