@@ -12,6 +12,7 @@
 #include "linear_internal.h"
 #include "m2pt/block.h"
 #include "ops/block_ops.h"
+#include "ops/tensor_checks.h"
 
 struct m2pt_block {
   m2pt_context *ctx;
@@ -35,14 +36,10 @@ static m2pt_status check_config(m2pt_context *ctx, const m2pt_block_config *c, s
                    m2pt_mul_size(c->ff_mult, c->dim, &hidden),
                "%s: sizes overflow", fn);
   M2PT_REQUIRE(ctx, isfinite(c->eps) && c->eps >= 0.0f, "%s: eps = %g", fn, (double)c->eps);
-  M2PT_REQUIRE(ctx, c->layout == M2PT_PRE_NORM || c->layout == M2PT_POST_NORM,
-               "%s: unknown layout %d", fn, (int)c->layout);
-  M2PT_REQUIRE(ctx, c->gelu == M2PT_GELU_ERF || c->gelu == M2PT_GELU_TANH,
-               "%s: unknown GELU kind %d", fn, (int)c->gelu);
-  M2PT_REQUIRE(ctx,
-               c->attention == M2PT_ATTENTION_AUTO || c->attention == M2PT_ATTENTION_GEMM ||
-                   c->attention == M2PT_ATTENTION_FUSED,
-               "%s: unknown attention implementation %d", fn, (int)c->attention);
+  M2PT_TRY(m2pt_check_enum(ctx, (int)c->layout, M2PT_POST_NORM, fn, "layout"));
+  M2PT_TRY(m2pt_check_enum(ctx, (int)c->gelu, M2PT_GELU_TANH, fn, "GELU kind"));
+  M2PT_TRY(m2pt_check_enum(ctx, (int)c->attention, M2PT_ATTENTION_FUSED, fn,
+                           "attention implementation"));
   return M2PT_OK;
 }
 
@@ -282,18 +279,12 @@ m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_t
   m2pt_context *ctx = b->ctx;
   const size_t dim = b->cfg.dim;
   M2PT_TRY(m2pt_linear_check_io(ctx, x, y, dim, dim, fn));
-  char sx[96], sm[96];
+  char sx[96];
   if (x->ndim != 3)
     return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: x %s must be [B][N][%zu]", fn,
                      m2pt_shape_string(x, sx, sizeof sx), dim);
   const size_t batch = x->shape[0], tokens = x->shape[1], rows = batch * tokens;
-  if (mask) {
-    M2PT_TRY(m2pt_check_tensor(ctx, mask, "m2pt_block_forward: mask"));
-    if (mask->ndim != 2 || mask->shape[0] != batch || mask->shape[1] != tokens)
-      return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: mask %s must be [%zu][%zu] for x %s", fn,
-                       m2pt_shape_string(mask, sm, sizeof sm), batch, tokens,
-                       m2pt_shape_string(x, sx, sizeof sx));
-  }
+  M2PT_TRY(m2pt_check_mask(ctx, mask, x, fn));
   M2PT_REQUIRE(ctx, tokens <= UINT32_MAX, "%s: too many tokens", fn);
   const cl_mem mask_buf = mask ? mask->buffer : NULL;
   cl_mem h;
@@ -314,18 +305,22 @@ m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_t
                             y->buffer);
 }
 
-m2pt_status m2pt_block_merge(m2pt_block *b)
+m2pt_status m2pt_block_merge_prepare(m2pt_block *b)
 {
-  M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_merge: block is NULL");
-  /* Forming the effective weights is the only step that can fail; done for
-   * all four first, the merges below only swap buffers, so a failure leaves
-   * the block unmerged rather than half merged. */
-  int pathway = 0;
   for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++) {
     cl_mem unused;
     M2PT_TRY(m2pt_linear_effective_bias(m2pt_block_linear(b, i), &unused));
-    pathway |= m2pt_linear_has_pathway(m2pt_block_linear(b, i));
   }
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_block_merge(m2pt_block *b)
+{
+  M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_merge: block is NULL");
+  M2PT_TRY(m2pt_block_merge_prepare(b));
+  int pathway = 0;
+  for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++)
+    pathway |= m2pt_linear_has_pathway(m2pt_block_linear(b, i));
   for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++)
     M2PT_TRY(m2pt_linear_merge(m2pt_block_linear(b, i)));
   b->merged = b->merged || pathway;

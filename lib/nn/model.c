@@ -12,6 +12,7 @@
 #include "linear_internal.h"
 #include "model_internal.h"
 #include "ops/block_ops.h"
+#include "ops/tensor_checks.h"
 
 void m2pt_model_linear_shape(const m2pt_model *m, int index, size_t *out, size_t *in)
 {
@@ -253,11 +254,8 @@ static m2pt_status infer_config(const source *src, const m2pt_model_options *o,
 static m2pt_status check_options(m2pt_context *ctx, const m2pt_model_options *o)
 {
   static const char fn[] = "m2pt_model_load";
-  M2PT_REQUIRE(ctx, o->naming == M2PT_NAMING_AUTO || o->naming == M2PT_NAMING_TIMM ||
-                        o->naming == M2PT_NAMING_BERT,
-               "%s: unknown naming %d", fn, (int)o->naming);
-  M2PT_REQUIRE(ctx, o->layout == M2PT_PRE_NORM || o->layout == M2PT_POST_NORM,
-               "%s: unknown layout %d", fn, (int)o->layout);
+  M2PT_TRY(m2pt_check_enum(ctx, (int)o->naming, M2PT_NAMING_BERT, fn, "naming"));
+  M2PT_TRY(m2pt_check_enum(ctx, (int)o->layout, M2PT_POST_NORM, fn, "layout"));
   M2PT_REQUIRE(ctx, !isnan(o->eps) && !isinf(o->eps), "%s: eps = %g", fn, (double)o->eps);
   M2PT_REQUIRE(ctx, !o->prefix || (o->prefix[0] && strlen(o->prefix) < 256),
                "%s: the prefix must be 1 to 255 characters", fn);
@@ -659,13 +657,8 @@ m2pt_status m2pt_model_add_pathways(m2pt_model *m, const char *aux_path,
 m2pt_status m2pt_model_merge(m2pt_model *m)
 {
   M2PT_REQUIRE(NULL, m != NULL, "m2pt_model_merge: model is NULL");
-  /* Forming the merged weights is the only step that can fail: all of them
-   * first, then the block merges only swap buffers. */
   for (size_t b = 0; b < m->depth; b++)
-    for (size_t li = 0; li < M2PT_BLOCK_LINEARS; li++) {
-      cl_mem unused;
-      M2PT_TRY(m2pt_linear_effective_bias(m2pt_block_linear(m->blocks[b], li), &unused));
-    }
+    M2PT_TRY(m2pt_block_merge_prepare(m->blocks[b]));
   for (size_t b = 0; b < m->depth; b++)
     M2PT_TRY(m2pt_block_merge(m->blocks[b]));
   return M2PT_OK;
@@ -696,7 +689,7 @@ m2pt_status m2pt_model_forward(m2pt_model *m, const m2pt_tensor *x, const m2pt_t
   M2PT_TRY(m2pt_check_tensor(ctx, x, "m2pt_model_forward: x"));
   M2PT_TRY(m2pt_check_tensor(ctx, y, "m2pt_model_forward: y"));
   M2PT_REQUIRE(ctx, x != y, "%s: y must not be x", fn);
-  char sx[96], sy[96], sm[96];
+  char sx[96], sy[96];
   if ((x->ndim != 2 && x->ndim != 3) || x->shape[x->ndim - 1] != m->cfg.dim)
     return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: x %s must be [B][N][%zu] or [N][%zu]", fn,
                      m2pt_shape_string(x, sx, sizeof sx), m->cfg.dim, m->cfg.dim);
@@ -708,12 +701,8 @@ m2pt_status m2pt_model_forward(m2pt_model *m, const m2pt_tensor *x, const m2pt_t
                      m2pt_shape_string(y, sy, sizeof sy), m2pt_shape_string(x, sx, sizeof sx));
   const m2pt_tensor xv = view3(x);
   m2pt_tensor yv = view3(y), mv;
+  M2PT_TRY(m2pt_check_mask(ctx, mask, x, fn));
   if (mask) {
-    M2PT_TRY(m2pt_check_tensor(ctx, mask, "m2pt_model_forward: mask"));
-    if (mask->ndim != x->ndim - 1 || mask->numel != xv.shape[0] * xv.shape[1])
-      return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: mask %s does not fit x %s (one value a token)",
-                       fn, m2pt_shape_string(mask, sm, sizeof sm),
-                       m2pt_shape_string(x, sx, sizeof sx));
     mv = *mask;
     mv.ndim = 2;
     mv.shape[0] = xv.shape[0];
