@@ -105,9 +105,9 @@ static m2pt_status set_parameters(m2pt_context *ctx, m2pt_block *b, const m2pt_b
     s = set_param(ctx, b, l[i].name, "weight", NULL, n, seed, w_scale, host);
     if (s == M2PT_OK)
       s = set_param(ctx, b, l[i].name, "bias", NULL, l[i].out, seed + 1, 1.0f, host);
-    if (s == M2PT_OK && c->reparam)
+    if (s == M2PT_OK && c->pathway)
       s = set_param(ctx, b, l[i].name, "aux_weight", NULL, n, seed + 2, w_scale, host);
-    if (s == M2PT_OK && c->reparam)
+    if (s == M2PT_OK && c->pathway)
       s = set_param(ctx, b, l[i].name, "cross_modal_scale", &scale, 1, 0, 0.0f, host);
   }
   return s;
@@ -369,7 +369,7 @@ static m2pt_status create_tensors(block_bench *bb, const block_size *sz)
 static m2pt_status create_blocks(block_bench *bb)
 {
   m2pt_block_config plain = bb->cfg;
-  plain.reparam = 0;
+  plain.pathway = 0;
   m2pt_status s = block_make(bb->ctx, &bb->cfg, 0, &bb->block[0]);
   if (s == M2PT_OK)
     s = block_make(bb->ctx, &bb->cfg, 1, &bb->block[1]);

@@ -72,7 +72,7 @@ static m2pt_status ffn_make(m2pt_context *ctx, const ffn_size *sz, int which, m2
   const int aux = which != F_PLAIN;
   float *host = malloc(sz->dim * sz->hidden * sizeof *host);
   m2pt_status s = host ? BENCH_CALL(ctx, m2pt_ffn_create(ctx, sz->dim, sz->hidden,
-                                                         aux ? M2PT_LINEAR_AUX : 0u,
+                                                         aux ? M2PT_LINEAR_PATHWAY : 0u,
                                                          M2PT_GELU_ERF, out))
                        : bench_fail(M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
   if (s == M2PT_OK)

@@ -259,7 +259,8 @@ m2pt_status bench_context_create(const m2pt_device_info *info, m2pt_context **ct
     return bench_fail(M2PT_ERR_OPENCL, "clCreateCommandQueue on %s: OpenCL error %d",
                       info->name, (int)err);
   }
-  const m2pt_context_options opts = {.flags = M2PT_CONTEXT_PROFILING};
+  m2pt_context_options opts = m2pt_context_options_default();
+  opts.flags = M2PT_CONTEXT_PROFILING;
   s = BENCH_CALL(NULL, m2pt_context_wrap(cl, device, queue, &opts, ctx));
   if (s == M2PT_OK)
     register_context(*ctx, queue);

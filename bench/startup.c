@@ -68,10 +68,12 @@ int bench_startup_probe(const char *device, m2pt_binary_cache cache, const bench
   }
   bench_fill_random(host, n_host, 5);
 
-  const m2pt_context_options opts = {.device = device, .binary_cache = cache};
+  m2pt_context_options opts = m2pt_context_options_default();
+  opts.device = device;
+  opts.binary_cache = cache;
   m2pt_context *ctx = NULL;
   const double t0 = bench_now();
-  m2pt_status s = BENCH_CALL(NULL, m2pt_context_create(&ctx, &opts));
+  m2pt_status s = BENCH_CALL(NULL, m2pt_context_create(&opts, &ctx));
   if (s == M2PT_OK)
     s = first_output(ctx, sh, host, out);
   const double seconds = bench_now() - t0;

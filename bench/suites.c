@@ -177,7 +177,7 @@ static m2pt_status linear_shape(m2pt_context *ctx, const m2pt_device_info *info,
   linear_state l[2] = {{ctx, NULL, w.x, w.y}, {ctx, NULL, w.x, w.y}};
   for (int i = 0; s == M2PT_OK && i < 2; i++) {
     s = BENCH_CALL(ctx, m2pt_linear_create(ctx, shape.in, shape.out,
-                                           M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX, &l[i].layer));
+                                           M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, &l[i].layer));
     if (s == M2PT_OK)
       s = set_random_parameters(ctx, l[i].layer, &w);
   }

@@ -24,10 +24,10 @@ int main(void)
   float y[ROWS * OUT];
 
   m2pt_context *ctx = NULL;
-  CHECK(NULL, m2pt_context_create(&ctx, NULL)); /* $M2PT_DEVICE, else GPU, else CPU */
+  CHECK(NULL, m2pt_context_create(NULL, &ctx)); /* $M2PT_DEVICE, else GPU, else CPU */
 
   m2pt_linear *layer = NULL;
-  CHECK(ctx, m2pt_linear_create(ctx, IN, OUT, M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX, &layer));
+  CHECK(ctx, m2pt_linear_create(ctx, IN, OUT, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, &layer));
   CHECK(ctx, m2pt_linear_set_weight(layer, w, OUT * IN));
   CHECK(ctx, m2pt_linear_set_aux_weight(layer, w_aux, OUT * IN));
   CHECK(ctx, m2pt_linear_set_bias(layer, b, OUT));

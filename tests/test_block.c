@@ -2,6 +2,7 @@
  * heads·dim_head ≠ dim, masks, B > 1), against PyTorch's golden output,
  * merged vs unmerged, λ = 0 vs a plain block, workspace reuse, bad inputs. */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,7 +110,7 @@ static void set(m2pt_context *ctx, m2pt_block *b, const char *name, const float 
   assert_ok(ctx, m2pt_block_set(b, name, data, count));
 }
 
-/* A device block holding h's parameters (with the pathway when cfg.reparam). */
+/* A device block holding h's parameters (with the pathway when cfg.pathway). */
 static m2pt_block *make_block(m2pt_context *ctx, const host_block *h)
 {
   m2pt_block *b = NULL;
@@ -128,7 +129,7 @@ static m2pt_block *make_block(m2pt_context *ctx, const host_block *h)
   set(ctx, b, "mlp.fc1.bias", h->fc1_b, hid);
   set(ctx, b, "mlp.fc2.weight", h->fc2_w, d * hid);
   set(ctx, b, "mlp.fc2.bias", h->fc2_b, d);
-  if (h->cfg.reparam) {
+  if (h->cfg.pathway) {
     set(ctx, b, "attn.qkv.aux_weight", h->qkv_aux, 3 * hd * d);
     set(ctx, b, "attn.proj.aux_weight", h->proj_aux, d * hd);
     set(ctx, b, "mlp.fc1.aux_weight", h->fc1_aux, hid * d);
@@ -249,7 +250,7 @@ static void zero_scales_equal_plain_block(void **state)
   const size_t batch = 2, tokens = 5, n = batch * tokens * cfg.dim;
   float *x = random_array(n, 3, 1.0f, 0.0f);
   m2pt_block *with = make_block(ctx, &h);
-  h.cfg.reparam = 0;
+  h.cfg.pathway = 0;
   m2pt_block *plain = make_block(ctx, &h);
   float *y1 = run_block(ctx, with, x, batch, tokens, cfg.dim, NULL);
   float *y0 = run_block(ctx, plain, x, batch, tokens, cfg.dim, NULL);
@@ -374,7 +375,7 @@ static size_t block_bytes(const m2pt_block_config *c)
   const size_t d = c->dim, hd = c->heads * c->dim_head, hid = c->ff_mult * d;
   const size_t weights = 3 * hd * d + d * hd + hid * d + d * hid;
   const size_t biases = (c->qkv_bias ? 3 * hd : 0) + d + hid + d;
-  return (4 * d + weights * (c->reparam ? 3 : 1) + biases) * sizeof(float);
+  return (4 * d + weights * (c->pathway ? 3 : 1) + biases) * sizeof(float);
 }
 
 static void block_bad_inputs(void **state)
@@ -406,18 +407,48 @@ static void block_bad_inputs(void **state)
   m2pt_stats before_block, base;
   assert_ok(ctx, m2pt_context_stats(ctx, &before_block));
   b = make_block(ctx, &h);
-  m2pt_block_config got;
+  m2pt_block_config got = m2pt_block_config_vit(1, 1);
   assert_ok(ctx, m2pt_block_get_config(b, &got));
+  assert_int_equal(got.struct_size, sizeof got);
   assert_int_equal(got.dim, cfg.dim);
   assert_int_equal(got.heads, cfg.heads);
   assert_int_equal(got.dim_head, cfg.dim_head);
   assert_int_equal(got.ff_mult, cfg.ff_mult);
   assert_true(got.eps == cfg.eps);
   assert_int_equal(got.layout, cfg.layout);
-  assert_int_equal(got.reparam, cfg.reparam);
+  assert_int_equal(got.pathway, cfg.pathway);
   assert_status(ctx, m2pt_block_get_config(b, NULL), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_context_trim(NULL), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_block_get_config(NULL, &got), M2PT_ERR_INVALID_ARGUMENT);
+  /* struct_size: never set is refused, an older caller's shorter config
+   * gets only what it holds, a newer one's longer config is refused. */
+  m2pt_block_config unset = cfg;
+  unset.struct_size = 0;
+  assert_status(ctx, m2pt_block_get_config(b, &unset), M2PT_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(m2pt_last_error(ctx), "struct_size"));
+  m2pt_block *nb = NULL;
+  assert_status(ctx, m2pt_block_create(ctx, &unset, &nb), M2PT_ERR_INVALID_ARGUMENT);
+  m2pt_block_config older = m2pt_block_config_vit(0, 0);
+  older.struct_size = offsetof(m2pt_block_config, dim_head);
+  assert_ok(ctx, m2pt_block_get_config(b, &older));
+  assert_int_equal(older.heads, cfg.heads);
+  assert_int_equal(older.dim_head, 0);
+  older.dim = 8;
+  older.heads = 2;
+  assert_ok(ctx, m2pt_block_create(ctx, &older, &nb));
+  m2pt_block_config full = m2pt_block_config_vit(1, 1);
+  assert_ok(ctx, m2pt_block_get_config(nb, &full));
+  assert_int_equal(full.dim_head, 4); /* the ViT defaults for what it lacks */
+  assert_int_equal(full.ff_mult, 4);
+  m2pt_block_destroy(nb);
+  nb = NULL;
+  struct {
+    m2pt_block_config cfg;
+    int added;
+  } newer = {cfg, 1};
+  newer.cfg.struct_size = sizeof newer;
+  assert_status(ctx, m2pt_block_create(ctx, &newer.cfg, &nb), M2PT_ERR_UNSUPPORTED);
+  assert_null(nb);
   const size_t batch = 2, tokens = 4, n = batch * tokens * cfg.dim;
   float *x = random_array(n, 12, 1.0f, 0.0f);
   float *good = run_block(ctx, b, x, batch, tokens, cfg.dim, NULL);
@@ -433,8 +464,11 @@ static void block_bad_inputs(void **state)
   const float inf = INFINITY;
   assert_status(ctx, m2pt_block_set(b, "mlp.fc2.cross_modal_scale", &inf, 1),
                 M2PT_ERR_INVALID_ARGUMENT);
-  assert_status(ctx, m2pt_block_set(b, "mlp.fc3.weight", h.fc2_w, 1), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_block_set(b, "mlp.fc3.weight", h.fc2_w, 1), M2PT_ERR_NOT_FOUND);
   assert_non_null(strstr(m2pt_last_error(ctx), "mlp.fc3.weight"));
+  float got_one;
+  assert_status(ctx, m2pt_block_get(b, "attn.qkv.lambda", &got_one, 1), M2PT_ERR_NOT_FOUND);
+  assert_non_null(strstr(m2pt_last_error(ctx), "attn.qkv.lambda"));
   assert_status(ctx, m2pt_block_set(b, "norm1.weight", NULL, cfg.dim), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(ctx, m2pt_block_set(b, NULL, h.norm1_w, cfg.dim), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_block_set(NULL, "norm1.weight", h.norm1_w, cfg.dim),
@@ -487,9 +521,9 @@ static void ffn_against_reference(void **state)
   m2pt_context *ctx = *state;
   const size_t rows = 5, dim = 12, hidden = 20;
   m2pt_ffn *f = NULL;
-  assert_status(ctx, m2pt_ffn_create(ctx, dim, hidden, M2PT_LINEAR_AUX, (m2pt_gelu_kind)4, &f),
+  assert_status(ctx, m2pt_ffn_create(ctx, dim, hidden, M2PT_LINEAR_PATHWAY, (m2pt_gelu_kind)4, &f),
                 M2PT_ERR_INVALID_ARGUMENT);
-  assert_ok(ctx, m2pt_ffn_create(ctx, dim, hidden, M2PT_LINEAR_AUX, M2PT_GELU_ERF, &f));
+  assert_ok(ctx, m2pt_ffn_create(ctx, dim, hidden, M2PT_LINEAR_PATHWAY, M2PT_GELU_ERF, &f));
   float *w1 = random_array(hidden * dim, 1, 0.3f, 0), *a1 = random_array(hidden * dim, 2, 0.3f, 0);
   float *b1 = random_array(hidden, 3, 0.1f, 0), *w2 = random_array(dim * hidden, 4, 0.3f, 0);
   float *a2 = random_array(dim * hidden, 5, 0.3f, 0), *b2 = random_array(dim, 6, 0.1f, 0);

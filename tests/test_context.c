@@ -137,12 +137,12 @@ static void select_default_and_env(void **state)
   setenv("M2PT_DEVICE", "no-such-device-xyz", 1);
   assert_status(NULL, m2pt_device_select(NULL, &index), M2PT_ERR_DEVICE_NOT_FOUND);
   m2pt_context *ctx = (m2pt_context *)0x1;
-  assert_status(NULL, m2pt_context_create(&ctx, NULL), M2PT_ERR_DEVICE_NOT_FOUND);
+  assert_status(NULL, m2pt_context_create(NULL, &ctx), M2PT_ERR_DEVICE_NOT_FOUND);
   assert_null(ctx);
   /* An explicit selector wins over the environment. */
-  m2pt_context_options opts = {0};
+  m2pt_context_options opts = m2pt_context_options_default();
   opts.device = "0:0";
-  assert_ok(NULL, m2pt_context_create(&ctx, &opts));
+  assert_ok(NULL, m2pt_context_create(&opts, &ctx));
   m2pt_context_destroy(ctx);
   setenv("M2PT_DEVICE", "", 1);
   assert_ok(NULL, m2pt_device_select(NULL, &index));
@@ -161,14 +161,23 @@ static void context_lifecycle(void **state)
   (void)state;
   assert_status(NULL, m2pt_context_create(NULL, NULL), M2PT_ERR_INVALID_ARGUMENT);
   m2pt_context *bad = (m2pt_context *)0x1;
-  m2pt_context_options opts = {0};
+  m2pt_context_options opts = m2pt_context_options_default();
   opts.binary_cache = (m2pt_binary_cache)7;
-  assert_status(NULL, m2pt_context_create(&bad, &opts), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_context_create(&opts, &bad), M2PT_ERR_INVALID_ARGUMENT);
   assert_null(bad);
   opts.binary_cache = M2PT_BINARY_CACHE_AUTO;
   opts.flags = 0x80;
-  assert_status(NULL, m2pt_context_create(&bad, &opts), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_context_create(&opts, &bad), M2PT_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(m2pt_last_error(NULL), "flags"));
+  /* An all-zero struct never had struct_size set; one larger than this
+   * library's comes from a newer m2pt. */
+  const m2pt_context_options zero = {0};
+  assert_status(NULL, m2pt_context_create(&zero, &bad), M2PT_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(m2pt_last_error(NULL), "struct_size"));
+  opts = m2pt_context_options_default();
+  opts.struct_size += sizeof(void *);
+  assert_status(NULL, m2pt_context_create(&opts, &bad), M2PT_ERR_UNSUPPORTED);
+  assert_null(bad);
   m2pt_context_destroy(NULL);
   m2pt_context *ctx = test_context();
   m2pt_device_info info;
@@ -218,7 +227,7 @@ static void context_wrap(void **state)
   m2pt_context *ctx = NULL;
   assert_status(NULL, m2pt_context_wrap(clctx, device, NULL, NULL, &ctx),
                 M2PT_ERR_INVALID_ARGUMENT);
-  m2pt_context_options opts = {0};
+  m2pt_context_options opts = m2pt_context_options_default();
   opts.flags = M2PT_CONTEXT_PROFILING; /* the queue was made without profiling */
   assert_status(NULL, m2pt_context_wrap(clctx, device, queue, &opts, &ctx),
                 M2PT_ERR_INVALID_ARGUMENT);

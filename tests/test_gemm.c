@@ -238,9 +238,10 @@ static void gemm_bad_arguments(void **state)
 
 static int setup_clblast(void **state)
 {
-  const m2pt_context_options opts = {.flags = M2PT_CONTEXT_CLBLAST};
+  m2pt_context_options opts = m2pt_context_options_default();
+  opts.flags = M2PT_CONTEXT_CLBLAST;
   m2pt_context *ctx = NULL;
-  if (m2pt_context_create(&ctx, &opts) != M2PT_OK)
+  if (m2pt_context_create(&opts, &ctx) != M2PT_OK)
     return -1;
   assert_string_equal(m2pt_context_gemm_backend(ctx), "CLBlast");
   *state = ctx;

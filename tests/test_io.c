@@ -1016,7 +1016,8 @@ static unsigned char *st_file(const char *header, uint64_t claimed, size_t data,
 static void expect_open(const unsigned char *bytes, size_t size, m2pt_status want,
                         const char *needle, const char *what)
 {
-  m2pt_safetensors *st = (m2pt_safetensors *)bytes; /* must be reset to NULL */
+  static char sentinel;
+  m2pt_safetensors *st = (m2pt_safetensors *)(void *)&sentinel; /* must be reset to NULL */
   const m2pt_status got = m2pt_safetensors_open_memory(bytes, size, &st);
   if (got != want || (want != M2PT_OK && (st || !message_has(needle)))) {
     print_error("%s (memory): %s, want %s: %s\n", what, m2pt_status_string(got),
@@ -1027,7 +1028,7 @@ static void expect_open(const unsigned char *bytes, size_t size, m2pt_status wan
 
   const char *path = tmp_path("hostile.safetensors");
   write_file(path, bytes, size);
-  st = (m2pt_safetensors *)bytes;
+  st = (m2pt_safetensors *)(void *)&sentinel;
   const m2pt_status got_file = m2pt_safetensors_open(path, &st);
   if (got_file != want ||
       (want != M2PT_OK && (st || !message_has(needle) || !message_has(path)))) {

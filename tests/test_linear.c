@@ -41,13 +41,13 @@ static m2pt_linear *make_layer(m2pt_context *ctx, const params *p, unsigned flag
   m2pt_linear *l = NULL;
   assert_ok(ctx, m2pt_linear_create(ctx, p->in, p->out, flags, &l));
   assert_ok(ctx, m2pt_linear_set_weight(l, p->w, p->in * p->out));
-  if (flags & (M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX_BIAS)) /* AUX_BIAS implies a bias */
+  if (flags & (M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY_BIAS)) /* AUX_BIAS implies a bias */
     assert_ok(ctx, m2pt_linear_set_bias(l, p->b, p->out));
-  if (flags & M2PT_LINEAR_AUX) {
+  if (flags & M2PT_LINEAR_PATHWAY) {
     assert_ok(ctx, m2pt_linear_set_aux_weight(l, p->w_aux, p->in * p->out));
     assert_ok(ctx, m2pt_linear_set_scale(l, scale));
   }
-  if (flags & M2PT_LINEAR_AUX_BIAS)
+  if (flags & M2PT_LINEAR_PATHWAY_BIAS)
     assert_ok(ctx, m2pt_linear_set_aux_bias(l, p->b_aux, p->out));
   return l;
 }
@@ -85,9 +85,9 @@ static const layer_shape *shapes(size_t *count)
 static void linear_against_reference(void **state)
 {
   m2pt_context *ctx = *state;
-  const unsigned flag_sets[] = {0, M2PT_LINEAR_BIAS, M2PT_LINEAR_AUX,
-                                M2PT_LINEAR_AUX | M2PT_LINEAR_BIAS,
-                                M2PT_LINEAR_AUX | M2PT_LINEAR_AUX_BIAS};
+  const unsigned flag_sets[] = {0, M2PT_LINEAR_BIAS, M2PT_LINEAR_PATHWAY,
+                                M2PT_LINEAR_PATHWAY | M2PT_LINEAR_BIAS,
+                                M2PT_LINEAR_PATHWAY | M2PT_LINEAR_PATHWAY_BIAS};
   const float scales[] = {0.0f, 0.75f, -1.5f};
   size_t nshapes;
   const layer_shape *list = shapes(&nshapes);
@@ -99,12 +99,12 @@ static void linear_against_reference(void **state)
     test_fill(x, s.rows * s.in, 7 + si);
     for (size_t fi = 0; fi < sizeof flag_sets / sizeof *flag_sets; fi++) {
       const unsigned f = flag_sets[fi];
-      for (size_t li = 0; li < ((f & M2PT_LINEAR_AUX) ? 3u : 1u); li++) {
+      for (size_t li = 0; li < ((f & M2PT_LINEAR_PATHWAY) ? 3u : 1u); li++) {
         const float scale = scales[li];
         m2pt_linear *l = make_layer(ctx, &p, f, scale);
-        ref_linear(x, s.rows, s.in, s.out, p.w, (f & M2PT_LINEAR_AUX) ? p.w_aux : NULL, scale,
-                   (f & (M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX_BIAS)) ? p.b : NULL,
-                   (f & M2PT_LINEAR_AUX_BIAS) ? p.b_aux : NULL, ref);
+        ref_linear(x, s.rows, s.in, s.out, p.w, (f & M2PT_LINEAR_PATHWAY) ? p.w_aux : NULL, scale,
+                   (f & (M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY_BIAS)) ? p.b : NULL,
+                   (f & M2PT_LINEAR_PATHWAY_BIAS) ? p.b_aux : NULL, ref);
         float *before = run(ctx, l, x, s.rows, s.in, s.out);
         test_assert_close(before, ref, s.rows * s.out, 1e-4, "linear unmerged");
         assert_ok(ctx, m2pt_linear_merge(l));
@@ -133,7 +133,7 @@ static void zero_scale_is_plain_linear(void **state)
   float *x = test_alloc(s.rows * s.in * sizeof *x);
   test_fill(x, s.rows * s.in, 4);
   m2pt_linear *plain = make_layer(ctx, &p, M2PT_LINEAR_BIAS, 0.0f);
-  m2pt_linear *reparam = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX, 0.0f);
+  m2pt_linear *reparam = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.0f);
   assert_true(m2pt_linear_has_pathway(reparam));
   assert_false(m2pt_linear_has_pathway(plain));
   float *y0 = run(ctx, plain, x, s.rows, s.in, s.out);
@@ -156,7 +156,7 @@ static void changes_after_forward(void **state)
   float *x = test_alloc(s.rows * s.in * sizeof *x);
   double *ref = test_alloc(s.rows * s.out * sizeof *ref);
   test_fill(x, s.rows * s.in, 10);
-  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX, 0.5f);
+  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.5f);
   float *y = run(ctx, l, x, s.rows, s.in, s.out);
   ref_linear(x, s.rows, s.in, s.out, p.w, p.w_aux, 0.5, p.b, NULL, ref);
   test_assert_close(y, ref, s.rows * s.out, 1e-4, "λ = 0.5");
@@ -208,7 +208,7 @@ static void merge_semantics(void **state)
   params p = make_params(s.in, s.out, 20);
   float *x = test_alloc(s.rows * s.in * sizeof *x);
   test_fill(x, s.rows * s.in, 21);
-  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_AUX | M2PT_LINEAR_AUX_BIAS, 0.25f);
+  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_PATHWAY | M2PT_LINEAR_PATHWAY_BIAS, 0.25f);
   m2pt_stats before, after;
   assert_ok(ctx, m2pt_context_stats(ctx, &before));
   /* Merge without any forward first: it forms the weight itself. */
@@ -269,7 +269,7 @@ static void batched_input(void **state)
 {
   m2pt_context *ctx = *state;
   params p = make_params(5, 3, 30);
-  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX, 1.0f);
+  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 1.0f);
   const size_t sx[3] = {2, 4, 5}, sy[3] = {2, 4, 3};
   float x[40], y[24];
   double ref[24];
@@ -294,7 +294,7 @@ static void bad_inputs(void **state)
   assert_null(l);
   assert_status(ctx, m2pt_linear_create(ctx, SIZE_MAX / 2, 3, 0, &l), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(ctx, m2pt_linear_create(ctx, 4, 3, 64u, &l), M2PT_ERR_INVALID_ARGUMENT);
-  assert_status(ctx, m2pt_linear_create(ctx, 4, 3, M2PT_LINEAR_AUX_BIAS, &l),
+  assert_status(ctx, m2pt_linear_create(ctx, 4, 3, M2PT_LINEAR_PATHWAY_BIAS, &l),
                 M2PT_ERR_INVALID_ARGUMENT);
   assert_status(ctx, m2pt_linear_create(ctx, 4, 3, 0, NULL), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_linear_create(NULL, 4, 3, 0, &l), M2PT_ERR_INVALID_ARGUMENT);
@@ -307,7 +307,7 @@ static void bad_inputs(void **state)
                 M2PT_ERR_DEVICE_OUT_OF_MEMORY);
   assert_null(l);
 
-  l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX, 0.5f);
+  l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.5f);
   float x[8], y_ok[6];
   double ref[6];
   test_fill(x, 8, 41);
@@ -376,12 +376,12 @@ static void bad_inputs(void **state)
 static void kernel_time(void **state)
 {
   (void)state;
-  m2pt_context_options opts = {0};
+  m2pt_context_options opts = m2pt_context_options_default();
   opts.flags = M2PT_CONTEXT_PROFILING;
   m2pt_context *ctx = NULL;
-  assert_ok(NULL, m2pt_context_create(&ctx, &opts));
+  assert_ok(NULL, m2pt_context_create(&opts, &ctx));
   params p = make_params(8, 4, 50);
-  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX, 0.5f);
+  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.5f);
   float x[16];
   test_fill(x, 16, 51);
   free(run(ctx, l, x, 2, 8, 4));

@@ -205,7 +205,7 @@ static void timm_reparameterize(void **state)
 {
   m2pt_context *ctx = *state;
   m2pt_model *m = load(ctx, DATA("timm_target.safetensors"), 3);
-  assert_ok(ctx, m2pt_model_reparameterize(m, DATA("timm_aux.safetensors"), NULL, 0, 0.25f));
+  assert_ok(ctx, m2pt_model_add_pathways(m, DATA("timm_aux.safetensors"), NULL, 0, 0.25f));
   float got;
   assert_ok(ctx, m2pt_model_get_scale(m, 1, "attn.proj", &got));
   assert_true(got == 0.25f);
@@ -218,13 +218,13 @@ static void timm_reparameterize(void **state)
 
   m = load(ctx, DATA("timm_target.safetensors"), 3);
   const char *layers[] = {"attn.qkv", "mlp.fc1"};
-  assert_ok(ctx, m2pt_model_reparameterize(m, DATA("timm_aux.safetensors"), layers, 2, 0.5f));
+  assert_ok(ctx, m2pt_model_add_pathways(m, DATA("timm_aux.safetensors"), layers, 2, 0.5f));
   assert_int_equal(m2pt_model_has_pathway(m, 1, "attn.qkv"), 1);
   assert_int_equal(m2pt_model_has_pathway(m, 1, "attn.proj"), 0);
   assert_status(ctx, m2pt_model_set_scale(m, 0, "attn.proj", 1.0f), M2PT_ERR_INVALID_STATE);
   check_golden(ctx, m, DATA("timm_input.npy"), DATA("timm_expected_aux_qkv_fc1.npy"));
   /* The same layer twice is refused and changes nothing. */
-  assert_status(ctx, m2pt_model_reparameterize(m, DATA("timm_aux.safetensors"), layers + 1, 1,
+  assert_status(ctx, m2pt_model_add_pathways(m, DATA("timm_aux.safetensors"), layers + 1, 1,
                                                1.0f),
                 M2PT_ERR_INVALID_STATE);
   assert_non_null(strstr(m2pt_last_error(ctx), "blocks.0.mlp.fc1"));
@@ -245,7 +245,7 @@ static void bert(void **state)
   assert_int_equal(info.block.dim_head, 12);
   assert_int_equal(info.final_norm, 0);
   check_golden(ctx, m, DATA("bert_input.npy"), DATA("bert_expected_plain.npy"));
-  assert_ok(ctx, m2pt_model_reparameterize(m, DATA("bert_aux.safetensors"), NULL, 0, 0.3f));
+  assert_ok(ctx, m2pt_model_add_pathways(m, DATA("bert_aux.safetensors"), NULL, 0, 0.3f));
   check_golden(ctx, m, DATA("bert_input.npy"), DATA("bert_expected_aux03.npy"));
   float got;
   assert_ok(ctx, m2pt_model_get_scale(m, 1, "attention.self.key", &got));
@@ -361,7 +361,7 @@ static void save_round_trip(void **state)
   for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
     m2pt_model *m = load(ctx, cases[c].target, cases[c].heads);
     const float scale = c == 0 ? 0.25f : 0.3f;
-    assert_ok(ctx, m2pt_model_reparameterize(m, cases[c].aux, NULL, 0, scale));
+    assert_ok(ctx, m2pt_model_add_pathways(m, cases[c].aux, NULL, 0, scale));
     const char *out = tmp_path("reparam.safetensors");
     assert_ok(ctx, m2pt_model_save(m, out));
     m2pt_model_destroy(m);
@@ -615,26 +615,25 @@ static void bad_reparameterize(void **state)
   m2pt_context *ctx = *state;
   m2pt_model *m = load(ctx, DATA("timm_target.safetensors"), 3);
   const char *aux = DATA("timm_aux.safetensors"), *bad = tmp_path("aux.safetensors");
-  assert_status(ctx, m2pt_model_reparameterize(m, aux, NULL, 0, INFINITY),
+  assert_status(ctx, m2pt_model_add_pathways(m, aux, NULL, 0, INFINITY),
                 M2PT_ERR_INVALID_ARGUMENT);
-  assert_status(ctx, m2pt_model_reparameterize(m, NULL, NULL, 0, 0.0f),
+  assert_status(ctx, m2pt_model_add_pathways(m, NULL, NULL, 0, 0.0f),
                 M2PT_ERR_INVALID_ARGUMENT);
   const char *unknown[] = {"attn.qkv", "mlp.fc3"};
-  assert_status(ctx, m2pt_model_reparameterize(m, aux, unknown, 2, 0.0f),
-                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_model_add_pathways(m, aux, unknown, 2, 0.0f), M2PT_ERR_NOT_FOUND);
   assert_non_null(strstr(m2pt_last_error(ctx), "mlp.fc3"));
   /* A differently shaped aux layer names the layer and both shapes. */
   float values[48 * 24];
   memset(values, 0, sizeof values);
   const size_t small[2] = {48, 24};
   rewrite(aux, bad, NULL, "blocks.1.attn.qkv.weight", 2, small, values, 48 * 24);
-  assert_status(ctx, m2pt_model_reparameterize(m, bad, NULL, 0, 0.5f), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_model_add_pathways(m, bad, NULL, 0, 0.5f), M2PT_ERR_SHAPE);
   assert_non_null(strstr(m2pt_last_error(ctx), "blocks.1.attn.qkv"));
   assert_non_null(strstr(m2pt_last_error(ctx), "[72][24]"));
   assert_non_null(strstr(m2pt_last_error(ctx), "[48][24]"));
   /* Fewer blocks in the aux model. */
   rewrite(aux, bad, "blocks.1.attn.qkv.weight", NULL, 0, NULL, NULL, 0);
-  assert_status(ctx, m2pt_model_reparameterize(m, bad, NULL, 0, 0.5f), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_model_add_pathways(m, bad, NULL, 0, 0.5f), M2PT_ERR_SHAPE);
   assert_non_null(strstr(m2pt_last_error(ctx), "2 blocks in the target"));
   /* None of that touched the model. */
   m2pt_model_info info;
@@ -643,7 +642,7 @@ static void bad_reparameterize(void **state)
   check_golden(ctx, m, DATA("timm_input.npy"), DATA("timm_expected_plain.npy"));
   /* The aux model may use the other naming when the shapes agree (BERT's
    * q, k, v rows stack into the timm qkv). */
-  assert_ok(ctx, m2pt_model_reparameterize(m, DATA("bert_aux.safetensors"), NULL, 0, 0.5f));
+  assert_ok(ctx, m2pt_model_add_pathways(m, DATA("bert_aux.safetensors"), NULL, 0, 0.5f));
   assert_ok(ctx, m2pt_model_get_info(m, &info));
   assert_int_equal(info.pathways, 8);
   m2pt_model_destroy(m);
@@ -687,7 +686,11 @@ static void bad_arguments(void **state)
   assert_status(ctx, m2pt_model_forward(m, tx, NULL, ty), M2PT_ERR_INVALID_STATE);
   assert_status(ctx, m2pt_model_set_scale(m, 0, "attn.qkv", NAN), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(ctx, m2pt_model_set_scale(m, 2, "attn.qkv", 1.0f), M2PT_ERR_INVALID_ARGUMENT);
-  assert_status(ctx, m2pt_model_set_scale(m, 0, "qkv", 1.0f), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_model_set_scale(m, 0, "qkv", 1.0f), M2PT_ERR_NOT_FOUND);
+  assert_non_null(strstr(m2pt_last_error(ctx), "\"qkv\""));
+  float got_scale;
+  assert_status(ctx, m2pt_model_get_scale(m, 0, "mlp.fc3", &got_scale), M2PT_ERR_NOT_FOUND);
+  assert_status(ctx, m2pt_model_set_scale(m, 0, NULL, 1.0f), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(ctx, m2pt_model_save(m, "/nonexistent-dir/x.safetensors"), M2PT_ERR_IO);
   m2pt_model_destroy(m);
 

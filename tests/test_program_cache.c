@@ -20,11 +20,11 @@ static char cache_dir[] = "/tmp/m2pt-test-cache-XXXXXX";
 
 static m2pt_context *cached_context(const char *dir, m2pt_binary_cache mode)
 {
-  m2pt_context_options opts = {0};
+  m2pt_context_options opts = m2pt_context_options_default();
   opts.cache_dir = dir;
   opts.binary_cache = mode;
   m2pt_context *ctx = NULL;
-  assert_ok(NULL, m2pt_context_create(&ctx, &opts));
+  assert_ok(NULL, m2pt_context_create(&opts, &ctx));
   return ctx;
 }
 
@@ -40,7 +40,7 @@ static void check_forward(m2pt_context *ctx)
   test_fill(b, OUT, 3);
   test_fill(x, ROWS * IN, 4);
   m2pt_linear *l = NULL;
-  assert_ok(ctx, m2pt_linear_create(ctx, IN, OUT, M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX, &l));
+  assert_ok(ctx, m2pt_linear_create(ctx, IN, OUT, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, &l));
   assert_ok(ctx, m2pt_linear_set_weight(l, w, IN * OUT));
   assert_ok(ctx, m2pt_linear_set_aux_weight(l, aux, IN * OUT));
   assert_ok(ctx, m2pt_linear_set_bias(l, b, OUT));

@@ -63,12 +63,12 @@ static void bad_override_fails_creation(void **state)
 {
   m2pt_context *ctx = NULL;
   setenv("M2PT_QUIRKS", "gelu=float4", 1);
-  assert_int_equal(m2pt_context_create(&ctx, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_int_equal(m2pt_context_create(NULL, &ctx), M2PT_ERR_INVALID_ARGUMENT);
   assert_null(ctx);
   assert_non_null(strstr(m2pt_last_error(NULL), "M2PT_QUIRKS=gelu=float4"));
   unsetenv("M2PT_QUIRKS");
   m2pt_quirks_override("gemm=abacus");
-  assert_int_equal(m2pt_context_create(&ctx, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_int_equal(m2pt_context_create(NULL, &ctx), M2PT_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(m2pt_last_error(NULL), "no such GEMM backend"));
   assert_non_null(strstr(m2pt_last_error(NULL), "clblast"));
   m2pt_quirks_override(NULL);
@@ -80,11 +80,11 @@ static void gemm_backend_forced(void **state)
 {
   m2pt_context *ctx = NULL;
   m2pt_quirks_override("gemm=clblast");
-  assert_ok(NULL, m2pt_context_create(&ctx, NULL));
+  assert_ok(NULL, m2pt_context_create(NULL, &ctx));
   assert_string_equal(m2pt_context_gemm_backend(ctx), "CLBlast");
   m2pt_context_destroy(ctx);
   m2pt_quirks_override("gemm=host_blas");
-  const m2pt_status s = m2pt_context_create(&ctx, NULL);
+  const m2pt_status s = m2pt_context_create(NULL, &ctx);
   m2pt_quirks_override(NULL);
   if (s == M2PT_ERR_UNSUPPORTED) /* a build without a host BLAS */
     return;

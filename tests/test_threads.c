@@ -78,7 +78,7 @@ static void linear_forward(worker *w, m2pt_context *ctx, unsigned seed)
   m2pt_linear *layer = NULL;
   m2pt_tensor *tx = NULL, *ty = NULL;
   const size_t xs[2] = {ROWS, IN}, ys[2] = {ROWS, OUT};
-  TRY(w, ctx, m2pt_linear_create(ctx, IN, OUT, M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX, &layer));
+  TRY(w, ctx, m2pt_linear_create(ctx, IN, OUT, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, &layer));
   TRY(w, ctx, m2pt_linear_set_weight(layer, wt, OUT * IN));
   TRY(w, ctx, m2pt_linear_set_aux_weight(layer, wa, OUT * IN));
   TRY(w, ctx, m2pt_linear_set_bias(layer, b, OUT));
@@ -143,9 +143,10 @@ static void *cycle(void *arg)
   worker *w = arg;
   pthread_barrier_wait(w->start);
   for (int c = 0; c < w->cycles && !w->failure[0]; c++) {
-    const m2pt_context_options opts = {.flags = (c + w->id) % 2 ? M2PT_CONTEXT_CLBLAST : 0};
+    m2pt_context_options opts = m2pt_context_options_default();
+    opts.flags = (c + w->id) % 2 ? M2PT_CONTEXT_CLBLAST : 0;
     m2pt_context *ctx = NULL;
-    const m2pt_status s = m2pt_context_create(&ctx, &opts);
+    const m2pt_status s = m2pt_context_create(&opts, &ctx);
     if (s != M2PT_OK) {
       fail_with(w, NULL, s, "m2pt_context_create");
       break;

@@ -84,9 +84,11 @@ static int teardown(void **state)
 /* A context whose cache directory is the fixture's. */
 static m2pt_context *fixture_context(const fixture *fx)
 {
-  const m2pt_context_options opts = {.cache_dir = fx->dir, .flags = M2PT_CONTEXT_CLBLAST};
+  m2pt_context_options opts = m2pt_context_options_default();
+  opts.cache_dir = fx->dir;
+  opts.flags = M2PT_CONTEXT_CLBLAST;
   m2pt_context *ctx = NULL;
-  assert_ok(NULL, m2pt_context_create(&ctx, &opts));
+  assert_ok(NULL, m2pt_context_create(&opts, &ctx));
   return ctx;
 }
 
@@ -200,8 +202,10 @@ static void context_applies_store(void **state)
   m2pt_context_destroy(ctx);
 
   /* With the disk cache off, no store is looked for. */
-  const m2pt_context_options off = {.cache_dir = "off", .flags = M2PT_CONTEXT_CLBLAST};
-  assert_ok(NULL, m2pt_context_create(&ctx, &off));
+  m2pt_context_options off = m2pt_context_options_default();
+  off.cache_dir = "off";
+  off.flags = M2PT_CONTEXT_CLBLAST;
+  assert_ok(NULL, m2pt_context_create(&off, &ctx));
   assert_ok(ctx, m2pt_context_tuning(ctx, &source, &detail));
   assert_true(source == M2PT_TUNING_NONE || source == M2PT_TUNING_SHIPPED);
   assert_null(strstr(detail, "warning"));
@@ -232,9 +236,10 @@ static void host_blas_context_applies_nothing(void **state)
 {
   fixture *fx = *state;
   write_default_store(fx);
-  const m2pt_context_options opts = {.cache_dir = fx->dir};
+  m2pt_context_options opts = m2pt_context_options_default();
+  opts.cache_dir = fx->dir;
   m2pt_context *ctx = NULL;
-  assert_ok(NULL, m2pt_context_create(&ctx, &opts));
+  assert_ok(NULL, m2pt_context_create(&opts, &ctx));
   m2pt_tuning_source source = M2PT_TUNING_DISABLED;
   const char *detail = NULL;
   assert_ok(ctx, m2pt_context_tuning(ctx, &source, &detail));

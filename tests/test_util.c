@@ -20,7 +20,7 @@ void test_assert_status(const m2pt_context *ctx, m2pt_status got, m2pt_status ex
 m2pt_context *test_context(void)
 {
   m2pt_context *ctx = NULL;
-  const m2pt_status s = m2pt_context_create(&ctx, NULL);
+  const m2pt_status s = m2pt_context_create(NULL, &ctx);
   if (s != M2PT_OK) {
     print_error("no OpenCL context: %s: %s\n", m2pt_status_string(s), m2pt_last_error(NULL));
     fail();

@@ -32,9 +32,10 @@ static void print_tuning(const m2pt_device_info *d)
 {
   char selector[64];
   snprintf(selector, sizeof selector, "%u:%u", d->platform_index, d->device_index);
-  m2pt_context_options opts = {.device = selector};
+  m2pt_context_options opts = m2pt_context_options_default();
+  opts.device = selector;
   m2pt_context *ctx = NULL;
-  m2pt_status s = m2pt_context_create(&ctx, &opts);
+  m2pt_status s = m2pt_context_create(&opts, &ctx);
   if (s != M2PT_OK) {
     printf("        tuning: unknown (no context: %s)\n", m2pt_status_string(s));
     return;
@@ -44,7 +45,7 @@ static void print_tuning(const m2pt_device_info *d)
   m2pt_context *clblast = NULL;
   if (host_blas) {
     opts.flags = M2PT_CONTEXT_CLBLAST;
-    s = m2pt_context_create(&clblast, &opts);
+    s = m2pt_context_create(&opts, &clblast);
   }
   m2pt_tuning_source source = M2PT_TUNING_NONE;
   const char *detail = "";

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
   if (!rc && (s = m2pt_model_load(ctx, target, &o.model, &model)) != M2PT_OK)
     rc = tool_fail(ctx, s, "loading the target");
   tool_step("loading");
-  if (!rc && (s = m2pt_model_reparameterize(model, aux, o.layers, o.nlayers, o.scale)) != M2PT_OK)
+  if (!rc && (s = m2pt_model_add_pathways(model, aux, o.layers, o.nlayers, o.scale)) != M2PT_OK)
     rc = tool_fail(ctx, s, "building the pathway");
   tool_step("building the pathway");
   if (!rc && (s = m2pt_model_save(model, out)) != M2PT_OK)

@@ -171,7 +171,7 @@ int main(int argc, char **argv)
     rc = tool_fail(ctx, s, "loading the model");
   tool_step("loading");
   if (!rc && a.aux &&
-      (s = m2pt_model_reparameterize(model, a.aux, a.o.layers, a.o.nlayers, a.o.scale)) != M2PT_OK)
+      (s = m2pt_model_add_pathways(model, a.aux, a.o.layers, a.o.nlayers, a.o.scale)) != M2PT_OK)
     rc = tool_fail(ctx, s, "building the pathway");
   if (!rc && a.merge && (s = m2pt_model_merge(model)) != M2PT_OK)
     rc = tool_fail(ctx, s, "merging");

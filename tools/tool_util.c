@@ -247,9 +247,8 @@ void tool_signals(void)
 
 int tool_context(const char *device, m2pt_context **ctx)
 {
-  m2pt_context_options opts;
-  memset(&opts, 0, sizeof opts);
+  m2pt_context_options opts = m2pt_context_options_default();
   opts.device = device;
-  const m2pt_status s = m2pt_context_create(ctx, &opts);
+  const m2pt_status s = m2pt_context_create(&opts, ctx);
   return s == M2PT_OK ? 0 : tool_fail(NULL, s, "opening the OpenCL device");
 }

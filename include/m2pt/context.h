@@ -92,8 +92,14 @@ typedef enum m2pt_binary_cache {
  * does $M2PT_HOST_BLAS=off; see m2pt_context_gemm_backend. */
 #define M2PT_CONTEXT_CLBLAST 2u
 
-/* Options of m2pt_context_create. All-zero (or a NULL pointer) is the default. */
+/* Options of m2pt_context_create and m2pt_context_wrap (a NULL pointer is
+ * the default). Start from m2pt_context_options_default() and change the
+ * fields you need: it sets struct_size to the size this header gives the
+ * struct, so a later m2pt that appends fields still reads an older caller's
+ * struct (the fields it lacks take their defaults), and a struct whose
+ * struct_size was never set is refused instead of read as garbage. */
 typedef struct m2pt_context_options {
+  size_t struct_size;       /* sizeof(m2pt_context_options), as compiled */
   const char *device;       /* selector, see m2pt_device_select; NULL = default */
   const char *cache_dir;    /* NULL: $M2PT_CACHE_DIR, else $XDG_CACHE_HOME/m2pt,
                                else ~/.cache/m2pt; "off" disables the disk cache */
@@ -101,16 +107,27 @@ typedef struct m2pt_context_options {
   unsigned flags;           /* M2PT_CONTEXT_* */
 } m2pt_context_options;
 
+/* The default options: default device and cache directory, binary cache
+ * AUTO, no flags. Inline, so struct_size is the caller's sizeof. */
+static inline m2pt_context_options m2pt_context_options_default(void)
+{
+  const m2pt_context_options o = {sizeof(m2pt_context_options), NULL, NULL,
+                                  M2PT_BINARY_CACHE_AUTO, 0u};
+  return o;
+}
+
 /* Creates a context on the selected device with its own OpenCL context and
  * in-order queue. `options` may be NULL. On success the caller owns *ctx and
  * frees it with m2pt_context_destroy. On failure *ctx is NULL and
  * m2pt_last_error(NULL) says why.
- * Errors: M2PT_ERR_INVALID_ARGUMENT (ctx NULL, unknown binary_cache value or
- * flags, empty selector, a malformed $M2PT_QUIRKS), M2PT_ERR_DEVICE_NOT_FOUND,
- * M2PT_ERR_OPENCL, M2PT_ERR_OUT_OF_MEMORY, M2PT_ERR_UNSUPPORTED
- * ($M2PT_QUIRKS names a GEMM backend this build lacks). */
-M2PT_API m2pt_status m2pt_context_create(m2pt_context **ctx,
-                                         const m2pt_context_options *options);
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (ctx NULL, struct_size not set, unknown
+ * binary_cache value or flags, empty selector, a malformed $M2PT_QUIRKS),
+ * M2PT_ERR_UNSUPPORTED (options from a newer m2pt than this library:
+ * struct_size larger than it knows; $M2PT_QUIRKS names a GEMM backend this
+ * build lacks), M2PT_ERR_DEVICE_NOT_FOUND, M2PT_ERR_OPENCL,
+ * M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_context_create(const m2pt_context_options *options,
+                                         m2pt_context **ctx);
 
 /* Destroys a context and what it owns. Every tensor and layer made with it
  * must be destroyed first. OpenCL objects given to m2pt_context_wrap are not

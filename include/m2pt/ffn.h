@@ -15,7 +15,7 @@ extern "C" {
 typedef struct m2pt_ffn m2pt_ffn;
 
 /* Creates fc1 (dim → hidden) and fc2 (hidden → dim), each with a bias and
- * `linear_flags` (M2PT_LINEAR_AUX for the M2PT pathway). The caller owns
+ * `linear_flags` (M2PT_LINEAR_PATHWAY for the M2PT pathway). The caller owns
  * *out and frees it with m2pt_ffn_destroy.
  * Errors: as m2pt_linear_create, and M2PT_ERR_INVALID_ARGUMENT for an
  * unknown gelu kind. */

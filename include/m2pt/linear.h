@@ -4,7 +4,10 @@
  *     y = x · (W + λ·W_aux)ᵀ + b [+ λ·b_aux]
  *
  * W and W_aux are [out][in] (PyTorch nn.Linear.weight layout), b and b_aux
- * are [out], λ is a scalar (the checkpoint's "cross_modal_scale"). */
+ * are [out], λ is a scalar. Words used throughout the API: the *pathway* is
+ * what the auxiliary modality adds to a layer (W_aux, b_aux if any, and λ);
+ * λ is the *scale* (the checkpoint's "cross_modal_scale"); aux_weight and
+ * aux_bias are W_aux and b_aux, named as in the paper's checkpoints. */
 #ifndef M2PT_LINEAR_H
 #define M2PT_LINEAR_H
 
@@ -19,16 +22,16 @@ extern "C" {
 typedef struct m2pt_linear m2pt_linear;
 
 /* Layer flags for m2pt_linear_create. */
-#define M2PT_LINEAR_BIAS     1u /* has a bias b */
-#define M2PT_LINEAR_AUX      2u /* re-parameterized: has W_aux and λ */
-#define M2PT_LINEAR_AUX_BIAS 4u /* also b_aux, folded as λ·b_aux; needs AUX
-                                   and implies BIAS */
+#define M2PT_LINEAR_BIAS         1u /* has a bias b */
+#define M2PT_LINEAR_PATHWAY      2u /* has a pathway: W_aux and λ */
+#define M2PT_LINEAR_PATHWAY_BIAS 4u /* the pathway has b_aux too, folded as
+                                       λ·b_aux; needs PATHWAY, implies BIAS */
 
 /* Creates a layer mapping `in` features to `out`. All weights start at zero
  * and λ at 0 (the paper's initialisation), so set them before use.
  * The caller owns *out_layer and frees it with m2pt_linear_destroy.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, zero or overflowing sizes,
- * unknown flags, AUX_BIAS without AUX), M2PT_ERR_DEVICE_OUT_OF_MEMORY,
+ * unknown flags, PATHWAY_BIAS without PATHWAY), M2PT_ERR_DEVICE_OUT_OF_MEMORY,
  * M2PT_ERR_OPENCL. */
 M2PT_API m2pt_status m2pt_linear_create(m2pt_context *ctx, size_t in, size_t out,
                                         unsigned flags, m2pt_linear **out_layer);

@@ -1,10 +1,10 @@
 /* An M2PT model: a stack of transformer blocks (m2pt_block) and an optional
  * final LayerNorm, loaded from a safetensors checkpoint, and the paper's
- * model-level operations: build the pathway from an auxiliary-modality
- * checkpoint (reparameterize_aux_into_target_model), set λ per layer, merge,
- * run, save.
+ * model-level operations: add pathways from an auxiliary-modality
+ * checkpoint (the paper's reparameterize_aux_into_target_model), set λ
+ * (the "scale") per layer, merge, run, save.
  *
- * Checkpoint naming (DESIGN.md §1):
+ * Checkpoint naming (the paper's code, timm and Hugging Face BERT):
  *   timm  "<prefix>.{i}.norm1.weight", "<prefix>.{i}.attn.qkv.weight", …,
  *         prefix "blocks" by default (the seed's main_body_name), final norm
  *         "norm.weight"/"norm.bias" beside the prefix ("model.blocks" →
@@ -43,7 +43,14 @@ typedef enum m2pt_naming {
   M2PT_NAMING_BERT = 2,
 } m2pt_naming;
 
+/* Options of m2pt_model_load (a NULL pointer is the default). Start from
+ * m2pt_model_options_default() and change the fields you need: it sets
+ * struct_size to the size this header gives the struct, so a later m2pt that
+ * appends fields still reads an older caller's options (the fields it lacks
+ * take their defaults), and options whose struct_size was never set are
+ * refused. */
 typedef struct m2pt_model_options {
+  size_t struct_size; /* sizeof(m2pt_model_options), as compiled */
   size_t heads;       /* attention heads. 0: not known; load, λ, merge and save
                          work, forward fails with M2PT_ERR_INVALID_STATE */
   float eps;          /* LayerNorm eps; negative: 1e-6 pre-norm, 1e-12 post-norm */
@@ -57,8 +64,14 @@ typedef struct m2pt_model_options {
 } m2pt_model_options;
 
 /* heads 0, eps −1 (by layout), naming AUTO, prefix NULL, pre-norm, final
- * norm on, exact GELU, attention picked by the library. */
-M2PT_API m2pt_model_options m2pt_model_options_default(void);
+ * norm on, exact GELU, attention picked by the library. Inline, so
+ * struct_size is the caller's sizeof. */
+static inline m2pt_model_options m2pt_model_options_default(void)
+{
+  const m2pt_model_options o = {sizeof(m2pt_model_options), 0, -1.0f, M2PT_NAMING_AUTO, NULL,
+                                M2PT_PRE_NORM, 1, M2PT_GELU_ERF, M2PT_ATTENTION_AUTO};
+  return o;
+}
 
 /* What a loaded model is. */
 typedef struct m2pt_model_info {
@@ -67,7 +80,7 @@ typedef struct m2pt_model_info {
   size_t depth;            /* number of blocks */
   int final_norm;          /* 1 when forward applies a final norm */
   size_t pathways;         /* linears that carry an unmerged pathway */
-  m2pt_block_config block; /* every block's configuration (reparam 0: the
+  m2pt_block_config block; /* every block's configuration (pathway 0: the
                               pathways are per linear, counted above) */
 } m2pt_model_info;
 
@@ -80,13 +93,13 @@ typedef struct m2pt_model_info {
  * but the model keeps the file mapped so m2pt_model_save can copy them.
  * The caller owns *model (m2pt_model_destroy). Messages name the file and
  * the tensor.
- * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, bad option, heads not dividing
- * heads·dim_head), M2PT_ERR_IO, M2PT_ERR_FORMAT (malformed file, a missing
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, struct_size not set, bad option,
+ * heads not dividing heads·dim_head), M2PT_ERR_IO, M2PT_ERR_FORMAT (malformed file, a missing
  * tensor, a wrong shape, a non-finite λ, q/k/v with different λ),
  * M2PT_ERR_NOT_FOUND (no blocks in the naming asked for, or an ambiguous
  * prefix), M2PT_ERR_UNSUPPORTED (a block tensor the block does not model,
  * such as timm's LayerScale "ls1.gamma"; a dtype that is not F32, F16, BF16;
- * hidden width not a multiple of dim), M2PT_ERR_OUT_OF_MEMORY,
+ * hidden width not a multiple of dim; options from a newer m2pt), M2PT_ERR_OUT_OF_MEMORY,
  * M2PT_ERR_DEVICE_OUT_OF_MEMORY, M2PT_ERR_OPENCL. A failed load builds
  * nothing and leaks nothing. */
 M2PT_API m2pt_status m2pt_model_load(m2pt_context *ctx, const char *path,
@@ -102,24 +115,25 @@ M2PT_API m2pt_status m2pt_model_get_info(const m2pt_model *model, m2pt_model_inf
  * out of range. Its parameters can be read and set by name (m2pt_block_get). */
 M2PT_API m2pt_block *m2pt_model_block(m2pt_model *model, size_t index);
 
-/* The paper's reparameterize_aux_into_target_model: for every block and each
- * of the `count` layers named (NULL/0: attn.qkv, attn.proj, mlp.fc1, mlp.fc2)
- * W_aux becomes the same layer's weight in the auxiliary checkpoint at
- * `aux_path` (same naming rules; its blocks must match in depth and shapes)
- * and λ = `scale`. Only the aux weights are read; its biases and norms are
- * not used.
- * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, unknown layer name, non-finite
- * scale), M2PT_ERR_INVALID_STATE (a named layer has a pathway already),
+/* Gives layers a pathway, the paper's reparameterize_aux_into_target_model:
+ * for every block and each of the `count` layers named (NULL/0: attn.qkv,
+ * attn.proj, mlp.fc1, mlp.fc2) W_aux becomes the same layer's weight in the
+ * auxiliary checkpoint at `aux_path` (same naming rules; its blocks must
+ * match in depth and shapes) and λ = `scale`. Only the aux weights are read;
+ * its biases and norms are not used.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, non-finite scale),
+ * M2PT_ERR_NOT_FOUND (an unknown layer name), M2PT_ERR_INVALID_STATE (a named layer has a pathway already),
  * M2PT_ERR_SHAPE (depth or a weight's shape differs: the message names the
  * layer and both shapes), the load errors for the aux file. On failure the
  * model is unchanged. */
-M2PT_API m2pt_status m2pt_model_reparameterize(m2pt_model *model, const char *aux_path,
-                                               const char *const *layers, size_t count,
-                                               float scale);
+M2PT_API m2pt_status m2pt_model_add_pathways(m2pt_model *model, const char *aux_path,
+                                             const char *const *layers, size_t count,
+                                             float scale);
 
 /* λ of one layer of block `block`.
- * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, block out of range, unknown layer,
- * non-finite λ), M2PT_ERR_INVALID_STATE (the layer has no unmerged pathway). */
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, block out of range, non-finite
+ * λ), M2PT_ERR_NOT_FOUND (an unknown layer name), M2PT_ERR_INVALID_STATE
+ * (the layer has no unmerged pathway). */
 M2PT_API m2pt_status m2pt_model_set_scale(m2pt_model *model, size_t block, const char *layer,
                                           float scale);
 M2PT_API m2pt_status m2pt_model_get_scale(const m2pt_model *model, size_t block,

@@ -60,12 +60,14 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
   return M2PT_OK;
 }
 
-m2pt_status m2pt_context_create_with(m2pt_context **out, const m2pt_context_options *options,
-                                     const m2pt_context_hooks *hooks)
+m2pt_status m2pt_context_create_with(const m2pt_context_options *options,
+                                     const m2pt_context_hooks *hooks, m2pt_context **out)
 {
   M2PT_REQUIRE(NULL, out != NULL, "m2pt_context_create: ctx is NULL");
   *out = NULL;
-  M2PT_TRY(m2pt_context_options_check(options, "m2pt_context_create"));
+  m2pt_context_options o;
+  M2PT_TRY(m2pt_context_options_read(options, "m2pt_context_create", &o));
+  options = &o;
   m2pt_context *ctx = calloc(1, sizeof *ctx);
   if (!ctx)
     return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "out of host memory creating a context");
@@ -104,7 +106,9 @@ m2pt_status m2pt_context_wrap_with(cl_context context, cl_device_id device,
   *out = NULL;
   M2PT_REQUIRE(NULL, context && device && queue,
                "m2pt_context_wrap: context, device and queue must all be given");
-  M2PT_TRY(m2pt_context_options_check(options, "m2pt_context_wrap"));
+  m2pt_context_options o;
+  M2PT_TRY(m2pt_context_options_read(options, "m2pt_context_wrap", &o));
+  options = &o;
   cl_context qctx = NULL;
   cl_device_id qdev = NULL;
   cl_platform_id platform = NULL;

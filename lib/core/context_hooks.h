@@ -25,8 +25,8 @@ typedef struct m2pt_context_hooks {
 
 /* m2pt_context_create's work (see its contract), finishing with
  * hooks->attach; `hooks` NULL: a bare core context (no GEMM). */
-m2pt_status m2pt_context_create_with(m2pt_context **out, const m2pt_context_options *options,
-                                     const m2pt_context_hooks *hooks);
+m2pt_status m2pt_context_create_with(const m2pt_context_options *options,
+                                     const m2pt_context_hooks *hooks, m2pt_context **out);
 
 /* m2pt_context_wrap's work, likewise. */
 m2pt_status m2pt_context_wrap_with(cl_context context, cl_device_id device,

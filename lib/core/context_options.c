@@ -9,6 +9,7 @@
 
 #include "context_impl.h"
 #include "error.h"
+#include "options.h"
 
 static char *dup_string(const char *s)
 {
@@ -56,10 +57,11 @@ void m2pt_base_build_options_set(m2pt_context *ctx)
     strncat(opt, " -cl-fp32-correctly-rounded-divide-sqrt", cap - strlen(opt) - 1);
 }
 
-m2pt_status m2pt_context_options_check(const m2pt_context_options *o, const char *fn)
+m2pt_status m2pt_context_options_read(const m2pt_context_options *options, const char *fn,
+                                      m2pt_context_options *o)
 {
-  if (!o)
-    return M2PT_OK;
+  *o = m2pt_context_options_default();
+  M2PT_TRY(m2pt_options_read(NULL, o, sizeof *o, options, "m2pt_context_options", fn));
   M2PT_REQUIRE(NULL,
                o->binary_cache == M2PT_BINARY_CACHE_AUTO ||
                    o->binary_cache == M2PT_BINARY_CACHE_ON ||
@@ -69,4 +71,3 @@ m2pt_status m2pt_context_options_check(const m2pt_context_options *o, const char
   M2PT_REQUIRE(NULL, (o->flags & ~known) == 0, "%s: unknown flags 0x%x", fn, o->flags & ~known);
   return M2PT_OK;
 }
-

@@ -5,9 +5,12 @@
 #include "m2pt/context.h"
 #include "quirks.h"
 
-/* Rejects option values the header does not define; `fn` names the public
- * call in the message (left in m2pt_last_error(NULL)). NULL is fine. */
-m2pt_status m2pt_context_options_check(const m2pt_context_options *o, const char *fn);
+/* The caller's options (NULL: the defaults) into *o, as far as their
+ * struct_size reaches, rejecting values the header does not define; `fn`
+ * names the public call in the message (left in m2pt_last_error(NULL)).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_UNSUPPORTED (a newer struct). */
+m2pt_status m2pt_context_options_read(const m2pt_context_options *options, const char *fn,
+                                      m2pt_context_options *o);
 
 /* The cache directory for a cache_dir option (NULL: $M2PT_CACHE_DIR, else
  * $XDG_CACHE_HOME/m2pt, else ~/.cache/m2pt); NULL when it is "off" or no

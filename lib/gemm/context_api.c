@@ -7,9 +7,9 @@
 #include "core/error.h"
 #include "m2pt/opencl.h"
 
-m2pt_status m2pt_context_create(m2pt_context **out, const m2pt_context_options *options)
+m2pt_status m2pt_context_create(const m2pt_context_options *options, m2pt_context **out)
 {
-  return m2pt_context_create_with(out, options, &m2pt_gemm_hooks);
+  return m2pt_context_create_with(options, &m2pt_gemm_hooks, out);
 }
 
 m2pt_status m2pt_context_wrap(cl_context context, cl_device_id device, cl_command_queue queue,

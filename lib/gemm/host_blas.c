@@ -51,7 +51,7 @@ static void add_range(mapping *maps, size_t *count, const m2pt_gemm_matrix *x, s
   (*count)++;
 }
 
-static const float *host_of(const mapping *maps, size_t count, const m2pt_gemm_matrix *x)
+static float *host_of(const mapping *maps, size_t count, const m2pt_gemm_matrix *x)
 {
   for (size_t i = 0; i < count; i++)
     if (maps[i].buffer == x->buffer)
@@ -90,7 +90,7 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
   }
   if (s == M2PT_OK) {
     const float *ha = host_of(maps, count, a), *hb = host_of(maps, count, b);
-    float *hc = (float *)(uintptr_t)host_of(maps, count, c);
+    float *hc = host_of(maps, count, c);
     for (size_t i = 0; i < batch; i++)
       cblas_sgemm(CblasRowMajor, at ? CblasTrans : CblasNoTrans, bt ? CblasTrans : CblasNoTrans,
                   (int)m, (int)n, (int)k, alpha, ha + i * a->stride, (int)a->ld,

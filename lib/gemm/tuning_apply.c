@@ -27,9 +27,12 @@ int m2pt_tuning_apply(cl_device_id device, const m2pt_tuning *t, char *why, size
       continue;
     const m2pt_tuning_kernel kernel = (m2pt_tuning_kernel)k;
     const char *name = m2pt_tuning_kernel_name(kernel);
+    /* CLBlast's prototype takes the names as const char ** (no const pointers). */
+    const char *names[M2PT_TUNING_MAX_PARAMS];
+    const size_t count = m2pt_tuning_param_count(kernel);
+    memcpy(names, m2pt_tuning_param_names(kernel), count * sizeof *names);
     const CLBlastStatusCode s = CLBlastOverrideParameters(
-        device, name, CLBlastPrecisionSingle, m2pt_tuning_param_count(kernel),
-        (const char **)m2pt_tuning_param_names(kernel), m2pt_tuning_values_const(t, kernel));
+        device, name, CLBlastPrecisionSingle, count, names, m2pt_tuning_values_const(t, kernel));
     if (s != CLBlastSuccess) {
       m2pt_clblast_exclusive_unlock(overridden);
       snprintf(why, size, "CLBlastOverrideParameters(%s) failed with status %d", name, (int)s);

@@ -5,6 +5,8 @@
  * and the device's limits. */
 #include "tuning.h"
 
+#include <stddef.h>
+
 #include "core/context_impl.h"
 
 static const char *const kernel_names[M2PT_TK_COUNT] = {"Xgemm", "XgemmDirect", "GemmRoutine"};
@@ -45,20 +47,29 @@ const char *const *m2pt_tuning_param_names(m2pt_tuning_kernel kernel)
   return NULL;
 }
 
-size_t *m2pt_tuning_values(m2pt_tuning *t, m2pt_tuning_kernel kernel)
+/* Where a kernel's values sit in m2pt_tuning, for both accessors below;
+ * 0 (the offset of `present`) for none. */
+static size_t values_offset(m2pt_tuning_kernel kernel)
 {
   switch (kernel) {
-  case M2PT_TK_XGEMM: return t->xgemm;
-  case M2PT_TK_DIRECT: return t->direct;
-  case M2PT_TK_ROUTINE: return &t->min_indirect;
+  case M2PT_TK_XGEMM: return offsetof(m2pt_tuning, xgemm);
+  case M2PT_TK_DIRECT: return offsetof(m2pt_tuning, direct);
+  case M2PT_TK_ROUTINE: return offsetof(m2pt_tuning, min_indirect);
   case M2PT_TK_COUNT: break;
   }
-  return NULL;
+  return 0;
+}
+
+size_t *m2pt_tuning_values(m2pt_tuning *t, m2pt_tuning_kernel kernel)
+{
+  const size_t at = values_offset(kernel);
+  return at ? (size_t *)(void *)((char *)t + at) : NULL;
 }
 
 const size_t *m2pt_tuning_values_const(const m2pt_tuning *t, m2pt_tuning_kernel kernel)
 {
-  return m2pt_tuning_values((m2pt_tuning *)t, kernel);
+  const size_t at = values_offset(kernel);
+  return at ? (const size_t *)(const void *)((const char *)t + at) : NULL;
 }
 
 /* Powers of two from `lo` to `hi` into choices. */

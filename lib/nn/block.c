@@ -7,11 +7,13 @@
 #include "core/buffer.h"
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "core/options.h"
 #include "block_internal.h"
 #include "ffn_internal.h"
 #include "linear_internal.h"
 #include "m2pt/block.h"
 #include "ops/block_ops.h"
+#include "ops/tensor_checks.h"
 
 struct m2pt_block {
   m2pt_context *ctx;
@@ -22,23 +24,6 @@ struct m2pt_block {
   m2pt_ffn *mlp;
   int merged;
 };
-
-m2pt_block_config m2pt_block_config_vit(size_t dim, size_t heads)
-{
-  m2pt_block_config c;
-  memset(&c, 0, sizeof c);
-  c.dim = dim;
-  c.heads = heads;
-  c.dim_head = heads ? dim / heads : 0;
-  c.ff_mult = 4;
-  c.eps = 1e-6f;
-  c.qkv_bias = 1;
-  c.reparam = 1;
-  c.layout = M2PT_PRE_NORM;
-  c.gelu = M2PT_GELU_ERF;
-  c.attention = M2PT_ATTENTION_AUTO;
-  return c;
-}
 
 static m2pt_status check_config(m2pt_context *ctx, const m2pt_block_config *c, size_t *hd)
 {
@@ -52,14 +37,10 @@ static m2pt_status check_config(m2pt_context *ctx, const m2pt_block_config *c, s
                    m2pt_mul_size(c->ff_mult, c->dim, &hidden),
                "%s: sizes overflow", fn);
   M2PT_REQUIRE(ctx, isfinite(c->eps) && c->eps >= 0.0f, "%s: eps = %g", fn, (double)c->eps);
-  M2PT_REQUIRE(ctx, c->layout == M2PT_PRE_NORM || c->layout == M2PT_POST_NORM,
-               "%s: unknown layout %d", fn, (int)c->layout);
-  M2PT_REQUIRE(ctx, c->gelu == M2PT_GELU_ERF || c->gelu == M2PT_GELU_TANH,
-               "%s: unknown GELU kind %d", fn, (int)c->gelu);
-  M2PT_REQUIRE(ctx,
-               c->attention == M2PT_ATTENTION_AUTO || c->attention == M2PT_ATTENTION_GEMM ||
-                   c->attention == M2PT_ATTENTION_FUSED,
-               "%s: unknown attention implementation %d", fn, (int)c->attention);
+  M2PT_TRY(m2pt_check_enum(ctx, (int)c->layout, M2PT_POST_NORM, fn, "layout"));
+  M2PT_TRY(m2pt_check_enum(ctx, (int)c->gelu, M2PT_GELU_TANH, fn, "GELU kind"));
+  M2PT_TRY(m2pt_check_enum(ctx, (int)c->attention, M2PT_ATTENTION_FUSED, fn,
+                           "attention implementation"));
   return M2PT_OK;
 }
 
@@ -91,6 +72,11 @@ m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config
   M2PT_REQUIRE(NULL, ctx != NULL, "m2pt_block_create: ctx is NULL");
   M2PT_REQUIRE(ctx, config && out, "m2pt_block_create: NULL argument");
   *out = NULL;
+  /* Fields an older caller's config lacks take the ViT defaults. */
+  m2pt_block_config cfg = m2pt_block_config_vit(config->dim, config->heads);
+  M2PT_TRY(m2pt_options_read(ctx, &cfg, sizeof cfg, config, "m2pt_block_config",
+                             "m2pt_block_create"));
+  config = &cfg;
   size_t hd = 0;
   M2PT_TRY(check_config(ctx, config, &hd));
   /* A forced fused attention that cannot run here fails now, not at the
@@ -104,7 +90,7 @@ m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config
   b->cfg = *config;
   b->hd = hd;
   const size_t dim = config->dim;
-  const unsigned aux = config->reparam ? M2PT_LINEAR_AUX : 0;
+  const unsigned aux = config->pathway ? M2PT_LINEAR_PATHWAY : 0;
   m2pt_status s = norm_param(ctx, dim, 1.0f, &b->norm1_w);
   if (s == M2PT_OK)
     s = norm_param(ctx, dim, 0.0f, &b->norm1_b);
@@ -132,7 +118,7 @@ m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config
 const char *const m2pt_block_linear_names[M2PT_BLOCK_LINEARS] = {"attn.qkv", "attn.proj",
                                                                  "mlp.fc1", "mlp.fc2"};
 
-m2pt_linear *m2pt_block_linear(m2pt_block *b, size_t index)
+m2pt_linear *m2pt_block_linear(const m2pt_block *b, size_t index)
 {
   switch (index) {
   case M2PT_BLOCK_QKV: return b->qkv;
@@ -175,31 +161,48 @@ static m2pt_status resolve(const m2pt_block *b, const char *name, param_ref *ref
       continue;
     for (size_t f = 0; f < 4; f++)
       if (!strcmp(name + n + 1, fields[f].name)) {
-        ref->linear = m2pt_block_linear((m2pt_block *)(uintptr_t)b, i);
+        ref->linear = m2pt_block_linear(b, i);
         ref->field = fields[f].field;
         return M2PT_OK;
       }
   }
-  return m2pt_fail(b->ctx, M2PT_ERR_INVALID_ARGUMENT,
+  return m2pt_fail(b->ctx, M2PT_ERR_NOT_FOUND,
                    "unknown block parameter \"%s\" (expected norm1.weight, attn.qkv.weight, "
                    "attn.qkv.aux_weight, attn.qkv.cross_modal_scale, mlp.fc1.bias, …)",
                    name);
 }
 
-static m2pt_status norm_copy(const m2pt_block *b, cl_mem buf, const char *name, void *data,
-                             size_t count, int write)
+/* Writes src into a LayerNorm buffer, or reads it into dst (the other NULL). */
+static m2pt_status norm_copy(const m2pt_block *b, cl_mem buf, const char *name,
+                             const float *src, float *dst, size_t count)
 {
-  M2PT_REQUIRE(b->ctx, data != NULL, "block parameter %s: data is NULL", name);
+  M2PT_REQUIRE(b->ctx, src || dst, "block parameter %s: data is NULL", name);
   if (count != b->cfg.dim)
     return m2pt_fail(b->ctx, M2PT_ERR_SHAPE, "block parameter %s has %zu elements, %zu given",
                      name, b->cfg.dim, count);
-  const cl_int err = write ? clEnqueueWriteBuffer(b->ctx->queue, buf, CL_TRUE, 0,
-                                                  count * sizeof(float), data, 0, NULL, NULL)
-                           : clEnqueueReadBuffer(b->ctx->queue, buf, CL_TRUE, 0,
-                                                 count * sizeof(float), data, 0, NULL, NULL);
+  const cl_int err = src ? clEnqueueWriteBuffer(b->ctx->queue, buf, CL_TRUE, 0,
+                                                count * sizeof(float), src, 0, NULL, NULL)
+                         : clEnqueueReadBuffer(b->ctx->queue, buf, CL_TRUE, 0,
+                                               count * sizeof(float), dst, 0, NULL, NULL);
   if (err != CL_SUCCESS)
     return m2pt_fail_cl(b->ctx, err, name);
   return M2PT_OK;
+}
+
+/* λ travels as a one-element tensor, as "cross_modal_scale" does. */
+static m2pt_status check_scale(const m2pt_block *b, const char *name, const void *data,
+                               size_t count, const char *fn)
+{
+  M2PT_REQUIRE(b->ctx, data != NULL, "%s(%s): data is NULL", fn, name);
+  if (count != 1)
+    return m2pt_fail(b->ctx, M2PT_ERR_SHAPE, "%s has 1 element, %zu given", name, count);
+  return M2PT_OK;
+}
+
+/* Not reached: resolve() only hands out the fields above. */
+static m2pt_status unknown_field(const m2pt_block *b, const char *name)
+{
+  return m2pt_fail(b->ctx, M2PT_ERR_NOT_FOUND, "block parameter \"%s\": unknown field", name);
 }
 
 m2pt_status m2pt_block_set(m2pt_block *b, const char *name, const float *data, size_t count)
@@ -208,18 +211,16 @@ m2pt_status m2pt_block_set(m2pt_block *b, const char *name, const float *data, s
   param_ref r;
   M2PT_TRY(resolve(b, name, &r));
   if (r.norm)
-    return norm_copy(b, r.norm, name, (void *)(uintptr_t)data, count, 1);
+    return norm_copy(b, r.norm, name, data, NULL, count);
   switch (r.field) {
   case F_WEIGHT: return m2pt_linear_set_weight(r.linear, data, count);
   case F_BIAS: return m2pt_linear_set_bias(r.linear, data, count);
   case F_AUX_WEIGHT: return m2pt_linear_set_aux_weight(r.linear, data, count);
   case F_SCALE:
-    M2PT_REQUIRE(b->ctx, data != NULL, "m2pt_block_set(%s): data is NULL", name);
-    if (count != 1)
-      return m2pt_fail(b->ctx, M2PT_ERR_SHAPE, "%s has 1 element, %zu given", name, count);
+    M2PT_TRY(check_scale(b, name, data, count, "m2pt_block_set"));
     return m2pt_linear_set_scale(r.linear, data[0]);
   }
-  return M2PT_ERR_INVALID_ARGUMENT;
+  return unknown_field(b, name);
 }
 
 m2pt_status m2pt_block_get(const m2pt_block *b, const char *name, float *data, size_t count)
@@ -228,18 +229,16 @@ m2pt_status m2pt_block_get(const m2pt_block *b, const char *name, float *data, s
   param_ref r;
   M2PT_TRY(resolve(b, name, &r));
   if (r.norm)
-    return norm_copy(b, r.norm, name, data, count, 0);
+    return norm_copy(b, r.norm, name, NULL, data, count);
   switch (r.field) {
   case F_WEIGHT: return m2pt_linear_get_weight(r.linear, data, count);
   case F_BIAS: return m2pt_linear_get_bias(r.linear, data, count);
   case F_AUX_WEIGHT: return m2pt_linear_get_aux_weight(r.linear, data, count);
   case F_SCALE:
-    M2PT_REQUIRE(b->ctx, data != NULL, "m2pt_block_get(%s): data is NULL", name);
-    if (count != 1)
-      return m2pt_fail(b->ctx, M2PT_ERR_SHAPE, "%s has 1 element, %zu given", name, count);
+    M2PT_TRY(check_scale(b, name, data, count, "m2pt_block_get"));
     return m2pt_linear_get_scale(r.linear, data);
   }
-  return M2PT_ERR_INVALID_ARGUMENT;
+  return unknown_field(b, name);
 }
 
 /* ---- forward ---- */
@@ -281,18 +280,12 @@ m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_t
   m2pt_context *ctx = b->ctx;
   const size_t dim = b->cfg.dim;
   M2PT_TRY(m2pt_linear_check_io(ctx, x, y, dim, dim, fn));
-  char sx[96], sm[96];
+  char sx[96];
   if (x->ndim != 3)
     return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: x %s must be [B][N][%zu]", fn,
                      m2pt_shape_string(x, sx, sizeof sx), dim);
   const size_t batch = x->shape[0], tokens = x->shape[1], rows = batch * tokens;
-  if (mask) {
-    M2PT_TRY(m2pt_check_tensor(ctx, mask, "m2pt_block_forward: mask"));
-    if (mask->ndim != 2 || mask->shape[0] != batch || mask->shape[1] != tokens)
-      return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: mask %s must be [%zu][%zu] for x %s", fn,
-                       m2pt_shape_string(mask, sm, sizeof sm), batch, tokens,
-                       m2pt_shape_string(x, sx, sizeof sx));
-  }
+  M2PT_TRY(m2pt_check_mask(ctx, mask, x, fn));
   M2PT_REQUIRE(ctx, tokens <= UINT32_MAX, "%s: too many tokens", fn);
   const cl_mem mask_buf = mask ? mask->buffer : NULL;
   cl_mem h;
@@ -313,18 +306,22 @@ m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_t
                             y->buffer);
 }
 
-m2pt_status m2pt_block_merge(m2pt_block *b)
+m2pt_status m2pt_block_merge_prepare(m2pt_block *b)
 {
-  M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_merge: block is NULL");
-  /* Forming the effective weights is the only step that can fail; done for
-   * all four first, the merges below only swap buffers, so a failure leaves
-   * the block unmerged rather than half merged. */
-  int pathway = 0;
   for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++) {
     cl_mem unused;
     M2PT_TRY(m2pt_linear_effective_bias(m2pt_block_linear(b, i), &unused));
-    pathway |= m2pt_linear_has_pathway(m2pt_block_linear(b, i));
   }
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_block_merge(m2pt_block *b)
+{
+  M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_merge: block is NULL");
+  M2PT_TRY(m2pt_block_merge_prepare(b));
+  int pathway = 0;
+  for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++)
+    pathway |= m2pt_linear_has_pathway(m2pt_block_linear(b, i));
   for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++)
     M2PT_TRY(m2pt_linear_merge(m2pt_block_linear(b, i)));
   b->merged = b->merged || pathway;
@@ -340,6 +337,6 @@ m2pt_status m2pt_block_get_config(const m2pt_block *b, m2pt_block_config *config
 {
   M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_get_config: block is NULL");
   M2PT_REQUIRE(b->ctx, config != NULL, "m2pt_block_get_config: config is NULL");
-  *config = b->cfg;
-  return M2PT_OK;
+  return m2pt_options_write(b->ctx, config, &b->cfg, sizeof b->cfg, "m2pt_block_config",
+                            "m2pt_block_get_config");
 }

@@ -6,6 +6,7 @@
 #include "ffn_internal.h"
 #include "linear_internal.h"
 #include "ops/block_ops.h"
+#include "ops/tensor_checks.h"
 #include "ops/linear_ops.h"
 
 struct m2pt_ffn {
@@ -21,8 +22,7 @@ m2pt_status m2pt_ffn_create(m2pt_context *ctx, size_t dim, size_t hidden, unsign
   M2PT_REQUIRE(NULL, ctx != NULL, "m2pt_ffn_create: ctx is NULL");
   M2PT_REQUIRE(ctx, out != NULL, "m2pt_ffn_create: out is NULL");
   *out = NULL;
-  M2PT_REQUIRE(ctx, gelu == M2PT_GELU_ERF || gelu == M2PT_GELU_TANH,
-               "m2pt_ffn_create: unknown GELU kind %d", (int)gelu);
+  M2PT_TRY(m2pt_check_enum(ctx, (int)gelu, M2PT_GELU_TANH, "m2pt_ffn_create", "GELU kind"));
   m2pt_ffn *f = calloc(1, sizeof *f);
   if (!f)
     return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for an FFN");

@@ -58,12 +58,12 @@ m2pt_status m2pt_linear_create(m2pt_context *ctx, size_t in, size_t out, unsigne
   size_t elems, bytes;
   M2PT_REQUIRE(ctx, m2pt_mul_size(in, out, &elems) && m2pt_mul_size(elems, sizeof(float), &bytes),
                "m2pt_linear_create: %zu × %zu weights overflow", out, in);
-  const unsigned known = M2PT_LINEAR_BIAS | M2PT_LINEAR_AUX | M2PT_LINEAR_AUX_BIAS;
+  const unsigned known = M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY | M2PT_LINEAR_PATHWAY_BIAS;
   M2PT_REQUIRE(ctx, (flags & ~known) == 0, "m2pt_linear_create: unknown flags 0x%x",
                flags & ~known);
-  M2PT_REQUIRE(ctx, !(flags & M2PT_LINEAR_AUX_BIAS) || (flags & M2PT_LINEAR_AUX),
-               "m2pt_linear_create: M2PT_LINEAR_AUX_BIAS needs M2PT_LINEAR_AUX");
-  if (flags & M2PT_LINEAR_AUX_BIAS)
+  M2PT_REQUIRE(ctx, !(flags & M2PT_LINEAR_PATHWAY_BIAS) || (flags & M2PT_LINEAR_PATHWAY),
+               "m2pt_linear_create: M2PT_LINEAR_PATHWAY_BIAS needs M2PT_LINEAR_PATHWAY");
+  if (flags & M2PT_LINEAR_PATHWAY_BIAS)
     flags |= M2PT_LINEAR_BIAS;
 
   m2pt_linear *l = calloc(1, sizeof *l);
@@ -77,9 +77,9 @@ m2pt_status m2pt_linear_create(m2pt_context *ctx, size_t in, size_t out, unsigne
   m2pt_status s = m2pt_buffer_create(ctx, bytes, 1, &l->w);
   if (s == M2PT_OK && (flags & M2PT_LINEAR_BIAS))
     s = m2pt_buffer_create(ctx, bias_bytes(l), 1, &l->b);
-  if (s == M2PT_OK && (flags & M2PT_LINEAR_AUX))
+  if (s == M2PT_OK && (flags & M2PT_LINEAR_PATHWAY))
     s = m2pt_buffer_create(ctx, bytes, 1, &l->w_aux);
-  if (s == M2PT_OK && (flags & M2PT_LINEAR_AUX_BIAS))
+  if (s == M2PT_OK && (flags & M2PT_LINEAR_PATHWAY_BIAS))
     s = m2pt_buffer_create(ctx, bias_bytes(l), 1, &l->b_aux);
   if (s != M2PT_OK) {
     m2pt_linear_destroy(l);
@@ -183,10 +183,10 @@ m2pt_status m2pt_linear_get_aux_bias(const m2pt_linear *l, float *b, size_t coun
 static m2pt_status require_pathway(const m2pt_linear *l, const char *fn)
 {
   M2PT_REQUIRE(NULL, l != NULL, "%s: layer is NULL", fn);
-  if (!(l->flags & M2PT_LINEAR_AUX))
+  if (!(l->flags & M2PT_LINEAR_PATHWAY))
     return m2pt_fail(l->ctx, M2PT_ERR_INVALID_STATE, "%s: %s", fn,
                      l->merged ? "the pathway was merged; λ is folded into the weight"
-                               : "the layer has no pathway (created without M2PT_LINEAR_AUX)");
+                               : "the layer has no pathway (created without M2PT_LINEAR_PATHWAY)");
   return M2PT_OK;
 }
 
@@ -212,15 +212,15 @@ m2pt_status m2pt_linear_get_scale(const m2pt_linear *l, float *scale)
 /* Forms W + λ·W_aux (and b + λ·b_aux) if the parameters changed since. */
 static m2pt_status refresh_effective(m2pt_linear *l)
 {
-  if (!(l->flags & M2PT_LINEAR_AUX) || !l->eff_stale)
+  if (!(l->flags & M2PT_LINEAR_PATHWAY) || !l->eff_stale)
     return M2PT_OK;
   const size_t nw = l->in * l->out;
   if (!l->w_eff)
     M2PT_TRY(m2pt_buffer_create(l->ctx, weight_bytes(l), 0, &l->w_eff));
-  if ((l->flags & M2PT_LINEAR_AUX_BIAS) && !l->b_eff)
+  if ((l->flags & M2PT_LINEAR_PATHWAY_BIAS) && !l->b_eff)
     M2PT_TRY(m2pt_buffer_create(l->ctx, bias_bytes(l), 0, &l->b_eff));
   M2PT_TRY(m2pt_op_fold_pathway(l->ctx, l->w_eff, l->w, l->w_aux, l->scale, nw));
-  if (l->flags & M2PT_LINEAR_AUX_BIAS)
+  if (l->flags & M2PT_LINEAR_PATHWAY_BIAS)
     M2PT_TRY(m2pt_op_fold_pathway(l->ctx, l->b_eff, l->b, l->b_aux, l->scale, l->out));
   l->eff_stale = 0;
   return M2PT_OK;
@@ -251,7 +251,7 @@ m2pt_status m2pt_linear_check_io(const m2pt_context *ctx, const m2pt_tensor *x,
 m2pt_status m2pt_linear_apply(m2pt_linear *l, cl_mem x, size_t rows, float beta, cl_mem y)
 {
   M2PT_TRY(refresh_effective(l));
-  const cl_mem weight = (l->flags & M2PT_LINEAR_AUX) ? l->w_eff : l->w;
+  const cl_mem weight = (l->flags & M2PT_LINEAR_PATHWAY) ? l->w_eff : l->w;
   const m2pt_gemm_matrix a = {x, 0, l->in, 0};
   const m2pt_gemm_matrix b = {weight, 0, l->in, 0};
   const m2pt_gemm_matrix c = {y, 0, l->out, 0};
@@ -262,7 +262,7 @@ m2pt_status m2pt_linear_apply(m2pt_linear *l, cl_mem x, size_t rows, float beta,
 m2pt_status m2pt_linear_effective_bias(m2pt_linear *l, cl_mem *bias)
 {
   M2PT_TRY(refresh_effective(l));
-  *bias = (l->flags & M2PT_LINEAR_AUX_BIAS) ? l->b_eff : l->b;
+  *bias = (l->flags & M2PT_LINEAR_PATHWAY_BIAS) ? l->b_eff : l->b;
   return M2PT_OK;
 }
 
@@ -285,7 +285,7 @@ m2pt_status m2pt_linear_forward(m2pt_linear *l, const m2pt_tensor *x, m2pt_tenso
 m2pt_status m2pt_linear_merge(m2pt_linear *l)
 {
   M2PT_REQUIRE(NULL, l != NULL, "m2pt_linear_merge: layer is NULL");
-  if (!(l->flags & M2PT_LINEAR_AUX))
+  if (!(l->flags & M2PT_LINEAR_PATHWAY))
     return M2PT_OK;
   /* The merged weight is the forward's effective weight, bit for bit. */
   M2PT_TRY(refresh_effective(l));
@@ -294,14 +294,14 @@ m2pt_status m2pt_linear_merge(m2pt_linear *l)
   l->w_eff = NULL;
   m2pt_buffer_release(l->ctx, l->w_aux, weight_bytes(l));
   l->w_aux = NULL;
-  if (l->flags & M2PT_LINEAR_AUX_BIAS) {
+  if (l->flags & M2PT_LINEAR_PATHWAY_BIAS) {
     m2pt_buffer_release(l->ctx, l->b, bias_bytes(l));
     l->b = l->b_eff;
     l->b_eff = NULL;
     m2pt_buffer_release(l->ctx, l->b_aux, bias_bytes(l));
     l->b_aux = NULL;
   }
-  l->flags &= ~(M2PT_LINEAR_AUX | M2PT_LINEAR_AUX_BIAS);
+  l->flags &= ~(M2PT_LINEAR_PATHWAY | M2PT_LINEAR_PATHWAY_BIAS);
   l->scale = 0.0f;
   l->merged = 1;
   return M2PT_OK;
@@ -309,10 +309,10 @@ m2pt_status m2pt_linear_merge(m2pt_linear *l)
 
 m2pt_status m2pt_linear_add_pathway(m2pt_linear *l)
 {
-  if (l->flags & M2PT_LINEAR_AUX)
+  if (l->flags & M2PT_LINEAR_PATHWAY)
     return M2PT_OK;
   M2PT_TRY(m2pt_buffer_create(l->ctx, weight_bytes(l), 1, &l->w_aux));
-  l->flags |= M2PT_LINEAR_AUX;
+  l->flags |= M2PT_LINEAR_PATHWAY;
   l->scale = 0.0f;
   l->eff_stale = 1;
   return M2PT_OK;
@@ -320,12 +320,12 @@ m2pt_status m2pt_linear_add_pathway(m2pt_linear *l)
 
 void m2pt_linear_drop_pathway(m2pt_linear *l)
 {
-  if (!(l->flags & M2PT_LINEAR_AUX) || (l->flags & M2PT_LINEAR_AUX_BIAS))
+  if (!(l->flags & M2PT_LINEAR_PATHWAY) || (l->flags & M2PT_LINEAR_PATHWAY_BIAS))
     return;
   m2pt_buffer_release(l->ctx, l->w_aux, weight_bytes(l));
   m2pt_buffer_release(l->ctx, l->w_eff, weight_bytes(l));
   l->w_aux = l->w_eff = NULL;
-  l->flags &= ~M2PT_LINEAR_AUX;
+  l->flags &= ~M2PT_LINEAR_PATHWAY;
   l->scale = 0.0f;
   l->eff_stale = 1;
 }
@@ -337,7 +337,7 @@ int m2pt_linear_is_merged(const m2pt_linear *l)
 
 int m2pt_linear_has_pathway(const m2pt_linear *l)
 {
-  return l && (l->flags & M2PT_LINEAR_AUX) ? 1 : 0;
+  return l && (l->flags & M2PT_LINEAR_PATHWAY) ? 1 : 0;
 }
 
 m2pt_context *m2pt_linear_context(const m2pt_linear *l)

@@ -24,4 +24,34 @@ struct m2pt_model {
 /* Rows and columns of block linear `index` (out, in). */
 void m2pt_model_linear_shape(const m2pt_model *model, int index, size_t *out, size_t *in);
 
+/* The largest parameter of a block, in floats (the size of a read buffer). */
+size_t m2pt_model_largest_param(const m2pt_model *model);
+
+/* ---- reading checkpoints (model_load.c), for loading and for pathways ---- */
+
+/* One open checkpoint and where its block stack is. */
+typedef struct m2pt_model_source {
+  m2pt_context *ctx;
+  const char *file;
+  const m2pt_safetensors *st;
+  const m2pt_naming_scheme *scheme;
+  const char *prefix;
+} m2pt_model_source;
+
+/* Passes a checkpoint reader's failure (reported on the thread) to ctx. */
+m2pt_status m2pt_model_io_fail(const m2pt_context *ctx, m2pt_status s);
+
+/* "[3][4]", or "[] (a scalar)" for ndim 0. */
+void m2pt_model_shape_text(char *buf, size_t size, size_t ndim, const size_t *shape);
+
+/* Finds `name` (its index into *found when that is not NULL); a missing
+ * tensor is M2PT_ERR_FORMAT naming it. */
+m2pt_status m2pt_model_find_tensor(const m2pt_model_source *src, const char *name,
+                                   m2pt_safetensors_info *info, size_t *found);
+
+/* Reads `field` (M2PT_FIELD_WEIGHT, _BIAS or _AUX_WEIGHT) of block linear
+ * `li` of block `block` as f32: the parts' rows concatenated. */
+m2pt_status m2pt_model_read_linear(const m2pt_model_source *src, const m2pt_model *model,
+                                   size_t block, int li, int field, float *dst);
+
 #endif

@@ -165,15 +165,10 @@ m2pt_status m2pt_attention(m2pt_context *ctx, const m2pt_tensor *qkv, size_t hea
   M2PT_REQUIRE(NULL, ctx != NULL, "%s: ctx is NULL", fn);
   M2PT_TRY(m2pt_check_tensor(ctx, qkv, "m2pt_attention: qkv"));
   M2PT_TRY(m2pt_check_tensor(ctx, out, "m2pt_attention: out"));
-  if (mask)
-    M2PT_TRY(m2pt_check_tensor(ctx, mask, "m2pt_attention: mask"));
   M2PT_REQUIRE(ctx, qkv != out, "%s: out must not be qkv", fn);
   M2PT_REQUIRE(ctx, heads > 0 && dim_head > 0, "%s: heads = %zu, dim_head = %zu", fn, heads,
                dim_head);
-  M2PT_REQUIRE(ctx,
-               impl == M2PT_ATTENTION_AUTO || impl == M2PT_ATTENTION_GEMM ||
-                   impl == M2PT_ATTENTION_FUSED,
-               "%s: unknown implementation %d", fn, (int)impl);
+  M2PT_TRY(m2pt_check_enum(ctx, (int)impl, M2PT_ATTENTION_FUSED, fn, "implementation"));
   size_t hd;
   M2PT_REQUIRE(ctx, m2pt_mul_size(heads, dim_head, &hd) && hd <= SIZE_MAX / 3,
                "%s: heads·dim_head overflows", fn);
@@ -189,10 +184,7 @@ m2pt_status m2pt_attention(m2pt_context *ctx, const m2pt_tensor *qkv, size_t hea
                      m2pt_shape_string(qkv, sq, sizeof sq));
   M2PT_REQUIRE(ctx, shape.tokens <= UINT32_MAX && heads <= UINT32_MAX,
                "%s: too many tokens or heads", fn);
-  if (mask && (mask->ndim != 2 || mask->shape[0] != shape.batch ||
-               mask->shape[1] != shape.tokens))
-    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: mask %s must be [%zu][%zu]", fn,
-                     m2pt_shape_string(mask, so, sizeof so), shape.batch, shape.tokens);
+  M2PT_TRY(m2pt_check_mask(ctx, mask, qkv, fn));
   return m2pt_op_attention(ctx, qkv->buffer, mask ? mask->buffer : NULL, &shape, impl,
                            out->buffer);
 }

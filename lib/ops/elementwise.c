@@ -47,8 +47,7 @@ m2pt_status m2pt_gelu(m2pt_context *ctx, const m2pt_tensor *x, const m2pt_tensor
   M2PT_TRY(m2pt_check_tensor(ctx, y, "m2pt_gelu: y"));
   if (bias)
     M2PT_TRY(m2pt_check_tensor(ctx, bias, "m2pt_gelu: bias"));
-  M2PT_REQUIRE(ctx, kind == M2PT_GELU_ERF || kind == M2PT_GELU_TANH, "%s: unknown GELU kind %d",
-               fn, (int)kind);
+  M2PT_TRY(m2pt_check_enum(ctx, (int)kind, M2PT_GELU_TANH, fn, "GELU kind"));
   M2PT_TRY(m2pt_check_same_shape(ctx, x, y, fn, "x", "y"));
   const size_t cols = m2pt_last_dim(x);
   if (bias)

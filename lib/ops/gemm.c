@@ -39,6 +39,16 @@ static m2pt_status check_extent(const m2pt_context *ctx, int which, size_t rows,
   return M2PT_OK;
 }
 
+/* alpha and beta finite; C, written while A and B are read, is neither. */
+static m2pt_status check_scalars_and_aliasing(const m2pt_context *ctx, float alpha, float beta,
+                                              const m2pt_tensor *a, const m2pt_tensor *b,
+                                              const m2pt_tensor *c, const char *fn)
+{
+  M2PT_REQUIRE(ctx, isfinite(alpha) && isfinite(beta), "%s: alpha and beta must be finite", fn);
+  M2PT_REQUIRE(ctx, c != a && c != b, "%s: C must not be the tensor of A or B", fn);
+  return M2PT_OK;
+}
+
 m2pt_status m2pt_gemm_batched(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
                               size_t n, size_t k, float alpha, const m2pt_matrix_batch *a,
                               const m2pt_matrix_batch *b, float beta, const m2pt_matrix_batch *c,
@@ -53,10 +63,8 @@ m2pt_status m2pt_gemm_batched(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
                "m2pt_gemm_batched: invalid transpose value");
   M2PT_REQUIRE(ctx, m && n && k && batch,
                "m2pt_gemm_batched: zero size (m=%zu n=%zu k=%zu batch=%zu)", m, n, k, batch);
-  M2PT_REQUIRE(ctx, isfinite(alpha) && isfinite(beta),
-               "m2pt_gemm_batched: alpha and beta must be finite");
-  M2PT_REQUIRE(ctx, c->tensor != a->tensor && c->tensor != b->tensor,
-               "m2pt_gemm_batched: C must not be the tensor of A or B");
+  M2PT_TRY(check_scalars_and_aliasing(ctx, alpha, beta, a->tensor, b->tensor, c->tensor,
+                                      "m2pt_gemm_batched"));
   M2PT_TRY(check_extent(ctx, 0, ta ? k : m, ta ? m : k, a, batch));
   M2PT_TRY(check_extent(ctx, 1, tb ? n : k, tb ? k : n, b, batch));
   M2PT_TRY(check_extent(ctx, 2, m, n, c, batch));
@@ -95,9 +103,10 @@ m2pt_status m2pt_gemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, f
                      m2pt_shape_string(a, sa, sizeof sa), ta ? "ᵀ" : "",
                      m2pt_shape_string(b, sb, sizeof sb), tb ? "ᵀ" : "");
   }
-  /* m2pt_gemm_batched takes non-const tensors only because C is written. */
-  const m2pt_matrix_batch ma = {(m2pt_tensor *)a, 0, a->shape[1], 0};
-  const m2pt_matrix_batch mb = {(m2pt_tensor *)b, 0, b->shape[1], 0};
-  const m2pt_matrix_batch mc = {c, 0, n, 0};
-  return m2pt_gemm_batched(ctx, ta, tb, m, n, ka, alpha, &ma, &mb, beta, &mc, 1);
+  M2PT_TRY(check_scalars_and_aliasing(ctx, alpha, beta, a, b, c, "m2pt_gemm"));
+  /* Whole 2-D tensors need none of m2pt_gemm_batched's extent checks. */
+  const m2pt_gemm_matrix ba = {a->buffer, 0, a->shape[1], 0};
+  const m2pt_gemm_matrix bb = {b->buffer, 0, b->shape[1], 0};
+  const m2pt_gemm_matrix bc = {c->buffer, 0, n, 0};
+  return m2pt_gemm_sgemm(ctx, ta, tb, m, n, ka, alpha, &ba, &bb, beta, &bc, 1);
 }
