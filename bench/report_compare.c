@@ -157,7 +157,6 @@ size_t bench_compare(const void *old_doc, const void *new_doc)
              t_new, "-");
       continue;
     }
-    compared++;
     if (t_old < COMPARE_FLOOR_MS && t_new < COMPARE_FLOOR_MS) {
       tiny++;
       printf("%-*s %-9s %-40s %10.3f %10.3f %7s  (below %.2f ms)\n", width, device, suite, name,
@@ -167,6 +166,7 @@ size_t bench_compare(const void *old_doc, const void *new_doc)
     /* Here at least one median is above the floor, so a zero old median
      * (a case that used to take no measurable time) is infinitely slower. */
     const double ratio = t_old > 0.0 ? t_new / t_old : INFINITY;
+    compared++;
     slower += ratio > SLOWER_THRESHOLD;
     faster += ratio < 1.0 / SLOWER_THRESHOLD;
     printf("%-*s %-9s %-40s %10.3f %10.3f %7.3f%s\n", width, device, suite, name, t_old, t_new,
@@ -178,7 +178,7 @@ size_t bench_compare(const void *old_doc, const void *new_doc)
       only_old++;
   }
   printf("compare: %zu cases compared, %zu SLOWER (median time more than %.0f%% above OLD), "
-         "%zu faster by more than that, %zu below %.2f ms in both (not judged), %zu not in OLD, "
+         "%zu faster by more than that; %zu below %.2f ms in both (not judged), %zu not in OLD, "
          "%zu of OLD not measured now\n",
          compared, slower, (SLOWER_THRESHOLD - 1.0) * 100.0, faster, tiny, COMPARE_FLOOR_MS,
          only_new, only_old);

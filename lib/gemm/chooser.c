@@ -79,11 +79,14 @@ static m2pt_status attach(m2pt_context *ctx, const char *cache_dir)
   if (!g)
     return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "out of host memory creating a context");
   g->backend = backend;
-  backend->attach(ctx, g, cache_dir);
-  ctx->gemm = g;
+  /* Counted before the backend attaches (primes CLBlast, applies a tuning),
+   * so that the last other context going meanwhile does not tear down what
+   * this one is setting up. */
   m2pt_process_lock();
   live_contexts++;
   m2pt_process_unlock();
+  backend->attach(ctx, g, cache_dir);
+  ctx->gemm = g;
   return M2PT_OK;
 }
 
