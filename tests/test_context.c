@@ -174,6 +174,11 @@ static void context_lifecycle(void **state)
   const m2pt_context_options zero = {0};
   assert_status(NULL, m2pt_context_create(&zero, &bad), M2PT_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(m2pt_last_error(NULL), "struct_size"));
+  /* A size that would cut the device pointer in half is refused, not read. */
+  opts = m2pt_context_options_default();
+  opts.struct_size = sizeof(size_t) + 4;
+  assert_status(NULL, m2pt_context_create(&opts, &bad), M2PT_ERR_INVALID_ARGUMENT);
+  assert_null(bad);
   opts = m2pt_context_options_default();
   opts.struct_size += sizeof(void *);
   assert_status(NULL, m2pt_context_create(&opts, &bad), M2PT_ERR_UNSUPPORTED);

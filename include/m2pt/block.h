@@ -28,7 +28,8 @@ typedef enum m2pt_block_layout {
  * the fields you need: it sets struct_size to the size this header gives the
  * struct, so a later m2pt that appends fields still reads an older caller's
  * config (the fields it lacks take their defaults), and a config whose
- * struct_size was never set is refused. */
+ * struct_size was never set (smaller than the struct as m2pt 0.2 first
+ * released it) is refused. */
 typedef struct m2pt_block_config {
   size_t struct_size;    /* sizeof(m2pt_block_config), as compiled */
   size_t dim;            /* model width */

@@ -97,7 +97,8 @@ typedef enum m2pt_binary_cache {
  * fields you need: it sets struct_size to the size this header gives the
  * struct, so a later m2pt that appends fields still reads an older caller's
  * struct (the fields it lacks take their defaults), and a struct whose
- * struct_size was never set is refused instead of read as garbage. */
+ * struct_size was never set (smaller than this struct
+ * as m2pt 0.2 first released it) is refused instead of read as garbage. */
 typedef struct m2pt_context_options {
   size_t struct_size;       /* sizeof(m2pt_context_options), as compiled */
   const char *device;       /* selector, see m2pt_device_select; NULL = default */

@@ -47,8 +47,8 @@ typedef enum m2pt_naming {
  * m2pt_model_options_default() and change the fields you need: it sets
  * struct_size to the size this header gives the struct, so a later m2pt that
  * appends fields still reads an older caller's options (the fields it lacks
- * take their defaults), and options whose struct_size was never set are
- * refused. */
+ * take their defaults), and options whose struct_size was never set
+ * (smaller than the struct as m2pt 0.2 first released it) are refused. */
 typedef struct m2pt_model_options {
   size_t struct_size; /* sizeof(m2pt_model_options), as compiled */
   size_t heads;       /* attention heads. 0: not known; load, λ, merge and save

@@ -57,11 +57,15 @@ void m2pt_base_build_options_set(m2pt_context *ctx)
     strncat(opt, " -cl-fp32-correctly-rounded-divide-sqrt", cap - strlen(opt) - 1);
 }
 
+/* m2pt_context_options as first released (options.h). */
+#define OPTIONS_SIZE_0_2 sizeof(m2pt_context_options)
+
 m2pt_status m2pt_context_options_read(const m2pt_context_options *options, const char *fn,
                                       m2pt_context_options *o)
 {
   *o = m2pt_context_options_default();
-  M2PT_TRY(m2pt_options_read(NULL, o, sizeof *o, options, "m2pt_context_options", fn));
+  M2PT_TRY(m2pt_options_read(NULL, o, sizeof *o, OPTIONS_SIZE_0_2, options,
+                             "m2pt_context_options", fn));
   M2PT_REQUIRE(NULL,
                o->binary_cache == M2PT_BINARY_CACHE_AUTO ||
                    o->binary_cache == M2PT_BINARY_CACHE_ON ||

@@ -66,6 +66,9 @@ static m2pt_status norm_param(m2pt_context *ctx, size_t dim, float value, cl_mem
   return value == 0.0f ? M2PT_OK : m2pt_fill(ctx, *out, value, dim);
 }
 
+/* m2pt_block_config as first released (core/options.h). */
+#define CONFIG_SIZE_0_2 sizeof(m2pt_block_config)
+
 m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config,
                               m2pt_block **out)
 {
@@ -74,8 +77,8 @@ m2pt_status m2pt_block_create(m2pt_context *ctx, const m2pt_block_config *config
   *out = NULL;
   /* Fields an older caller's config lacks take the ViT defaults. */
   m2pt_block_config cfg = m2pt_block_config_vit(config->dim, config->heads);
-  M2PT_TRY(m2pt_options_read(ctx, &cfg, sizeof cfg, config, "m2pt_block_config",
-                             "m2pt_block_create"));
+  M2PT_TRY(m2pt_options_read(ctx, &cfg, sizeof cfg, CONFIG_SIZE_0_2, config,
+                             "m2pt_block_config", "m2pt_block_create"));
   config = &cfg;
   size_t hd = 0;
   M2PT_TRY(check_config(ctx, config, &hd));
@@ -337,6 +340,6 @@ m2pt_status m2pt_block_get_config(const m2pt_block *b, m2pt_block_config *config
 {
   M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_get_config: block is NULL");
   M2PT_REQUIRE(b->ctx, config != NULL, "m2pt_block_get_config: config is NULL");
-  return m2pt_options_write(b->ctx, config, &b->cfg, sizeof b->cfg, "m2pt_block_config",
-                            "m2pt_block_get_config");
+  return m2pt_options_write(b->ctx, config, &b->cfg, sizeof b->cfg, CONFIG_SIZE_0_2,
+                            "m2pt_block_config", "m2pt_block_get_config");
 }

@@ -393,6 +393,9 @@ static m2pt_status load(m2pt_model *m, const m2pt_model_options *o)
   return st;
 }
 
+/* m2pt_model_options as first released (core/options.h). */
+#define OPTIONS_SIZE_0_2 sizeof(m2pt_model_options)
+
 m2pt_status m2pt_model_load(m2pt_context *ctx, const char *path,
                             const m2pt_model_options *options, m2pt_model **model)
 {
@@ -400,8 +403,8 @@ m2pt_status m2pt_model_load(m2pt_context *ctx, const char *path,
   M2PT_REQUIRE(ctx, path && model, "m2pt_model_load: NULL argument");
   *model = NULL;
   m2pt_model_options opts = m2pt_model_options_default();
-  M2PT_TRY(m2pt_options_read(ctx, &opts, sizeof opts, options, "m2pt_model_options",
-                             "m2pt_model_load"));
+  M2PT_TRY(m2pt_options_read(ctx, &opts, sizeof opts, OPTIONS_SIZE_0_2, options,
+                             "m2pt_model_options", "m2pt_model_load"));
   const m2pt_model_options *o = &opts;
   M2PT_TRY(check_options(ctx, o));
   m2pt_model *m = calloc(1, sizeof *m);
