@@ -10,7 +10,7 @@
  * dies while writing (even by SIGKILL) leaves nothing: only for the few
  * microseconds between linkat and rename does the file have a name. Where the
  * filesystem has no O_TMPFILE a named temporary is written instead; the tools'
- * signal handlers remove it (m2pt_io_remove_temporaries) and the next write of
+ * signal handlers remove it (m2pt_remove_temporaries) and the next write of
  * the same target removes one left by SIGKILL. */
 /* O_TMPFILE, O_PATH, fallocate and flock are Linux/BSD, not POSIX. */
 #define _GNU_SOURCE
@@ -30,7 +30,6 @@
 
 #include "common/error.h"
 #include "file_write.h"
-#include "m2pt/io.h"
 
 /* Temporary names: TEMP_PREFIX, 16 hex digits of the target name's hash, '.'
  * and 6 letters or digits. The hash ties a stale temporary to its target, and
@@ -121,7 +120,7 @@ static void release(int slot)
   }
 }
 
-void m2pt_io_remove_temporaries(void)
+void m2pt_remove_temporaries(void)
 {
   for (int i = 0; i < TEMP_SLOTS; i++) {
     const unsigned seq = atomic_load(&temps[i].seq);

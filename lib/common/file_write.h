@@ -37,6 +37,10 @@ m2pt_status m2pt_write_output(const char *path, const m2pt_chunk *chunks, size_t
  * `path` and the cause), M2PT_ERR_OUT_OF_MEMORY. */
 m2pt_status m2pt_replace_file(const char *path, const m2pt_chunk *chunks, size_t count);
 
+/* Removes the named temporary files this process is writing right now.
+ * Async-signal-safe; the public m2pt_io_remove_temporaries (lib/io) is this. */
+void m2pt_remove_temporaries(void);
+
 /* mkdir -p: creates `dir` and its missing parents (mode 0755 less the
  * umask); existing ones are fine. Errors: M2PT_ERR_IO naming the directory
  * that could not be made and why (errno is also left as mkdir set it, for

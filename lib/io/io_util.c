@@ -162,3 +162,9 @@ int m2pt_f32_to_bf16_exact(float f, uint16_t *out)
   *out = (uint16_t)(u >> 16);
   return 1;
 }
+
+/* The writer lives in lib/common, below io; its public name is io's. */
+void m2pt_io_remove_temporaries(void)
+{
+  m2pt_remove_temporaries();
+}
