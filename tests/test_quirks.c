@@ -71,6 +71,11 @@ static void bad_override_fails_creation(void **state)
   assert_int_equal(m2pt_context_create(NULL, &ctx), M2PT_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(m2pt_last_error(NULL), "no such GEMM backend"));
   assert_non_null(strstr(m2pt_last_error(NULL), "clblast"));
+  /* Even where the application's flag picks CLBlast anyway. */
+  m2pt_context_options opts = m2pt_context_options_default();
+  opts.flags = M2PT_CONTEXT_CLBLAST;
+  assert_int_equal(m2pt_context_create(&opts, &ctx), M2PT_ERR_INVALID_ARGUMENT);
+  assert_null(ctx);
   m2pt_quirks_override(NULL);
   ctx = test_context();
   m2pt_context_destroy(ctx);

@@ -20,7 +20,9 @@ void m2pt_quirks_of_device(cl_device_id device, const m2pt_device_info *info, m2
   q->gelu_vec = oclgrind ? 1 : 8;
   q->attention_vec = oclgrind ? 1 : 8;
   q->attention = M2PT_ATTENTION_AUTO;
-  q->gemm_on_host = info->is_cpu && !oclgrind;
+  /* $M2PT_HOST_BLAS=off predates M2PT_QUIRKS' gemm=clblast and means the same. */
+  const char *host_blas = getenv("M2PT_HOST_BLAS");
+  q->gemm_on_host = info->is_cpu && !oclgrind && !(host_blas && strcmp(host_blas, "off") == 0);
   cl_device_fp_config fp = 0;
   clGetDeviceInfo(device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
   q->correctly_rounded_divide_sqrt = (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;

@@ -40,27 +40,15 @@ static const m2pt_gemm_backend *const backends[] = {M2PT_GEMM_BACKENDS(ENTRY)};
  * tuning again anyway. */
 static unsigned long live_contexts;
 
-/* ctx's backend, or a failure (message in m2pt_last_error(NULL)). */
-static m2pt_status choose(const m2pt_context *ctx, const m2pt_gemm_backend **out)
+/* The backend named `name`, or a failure (message in m2pt_last_error(NULL)). */
+static m2pt_status find(const char *name, const m2pt_gemm_backend **out)
 {
-  const char *forced = ctx->quirks.gemm[0] ? ctx->quirks.gemm : NULL;
-  /* The application's flag outranks the environment's override. */
-  if (ctx->flags & M2PT_CONTEXT_CLBLAST)
-    forced = m2pt_gemm_clblast.name;
-  if (!forced) {
-    for (size_t i = 0; i < BACKEND_COUNT; i++)
-      if (backends[i]->preferred(ctx)) {
-        *out = backends[i];
-        return M2PT_OK;
-      }
-    return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED, "no GEMM backend runs on this device");
-  }
   char names[128] = "";
   for (size_t i = 0; i < BACKEND_COUNT; i++) {
-    if (strcmp(backends[i]->name, forced) == 0) {
+    if (strcmp(backends[i]->name, name) == 0) {
       const char *why = backends[i]->unavailable();
       if (why)
-        return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED, "M2PT_QUIRKS gemm=%s: %s", forced, why);
+        return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED, "M2PT_QUIRKS gemm=%s: %s", name, why);
       *out = backends[i];
       return M2PT_OK;
     }
@@ -68,7 +56,24 @@ static m2pt_status choose(const m2pt_context *ctx, const m2pt_gemm_backend **out
              backends[i]->name);
   }
   return m2pt_fail(NULL, M2PT_ERR_INVALID_ARGUMENT,
-                   "M2PT_QUIRKS gemm=%s: no such GEMM backend (known: %s)", forced, names);
+                   "M2PT_QUIRKS gemm=%s: no such GEMM backend (known: %s)", name, names);
+}
+
+/* ctx's backend, or a failure (message in m2pt_last_error(NULL)). */
+static m2pt_status choose(const m2pt_context *ctx, const m2pt_gemm_backend **out)
+{
+  *out = NULL;
+  /* A forced name is checked even where the application's flag outranks it,
+   * so a typo in the environment never passes silently. */
+  if (ctx->quirks.gemm[0])
+    M2PT_TRY(find(ctx->quirks.gemm, out));
+  if (ctx->flags & M2PT_CONTEXT_CLBLAST)
+    *out = &m2pt_gemm_clblast;
+  for (size_t i = 0; !*out && i < BACKEND_COUNT; i++)
+    if (backends[i]->preferred(ctx))
+      *out = backends[i];
+  return *out ? M2PT_OK
+              : m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED, "no GEMM backend runs on this device");
 }
 
 static m2pt_status attach(m2pt_context *ctx, const char *cache_dir)

@@ -145,11 +145,11 @@ static const char *unavailable(void)
 #endif
 }
 
-/* Where the device's buffers are host memory ($M2PT_HOST_BLAS=off says no). */
+/* Where the device's buffers are host memory (the quirk; $M2PT_HOST_BLAS=off
+ * clears it). */
 static int preferred(const m2pt_context *ctx)
 {
-  const char *env = getenv("M2PT_HOST_BLAS");
-  return !unavailable() && ctx->quirks.gemm_on_host && !(env && strcmp(env, "off") == 0);
+  return !unavailable() && ctx->quirks.gemm_on_host;
 }
 
 /* CLBlast's parameters are process-wide: a context whose GEMMs never run
