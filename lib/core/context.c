@@ -27,7 +27,7 @@ const char *m2pt_version_string(void)
 static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *options,
                                 const m2pt_context_hooks *hooks, m2pt_context **out)
 {
-  ctx->flags = options ? options->flags : 0;
+  ctx->flags = options->flags;
   ctx->error = calloc(1, M2PT_ERROR_CAPACITY);
   if (!ctx->error) {
     m2pt_context_destroy(ctx);
@@ -44,7 +44,7 @@ static m2pt_status finish_setup(m2pt_context *ctx, const m2pt_context_options *o
                   &ctx->max_work_group, NULL);
   /* The tuning store lives in the cache directory whether or not program
    * binaries are cached there. */
-  char *dir = m2pt_cache_dir_resolve(options ? options->cache_dir : NULL);
+  char *dir = m2pt_cache_dir_resolve(options->cache_dir);
   status = hooks ? hooks->attach(ctx, dir) : M2PT_OK;
   if (status != M2PT_OK) {
     free(dir);
@@ -71,7 +71,7 @@ m2pt_status m2pt_context_create_with(const m2pt_context_options *options,
   m2pt_context *ctx = calloc(1, sizeof *ctx);
   if (!ctx)
     return m2pt_fail(NULL, M2PT_ERR_OUT_OF_MEMORY, "out of host memory creating a context");
-  m2pt_status status = m2pt_device_resolve(options ? options->device : NULL, &ctx->platform,
+  m2pt_status status = m2pt_device_resolve(options->device, &ctx->platform,
                                            &ctx->device, &ctx->info);
   if (status != M2PT_OK) {
     free(ctx);

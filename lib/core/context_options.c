@@ -11,19 +11,11 @@
 #include "error.h"
 #include "options.h"
 
-static char *dup_string(const char *s)
-{
-  char *d = malloc(strlen(s) + 1);
-  if (d)
-    strcpy(d, s);
-  return d;
-}
-
 char *m2pt_cache_dir_resolve(const char *option)
 {
   const char *dir = option ? option : getenv("M2PT_CACHE_DIR");
   if (dir && dir[0])
-    return strcmp(dir, "off") == 0 ? NULL : dup_string(dir);
+    return strcmp(dir, "off") == 0 ? NULL : strdup(dir);
   char buf[4096];
   const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
   if (xdg && xdg[0])
@@ -32,7 +24,7 @@ char *m2pt_cache_dir_resolve(const char *option)
     snprintf(buf, sizeof buf, "%s/.cache/m2pt", home);
   else
     return NULL;
-  return dup_string(buf);
+  return strdup(buf);
 }
 
 int m2pt_binary_cache_wanted(const m2pt_context_options *opts, const m2pt_quirks *quirks)

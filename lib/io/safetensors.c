@@ -631,22 +631,13 @@ struct m2pt_safetensors_writer {
   int finished;
 };
 
-static char *dup_string(const char *s)
-{
-  const size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (d)
-    memcpy(d, s, n);
-  return d;
-}
-
 m2pt_status m2pt_safetensors_writer_create(const char *path, m2pt_safetensors_writer **out)
 {
   M2PT_REQUIRE_THREAD(out, "m2pt_safetensors_writer_create: w is NULL");
   *out = NULL;
   M2PT_REQUIRE_THREAD(path && path[0], "m2pt_safetensors_writer_create: path is NULL or empty");
   m2pt_safetensors_writer *w = calloc(1, sizeof *w);
-  if (!w || !(w->path = dup_string(path))) {
+  if (!w || !(w->path = strdup(path))) {
     free(w);
     return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
   }
@@ -719,7 +710,7 @@ m2pt_status m2pt_safetensors_writer_add(m2pt_safetensors_writer *w, const char *
   }
   w_entry *e = &w->entries[w->count];
   memset(e, 0, sizeof *e);
-  if (!(e->name = dup_string(name)))
+  if (!(e->name = strdup(name)))
     return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: %s: out of memory", fn, w->path);
   e->dtype = dtype;
   e->ndim = ndim;
@@ -751,7 +742,7 @@ m2pt_status m2pt_safetensors_writer_metadata(m2pt_safetensors_writer *w, const c
     w->meta = grown;
     w->meta_capacity = cap;
   }
-  char *k = dup_string(key), *v = dup_string(value);
+  char *k = strdup(key), *v = strdup(value);
   if (!k || !v) {
     free(k);
     free(v);
