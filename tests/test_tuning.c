@@ -131,7 +131,7 @@ static void store_round_trip(void **state)
   prov.candidates = 9;
   prov.gflops_before = 1.25;
   prov.gflops_after = 2.5;
-  assert_int_equal(m2pt_tuning_store_write(fx->path, &fx->info, &t, &prov), 0);
+  assert_int_equal(m2pt_tuning_store_write(fx->path, &fx->info, &t, &prov), M2PT_OK);
   char why[256] = "";
   assert_int_equal(m2pt_tuning_store_read(fx->path, NULL, &back, &prov_back, why, sizeof why),
                    M2PT_TUNING_READ_OK);
@@ -154,7 +154,7 @@ static void store_round_trip(void **state)
 
   /* A subset (the direct kernel alone) round-trips too. */
   t.present = 1u << M2PT_TK_DIRECT;
-  assert_int_equal(m2pt_tuning_store_write(fx->path, &fx->info, &t, &prov), 0);
+  assert_int_equal(m2pt_tuning_store_write(fx->path, &fx->info, &t, &prov), M2PT_OK);
   assert_int_equal(m2pt_tuning_store_read(fx->path, NULL, &back, NULL, why, sizeof why),
                    M2PT_TUNING_READ_OK);
   assert_int_equal(back.present, 1u << M2PT_TK_DIRECT);
@@ -185,7 +185,7 @@ static void write_default_store(const fixture *fx)
   default_tuning(&t);
   m2pt_tuning_provenance prov;
   memset(&prov, 0, sizeof prov);
-  assert_int_equal(m2pt_tuning_store_write(fx->path, &fx->info, &t, &prov), 0);
+  assert_int_equal(m2pt_tuning_store_write(fx->path, &fx->info, &t, &prov), M2PT_OK);
 }
 
 static void context_applies_store(void **state)
@@ -433,7 +433,7 @@ static void store_over_device_limits_is_ignored(void **state)
   assert_non_null(m2pt_tuning_check(&t, M2PT_TK_DIRECT, &limits));
   m2pt_tuning_provenance prov;
   memset(&prov, 0, sizeof prov);
-  assert_int_equal(m2pt_tuning_store_write(fx->path, &fx->info, &t, &prov), 0);
+  assert_int_equal(m2pt_tuning_store_write(fx->path, &fx->info, &t, &prov), M2PT_OK);
   m2pt_context *ctx = fixture_context(fx);
   m2pt_tuning_source source = M2PT_TUNING_STORED;
   const char *detail = NULL;

@@ -268,7 +268,7 @@ int tune_write_store(const search *st, const m2pt_device_info *info)
   prov.candidates = (unsigned)st->tried_count;
   prov.gflops_before = tune_total_flops(st) / (base * 1e6);
   prov.gflops_after = tune_total_flops(st) / (best->total_ms * 1e6);
-  if (m2pt_tuning_store_write(st->store_path, info, &t, &prov) != 0) {
+  if (m2pt_tuning_store_write(st->store_path, info, &t, &prov) != M2PT_OK) {
     fprintf(stderr, "m2pt-tune: cannot write the store: %s\n", m2pt_last_error(NULL));
     return -1;
   }

@@ -130,9 +130,9 @@ m2pt_tuning_read m2pt_tuning_store_read(const char *path, const m2pt_tuning_limi
                                         char *why, size_t size);
 
 /* Writes a store file for `info`'s device atomically (m2pt_replace_file),
- * creating directories as needed. Returns 0, or -1 with the reason in the
- * thread's message (m2pt_last_error(NULL)). */
-int m2pt_tuning_store_write(const char *path, const m2pt_device_info *info,
+ * creating directories as needed. Errors (message in m2pt_last_error(NULL)):
+ * M2PT_ERR_IO, M2PT_ERR_OUT_OF_MEMORY. */
+m2pt_status m2pt_tuning_store_write(const char *path, const m2pt_device_info *info,
                             const m2pt_tuning *t, const m2pt_tuning_provenance *prov);
 
 /* The measured default m2pt ships for the device's class (tuning_defaults.c:

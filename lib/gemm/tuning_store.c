@@ -252,30 +252,26 @@ static cJSON *store_json(const m2pt_device_info *info, const m2pt_tuning *t,
   return root;
 }
 
-int m2pt_tuning_store_write(const char *path, const m2pt_device_info *info,
+m2pt_status m2pt_tuning_store_write(const char *path, const m2pt_device_info *info,
                             const m2pt_tuning *t, const m2pt_tuning_provenance *prov)
 {
   char dir[4096];
   const size_t n = strlen(path);
   const char *slash = strrchr(path, '/');
-  if (n == 0 || n >= sizeof dir || !slash) {
-    m2pt_fail_thread(M2PT_ERR_IO, "%s: not a path of at most %zu bytes with a directory", path,
-              sizeof dir - 1);
-    return -1;
-  }
+  if (n == 0 || n >= sizeof dir || !slash)
+    return m2pt_fail_thread(M2PT_ERR_IO, "%s: not a path of at most %zu bytes with a directory",
+                            path, sizeof dir - 1);
   memcpy(dir, path, (size_t)(slash - path));
   dir[slash - path] = '\0';
-  if (dir[0] && m2pt_make_dirs(dir) != M2PT_OK)
-    return -1;
+  if (dir[0])
+    M2PT_TRY(m2pt_make_dirs(dir));
   cJSON *root = store_json(info, t, prov);
   char *text = root ? cJSON_Print(root) : NULL;
   cJSON_Delete(root);
-  if (!text) {
-    m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    return -1;
-  }
+  if (!text)
+    return m2pt_fail_thread(M2PT_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
   const m2pt_chunk chunks[2] = {{text, strlen(text)}, {"\n", 1}};
   const m2pt_status s = m2pt_replace_file(path, chunks, 2);
   free(text);
-  return s == M2PT_OK ? 0 : -1;
+  return s;
 }
