@@ -369,15 +369,28 @@ static m2pt_status read_npy(const char *path, const void *bytes, size_t size, re
   return s;
 }
 
-/* The f32 and int64 readers: the same parse, its result spread over the
- * classic (data, ndim, shape) outputs. */
-static m2pt_status read_flat(const char *fn, const char *path, const void *bytes, size_t size,
-                             request req, void **data, size_t *ndim, size_t *shape)
+/* Checks the arguments every reader shares: `memory` says whether the input
+ * is bytes (NULL only when size is 0) or a path (not NULL). */
+static m2pt_status check_source(const char *fn, int memory, const char *path, const void *bytes,
+                                size_t size)
 {
-  M2PT_REQUIRE_THREAD(data && ndim && shape, "%s: NULL argument", fn);
+  if (memory)
+    M2PT_REQUIRE_THREAD(bytes || size == 0, "%s: bytes is NULL", fn);
+  else
+    M2PT_REQUIRE_THREAD(path, "%s: path is NULL", fn);
+  return M2PT_OK;
+}
+
+/* The f32 and int64 readers: the same parse, its result spread over the
+ * classic (data, ndim, shape) outputs. *data is set to NULL first. */
+static m2pt_status read_flat(const char *fn, int memory, const char *path, const void *bytes,
+                             size_t size, request req, void **data, size_t *ndim, size_t *shape)
+{
   *data = NULL;
+  M2PT_REQUIRE_THREAD(ndim && shape, "%s: NULL argument", fn);
+  M2PT_TRY(check_source(fn, memory, path, bytes, size));
   m2pt_npy_array a;
-  M2PT_TRY(read_npy(path, bytes, size, req, &a));
+  M2PT_TRY(read_npy(memory ? NULL : path, bytes, size, req, &a));
   *data = a.data;
   *ndim = a.ndim;
   memcpy(shape, a.shape, sizeof a.shape);
@@ -386,17 +399,14 @@ static m2pt_status read_flat(const char *fn, const char *path, const void *bytes
 
 static const request want_f32 = {ACCEPT_F32, 0};
 static const request want_i64 = {ACCEPT_INT, 1};
-static const request want_any = {ACCEPT_ANY, 0};
 
 m2pt_status m2pt_npy_read_memory(const void *bytes, size_t size, float **data, size_t *ndim,
                                  size_t shape[M2PT_IO_MAX_DIMS])
 {
-  static const char fn[] = "m2pt_npy_read_memory";
-  M2PT_REQUIRE_THREAD(data, "%s: NULL argument", fn);
-  *data = NULL;
-  M2PT_REQUIRE_THREAD(bytes || size == 0, "%s: bytes is NULL", fn);
-  void *out = NULL;
-  const m2pt_status s = read_flat(fn, NULL, bytes, size, want_f32, &out, ndim, shape);
+  M2PT_REQUIRE_THREAD(data, "m2pt_npy_read_memory: NULL argument");
+  void *out;
+  const m2pt_status s =
+    read_flat("m2pt_npy_read_memory", 1, NULL, bytes, size, want_f32, &out, ndim, shape);
   *data = out;
   return s;
 }
@@ -404,12 +414,9 @@ m2pt_status m2pt_npy_read_memory(const void *bytes, size_t size, float **data, s
 m2pt_status m2pt_npy_read(const char *path, float **data, size_t *ndim,
                           size_t shape[M2PT_IO_MAX_DIMS])
 {
-  static const char fn[] = "m2pt_npy_read";
-  M2PT_REQUIRE_THREAD(data, "%s: NULL argument", fn);
-  *data = NULL;
-  M2PT_REQUIRE_THREAD(path, "%s: path is NULL", fn);
-  void *out = NULL;
-  const m2pt_status s = read_flat(fn, path, NULL, 0, want_f32, &out, ndim, shape);
+  M2PT_REQUIRE_THREAD(data, "m2pt_npy_read: NULL argument");
+  void *out;
+  const m2pt_status s = read_flat("m2pt_npy_read", 0, path, NULL, 0, want_f32, &out, ndim, shape);
   *data = out;
   return s;
 }
@@ -417,12 +424,10 @@ m2pt_status m2pt_npy_read(const char *path, float **data, size_t *ndim,
 m2pt_status m2pt_npy_read_i64_memory(const void *bytes, size_t size, int64_t **data, size_t *ndim,
                                      size_t shape[M2PT_IO_MAX_DIMS])
 {
-  static const char fn[] = "m2pt_npy_read_i64_memory";
-  M2PT_REQUIRE_THREAD(data, "%s: NULL argument", fn);
-  *data = NULL;
-  M2PT_REQUIRE_THREAD(bytes || size == 0, "%s: bytes is NULL", fn);
-  void *out = NULL;
-  const m2pt_status s = read_flat(fn, NULL, bytes, size, want_i64, &out, ndim, shape);
+  M2PT_REQUIRE_THREAD(data, "m2pt_npy_read_i64_memory: NULL argument");
+  void *out;
+  const m2pt_status s =
+    read_flat("m2pt_npy_read_i64_memory", 1, NULL, bytes, size, want_i64, &out, ndim, shape);
   *data = out;
   return s;
 }
@@ -430,30 +435,33 @@ m2pt_status m2pt_npy_read_i64_memory(const void *bytes, size_t size, int64_t **d
 m2pt_status m2pt_npy_read_i64(const char *path, int64_t **data, size_t *ndim,
                               size_t shape[M2PT_IO_MAX_DIMS])
 {
-  static const char fn[] = "m2pt_npy_read_i64";
-  M2PT_REQUIRE_THREAD(data, "%s: NULL argument", fn);
-  *data = NULL;
-  M2PT_REQUIRE_THREAD(path, "%s: path is NULL", fn);
-  void *out = NULL;
-  const m2pt_status s = read_flat(fn, path, NULL, 0, want_i64, &out, ndim, shape);
+  M2PT_REQUIRE_THREAD(data, "m2pt_npy_read_i64: NULL argument");
+  void *out;
+  const m2pt_status s =
+    read_flat("m2pt_npy_read_i64", 0, path, NULL, 0, want_i64, &out, ndim, shape);
   *data = out;
   return s;
 }
 
+/* m2pt_npy_read_any and its _memory twin: *out zeroed first. */
+static m2pt_status read_whole(const char *fn, int memory, const char *path, const void *bytes,
+                              size_t size, m2pt_npy_array *out)
+{
+  M2PT_REQUIRE_THREAD(out, "%s: NULL argument", fn);
+  memset(out, 0, sizeof *out);
+  M2PT_TRY(check_source(fn, memory, path, bytes, size));
+  const request want_any = {ACCEPT_ANY, 0};
+  return read_npy(memory ? NULL : path, bytes, size, want_any, out);
+}
+
 m2pt_status m2pt_npy_read_any(const char *path, m2pt_npy_array *out)
 {
-  M2PT_REQUIRE_THREAD(out, "m2pt_npy_read_any: NULL argument");
-  memset(out, 0, sizeof *out);
-  M2PT_REQUIRE_THREAD(path, "m2pt_npy_read_any: path is NULL");
-  return read_npy(path, NULL, 0, want_any, out);
+  return read_whole("m2pt_npy_read_any", 0, path, NULL, 0, out);
 }
 
 m2pt_status m2pt_npy_read_any_memory(const void *bytes, size_t size, m2pt_npy_array *out)
 {
-  M2PT_REQUIRE_THREAD(out, "m2pt_npy_read_any_memory: NULL argument");
-  memset(out, 0, sizeof *out);
-  M2PT_REQUIRE_THREAD(bytes || size == 0, "m2pt_npy_read_any_memory: bytes is NULL");
-  return read_npy(NULL, bytes, size, want_any, out);
+  return read_whole("m2pt_npy_read_any_memory", 1, NULL, bytes, size, out);
 }
 
 /* Writes a C-order array of `elem`-byte elements (host order, `descr` their
