@@ -1798,6 +1798,303 @@ static void npy_bad_arguments(void **state)
   assert_message_has("no/dir/w.npy");
 }
 
+/* ---- integer .npy --------------------------------------------------------- */
+
+/* Reads `path` with m2pt_npy_read_any and m2pt_npy_read_i64 and checks both
+ * against the expected dtype, shape and values (want: the values widened). */
+static void expect_int_file(const char *path, m2pt_dtype dtype, size_t ndim, const size_t *shape,
+                            const int64_t *want)
+{
+  m2pt_npy_array a;
+  assert_ok(NULL, m2pt_npy_read_any(path, &a));
+  assert_int_equal(a.dtype, dtype);
+  assert_int_equal(a.ndim, ndim);
+  size_t numel = 1;
+  for (size_t d = 0; d < ndim; d++) {
+    assert_int_equal(a.shape[d], shape[d]);
+    numel *= shape[d];
+  }
+  for (size_t d = ndim; d < M2PT_IO_MAX_DIMS; d++)
+    assert_int_equal(a.shape[d], 0);
+  assert_int_equal(a.numel, numel);
+  assert_non_null(a.data);
+  for (size_t i = 0; i < numel; i++) {
+    int64_t v;
+    switch (dtype) {
+    case M2PT_DTYPE_I64: v = ((const int64_t *)a.data)[i]; break;
+    case M2PT_DTYPE_I32: v = ((const int32_t *)a.data)[i]; break;
+    case M2PT_DTYPE_I8: v = ((const int8_t *)a.data)[i]; break;
+    default: v = ((const uint8_t *)a.data)[i]; break; /* U8, BOOL */
+    }
+    assert_true(v == want[i]);
+  }
+  m2pt_free(a.data);
+
+  int64_t *wide = NULL;
+  size_t got_ndim = 0, got_shape[M2PT_IO_MAX_DIMS];
+  assert_ok(NULL, m2pt_npy_read_i64(path, &wide, &got_ndim, got_shape));
+  assert_int_equal(got_ndim, ndim);
+  assert_memory_equal(got_shape, a.shape, sizeof got_shape);
+  if (numel)
+    assert_memory_equal(wide, want, numel * sizeof *want);
+  m2pt_free(wide);
+}
+
+/* Files np.save wrote (tools/make_io_fixtures.py). */
+static void npy_int_reference_files(void **state)
+{
+  (void)state;
+  const int64_t ids[10] = {0,           1,           -1,        INT32_MAX, INT32_MIN,
+                           1LL << 40, -(1LL << 40), INT64_MAX, INT64_MIN, 101};
+  const size_t s25[2] = {2, 5}, s5[1] = {5}, s23[2] = {2, 3}, s3[1] = {3}, s22[2] = {2, 2};
+  expect_int_file(IO_DATA "/ids_i8.npy", M2PT_DTYPE_I64, 2, s25, ids);
+  expect_int_file(IO_DATA "/ids_i4_v2.npy", M2PT_DTYPE_I32, 1, s5, ids);
+  const int64_t i1[6] = {1, 0, -128, 127, -1, 0}, u1[3] = {0, 1, 255}, b1[4] = {1, 0, 0, 1};
+  expect_int_file(IO_DATA "/mask_i1.npy", M2PT_DTYPE_I8, 2, s23, i1);
+  expect_int_file(IO_DATA "/mask_u1.npy", M2PT_DTYPE_U8, 1, s3, u1);
+  expect_int_file(IO_DATA "/mask_b1.npy", M2PT_DTYPE_BOOL, 2, s22, b1);
+
+  /* read_any reads f32 too; the f32 and int64 readers keep to their kinds. */
+  m2pt_npy_array a;
+  assert_ok(NULL, m2pt_npy_read_any(IO_DATA "/reference_v1.npy", &a));
+  assert_int_equal(a.dtype, M2PT_DTYPE_F32);
+  assert_int_equal(a.numel, 24);
+  assert_true(((const float *)a.data)[3] == 1.5f);
+  m2pt_free(a.data);
+  int64_t *wide = (int64_t *)&wide;
+  size_t ndim, shape[M2PT_IO_MAX_DIMS];
+  assert_status(NULL, m2pt_npy_read_i64(IO_DATA "/reference_v1.npy", &wide, &ndim, shape),
+                M2PT_ERR_UNSUPPORTED);
+  assert_null(wide);
+  assert_message_has("'<f4'");
+  assert_message_has("reference_v1.npy");
+  float *f = (float *)&f;
+  assert_status(NULL, m2pt_npy_read(IO_DATA "/ids_i8.npy", &f, &ndim, shape),
+                M2PT_ERR_UNSUPPORTED);
+  assert_null(f);
+  assert_message_has("'<i8'");
+
+  /* Big-endian: refused, saying so and how to convert. */
+  assert_status(NULL, m2pt_npy_read_i64(IO_DATA "/bigendian_i8.npy", &wide, &ndim, shape),
+                M2PT_ERR_UNSUPPORTED);
+  assert_null(wide);
+  assert_message_has("bigendian_i8.npy");
+  assert_message_has("'>i8' is big-endian");
+  assert_message_has("astype('<i8')");
+  memset(&a, 0xAB, sizeof a);
+  assert_status(NULL, m2pt_npy_read_any(IO_DATA "/bigendian_i8.npy", &a), M2PT_ERR_UNSUPPORTED);
+  assert_null(a.data);
+  assert_int_equal(a.ndim, 0);
+  assert_message_has("big-endian");
+  assert_status(NULL, m2pt_npy_read_any(IO_DATA "/float64.npy", &a), M2PT_ERR_UNSUPPORTED);
+  assert_message_has("'<f8'");
+  assert_status(NULL, m2pt_npy_read_any(IO_DATA "/fortran.npy", &a), M2PT_ERR_UNSUPPORTED);
+  assert_message_has("Fortran");
+}
+
+static void npy_i64_round_trip(void **state)
+{
+  (void)state;
+  int64_t values[256];
+  for (int i = 0; i < 256; i++)
+    values[i] = (int64_t)((uint64_t)i * 0x9E3779B97F4A7C15u); /* both signs, all bytes */
+  values[0] = INT64_MIN;
+  values[1] = INT64_MAX;
+  static const struct {
+    size_t ndim;
+    size_t shape[8];
+  } cases[] = {
+    {1, {256}}, {2, {16, 16}}, {8, {2, 2, 2, 2, 2, 2, 2, 2}}, {2, {3, 0}}, {1, {1}},
+  };
+  const char *path = tmp_path("i64.npy");
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    assert_ok(NULL, m2pt_npy_write_i64(path, values, cases[k].ndim, cases[k].shape));
+    expect_int_file(path, M2PT_DTYPE_I64, cases[k].ndim, cases[k].shape, values);
+    size_t size;
+    unsigned char *b = read_file(path, &size);
+    assert_memory_equal(b, "\x93NUMPY\x01\x00", 8);
+    assert_int_equal((10 + (size_t)(b[8] | b[9] << 8)) % 64, 0);
+    free(b);
+  }
+  assert_int_equal(count_files("i64.npy"), 1);
+  /* Byte for byte what np.save wrote for the same array. */
+  const int64_t ids[10] = {0,           1,           -1,        INT32_MAX, INT32_MIN,
+                           1LL << 40, -(1LL << 40), INT64_MAX, INT64_MIN, 101};
+  const size_t shape[2] = {2, 5};
+  assert_ok(NULL, m2pt_npy_write_i64(path, ids, 2, shape));
+  size_t size, ref_size;
+  unsigned char *ours = read_file(path, &size);
+  unsigned char *ref = read_file(IO_DATA "/ids_i8.npy", &ref_size);
+  assert_int_equal(size, ref_size);
+  assert_memory_equal(ours, ref, size);
+  free(ours);
+  free(ref);
+  /* Version 2.0 of the same file reads the same. */
+  unsigned char *v1 = read_file(path, &size);
+  size_t size2;
+  unsigned char *v2 = to_v2(v1, size, &size2);
+  int64_t *data = NULL;
+  size_t ndim, got[M2PT_IO_MAX_DIMS];
+  assert_ok(NULL, m2pt_npy_read_i64_memory(v2, size2, &data, &ndim, got));
+  assert_int_equal(ndim, 2);
+  assert_memory_equal(data, ids, sizeof ids);
+  m2pt_free(data);
+  m2pt_npy_array a;
+  assert_ok(NULL, m2pt_npy_read_any_memory(v2, size2, &a));
+  assert_int_equal(a.dtype, M2PT_DTYPE_I64);
+  assert_memory_equal(a.data, ids, sizeof ids);
+  m2pt_free(a.data);
+  free(v1);
+  free(v2);
+}
+
+/* Like expect_npy, for the integer readers: read_any and read_i64, from
+ * memory and from a file, all four must agree. */
+static void expect_int_npy(const unsigned char *b, size_t size, m2pt_status want,
+                           const char *needle, const char *what)
+{
+  const char *path = tmp_path("hostile-int.npy");
+  write_file(path, b, size);
+  for (int k = 0; k < 4; k++) {
+    m2pt_status got;
+    void *data;
+    if (k < 2) {
+      m2pt_npy_array a;
+      memset(&a, 0xAB, sizeof a);
+      got = k ? m2pt_npy_read_any(path, &a) : m2pt_npy_read_any_memory(b, size, &a);
+      data = a.data;
+      if (got != M2PT_OK && (a.ndim || a.numel || a.shape[0]))
+        data = &a; /* a failure must zero the whole struct */
+    } else {
+      int64_t *d = (int64_t *)&d;
+      size_t ndim, shape[M2PT_IO_MAX_DIMS];
+      got = k == 3 ? m2pt_npy_read_i64(path, &d, &ndim, shape)
+                   : m2pt_npy_read_i64_memory(b, size, &d, &ndim, shape);
+      data = d;
+    }
+    const int from_file = k & 1;
+    if (got != want ||
+        (want != M2PT_OK &&
+         (data || !message_has(needle) || (from_file && !message_has(path))))) {
+      print_error("%s (%s, %s): %s, want %s: %s\n", what, k < 2 ? "read_any" : "read_i64",
+                  from_file ? "file" : "memory", m2pt_status_string(got),
+                  m2pt_status_string(want), m2pt_last_error(NULL));
+      fail();
+    }
+    if (got == M2PT_OK)
+      m2pt_free(data);
+  }
+}
+
+static void expect_int_dict(const char *dict, size_t data, m2pt_status want, const char *needle)
+{
+  size_t size;
+  unsigned char *b = npy_file(1, dict, 0, data, &size);
+  expect_int_npy(b, size, want, needle, dict);
+  free(b);
+}
+
+#define DT(descr, shape) "{'descr': '" descr "', 'fortran_order': False, 'shape': " shape ", }"
+
+static void npy_int_rejects(void **state)
+{
+  (void)state;
+  /* Exact data length for each element size. */
+  expect_int_dict(DT("<i8", "(2, 3)"), 48, M2PT_OK, "");
+  expect_int_dict(DT("<i8", "(2, 3)"), 47, M2PT_ERR_FORMAT, "truncated");
+  expect_int_dict(DT("<i8", "(2, 3)"), 24, M2PT_ERR_FORMAT, "truncated");
+  expect_int_dict(DT("<i8", "(2, 3)"), 56, M2PT_ERR_FORMAT, "trailing bytes");
+  expect_int_dict(DT("<i4", "(2, 3)"), 24, M2PT_OK, "");
+  expect_int_dict(DT("<i4", "(2, 3)"), 48, M2PT_ERR_FORMAT, "trailing bytes");
+  expect_int_dict(DT("<i4", "(2, 3)"), 23, M2PT_ERR_FORMAT, "truncated");
+  expect_int_dict(DT("|u1", "(5,)"), 5, M2PT_OK, "");
+  expect_int_dict(DT("|u1", "(5,)"), 6, M2PT_ERR_FORMAT, "trailing bytes");
+  expect_int_dict(DT("|i1", "(5,)"), 4, M2PT_ERR_FORMAT, "truncated");
+  expect_int_dict(DT("|b1", "(0,)"), 0, M2PT_OK, "");
+  expect_int_dict(DT("<i8", "(0, 7)"), 0, M2PT_OK, "");
+  expect_int_dict(DT("<i8", "(2305843009213693952,)"), 8, M2PT_ERR_FORMAT, "overflows");
+  /* Types numpy writes that are not read here, and spellings numpy does not
+   * write ('<i1': one-byte types carry '|'). */
+  static const char *const others[] = {"<i2", "<u2", "<u4", "<u8", "<f8", "<f2", "<c8",
+                                       "<i1", "<u1", "<b1", "|i4", "=i8", "i8", "<i8 ",
+                                       "<M8[ns]", "|S3", "<U3", "|O", "|V8"};
+  char dict[128];
+  for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+    char quoted[16];
+    snprintf(dict, sizeof dict, DT("%s", "(2,)"), others[i]);
+    snprintf(quoted, sizeof quoted, "'%s'", others[i]);
+    expect_int_dict(dict, 16, M2PT_ERR_UNSUPPORTED, quoted);
+  }
+  expect_int_dict(DT("<i2", "(2,)"), 4, M2PT_ERR_UNSUPPORTED,
+                  "'<i8', '<i4', '|i1', '|u1', '|b1'");
+  /* Big-endian twins of each multi-byte type read here. */
+  expect_int_dict(DT(">i8", "(2,)"), 16, M2PT_ERR_UNSUPPORTED, "astype('<i8')");
+  expect_int_dict(DT(">i4", "(2,)"), 8, M2PT_ERR_UNSUPPORTED, "astype('<i4')");
+  expect_int_dict(DT(">f4", "(2,)"), 8, M2PT_ERR_UNSUPPORTED, "astype('<f4')");
+  expect_int_dict(DT(">i2", "(2,)"), 4, M2PT_ERR_UNSUPPORTED, "is not supported");
+  /* The rest of the header as strictly as for f32. */
+  expect_int_dict("{'descr': '<i8', 'fortran_order': True, 'shape': (2, 3), }", 48,
+                  M2PT_ERR_UNSUPPORTED, "Fortran");
+  expect_int_dict(DT("<i8", "()"), 8, M2PT_ERR_UNSUPPORTED, "0-d");
+  expect_int_dict(DT("|b1", "(1, 1, 1, 1, 1, 1, 1, 1, 1)"), 1, M2PT_ERR_UNSUPPORTED,
+                  "more than 8");
+  expect_int_dict(DT("<i8", "(2)"), 16, M2PT_ERR_FORMAT, "not a tuple");
+  expect_int_dict("{'descr': '<i8', 'shape': (2,), }", 16, M2PT_ERR_FORMAT, "needs");
+  expect_int_dict("{'descr': '<i8', 'fortran_order': False, 'shape': (2,), 'x': 1}", 16,
+                  M2PT_ERR_FORMAT, "unknown key");
+  expect_int_dict(DT("<i8", "(2,)") "x", 16, M2PT_ERR_FORMAT, "after the dict");
+
+  /* Bool bytes other than 0 and 1 are malformed; the others take any byte. */
+  size_t size;
+  unsigned char *b = npy_file(1, DT("|b1", "(4,)"), 0, 4, &size);
+  b[size - 4] = 1;
+  expect_int_npy(b, size, M2PT_OK, "", "bool 1");
+  b[size - 2] = 2;
+  expect_int_npy(b, size, M2PT_ERR_FORMAT, "bool element 2 is byte 2", "bool 2");
+  b[size - 2] = 0xFF;
+  expect_int_npy(b, size, M2PT_ERR_FORMAT, "not 0 or 1", "bool 255");
+  free(b);
+}
+
+#undef DT
+
+static void npy_int_bad_arguments(void **state)
+{
+  (void)state;
+  int64_t *data = (int64_t *)&data, v[4] = {0};
+  size_t ndim, shape[M2PT_IO_MAX_DIMS];
+  const size_t s1[1] = {4}, s9[9] = {1, 1, 1, 1, 1, 1, 1, 1, 4};
+  const size_t huge[2] = {SIZE_MAX / 4, 4};
+  assert_status(NULL, m2pt_npy_read_i64(NULL, &data, &ndim, shape), M2PT_ERR_INVALID_ARGUMENT);
+  assert_null(data);
+  assert_status(NULL, m2pt_npy_read_i64("x", NULL, &ndim, shape), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_read_i64("x", &data, NULL, shape), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_read_i64("x", &data, &ndim, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_read_i64_memory(NULL, 4, &data, &ndim, shape),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_read_i64(tmp_path("missing.npy"), &data, &ndim, shape),
+                M2PT_ERR_IO);
+  assert_message_has("missing.npy");
+  m2pt_npy_array a;
+  memset(&a, 0xAB, sizeof a);
+  assert_status(NULL, m2pt_npy_read_any(NULL, &a), M2PT_ERR_INVALID_ARGUMENT);
+  assert_null(a.data);
+  assert_status(NULL, m2pt_npy_read_any("x", NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_read_any_memory(NULL, 4, &a), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_read_any_memory("", 0, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_read_any(tmp_dir, &a), M2PT_ERR_IO);
+  assert_null(a.data);
+
+  const char *path = tmp_path("w64.npy");
+  assert_status(NULL, m2pt_npy_write_i64(NULL, v, 1, s1), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_write_i64(path, v, 1, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_write_i64(path, v, 0, s1), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_write_i64(path, v, 9, s9), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_write_i64(path, NULL, 1, s1), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_npy_write_i64(path, v, 2, huge), M2PT_ERR_INVALID_ARGUMENT);
+  assert_false(file_exists(path));
+}
+
 /* Inputs the fuzzers once found troublesome (tests/data/io/regress-*):
  * each must be handled without a crash, a leak or a sanitizer report. */
 static void fuzz_regressions(void **state)
@@ -1828,6 +2125,12 @@ static void fuzz_regressions(void **state)
     size_t ndim, shape[M2PT_IO_MAX_DIMS];
     if (m2pt_npy_read_memory(b, size, &data, &ndim, shape) == M2PT_OK)
       m2pt_free(data);
+    int64_t *ids = NULL;
+    if (m2pt_npy_read_i64_memory(b, size, &ids, &ndim, shape) == M2PT_OK)
+      m2pt_free(ids);
+    m2pt_npy_array a;
+    if (m2pt_npy_read_any_memory(b, size, &a) == M2PT_OK)
+      m2pt_free(a.data);
     free(b);
   }
   closedir(d);
@@ -1868,6 +2171,10 @@ int main(int argc, char **argv)
     cmocka_unit_test(npy_reference_files),
     cmocka_unit_test(npy_rejects),
     cmocka_unit_test(npy_bad_arguments),
+    cmocka_unit_test(npy_int_reference_files),
+    cmocka_unit_test(npy_i64_round_trip),
+    cmocka_unit_test(npy_int_rejects),
+    cmocka_unit_test(npy_int_bad_arguments),
     cmocka_unit_test(fuzz_regressions),
   };
   return cmocka_run_group_tests(tests, make_tmp_dir, remove_tmp_dir);

@@ -80,8 +80,8 @@ except ImportError:
     save_by_hand(st_path)
     print("reference.safetensors: written by hand (safetensors or torch not importable)")
 
-# .npy: format 1.0 as np.save writes it, 2.0 forced, and three valid files
-# of kinds m2pt rejects.
+# .npy f32: format 1.0 as np.save writes it, 2.0 forced, and three valid
+# files of kinds m2pt rejects.
 a = (np.arange(24, dtype=np.float32) * 0.5).reshape(2, 3, 4)
 np.save(os.path.join(out, "reference_v1.npy"), a)
 with open(os.path.join(out, "reference_v2.npy"), "wb") as f:
@@ -89,4 +89,17 @@ with open(os.path.join(out, "reference_v2.npy"), "wb") as f:
 np.save(os.path.join(out, "fortran.npy"), np.asfortranarray(a[0]))
 np.save(os.path.join(out, "float64.npy"), a[0].astype(np.float64))
 np.save(os.path.join(out, "bigendian.npy"), a[0].astype(">f4"))
+
+# Integer .npy (token ids, masks): the extremes of each type, so that reading
+# them shows the widening is exact; a version 2.0 file; a big-endian one,
+# which m2pt refuses.
+ids = np.array([[0, 1, -1, 2**31 - 1, -2**31], [2**40, -2**40, 2**63 - 1, -2**63, 101]],
+               dtype="<i8")
+np.save(os.path.join(out, "ids_i8.npy"), ids)
+with open(os.path.join(out, "ids_i4_v2.npy"), "wb") as f:
+    np.lib.format.write_array(f, ids[0].astype("<i4"), version=(2, 0))
+np.save(os.path.join(out, "mask_i1.npy"), np.array([[1, 0, -128], [127, -1, 0]], dtype="|i1"))
+np.save(os.path.join(out, "mask_u1.npy"), np.array([0, 1, 255], dtype="|u1"))
+np.save(os.path.join(out, "mask_b1.npy"), np.array([[True, False], [False, True]]))
+np.save(os.path.join(out, "bigendian_i8.npy"), ids.astype(">i8"))
 print("npy fixtures written to", os.path.normpath(out))

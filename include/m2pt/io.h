@@ -50,8 +50,8 @@ M2PT_API size_t m2pt_dtype_size(m2pt_dtype dtype);
 /* The safetensors name ("F32", "BF16", ...); NULL outside the enum. Static. */
 M2PT_API const char *m2pt_dtype_name(m2pt_dtype dtype);
 
-/* Frees memory the library allocated for the caller (m2pt_npy_read's data).
- * Accepts NULL. */
+/* Frees memory the library allocated for the caller (the data of the
+ * m2pt_npy_read* calls). Accepts NULL. */
 M2PT_API void m2pt_free(void *ptr);
 
 /* ---- safetensors reader ------------------------------------------------ */
@@ -246,6 +246,51 @@ M2PT_API m2pt_status m2pt_npy_read_memory(const void *bytes, size_t size, float 
  * M2PT_ERR_IO, M2PT_ERR_OUT_OF_MEMORY. */
 M2PT_API m2pt_status m2pt_npy_write(const char *path, const float *data, size_t ndim,
                                     const size_t *shape);
+
+/* An array read by m2pt_npy_read_any. */
+typedef struct m2pt_npy_array {
+  m2pt_dtype dtype; /* F32 '<f4', I64 '<i8', I32 '<i4', I8 '|i1', U8 '|u1' or BOOL '|b1' */
+  size_t ndim;      /* 1 to M2PT_IO_MAX_DIMS */
+  size_t shape[M2PT_IO_MAX_DIMS]; /* entries past ndim are 0 */
+  size_t numel;     /* product of the shape */
+  void *data;       /* numel elements of dtype in host byte order (bool: bytes 0 or 1);
+                       malloc'd, free with m2pt_free; never NULL after success */
+} m2pt_npy_array;
+
+/* Reads a .npy file holding any of the dtypes listed in m2pt_npy_array, as
+ * numpy writes them on a little-endian machine, under the same rules as
+ * m2pt_npy_read (format 1.0 or 2.0, C order, 1 to M2PT_IO_MAX_DIMS
+ * dimensions, the exact header dict, exactly numel · element size bytes of
+ * data). A '|b1' byte other than 0 or 1 is malformed. On success the caller
+ * owns out->data; on failure *out is zeroed (data NULL).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_IO, M2PT_ERR_FORMAT
+ * (malformed), M2PT_ERR_UNSUPPORTED (well-formed but another dtype, a
+ * big-endian one such as '>i8' included, Fortran order, 0 or more than
+ * M2PT_IO_MAX_DIMS dimensions, another format version),
+ * M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_npy_read_any(const char *path, m2pt_npy_array *out);
+
+/* m2pt_npy_read_any on `size` bytes in memory (messages say "<memory>"). */
+M2PT_API m2pt_status m2pt_npy_read_any_memory(const void *bytes, size_t size,
+                                              m2pt_npy_array *out);
+
+/* Reads a .npy file of integers ('<i8', '<i4', '|i1', '|u1', or '|b1' as 0
+ * and 1: every integer dtype m2pt_npy_read_any reads, not '<f4'), widening
+ * each element exactly to int64: token ids and masks whatever integer type
+ * the user saved them as. Outputs, rules and errors as m2pt_npy_read (*data
+ * is a malloc'd array of numel int64 values, free it with m2pt_free; NULL
+ * on failure). */
+M2PT_API m2pt_status m2pt_npy_read_i64(const char *path, int64_t **data, size_t *ndim,
+                                       size_t shape[M2PT_IO_MAX_DIMS]);
+
+/* m2pt_npy_read_i64 on `size` bytes in memory (messages say "<memory>"). */
+M2PT_API m2pt_status m2pt_npy_read_i64_memory(const void *bytes, size_t size, int64_t **data,
+                                              size_t *ndim, size_t shape[M2PT_IO_MAX_DIMS]);
+
+/* m2pt_npy_write for int64 values: a '<i8' array, laid out as np.save
+ * writes it. Errors as m2pt_npy_write. */
+M2PT_API m2pt_status m2pt_npy_write_i64(const char *path, const int64_t *data, size_t ndim,
+                                        const size_t *shape);
 
 /* ---- output files ------------------------------------------------------ */
 
