@@ -55,8 +55,10 @@ __kernel void m2pt_im2col(__global const float *pixels, __global float *patches,
   const size_t pp = (size_t)patch * patch, kdim = channels * pp;
   if (k >= kdim || r >= rows)
     return;
-  const size_t b = r / grid, g = r % grid, gy = g / gw, gx = g % gw;
-  const size_t c = k / pp, py = (k % pp) / patch, px = k % patch;
+  /* Remainders written as x − (x/y)·y: a div with its rem becomes LLVM's
+   * `freeze`, which Oclgrind cannot run. */
+  const size_t b = r / grid, g = r - b * grid, gy = g / gw, gx = g - gy * gw;
+  const size_t c = k / pp, kp = k - c * pp, py = kp / patch, px = kp - py * patch;
   patches[r * kdim + k] =
       pixels[((b * channels + c) * height + gy * patch + py) * width + gx * patch + px];
 }
@@ -73,7 +75,7 @@ __kernel void m2pt_patch_assemble(__global const float *patch_out, __global cons
   const size_t d = get_global_id(0), r = get_global_id(1), n = grid + PREFIX;
   if (d >= dim || r >= rows)
     return;
-  const size_t b = r / n, t = r % n;
+  const size_t b = r / n, t = r - b * n; /* no div + rem pair: see m2pt_im2col */
   float v;
 #if PREFIX
   if (t == 0)
