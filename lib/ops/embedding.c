@@ -126,11 +126,15 @@ m2pt_status m2pt_op_pool(m2pt_context *ctx, cl_mem x, cl_mem mask, int token, si
   const size_t global[2] = {dim, batch};
   M2PT_TRY(
       m2pt_run_kernel(ctx, &m2pt_cl_embedding, options, "m2pt_pool", args, 7, 2, global, NULL));
-  if (!normalize)
-    return M2PT_OK;
-  const m2pt_kernel_arg nargs[] = {M2PT_ARG(y), M2PT_ARG(d), M2PT_ARG(b)};
-  const size_t g1[1] = {batch};
-  return m2pt_run_kernel(ctx, &m2pt_cl_embedding, "", "m2pt_l2_normalize", nargs, 3, 1, g1,
+  return normalize ? m2pt_op_l2_normalize(ctx, y, batch, dim) : M2PT_OK;
+}
+
+m2pt_status m2pt_op_l2_normalize(m2pt_context *ctx, cl_mem x, size_t rows, size_t dim)
+{
+  const cl_uint d = (cl_uint)dim, r = (cl_uint)rows;
+  const m2pt_kernel_arg args[] = {M2PT_ARG(x), M2PT_ARG(d), M2PT_ARG(r)};
+  const size_t global[1] = {rows};
+  return m2pt_run_kernel(ctx, &m2pt_cl_embedding, "", "m2pt_l2_normalize", args, 3, 1, global,
                          NULL);
 }
 

@@ -44,6 +44,9 @@ m2pt_status m2pt_op_patch_embed(m2pt_context *ctx, cl_mem pixels, cl_mem weight,
 m2pt_status m2pt_op_pool(m2pt_context *ctx, cl_mem x, cl_mem mask, int token, size_t batch,
                          size_t tokens, size_t dim, size_t first, int normalize, cl_mem y);
 
+/* Divides each of the rows of x [rows][dim] by max(its L2 norm, 1e-12). */
+m2pt_status m2pt_op_l2_normalize(m2pt_context *ctx, cl_mem x, size_t rows, size_t dim);
+
 /* x = tanh(x) over n elements. */
 m2pt_status m2pt_op_tanh(m2pt_context *ctx, cl_mem x, size_t n);
 
