@@ -222,10 +222,18 @@ m2pt_status m2pt_model_load_ends(m2pt_model *m, const m2pt_model_source *src)
     M2PT_TRY(load_optional(m, src, n->emb_ln, ".bias", &m->emb_ln_b));
     if (m->word->ndim != 2 || m->word->shape[1] != dim)
       return bad_shape(m, m->word, "the word embeddings", "[vocab][dim]");
-    if (!m->position || m->position->ndim != 2 || m->position->shape[1] != dim)
-      return m->position ? bad_shape(m, m->position, "the position embeddings", "[P][dim]")
-                         : m2pt_fail(m->ctx, M2PT_ERR_FORMAT,
-                                     "%s: word embeddings without position embeddings", m->path);
+    if (!m->position || !m->emb_ln_w) {
+      /* Not a whole embedding (a block-stack checkpoint with a word table
+       * alone): the model runs from hidden states only, as before. */
+      m2pt_tensor *ts[] = {m->word, m->position, m->token_type, m->emb_ln_w, m->emb_ln_b};
+      for (size_t i = 0; i < 5; i++)
+        m2pt_tensor_destroy(ts[i]);
+      m->word = m->position = m->token_type = m->emb_ln_w = m->emb_ln_b = NULL;
+    }
+  }
+  if (m->word) {
+    if (m->position->ndim != 2 || m->position->shape[1] != dim)
+      return bad_shape(m, m->position, "the position embeddings", "[P][dim]");
     if (m->token_type && (m->token_type->ndim != 2 || m->token_type->shape[1] != dim))
       return bad_shape(m, m->token_type, "the token type embeddings", "[T][dim]");
     if (!m->emb_ln_w || m->emb_ln_w->numel != dim || (m->emb_ln_b && m->emb_ln_b->numel != dim))
