@@ -453,6 +453,22 @@ static m2pt_status prepare(m2pt_model *m, const m2pt_forward_options *options,
   return s;
 }
 
+/* What both forwards do before their embedding: options and mask read and
+ * checked, the output checked, and the embeddings' buffer *e [B][N][dim]. */
+static m2pt_status begin(m2pt_model *m, const m2pt_forward_options *options,
+                         const m2pt_host_matrix *mask, size_t b, size_t n, const m2pt_tensor *y,
+                         const char *fn, m2pt_forward_options *o, m2pt_tensor *mv, int *has_mask,
+                         m2pt_tensor *e)
+{
+  M2PT_TRY(prepare(m, options, mask, b, n, fn, o, mv, has_mask));
+  M2PT_TRY(check_run(m, o, b, n, y, fn));
+  cl_mem ebuf;
+  M2PT_TRY(m2pt_workspace_get(m->ctx, M2PT_WS_EMBED, b * n * m->cfg.dim * sizeof(float), &ebuf));
+  const size_t shape[3] = {b, n, m->cfg.dim};
+  *e = view(m->ctx, ebuf, 3, shape);
+  return M2PT_OK;
+}
+
 m2pt_status m2pt_model_forward_ids(m2pt_model *m, const m2pt_host_matrix *ids,
                                    const m2pt_host_matrix *token_types,
                                    const m2pt_host_matrix *mask,
@@ -471,14 +487,9 @@ m2pt_status m2pt_model_forward_ids(m2pt_model *m, const m2pt_host_matrix *ids,
                ids->cols);
   const size_t b = ids->rows, n = ids->cols;
   m2pt_forward_options o;
-  m2pt_tensor mv;
+  m2pt_tensor mv, e;
   int has_mask;
-  M2PT_TRY(prepare(m, options, mask, b, n, fn, &o, &mv, &has_mask));
-  M2PT_TRY(check_run(m, &o, b, n, y, fn));
-  cl_mem ebuf;
-  M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_EMBED, b * n * m->cfg.dim * sizeof(float), &ebuf));
-  const size_t shape[3] = {b, n, m->cfg.dim};
-  m2pt_tensor e = view(ctx, ebuf, 3, shape);
+  M2PT_TRY(begin(m, options, mask, b, n, y, fn, &o, &mv, &has_mask, &e));
   M2PT_TRY(m2pt_bert_embeddings(ctx, ids, token_types, m->word, m->position, m->token_type,
                                 m->emb_ln_w, m->emb_ln_b, m->cfg.eps, &e));
   return run(m, &e, has_mask ? &mv : NULL, &o, 0, y);
@@ -517,14 +528,9 @@ m2pt_status m2pt_model_forward_pixels(m2pt_model *m, const m2pt_tensor *pixels,
                      npos - prefix);
   const size_t b = pixels->shape[0];
   m2pt_forward_options o;
-  m2pt_tensor mv;
+  m2pt_tensor mv, e;
   int has_mask;
-  M2PT_TRY(prepare(m, options, mask, b, n, fn, &o, &mv, &has_mask));
-  M2PT_TRY(check_run(m, &o, b, n, y, fn));
-  cl_mem ebuf;
-  M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_EMBED, b * n * m->cfg.dim * sizeof(float), &ebuf));
-  const size_t shape[3] = {b, n, m->cfg.dim};
-  m2pt_tensor e = view(ctx, ebuf, 3, shape);
+  M2PT_TRY(begin(m, options, mask, b, n, y, fn, &o, &mv, &has_mask, &e));
   M2PT_TRY(m2pt_patch_embed(ctx, pixels, m->patch_w, m->patch_b, m->cls, m->pos, &e));
   return run(m, &e, has_mask ? &mv : NULL, &o, prefix, y);
 }
