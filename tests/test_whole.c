@@ -169,10 +169,15 @@ static void bert(void **state)
   check(ctx, m, NULL, &ids, &types, &mask, M2PT_OUTPUT_LOGITS, 0,
         "bert_logits_head_pathway.npy");
   assert_ok(ctx, m2pt_model_merge(m));
+  check(ctx, m, NULL, &ids, &types, &mask, M2PT_OUTPUT_LOGITS, 0,
+        "bert_logits_head_pathway.npy");
   m2pt_tensor_destroy(y);
   m2pt_model_destroy(m);
   m = load(ctx, "bert.safetensors");
   assert_ok(ctx, m2pt_model_add_pathways_aux_bias(m, "bert_aux.safetensors", head, 1, 0.3f, 1));
+  check(ctx, m, NULL, &ids, &types, &mask, M2PT_OUTPUT_LOGITS, 0,
+        "bert_logits_head_aux_bias.npy");
+  assert_ok(ctx, m2pt_model_merge(m));
   check(ctx, m, NULL, &ids, &types, &mask, M2PT_OUTPUT_LOGITS, 0,
         "bert_logits_head_aux_bias.npy");
   m2pt_model_destroy(m);
