@@ -166,3 +166,65 @@ void ref_block(const ref_block_params *p, const float *x, size_t batch, size_t t
   free(h);
   free(hid);
 }
+
+void ref_bert_gather(const int *ids, const int *types, size_t batch, size_t tokens, size_t dim,
+                     const float *word, const float *pos, const float *type, double *y)
+{
+  for (size_t r = 0; r < batch * tokens; r++)
+    for (size_t d = 0; d < dim; d++)
+      y[r * dim + d] = (double)word[(size_t)ids[r] * dim + d] + pos[(r % tokens) * dim + d] +
+                       (types ? type[(size_t)types[r] * dim + d] : 0.0);
+}
+
+void ref_patch_embed(const float *pixels, size_t batch, size_t channels, size_t height,
+                     size_t width, size_t p, size_t dim, const float *weight, const float *bias,
+                     const float *cls, const float *pos, double *y)
+{
+  const size_t gh = height / p, gw = width / p, pre = cls ? 1 : 0, n = pre + gh * gw;
+  for (size_t b = 0; b < batch; b++)
+    for (size_t t = 0; t < n; t++)
+      for (size_t d = 0; d < dim; d++) {
+        double v;
+        if (t < pre) {
+          v = cls[d];
+        } else {
+          const size_t g = t - pre, gy = g / gw, gx = g % gw;
+          v = bias ? bias[d] : 0.0;
+          for (size_t c = 0; c < channels; c++)
+            for (size_t py = 0; py < p; py++)
+              for (size_t px = 0; px < p; px++)
+                v += (double)weight[((d * channels + c) * p + py) * p + px] *
+                     pixels[((b * channels + c) * height + gy * p + py) * width + gx * p + px];
+        }
+        y[(b * n + t) * dim + d] = v + (pos ? pos[t * dim + d] : 0.0);
+      }
+}
+
+void ref_pool(const float *x, size_t batch, size_t tokens, size_t dim, const float *mask,
+              int token, size_t first, int normalize, double *y)
+{
+  for (size_t b = 0; b < batch; b++) {
+    double ss = 0.0;
+    for (size_t d = 0; d < dim; d++) {
+      double v = 0.0;
+      if (token) {
+        v = x[(b * tokens + first) * dim + d];
+      } else {
+        double sum = 0.0, count = 0.0;
+        for (size_t n = first; n < tokens; n++) {
+          const double m = mask ? mask[b * tokens + n] : 1.0;
+          sum += m * x[(b * tokens + n) * dim + d];
+          count += m;
+        }
+        v = sum / (count > 1e-9 ? count : 1e-9);
+      }
+      y[b * dim + d] = v;
+      ss += v * v;
+    }
+    if (normalize) {
+      const double norm = sqrt(ss) > 1e-12 ? sqrt(ss) : 1e-12;
+      for (size_t d = 0; d < dim; d++)
+        y[b * dim + d] /= norm;
+    }
+  }
+}

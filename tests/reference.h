@@ -49,3 +49,21 @@ void ref_block(const ref_block_params *p, const float *x, size_t batch, size_t t
                const float *mask, double *y);
 
 #endif
+
+/* BERT embeddings before their LayerNorm: word[ids] + pos[n] (+ type[types]),
+ * ids/types [B][N] int32 (types may be NULL), y [B][N][D]. */
+void ref_bert_gather(const int *ids, const int *types, size_t batch, size_t tokens, size_t dim,
+                     const float *word, const float *pos, const float *type, double *y);
+
+/* Patch embedding: Conv2d(stride = kernel = p) of pixels [B][C][H][W] with
+ * weight [D][C][p][p] and bias (may be NULL), cls (may be NULL) prepended,
+ * pos (may be NULL) added: y [B][(cls?1:0) + (H/p)(W/p)][D]. */
+void ref_patch_embed(const float *pixels, size_t batch, size_t channels, size_t height,
+                     size_t width, size_t p, size_t dim, const float *weight, const float *bias,
+                     const float *cls, const float *pos, double *y);
+
+/* Token (row `first`) or masked mean (tokens ≥ first, mask NULL = ones,
+ * divided by max(Σ mask, 1e-9)) of x [B][N][D], then optionally L2
+ * normalized (÷ max(‖·‖, 1e-12)): y [B][D]. */
+void ref_pool(const float *x, size_t batch, size_t tokens, size_t dim, const float *mask,
+              int token, size_t first, int normalize, double *y);

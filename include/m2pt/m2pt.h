@@ -16,6 +16,7 @@
 #include "ffn.h"
 #include "block.h"
 #include "io.h"
+#include "embedding.h"
 #include "model.h"
 
 #ifdef __cplusplus

@@ -30,6 +30,7 @@
 #include <stddef.h>
 
 #include "block.h"
+#include "embedding.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -41,6 +42,7 @@ typedef enum m2pt_naming {
   M2PT_NAMING_AUTO = 0, /* whichever of the two the checkpoint uses */
   M2PT_NAMING_TIMM = 1,
   M2PT_NAMING_BERT = 2,
+  M2PT_NAMING_HF_VIT = 3, /* HF ViTModel / ViTForImageClassification */
 } m2pt_naming;
 
 /* Options of m2pt_model_load (a NULL pointer is the default). Start from
@@ -130,6 +132,15 @@ M2PT_API m2pt_status m2pt_model_add_pathways(m2pt_model *model, const char *aux_
                                              const char *const *layers, size_t count,
                                              float scale);
 
+/* As m2pt_model_add_pathways; with aux_bias 1 the pathway also takes the
+ * aux checkpoint's bias (the seed's variant: y = x(W + λW_aux)ᵀ + b + λb_aux,
+ * merged as b ← b + λb_aux), for the pooler and the head only.
+ * Errors: as m2pt_model_add_pathways; M2PT_ERR_UNSUPPORTED when aux_bias
+ * names a block layer. */
+M2PT_API m2pt_status m2pt_model_add_pathways_aux_bias(m2pt_model *model, const char *aux_path,
+                                                      const char *const *layers, size_t count,
+                                                      float scale, int aux_bias);
+
 /* λ of one layer of block `block`.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, block out of range, non-finite
  * λ), M2PT_ERR_NOT_FOUND (an unknown layer name), M2PT_ERR_INVALID_STATE
@@ -179,6 +190,88 @@ M2PT_API m2pt_status m2pt_model_forward(m2pt_model *model, const m2pt_tensor *x,
  * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_IO, M2PT_ERR_OUT_OF_MEMORY,
  * M2PT_ERR_OPENCL. */
 M2PT_API m2pt_status m2pt_model_save(const m2pt_model *model, const char *path);
+
+/* ---- whole models: from token ids or pixels to outputs ----
+ *
+ * Besides the blocks, load keeps the model's ends where the checkpoint has
+ * them (names after the root: "", "bert.", "vit.", "model." …):
+ *   timm    patch_embed.proj.{weight,bias}, cls_token, pos_embed, fc_norm.*, head.*
+ *   HF ViT  embeddings.patch_embeddings.projection.*, embeddings.cls_token,
+ *           embeddings.position_embeddings, layernorm.* (the final norm),
+ *           pooler.dense.* (ViTModel), classifier.* (at the top level)
+ *   BERT    embeddings.{word,position,token_type}_embeddings.weight,
+ *           embeddings.LayerNorm.*, pooler.dense.*, classifier.* (at the top
+ *           level beside "bert."); sentence-transformers files have no prefix.
+ * Other tensors (position_ids and other I64 buffers) are ignored and saved
+ * verbatim. The pooler and the head are re-parameterizable linears: their
+ * stored pathways load, m2pt_model_add_pathways accepts "head",
+ * "classifier", "pooler.dense" (or their full names), and save writes them
+ * back under their own names. */
+
+typedef enum m2pt_output_kind {
+  M2PT_OUTPUT_HIDDEN = 0, /* [B][N][dim]: the last hidden state, after the final
+                             norm when the checkpoint has one */
+  M2PT_OUTPUT_POOLED = 1, /* [B][dim]: the pooling's output (pool below; fc_norm
+                             after timm's token/avg pooling, tanh(dense) for the pooler) */
+  M2PT_OUTPUT_MEAN = 2,   /* [B][dim]: the mask-weighted mean of the last hidden
+                             state over every token (sentence-transformers) */
+  M2PT_OUTPUT_LOGITS = 3, /* [B][classes]: the head on the pooled features */
+} m2pt_output_kind;
+
+/* Options of the whole-model forwards (NULL: the defaults). Start from
+ * m2pt_forward_options_default(); struct_size as in m2pt_model_options. */
+typedef struct m2pt_forward_options {
+  size_t struct_size;
+  m2pt_output_kind output;
+  m2pt_pool_kind pool; /* AUTO: the pooler where the checkpoint has pooler.dense,
+                          else MEAN (timm 'avg': tokens after the class token)
+                          where it has fc_norm, else TOKEN (the class token) */
+  int normalize;       /* 1: L2-normalize POOLED and MEAN outputs (F.normalize) */
+} m2pt_forward_options;
+
+/* Hidden output, AUTO pooling, no normalization. */
+static inline m2pt_forward_options m2pt_forward_options_default(void)
+{
+  const m2pt_forward_options o = {sizeof(m2pt_forward_options), M2PT_OUTPUT_HIDDEN,
+                                  M2PT_POOL_AUTO, 0};
+  return o;
+}
+
+/* The shape of `kind`'s output for a batch of `tokens`-token inputs:
+ * *ndim 3 or 2 and shape[0 … ndim−1]. Errors: M2PT_ERR_INVALID_ARGUMENT,
+ * M2PT_ERR_NOT_FOUND (LOGITS of a checkpoint without a head). */
+M2PT_API m2pt_status m2pt_model_output_shape(const m2pt_model *model, m2pt_output_kind kind,
+                                             size_t batch, size_t tokens, size_t *ndim,
+                                             size_t shape[3]);
+
+/* BERT from token ids: embeddings (m2pt_bert_embeddings, ids and token
+ * types [B][N] int32 or int64 checked on the host; token_types NULL: 0),
+ * the blocks with the attention mask (NULL: every token; else [B][N] int32,
+ * int64 or float32 of 1 for tokens and 0 for padding, checked on the host),
+ * then the output options ask for into y (its shape from
+ * m2pt_model_output_shape). A MEAN row whose mask is all 0 gives zeros (the
+ * attention of such a row is defined too: all its keys masked give zeros).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, an id out of range or negative,
+ * a mask value other than 0 or 1, bad options), M2PT_ERR_SHAPE (mask or y
+ * of the wrong shape, more tokens than position embeddings),
+ * M2PT_ERR_INVALID_STATE (no word embeddings, heads not given),
+ * M2PT_ERR_NOT_FOUND (the kind needs a pooler or head the checkpoint lacks),
+ * and the block's errors. A refused call enqueues nothing and writes no y. */
+M2PT_API m2pt_status m2pt_model_forward_ids(m2pt_model *model, const m2pt_host_matrix *ids,
+                                            const m2pt_host_matrix *token_types,
+                                            const m2pt_host_matrix *mask,
+                                            const m2pt_forward_options *options, m2pt_tensor *y);
+
+/* ViT from pixels [B][C][H][W] (already normalized): patch embedding, class
+ * token and positions (m2pt_patch_embed), the blocks (mask as above, over
+ * the 1 + G tokens, NULL for none), then the output. The image must give
+ * the checkpoint's square patch grid: H = W = P·√(positions − 1).
+ * Errors as m2pt_model_forward_ids; M2PT_ERR_SHAPE for pixels of another
+ * size or channel count, M2PT_ERR_INVALID_STATE without a patch embedding. */
+M2PT_API m2pt_status m2pt_model_forward_pixels(m2pt_model *model, const m2pt_tensor *pixels,
+                                               const m2pt_host_matrix *mask,
+                                               const m2pt_forward_options *options,
+                                               m2pt_tensor *y);
 
 #ifdef __cplusplus
 }

@@ -19,6 +19,14 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_SCORES,   /* attention scores of the GEMM path [heads][N][N] */
   M2PT_WS_BLAS,     /* CLBlast's GEMM temporary buffer */
   M2PT_WS_STACK,    /* a model's activations between blocks [rows][dim] */
+  M2PT_WS_IDS,      /* token ids and types uploaded from the host [2][rows] (int) */
+  M2PT_WS_PATCHES,  /* im2col of the patch embedding [B·G][C·P·P] */
+  M2PT_WS_PATCH_OUT, /* the patch embedding's GEMM output [B·G][dim] */
+  M2PT_WS_EMBED,    /* a whole model's embeddings [B][N][dim] */
+  M2PT_WS_FINAL,    /* a whole model's last hidden state [B][N][dim] */
+  M2PT_WS_POOL,     /* pooled features and the head's input [B][dim] */
+  M2PT_WS_HEAD,     /* BERT's pooler output, the head's input [B][dim] */
+  M2PT_WS_MASK,     /* an attention mask uploaded from the host [B][N] (float) */
   M2PT_WS_SLOTS
 } m2pt_workspace_slot;
 

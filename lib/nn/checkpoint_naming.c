@@ -18,6 +18,9 @@ static const m2pt_naming_scheme timm = {
     {{"attn.qkv"}, {"attn.proj"}, {"mlp.fc1"}, {"mlp.fc2"}},
     {1, 1, 1, 1},
     1,
+    "blocks",
+    -1,
+    -1.0f,
 };
 
 /* HF BertLayer: post-norm, the attention's LayerNorm is the block's norm1. */
@@ -31,11 +34,34 @@ static const m2pt_naming_scheme bert = {
      {"output.dense"}},
     {3, 1, 1, 1},
     0,
+    "encoder.layer",
+    1,
+    1e-12f,
+};
+
+/* HF ViTLayer: pre-norm (layernorm_before, layernorm_after), eps 1e-12
+ * (ViTConfig.layer_norm_eps), q, k, v separate as in BERT. */
+static const m2pt_naming_scheme hf_vit = {
+    M2PT_NAMING_HF_VIT,
+    {"layernorm_before.weight", "layernorm_before.bias", "layernorm_after.weight",
+     "layernorm_after.bias"},
+    {{"attention.attention.query", "attention.attention.key", "attention.attention.value"},
+     {"attention.output.dense"},
+     {"intermediate.dense"},
+     {"output.dense"}},
+    {3, 1, 1, 1},
+    2,
+    "encoder.layer",
+    0,
+    1e-12f,
 };
 
 const m2pt_naming_scheme *m2pt_naming_scheme_of(m2pt_naming naming)
 {
-  return naming == M2PT_NAMING_TIMM ? &timm : naming == M2PT_NAMING_BERT ? &bert : NULL;
+  return naming == M2PT_NAMING_TIMM     ? &timm
+         : naming == M2PT_NAMING_BERT   ? &bert
+         : naming == M2PT_NAMING_HF_VIT ? &hf_vit
+                                        : NULL;
 }
 
 int m2pt_param_name(char *buf, size_t size, const char *prefix, size_t block, const char *layer,
@@ -85,10 +111,10 @@ m2pt_status m2pt_find_block_stack(const m2pt_context *ctx, const m2pt_safetensor
                                   const m2pt_naming_scheme **scheme, char **found_prefix,
                                   size_t *depth)
 {
-  const m2pt_naming_scheme *tries[2] = {&timm, &bert};
-  const size_t ntries = naming == M2PT_NAMING_AUTO ? 2 : 1;
-  if (naming == M2PT_NAMING_BERT)
-    tries[0] = &bert;
+  const m2pt_naming_scheme *tries[3] = {&timm, &bert, &hf_vit};
+  const size_t ntries = naming == M2PT_NAMING_AUTO ? 3 : 1;
+  if (naming != M2PT_NAMING_AUTO)
+    tries[0] = m2pt_naming_scheme_of(naming);
   for (size_t t = 0; t < ntries; t++) {
     const m2pt_naming_scheme *s = tries[t];
     char found[2][256];
@@ -117,13 +143,15 @@ m2pt_status m2pt_find_block_stack(const m2pt_context *ctx, const m2pt_safetensor
   }
   const char *what = naming == M2PT_NAMING_TIMM   ? "timm"
                      : naming == M2PT_NAMING_BERT ? "BERT"
-                                                  : "timm or BERT";
+                     : naming == M2PT_NAMING_HF_VIT ? "HF ViT"
+                                                  : "timm, BERT or HF ViT";
   if (prefix)
     return m2pt_fail(ctx, M2PT_ERR_NOT_FOUND, "%s: no %s blocks under \"%s\" (no \"%s.0.%s.weight\")",
                      file, what, prefix, prefix, tries[0]->linears[M2PT_BLOCK_QKV][0]);
   return m2pt_fail(ctx, M2PT_ERR_NOT_FOUND,
-                   "%s: no %s block stack (no tensor named \"….0.attn.qkv.weight\" or "
-                   "\"….0.attention.self.query.weight\")",
+                   "%s: no %s block stack (no tensor named \"….0.attn.qkv.weight\", "
+                   "\"….0.attention.self.query.weight\" or "
+                   "\"….0.attention.attention.query.weight\")",
                    file, what);
 }
 
@@ -139,7 +167,8 @@ int m2pt_naming_linear_index(const m2pt_naming_scheme *s, const char *layer)
         return i;
   }
   /* "attention.self" names BERT's q, k and v together. */
-  if (s->parts[M2PT_BLOCK_QKV] > 1 && !strcmp(layer, "attention.self"))
+  if (s->parts[M2PT_BLOCK_QKV] > 1 &&
+      (!strcmp(layer, "attention.self") || !strcmp(layer, "attention.attention")))
     return M2PT_BLOCK_QKV;
   return -1;
 }

@@ -27,7 +27,13 @@ typedef struct m2pt_naming_scheme {
    * (BERT's query, key, value form qkv). */
   const char *linears[M2PT_BLOCK_LINEARS][M2PT_MAX_PARTS];
   size_t parts[M2PT_BLOCK_LINEARS];
-  int final_norm; /* the stack may be followed by "norm.*" */
+  int final_norm; /* the stack may be followed by a final norm: 1 timm's
+                     "<parent>norm.*", 2 HF ViT's "<root>layernorm.*" */
+  const char *stack; /* the prefix's usual last part ("blocks", "encoder.layer"),
+                        what is left before it is the model's root */
+  int post_norm;   /* the naming fixes the layout: 1 post-norm, 0 pre-norm,
+                      -1 as the options say */
+  float eps;       /* the naming's LayerNorm eps, negative: by layout */
 } m2pt_naming_scheme;
 
 /* The scheme of TIMM or BERT (NULL for AUTO or another value). */

@@ -7,6 +7,14 @@
 #include "core/cl.h"
 #include "m2pt/model.h"
 
+/* A linear outside the blocks: the pooler's dense or the head. */
+enum { M2PT_END_POOLER, M2PT_END_HEAD, M2PT_MODEL_ENDS };
+typedef struct m2pt_model_end {
+  char *name;          /* its checkpoint name ("bert.pooler.dense", "classifier"), NULL: none */
+  m2pt_linear *linear;
+  size_t in, out;
+} m2pt_model_end;
+
 struct m2pt_model {
   m2pt_context *ctx;
   char *path;                /* the loaded file, for messages */
@@ -19,6 +27,12 @@ struct m2pt_model {
   m2pt_block_config cfg;
   m2pt_block **blocks;
   cl_mem norm_w, norm_b;     /* the final norm, or NULL */
+  char *root;                /* what precedes the model's own names ("", "bert.", "vit.") */
+  /* The ends (model_ends.c); NULL where the checkpoint has none. */
+  m2pt_tensor *word, *position, *token_type, *emb_ln_w, *emb_ln_b; /* BERT embeddings */
+  m2pt_tensor *patch_w, *patch_b, *cls, *pos;                      /* ViT embeddings */
+  m2pt_tensor *fc_norm_w, *fc_norm_b;                              /* timm's fc_norm */
+  m2pt_model_end ends[M2PT_MODEL_ENDS];                            /* pooler, head */
 };
 
 /* Rows and columns of block linear `index` (out, in). */
@@ -53,5 +67,25 @@ m2pt_status m2pt_model_find_tensor(const m2pt_model_source *src, const char *nam
  * `li` of block `block` as f32: the parts' rows concatenated. */
 m2pt_status m2pt_model_read_linear(const m2pt_model_source *src, const m2pt_model *model,
                                    size_t block, int li, int field, float *dst);
+
+/* ---- the ends (model_ends.c) ---- */
+
+/* Sets model->root from the prefix and the scheme's stack name. */
+m2pt_status m2pt_model_find_root(m2pt_model *model);
+
+/* Loads embeddings, fc_norm, pooler and head where the checkpoint has them
+ * (each checked against dim; stored pathways of the linears loaded). */
+m2pt_status m2pt_model_load_ends(m2pt_model *model, const m2pt_model_source *src);
+
+/* Frees what m2pt_model_load_ends made and root. */
+void m2pt_model_free_ends(m2pt_model *model);
+
+/* The end whose checkpoint tensor `name` is "<end>.<field>", with *field
+ * set to the field (M2PT_FIELD_* or M2PT_FIELDS for "aux_bias"); -1 when none. */
+int m2pt_model_end_of(const m2pt_model *model, const char *name, int *field);
+
+/* The end a user's layer name means ("head", "classifier", "pooler.dense",
+ * or its full checkpoint name), -1 when none. */
+int m2pt_model_end_index(const m2pt_model *model, const char *layer);
 
 #endif

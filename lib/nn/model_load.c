@@ -222,8 +222,11 @@ static m2pt_status infer_config(const m2pt_model_source *src, const m2pt_model_o
   cfg->heads = heads;
   cfg->dim_head = inner / heads;
   cfg->ff_mult = fc1.shape[0] / dim;
-  cfg->layout = s->naming == M2PT_NAMING_BERT ? M2PT_POST_NORM : o->layout;
-  cfg->eps = o->eps >= 0.0f ? o->eps : cfg->layout == M2PT_POST_NORM ? 1e-12f : 1e-6f;
+  cfg->layout = s->post_norm < 0 ? o->layout : s->post_norm ? M2PT_POST_NORM : M2PT_PRE_NORM;
+  cfg->eps = o->eps >= 0.0f                       ? o->eps
+             : s->eps >= 0.0f                     ? s->eps
+             : cfg->layout == M2PT_POST_NORM ? 1e-12f
+                                                  : 1e-6f;
   cfg->qkv_bias = has_tensor(src, bias_name);
   cfg->pathway = 0;
   cfg->gelu = o->gelu;
@@ -236,7 +239,7 @@ static m2pt_status infer_config(const m2pt_model_source *src, const m2pt_model_o
 static m2pt_status check_options(m2pt_context *ctx, const m2pt_model_options *o)
 {
   static const char fn[] = "m2pt_model_load";
-  M2PT_TRY(m2pt_check_enum(ctx, (int)o->naming, M2PT_NAMING_BERT, fn, "naming"));
+  M2PT_TRY(m2pt_check_enum(ctx, (int)o->naming, M2PT_NAMING_HF_VIT, fn, "naming"));
   M2PT_TRY(m2pt_check_enum(ctx, (int)o->layout, M2PT_POST_NORM, fn, "layout"));
   M2PT_REQUIRE(ctx, !isnan(o->eps) && !isinf(o->eps), "%s: eps = %g", fn, (double)o->eps);
   M2PT_REQUIRE(ctx, !o->prefix || (o->prefix[0] && strlen(o->prefix) < 256),
@@ -253,6 +256,7 @@ void m2pt_model_destroy(m2pt_model *m)
   free(m->blocks);
   m2pt_buffer_release(m->ctx, m->norm_w, m->cfg.dim * sizeof(float));
   m2pt_buffer_release(m->ctx, m->norm_b, m->cfg.dim * sizeof(float));
+  m2pt_model_free_ends(m);
   m2pt_safetensors_close(m->st);
   free(m->path);
   free(m->prefix);
@@ -370,7 +374,14 @@ static m2pt_status load(m2pt_model *m, const m2pt_model_options *o)
     return m2pt_model_io_fail(ctx, s);
   M2PT_TRY(m2pt_find_block_stack(ctx, m->st, m->path, o->naming, o->prefix, &m->scheme,
                                  &m->prefix, &m->depth));
-  if (m->scheme->final_norm) {
+  M2PT_TRY(m2pt_model_find_root(m));
+  if (m->scheme->final_norm == 2) {
+    /* HF ViT's "<root>layernorm.*" is "<root>layer" + "norm.*". */
+    m->final_prefix = malloc(strlen(m->root) + 6);
+    if (!m->final_prefix)
+      return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
+    sprintf(m->final_prefix, "%slayer", m->root);
+  } else if (m->scheme->final_norm) {
     m->final_prefix = parent_of(m->prefix);
     if (!m->final_prefix)
       return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
@@ -390,6 +401,8 @@ static m2pt_status load(m2pt_model *m, const m2pt_model_options *o)
   if (st == M2PT_OK && m->final_prefix && o->final_norm)
     st = load_final_norm(m, &src, buf);
   free(buf);
+  if (st == M2PT_OK)
+    st = m2pt_model_load_ends(m, &src);
   return st;
 }
 

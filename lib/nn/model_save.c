@@ -132,6 +132,26 @@ static m2pt_status add_file_tensors(save_state *s)
   for (size_t i = 0; i < m2pt_safetensors_count(m->st); i++) {
     m2pt_safetensors_info info;
     m2pt_safetensors_info_at(m->st, i, &info);
+    int field;
+    const int e = m2pt_model_end_of(m, info.name, &field);
+    if (e >= 0) {
+      /* The pooler and the head: their values now; pathway tensors are
+       * written by add_pathways when the pathway is still there. */
+      if (field != M2PT_FIELD_WEIGHT && field != M2PT_FIELD_BIAS)
+        continue;
+      float *v = malloc(info.numel * sizeof *v);
+      if (!v)
+        return m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory saving");
+      const m2pt_status st = field == M2PT_FIELD_WEIGHT
+                                 ? m2pt_linear_get_weight(m->ends[e].linear, v, info.numel)
+                                 : m2pt_linear_get_bias(m->ends[e].linear, v, info.numel);
+      if (st != M2PT_OK) {
+        free(v);
+        return st;
+      }
+      M2PT_TRY(add_floats(s, info.name, info.dtype, info.ndim, info.shape, v, info.numel));
+      continue;
+    }
     m2pt_name_ref r = m2pt_classify_name(m->scheme, m->prefix, m->final_prefix, info.name);
     if (r.kind == M2PT_NAME_FINAL_NORM && !m->norm_w)
       r.kind = M2PT_NAME_OUTSIDE; /* loaded with the final norm off */
@@ -207,6 +227,50 @@ static m2pt_status add_pathways(save_state *s)
   return M2PT_OK;
 }
 
+/* An unmerged pathway of the pooler or head: "<name>.aux_weight",
+ * ".cross_modal_scale" and, with an aux bias, ".aux_bias". */
+static m2pt_status add_end_pathways(save_state *s)
+{
+  const m2pt_model *m = s->m;
+  for (int e = 0; e < M2PT_MODEL_ENDS; e++) {
+    const m2pt_model_end *end = &m->ends[e];
+    if (!end->linear || !m2pt_linear_has_pathway(end->linear))
+      continue;
+    const size_t n = end->out * end->in, shape[2] = {end->out, end->in}, one = 1;
+    float *aux = malloc(n * sizeof *aux), *lambda = malloc(sizeof *lambda),
+          *ab = malloc(end->out * sizeof *ab);
+    if (!aux || !lambda || !ab) {
+      free(aux);
+      free(lambda);
+      free(ab);
+      return m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory saving");
+    }
+    m2pt_status st = m2pt_linear_get_aux_weight(end->linear, aux, n);
+    if (st == M2PT_OK)
+      st = m2pt_linear_get_scale(end->linear, lambda);
+    const int has_ab = st == M2PT_OK &&
+                       m2pt_linear_get_aux_bias(end->linear, ab, end->out) == M2PT_OK;
+    char name[700];
+    snprintf(name, sizeof name, "%s.aux_weight", end->name);
+    if (st == M2PT_OK)
+      st = add_floats(s, name, file_dtype(m, name), 2, shape, aux, n);
+    else
+      free(aux);
+    snprintf(name, sizeof name, "%s.cross_modal_scale", end->name);
+    if (st == M2PT_OK)
+      st = add_floats(s, name, file_dtype(m, name), 1, &one, lambda, 1);
+    else
+      free(lambda);
+    snprintf(name, sizeof name, "%s.aux_bias", end->name);
+    if (st == M2PT_OK && has_ab)
+      st = add_floats(s, name, file_dtype(m, name), 1, &end->out, ab, end->out);
+    else
+      free(ab);
+    M2PT_TRY(st);
+  }
+  return M2PT_OK;
+}
+
 static m2pt_status copy_metadata(save_state *s)
 {
   for (size_t i = 0; i < m2pt_safetensors_metadata_count(s->m->st); i++) {
@@ -232,6 +296,8 @@ m2pt_status m2pt_model_save(const m2pt_model *m, const char *path)
     st = add_file_tensors(&s);
   if (st == M2PT_OK)
     st = add_pathways(&s);
+  if (st == M2PT_OK)
+    st = add_end_pathways(&s);
   if (st == M2PT_OK && (st = m2pt_safetensors_writer_finish(s.w)) != M2PT_OK)
     st = writer_fail(&s, st);
   m2pt_safetensors_writer_destroy(s.w);

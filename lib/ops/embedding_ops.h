@@ -1,0 +1,53 @@
+/* The embedding and pooling ops on raw buffers, arguments already checked
+ * (the public wrappers in embedding.c check tensors), and the host-side
+ * checks of ids and masks that the model shares. Kernels: cl/embedding.cl. */
+#ifndef M2PT_OPS_EMBEDDING_OPS_H
+#define M2PT_OPS_EMBEDDING_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/cl.h"
+#include "m2pt/embedding.h"
+
+/* Converts host ids (I32 or I64, [rows][cols]) to int32 into dst (rows·cols),
+ * each checked to lie in [0, limit): otherwise M2PT_ERR_INVALID_ARGUMENT
+ * "<fn>: <what>[b][n] = v is out of range [0, limit) (<table>)". */
+m2pt_status m2pt_host_ids_check(const m2pt_context *ctx, const m2pt_host_matrix *ids,
+                                size_t limit, const char *fn, const char *what,
+                                const char *table, int32_t *dst);
+
+/* Checks a host mask ([rows][cols] of I32, I64 or F32, exactly 0 or 1) and
+ * converts it to floats into dst. Errors: M2PT_ERR_INVALID_ARGUMENT (NULL
+ * data, dtype, a value other than 0 or 1, naming it and its [b][n]),
+ * M2PT_ERR_SHAPE (not [rows][cols]). */
+m2pt_status m2pt_host_mask_check(const m2pt_context *ctx, const m2pt_host_matrix *mask,
+                                 size_t rows, size_t cols, const char *fn, float *dst);
+
+/* Word + position (+ token type) gather, ids_buf holding ids then types as
+ * int32 (types only when type != NULL), y [rows][dim]; no LayerNorm. */
+m2pt_status m2pt_op_bert_gather(m2pt_context *ctx, cl_mem ids_buf, cl_mem word, cl_mem pos,
+                                cl_mem type, size_t rows, size_t tokens, size_t dim, cl_mem y);
+
+/* The geometry of a patch embedding. */
+typedef struct m2pt_patch_shape {
+  size_t batch, channels, height, width, patch, dim;
+} m2pt_patch_shape;
+
+/* im2col + GEMM + bias + class token + positions into y [B][prefix + G][D]
+ * (prefix = cls != NULL); bias, cls and pos may be NULL. */
+m2pt_status m2pt_op_patch_embed(m2pt_context *ctx, cl_mem pixels, cl_mem weight, cl_mem bias,
+                                cl_mem cls, cl_mem pos, const m2pt_patch_shape *s, cl_mem y);
+
+/* Pooling of x [batch][tokens][dim] into y [batch][dim] (token or masked
+ * mean from `first`), then optionally the L2 normalization of y's rows. */
+m2pt_status m2pt_op_pool(m2pt_context *ctx, cl_mem x, cl_mem mask, int token, size_t batch,
+                         size_t tokens, size_t dim, size_t first, int normalize, cl_mem y);
+
+/* Divides each of the rows of x [rows][dim] by max(its L2 norm, 1e-12). */
+m2pt_status m2pt_op_l2_normalize(m2pt_context *ctx, cl_mem x, size_t rows, size_t dim);
+
+/* x = tanh(x) over n elements. */
+m2pt_status m2pt_op_tanh(m2pt_context *ctx, cl_mem x, size_t n);
+
+#endif
