@@ -425,12 +425,16 @@ static m2pt_status run(m2pt_model *m, const m2pt_tensor *x, const m2pt_tensor *m
 }
 
 /* The options, the mask checked and uploaded ([B][N] floats in mv). */
+/* m2pt_forward_options as first released (core/options.h). */
+#define FORWARD_OPTIONS_SIZE_0_2 sizeof(m2pt_forward_options)
+
 static m2pt_status prepare(m2pt_model *m, const m2pt_forward_options *options,
                            const m2pt_host_matrix *mask, size_t b, size_t n, const char *fn,
                            m2pt_forward_options *o, m2pt_tensor *mv, int *has_mask)
 {
   *o = m2pt_forward_options_default();
-  M2PT_TRY(m2pt_options_read(m->ctx, o, sizeof *o, options, "m2pt_forward_options", fn));
+  M2PT_TRY(m2pt_options_read(m->ctx, o, sizeof *o, FORWARD_OPTIONS_SIZE_0_2, options,
+                             "m2pt_forward_options", fn));
   *has_mask = mask != NULL;
   if (!mask)
     return M2PT_OK;
