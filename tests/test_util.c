@@ -112,8 +112,8 @@ int test_enter_data_dir(int argc, char **argv, const char *compiled_in)
 
 /* ---- The test matrix ---- */
 
-/* Every value an axis can name, the device's usual one among them; a
- * configuration holds an index into `values` per axis. */
+/* An axis: its key in M2PT_QUIRKS and every value it can name, in the order
+ * other values are dealt (a configuration holds an index per axis). */
 typedef struct axis_values {
   const char *key;
   const char *values[3];
@@ -163,8 +163,9 @@ static int probe_device(int enumerate, matrix_device *d)
   const m2pt_quirks q = ctx->quirks;
   char vec[4];
   snprintf(vec, sizeof vec, "%u", q.attention_vec);
-  static const char *const impl[] = {
-      [M2PT_ATTENTION_AUTO] = "auto", [M2PT_ATTENTION_GEMM] = "gemm", [M2PT_ATTENTION_FUSED] = "fused"};
+  static const char *const impl[] = {[M2PT_ATTENTION_AUTO] = "auto",
+                                     [M2PT_ATTENTION_GEMM] = "gemm",
+                                     [M2PT_ATTENTION_FUSED] = "fused"};
   d->own.value[AXIS_GEMM] = value_index(AXIS_GEMM, ctx->gemm->backend->name);
   d->own.value[AXIS_ATTENTION] = value_index(AXIS_ATTENTION, impl[q.attention]);
   d->own.value[AXIS_ATTENTION_VEC] = value_index(AXIS_ATTENTION_VEC, vec);
