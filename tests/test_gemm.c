@@ -1,4 +1,4 @@
-/* GEMM through CLBlast against the double-precision reference. */
+/* GEMM on every backend the device runs against the double-precision reference. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,18 +236,6 @@ static void gemm_bad_arguments(void **state)
   m2pt_tensor_destroy(cube);
 }
 
-static int setup_clblast(void **state)
-{
-  m2pt_context_options opts = m2pt_context_options_default();
-  opts.flags = M2PT_CONTEXT_CLBLAST;
-  m2pt_context *ctx = NULL;
-  if (m2pt_context_create(&opts, &ctx) != M2PT_OK)
-    return -1;
-  assert_string_equal(m2pt_context_gemm_backend(ctx), "CLBlast");
-  *state = ctx;
-  return 0;
-}
-
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -258,10 +246,6 @@ int main(void)
       cmocka_unit_test(gemm_strided_batched),
       cmocka_unit_test(gemm_bad_arguments),
   };
-  /* Every case twice where they differ: the context's own GEMM backend
-   * (the host BLAS on a CPU device) and CLBlast forced. */
-  const int failed = cmocka_run_group_tests_name("default backend", tests, test_setup_context,
-                                                 test_teardown_context);
-  return failed + cmocka_run_group_tests_name("CLBlast", tests, setup_clblast,
-                                              test_teardown_context);
+  /* The GEMM backend is all that changes what these tests run. */
+  return test_run_matrix("gemm", TEST_AXIS_GEMM, tests, NULL, NULL) != 0;
 }

@@ -717,12 +717,18 @@ int main(int argc, char **argv)
 {
   if (test_enter_data_dir(argc, argv, M2PT_MODEL_DATA) != 0)
     return 1;
-  const struct CMUnitTest tests[] = {
+  /* Forwards against the goldens, on every configuration (the model's blocks use
+   * M2PT_ATTENTION_AUTO, so the attention axis too). */
+  const struct CMUnitTest forward[] = {
       cmocka_unit_test(timm_plain),
       cmocka_unit_test(two_dimensional_input),
       cmocka_unit_test(timm_m2pt_checkpoint),
       cmocka_unit_test(timm_reparameterize),
       cmocka_unit_test(bert),
+  };
+  /* Saving and loading: what they compare (files, outputs before and after a
+   * round trip) does not depend on the kernels, so once. */
+  const struct CMUnitTest checkpoints[] = {
       cmocka_unit_test(save_merged),
       cmocka_unit_test(save_round_trip),
       cmocka_unit_test(save_half_precision),
@@ -731,5 +737,8 @@ int main(int argc, char **argv)
       cmocka_unit_test(bad_reparameterize),
       cmocka_unit_test(bad_arguments),
   };
-  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+  const int failed =
+      test_run_matrix("model", TEST_AXES_ALL, forward, group_setup, group_teardown);
+  return (failed + test_run_matrix("model checkpoints", 0, checkpoints, group_setup,
+                                   group_teardown)) != 0;
 }

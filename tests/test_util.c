@@ -7,6 +7,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/context_impl.h"
+#include "core/quirks.h"
+#include "gemm/backend.h"
+
 void test_assert_status(const m2pt_context *ctx, m2pt_status got, m2pt_status expected,
                         const char *expr, const char *file, int line)
 {
@@ -104,4 +108,162 @@ int test_enter_data_dir(int argc, char **argv, const char *compiled_in)
     return -1;
   }
   return 0;
+}
+
+/* ---- The test matrix ---- */
+
+/* An axis: its key in M2PT_QUIRKS and every value it can name, in the order
+ * other values are dealt (a configuration holds an index per axis). */
+typedef struct axis_values {
+  const char *key;
+  const char *values[3];
+} axis_values;
+
+enum { AXIS_GEMM, AXIS_ATTENTION, AXIS_ATTENTION_VEC, AXIS_LAYER_NORM, AXIS_GELU, AXIS_COUNT };
+
+static const axis_values axis_table[AXIS_COUNT] = {
+    [AXIS_GEMM] = {"gemm", {"host_blas", "clblast"}},
+    [AXIS_ATTENTION] = {"attention", {"auto", "gemm", "fused"}},
+    [AXIS_ATTENTION_VEC] = {"attention_vec", {"8", "4", "1"}},
+    [AXIS_LAYER_NORM] = {"layer_norm", {"rows", "workgroup"}},
+    [AXIS_GELU] = {"gelu", {"float8", "scalar"}},
+};
+
+/* Configurations beyond the device's own: at most 4 groups per suite. */
+#define MATRIX_EXTRA 3
+
+typedef struct matrix_config {
+  int value[AXIS_COUNT]; /* index into axis_table[axis].values */
+} matrix_config;
+
+/* What the device does with a context's quirks as they are now, and which
+ * values it may be given (valid[axis][value]). */
+typedef struct matrix_device {
+  matrix_config own;
+  int valid[AXIS_COUNT][3];
+} matrix_device;
+
+static int value_index(int axis, const char *value)
+{
+  for (int v = 0; v < 3 && axis_table[axis].values[v]; v++)
+    if (strcmp(axis_table[axis].values[v], value) == 0)
+      return v;
+  return 0;
+}
+
+/* Fills d from a context created now (under this thread's override, else
+ * $M2PT_QUIRKS), and with `enumerate`, which values the device allows. */
+static int probe_device(int enumerate, matrix_device *d)
+{
+  m2pt_context *ctx = NULL;
+  if (m2pt_context_create(NULL, &ctx) != M2PT_OK) {
+    print_error("no OpenCL context: %s\n", m2pt_last_error(NULL));
+    return -1;
+  }
+  const m2pt_quirks q = ctx->quirks;
+  char vec[4];
+  snprintf(vec, sizeof vec, "%u", q.attention_vec);
+  static const char *const impl[] = {[M2PT_ATTENTION_AUTO] = "auto",
+                                     [M2PT_ATTENTION_GEMM] = "gemm",
+                                     [M2PT_ATTENTION_FUSED] = "fused"};
+  d->own.value[AXIS_GEMM] = value_index(AXIS_GEMM, ctx->gemm->backend->name);
+  d->own.value[AXIS_ATTENTION] = value_index(AXIS_ATTENTION, impl[q.attention]);
+  d->own.value[AXIS_ATTENTION_VEC] = value_index(AXIS_ATTENTION_VEC, vec);
+  d->own.value[AXIS_LAYER_NORM] = q.layer_norm == M2PT_LAYER_NORM_ROWS ? 0 : 1;
+  d->own.value[AXIS_GELU] = q.gelu_vec == 8 ? 0 : 1;
+  m2pt_context_destroy(ctx);
+  memset(d->valid, 0, sizeof d->valid);
+  if (!enumerate)
+    return 0;
+  /* Oclgrind's checkers crash on vectors (lib/core/quirks.c): a device whose
+   * own quirks use none gets none. */
+  const int vectors = q.gelu_vec > 1;
+  d->valid[AXIS_GEMM][0] = q.gemm_on_host;
+  d->valid[AXIS_GEMM][1] = 1;
+  if (q.gemm_on_host && d->own.value[AXIS_GEMM] != 0) { /* does this build have a host BLAS? */
+    m2pt_quirks_override("gemm=host_blas");
+    d->valid[AXIS_GEMM][0] = m2pt_context_create(NULL, &ctx) == M2PT_OK;
+    m2pt_quirks_override(NULL);
+    m2pt_context_destroy(ctx);
+  }
+  d->valid[AXIS_ATTENTION][0] = d->valid[AXIS_ATTENTION][1] = 1;
+  for (int v = 0; v < 3; v++)
+    d->valid[AXIS_ATTENTION_VEC][v] = v >= d->own.value[AXIS_ATTENTION_VEC];
+  d->valid[AXIS_LAYER_NORM][0] = d->valid[AXIS_GELU][0] = vectors;
+  d->valid[AXIS_LAYER_NORM][1] = d->valid[AXIS_GELU][1] = 1;
+  return 0;
+}
+
+/* "key=value,..." of the axes in `axes`, as M2PT_QUIRKS takes it. */
+static void config_spec(unsigned axes, const matrix_config *c, char *buf, size_t size)
+{
+  buf[0] = '\0';
+  for (int a = 0; a < AXIS_COUNT; a++)
+    if (axes & (1u << a))
+      snprintf(buf + strlen(buf), size - strlen(buf), "%s%s=%s", buf[0] ? "," : "",
+               axis_table[a].key, axis_table[a].values[c->value[a]]);
+}
+
+/* The device's own configuration, then every other valid value of each axis
+ * in `axes` dealt round-robin into at most MATRIX_EXTRA more, so that one
+ * value's failure shows in a configuration with few others changed. */
+static size_t matrix_configs(unsigned axes, const matrix_device *d,
+                             matrix_config out[1 + MATRIX_EXTRA])
+{
+  size_t used = 1, next = 0;
+  unsigned set[1 + MATRIX_EXTRA] = {0}; /* axes each configuration changes */
+  for (size_t i = 0; i <= MATRIX_EXTRA; i++)
+    out[i] = d->own;
+  for (int a = 0; a < AXIS_COUNT; a++) {
+    if (!(axes & (1u << a)))
+      continue;
+    for (int v = 0; v < 3; v++) {
+      if (!d->valid[a][v] || v == d->own.value[a])
+        continue;
+      size_t bin = 1 + next++ % MATRIX_EXTRA;
+      for (size_t tries = 0; set[bin] & (1u << a) && tries < MATRIX_EXTRA; tries++)
+        bin = 1 + next++ % MATRIX_EXTRA;
+      out[bin].value[a] = v;
+      set[bin] |= 1u << a;
+      if (bin + 1 > used)
+        used = bin + 1;
+    }
+  }
+  return used;
+}
+
+int test_run_matrix_n(const char *suite, unsigned axes, const struct CMUnitTest *tests,
+                      size_t count, CMFixtureFunction setup, CMFixtureFunction teardown)
+{
+  const char *by_hand = getenv("M2PT_QUIRKS");
+  by_hand = by_hand && by_hand[0] ? by_hand : NULL;
+  matrix_device d;
+  if (probe_device(!by_hand && axes, &d) != 0)
+    return 1;
+  matrix_config configs[1 + MATRIX_EXTRA];
+  const size_t n = by_hand || !axes ? 1 : matrix_configs(axes, &d, configs);
+  if (n == 1)
+    configs[0] = d.own;
+  int failed = 0;
+  for (size_t i = 0; i < n; i++) {
+    char spec[256], name[1024];
+    config_spec(axes, &configs[i], spec, sizeof spec);
+    if (by_hand) /* it may set keys beyond the suite's axes: say so */
+      snprintf(name, sizeof name, "%s [%s%sM2PT_QUIRKS=%s]", suite, spec, spec[0] ? "; " : "",
+               by_hand);
+    else
+      snprintf(name, sizeof name, "%s [%s]", suite, spec[0] ? spec : "default");
+    /* The first configuration is the device's own: no override, so the chooser's own
+     * preference runs rather than a backend forced by name. */
+    m2pt_quirks_override(i == 0 ? NULL : spec);
+    /* cmocka's standard output does not print the group's name. */
+    print_message("[==========] %s\n", name);
+    const int f = _cmocka_run_group_tests(name, tests, count, setup ? setup : test_setup_context,
+                                          teardown ? teardown : test_teardown_context);
+    m2pt_quirks_override(NULL);
+    if (f != 0)
+      print_error("[  FAILED  ] %s: %d test(s)\n", name, f);
+    failed += f != 0 ? (f > 0 ? f : 1) : 0;
+  }
+  return failed;
 }

@@ -26,6 +26,42 @@ m2pt_context *test_context(void);
 int test_setup_context(void **state);
 int test_teardown_context(void **state);
 
+/* ---- The test matrix (README "Testing") ----
+ * Axes: the quirk keys (lib/core/quirks.h) whose variants change the code a
+ * suite's tests run. A suite names the axes its results depend on that its
+ * tests do not already pick themselves (ops passes every attention path and
+ * the shapes of every fused-kernel width explicitly, so it leaves those two
+ * out); only those are varied for it. */
+typedef enum test_axis {
+  TEST_AXIS_GEMM = 1u << 0,          /* gemm=host_blas|clblast */
+  TEST_AXIS_ATTENTION = 1u << 1,     /* attention=auto|gemm: what M2PT_ATTENTION_AUTO runs */
+  TEST_AXIS_ATTENTION_VEC = 1u << 2, /* attention_vec=8|4|1 */
+  TEST_AXIS_LAYER_NORM = 1u << 3,    /* layer_norm=rows|workgroup */
+  TEST_AXIS_GELU = 1u << 4,          /* gelu=float8|scalar */
+  TEST_AXES_ALL = (1u << 5) - 1,
+} test_axis;
+
+/* Runs `tests` once per configuration of `axes` valid on the device ($M2PT_DEVICE), each as
+ * one cmocka group named "<suite> [key=value,...]": the values every axis takes there, which
+ * is also the M2PT_QUIRKS that runs that configuration alone. First the device's own quirks,
+ * then every other valid value of every axis once, dealt round-robin over at most three more
+ * configurations. Valid: host_blas where the build has it and the device's quirks put GEMMs
+ * on the host (CPU devices but Oclgrind); the vector variants (layer_norm=rows, gelu=float8,
+ * attention_vec up to the device's own) only where the device's own quirks use vectors (not
+ * on Oclgrind); attention=fused never: it makes M2PT_ATTENTION_AUTO fail where the fused
+ * kernel cannot run, which tests expect to fall back.
+ * Every context the thread creates during a group (the setup's and any a test makes) gets
+ * the group's configuration (m2pt_quirks_override). With $M2PT_QUIRKS set, one group runs,
+ * under it, named with both ("<suite> [gemm=clblast,...; M2PT_QUIRKS=gelu=scalar]"). With no
+ * axes, one group on the device's own quirks, named "<suite> [default]".
+ * setup and teardown are the group's fixture, NULL for test_setup_context and
+ * test_teardown_context. Returns the number of tests that failed, over all groups. */
+int test_run_matrix_n(const char *suite, unsigned axes, const struct CMUnitTest *tests,
+                      size_t count, CMFixtureFunction setup, CMFixtureFunction teardown);
+#define test_run_matrix(suite, axes, tests, setup, teardown)                                 \
+  test_run_matrix_n((suite), (axes), (tests), sizeof(tests) / sizeof((tests)[0]), (setup), \
+                    (teardown))
+
 /* 1 when the suite runs under the oclgrind setup, where only tiny shapes fit. */
 int test_small(void);
 
