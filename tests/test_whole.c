@@ -200,5 +200,5 @@ int main(int argc, char **argv)
       cmocka_unit_test(bert),
       cmocka_unit_test(no_blocks),
   };
-  return cmocka_run_group_tests(tests, test_setup_context, test_teardown_context);
+  return test_run_matrix("whole", TEST_AXES_ALL, tests, NULL, NULL) != 0;
 }
