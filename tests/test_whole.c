@@ -1,8 +1,10 @@
 /* Whole models against the PyTorch goldens of tests/data/whole
  * (tools/make_whole_model_golden.py), and hostile inputs. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "test_util.h"
 
@@ -183,6 +185,71 @@ static void bert(void **state)
   m2pt_model_destroy(m);
 }
 
+/* `saved` holds every tensor of `original` under the same name, dtype,
+ * shape and bytes, and nothing else. */
+static void assert_same_tensors(const char *original, const char *saved)
+{
+  m2pt_safetensors *a = NULL, *b = NULL;
+  assert_int_equal(m2pt_safetensors_open(original, &a), M2PT_OK);
+  assert_int_equal(m2pt_safetensors_open(saved, &b), M2PT_OK);
+  assert_int_equal(m2pt_safetensors_count(a), m2pt_safetensors_count(b));
+  for (size_t i = 0; i < m2pt_safetensors_count(a); i++) {
+    m2pt_safetensors_info ia, ib;
+    size_t j;
+    assert_int_equal(m2pt_safetensors_info_at(a, i, &ia), M2PT_OK);
+    if (m2pt_safetensors_find(b, ia.name, &j) != M2PT_OK)
+      fail_msg("%s: %s is missing from the saved file", original, ia.name);
+    assert_int_equal(m2pt_safetensors_info_at(b, j, &ib), M2PT_OK);
+    assert_int_equal(ia.dtype, ib.dtype);
+    assert_int_equal(ia.ndim, ib.ndim);
+    assert_memory_equal(ia.shape, ib.shape, sizeof ia.shape);
+    unsigned char *da = test_alloc(ia.nbytes + 1), *db = test_alloc(ib.nbytes + 1);
+    assert_int_equal(m2pt_safetensors_read_raw(a, i, da, ia.nbytes), M2PT_OK);
+    assert_int_equal(m2pt_safetensors_read_raw(b, j, db, ib.nbytes), M2PT_OK);
+    if (memcmp(da, db, ia.nbytes) != 0)
+      fail_msg("%s: %s changed on saving", original, ia.name);
+    free(da);
+    free(db);
+  }
+  m2pt_safetensors_close(a);
+  m2pt_safetensors_close(b);
+}
+
+/* Saving writes every naming back as it came (timm, HF ViT, BERT with its
+ * embeddings, pooler and classifier), and a classifier pathway saved in the
+ * paper's naming loads back with the same logits. */
+static void save_round_trip(void **state)
+{
+  m2pt_context *ctx = *state;
+  char dir[] = "/tmp/m2pt-whole.XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char out[sizeof dir + 32];
+  snprintf(out, sizeof out, "%s/saved.safetensors", dir);
+  static const char *const files[] = {"timm_token.safetensors", "timm_avg.safetensors",
+                                      "hf_vit.safetensors", "bert.safetensors"};
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    m2pt_model *m = load(ctx, files[i]);
+    assert_ok(ctx, m2pt_model_save(m, out));
+    m2pt_model_destroy(m);
+    assert_same_tensors(files[i], out);
+  }
+  read_bert_inputs();
+  const m2pt_host_matrix ids = {ids64, M2PT_DTYPE_I64, 2, 6},
+                         types = {types64, M2PT_DTYPE_I64, 2, 6},
+                         mask = {mask32, M2PT_DTYPE_I32, 2, 6};
+  const char *head[] = {"classifier"};
+  m2pt_model *m = load(ctx, "bert.safetensors");
+  assert_ok(ctx, m2pt_model_add_pathways(m, "bert_aux.safetensors", head, 1, 0.3f));
+  assert_ok(ctx, m2pt_model_save(m, out));
+  m2pt_model_destroy(m);
+  m = load(ctx, out);
+  check(ctx, m, NULL, &ids, &types, &mask, M2PT_OUTPUT_LOGITS, 0,
+        "bert_logits_head_pathway.npy");
+  m2pt_model_destroy(m);
+  remove(out);
+  rmdir(dir);
+}
+
 static void no_blocks(void **state)
 {
   m2pt_context *ctx = *state;
@@ -198,6 +265,7 @@ int main(int argc, char **argv)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(vit),
       cmocka_unit_test(bert),
+      cmocka_unit_test(save_round_trip),
       cmocka_unit_test(no_blocks),
   };
   return test_run_matrix("whole", TEST_AXES_ALL, tests, NULL, NULL) != 0;

@@ -91,8 +91,10 @@ typedef struct m2pt_model_info {
  * shapes; heads and eps from `options` (NULL: the defaults). Every block
  * tensor is checked against the shapes those imply. Linears stored with
  * aux_weight and cross_modal_scale get their pathways (unmerged). Tensors
- * outside the blocks and the final norm (embeddings, heads) are not loaded,
- * but the model keeps the file mapped so m2pt_model_save can copy them.
+ * for the embeddings, fc_norm, the pooler and the head or classifier are
+ * loaded where the file has them (m2pt_model_forward_ids and _pixels); any
+ * other tensor is not, and the model keeps the file open so that
+ * m2pt_model_save copies it verbatim.
  * The caller owns *model (m2pt_model_destroy). Messages name the file and
  * the tensor.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, struct_size not set, bad option,
