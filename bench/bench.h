@@ -18,13 +18,14 @@
 #define BENCH_SUITE_BLOCK     16u
 #define BENCH_SUITE_PEAK      32u
 #define BENCH_SUITE_FFN       64u
+#define BENCH_SUITE_MODEL     128u
 #define BENCH_SUITE_ALL                                                               \
   (BENCH_SUITE_PEAK | BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_STARTUP |      \
-   BENCH_SUITE_ATTENTION | BENCH_SUITE_FFN | BENCH_SUITE_BLOCK)
+   BENCH_SUITE_ATTENTION | BENCH_SUITE_FFN | BENCH_SUITE_BLOCK | BENCH_SUITE_MODEL)
 /* The suites whose records carry pct_peak: they need the device's peak. */
 #define BENCH_SUITES_WITH_PEAK                                                        \
   (BENCH_SUITE_PEAK | BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_ATTENTION |   \
-   BENCH_SUITE_FFN | BENCH_SUITE_BLOCK)
+   BENCH_SUITE_FFN | BENCH_SUITE_BLOCK | BENCH_SUITE_MODEL)
 
 typedef struct bench_options {
   int warmup;        /* untimed runs before the timed ones, >= 1 (the first
@@ -210,6 +211,7 @@ m2pt_status bench_suite_linear(m2pt_context *ctx, const m2pt_device_info *info,
                                const bench_options *o);
 m2pt_status bench_suite_block(m2pt_context *ctx, const bench_options *o);
 m2pt_status bench_suite_ffn(m2pt_context *ctx, const bench_options *o);
+m2pt_status bench_suite_model(m2pt_context *ctx, const bench_options *o);
 /* The device's FMA throughput and memory bandwidth (clpeak-style kernels on
  * ctx's queue), set as its peaks; `report`: as table rows and records, else
  * a quick measurement only for pct_peak. */

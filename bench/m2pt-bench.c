@@ -48,6 +48,9 @@ static void usage(FILE *f)
       "     ffn        m2pt_ffn_forward 768->3072->768, unmerged, merged, plain, B = 1, 8\n"
       "     block      ViT-S/16, ViT-B/16 (N = 197) and BERT-base (post-norm, N = 128)\n"
       "                blocks, unmerged, merged, plain, and each of their ops; B = 1, 8\n"
+      "     model      a whole model's ends at ViT-B/16's sizes, B = 1 (BERT embedding\n"
+      "                gather, patch embedding, token and mean pooling, head) as a %\n"
+      "                of the forward (12 x a plain block; target < 3%)\n"
       "                (--quick: B = 1)\n"
       "     attention  GEMM path against the fused kernel, 12 heads of 64,\n"
       "                N = 197, 1024, 4096 (--quick: 197, 1024)\n"
@@ -132,6 +135,7 @@ static int parse_suite(const char *name, unsigned *suites)
     {"startup", BENCH_SUITE_STARTUP},
     {"attention", BENCH_SUITE_ATTENTION},
     {"block", BENCH_SUITE_BLOCK},
+    {"model", BENCH_SUITE_MODEL},
   };
   for (size_t i = 0; name && i < sizeof known / sizeof known[0]; i++)
     if (!strcmp(name, known[i].name)) {
@@ -261,6 +265,8 @@ static m2pt_status shared_context_suites(const m2pt_device_info *info, const ben
     s = bench_suite_ffn(ctx, o);
   if (s == M2PT_OK && (o->suites & BENCH_SUITE_BLOCK))
     s = bench_suite_block(ctx, o);
+  if (s == M2PT_OK && (o->suites & BENCH_SUITE_MODEL))
+    s = bench_suite_model(ctx, o);
   bench_context_destroy(ctx);
   return s;
 }

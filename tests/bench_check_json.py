@@ -22,11 +22,12 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
-SUITES = ("peak", "gemm", "linear", "attention", "ffn", "block", "startup")
+SUITES = ("peak", "gemm", "linear", "attention", "ffn", "block", "model", "startup")
 # Records per OpenCL device in --smoke mode: 4 peak kernels, 1 GEMM shape,
 # linear unmerged and merged, ffn unmerged, merged and plain, 2 tiny blocks of
-# 11 cases (3 blocks and 8 ops), 2 attention paths, 2 warm startups.
-SMOKE_COUNTS = {"peak": 4, "gemm": 1, "linear": 2, "ffn": 3, "block": 22,
+# 11 cases (3 blocks and 8 ops), a tiny model's 5 ends and its block, 2
+# attention paths, 2 warm startups.
+SMOKE_COUNTS = {"peak": 4, "gemm": 1, "linear": 2, "ffn": 3, "block": 22, "model": 6,
                 "attention": 2, "startup": 2}
 DEVICE_FIELDS = ("name", "vendor", "driver", "peak_gflops", "peak_gbps", "type", "cpu")
 RECORD_FIELDS = ("device", "suite", "case", "median_ms", "min_ms", "max_ms", "gflops")

@@ -533,6 +533,213 @@ if files and files[0].endswith(".search.json"):
     check(ok, "m2pt-tune whose best is slower than the defaults says so and stores nothing" +
           ("" if ok else ":\n" + out + err))
 
+# ---- whole models (tests/data/whole): ids, pixels, masks, output kinds, pathways on the head.
+whole = os.path.join(os.path.dirname(os.path.abspath(data)), "whole")
+
+
+def w(name):
+    return os.path.join(whole, name)
+
+
+def write_typed(path, shape, values, descr):
+    """A C-order .npy file of '<i4', '<i8' or '<f4', format 1.0, as np.save writes it."""
+    dims = "".join("%d," % n for n in shape) if len(shape) == 1 else ", ".join(map(str, shape))
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%s), }" % (descr, dims)
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    code = {"<i4": "i", "<i8": "q", "<f4": "f"}[descr]
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+        f.write(struct.pack("<%d%s" % (len(values), code), *values))
+
+
+def without(src, dst, drop):
+    """A copy of safetensors file src without the tensors whose names start with `drop`."""
+    with open(src, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        body = f.read()
+    out, parts, at = {}, [], 0
+    for name, info in sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
+                             key=lambda kv: kv[1]["data_offsets"][0]):
+        if name.startswith(drop):
+            continue
+        b, e = info["data_offsets"]
+        out[name] = dict(info, data_offsets=[at, at + e - b])
+        parts.append(body[b:e])
+        at += e - b
+    h = json.dumps(out).encode()
+    with open(dst, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(parts))
+
+
+ids_shape, ids_raw = npy(w("bert_ids.npy"))  # the goldens' ids, types and mask are '<f4'
+ids = [int(v) for v in floats(ids_raw)]
+types = [int(v) for v in floats(npy(w("bert_types.npy"))[1])]
+mask = [int(v) for v in floats(npy(w("bert_mask.npy"))[1])]
+write_typed(t("ids8.npy"), ids_shape, ids, "<i8")
+write_typed(t("ids4.npy"), ids_shape, ids, "<i4")
+write_typed(t("types4.npy"), ids_shape, types, "<i4")
+write_typed(t("mask8.npy"), ids_shape, mask, "<i8")
+write_typed(t("mask4.npy"), ids_shape, mask, "<i4")
+bert = ["--model", w("bert.safetensors"), "--heads", "2"]
+for kind, ids_file, mask_file, extra in (("hidden", "ids8.npy", "mask8.npy", []),
+                                         ("pooled", "ids4.npy", "mask4.npy", []),
+                                         ("mean", "ids8.npy", w("bert_mask.npy"), ["--normalize"]),
+                                         ("logits", "ids4.npy", "mask8.npy", [])):
+    out = t("bert_%s.npy" % kind)
+    rc, _, err = tool("m2pt-run", *bert, "--input-ids", t(ids_file), "--token-type-ids",
+                      t("types4.npy"), "--attention-mask", t(mask_file), "--output-kind", kind,
+                      *extra, "--output", out)
+    check(rc == 0 and close(out, w("bert_%s.npy" % kind)),
+          "m2pt-run --input-ids --output-kind %s matches PyTorch %s" % (kind, err.strip()))
+for ckpt, kind, extra in (("timm_token", "hidden", []), ("timm_token", "pooled", []),
+                          ("timm_token", "logits", ["--pool", "token"]),
+                          ("timm_avg", "hidden", []), ("timm_avg", "pooled", ["--pool", "avg"]),
+                          ("timm_avg", "logits", []), ("hf_vit", "logits", [])):
+    out = t("%s_%s.npy" % (ckpt, kind))
+    rc, _, err = tool("m2pt-run", "--model", w(ckpt + ".safetensors"), "--heads", "2", "--pixels",
+                      w("pixels.npy"), "--output-kind", kind, *extra, "--output", out)
+    check(rc == 0 and close(out, w("%s_%s.npy" % (ckpt, kind))),
+          "m2pt-run --pixels on %s --output-kind %s %s matches PyTorch %s"
+          % (ckpt, kind, " ".join(extra), err.strip()))
+# A mask of all ones over the 1 + 4 tokens of an image changes nothing.
+write_typed(t("ones.npy"), (2, 5), [1.0] * 10, "<f4")
+rc, _, err = tool("m2pt-run", "--model", w("timm_token.safetensors"), "--heads", "2", "--pixels",
+                  w("pixels.npy"), "--attention-mask", t("ones.npy"), "--output", t("ones_out.npy"))
+check(rc == 0 and close(t("ones_out.npy"), w("timm_token_hidden.npy")),
+      "m2pt-run --pixels --attention-mask of ones " + err.strip())
+
+# --attention-mask with hidden states: the unpadded tokens of a padded row are
+# those of the row run alone, and --output-kind mean is their mean.
+xs, xr = npy(d("bert_input.npy"))
+x = floats(xr)
+bb, nn, dd = xs if len(xs) == 3 else (1,) + xs
+keep = nn - 2
+pad = [1] * (bb * nn)
+for j in range(keep, nn):
+    pad[(bb - 1) * nn + j] = 0
+write_typed(t("pad.npy"), (bb, nn), pad, "<i4")
+row = x[(bb - 1) * nn * dd:((bb - 1) * nn + keep) * dd]
+write_npy(t("row.npy"), (keep, dd), row)
+model_bert = ["--model", d("bert_target.safetensors"), "--heads", "2"]
+rc1, _, e1 = tool("m2pt-run", *model_bert, "--input", d("bert_input.npy"), "--attention-mask",
+                  t("pad.npy"), "--output", t("padded.npy"))
+rc2, _, e2 = tool("m2pt-run", *model_bert, "--input", t("row.npy"), "--output", t("alone.npy"))
+rc3, _, e3 = tool("m2pt-run", *model_bert, "--input", d("bert_input.npy"), "--attention-mask",
+                  t("pad.npy"), "--output-kind", "mean", "--output", t("padmean.npy"))
+ok = rc1 == rc2 == rc3 == 0
+if ok:
+    got = floats(npy(t("padded.npy"))[1])[(bb - 1) * nn * dd:((bb - 1) * nn + keep) * dd]
+    alone = floats(npy(t("alone.npy"))[1])
+    mean = floats(npy(t("padmean.npy"))[1])[(bb - 1) * dd:]
+    ref = [sum(alone[j * dd + c] for j in range(keep)) / keep for c in range(dd)]
+    ok = (max(abs(a - b) for a, b in zip(got, alone)) < 1e-4
+          and max(abs(a - b) for a, b in zip(mean, ref)) < 1e-4)
+check(ok, "m2pt-run --input --attention-mask: padding is ignored, mean over tokens " +
+      (e1 + e2 + e3).strip())
+
+# The classifier's pathway (the seed's CrossModalReparameterization on two
+# checkpoints): run, reparam then run, merge then run; with --aux-bias too.
+for ab, ref in (([], "bert_logits_head_pathway.npy"),
+                (["--aux-bias"], "bert_logits_head_aux_bias.npy")):
+    name = "aux_bias" if ab else "paper"
+    path = ["--layers", "classifier", "--scale", "0.3", *ab]
+    inputs = ["--heads", "2", "--input-ids", t("ids8.npy"), "--token-type-ids", t("types4.npy"),
+              "--attention-mask", t("mask8.npy"), "--output-kind", "logits"]
+    rc, _, err = tool("m2pt-run", "--model", w("bert.safetensors"), "--aux",
+                      w("bert_aux.safetensors"), *path, *inputs, "--output", t("hp.npy"))
+    check(rc == 0 and close(t("hp.npy"), w(ref)),
+          "m2pt-run --aux --layers classifier %s matches PyTorch %s" % (" ".join(ab), err.strip()))
+    rp = t("reparam_%s.safetensors" % name)
+    rc1, _, e1 = tool("m2pt-reparam", "--target", w("bert.safetensors"), "--aux",
+                      w("bert_aux.safetensors"), *path, "--out", rp)
+    rc2, _, e2 = tool("m2pt-run", "--model", rp, *inputs, "--output", t("hr.npy"))
+    has = set(keys(rp)) >= {"classifier.aux_weight", "classifier.cross_modal_scale"}
+    check(rc1 == 0 and rc2 == 0 and has and ("classifier.aux_bias" in keys(rp)) == bool(ab)
+          and close(t("hr.npy"), w(ref)),
+          "m2pt-reparam --layers classifier %s, then m2pt-run %s"
+          % (" ".join(ab), (e1 + e2).strip()))
+    mg = t("merged_%s.safetensors" % name)
+    rc1, _, e1 = tool("m2pt-merge", "--m2pt", rp, "--out", mg)
+    rc2, _, e2 = tool("m2pt-run", "--model", mg, *inputs, "--output", t("hm.npy"))
+    rc3, _, e3 = tool("m2pt-merge", "--target", w("bert.safetensors"), "--aux",
+                      w("bert_aux.safetensors"), *path, "--out", t("mg2.safetensors"))
+    rc4, _, e4 = tool("m2pt-run", "--model", t("mg2.safetensors"), *inputs, "--output",
+                      t("hm2.npy"))
+    check(rc1 == rc2 == rc3 == rc4 == 0 and set(keys(mg)) == set(keys(w("bert.safetensors")))
+          and close(t("hm.npy"), w(ref)) and close(t("hm2.npy"), w(ref)),
+          "m2pt-merge of the classifier's pathway %s folds what forward computes %s"
+          % (" ".join(ab), (e1 + e2 + e3 + e4).strip()))
+with open(t("scales.json"), "w") as f:
+    json.dump({"bert.encoder.layer.0.attention.self": 0.3}, f)
+rc, _, err = tool("m2pt-merge", "--target", w("bert.safetensors"), "--aux",
+                  w("bert_aux.safetensors"), "--layers", "classifier", "--scales",
+                  t("scales.json"), "--out", t("sc.safetensors"))
+check(rc == 2 and "--scale" in err and not os.path.exists(t("sc.safetensors")),
+      "m2pt-merge --scales with --layers classifier exits 2 " + err.strip())
+rc, _, err = tool("m2pt-reparam", "--target", w("bert.safetensors"), "--aux",
+                  w("bert_aux.safetensors"), "--aux-bias", "--out", t("ab_blocks.safetensors"))
+check(rc == 1 and not os.path.exists(t("ab_blocks.safetensors")),
+      "m2pt-reparam --aux-bias on block layers exits 1 " + err.strip())
+
+# Hostile whole-model inputs: exit 1 (2 for usage), a clear message, no output.
+without(w("bert.safetensors"), t("headless.safetensors"), "classifier.")
+without(w("timm_token.safetensors"), t("nopos.safetensors"), "pos_embed")
+write_typed(t("ids_big.npy"), ids_shape, [20 if i == 3 else v for i, v in enumerate(ids)], "<i8")
+write_typed(t("ids_neg.npy"), ids_shape, [-1 if i == 7 else v for i, v in enumerate(ids)], "<i4")
+write_typed(t("mask_short.npy"), (2, 5), [1] * 10, "<i4")
+write_typed(t("mask_two.npy"), ids_shape, [2 if i == 4 else v for i, v in enumerate(mask)], "<i8")
+write_typed(t("mask_half.npy"), ids_shape, [0.5 if i == 4 else v for i, v in enumerate(mask)],
+            "<f4")
+write_npy(t("pix12.npy"), (1, 3, 12, 12), [0.1] * (3 * 144))
+write_npy(t("pix_nan.npy"), (1, 3, 8, 8), [0.1] * 5 + [float("nan")] + [0.1] * 186)
+write_npy(t("ids_f32.npy"), ids_shape, [float(v) for v in ids])
+timm = ["--model", w("timm_token.safetensors"), "--heads", "2"]
+for what, args, code, says in (
+        ("an id out of range", bert + ["--input-ids", t("ids_big.npy")], 1, "20"),
+        ("a negative id", bert + ["--input-ids", t("ids_neg.npy")], 1, "-1"),
+        ("f32 ids", bert + ["--input-ids", t("ids_f32.npy")], 1, "--input-ids"),
+        ("a mask of the wrong shape", bert + ["--input-ids", t("ids8.npy"), "--attention-mask",
+                                              t("mask_short.npy")], 1, "[2][6]"),
+        ("a mask value 2", bert + ["--input-ids", t("ids8.npy"), "--attention-mask",
+                                   t("mask_two.npy")], 1, "[0][4] is 2"),
+        ("a mask value 0.5", bert + ["--input-ids", t("ids8.npy"), "--attention-mask",
+                                     t("mask_half.npy")], 1, "[0][4] is 0.5"),
+        ("pixels of the wrong size", timm + ["--pixels", t("pix12.npy"), "--output-kind",
+                                             "logits"], 1, "SHAPE"),
+        ("pixels of the wrong size, hidden", timm + ["--pixels", t("pix12.npy")], 1, "SHAPE"),
+        ("hidden from pixels without positions", ["--model", t("nopos.safetensors"), "--heads",
+                                                  "2", "--pixels", w("pixels.npy")], 1,
+         "position embeddings"),
+        ("NaN pixels", timm + ["--pixels", t("pix_nan.npy")], 1, "[0][0][0][5] is nan"),
+        ("logits without a head", ["--model", t("headless.safetensors"), "--heads", "2",
+                                   "--input-ids", t("ids8.npy"), "--output-kind", "logits"], 1,
+         "no head"),
+        ("the pooler without one", timm + ["--pixels", w("pixels.npy"), "--output-kind", "pooled",
+                                           "--pool", "pooler"], 1, "pooler"),
+        ("ids into a ViT", timm + ["--input-ids", t("ids8.npy")], 1, "INVALID_STATE"),
+        ("pixels into BERT", bert + ["--pixels", w("pixels.npy"), "--output-kind", "pooled"], 1,
+         "INVALID_STATE"),
+        ("embeddings but no blocks", ["--model", w("no_blocks.safetensors"), "--heads", "2",
+                                      "--input-ids", t("ids8.npy")], 1, "no_blocks"),
+        ("two inputs", bert + ["--input-ids", t("ids8.npy"), "--pixels", w("pixels.npy")], 2,
+         "exactly one"),
+        ("pooled from hidden states", bert + ["--input", d("bert_input.npy"), "--output-kind",
+                                              "pooled"], 2, "--input-ids or --pixels"),
+        ("--normalize of hidden states", bert + ["--input-ids", t("ids8.npy"), "--normalize"], 2,
+         "--normalize"),
+        ("an unknown kind", bert + ["--input-ids", t("ids8.npy"), "--output-kind", "cls"], 2,
+         "cls"),
+        ("an unknown pool", timm + ["--pixels", w("pixels.npy"), "--output-kind", "pooled",
+                                    "--pool", "max"], 2, "max"),
+        ("--aux-bias without --aux", bert + ["--input-ids", t("ids8.npy"), "--aux-bias"], 2,
+         "--aux")):
+    out = t("hostile.npy")
+    rc, _, err = tool("m2pt-run", *args, "--output", out)
+    check(rc == code and says in err and err.startswith("m2pt-run: ")
+          and not os.path.exists(out),
+          "m2pt-run with %s exits %d, no output: %s" % (what, code, err.strip()))
+
 shutil.rmtree(tmp)
 print("%d failed" % len(failures))
 sys.exit(1 if failures else 0)

@@ -170,7 +170,13 @@ static void bert(void **state)
   assert_ok(ctx, m2pt_model_add_pathways(m, "bert_aux.safetensors", head, 1, 0.3f));
   check(ctx, m, NULL, &ids, &types, &mask, M2PT_OUTPUT_LOGITS, 0,
         "bert_logits_head_pathway.npy");
+  m2pt_model_info info;
+  assert_ok(ctx, m2pt_model_get_info(m, &info));
+  assert_int_equal(info.pathways, 1);
   assert_ok(ctx, m2pt_model_merge(m));
+  /* Merged for real, not run unmerged: no pathway is left. */
+  assert_ok(ctx, m2pt_model_get_info(m, &info));
+  assert_int_equal(info.pathways, 0);
   check(ctx, m, NULL, &ids, &types, &mask, M2PT_OUTPUT_LOGITS, 0,
         "bert_logits_head_pathway.npy");
   m2pt_tensor_destroy(y);
@@ -180,6 +186,8 @@ static void bert(void **state)
   check(ctx, m, NULL, &ids, &types, &mask, M2PT_OUTPUT_LOGITS, 0,
         "bert_logits_head_aux_bias.npy");
   assert_ok(ctx, m2pt_model_merge(m));
+  assert_ok(ctx, m2pt_model_get_info(m, &info));
+  assert_int_equal(info.pathways, 0);
   check(ctx, m, NULL, &ids, &types, &mask, M2PT_OUTPUT_LOGITS, 0,
         "bert_logits_head_aux_bias.npy");
   m2pt_model_destroy(m);

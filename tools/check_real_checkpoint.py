@@ -23,10 +23,10 @@ Step 3 has two forms (--mode):
   blocks  today's m2pt-run runs the block stack only: the embeddings output
           (word + position + token type, LayerNorm) is computed here in
           PyTorch and given as --input; the masked mean and L2 norm of
-          m2pt's last hidden state are taken here in numpy. m2pt-run has no
-          attention mask yet, so each sentence runs alone, unpadded.
-  ids     m2pt-run from the token ids, with the flags issue 11 plans
-          (--input-ids, --attention-mask, --output-kind mean --normalize);
+          m2pt's last hidden state are taken here in numpy. Each sentence
+          runs alone, unpadded.
+  ids     m2pt-run from the token ids (--input-ids, --attention-mask,
+          --output-kind mean --normalize);
           all sentences in one padded batch.
   auto    (default) ids when `m2pt-run --help` lists --input-ids, else blocks.
 

@@ -60,8 +60,9 @@ static int parse(int argc, char **argv, merge_args *a)
     why = "--out is required";
   else if (!a->m2pt == !a->target)
     why = "give either --m2pt or --target with --aux";
-  else if (a->m2pt && (a->aux || a->o.has_scale || a->scales || a->o.layer_list))
-    why = "--m2pt takes no --aux, --scale, --scales or --layers: its λ are in the file";
+  else if (a->m2pt &&
+           (a->aux || a->o.has_scale || a->scales || a->o.layer_list || a->o.aux_bias))
+    why = "--m2pt takes no --aux, --scale, --scales, --layers or --aux-bias: they are in the file";
   else if (a->target && !a->aux)
     why = "--target needs --aux";
   else if (a->target && a->o.has_scale == !!a->scales)
@@ -70,7 +71,20 @@ static int parse(int argc, char **argv, merge_args *a)
     tool_error("%s (see --help)", why);
     return 0;
   }
-  return tool_options_finish(&a->o);
+  if (!tool_options_finish(&a->o))
+    return 0;
+  /* The --scales file names "<prefix>.<block>.<layer>": an end's pathway
+   * would silently keep λ = 0. */
+  for (size_t k = 0; a->scales && k < a->o.nlayers; k++) {
+    const char *l = a->o.layers[k];
+    const size_t n = strlen(l);
+    if (!strcmp(l, "head") || (n >= 10 && !strcmp(l + n - 10, "classifier")) ||
+        (n >= 12 && !strcmp(l + n - 12, "pooler.dense"))) {
+      tool_error("--scales sets λ of block layers only; re-parameterize %s with --scale", l);
+      return 0;
+    }
+  }
+  return 1;
 }
 
 /* Reads a whole small file. */
@@ -224,9 +238,8 @@ int main(int argc, char **argv)
   if (!rc && (s = m2pt_model_load(ctx, a.m2pt ? a.m2pt : a.target, &a.o.model, &model)) != M2PT_OK)
     rc = tool_fail(ctx, s, "loading the model");
   tool_step("loading");
-  if (!rc && a.target &&
-      (s = m2pt_model_add_pathways(model, a.aux, a.o.layers, a.o.nlayers, a.o.scale)) != M2PT_OK)
-    rc = tool_fail(ctx, s, "building the pathway");
+  if (!rc && a.target)
+    rc = tool_add_pathways(ctx, model, a.aux, &a.o);
   if (!rc && a.target)
     tool_step("building the pathway");
   if (!rc && a.scales)

@@ -11,9 +11,10 @@ static void usage(FILE *f)
   fprintf(f,
           "usage: m2pt-reparam --target T --aux A [--layers LIST] [--scale L] --out CKPT\n"
           "                    [options]\n"
-          "The paper's reparameterize_aux_into_target_model: every named linear of every\n"
-          "block of T gets <layer>.aux_weight (the same layer's weight in A) and\n"
-          "<layer>.cross_modal_scale (λ, shape [1]); every tensor of T is kept. PyTorch\n"
+          "The paper's reparameterize_aux_into_target_model: every named linear (of every\n"
+          "block, or an end: head, classifier, pooler.dense) of T gets <layer>.aux_weight\n"
+          "(the same layer's weight in A) and <layer>.cross_modal_scale (λ, shape [1]),\n"
+          "with --aux-bias <layer>.aux_bias too; every tensor of T is kept. PyTorch\n"
           "code with the paper's CrossModalReparamLinear loads CKPT with load_state_dict.\n"
           "%s"
           "Exit status: 0 done, 1 failure (message on stderr), 2 bad usage.\n",
@@ -57,8 +58,8 @@ int main(int argc, char **argv)
   if (!rc && (s = m2pt_model_load(ctx, target, &o.model, &model)) != M2PT_OK)
     rc = tool_fail(ctx, s, "loading the target");
   tool_step("loading");
-  if (!rc && (s = m2pt_model_add_pathways(model, aux, o.layers, o.nlayers, o.scale)) != M2PT_OK)
-    rc = tool_fail(ctx, s, "building the pathway");
+  if (!rc)
+    rc = tool_add_pathways(ctx, model, aux, &o);
   tool_step("building the pathway");
   if (!rc && (s = m2pt_model_save(model, out)) != M2PT_OK)
     rc = tool_fail(ctx, s, "writing the M2PT checkpoint");

@@ -1,5 +1,7 @@
-/* m2pt-run: runs a checkpoint's block stack on an .npy input and writes the
- * output as .npy. */
+/* m2pt-run: runs a checkpoint on an .npy input (hidden states, token ids or
+ * pixels) and writes the output (hidden states, pooled features, sentence
+ * embeddings or logits) as .npy. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,28 +13,78 @@ static void usage(FILE *f)
 {
   fprintf(f,
           "usage: m2pt-run --model CKPT [--aux AUX [--scale L] [--layers LIST]] --heads H\n"
-          "                [options] --input X.npy --output Y.npy\n"
-          "Runs the transformer blocks (and the final norm) of the safetensors checkpoint\n"
-          "CKPT on X ([B][N][dim] or [N][dim], f32) and writes Y of the same shape.\n"
-          "CKPT may be a plain checkpoint, an M2PT checkpoint with aux_weight and\n"
-          "cross_modal_scale tensors (run unmerged), or, with --aux, a target whose\n"
-          "pathway is built from the auxiliary checkpoint AUX.\n"
+          "                [options] (--input X.npy | --input-ids IDS.npy | --pixels P.npy)\n"
+          "                --output Y.npy\n"
+          "Runs the safetensors checkpoint CKPT and writes its output as .npy. CKPT may be\n"
+          "a plain checkpoint, an M2PT checkpoint with aux_weight and cross_modal_scale\n"
+          "tensors (run unmerged), or, with --aux, a target whose pathway is built from\n"
+          "the auxiliary checkpoint AUX.\n"
+          "Inputs (exactly one):\n"
+          "  --input X.npy     hidden states [B][N][dim] or [N][dim] (f32): the blocks and\n"
+          "                    the final norm only\n"
+          "  --input-ids IDS.npy  token ids [B][N] (<i4 or <i8): BERT's embeddings first\n"
+          "  --token-type-ids T.npy  token types [B][N] (default 0)\n"
+          "  --pixels P.npy    images [B][3][H][W] (f32, already normalized): ViT's patch\n"
+          "                    embedding, class token and positions first\n"
+          "  --attention-mask M.npy  [B][N] (<i4, <i8 or <f4) of 1 for tokens and 0 for\n"
+          "                    padding, for any input ([N] or [1][N] for a 2-D --input)\n"
+          "Output:\n"
+          "  --output-kind K   hidden (default: the last hidden state), pooled ([B][dim]:\n"
+          "                    the pooling below), mean ([B][dim]: the masked mean of the\n"
+          "                    last hidden state, as sentence-transformers) or logits\n"
+          "                    ([B][classes]: the head on the pooled features)\n"
+          "  --pool P          token, avg or mean (the same: the masked mean of the tokens\n"
+          "                    after the class token for pixels, of every token for ids)\n"
+          "                    or pooler (tanh(dense(h[:, 0]))); default: the pooler where\n"
+          "                    the checkpoint has pooler.dense, avg where it has fc_norm,\n"
+          "                    else token\n"
+          "  --normalize       L2-normalize pooled or mean outputs\n"
           "  --aux AUX         auxiliary-modality checkpoint of the same architecture\n"
           "  --merge           merge the pathways before running\n"
           "  --repeat R        run R times and report the median time on stderr\n"
-          "  --allow-nonfinite run an input holding NaN or ±Inf (they propagate to the\n"
-          "                    output, as in PyTorch); without it such an input is refused\n"
+          "  --allow-nonfinite run an f32 input holding NaN or ±Inf (they propagate to\n"
+          "                    the output, as in PyTorch); without it such an input is\n"
+          "                    refused\n"
           "%s"
           "Exit status: 0 done, 1 failure (message on stderr), 2 bad usage.\n",
           tool_options_help);
 }
 
 typedef struct run_args {
-  const char *model, *aux, *input, *output;
+  const char *model, *aux, *input, *ids, *types, *pixels, *mask, *output;
   size_t repeat;
-  int merge, allow_nonfinite;
+  int merge, allow_nonfinite, has_pool;
+  m2pt_forward_options fwd;
   tool_options o;
 } run_args;
+
+static int parse_kind(const char *v, run_args *a)
+{
+  static const char *const kinds[] = {"hidden", "pooled", "mean", "logits"};
+  for (int k = 0; k < 4; k++)
+    if (!strcmp(v, kinds[k])) {
+      a->fwd.output = (m2pt_output_kind)k;
+      return 1;
+    }
+  tool_error("--output-kind: \"%s\" is not hidden, pooled, mean or logits", v);
+  return 0;
+}
+
+static int parse_pool(const char *v, run_args *a)
+{
+  a->has_pool = 1;
+  if (!strcmp(v, "token"))
+    a->fwd.pool = M2PT_POOL_TOKEN;
+  else if (!strcmp(v, "avg") || !strcmp(v, "mean"))
+    a->fwd.pool = M2PT_POOL_MEAN;
+  else if (!strcmp(v, "pooler"))
+    a->fwd.pool = M2PT_POOL_POOLER;
+  else {
+    tool_error("--pool: \"%s\" is not token, avg, mean or pooler", v);
+    return 0;
+  }
+  return 1;
+}
 
 static int parse(int argc, char **argv, run_args *a)
 {
@@ -46,9 +98,19 @@ static int parse(int argc, char **argv, run_args *a)
                tool_arg(argc, argv, &i, "--model", &a->model, &bad) ||
                tool_arg(argc, argv, &i, "--aux", &a->aux, &bad) ||
                tool_arg(argc, argv, &i, "--input", &a->input, &bad) ||
+               tool_arg(argc, argv, &i, "--input-ids", &a->ids, &bad) ||
+               tool_arg(argc, argv, &i, "--token-type-ids", &a->types, &bad) ||
+               tool_arg(argc, argv, &i, "--pixels", &a->pixels, &bad) ||
+               tool_arg(argc, argv, &i, "--attention-mask", &a->mask, &bad) ||
                tool_arg(argc, argv, &i, "--output", &a->output, &bad)) {
     } else if (tool_arg(argc, argv, &i, "--repeat", &v, &bad)) {
       bad = bad || !tool_parse_size("--repeat", v, &a->repeat);
+    } else if (tool_arg(argc, argv, &i, "--output-kind", &v, &bad)) {
+      bad = bad || !parse_kind(v, a);
+    } else if (tool_arg(argc, argv, &i, "--pool", &v, &bad)) {
+      bad = bad || !parse_pool(v, a);
+    } else if (!strcmp(argv[i], "--normalize")) {
+      a->fwd.normalize = 1;
     } else if (!strcmp(argv[i], "--merge")) {
       a->merge = 1;
     } else if (!strcmp(argv[i], "--allow-nonfinite")) {
@@ -61,12 +123,23 @@ static int parse(int argc, char **argv, run_args *a)
   if (bad)
     return 0;
   const char *why = NULL;
-  if (!a->model || !a->input || !a->output)
-    why = "--model, --input and --output are required";
+  const m2pt_output_kind kind = a->fwd.output;
+  if (!a->model || !a->output)
+    why = "--model and --output are required";
+  else if (!!a->input + !!a->ids + !!a->pixels != 1)
+    why = "give exactly one of --input, --input-ids and --pixels";
   else if (!a->o.model.heads)
     why = "--heads is required to run the model";
-  else if (!a->aux && (a->o.layer_list || a->o.has_scale))
-    why = "--layers and --scale need --aux";
+  else if (!a->aux && (a->o.layer_list || a->o.has_scale || a->o.aux_bias))
+    why = "--layers, --scale and --aux-bias need --aux";
+  else if (a->types && !a->ids)
+    why = "--token-type-ids goes with --input-ids";
+  else if (a->input && (kind == M2PT_OUTPUT_POOLED || kind == M2PT_OUTPUT_LOGITS))
+    why = "--output-kind pooled and logits need --input-ids or --pixels (the model's embeddings)";
+  else if (a->fwd.normalize && kind != M2PT_OUTPUT_POOLED && kind != M2PT_OUTPUT_MEAN)
+    why = "--normalize goes with --output-kind pooled or mean";
+  else if (a->has_pool && kind != M2PT_OUTPUT_POOLED && kind != M2PT_OUTPUT_LOGITS)
+    why = "--pool goes with --output-kind pooled or logits";
   if (why) {
     tool_error("%s (see --help)", why);
     return 0;
@@ -87,37 +160,258 @@ static int compare_double(const void *a, const void *b)
   return (x > y) - (x < y);
 }
 
-/* Runs the model `repeat` times on x; reports the median when repeating. */
-static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const float *input,
-               size_t ndim, const size_t *shape, float *output)
+/* The inputs as read. The mask covers `rows` sequences of `cols` tokens. */
+typedef struct run_inputs {
+  float *x; /* --input or --pixels */
+  size_t ndim, shape[M2PT_IO_MAX_DIMS];
+  int64_t *ids, *types;
+  float *mask;
+  size_t rows, cols;
+} run_inputs;
+
+static void inputs_free(run_inputs *in)
 {
-  m2pt_tensor *x = NULL, *y = NULL;
-  m2pt_status s = m2pt_tensor_create(ctx, ndim, shape, &x);
+  m2pt_free(in->x);
+  m2pt_free(in->ids);
+  m2pt_free(in->types);
+  free(in->mask);
+}
+
+/* A [B][N] array of integers (ids, token types), widened exactly to int64. */
+static int read_ids(const char *flag, const char *path, int64_t **data, size_t *rows,
+                    size_t *cols)
+{
+  size_t ndim = 0, shape[M2PT_IO_MAX_DIMS];
+  const m2pt_status s = m2pt_npy_read_i64(path, data, &ndim, shape);
+  if (s != M2PT_OK) {
+    tool_error("%s: %s: %s", flag, m2pt_status_string(s), m2pt_last_error(NULL));
+    return 0;
+  }
+  if (ndim != 2) {
+    tool_error("%s: %s must be [B][N], it has %zu dimensions", flag, path, ndim);
+    return 0;
+  }
+  *rows = shape[0];
+  *cols = shape[1];
+  return 1;
+}
+
+/* An f32 input of `ndim_lo` to `ndim_hi` dimensions, finite unless allowed. */
+static int read_f32(const char *flag, const run_args *a, const char *path, size_t ndim_lo,
+                    size_t ndim_hi, const char *layout, run_inputs *in)
+{
+  const m2pt_status s = m2pt_npy_read(path, &in->x, &in->ndim, in->shape);
+  if (s != M2PT_OK) {
+    tool_error("%s: %s: %s", flag, m2pt_status_string(s), m2pt_last_error(NULL));
+    return 0;
+  }
+  if (in->ndim < ndim_lo || in->ndim > ndim_hi) {
+    tool_error("%s: %s must be %s, it has %zu dimensions", flag, path, layout, in->ndim);
+    return 0;
+  }
+  /* One NaN turns the whole sequence into NaN, silently: refuse it here,
+   * since the library does not scan its inputs. */
+  if (!a->allow_nonfinite && !tool_check_finite(path, in->x, in->ndim, in->shape)) {
+    tool_error("refusing the input; --allow-nonfinite runs it anyway");
+    return 0;
+  }
+  return 1;
+}
+
+/* How many tokens an image becomes: the checkpoint's position embeddings
+ * (the library requires the image to give exactly that grid). Read from
+ * the file because the tool needs it before the forward, for the mask's
+ * and the hidden output's shapes. */
+static int pixel_tokens(const char *path, size_t *tokens)
+{
+  m2pt_safetensors *st = NULL;
+  m2pt_status s = m2pt_safetensors_open(path, &st);
+  if (s != M2PT_OK)
+    return tool_fail(NULL, s, "reading the checkpoint") - 1;
+  *tokens = 0;
+  for (size_t i = 0; i < m2pt_safetensors_count(st) && !*tokens; i++) {
+    m2pt_safetensors_info t;
+    if (m2pt_safetensors_info_at(st, i, &t) != M2PT_OK || t.ndim != 3)
+      continue;
+    const size_t n = strlen(t.name);
+    static const char *const ends[] = {"pos_embed", "embeddings.position_embeddings"};
+    for (size_t e = 0; e < 2; e++) {
+      const size_t k = strlen(ends[e]);
+      if (n >= k && !strcmp(t.name + n - k, ends[e]) && (n == k || t.name[n - k - 1] == '.'))
+        *tokens = t.shape[1];
+    }
+  }
+  m2pt_safetensors_close(st);
+  if (!*tokens)
+    tool_error("%s: no position embeddings (pos_embed, embeddings.position_embeddings): "
+               "cannot tell how many tokens an image becomes", path);
+  return *tokens != 0;
+}
+
+/* The attention mask as floats, every value checked to be 0 or 1 and its
+ * shape [rows][cols] ([cols] too for one sequence of hidden states). */
+static int read_mask(const run_args *a, run_inputs *in)
+{
+  m2pt_npy_array m;
+  const m2pt_status s = m2pt_npy_read_any(a->mask, &m);
+  if (s != M2PT_OK) {
+    tool_error("--attention-mask: %s: %s", m2pt_status_string(s), m2pt_last_error(NULL));
+    return 0;
+  }
+  const int one_row = a->input && in->ndim == 2 && m.ndim == 1;
+  int ok = one_row ? m.shape[0] == in->cols
+                   : m.ndim == 2 && m.shape[0] == in->rows && m.shape[1] == in->cols;
+  if (!ok)
+    tool_error("--attention-mask: %s must be [%zu][%zu] (one 0 or 1 per token), not %s%zu "
+               "dimensions", a->mask, in->rows, in->cols, m.ndim == 2 ? "[B][N] of other " : "",
+               m.ndim);
+  if (ok && m.dtype != M2PT_DTYPE_F32 && m.dtype != M2PT_DTYPE_I32 && m.dtype != M2PT_DTYPE_I64 &&
+      m.dtype != M2PT_DTYPE_I8 && m.dtype != M2PT_DTYPE_U8 && m.dtype != M2PT_DTYPE_BOOL) {
+    tool_error("--attention-mask: %s: unexpected dtype", a->mask);
+    ok = 0;
+  }
+  if (ok && !(in->mask = malloc(m.numel * sizeof *in->mask + 1))) {
+    tool_error("out of memory");
+    ok = 0;
+  }
+  for (size_t k = 0; ok && k < m.numel; k++) {
+    double v;
+    switch (m.dtype) {
+    case M2PT_DTYPE_F32: v = ((const float *)m.data)[k]; break;
+    case M2PT_DTYPE_I32: v = ((const int32_t *)m.data)[k]; break;
+    case M2PT_DTYPE_I64: v = (double)((const int64_t *)m.data)[k]; break;
+    case M2PT_DTYPE_I8: v = ((const int8_t *)m.data)[k]; break;
+    default: v = ((const uint8_t *)m.data)[k]; break;
+    }
+    if (v != 0.0 && v != 1.0) {
+      tool_error("--attention-mask: %s: element [%zu][%zu] is %g; a mask holds 1 for tokens "
+                 "and 0 for padding", a->mask, k / in->cols, k % in->cols, v);
+      ok = 0;
+    }
+    if (ok)
+      in->mask[k] = (float)v;
+  }
+  m2pt_free(m.data);
+  return ok;
+}
+
+static int read_inputs(const run_args *a, run_inputs *in)
+{
+  if (a->input) {
+    if (!read_f32("--input", a, a->input, 2, 3, "[B][N][dim] or [N][dim]", in))
+      return 0;
+    in->rows = in->ndim == 3 ? in->shape[0] : 1;
+    in->cols = in->shape[in->ndim - 2];
+  } else if (a->pixels) {
+    if (!read_f32("--pixels", a, a->pixels, 4, 4, "[B][3][H][W]", in))
+      return 0;
+    in->rows = in->shape[0];
+    if ((a->mask || a->fwd.output == M2PT_OUTPUT_HIDDEN) && !pixel_tokens(a->model, &in->cols))
+      return 0;
+  } else {
+    if (!read_ids("--input-ids", a->ids, &in->ids, &in->rows, &in->cols))
+      return 0;
+    size_t rows, cols;
+    if (a->types && !read_ids("--token-type-ids", a->types, &in->types, &rows, &cols))
+      return 0;
+    if (a->types && (rows != in->rows || cols != in->cols)) {
+      tool_error("--token-type-ids: %s is [%zu][%zu], the ids [%zu][%zu]", a->types, rows, cols,
+                 in->rows, in->cols);
+      return 0;
+    }
+  }
+  return !a->mask || read_mask(a, in);
+}
+
+/* The device tensors of one run. */
+typedef struct run_tensors {
+  m2pt_tensor *x, *mask, *hidden, *y;
+  m2pt_host_matrix ids, types, hmask;
+} run_tensors;
+
+static m2pt_status forward(m2pt_context *ctx, m2pt_model *model, const run_args *a,
+                           const run_tensors *t)
+{
+  const m2pt_host_matrix *mask = a->mask ? &t->hmask : NULL;
+  if (a->ids)
+    return m2pt_model_forward_ids(model, &t->ids, a->types ? &t->types : NULL, mask, &a->fwd,
+                                  t->y);
+  if (a->pixels)
+    return m2pt_model_forward_pixels(model, t->x, mask, &a->fwd, t->y);
+  if (a->fwd.output == M2PT_OUTPUT_HIDDEN)
+    return m2pt_model_forward(model, t->x, t->mask, t->y);
+  /* Hidden states in, their masked mean out (sentence-transformers). */
+  m2pt_status s = m2pt_model_forward(model, t->x, t->mask, t->hidden);
+  return s == M2PT_OK ? m2pt_pool(ctx, t->hidden, t->mask, M2PT_POOL_MEAN, 0, a->fwd.normalize,
+                                  t->y)
+                      : s;
+}
+
+/* The output's shape: the input's for hidden states (one sequence [N][dim]
+ * runs as [1][N][dim]), else the model's. */
+static m2pt_status output_shape(const m2pt_model *model, const run_args *a, const run_inputs *in,
+                                size_t *ndim, size_t *shape)
+{
+  if (a->input && a->fwd.output == M2PT_OUTPUT_HIDDEN) {
+    *ndim = 3;
+    shape[0] = in->rows;
+    shape[1] = in->cols;
+    shape[2] = in->shape[in->ndim - 1];
+    return M2PT_OK;
+  }
+  return m2pt_model_output_shape(model, a->fwd.output, in->rows, in->cols, ndim, shape);
+}
+
+/* Runs the model `repeat` times; reports the median when repeating. */
+static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const run_inputs *in,
+               float **output, size_t *ondim, size_t *oshape)
+{
+  run_tensors t;
+  memset(&t, 0, sizeof t);
+  t.ids = (m2pt_host_matrix){in->ids, M2PT_DTYPE_I64, in->rows, in->cols};
+  t.types = (m2pt_host_matrix){in->types, M2PT_DTYPE_I64, in->rows, in->cols};
+  t.hmask = (m2pt_host_matrix){in->mask, M2PT_DTYPE_F32, in->rows, in->cols};
+  const char *doing = "running the model";
+  m2pt_status s = output_shape(model, a, in, ondim, oshape);
+  if (s != M2PT_OK)
+    doing = "preparing the output";
+  const size_t xshape[3] = {in->rows, in->cols, in->ndim == 3 ? in->shape[2] : in->shape[1]};
+  if (s == M2PT_OK && in->x)
+    s = m2pt_tensor_create(ctx, a->input ? 3 : in->ndim, a->input ? xshape : in->shape, &t.x);
+  if (s == M2PT_OK && in->x)
+    s = m2pt_tensor_write(t.x, in->x, m2pt_tensor_numel(t.x));
+  if (s == M2PT_OK && a->input && a->mask) {
+    s = m2pt_tensor_create(ctx, 2, xshape, &t.mask);
+    if (s == M2PT_OK)
+      s = m2pt_tensor_write(t.mask, in->mask, in->rows * in->cols);
+  }
+  if (s == M2PT_OK && a->input && a->fwd.output != M2PT_OUTPUT_HIDDEN)
+    s = m2pt_tensor_create(ctx, 3, xshape, &t.hidden);
   if (s == M2PT_OK)
-    s = m2pt_tensor_create(ctx, ndim, shape, &y);
-  const size_t numel = s == M2PT_OK ? m2pt_tensor_numel(x) : 0;
-  if (s == M2PT_OK)
-    s = m2pt_tensor_write(x, input, numel);
+    s = m2pt_tensor_create(ctx, *ondim, oshape, &t.y);
+  size_t numel = 1;
+  for (size_t i = 0; i < *ondim; i++)
+    numel *= oshape[i];
   double *times = calloc(a->repeat, sizeof *times);
-  const int no_memory = !times;
+  const int no_memory = !times || !(*output = malloc(numel * sizeof **output + 1));
   if (no_memory) {
-    tool_error("out of memory for %zu run times", a->repeat);
+    tool_error("out of memory");
     s = M2PT_ERR_OUT_OF_MEMORY;
   }
   for (size_t r = 0; s == M2PT_OK && r < a->repeat; r++) {
     const double t0 = now();
-    s = m2pt_model_forward(model, x, NULL, y);
+    s = forward(ctx, model, a, &t);
     if (s == M2PT_OK)
       s = m2pt_context_finish(ctx);
     times[r] = now() - t0;
   }
   if (s == M2PT_OK)
-    s = m2pt_tensor_read(y, output, numel);
+    s = m2pt_tensor_read(t.y, *output, numel);
   if (s == M2PT_OK && a->repeat > 1) {
     const double first = times[0];
     qsort(times + 1, a->repeat - 1, sizeof *times, compare_double);
     const double median = times[1 + (a->repeat - 1) / 2];
-    const size_t tokens = ndim == 3 ? shape[0] * shape[1] : shape[0];
+    const size_t tokens = in->rows * in->cols;
     fprintf(stderr,
             "%s: %zu tokens: first run %.1f ms; median of the %zu after %.1f ms "
             "(min %.1f, max %.1f), %.0f tokens/s\n",
@@ -125,11 +419,13 @@ static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const fl
             1e3 * times[a->repeat - 1], (double)tokens / median);
   }
   free(times);
-  m2pt_tensor_destroy(x);
-  m2pt_tensor_destroy(y);
+  m2pt_tensor_destroy(t.x);
+  m2pt_tensor_destroy(t.mask);
+  m2pt_tensor_destroy(t.hidden);
+  m2pt_tensor_destroy(t.y);
   if (s == M2PT_OK)
     return 0;
-  return no_memory ? TOOL_EXIT_FAILURE : tool_fail(ctx, s, "running the model");
+  return no_memory ? TOOL_EXIT_FAILURE : tool_fail(ctx, s, doing);
 }
 
 int main(int argc, char **argv)
@@ -139,56 +435,44 @@ int main(int argc, char **argv)
   run_args a;
   memset(&a, 0, sizeof a);
   tool_options_init(&a.o);
+  a.fwd = m2pt_forward_options_default();
   a.repeat = 1;
   if (!parse(argc, argv, &a))
     return TOOL_EXIT_USAGE;
 
-  float *input = NULL;
-  size_t ndim = 0, shape[M2PT_IO_MAX_DIMS];
-  m2pt_status s = m2pt_npy_read(a.input, &input, &ndim, shape);
-  if (s != M2PT_OK)
-    return tool_fail(NULL, s, "reading the input");
-  if (ndim != 2 && ndim != 3) {
-    tool_error("%s: the input must be [B][N][dim] or [N][dim], it has %zu dimensions", a.input,
-               ndim);
-    m2pt_free(input);
-    return TOOL_EXIT_FAILURE;
-  }
-  /* One NaN turns the whole sequence into NaN, silently: refuse it here,
-   * since the library does not scan its inputs. */
-  if (!a.allow_nonfinite && !tool_check_finite(a.input, input, ndim, shape)) {
-    tool_error("refusing the input; --allow-nonfinite runs it anyway");
-    m2pt_free(input);
+  run_inputs in;
+  memset(&in, 0, sizeof in);
+  if (!read_inputs(&a, &in)) {
+    inputs_free(&in);
     return TOOL_EXIT_FAILURE;
   }
   m2pt_context *ctx = NULL;
   m2pt_model *model = NULL;
   float *output = NULL;
+  size_t ondim = 0, oshape[3];
+  m2pt_status s;
   tool_step(NULL);
   int rc = tool_context(a.o.device, &ctx);
   tool_step("opening the device");
   if (!rc && (s = m2pt_model_load(ctx, a.model, &a.o.model, &model)) != M2PT_OK)
     rc = tool_fail(ctx, s, "loading the model");
   tool_step("loading");
-  if (!rc && a.aux &&
-      (s = m2pt_model_add_pathways(model, a.aux, a.o.layers, a.o.nlayers, a.o.scale)) != M2PT_OK)
-    rc = tool_fail(ctx, s, "building the pathway");
+  if (!rc && a.aux)
+    rc = tool_add_pathways(ctx, model, a.aux, &a.o);
   if (!rc && a.merge && (s = m2pt_model_merge(model)) != M2PT_OK)
     rc = tool_fail(ctx, s, "merging");
-  size_t numel = 1;
-  for (size_t i = 0; i < ndim; i++)
-    numel *= shape[i];
-  if (!rc && !(output = malloc(numel * sizeof *output + 1))) {
-    tool_error("out of memory");
-    rc = TOOL_EXIT_FAILURE;
-  }
   if (!rc)
-    rc = run(ctx, model, &a, input, ndim, shape, output);
+    rc = run(ctx, model, &a, &in, &output, &ondim, oshape);
+  if (!rc && a.input && ondim == 3 && in.ndim == 2) { /* one sequence in, one out */
+    ondim = 2;
+    oshape[0] = oshape[1];
+    oshape[1] = oshape[2];
+  }
   tool_step("running");
-  if (!rc && (s = m2pt_npy_write(a.output, output, ndim, shape)) != M2PT_OK)
+  if (!rc && (s = m2pt_npy_write(a.output, output, ondim, oshape)) != M2PT_OK)
     rc = tool_fail(NULL, s, "writing the output");
   free(output);
-  m2pt_free(input);
+  inputs_free(&in);
   m2pt_model_destroy(model);
   m2pt_context_destroy(ctx);
   return rc;

@@ -147,13 +147,17 @@ size_t tool_split_list(const char *flag, char *text, const char **items, size_t 
 
 const char tool_options_help[] =
     "  --scale L         λ of every re-parameterized layer (default 0)\n"
-    "  --layers LIST     comma-separated layers to re-parameterize (default\n"
-    "                    attn.qkv,attn.proj,mlp.fc1,mlp.fc2)\n"
+    "  --layers LIST     comma-separated layers to re-parameterize: block layers\n"
+    "                    (default attn.qkv,attn.proj,mlp.fc1,mlp.fc2) and the ends\n"
+    "                    head, classifier, pooler.dense\n"
+    "  --aux-bias        the pathway also adds λ·b_aux (the seed's variant; head,\n"
+    "                    classifier and pooler.dense only); merge folds it into b\n"
     "  --device SEL      OpenCL device (see m2pt-info; default $M2PT_DEVICE, GPU, CPU)\n"
     "  --heads H         attention heads (needed to run the model)\n"
     "  --eps E           LayerNorm eps (default 1e-6 pre-norm, 1e-12 post-norm)\n"
     "  --post-norm       timm-named blocks are post-norm (BERT naming always is)\n"
-    "  --naming N        timm or bert (default: whichever the checkpoint uses)\n"
+    "  --naming N        timm, bert or hf-vit (default: whichever the checkpoint\n"
+    "                    uses)\n"
     "  --prefix P        the blocks' name prefix (default: found, e.g. blocks,\n"
     "                    encoder.layer)\n"
     "  --no-final-norm   do not apply the checkpoint's final norm (norm.weight)\n"
@@ -187,6 +191,8 @@ int tool_option(int argc, char **argv, int *i, tool_options *o, int *bad)
     tool_verbose = 1;
   } else if (!strcmp(argv[*i], "--post-norm")) {
     m->layout = M2PT_POST_NORM;
+  } else if (!strcmp(argv[*i], "--aux-bias")) {
+    o->aux_bias = 1;
   } else if (!strcmp(argv[*i], "--no-final-norm")) {
     m->final_norm = 0;
   } else if (tool_arg(argc, argv, i, "--device", &o->device, bad) ||
@@ -211,14 +217,24 @@ int tool_option(int argc, char **argv, int *i, tool_options *o, int *bad)
       m->naming = M2PT_NAMING_TIMM;
     else if (!strcmp(v, "bert"))
       m->naming = M2PT_NAMING_BERT;
+    else if (!strcmp(v, "hf-vit"))
+      m->naming = M2PT_NAMING_HF_VIT;
     else {
-      tool_error("--naming: \"%s\" is neither timm nor bert", v);
+      tool_error("--naming: \"%s\" is not timm, bert or hf-vit", v);
       *bad = 1;
     }
   } else {
     return 0;
   }
   return 1;
+}
+
+int tool_add_pathways(m2pt_context *ctx, m2pt_model *model, const char *aux,
+                      const tool_options *o)
+{
+  const m2pt_status s = m2pt_model_add_pathways_aux_bias(model, aux, o->layers, o->nlayers,
+                                                         o->scale, o->aux_bias);
+  return s == M2PT_OK ? 0 : tool_fail(ctx, s, "building the pathway");
 }
 
 static void end_by_signal(int sig)

@@ -45,8 +45,8 @@ int tool_check_finite(const char *what, const float *data, size_t ndim, const si
 size_t tool_split_list(const char *flag, char *text, const char **items, size_t max);
 
 /* The options every tool takes: the model's (--heads H, --eps E,
- * --post-norm, --naming timm|bert, --prefix P, --no-final-norm), the pathway's
- * (--scale L, --layers LIST), --device SEL and --verbose (tool_verbose). */
+ * --post-norm, --naming timm|bert|hf-vit, --prefix P, --no-final-norm), the
+ * pathway's (--scale L, --layers LIST, --aux-bias), --device SEL and --verbose (tool_verbose). */
 typedef struct tool_options {
   m2pt_model_options model;
   const char *device;
@@ -55,6 +55,7 @@ typedef struct tool_options {
   const char *layers[8]; /* empty: the default four */
   size_t nlayers;
   const char *layer_list; /* --layers as given */
+  int aux_bias;           /* --aux-bias: the seed's y = x(W + λW_aux)ᵀ + b + λb_aux */
 } tool_options;
 
 void tool_options_init(tool_options *o);
@@ -65,6 +66,11 @@ int tool_option(int argc, char **argv, int *i, tool_options *o, int *bad);
 
 /* Splits --layers once parsing is done; 0 (reported) when malformed. */
 int tool_options_finish(tool_options *o);
+
+/* Gives `model` the pathways the options ask for from the checkpoint at
+ * `aux` (--layers, --scale, --aux-bias); reports failures and returns 1. */
+int tool_add_pathways(m2pt_context *ctx, m2pt_model *model, const char *aux,
+                      const tool_options *o);
 
 /* The help text of tool_option's flags. */
 extern const char tool_options_help[];

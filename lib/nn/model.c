@@ -5,6 +5,7 @@
 #include "core/buffer.h"
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "linear_internal.h"
 #include "model_internal.h"
 #include "ops/block_ops.h"
 #include "ops/tensor_checks.h"
@@ -33,6 +34,8 @@ m2pt_status m2pt_model_get_info(const m2pt_model *m, m2pt_model_info *info)
   for (size_t b = 0; b < m->depth; b++)
     for (size_t li = 0; li < M2PT_BLOCK_LINEARS; li++)
       info->pathways += (size_t)m2pt_linear_has_pathway(m2pt_block_linear(m->blocks[b], li));
+  for (size_t e = 0; e < M2PT_MODEL_ENDS; e++)
+    info->pathways += (size_t)(m->ends[e].linear && m2pt_linear_has_pathway(m->ends[e].linear));
   return M2PT_OK;
 }
 
@@ -44,10 +47,21 @@ m2pt_block *m2pt_model_block(m2pt_model *m, size_t index)
 m2pt_status m2pt_model_merge(m2pt_model *m)
 {
   M2PT_REQUIRE(NULL, m != NULL, "m2pt_model_merge: model is NULL");
+  /* Every effective weight and bias (the ends' too: the pooler and the head
+   * carry pathways) is formed before any is swapped in, so a failure merges
+   * nothing. */
   for (size_t b = 0; b < m->depth; b++)
     M2PT_TRY(m2pt_block_merge_prepare(m->blocks[b]));
+  for (size_t e = 0; e < M2PT_MODEL_ENDS; e++) {
+    cl_mem unused;
+    if (m->ends[e].linear)
+      M2PT_TRY(m2pt_linear_effective_bias(m->ends[e].linear, &unused));
+  }
   for (size_t b = 0; b < m->depth; b++)
     M2PT_TRY(m2pt_block_merge(m->blocks[b]));
+  for (size_t e = 0; e < M2PT_MODEL_ENDS; e++)
+    if (m->ends[e].linear)
+      M2PT_TRY(m2pt_linear_merge(m->ends[e].linear));
   return M2PT_OK;
 }
 
