@@ -108,6 +108,10 @@ with open(os.path.join(dest, "interp"), "w") as out:
         dirs[:] = sorted(x for x in dirs if not x.endswith(".p") and not x.startswith("meson-"))
         for name in sorted(files):
             path = os.path.join(d, name)
+            # Links (a library's soname) name files seen anyway; an old
+            # one left dangling by a rebuild must not stop the walk.
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
             with open(path, "rb") as f:
                 head = f.read(64)
                 if head[:4] != b"\x7fELF" or head[4] != 2:
