@@ -84,22 +84,25 @@ void m2pt_linear_grad_weight(__global const float *g, __global float *dw,
   const uint lane = (uint)get_local_id(0);
   const size_t base = get_group_id(0) * (size_t)(GRAD_LANES * GRAD_PER_LANE);
   float acc = 0.0f;
-  for (uint j = 0; j < GRAD_PER_LANE; j++) {
+  /* Full chunks (all but the last) run without a bound per element, which
+   * lets CPU compilers vectorize across the lanes; same order either way. */
+  const uint per_lane = base + GRAD_LANES * GRAD_PER_LANE <= n
+                            ? GRAD_PER_LANE
+                            : (uint)((n - base + GRAD_LANES - 1 - lane) / GRAD_LANES);
+  for (uint j = 0; j < per_lane; j++) {
     const size_t i = base + lane + (size_t)j * GRAD_LANES;
-    if (i < n) {
-      const float gi = g[i];
+    const float gi = g[i];
 #if DW_ACC
-      dw[i] += gi;
+    dw[i] += gi;
 #endif
 #if DWAUX == 1
-      dw_aux[i] = scale * gi;
+    dw_aux[i] = scale * gi;
 #elif DWAUX == 2
-      dw_aux[i] = fma(scale, gi, dw_aux[i]);
+    dw_aux[i] = fma(scale, gi, dw_aux[i]);
 #endif
 #if DSCALE
-      acc = fma(gi, w_aux[i], acc);
+    acc = fma(gi, w_aux[i], acc);
 #endif
-    }
   }
 #if DSCALE
   sums[lane] = acc;

@@ -410,7 +410,7 @@ static void frozen_parts_skipped(void **state)
       {1u << DW, 1, 0},                             /* dW alone: G into it, nothing else */
       {1u << DWAUX, 1, 1},                          /* G, one pass for λ·G */
       {1u << DSCALE, 1, 3},                         /* G, partials, column sums, dλ */
-      {1u << DX | 1u << DW | 1u << DB, 2, 1},       /* a frozen pathway */
+      {1u << DX | 1u << DW | 1u << DB, 2, 1},       /* a frozen pathway: the plain cost */
       {all & ~(1u << DX), 1, 3},                    /* the first layer: no dX */
       {all, 2, 3},
   };
@@ -592,7 +592,8 @@ static void bad_inputs(void **state)
   /* Shapes: dy of other rows or width, each gradient of a wrong shape. */
   const size_t s_rows[2] = {2, 4}, s_width[2] = {3, 5}, s_w[2] = {5, 4}, s_b[1] = {5};
   const size_t s_s[1] = {2}, s_x[2] = {3, 4};
-  m2pt_tensor *dy_rows = test_tensor(ctx, 2, s_rows, NULL), *dy_w = test_tensor(ctx, 2, s_width, NULL);
+  m2pt_tensor *dy_rows = test_tensor(ctx, 2, s_rows, NULL);
+  m2pt_tensor *dy_w = test_tensor(ctx, 2, s_width, NULL);
   expect_rejected(ctx, l, d.x, dy_rows, &g, &d, M2PT_ERR_SHAPE, "dy rows");
   expect_rejected(ctx, l, d.x, dy_w, &g, &d, M2PT_ERR_SHAPE, "dy width");
   m2pt_tensor *bad_w = test_tensor(ctx, 2, s_w, NULL), *bad_b = test_tensor(ctx, 1, s_b, NULL);
