@@ -36,6 +36,53 @@ void ref_linear(const float *x, size_t rows, size_t in, size_t out, const float 
     }
 }
 
+void ref_linear_backward(const float *x, const float *dy, size_t rows, size_t in, size_t out,
+                         const float *w, const float *w_aux, double scale, const float *b_aux,
+                         double *dx, double *dw, double *db, double *dw_aux, double *db_aux,
+                         double *dscale, double *dscale_abs)
+{
+  for (size_t r = 0; dx && r < rows; r++)
+    for (size_t i = 0; i < in; i++) {
+      double acc = 0.0;
+      for (size_t o = 0; o < out; o++) {
+        const double weight = (double)w[o * in + i] + (w_aux ? scale * w_aux[o * in + i] : 0.0);
+        acc += (double)dy[r * out + o] * weight;
+      }
+      dx[r * in + i] = acc;
+    }
+  double sum = 0.0, sum_abs = 0.0;
+  for (size_t o = 0; o < out; o++) {
+    double bias = 0.0;
+    for (size_t r = 0; r < rows; r++)
+      bias += dy[r * out + o];
+    if (db)
+      db[o] = bias;
+    if (db_aux)
+      db_aux[o] = scale * bias;
+    if (b_aux) {
+      sum += bias * b_aux[o];
+      sum_abs += fabs(bias * b_aux[o]);
+    }
+    for (size_t i = 0; i < in; i++) {
+      double g = 0.0;
+      for (size_t r = 0; r < rows; r++)
+        g += (double)dy[r * out + o] * x[r * in + i];
+      if (dw)
+        dw[o * in + i] = g;
+      if (dw_aux)
+        dw_aux[o * in + i] = scale * g;
+      if (w_aux) {
+        sum += g * w_aux[o * in + i];
+        sum_abs += fabs(g * w_aux[o * in + i]);
+      }
+    }
+  }
+  if (dscale)
+    *dscale = sum;
+  if (dscale_abs)
+    *dscale_abs = sum_abs;
+}
+
 void ref_layer_norm(const double *x, size_t rows, size_t dim, const float *weight,
                     const float *bias, double eps, double *y)
 {

@@ -14,6 +14,17 @@ void ref_linear(const float *x, size_t rows, size_t in, size_t out, const float 
                 const float *w_aux, double scale, const float *b, const float *b_aux, double *y);
 
 
+/* Gradients of y = ref_linear(x) for upstream dy [rows][out] (DESIGN.md
+ * "Gradients"): dx = dy·W_eff [rows][in], dw = G = dyᵀ·x [out][in],
+ * db = Σ_rows dy [out], dw_aux = λ·G, db_aux = λ·db, *dscale = Σ G ⊙ W_aux
+ * + Σ db ⊙ b_aux, and *dscale_abs = Σ |G ⊙ W_aux| + Σ |db ⊙ b_aux| (the
+ * scale of dλ's rounding error). w_aux and b_aux may be NULL (no pathway,
+ * no aux bias); every output may be NULL. */
+void ref_linear_backward(const float *x, const float *dy, size_t rows, size_t in, size_t out,
+                         const float *w, const float *w_aux, double scale, const float *b_aux,
+                         double *dx, double *dw, double *db, double *dw_aux, double *db_aux,
+                         double *dscale, double *dscale_abs);
+
 /* LayerNorm over rows of `dim` (biased variance); bias may be NULL. */
 void ref_layer_norm(const double *x, size_t rows, size_t dim, const float *weight,
                     const float *bias, double eps, double *y);

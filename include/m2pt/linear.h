@@ -69,6 +69,54 @@ M2PT_API m2pt_status m2pt_linear_get_scale(const m2pt_linear *layer, float *scal
 M2PT_API m2pt_status m2pt_linear_forward(m2pt_linear *layer, const m2pt_tensor *x,
                                          m2pt_tensor *y);
 
+/* Where m2pt_linear_backward puts each gradient. A NULL member is a
+ * gradient not wanted (a frozen parameter, or an input needing none): it is
+ * not computed and costs nothing; all NULL does nothing. The caller owns
+ * every tensor; each must belong to the layer's context and be distinct
+ * from the others and from x and dy. Start from {0} (all NULL, overwrite).
+ *   dx          like x, [..][in]:  dY·W_eff        (W_eff = W + λ·W_aux)
+ *   dweight     [out][in]:         G = dYᵀ·X       (rows of x and dy summed)
+ *   dbias       out elements:      db = Σ_rows dY
+ *   daux_weight [out][in]:         λ·G             (pathway only)
+ *   daux_bias   out elements:      λ·db            (aux-bias pathway only)
+ *   dscale      1 element:         dλ = Σ G ⊙ W_aux + Σ db ⊙ b_aux (pathway only)
+ * accumulate = 0 overwrites each wanted tensor; 1 adds the gradient to what
+ * it holds (PyTorch's `.grad +=`, for micro-batches: zero the tensors
+ * once, then accumulate). dx accumulates too, which sums a residual
+ * branch's input gradient in place. */
+typedef struct m2pt_linear_grads {
+  m2pt_tensor *dx;
+  m2pt_tensor *dweight;
+  m2pt_tensor *dbias;
+  m2pt_tensor *daux_weight;
+  m2pt_tensor *daux_bias;
+  m2pt_tensor *dscale;
+  int accumulate;
+} m2pt_linear_grads;
+
+/* The gradients of a scalar loss L with respect to the layer's input and
+ * parameters, given x (the forward's input, [..][in]) and dy = ∂L/∂y
+ * ([..][out], the same leading dimensions), for the layer as it is now
+ * (unmerged: W, W_aux, λ, b, b_aux; merged or plain: W and b). The
+ * formulas are in m2pt_linear_grads; G is one GEMM, run only when dweight,
+ * daux_weight or dscale is wanted, dx another. The sums are deterministic:
+ * G and dx are GEMMs (a fixed order for given shapes and backend), db sums
+ * rows in order, dλ sums in a fixed blocking (chunks of 1024 elements of
+ * G ⊙ W_aux, 64 lanes each summing 16 in order, pairwise trees over the
+ * lanes and over the chunks' partials; the b_aux term likewise, added
+ * last), with no atomics: two runs give the same bits on a device, and
+ * asking for more or fewer gradients does not change the bits of the
+ * others. Asynchronous: read an output (or finish the context) to wait.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL layer, grads, x or dy; two
+ * arguments that are one tensor; accumulate not 0 or 1),
+ * M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH, M2PT_ERR_INVALID_STATE (a
+ * gradient of a parameter the layer lacks: no bias, no pathway or merged,
+ * no aux bias), M2PT_ERR_UNSUPPORTED (a device whose work-groups hold
+ * fewer than 64 work-items), M2PT_ERR_BLAS, M2PT_ERR_OPENCL,
+ * M2PT_ERR_KERNEL_BUILD. A rejected call writes no tensor. */
+M2PT_API m2pt_status m2pt_linear_backward(m2pt_linear *layer, const m2pt_tensor *x,
+                                          const m2pt_tensor *dy, const m2pt_linear_grads *grads);
+
 /* Folds the pathway into the layer: W ← W + λ·W_aux (and b ← b + λ·b_aux),
  * computed by the same kernel as the unmerged forward's effective weight, so
  * forward gives the same numbers before and after. W_aux (and b_aux) are

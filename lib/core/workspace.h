@@ -27,6 +27,8 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_POOL,     /* pooled features and the head's input [B][dim] */
   M2PT_WS_HEAD,     /* BERT's pooler output, the head's input [B][dim] */
   M2PT_WS_MASK,     /* an attention mask uploaded from the host [B][N] (float) */
+  M2PT_WS_GRAD_G,   /* a linear's weight gradient dYᵀ·X [out][in] (linear backward) */
+  M2PT_WS_GRAD_SUMS, /* the linear backward's partial sums and Σ_rows dY */
   M2PT_WS_SLOTS
 } m2pt_workspace_slot;
 

@@ -38,6 +38,9 @@ struct m2pt_gemm_context {
    * m2pt_context_tuning. */
   m2pt_tuning_source tuning_source;
   char tuning_detail[M2PT_TUNING_DETAIL];
+  /* GEMMs run through m2pt_gemm_sgemm since creation: tests check with it
+   * that a frozen parameter costs no GEMM (tests/test_grad_linear.c). */
+  unsigned long long calls;
 };
 
 /* One backend. Arguments reaching sgemm and sgemm_batched are validated

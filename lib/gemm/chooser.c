@@ -117,6 +117,7 @@ m2pt_status m2pt_gemm_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
                             size_t batch)
 {
   const m2pt_gemm_backend *backend = ctx->gemm->backend;
+  ctx->gemm->calls++;
   return batch == 1 ? backend->sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c)
                     : backend->sgemm_batched(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch);
 }

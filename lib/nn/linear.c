@@ -11,6 +11,7 @@
 #include "linear_internal.h"
 #include "m2pt/m2pt.h"
 #include "ops/linear_ops.h"
+#include "ops/tensor_checks.h"
 
 struct m2pt_linear {
   m2pt_context *ctx;
@@ -280,6 +281,136 @@ m2pt_status m2pt_linear_forward(m2pt_linear *l, const m2pt_tensor *x, m2pt_tenso
   M2PT_REQUIRE(NULL, l != NULL, "m2pt_linear_forward: layer is NULL");
   M2PT_TRY(m2pt_linear_check_io(l->ctx, x, y, l->in, l->out, "m2pt_linear_forward"));
   return m2pt_linear_forward_buffers(l, x->buffer, x->numel / l->in, y->buffer);
+}
+
+/* ---- Backward (DESIGN.md "Gradients of the re-parameterized linear") ---- */
+
+#define BACKWARD "m2pt_linear_backward"
+
+/* The gradient tensors in one array, named for messages. */
+enum { G_DX, G_DW, G_DB, G_DWAUX, G_DBAUX, G_DSCALE, G_COUNT };
+static const char *grad_name[G_COUNT] = {"dx", "dweight", "dbias", "daux_weight", "daux_bias",
+                                         "dscale"};
+
+/* Checks one wanted gradient against the layer: belongs to its context, has
+ * the parameter's shape, and the layer has that parameter. */
+static m2pt_status check_grad(const m2pt_linear *l, int which, const m2pt_tensor *t,
+                              const m2pt_tensor *x)
+{
+  char what[64];
+  snprintf(what, sizeof what, BACKWARD ": %s", grad_name[which]);
+  M2PT_TRY(m2pt_check_tensor(l->ctx, t, what));
+  const unsigned needs[G_COUNT] = {0, 0, M2PT_LINEAR_BIAS, M2PT_LINEAR_PATHWAY,
+                                   M2PT_LINEAR_PATHWAY_BIAS, M2PT_LINEAR_PATHWAY};
+  if ((l->flags & needs[which]) != needs[which]) {
+    const char *why = l->merged && which != G_DB ? "its pathway was merged into the weight"
+                                                 : "the layer was created without it";
+    return m2pt_fail(l->ctx, M2PT_ERR_INVALID_STATE, BACKWARD ": %s asked for, but %s",
+                     grad_name[which], why);
+  }
+  switch (which) {
+  case G_DX:
+    return m2pt_check_same_shape(l->ctx, t, x, BACKWARD, "dx", "x");
+  case G_DW:
+  case G_DWAUX:
+    if (t->ndim == 2 && t->shape[0] == l->out && t->shape[1] == l->in)
+      return M2PT_OK;
+    char st[96];
+    return m2pt_fail(l->ctx, M2PT_ERR_SHAPE, BACKWARD ": %s %s must be [%zu][%zu] (out, in)",
+                     grad_name[which], m2pt_shape_string(t, st, sizeof st), l->out, l->in);
+  case G_DSCALE:
+    return m2pt_check_vector(l->ctx, t, 1, BACKWARD, "dscale");
+  default:
+    return m2pt_check_vector(l->ctx, t, l->out, BACKWARD, grad_name[which]);
+  }
+}
+
+/* Everything a rejected call must catch before it writes anything. */
+static m2pt_status check_backward(const m2pt_linear *l, const m2pt_tensor *x,
+                                  const m2pt_tensor *dy, const m2pt_linear_grads *g,
+                                  m2pt_tensor *const out[G_COUNT])
+{
+  M2PT_REQUIRE(l->ctx, g != NULL, BACKWARD ": grads is NULL");
+  M2PT_REQUIRE(l->ctx, g->accumulate == 0 || g->accumulate == 1,
+               BACKWARD ": accumulate is %d (0 overwrites, 1 adds)", g->accumulate);
+  M2PT_TRY(m2pt_linear_check_io(l->ctx, x, dy, l->in, l->out, BACKWARD));
+  for (int i = 0; i < G_COUNT; i++) {
+    if (!out[i])
+      continue;
+    M2PT_TRY(check_grad(l, i, out[i], x));
+    /* An output that is an input, or two outputs in one buffer, would be
+     * read after it was written. */
+    M2PT_REQUIRE(l->ctx, out[i]->buffer != x->buffer && out[i]->buffer != dy->buffer,
+                 BACKWARD ": %s must not be x or dy", grad_name[i]);
+    for (int j = 0; j < i; j++)
+      M2PT_REQUIRE(l->ctx, !out[j] || out[j]->buffer != out[i]->buffer,
+                   BACKWARD ": %s and %s are one tensor", grad_name[j], grad_name[i]);
+  }
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_linear_backward(m2pt_linear *l, const m2pt_tensor *x, const m2pt_tensor *dy,
+                                 const m2pt_linear_grads *g)
+{
+  M2PT_REQUIRE(NULL, l != NULL, BACKWARD ": layer is NULL");
+  m2pt_tensor *const out[G_COUNT] = {
+      g ? g->dx : NULL,          g ? g->dweight : NULL,   g ? g->dbias : NULL,
+      g ? g->daux_weight : NULL, g ? g->daux_bias : NULL, g ? g->dscale : NULL};
+  M2PT_TRY(check_backward(l, x, dy, g, out));
+  m2pt_context *ctx = l->ctx;
+  const size_t rows = x->numel / l->in, n = l->in * l->out;
+  const int add = g->accumulate;
+  const m2pt_grad_write mode = add ? M2PT_GRAD_ADD : M2PT_GRAD_SET;
+  const m2pt_gemm_matrix mdy = {dy->buffer, 0, l->out, 0}, mx = {x->buffer, 0, l->in, 0};
+
+  /* dX = dY·W_eff: [rows][out]·[out][in], one GEMM (beta = 1 accumulates). */
+  if (out[G_DX]) {
+    M2PT_TRY(refresh_effective(l));
+    const cl_mem weight = (l->flags & M2PT_LINEAR_PATHWAY) ? l->w_eff : l->w;
+    const m2pt_gemm_matrix mw = {weight, 0, l->in, 0}, mdx = {out[G_DX]->buffer, 0, l->in, 0};
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, rows, l->in, l->out, 1.0f, &mdy,
+                             &mw, add ? 1.0f : 0.0f, &mdx, 1));
+  }
+
+  /* Scratch: G unless it goes straight into an overwritten dW, and the
+   * sums (dλ's partials, then Σ_rows dY for its b_aux term). */
+  const int want_g = out[G_DW] || out[G_DWAUX] || out[G_DSCALE];
+  const int bias_term = out[G_DSCALE] && (l->flags & M2PT_LINEAR_PATHWAY_BIAS);
+  const size_t partials = out[G_DSCALE] ? m2pt_grad_partials(n) : 0;
+  cl_mem gbuf = NULL, sums = NULL;
+  if (want_g && out[G_DW] && !add)
+    gbuf = out[G_DW]->buffer;
+  else if (want_g)
+    M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_GRAD_G, n * sizeof(float), &gbuf));
+  if (out[G_DSCALE])
+    M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_GRAD_SUMS,
+                                (partials + (bias_term ? l->out : 0)) * sizeof(float), &sums));
+
+  /* G = dYᵀ·X: [out][rows]·[rows][in], the one GEMM behind dW, dW_aux and
+   * dλ; then one pass over it for dW += G, dW_aux = λ·G and dλ's partials. */
+  if (want_g) {
+    const m2pt_gemm_matrix mg = {gbuf, 0, l->in, 0};
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_TRANS, M2PT_NO_TRANS, l->out, l->in, rows, 1.0f, &mdy, &mx,
+                             0.0f, &mg, 1));
+    M2PT_TRY(m2pt_op_linear_grad_weight(
+        ctx, gbuf, n, out[G_DW] ? out[G_DW]->buffer : NULL, out[G_DW] && add,
+        out[G_DWAUX] ? out[G_DWAUX]->buffer : NULL, out[G_DWAUX] ? mode : M2PT_GRAD_SKIP,
+        out[G_DSCALE] ? l->w_aux : NULL, sums, l->scale));
+  }
+
+  /* db = Σ_rows dY, db_aux = λ·db, and the column sums dλ's b_aux term reads. */
+  M2PT_TRY(m2pt_op_linear_grad_bias(ctx, dy->buffer, rows, l->out,
+                                    out[G_DB] ? out[G_DB]->buffer : NULL,
+                                    out[G_DB] ? mode : M2PT_GRAD_SKIP,
+                                    out[G_DBAUX] ? out[G_DBAUX]->buffer : NULL,
+                                    out[G_DBAUX] ? mode : M2PT_GRAD_SKIP,
+                                    bias_term ? sums : NULL, partials, l->scale));
+
+  /* dλ = Σ G ⊙ W_aux + Σ db ⊙ b_aux: ∂/∂λ of Σ dY ⊙ (X·(W + λW_aux)ᵀ + b + λb_aux). */
+  if (out[G_DSCALE])
+    M2PT_TRY(m2pt_op_linear_grad_scale(ctx, sums, partials, sums, partials, l->b_aux,
+                                       bias_term ? l->out : 0, out[G_DSCALE]->buffer, add));
+  return M2PT_OK;
 }
 
 m2pt_status m2pt_linear_merge(m2pt_linear *l)

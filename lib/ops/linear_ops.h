@@ -15,4 +15,49 @@ m2pt_status m2pt_op_fold_pathway(m2pt_context *ctx, cl_mem dst, cl_mem w, cl_mem
 m2pt_status m2pt_op_broadcast_rows(m2pt_context *ctx, cl_mem y, cl_mem b, size_t rows,
                                    size_t cols);
 
+/* ---- Backward reductions (cl/linear.cl), in a fixed order ----
+ * Each output is written by `mode`: not at all, overwritten, or added to. */
+typedef enum m2pt_grad_write {
+  M2PT_GRAD_SKIP = 0,
+  M2PT_GRAD_SET = 1,
+  M2PT_GRAD_ADD = 2,
+} m2pt_grad_write;
+
+/* Work-items of one reduction group and elements of G per group: the fixed
+ * blocking of dλ's sum (m2pt_op_linear_grad_weight). */
+#define M2PT_GRAD_LANES 64
+#define M2PT_GRAD_CHUNK (64 * 16)
+
+/* Groups (partials) m2pt_op_linear_grad_weight uses for n elements. */
+static inline size_t m2pt_grad_partials(size_t n)
+{
+  return (n + M2PT_GRAD_CHUNK - 1) / M2PT_GRAD_CHUNK;
+}
+
+/* One pass over G [n]: dw += G when dw_add (dw is otherwise untouched),
+ * dw_aux written λ·G by `aux_mode`, and, when w_aux is not NULL, the
+ * partials of Σ G ⊙ W_aux into partial[0 .. m2pt_grad_partials(n)): chunk p
+ * covers G[p·1024, (p+1)·1024); lane l sums (fma, in order) its elements
+ * p·1024 + l + 64·j, j = 0..15; the 64 lane sums meet in a pairwise tree
+ * (lane i += lane i + s, s = 32, 16, …, 1). Nothing to do: no kernel. */
+m2pt_status m2pt_op_linear_grad_weight(m2pt_context *ctx, cl_mem g, size_t n, cl_mem dw,
+                                       int dw_add, cl_mem dw_aux, m2pt_grad_write aux_mode,
+                                       cl_mem w_aux, cl_mem partial, float scale);
+
+/* s = Σ_rows dy for dy [rows][cols], each column summed over rows 0, 1, …
+ * in order; db gets s by db_mode, db_aux λ·s by aux_mode, and colsum (when
+ * not NULL) s at element colsum_off. */
+m2pt_status m2pt_op_linear_grad_bias(m2pt_context *ctx, cl_mem dy, size_t rows, size_t cols,
+                                     cl_mem db, m2pt_grad_write db_mode, cl_mem db_aux,
+                                     m2pt_grad_write aux_mode, cl_mem colsum, size_t colsum_off,
+                                     float scale);
+
+/* dscale[0] = (or +=, when add) Sw + Sb: Sw the `count` partials, Sb =
+ * Σ colsum[colsum_off + o]·b_aux[o] for o < nb (nb 0: none, colsum and
+ * b_aux unused). Each of the two: lane l of 64 adds terms l, l + 64, … in
+ * order, then the pairwise tree. */
+m2pt_status m2pt_op_linear_grad_scale(m2pt_context *ctx, cl_mem partial, size_t count,
+                                      cl_mem colsum, size_t colsum_off, cl_mem b_aux, size_t nb,
+                                      cl_mem dscale, int add);
+
 #endif
