@@ -27,6 +27,7 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_POOL,     /* pooled features and the head's input [B][dim] */
   M2PT_WS_HEAD,     /* BERT's pooler output, the head's input [B][dim] */
   M2PT_WS_MASK,     /* an attention mask uploaded from the host [B][N] (float) */
+  M2PT_WS_GRAD,     /* an op backward's own intermediate (GELU's dx when only db is asked) */
   M2PT_WS_SLOTS
 } m2pt_workspace_slot;
 
