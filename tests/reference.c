@@ -36,19 +36,27 @@ void ref_linear(const float *x, size_t rows, size_t in, size_t out, const float 
     }
 }
 
+/* A row's mean and 1/sqrt(biased variance + eps), as LayerNorm uses them. */
+static void row_stats(const double *xr, size_t dim, double eps, double *mean_out,
+                      double *rstd_out)
+{
+  double mean = 0.0, var = 0.0;
+  for (size_t i = 0; i < dim; i++)
+    mean += xr[i];
+  mean /= (double)dim;
+  for (size_t i = 0; i < dim; i++)
+    var += (xr[i] - mean) * (xr[i] - mean);
+  *mean_out = mean;
+  *rstd_out = 1.0 / sqrt(var / (double)dim + eps);
+}
+
 void ref_layer_norm(const double *x, size_t rows, size_t dim, const float *weight,
                     const float *bias, double eps, double *y)
 {
   for (size_t r = 0; r < rows; r++) {
     const double *xr = x + r * dim;
-    double mean = 0.0, var = 0.0;
-    for (size_t i = 0; i < dim; i++)
-      mean += xr[i];
-    mean /= (double)dim;
-    for (size_t i = 0; i < dim; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    var /= (double)dim;
-    const double rstd = 1.0 / sqrt(var + eps);
+    double mean, rstd;
+    row_stats(xr, dim, eps, &mean, &rstd);
     for (size_t i = 0; i < dim; i++)
       y[r * dim + i] = (xr[i] - mean) * rstd * weight[i] + (bias ? bias[i] : 0.0);
   }
@@ -66,13 +74,8 @@ void ref_layer_norm_backward(const double *dy, const double *x, size_t rows, siz
   }
   for (size_t r = 0; r < rows; r++) {
     const double *xr = x + r * dim, *dyr = dy + r * dim;
-    double mean = 0.0, var = 0.0;
-    for (size_t i = 0; i < dim; i++)
-      mean += xr[i];
-    mean /= (double)dim;
-    for (size_t i = 0; i < dim; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    const double rstd = 1.0 / sqrt(var / (double)dim + eps);
+    double mean, rstd;
+    row_stats(xr, dim, eps, &mean, &rstd);
     double mean_g = 0.0, mean_gx = 0.0;
     for (size_t i = 0; i < dim; i++) {
       const double xhat = (xr[i] - mean) * rstd, g = dyr[i] * weight[i];

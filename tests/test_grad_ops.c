@@ -28,22 +28,6 @@ static size_t n_widths(void)
   return test_small() ? 3 : sizeof widths / sizeof *widths;
 }
 
-static double *widen(const float *x, size_t n)
-{
-  double *d = test_alloc(n * sizeof *d);
-  for (size_t i = 0; i < n; i++)
-    d[i] = x[i];
-  return d;
-}
-
-static float *read_all(m2pt_context *ctx, const m2pt_tensor *t)
-{
-  const size_t n = m2pt_tensor_numel(t);
-  float *h = test_alloc(n * sizeof *h);
-  assert_ok(ctx, m2pt_tensor_read(t, h, n));
-  return h;
-}
-
 static float *random_floats(size_t n, uint64_t seed, float scale)
 {
   float *v = test_alloc(n * sizeof *v);
@@ -56,7 +40,7 @@ static float *random_floats(size_t n, uint64_t seed, float scale)
 /* got and again hold the same bits. */
 static void assert_same_bits(m2pt_context *ctx, const m2pt_tensor *a, const m2pt_tensor *b)
 {
-  float *x = read_all(ctx, a), *y = read_all(ctx, b);
+  float *x = test_read(ctx, a), *y = test_read(ctx, b);
   assert_memory_equal(x, y, m2pt_tensor_numel(a) * sizeof *x);
   free(x);
   free(y);
@@ -118,8 +102,8 @@ static void layer_norm_finite_differences(void **state)
     const double eps = e ? 1e-1 : 1e-5; /* a large eps keeps its term in the derivative */
     float *xf = random_floats(ROWS * DIM, 11, 2.0f), *wf = random_floats(DIM, 12, 1.0f);
     float *bf = random_floats(DIM, 13, 1.0f), *dyf = random_floats(ROWS * DIM, 14, 1.0f);
-    double *x = widen(xf, ROWS * DIM), *w = widen(wf, DIM), *b = widen(bf, DIM);
-    double *dy = widen(dyf, ROWS * DIM);
+    double *x = test_widen(xf, ROWS * DIM), *w = test_widen(wf, DIM), *b = test_widen(bf, DIM);
+    double *dy = test_widen(dyf, ROWS * DIM);
     double fdx[ROWS * DIM], fdw[DIM], fdb[DIM], dx[ROWS * DIM], dw[DIM], db[DIM];
     for (size_t i = 0; i < ROWS * DIM; i++)
       fdx[i] = ln_fd(x, i, x, w, b, dy, ROWS, DIM, eps);
@@ -141,7 +125,7 @@ static void layer_norm_finite_differences(void **state)
     m2pt_tensor *tm = test_tensor(ctx, 1, sshape, NULL), *tr = test_tensor(ctx, 1, sshape, NULL);
     assert_ok(ctx, m2pt_layer_norm_train(ctx, tx, tw, tb, (float)eps, ty, tm, tr));
     assert_ok(ctx, m2pt_layer_norm_backward(ctx, tdy, tx, tw, tm, tr, tdx, tdw, tdb));
-    float *gx = read_all(ctx, tdx), *gw = read_all(ctx, tdw), *gb = read_all(ctx, tdb);
+    float *gx = test_read(ctx, tdx), *gw = test_read(ctx, tdw), *gb = test_read(ctx, tdb);
     test_assert_close(gx, fdx, ROWS * DIM, 1e-4, "layer_norm dx vs fd");
     test_assert_close(gw, fdw, DIM, 1e-4, "layer_norm dweight vs fd");
     test_assert_close(gb, fdb, DIM, 1e-4, "layer_norm dbias vs fd");
@@ -179,7 +163,7 @@ static void check_layer_norm(m2pt_context *ctx, size_t rows, size_t dim, double 
   assert_ok(ctx, m2pt_layer_norm_train(ctx, tx, tw, tb, (float)eps, ty, tm, tr));
   assert_same_bits(ctx, ty, ty0);
 
-  double *xd = widen(x, n), *dyd = widen(dy, n), *mean = test_alloc(rows * sizeof *mean);
+  double *xd = test_widen(x, n), *dyd = test_widen(dy, n), *mean = test_alloc(rows * sizeof *mean);
   double *rstd = test_alloc(rows * sizeof *rstd), *dx = test_alloc(n * sizeof *dx);
   double *dw = test_alloc(dim * sizeof *dw), *db = test_alloc(dim * sizeof *db);
   for (size_t r = 0; r < rows; r++) {
@@ -191,14 +175,14 @@ static void check_layer_norm(m2pt_context *ctx, size_t rows, size_t dim, double 
     mean[r] = m;
     rstd[r] = 1.0 / sqrt(v + (float)eps);
   }
-  float *gm = read_all(ctx, tm), *gr = read_all(ctx, tr);
+  float *gm = test_read(ctx, tm), *gr = test_read(ctx, tr);
   test_assert_close(gm, mean, rows, 1e-5, "layer_norm_train mean");
   for (size_t r = 0; r < rows; r++) /* relative: rstd reaches 1/sqrt(eps) */
     assert_true(fabs(gr[r] - rstd[r]) <= 1e-4 * rstd[r]);
 
   ref_layer_norm_backward(dyd, xd, rows, dim, w, (float)eps, dx, dw, db);
   assert_ok(ctx, m2pt_layer_norm_backward(ctx, tdy, tx, tw, tm, tr, tdx, tdw, tdb));
-  float *gx = read_all(ctx, tdx), *gw = read_all(ctx, tdw), *gb = read_all(ctx, tdb);
+  float *gx = test_read(ctx, tdx), *gw = test_read(ctx, tdw), *gb = test_read(ctx, tdb);
   test_assert_close(gx, dx, n, 1e-4, "layer_norm dx");
   test_assert_close(gw, dw, dim, 1e-4, "layer_norm dweight");
   test_assert_close(gb, db, dim, 1e-4, "layer_norm dbias");
@@ -258,7 +242,7 @@ static void check_gelu(m2pt_context *ctx, size_t rows, size_t cols, int tanh_for
     db[i % cols] += dx[i];
   }
   assert_ok(ctx, m2pt_gelu_backward(ctx, tdy, tx, tb, kind, tdx, tdb));
-  float *gx = read_all(ctx, tdx), *gb = read_all(ctx, tdb);
+  float *gx = test_read(ctx, tdx), *gb = test_read(ctx, tdb);
   test_assert_close(gx, dx, n, 1e-5, tanh_form ? "gelu tanh dx" : "gelu erf dx");
   test_assert_close(gb, db, cols, 1e-4, tanh_form ? "gelu tanh dbias" : "gelu erf dbias");
   /* db alone (dx through the workspace), twice, and dx in place over dy. */
@@ -325,12 +309,12 @@ static void add_backward(void **state)
       /* y = a + b (b broadcast): db = Σ_rows dy, deterministic. */
       assert_ok(ctx, m2pt_sum_rows(ctx, tdy, tdb));
       assert_ok(ctx, m2pt_sum_rows(ctx, tdy, tdb2));
-      float *gb = read_all(ctx, tdb);
+      float *gb = test_read(ctx, tdb);
       test_assert_close(gb, db, cols, 1e-5, "sum_rows");
       assert_same_bits(ctx, tdb, tdb2);
       /* Two paths meeting: dx += dy. */
       assert_ok(ctx, m2pt_add(ctx, tacc, tdy, tacc));
-      float *ga = read_all(ctx, tacc);
+      float *ga = test_read(ctx, tacc);
       test_assert_close(ga, sum, n, 1e-6, "dx += dy");
       m2pt_tensor_destroy(tdy);
       m2pt_tensor_destroy(tacc);
@@ -362,7 +346,7 @@ static void softmax_finite_differences(void **state)
   const double scale = 0.5, h = 1e-5;
   float *xf = random_floats(ROWS * COLS, 50, 3.0f), *dyf = random_floats(ROWS * COLS, 51, 1.0f);
   float *mask = make_mask(ROWS, COLS);
-  double *x = widen(xf, ROWS * COLS), *dy = widen(dyf, ROWS * COLS);
+  double *x = test_widen(xf, ROWS * COLS), *dy = test_widen(dyf, ROWS * COLS);
   double y[ROWS * COLS], up[ROWS * COLS], down[ROWS * COLS], dx[ROWS * COLS], fd[ROWS * COLS];
   for (int masked = 0; masked < 2; masked++) {
     const float *m = masked ? mask : NULL;
@@ -404,11 +388,11 @@ static void check_softmax(m2pt_context *ctx, size_t rows, size_t cols, float sca
   m2pt_tensor *tdy = test_tensor(ctx, 2, shape, dy), *tdx = test_tensor(ctx, 2, shape, NULL);
   m2pt_tensor *tdx2 = test_tensor(ctx, 2, shape, NULL);
   assert_ok(ctx, m2pt_softmax(ctx, tx, scale, tm, ty));
-  float *y = read_all(ctx, ty);
-  double *yd = widen(y, n), *dyd = widen(dy, n), *dx = test_alloc(n * sizeof *dx);
+  float *y = test_read(ctx, ty);
+  double *yd = test_widen(y, n), *dyd = test_widen(dy, n), *dx = test_alloc(n * sizeof *dx);
   ref_softmax_backward(dyd, yd, rows, cols, scale, masking ? mask : NULL, rows / groups, dx);
   assert_ok(ctx, m2pt_softmax_backward(ctx, tdy, ty, scale, tm, tdx));
-  float *g = read_all(ctx, tdx);
+  float *g = test_read(ctx, tdx);
   test_assert_close(g, dx, n, 1e-5, "softmax dx");
   for (size_t i = 0; i < n; i++) {
     assert_true(isfinite(g[i]));
@@ -444,7 +428,7 @@ static void softmax_backward(void **state)
 
 static void assert_untouched(m2pt_context *ctx, const m2pt_tensor *t, float value)
 {
-  float *h = read_all(ctx, t);
+  float *h = test_read(ctx, t);
   for (size_t i = 0; i < m2pt_tensor_numel(t); i++)
     assert_true(h[i] == value);
   free(h);
