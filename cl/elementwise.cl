@@ -1,5 +1,6 @@
-/* Element-wise ops of the block. Specialised with -D HAS_BIAS, GELU_TANH,
- * BROADCAST and VEC rather than run-time branches. */
+/* Element-wise ops of the block and their backward passes. Specialised
+ * with -D HAS_BIAS, GELU_TANH, BROADCAST and VEC (and TC, TR, PLAIN, XHAT
+ * for the column sums) rather than run-time branches. */
 
 /* GELU works on VEC consecutive elements of a row per work-item (1 or 8):
  * PoCL runs explicit float8 arithmetic several times faster than what it
@@ -75,5 +76,91 @@ __kernel void m2pt_add(__global const float *a, __global const float *b, __globa
   y[i] = a[i] + b[c];
 #else
   y[i] = a[i] + b[i];
+#endif
+}
+
+/* GELU'(u), the same function's derivative as the forward computes (its
+ * erfc approximation, its tanh argument), as PyTorch's GeluBackward:
+ * exact: Φ(u) + u·φ(u) with φ(u) = exp(−u²/2)/√(2π);
+ * tanh: with t = tanh(√(2/π)·(u + 0.044715·u³)),
+ *   0.5·(1 + t) + 0.5·u·(1 − t²)·√(2/π)·(1 + 3·0.044715·u²). */
+static floatv gelu_grad(const floatv u)
+{
+#if GELU_TANH
+  const floatv t = tanh(0.7978845608028654f * fma(0.044715f * u, u * u, u));
+  const floatv inner_grad = 0.7978845608028654f * fma(0.134145f * u, u, 1.0f);
+  return fma(0.5f * u * (1.0f - t * t), inner_grad, 0.5f * (1.0f + t));
+#else
+  const floatv e = erfc_approx(fabs(u * 0.7071067811865476f));
+  const floatv cdf = 0.5f * select(2.0f - e, e, NEGATIVE(u));
+  return fma(u * 0.3989422804014327f, exp(-0.5f * u * u), cdf);
+#endif
+}
+
+/* dx = dy·GELU'(x + bias[c]), the backward of m2pt_gelu over rows × cols
+ * (its layout and VEC). Each element is read and written by one work-item,
+ * so dx may be dy or x. */
+__kernel void m2pt_gelu_backward(__global const float *dy, __global const float *x,
+                                 __global const float *bias, __global float *dx,
+                                 const ulong rows, const ulong cols)
+{
+  const size_t c = get_global_id(0), r = get_global_id(1), vcols = cols / VEC;
+  if (c >= vcols || r >= rows)
+    return;
+  const size_t i = r * vcols + c;
+  floatv u = LOADV(i, x);
+#if HAS_BIAS
+  u += LOADV(c, bias);
+#endif
+  STOREV(LOADV(i, dy) * gelu_grad(u), i, dx);
+}
+
+#ifndef TC
+#  define TC 1
+#  define TR 1
+#endif
+
+/* Column sums over rows, the gradient of anything broadcast over rows:
+ * (PLAIN) plain[c] = Σ_r a[r][c] (a bias: dβ, GELU's db, a broadcast add's
+ * b) and (XHAT) xhat[c] = Σ_r a[r][c]·(x[r][c] − mean[r])·rstd[r]
+ * (LayerNorm's dγ, x̂ computed as its backward does). A work-group of
+ * TC × TR work-items owns TC adjacent columns (reads along a row are
+ * contiguous); work-item (c, j) adds rows j, j + TR, … in order, then a
+ * fixed tree over j in local memory: the same bits every run, no atomics. */
+__kernel __attribute__((reqd_work_group_size(TC, TR, 1)))
+void m2pt_column_sums(__global const float *a, __global const float *x,
+                      __global const float *mean, __global const float *rstd,
+                      __global float *plain, __global float *xhat, const ulong rows,
+                      const ulong cols)
+{
+  __local float part_plain[TR][TC], part_xhat[TR][TC];
+  const size_t c = get_global_id(0);
+  const uint lc = get_local_id(0), lr = get_local_id(1);
+  float sum = 0.0f, sum_xhat = 0.0f;
+  if (c < cols)
+    for (size_t r = lr; r < rows; r += TR) {
+      const float v = a[r * cols + c];
+      sum += v;
+#if XHAT
+      sum_xhat = fma(v, (x[r * cols + c] - mean[r]) * rstd[r], sum_xhat);
+#endif
+    }
+  part_plain[lr][lc] = sum;
+  part_xhat[lr][lc] = sum_xhat;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (uint s = TR / 2; s > 0; s >>= 1) {
+    if (lr < s) {
+      part_plain[lr][lc] += part_plain[lr + s][lc];
+      part_xhat[lr][lc] += part_xhat[lr + s][lc];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  if (lr != 0 || c >= cols)
+    return;
+#if PLAIN
+  plain[c] = part_plain[0][lc];
+#endif
+#if XHAT
+  xhat[c] = part_xhat[0][lc];
 #endif
 }

@@ -3,7 +3,10 @@
  * touches the elements lid, lid + WG, …, so y may be x. Sums are reduced in
  * local memory in a fixed tree order: the same input gives the same bits on
  * every run. Two passes (mean, then the mean of squared deviations) avoid
- * the cancellation of E[x²] − E[x]². Specialised with -D WG and HAS_BIAS. */
+ * the cancellation of E[x²] − E[x]². Specialised with -D WG, HAS_BIAS and
+ * SAVE_STATS: a training forward also stores each row's mean and rstd, the
+ * very floats y was computed with, for the backward (PyTorch's
+ * native_layer_norm returns them likewise). */
 
 static float reduce_sum(__local float *part, const float value)
 {
@@ -23,7 +26,7 @@ static float reduce_sum(__local float *part, const float value)
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void m2pt_layer_norm(__global const float *x, __global const float *weight,
                      __global const float *bias, __global float *y, const uint dim,
-                     const float eps)
+                     const float eps, __global float *mean_out, __global float *rstd_out)
 {
   __local float part[WG];
   const uint lid = get_local_id(0);
@@ -42,6 +45,12 @@ void m2pt_layer_norm(__global const float *x, __global const float *weight,
   }
   const float var = reduce_sum(part, squares) / (float)dim;
   const float rstd = 1.0f / sqrt(var + eps);
+#if SAVE_STATS
+  if (lid == 0) {
+    mean_out[get_group_id(0)] = mean;
+    rstd_out[get_group_id(0)] = rstd;
+  }
+#endif
 
   for (uint i = lid; i < dim; i += WG) {
     float v = (xr[i] - mean) * rstd * weight[i];
@@ -66,7 +75,8 @@ static float sum8(const float8 v)
  * are in a fixed order too, so runs repeat bit for bit. */
 __kernel void m2pt_layer_norm_rows(__global const float *x, __global const float *weight,
                                    __global const float *bias, __global float *y,
-                                   const uint dim, const float eps, const uint rows)
+                                   const uint dim, const float eps, const uint rows,
+                                   __global float *mean_out, __global float *rstd_out)
 {
   const size_t r = get_global_id(0);
   if (r >= rows)
@@ -84,11 +94,48 @@ __kernel void m2pt_layer_norm_rows(__global const float *x, __global const float
     squares = fma(d, d, squares);
   }
   const float rstd = 1.0f / sqrt(sum8(squares) / (float)dim + eps);
+#if SAVE_STATS
+  mean_out[r] = mean;
+  rstd_out[r] = rstd;
+#endif
   for (uint i = 0; i < n8; i++) {
     float8 v = (vload8(i, xr) - mean) * rstd * vload8(i, weight);
 #if HAS_BIAS
     v += vload8(i, bias);
 #endif
     vstore8(v, i, yr);
+  }
+}
+
+/* dx of LayerNorm from the saved mean and rstd, as PyTorch's
+ * layer_norm_backward: with x̂ = (x − mean)·rstd and g = dy·γ,
+ *   dx = rstd·(g − mean(g) − x̂·mean(g·x̂)).
+ * One work-group per row, fixed-order tree reductions (deterministic); each
+ * work-item reads and writes only its own columns, so dx may be dy or x.
+ * dγ and dβ are column sums over rows: m2pt_column_sums (elementwise.cl). */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void m2pt_layer_norm_backward(__global const float *dy, __global const float *x,
+                              __global const float *weight, __global const float *mean,
+                              __global const float *rstd, __global float *dx, const uint dim)
+{
+  __local float part[WG];
+  const uint lid = get_local_id(0);
+  const size_t row = get_group_id(0);
+  __global const float *dyr = dy + row * (size_t)dim, *xr = x + row * (size_t)dim;
+  __global float *dxr = dx + row * (size_t)dim;
+  const float mu = mean[row], rs = rstd[row];
+
+  float sum_g = 0.0f, sum_gx = 0.0f;
+  for (uint i = lid; i < dim; i += WG) {
+    const float g = dyr[i] * weight[i];
+    sum_g += g;
+    sum_gx = fma(g, (xr[i] - mu) * rs, sum_gx);
+  }
+  const float mean_g = reduce_sum(part, sum_g) / (float)dim;
+  const float mean_gx = reduce_sum(part, sum_gx) / (float)dim;
+
+  for (uint i = lid; i < dim; i += WG) {
+    const float g = dyr[i] * weight[i];
+    dxr[i] = rs * (g - mean_g - (xr[i] - mu) * rs * mean_gx);
   }
 }

@@ -5,6 +5,17 @@
  * are all masked gives zeros rather than 0/0 = NaN. Specialised with -D WG
  * and HAS_MASK. */
 
+/* mask: [groups][cols], 1 keeps a key, 0 masks it; row r uses mask row
+ * r / rows_per_group (after mask_offset elements). MASK_ROW declares it. */
+#if HAS_MASK
+#  define MASK_ROW(row) \
+    __global const float *keep = mask + mask_offset + ((row) / rows_per_group) * cols
+#  define KEPT(j) (keep[j] != 0.0f)
+#else
+#  define MASK_ROW(row)
+#  define KEPT(j) 1
+#endif
+
 static float reduce(__local float *part, float value, const int take_max)
 {
   const uint lid = get_local_id(0);
@@ -20,8 +31,6 @@ static float reduce(__local float *part, float value, const int take_max)
   return value;
 }
 
-/* mask: [groups][cols], 1 keeps a key, 0 masks it; row r uses mask row
- * r / rows_per_group (after mask_offset elements). */
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void m2pt_softmax(__global const float *x, __global float *y, const uint cols,
                   const float scale, __global const float *mask, const ulong mask_offset,
@@ -32,12 +41,7 @@ void m2pt_softmax(__global const float *x, __global float *y, const uint cols,
   const size_t row = get_group_id(0);
   __global const float *xr = x + row * cols;
   __global float *yr = y + row * cols;
-#if HAS_MASK
-  __global const float *keep = mask + mask_offset + (row / rows_per_group) * cols;
-#  define KEPT(j) (keep[j] != 0.0f)
-#else
-#  define KEPT(j) 1
-#endif
+  MASK_ROW(row);
 
   float local_max = -INFINITY;
   for (uint j = lid; j < cols; j += WG)
@@ -55,5 +59,34 @@ void m2pt_softmax(__global const float *x, __global float *y, const uint cols,
   const float inv = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
   for (uint j = lid; j < cols; j += WG)
     yr[j] = KEPT(j) ? exp(scale * xr[j] - row_max) * inv : 0.0f;
-#undef KEPT
+}
+
+/* The backward of y = softmax(scale·x) from y alone (PyTorch's
+ * _softmax_backward_data, times the scale):
+ *   dx = scale · y ⊙ (dy − Σ_k dy_k·y_k).
+ * Masked keys get 0 (the forward's output there is a constant 0), so a row
+ * whose keys are all masked gets zeros. One work-group per row, a
+ * fixed-order tree reduction; each work-item writes only its own columns
+ * after the reduction, so dx may be dy or y. */
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void m2pt_softmax_backward(__global const float *dy, __global const float *y,
+                           __global float *dx, const uint cols, const float scale,
+                           __global const float *mask, const ulong mask_offset,
+                           const ulong rows_per_group)
+{
+  __local float part[WG];
+  const uint lid = get_local_id(0);
+  const size_t row = get_group_id(0);
+  __global const float *dyr = dy + row * cols, *yr = y + row * cols;
+  __global float *dxr = dx + row * cols;
+  MASK_ROW(row);
+
+  float local_dot = 0.0f;
+  for (uint j = lid; j < cols; j += WG)
+    if (KEPT(j))
+      local_dot = fma(dyr[j], yr[j], local_dot);
+  const float dot = reduce(part, local_dot, 0);
+
+  for (uint j = lid; j < cols; j += WG)
+    dxr[j] = KEPT(j) ? scale * (yr[j] * (dyr[j] - dot)) : 0.0f;
 }

@@ -83,22 +83,73 @@ void ref_linear_backward(const float *x, const float *dy, size_t rows, size_t in
     *dscale_abs = sum_abs;
 }
 
+/* A row's mean and 1/sqrt(biased variance + eps), as LayerNorm uses them. */
+static void row_stats(const double *xr, size_t dim, double eps, double *mean_out,
+                      double *rstd_out)
+{
+  double mean = 0.0, var = 0.0;
+  for (size_t i = 0; i < dim; i++)
+    mean += xr[i];
+  mean /= (double)dim;
+  for (size_t i = 0; i < dim; i++)
+    var += (xr[i] - mean) * (xr[i] - mean);
+  *mean_out = mean;
+  *rstd_out = 1.0 / sqrt(var / (double)dim + eps);
+}
+
 void ref_layer_norm(const double *x, size_t rows, size_t dim, const float *weight,
                     const float *bias, double eps, double *y)
 {
   for (size_t r = 0; r < rows; r++) {
     const double *xr = x + r * dim;
-    double mean = 0.0, var = 0.0;
-    for (size_t i = 0; i < dim; i++)
-      mean += xr[i];
-    mean /= (double)dim;
-    for (size_t i = 0; i < dim; i++)
-      var += (xr[i] - mean) * (xr[i] - mean);
-    var /= (double)dim;
-    const double rstd = 1.0 / sqrt(var + eps);
+    double mean, rstd;
+    row_stats(xr, dim, eps, &mean, &rstd);
     for (size_t i = 0; i < dim; i++)
       y[r * dim + i] = (xr[i] - mean) * rstd * weight[i] + (bias ? bias[i] : 0.0);
   }
+}
+
+void ref_layer_norm_backward(const double *dy, const double *x, size_t rows, size_t dim,
+                             const float *weight, double eps, double *dx, double *dweight,
+                             double *dbias)
+{
+  for (size_t i = 0; i < dim; i++) {
+    if (dweight)
+      dweight[i] = 0.0;
+    if (dbias)
+      dbias[i] = 0.0;
+  }
+  for (size_t r = 0; r < rows; r++) {
+    const double *xr = x + r * dim, *dyr = dy + r * dim;
+    double mean, rstd;
+    row_stats(xr, dim, eps, &mean, &rstd);
+    double mean_g = 0.0, mean_gx = 0.0;
+    for (size_t i = 0; i < dim; i++) {
+      const double xhat = (xr[i] - mean) * rstd, g = dyr[i] * weight[i];
+      mean_g += g;
+      mean_gx += g * xhat;
+      if (dweight)
+        dweight[i] += dyr[i] * xhat;
+      if (dbias)
+        dbias[i] += dyr[i];
+    }
+    mean_g /= (double)dim;
+    mean_gx /= (double)dim;
+    if (dx)
+      for (size_t i = 0; i < dim; i++)
+        dx[r * dim + i] =
+            rstd * (dyr[i] * weight[i] - mean_g - (xr[i] - mean) * rstd * mean_gx);
+  }
+}
+
+double ref_gelu_grad(double x, int tanh_form)
+{
+  const double pi = 3.14159265358979323846;
+  if (tanh_form) {
+    const double k = sqrt(2.0 / pi), t = tanh(k * (x + 0.044715 * x * x * x));
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * k * (1.0 + 3.0 * 0.044715 * x * x);
+  }
+  return 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2.0 * pi);
 }
 
 double ref_gelu(double x, int tanh_form)
@@ -124,6 +175,22 @@ void ref_softmax(const double *x, size_t rows, size_t cols, double scale, const 
       y[r * cols + j] = (keep && keep[j] == 0.0f) || sum == 0.0
                             ? 0.0
                             : exp(scale * x[r * cols + j] - max) / sum;
+  }
+}
+
+void ref_softmax_backward(const double *dy, const double *y, size_t rows, size_t cols,
+                          double scale, const float *mask, size_t rows_per_group, double *dx)
+{
+  for (size_t r = 0; r < rows; r++) {
+    const float *keep = mask ? mask + (r / rows_per_group) * cols : NULL;
+    double dot = 0.0;
+    for (size_t j = 0; j < cols; j++)
+      if (!keep || keep[j] != 0.0f)
+        dot += dy[r * cols + j] * y[r * cols + j];
+    for (size_t j = 0; j < cols; j++)
+      dx[r * cols + j] = keep && keep[j] == 0.0f
+                             ? 0.0
+                             : scale * y[r * cols + j] * (dy[r * cols + j] - dot);
   }
 }
 

@@ -29,13 +29,30 @@ void ref_linear_backward(const float *x, const float *dy, size_t rows, size_t in
 void ref_layer_norm(const double *x, size_t rows, size_t dim, const float *weight,
                     const float *bias, double eps, double *y);
 
+/* LayerNorm's backward (statistics recomputed in double): for upstream dy
+ * and the forward's x, dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with
+ * g = dy·weight, dweight = Σ_rows dy·x̂, dbias = Σ_rows dy; each output may
+ * be NULL. */
+void ref_layer_norm_backward(const double *dy, const double *x, size_t rows, size_t dim,
+                             const float *weight, double eps, double *dx, double *dweight,
+                             double *dbias);
+
 /* GELU, exact (erf) or the tanh approximation. */
 double ref_gelu(double x, int tanh_form);
+
+/* GELU'(x): Φ(x) + x·φ(x), or the tanh form's derivative (PyTorch's
+ * GeluBackward). */
+double ref_gelu_grad(double x, int tanh_form);
 
 /* Softmax of scale·x over rows of `cols`; mask NULL or [groups][cols] with
  * row r using mask row r / rows_per_group; fully masked rows give zeros. */
 void ref_softmax(const double *x, size_t rows, size_t cols, double scale, const float *mask,
                  size_t rows_per_group, double *y);
+
+/* Softmax's backward from its output y: dx = scale·y ⊙ (dy − Σ_row dy⊙y),
+ * 0 at masked keys (mask as ref_softmax). */
+void ref_softmax_backward(const double *dy, const double *y, size_t rows, size_t cols,
+                          double scale, const float *mask, size_t rows_per_group, double *dx);
 
 /* Attention on qkv [B][N][3][H][D] → out [B][N][H][D]; mask NULL or [B][N]. */
 void ref_attention(const double *qkv, size_t batch, size_t tokens, size_t heads,

@@ -68,6 +68,22 @@ void *test_alloc(size_t bytes)
   return p;
 }
 
+double *test_widen(const float *x, size_t n)
+{
+  double *d = test_alloc(n * sizeof *d);
+  for (size_t i = 0; i < n; i++)
+    d[i] = x[i];
+  return d;
+}
+
+float *test_read(m2pt_context *ctx, const m2pt_tensor *t)
+{
+  const size_t n = m2pt_tensor_numel(t);
+  float *h = test_alloc(n * sizeof *h);
+  assert_ok(ctx, m2pt_tensor_read(t, h, n));
+  return h;
+}
+
 void test_assert_close(const float *got, const double *ref, size_t n, double tol,
                        const char *what)
 {

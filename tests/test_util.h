@@ -71,6 +71,12 @@ void test_fill(float *dst, size_t n, uint64_t seed);
 /* Host allocation that fails the test instead of returning NULL. */
 void *test_alloc(size_t bytes);
 
+/* A double copy of n floats, freed by the caller. */
+double *test_widen(const float *x, size_t n);
+
+/* A tensor's values read back into a new host array, freed by the caller. */
+float *test_read(m2pt_context *ctx, const m2pt_tensor *t);
+
 /* max|got − ref| ≤ tol · max(1, max|ref|) (DESIGN.md §4); prints the worst. */
 void test_assert_close(const float *got, const double *ref, size_t n, double tol,
                        const char *what);

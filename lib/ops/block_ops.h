@@ -15,10 +15,32 @@
 m2pt_status m2pt_op_layer_norm(m2pt_context *ctx, cl_mem x, cl_mem weight, cl_mem bias,
                                float eps, size_t rows, size_t dim, cl_mem y);
 
+/* The same, also storing each row's mean and rstd ([rows] floats each)
+ * when both are not NULL (a training forward). */
+m2pt_status m2pt_op_layer_norm_train(m2pt_context *ctx, cl_mem x, cl_mem weight, cl_mem bias,
+                                     float eps, size_t rows, size_t dim, cl_mem y, cl_mem mean,
+                                     cl_mem rstd);
+
+/* LayerNorm backward from the saved mean and rstd; each of dx, dweight,
+ * dbias may be NULL (not computed). */
+m2pt_status m2pt_op_layer_norm_backward(m2pt_context *ctx, cl_mem dy, cl_mem x, cl_mem weight,
+                                        cl_mem mean, cl_mem rstd, size_t rows, size_t dim,
+                                        cl_mem dx, cl_mem dweight, cl_mem dbias);
+
+/* Column sums of a [rows][cols]: plain[c] = Σ_r a[r][c] and, when xhat is
+ * not NULL, xhat[c] = Σ_r a[r][c]·(x[r][c] − mean[r])·rstd[r]; plain may
+ * be NULL. Deterministic (fixed-order tree, cl/elementwise.cl). */
+m2pt_status m2pt_op_column_sums(m2pt_context *ctx, cl_mem a, cl_mem x, cl_mem mean, cl_mem rstd,
+                                size_t rows, size_t cols, cl_mem plain, cl_mem xhat);
+
 /* y = GELU(x + bias[i % cols]) for n elements (a multiple of cols); bias
  * may be NULL. */
 m2pt_status m2pt_op_gelu(m2pt_context *ctx, cl_mem x, cl_mem bias, m2pt_gelu_kind kind,
                          size_t n, size_t cols, cl_mem y);
+
+/* dx = dy·GELU'(x + bias[i % cols]) for n elements; bias may be NULL. */
+m2pt_status m2pt_op_gelu_backward(m2pt_context *ctx, cl_mem dy, cl_mem x, cl_mem bias,
+                                  m2pt_gelu_kind kind, size_t n, size_t cols, cl_mem dx);
 
 /* y = a + b[i % period] (period 0: b has n elements; else n is a multiple
  * of period). */
@@ -29,6 +51,11 @@ m2pt_status m2pt_op_add(m2pt_context *ctx, cl_mem a, cl_mem b, size_t n, size_t 
  * mask row at mask_offset + (r / rows_per_group)·cols. */
 m2pt_status m2pt_op_softmax(m2pt_context *ctx, cl_mem x, size_t rows, size_t cols, float scale,
                             cl_mem mask, size_t mask_offset, size_t rows_per_group, cl_mem y);
+
+/* The backward of m2pt_op_softmax from its output y (mask as there). */
+m2pt_status m2pt_op_softmax_backward(m2pt_context *ctx, cl_mem dy, cl_mem y, size_t rows,
+                                     size_t cols, float scale, cl_mem mask, size_t mask_offset,
+                                     size_t rows_per_group, cl_mem dx);
 
 /* Attention shape: qkv [batch][tokens][3·heads·dim_head] → out
  * [batch][tokens][heads·dim_head]; mask NULL or [batch][tokens]. */
