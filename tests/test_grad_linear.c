@@ -17,24 +17,24 @@ static const char *grad_label[NGRAD] = {"dx", "dweight", "dbias", "daux_weight",
                                         "dscale"};
 
 /* One problem: parameters, x and dy on the host. */
+/* A layer's parameters (the shared fixture), its input and the upstream
+ * gradient. */
 typedef struct problem {
   size_t rows, in, out;
   float *w, *w_aux, *b, *b_aux, *x, *dy;
 } problem;
 
+static test_linear_params params_of(const problem *p)
+{
+  return (test_linear_params){p->in, p->out, p->w, p->w_aux, p->b, p->b_aux};
+}
+
 static problem make_problem(size_t rows, size_t in, size_t out, uint64_t seed)
 {
-  problem p = {rows, in, out, NULL, NULL, NULL, NULL, NULL, NULL};
-  p.w = test_alloc(in * out * sizeof(float));
-  p.w_aux = test_alloc(in * out * sizeof(float));
-  p.b = test_alloc(out * sizeof(float));
-  p.b_aux = test_alloc(out * sizeof(float));
+  const test_linear_params lp = test_linear_params_make(in, out, seed);
+  problem p = {rows, in, out, lp.w, lp.w_aux, lp.b, lp.b_aux, NULL, NULL};
   p.x = test_alloc(rows * in * sizeof(float));
   p.dy = test_alloc(rows * out * sizeof(float));
-  test_fill(p.w, in * out, seed);
-  test_fill(p.w_aux, in * out, seed + 1);
-  test_fill(p.b, out, seed + 2);
-  test_fill(p.b_aux, out, seed + 3);
   test_fill(p.x, rows * in, seed + 4);
   test_fill(p.dy, rows * out, seed + 5);
   return p;
@@ -42,28 +42,16 @@ static problem make_problem(size_t rows, size_t in, size_t out, uint64_t seed)
 
 static void free_problem(problem *p)
 {
-  free(p->w);
-  free(p->w_aux);
-  free(p->b);
-  free(p->b_aux);
+  test_linear_params lp = params_of(p);
+  test_linear_params_free(&lp);
   free(p->x);
   free(p->dy);
 }
 
 static m2pt_linear *make_layer(m2pt_context *ctx, const problem *p, unsigned flags, float scale)
 {
-  m2pt_linear *l = NULL;
-  assert_ok(ctx, m2pt_linear_create(ctx, p->in, p->out, flags, &l));
-  assert_ok(ctx, m2pt_linear_set_weight(l, p->w, p->in * p->out));
-  if (flags & (M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY_BIAS))
-    assert_ok(ctx, m2pt_linear_set_bias(l, p->b, p->out));
-  if (flags & M2PT_LINEAR_PATHWAY) {
-    assert_ok(ctx, m2pt_linear_set_aux_weight(l, p->w_aux, p->in * p->out));
-    assert_ok(ctx, m2pt_linear_set_scale(l, scale));
-  }
-  if (flags & M2PT_LINEAR_PATHWAY_BIAS)
-    assert_ok(ctx, m2pt_linear_set_aux_bias(l, p->b_aux, p->out));
-  return l;
+  const test_linear_params lp = params_of(p);
+  return test_linear_layer(ctx, &lp, flags, scale);
 }
 
 /* Device tensors of a problem: x, dy and one of every gradient. */

@@ -7,50 +7,7 @@
 #include "reference.h"
 #include "test_util.h"
 
-/* Host copies of a layer's parameters. */
-typedef struct params {
-  size_t in, out;
-  float *w, *w_aux, *b, *b_aux;
-} params;
-
-static params make_params(size_t in, size_t out, uint64_t seed)
-{
-  params p = {in, out, NULL, NULL, NULL, NULL};
-  p.w = test_alloc(in * out * sizeof(float));
-  p.w_aux = test_alloc(in * out * sizeof(float));
-  p.b = test_alloc(out * sizeof(float));
-  p.b_aux = test_alloc(out * sizeof(float));
-  test_fill(p.w, in * out, seed);
-  test_fill(p.w_aux, in * out, seed + 1);
-  test_fill(p.b, out, seed + 2);
-  test_fill(p.b_aux, out, seed + 3);
-  return p;
-}
-
-static void free_params(params *p)
-{
-  free(p->w);
-  free(p->w_aux);
-  free(p->b);
-  free(p->b_aux);
-}
-
-/* A layer with `flags`, its parameters set from p and λ = scale. */
-static m2pt_linear *make_layer(m2pt_context *ctx, const params *p, unsigned flags, float scale)
-{
-  m2pt_linear *l = NULL;
-  assert_ok(ctx, m2pt_linear_create(ctx, p->in, p->out, flags, &l));
-  assert_ok(ctx, m2pt_linear_set_weight(l, p->w, p->in * p->out));
-  if (flags & (M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY_BIAS)) /* AUX_BIAS implies a bias */
-    assert_ok(ctx, m2pt_linear_set_bias(l, p->b, p->out));
-  if (flags & M2PT_LINEAR_PATHWAY) {
-    assert_ok(ctx, m2pt_linear_set_aux_weight(l, p->w_aux, p->in * p->out));
-    assert_ok(ctx, m2pt_linear_set_scale(l, scale));
-  }
-  if (flags & M2PT_LINEAR_PATHWAY_BIAS)
-    assert_ok(ctx, m2pt_linear_set_aux_bias(l, p->b_aux, p->out));
-  return l;
-}
+typedef test_linear_params params;
 
 /* Runs the layer on x [rows][in] and returns y [rows][out] (caller frees). */
 static float *run(m2pt_context *ctx, m2pt_linear *l, const float *x, size_t rows, size_t in,
@@ -93,7 +50,7 @@ static void linear_against_reference(void **state)
   const layer_shape *list = shapes(&nshapes);
   for (size_t si = 0; si < nshapes; si++) {
     const layer_shape s = list[si];
-    params p = make_params(s.in, s.out, 100 + si);
+    params p = test_linear_params_make(s.in, s.out, 100 + si);
     float *x = test_alloc(s.rows * s.in * sizeof *x);
     double *ref = test_alloc(s.rows * s.out * sizeof *ref);
     test_fill(x, s.rows * s.in, 7 + si);
@@ -101,7 +58,7 @@ static void linear_against_reference(void **state)
       const unsigned f = flag_sets[fi];
       for (size_t li = 0; li < ((f & M2PT_LINEAR_PATHWAY) ? 3u : 1u); li++) {
         const float scale = scales[li];
-        m2pt_linear *l = make_layer(ctx, &p, f, scale);
+        m2pt_linear *l = test_linear_layer(ctx, &p, f, scale);
         ref_linear(x, s.rows, s.in, s.out, p.w, (f & M2PT_LINEAR_PATHWAY) ? p.w_aux : NULL, scale,
                    (f & (M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY_BIAS)) ? p.b : NULL,
                    (f & M2PT_LINEAR_PATHWAY_BIAS) ? p.b_aux : NULL, ref);
@@ -120,7 +77,7 @@ static void linear_against_reference(void **state)
     }
     free(x);
     free(ref);
-    free_params(&p);
+    test_linear_params_free(&p);
   }
 }
 
@@ -129,11 +86,11 @@ static void zero_scale_is_plain_linear(void **state)
 {
   m2pt_context *ctx = *state;
   const layer_shape s = {5, 17, 9};
-  params p = make_params(s.in, s.out, 3);
+  params p = test_linear_params_make(s.in, s.out, 3);
   float *x = test_alloc(s.rows * s.in * sizeof *x);
   test_fill(x, s.rows * s.in, 4);
-  m2pt_linear *plain = make_layer(ctx, &p, M2PT_LINEAR_BIAS, 0.0f);
-  m2pt_linear *reparam = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.0f);
+  m2pt_linear *plain = test_linear_layer(ctx, &p, M2PT_LINEAR_BIAS, 0.0f);
+  m2pt_linear *reparam = test_linear_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.0f);
   assert_true(m2pt_linear_has_pathway(reparam));
   assert_false(m2pt_linear_has_pathway(plain));
   float *y0 = run(ctx, plain, x, s.rows, s.in, s.out);
@@ -142,7 +99,7 @@ static void zero_scale_is_plain_linear(void **state)
   free(y0);
   free(y1);
   free(x);
-  free_params(&p);
+  test_linear_params_free(&p);
   m2pt_linear_destroy(plain);
   m2pt_linear_destroy(reparam);
 }
@@ -152,11 +109,11 @@ static void changes_after_forward(void **state)
 {
   m2pt_context *ctx = *state;
   const layer_shape s = {4, 6, 5};
-  params p = make_params(s.in, s.out, 9);
+  params p = test_linear_params_make(s.in, s.out, 9);
   float *x = test_alloc(s.rows * s.in * sizeof *x);
   double *ref = test_alloc(s.rows * s.out * sizeof *ref);
   test_fill(x, s.rows * s.in, 10);
-  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.5f);
+  m2pt_linear *l = test_linear_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.5f);
   float *y = run(ctx, l, x, s.rows, s.in, s.out);
   ref_linear(x, s.rows, s.in, s.out, p.w, p.w_aux, 0.5, p.b, NULL, ref);
   test_assert_close(y, ref, s.rows * s.out, 1e-4, "λ = 0.5");
@@ -196,7 +153,7 @@ static void changes_after_forward(void **state)
   free(back);
   free(x);
   free(ref);
-  free_params(&p);
+  test_linear_params_free(&p);
   m2pt_linear_destroy(l);
 }
 
@@ -205,10 +162,10 @@ static void merge_semantics(void **state)
 {
   m2pt_context *ctx = *state;
   const layer_shape s = {3, 4, 6};
-  params p = make_params(s.in, s.out, 20);
+  params p = test_linear_params_make(s.in, s.out, 20);
   float *x = test_alloc(s.rows * s.in * sizeof *x);
   test_fill(x, s.rows * s.in, 21);
-  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_PATHWAY | M2PT_LINEAR_PATHWAY_BIAS, 0.25f);
+  m2pt_linear *l = test_linear_layer(ctx, &p, M2PT_LINEAR_PATHWAY | M2PT_LINEAR_PATHWAY_BIAS, 0.25f);
   m2pt_stats before, after;
   assert_ok(ctx, m2pt_context_stats(ctx, &before));
   /* Merge without any forward first: it forms the weight itself. */
@@ -250,7 +207,7 @@ static void merge_semantics(void **state)
   assert_memory_equal(y1, y3, s.rows * s.out * sizeof *y1);
 
   /* Merging a plain layer is a no-op too. */
-  m2pt_linear *plain = make_layer(ctx, &p, 0, 0.0f);
+  m2pt_linear *plain = test_linear_layer(ctx, &p, 0, 0.0f);
   assert_ok(ctx, m2pt_linear_merge(plain));
   assert_false(m2pt_linear_is_merged(plain));
   m2pt_linear_destroy(plain);
@@ -260,7 +217,7 @@ static void merge_semantics(void **state)
   free(y3);
   free(w);
   free(x);
-  free_params(&p);
+  test_linear_params_free(&p);
   m2pt_linear_destroy(l);
 }
 
@@ -268,8 +225,8 @@ static void merge_semantics(void **state)
 static void batched_input(void **state)
 {
   m2pt_context *ctx = *state;
-  params p = make_params(5, 3, 30);
-  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 1.0f);
+  params p = test_linear_params_make(5, 3, 30);
+  m2pt_linear *l = test_linear_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 1.0f);
   const size_t sx[3] = {2, 4, 5}, sy[3] = {2, 4, 3};
   float x[40], y[24];
   double ref[24];
@@ -282,13 +239,13 @@ static void batched_input(void **state)
   m2pt_tensor_destroy(tx);
   m2pt_tensor_destroy(ty);
   m2pt_linear_destroy(l);
-  free_params(&p);
+  test_linear_params_free(&p);
 }
 
 static void bad_inputs(void **state)
 {
   m2pt_context *ctx = *state;
-  params p = make_params(4, 3, 40);
+  params p = test_linear_params_make(4, 3, 40);
   m2pt_linear *l = NULL;
   assert_status(ctx, m2pt_linear_create(ctx, 0, 3, 0, &l), M2PT_ERR_INVALID_ARGUMENT);
   assert_null(l);
@@ -307,7 +264,7 @@ static void bad_inputs(void **state)
                 M2PT_ERR_DEVICE_OUT_OF_MEMORY);
   assert_null(l);
 
-  l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.5f);
+  l = test_linear_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.5f);
   float x[8], y_ok[6];
   double ref[6];
   test_fill(x, 8, 41);
@@ -352,7 +309,7 @@ static void bad_inputs(void **state)
   test_assert_close(y_ok, ref, 6, 1e-4, "layer after rejected calls");
 
   /* A plain layer has no pathway to set. */
-  m2pt_linear *plain = make_layer(ctx, &p, 0, 0.0f);
+  m2pt_linear *plain = test_linear_layer(ctx, &p, 0, 0.0f);
   assert_status(ctx, m2pt_linear_set_scale(plain, 1.0f), M2PT_ERR_INVALID_STATE);
   assert_status(ctx, m2pt_linear_set_bias(plain, p.b, 3), M2PT_ERR_INVALID_STATE);
   assert_status(ctx, m2pt_linear_get_aux_weight(plain, p.w_aux, 12), M2PT_ERR_INVALID_STATE);
@@ -365,7 +322,7 @@ static void bad_inputs(void **state)
   m2pt_tensor_destroy(y_rows);
   m2pt_tensor_destroy(y_rank);
   m2pt_linear_destroy(l);
-  free_params(&p);
+  test_linear_params_free(&p);
   /* Everything the suite made is gone. */
   m2pt_stats stats;
   assert_ok(ctx, m2pt_context_stats(ctx, &stats));
@@ -380,8 +337,8 @@ static void kernel_time(void **state)
   opts.flags = M2PT_CONTEXT_PROFILING;
   m2pt_context *ctx = NULL;
   assert_ok(NULL, m2pt_context_create(&opts, &ctx));
-  params p = make_params(8, 4, 50);
-  m2pt_linear *l = make_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.5f);
+  params p = test_linear_params_make(8, 4, 50);
+  m2pt_linear *l = test_linear_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.5f);
   float x[16];
   test_fill(x, 16, 51);
   free(run(ctx, l, x, 2, 8, 4));
@@ -402,7 +359,7 @@ static void kernel_time(void **state)
   assert_ptr_equal(m2pt_linear_context(l), ctx);
   assert_null(m2pt_linear_context(NULL));
   m2pt_linear_destroy(l);
-  free_params(&p);
+  test_linear_params_free(&p);
   m2pt_context_destroy(ctx);
 }
 

@@ -283,3 +283,42 @@ int test_run_matrix_n(const char *suite, unsigned axes, const struct CMUnitTest 
   }
   return failed;
 }
+
+test_linear_params test_linear_params_make(size_t in, size_t out, uint64_t seed)
+{
+  test_linear_params p = {in, out, NULL, NULL, NULL, NULL};
+  p.w = test_alloc(in * out * sizeof(float));
+  p.w_aux = test_alloc(in * out * sizeof(float));
+  p.b = test_alloc(out * sizeof(float));
+  p.b_aux = test_alloc(out * sizeof(float));
+  test_fill(p.w, in * out, seed);
+  test_fill(p.w_aux, in * out, seed + 1);
+  test_fill(p.b, out, seed + 2);
+  test_fill(p.b_aux, out, seed + 3);
+  return p;
+}
+
+void test_linear_params_free(test_linear_params *p)
+{
+  free(p->w);
+  free(p->w_aux);
+  free(p->b);
+  free(p->b_aux);
+}
+
+m2pt_linear *test_linear_layer(m2pt_context *ctx, const test_linear_params *p, unsigned flags,
+                               float scale)
+{
+  m2pt_linear *l = NULL;
+  assert_ok(ctx, m2pt_linear_create(ctx, p->in, p->out, flags, &l));
+  assert_ok(ctx, m2pt_linear_set_weight(l, p->w, p->in * p->out));
+  if (flags & (M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY_BIAS)) /* PATHWAY_BIAS implies a bias */
+    assert_ok(ctx, m2pt_linear_set_bias(l, p->b, p->out));
+  if (flags & M2PT_LINEAR_PATHWAY) {
+    assert_ok(ctx, m2pt_linear_set_aux_weight(l, p->w_aux, p->in * p->out));
+    assert_ok(ctx, m2pt_linear_set_scale(l, scale));
+  }
+  if (flags & M2PT_LINEAR_PATHWAY_BIAS)
+    assert_ok(ctx, m2pt_linear_set_aux_bias(l, p->b_aux, p->out));
+  return l;
+}

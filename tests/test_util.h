@@ -89,4 +89,18 @@ m2pt_tensor *test_tensor(m2pt_context *ctx, size_t ndim, const size_t *shape, co
  * own files), else `compiled_in`. Returns 0, or -1 after printing why. */
 int test_enter_data_dir(int argc, char **argv, const char *compiled_in);
 
+/* Host copies of a linear's parameters, filled deterministically from `seed`
+ * (w, w_aux [out][in], b, b_aux [out]); free with test_linear_params_free. */
+typedef struct test_linear_params {
+  size_t in, out;
+  float *w, *w_aux, *b, *b_aux;
+} test_linear_params;
+
+test_linear_params test_linear_params_make(size_t in, size_t out, uint64_t seed);
+void test_linear_params_free(test_linear_params *p);
+
+/* A layer with `flags`, its parameters set from p and λ = scale. */
+m2pt_linear *test_linear_layer(m2pt_context *ctx, const test_linear_params *p, unsigned flags,
+                               float scale);
+
 #endif
