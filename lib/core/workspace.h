@@ -30,6 +30,7 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_GRAD_G,   /* a linear's weight gradient dYᵀ·X [out][in] (linear backward) */
   M2PT_WS_GRAD_SUMS, /* the linear backward's partial sums and Σ_rows dY */
   M2PT_WS_GRAD,     /* an op backward's own intermediate (GELU's dx when only db is asked) */
+  M2PT_WS_GRAD_SCORES, /* the attention backward's dP, then dS [heads][N][N] (GEMM path) */
   M2PT_WS_SLOTS
 } m2pt_workspace_slot;
 

@@ -117,6 +117,19 @@ static m2pt_status attention_fused(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                          global, local);
 }
 
+/* [heads][N][N] floats of a workspace slot, or the failure when the size
+ * overflows. */
+static m2pt_status scores_buffer(m2pt_context *ctx, m2pt_workspace_slot slot,
+                                 const m2pt_attention_shape *s, cl_mem *out)
+{
+  size_t bytes;
+  if (!m2pt_mul_size(s->heads * s->tokens, s->tokens, &bytes) ||
+      !m2pt_mul_size(bytes, sizeof(float), &bytes))
+    return m2pt_fail(ctx, M2PT_ERR_DEVICE_OUT_OF_MEMORY,
+                     "attention scores of %zu heads × %zu² overflow", s->heads, s->tokens);
+  return m2pt_workspace_get(ctx, slot, bytes, out);
+}
+
 /* Per batch row b: S_h = q_h·k_hᵀ·scale for every head at once (one
  * strided-batched GEMM; heads are dim_head apart inside each token's row),
  * S = softmax(S) with b's mask row, out_h = S_h·v_h. */
@@ -124,12 +137,8 @@ static m2pt_status attention_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                   const m2pt_attention_shape *s, cl_mem out)
 {
   const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d, row = 3 * hd;
-  size_t bytes;
-  if (!m2pt_mul_size(s->heads * n, n, &bytes) || !m2pt_mul_size(bytes, sizeof(float), &bytes))
-    return m2pt_fail(ctx, M2PT_ERR_DEVICE_OUT_OF_MEMORY,
-                     "attention scores of %zu heads × %zu² overflow", s->heads, n);
   cl_mem scores;
-  M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_SCORES, bytes, &scores));
+  M2PT_TRY(scores_buffer(ctx, M2PT_WS_SCORES, s, &scores));
   const float scale = (float)(1.0 / sqrt((double)d));
   for (size_t b = 0; b < s->batch; b++) {
     const size_t base = b * n * row;
@@ -157,15 +166,21 @@ m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                         : attention_gemm(ctx, qkv, mask, shape, out);
 }
 
-m2pt_status m2pt_attention(m2pt_context *ctx, const m2pt_tensor *qkv, size_t heads,
-                           size_t dim_head, const m2pt_tensor *mask, m2pt_attention_impl impl,
-                           m2pt_tensor *out)
+/* The checks shared by m2pt_attention and its backward: qkv, out (the
+ * forward's output, or the backward's dout) and mask, and impl; *shape
+ * describes them. */
+static m2pt_status check_attention(m2pt_context *ctx, const char *fn, const m2pt_tensor *qkv,
+                                   size_t heads, size_t dim_head, const m2pt_tensor *mask,
+                                   m2pt_attention_impl impl, const m2pt_tensor *out,
+                                   const char *outn, m2pt_attention_shape *shape)
 {
-  static const char fn[] = "m2pt_attention";
   M2PT_REQUIRE(NULL, ctx != NULL, "%s: ctx is NULL", fn);
-  M2PT_TRY(m2pt_check_tensor(ctx, qkv, "m2pt_attention: qkv"));
-  M2PT_TRY(m2pt_check_tensor(ctx, out, "m2pt_attention: out"));
-  M2PT_REQUIRE(ctx, qkv != out, "%s: out must not be qkv", fn);
+  char name[64];
+  snprintf(name, sizeof name, "%s: qkv", fn);
+  M2PT_TRY(m2pt_check_tensor(ctx, qkv, name));
+  snprintf(name, sizeof name, "%s: %s", fn, outn);
+  M2PT_TRY(m2pt_check_tensor(ctx, out, name));
+  M2PT_REQUIRE(ctx, qkv != out, "%s: %s must not be qkv", fn, outn);
   M2PT_REQUIRE(ctx, heads > 0 && dim_head > 0, "%s: heads = %zu, dim_head = %zu", fn, heads,
                dim_head);
   M2PT_TRY(m2pt_check_enum(ctx, (int)impl, M2PT_ATTENTION_FUSED, fn, "implementation"));
@@ -176,15 +191,87 @@ m2pt_status m2pt_attention(m2pt_context *ctx, const m2pt_tensor *qkv, size_t hea
   if (qkv->ndim != 3 || qkv->shape[2] != 3 * hd)
     return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: qkv %s must be [B][N][%zu] (3·%zu heads·%zu)", fn,
                      m2pt_shape_string(qkv, sq, sizeof sq), 3 * hd, heads, dim_head);
-  const m2pt_attention_shape shape = {qkv->shape[0], qkv->shape[1], heads, dim_head};
-  if (out->ndim != 3 || out->shape[0] != shape.batch || out->shape[1] != shape.tokens ||
+  *shape = (m2pt_attention_shape){qkv->shape[0], qkv->shape[1], heads, dim_head};
+  if (out->ndim != 3 || out->shape[0] != shape->batch || out->shape[1] != shape->tokens ||
       out->shape[2] != hd)
-    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: out %s must be [%zu][%zu][%zu] for qkv %s", fn,
-                     m2pt_shape_string(out, so, sizeof so), shape.batch, shape.tokens, hd,
-                     m2pt_shape_string(qkv, sq, sizeof sq));
-  M2PT_REQUIRE(ctx, shape.tokens <= UINT32_MAX && heads <= UINT32_MAX,
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: %s %s must be [%zu][%zu][%zu] for qkv %s", fn,
+                     outn, m2pt_shape_string(out, so, sizeof so), shape->batch, shape->tokens,
+                     hd, m2pt_shape_string(qkv, sq, sizeof sq));
+  M2PT_REQUIRE(ctx, shape->tokens <= UINT32_MAX && heads <= UINT32_MAX,
                "%s: too many tokens or heads", fn);
-  M2PT_TRY(m2pt_check_mask(ctx, mask, qkv, fn));
+  return m2pt_check_mask(ctx, mask, qkv, fn);
+}
+
+m2pt_status m2pt_attention(m2pt_context *ctx, const m2pt_tensor *qkv, size_t heads,
+                           size_t dim_head, const m2pt_tensor *mask, m2pt_attention_impl impl,
+                           m2pt_tensor *out)
+{
+  m2pt_attention_shape shape;
+  M2PT_TRY(check_attention(ctx, "m2pt_attention", qkv, heads, dim_head, mask, impl, out, "out",
+                           &shape));
   return m2pt_op_attention(ctx, qkv->buffer, mask ? mask->buffer : NULL, &shape, impl,
                            out->buffer);
+}
+
+/* Per batch row b, every head at once in each strided-batched GEMM (heads
+ * are dim_head apart inside each token's row, their score matrices N² apart
+ * in the scratch). With S' = s·Q·Kᵀ and P = softmax(S' + mask):
+ * ∂L/∂V = Pᵀ·dO; ∂L/∂P = dO·Vᵀ; ∂L/∂S' = P ⊙ (∂L/∂P − rowsum(∂L/∂P ⊙ P))
+ * (softmax's Jacobian diag(p) − p·pᵀ applied to each row); and since
+ * S' = s·Q·Kᵀ, ∂L/∂Q = s·∂L/∂S'·K and ∂L/∂K = s·(∂L/∂S')ᵀ·Q. */
+static m2pt_status attention_backward_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
+                                           cl_mem dout, const m2pt_attention_shape *s,
+                                           cl_mem dqkv)
+{
+  const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d, row = 3 * hd;
+  cl_mem p_buf, ds_buf;
+  M2PT_TRY(scores_buffer(ctx, M2PT_WS_SCORES, s, &p_buf));
+  M2PT_TRY(scores_buffer(ctx, M2PT_WS_GRAD_SCORES, s, &ds_buf));
+  const float scale = (float)(1.0 / sqrt((double)d));
+  for (size_t b = 0; b < s->batch; b++) {
+    const size_t base = b * n * row;
+    const m2pt_gemm_matrix q = {qkv, base, row, d}, k = {qkv, base + hd, row, d};
+    const m2pt_gemm_matrix v = {qkv, base + 2 * hd, row, d};
+    const m2pt_gemm_matrix dq = {dqkv, base, row, d}, dk = {dqkv, base + hd, row, d};
+    const m2pt_gemm_matrix dv = {dqkv, base + 2 * hd, row, d};
+    const m2pt_gemm_matrix p = {p_buf, 0, n, n * n}, ds = {ds_buf, 0, n, n * n};
+    const m2pt_gemm_matrix dout_b = {dout, b * n * hd, hd, d};
+    /* P exactly as the forward's GEMM path makes it (same calls, same bits). */
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, scale, &q, &k, 0.0f, &p,
+                             s->heads));
+    M2PT_TRY(m2pt_op_softmax(ctx, p_buf, s->heads * n, n, 1.0f, mask, b * n, s->heads * n,
+                             p_buf));
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_TRANS, M2PT_NO_TRANS, n, d, n, 1.0f, &p, &dout_b, 0.0f,
+                             &dv, s->heads));
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, 1.0f, &dout_b, &v, 0.0f,
+                             &ds, s->heads));
+    /* In place: dS over dP; masked keys and all-padding rows come out 0. */
+    M2PT_TRY(m2pt_op_softmax_backward(ctx, ds_buf, p_buf, s->heads * n, n, 1.0f, mask, b * n,
+                                      s->heads * n, ds_buf));
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, n, d, n, scale, &ds, &k, 0.0f,
+                             &dq, s->heads));
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_TRANS, M2PT_NO_TRANS, n, d, n, scale, &ds, &q, 0.0f, &dk,
+                             s->heads));
+  }
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_attention_backward(m2pt_context *ctx, const m2pt_tensor *qkv, size_t heads,
+                                    size_t dim_head, const m2pt_tensor *mask,
+                                    const m2pt_tensor *dout, m2pt_attention_impl impl,
+                                    m2pt_tensor *dqkv)
+{
+  static const char fn[] = "m2pt_attention_backward";
+  m2pt_attention_shape shape;
+  M2PT_TRY(check_attention(ctx, fn, qkv, heads, dim_head, mask, impl, dout, "dout", &shape));
+  M2PT_TRY(m2pt_check_tensor(ctx, dqkv, "m2pt_attention_backward: dqkv"));
+  M2PT_REQUIRE(ctx, dqkv != qkv && dqkv != dout, "%s: dqkv must not be qkv or dout", fn);
+  M2PT_TRY(m2pt_check_same_shape(ctx, qkv, dqkv, fn, "qkv", "dqkv"));
+  if (impl == M2PT_ATTENTION_FUSED)
+    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED,
+                     "%s: the fused O(N)-memory backward is not implemented yet; use "
+                     "M2PT_ATTENTION_GEMM or M2PT_ATTENTION_AUTO",
+                     fn);
+  return attention_backward_gemm(ctx, qkv->buffer, mask ? mask->buffer : NULL, dout->buffer,
+                                 &shape, dqkv->buffer);
 }
