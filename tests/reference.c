@@ -224,6 +224,53 @@ void ref_attention(const double *qkv, size_t batch, size_t tokens, size_t heads,
   free(p);
 }
 
+/* Per batch row and head, from P = softmax(s·Q·Kᵀ + mask): dV = Pᵀ·dO,
+ * dP = dO·Vᵀ, dX = s·P ⊙ (dP − rowsum(dP ⊙ P)) = ∂L/∂(Q·Kᵀ) (softmax's
+ * backward with the scale), dQ = dX·K, dK = dXᵀ·Q. */
+void ref_attention_backward(const double *qkv, const double *dout, size_t batch, size_t tokens,
+                            size_t heads, size_t dim_head, const float *mask, double *dqkv)
+{
+  const size_t n = tokens, hd = heads * dim_head, row = 3 * hd;
+  const double scale = 1.0 / sqrt((double)dim_head);
+  double *scores = malloc(n * n * sizeof *scores), *p = malloc(n * n * sizeof *p);
+  double *dp = malloc(n * n * sizeof *dp), *dx = malloc(n * n * sizeof *dx);
+  for (size_t b = 0; b < batch; b++)
+    for (size_t h = 0; h < heads; h++) {
+      const double *base = qkv + b * n * row + h * dim_head;
+      const double *go = dout + b * n * hd + h * dim_head;
+      double *gbase = dqkv + b * n * row + h * dim_head;
+      for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < n; j++) {
+          double dot = 0.0, dpv = 0.0;
+          for (size_t d = 0; d < dim_head; d++) {
+            dot += base[i * row + d] * base[j * row + hd + d];
+            dpv += go[i * hd + d] * base[j * row + 2 * hd + d];
+          }
+          scores[i * n + j] = dot;
+          dp[i * n + j] = dpv;
+        }
+      const float *keep = mask ? mask + b * n : NULL;
+      ref_softmax(scores, n, n, scale, keep, n, p);
+      ref_softmax_backward(dp, p, n, n, scale, keep, n, dx);
+      for (size_t t = 0; t < n; t++)
+        for (size_t d = 0; d < dim_head; d++) {
+          double gq = 0.0, gk = 0.0, gv = 0.0;
+          for (size_t u = 0; u < n; u++) {
+            gq += dx[t * n + u] * base[u * row + hd + d];
+            gk += dx[u * n + t] * base[u * row + d];
+            gv += p[u * n + t] * go[u * hd + d];
+          }
+          gbase[t * row + d] = gq;
+          gbase[t * row + hd + d] = gk;
+          gbase[t * row + 2 * hd + d] = gv;
+        }
+    }
+  free(scores);
+  free(p);
+  free(dp);
+  free(dx);
+}
+
 /* y = x·(W + λ·W_aux)ᵀ + b on double rows. */
 static void dense(const double *x, size_t rows, size_t in, size_t out, const float *w,
                   const float *aux, double scale, const float *b, double *y)

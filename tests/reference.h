@@ -58,6 +58,11 @@ void ref_softmax_backward(const double *dy, const double *y, size_t rows, size_t
 void ref_attention(const double *qkv, size_t batch, size_t tokens, size_t heads,
                    size_t dim_head, const float *mask, double *out);
 
+/* ref_attention's backward: dqkv [B][N][3][H][D] (dQ, dK, dV) from the
+ * upstream dout [B][N][H][D], P recomputed; mask as there. */
+void ref_attention_backward(const double *qkv, const double *dout, size_t batch, size_t tokens,
+                            size_t heads, size_t dim_head, const float *mask, double *dqkv);
+
 /* One M2PT block's parameters in PyTorch layout (aux weights and scales may
  * be NULL/0 for a plain block; qkv_b may be NULL). */
 typedef struct ref_block_params {
