@@ -389,3 +389,117 @@ void ref_pool(const float *x, size_t batch, size_t tokens, size_t dim, const flo
     }
   }
 }
+
+/* dtable[key[r]] += src[r] over rows, table [table_rows][dim]. */
+static void scatter(const int *keys, size_t rows, size_t dim, const double *src,
+                    size_t table_rows, double *table)
+{
+  memset(table, 0, table_rows * dim * sizeof *table);
+  for (size_t r = 0; r < rows; r++)
+    for (size_t d = 0; d < dim; d++)
+      table[(size_t)keys[r] * dim + d] += src[r * dim + d];
+}
+
+void ref_bert_gather_backward(const int *ids, const int *types, size_t batch, size_t tokens,
+                              size_t dim, const double *dsum, size_t vocab, size_t npos,
+                              size_t ntypes, double *dword, double *dpos, double *dtype)
+{
+  const size_t rows = batch * tokens;
+  int *keys = calloc(rows, sizeof *keys);
+  if (dword)
+    scatter(ids, rows, dim, dsum, vocab, dword);
+  for (size_t r = 0; r < rows; r++)
+    keys[r] = (int)(r % tokens);
+  if (dpos)
+    scatter(keys, rows, dim, dsum, npos, dpos);
+  for (size_t r = 0; r < rows; r++)
+    keys[r] = types ? types[r] : 0;
+  if (dtype)
+    scatter(keys, rows, dim, dsum, ntypes, dtype);
+  free(keys);
+}
+
+void ref_patch_embed_backward(const float *pixels, size_t batch, size_t channels, size_t height,
+                              size_t width, size_t p, size_t dim, const float *weight,
+                              int has_cls, const double *dy, double *dpixels, double *dweight,
+                              double *dbias, double *dcls, double *dpos)
+{
+  const size_t gw = width / p, grid = (height / p) * gw, pre = has_cls ? 1 : 0, n = pre + grid;
+  const size_t kdim = channels * p * p;
+  if (dpixels)
+    memset(dpixels, 0, batch * channels * height * width * sizeof *dpixels);
+  if (dweight)
+    memset(dweight, 0, dim * kdim * sizeof *dweight);
+  if (dbias)
+    memset(dbias, 0, dim * sizeof *dbias);
+  if (dcls)
+    memset(dcls, 0, dim * sizeof *dcls);
+  if (dpos)
+    memset(dpos, 0, n * dim * sizeof *dpos);
+  for (size_t b = 0; b < batch; b++)
+    for (size_t t = 0; t < n; t++)
+      for (size_t d = 0; d < dim; d++) {
+        const double g = dy[(b * n + t) * dim + d];
+        if (dpos)
+          dpos[t * dim + d] += g;
+        if (t < pre) {
+          if (dcls)
+            dcls[d] += g;
+          continue;
+        }
+        if (dbias)
+          dbias[d] += g;
+        const size_t q = t - pre, gy = q / gw, gx = q % gw;
+        for (size_t c = 0; c < channels; c++)
+          for (size_t py = 0; py < p; py++)
+            for (size_t px = 0; px < p; px++) {
+              const size_t wi = ((d * channels + c) * p + py) * p + px;
+              const size_t pi = ((b * channels + c) * height + gy * p + py) * width + gx * p + px;
+              if (dweight)
+                dweight[wi] += g * pixels[pi];
+              if (dpixels)
+                dpixels[pi] += g * weight[wi];
+            }
+      }
+}
+
+void ref_pool_backward(const double *x, size_t batch, size_t tokens, size_t dim,
+                       const float *mask, int token, size_t first, int normalize,
+                       const double *dy, double *dx)
+{
+  double *u = calloc(dim, sizeof *u), *g = calloc(dim, sizeof *g);
+  for (size_t b = 0; b < batch; b++) {
+    double count = 0.0;
+    for (size_t n = first; n < tokens; n++)
+      count += mask ? mask[b * tokens + n] : 1.0;
+    const double div = count > 1e-9 ? count : 1e-9;
+    double ss = 0.0, dot = 0.0;
+    for (size_t d = 0; d < dim; d++) {
+      u[d] = 0.0;
+      if (token)
+        u[d] = x[(b * tokens + first) * dim + d];
+      else
+        for (size_t n = first; n < tokens; n++)
+          u[d] += (mask ? mask[b * tokens + n] : 1.0) * x[(b * tokens + n) * dim + d] / div;
+      ss += u[d] * u[d];
+      dot += u[d] * dy[b * dim + d];
+    }
+    const double norm = sqrt(ss);
+    for (size_t d = 0; d < dim; d++) {
+      g[d] = dy[b * dim + d];
+      if (normalize)
+        g[d] = norm > 1e-12 ? (g[d] - u[d] * dot / ss) / norm : g[d] / 1e-12;
+    }
+    for (size_t n = 0; n < tokens; n++)
+      for (size_t d = 0; d < dim; d++) {
+        double v = 0.0;
+        if (token)
+          v = n == first ? g[d] : 0.0;
+        else if (n >= first)
+          v = (mask ? mask[b * tokens + n] : 1.0) * g[d] / div;
+        dx[(b * tokens + n) * dim + d] = v;
+      }
+  }
+  free(u);
+  free(g);
+}

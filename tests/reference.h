@@ -81,7 +81,25 @@ typedef struct ref_block_params {
 void ref_block(const ref_block_params *p, const float *x, size_t batch, size_t tokens,
                const float *mask, double *y);
 
-#endif
+/* The gather's backward: dsum [B][N][D] scattered by id into dword
+ * [vocab][D], by position into dpos [npos][D], by type (0 when types is
+ * NULL) into dtype [ntypes][D]; each output may be NULL. */
+void ref_bert_gather_backward(const int *ids, const int *types, size_t batch, size_t tokens,
+                              size_t dim, const double *dsum, size_t vocab, size_t npos,
+                              size_t ntypes, double *dword, double *dpos, double *dtype);
+
+/* ref_patch_embed's backward from dy [B][T][D]: dpixels, dweight, dbias,
+ * dcls (has_cls only), dpos [T][D]; each output may be NULL. */
+void ref_patch_embed_backward(const float *pixels, size_t batch, size_t channels, size_t height,
+                              size_t width, size_t p, size_t dim, const float *weight,
+                              int has_cls, const double *dy, double *dpixels, double *dweight,
+                              double *dbias, double *dcls, double *dpos);
+
+/* ref_pool's backward (x in double) from dy [B][D] into dx [B][N][D],
+ * through the L2 normalization's Jacobian when `normalize`. */
+void ref_pool_backward(const double *x, size_t batch, size_t tokens, size_t dim,
+                       const float *mask, int token, size_t first, int normalize,
+                       const double *dy, double *dx);
 
 /* BERT embeddings before their LayerNorm: word[ids] + pos[n] (+ type[types]),
  * ids/types [B][N] int32 (types may be NULL), y [B][N][D]. */
@@ -100,3 +118,5 @@ void ref_patch_embed(const float *pixels, size_t batch, size_t channels, size_t 
  * normalized (÷ max(‖·‖, 1e-12)): y [B][D]. */
 void ref_pool(const float *x, size_t batch, size_t tokens, size_t dim, const float *mask,
               int token, size_t first, int normalize, double *y);
+
+#endif

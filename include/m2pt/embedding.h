@@ -77,6 +77,55 @@ typedef enum m2pt_pool_kind {
 M2PT_API m2pt_status m2pt_pool(m2pt_context *ctx, const m2pt_tensor *x, const m2pt_tensor *mask,
                                m2pt_pool_kind kind, size_t first, int normalize, m2pt_tensor *y);
 
+/* ---- Backward passes (issue 12): each computes only the gradients asked
+ * for (a NULL output costs nothing) and overwrites them; every sum has a
+ * fixed order (no atomics), so two runs give the same bits. ---- */
+
+/* The backward of m2pt_bert_embeddings' gather, from dsum = ∂L/∂(word[ids]
+ * + position[n] + token_type[types]), the LayerNorm's input (its gradient
+ * comes from m2pt_layer_norm_backward): dword[v] = Σ dsum[b][n] over the
+ * [b][n] with ids[b][n] = v, dposition[n] = Σ_b dsum[b][n], dtoken_type[t]
+ * likewise over types (all type 0 when types is NULL, as in the forward).
+ * Rows that no id names get 0. The scatter-add runs without atomics: the
+ * host sorts the rows by id and one work-item sums each table element in
+ * ascending [b][n]. ids, types as in the forward, dsum [B][N][D]; dword
+ * [V][D], dposition [P][D] with P ≥ N, dtoken_type [T][D], each NULL when
+ * frozen. ids are range-checked against dword (when given), types against
+ * dtoken_type (when given).
+ * Errors: as m2pt_bert_embeddings. */
+M2PT_API m2pt_status m2pt_bert_embeddings_backward(m2pt_context *ctx, const m2pt_host_matrix *ids,
+                                                   const m2pt_host_matrix *types,
+                                                   const m2pt_tensor *dsum, m2pt_tensor *dword,
+                                                   m2pt_tensor *dposition,
+                                                   m2pt_tensor *dtoken_type);
+
+/* The backward of m2pt_patch_embed from dy [B][T][D] (has_cls: whether the
+ * forward prepended a class token): dweight = dYᵀ·im2col(pixels) over the
+ * patch rows of dy (one GEMM; [D][C][P][P]), dbias = Σ of those rows [D],
+ * dcls = Σ_b dy[b][0] [D elements] (has_cls only), dpos = Σ_b dy[b] [T·D
+ * elements], dpixels = col2im(dY·W) [B][C][H][W] (stride = kernel, so a
+ * plain scatter). pixels is needed for dweight, weight for dpixels; both
+ * give the shapes. Any output may be NULL. Scratch: the workspace's patch
+ * slots. Errors: as m2pt_patch_embed; M2PT_ERR_INVALID_ARGUMENT for dcls
+ * without has_cls. */
+M2PT_API m2pt_status m2pt_patch_embed_backward(m2pt_context *ctx, const m2pt_tensor *pixels,
+                                               const m2pt_tensor *weight, int has_cls,
+                                               const m2pt_tensor *dy, m2pt_tensor *dpixels,
+                                               m2pt_tensor *dweight, m2pt_tensor *dbias,
+                                               m2pt_tensor *dcls, m2pt_tensor *dpos);
+
+/* The backward of m2pt_pool(x, mask, kind, first, normalize) from dy
+ * [B][D] into dx [B][N][D] (not dy): TOKEN gives dx[b][first] = dy[b] and
+ * zeros elsewhere; MEAN gives dx[b][n] = mask[b][n]·dy[b]/max(Σ mask, 1e-9)
+ * for n ≥ first and 0 before first (an all-padding row: zeros). With
+ * `normalize` dy first goes through the L2 normalization's Jacobian,
+ * (dy − y·(y·dy))/‖u‖ for the pooled u (recomputed from x; x is read only
+ * then). Errors: as m2pt_pool. */
+M2PT_API m2pt_status m2pt_pool_backward(m2pt_context *ctx, const m2pt_tensor *x,
+                                        const m2pt_tensor *mask, m2pt_pool_kind kind,
+                                        size_t first, int normalize, const m2pt_tensor *dy,
+                                        m2pt_tensor *dx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,7 +19,8 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_SCORES,   /* attention scores of the GEMM path [heads][N][N] */
   M2PT_WS_BLAS,     /* CLBlast's GEMM temporary buffer */
   M2PT_WS_STACK,    /* a model's activations between blocks [rows][dim] */
-  M2PT_WS_IDS,      /* token ids and types uploaded from the host [2][rows] (int) */
+  M2PT_WS_IDS,      /* token ids and types from the host [2][rows], or the embeddings
+                     * backward's rows-by-id index (int) */
   M2PT_WS_PATCHES,  /* im2col of the patch embedding [B·G][C·P·P] */
   M2PT_WS_PATCH_OUT, /* the patch embedding's GEMM output [B·G][dim] */
   M2PT_WS_EMBED,    /* a whole model's embeddings [B][N][dim] */
@@ -29,7 +30,8 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_MASK,     /* an attention mask uploaded from the host [B][N] (float) */
   M2PT_WS_GRAD_G,   /* a linear's weight gradient dYᵀ·X [out][in] (linear backward) */
   M2PT_WS_GRAD_SUMS, /* the linear backward's partial sums and Σ_rows dY */
-  M2PT_WS_GRAD,     /* an op backward's own intermediate (GELU's dx when only db is asked) */
+  M2PT_WS_GRAD,     /* an op backward's own intermediate (GELU's dx when only db is
+                     * asked, the pooling's normalized gradient) */
   M2PT_WS_GRAD_SCORES, /* the attention backward's dP, then dS [heads][N][N] (GEMM path) */
   M2PT_WS_SLOTS
 } m2pt_workspace_slot;

@@ -146,6 +146,119 @@ m2pt_status m2pt_op_tanh(m2pt_context *ctx, cl_mem x, size_t n)
   return m2pt_run_kernel(ctx, &m2pt_cl_embedding, "", "m2pt_tanh", args, 2, 1, global, NULL);
 }
 
+m2pt_status m2pt_op_scatter_rows(m2pt_context *ctx, cl_mem src, cl_mem index, size_t offsets,
+                                 size_t list, size_t table_rows, size_t dim, cl_mem dtable)
+{
+  const cl_uint o = (cl_uint)offsets, l = (cl_uint)list, d = (cl_uint)dim,
+                v = (cl_uint)table_rows;
+  const m2pt_kernel_arg args[] = {M2PT_ARG(src), M2PT_ARG(index), M2PT_ARG(dtable),
+                                  M2PT_ARG(o),   M2PT_ARG(l),     M2PT_ARG(d),
+                                  M2PT_ARG(v)};
+  const size_t global[2] = {dim, table_rows};
+  return m2pt_run_kernel(ctx, &m2pt_cl_embedding, "", "m2pt_scatter_rows", args, 7, 2, global,
+                         NULL);
+}
+
+m2pt_status m2pt_op_batch_sum(m2pt_context *ctx, cl_mem dy, size_t first, size_t count,
+                              size_t batch, size_t tokens, size_t dim, cl_mem out)
+{
+  const cl_uint f = (cl_uint)first, c = (cl_uint)count, t = (cl_uint)tokens, d = (cl_uint)dim,
+                b = (cl_uint)batch;
+  const m2pt_kernel_arg args[] = {M2PT_ARG(dy), M2PT_ARG(out), M2PT_ARG(f), M2PT_ARG(c),
+                                  M2PT_ARG(t),  M2PT_ARG(d),   M2PT_ARG(b)};
+  const size_t global[2] = {dim, count};
+  return m2pt_run_kernel(ctx, &m2pt_cl_embedding, "", "m2pt_batch_sum", args, 7, 2, global,
+                         NULL);
+}
+
+m2pt_status m2pt_op_patch_embed_backward(m2pt_context *ctx, cl_mem pixels, cl_mem weight,
+                                         size_t prefix, cl_mem dy, const m2pt_patch_shape *s,
+                                         cl_mem dpixels, cl_mem dweight, cl_mem dbias,
+                                         cl_mem dcls, cl_mem dpos)
+{
+  const size_t gh = s->height / s->patch, gw = s->width / s->patch, grid = gh * gw;
+  const size_t kdim = s->channels * s->patch * s->patch, prows = s->batch * grid;
+  const size_t n = grid + prefix;
+  if (dcls)
+    M2PT_TRY(m2pt_op_batch_sum(ctx, dy, 0, 1, s->batch, n, s->dim, dcls));
+  if (dpos)
+    M2PT_TRY(m2pt_op_batch_sum(ctx, dy, 0, n, s->batch, n, s->dim, dpos));
+  if (!dweight && !dbias && !dpixels)
+    return M2PT_OK;
+  /* The patch rows of dy as the forward's GEMM output [B·G][D]: without a
+   * class token that is dy itself. */
+  cl_mem dpatch = dy;
+  const cl_uint c = (cl_uint)s->channels, h = (cl_uint)s->height, w = (cl_uint)s->width,
+                p = (cl_uint)s->patch, gwu = (cl_uint)gw, g = (cl_uint)grid, r = (cl_uint)prows,
+                d = (cl_uint)s->dim, pre = (cl_uint)prefix;
+  if (prefix) {
+    M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_PATCH_OUT, prows * s->dim * sizeof(float), &dpatch));
+    const m2pt_kernel_arg rows_args[] = {M2PT_ARG(dy), M2PT_ARG(dpatch), M2PT_ARG(pre),
+                                         M2PT_ARG(g),  M2PT_ARG(d),      M2PT_ARG(r)};
+    const size_t g0[2] = {s->dim, prows};
+    M2PT_TRY(m2pt_run_kernel(ctx, &m2pt_cl_embedding, "", "m2pt_patch_rows", rows_args, 6, 2,
+                             g0, NULL));
+  }
+  if (dbias)
+    M2PT_TRY(m2pt_op_column_sums(ctx, dpatch, NULL, NULL, NULL, prows, s->dim, dbias, NULL));
+  if (!dweight && !dpixels)
+    return M2PT_OK;
+  cl_mem patches;
+  M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_PATCHES, prows * kdim * sizeof(float), &patches));
+  const m2pt_kernel_arg geo[] = {M2PT_ARG(pixels), M2PT_ARG(patches), M2PT_ARG(c),
+                                 M2PT_ARG(h),      M2PT_ARG(w),       M2PT_ARG(p),
+                                 M2PT_ARG(gwu),    M2PT_ARG(g),       M2PT_ARG(r)};
+  const size_t g1[2] = {kdim, prows};
+  const m2pt_gemm_matrix mp = {patches, 0, kdim, 0}, md = {dpatch, 0, s->dim, 0};
+  if (dweight) {
+    M2PT_TRY(m2pt_run_kernel(ctx, &m2pt_cl_embedding, "", "m2pt_im2col", geo, 9, 2, g1, NULL));
+    /* dW [D][C·P·P] = dPatchᵀ · patches. */
+    const m2pt_gemm_matrix mw = {dweight, 0, kdim, 0};
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_TRANS, M2PT_NO_TRANS, s->dim, kdim, prows, 1.0f, &md, &mp,
+                             0.0f, &mw, 1));
+  }
+  if (!dpixels)
+    return M2PT_OK;
+  /* dPatches = dPatch · W, then back to image layout; the queue is in order,
+   * so the im2col above is consumed before this overwrites the slot. */
+  const m2pt_gemm_matrix mw = {weight, 0, kdim, 0};
+  M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, prows, kdim, s->dim, 1.0f, &md, &mw,
+                           0.0f, &mp, 1));
+  const m2pt_kernel_arg col[] = {M2PT_ARG(patches), M2PT_ARG(dpixels), M2PT_ARG(c),
+                                 M2PT_ARG(h),       M2PT_ARG(w),       M2PT_ARG(p),
+                                 M2PT_ARG(gwu),     M2PT_ARG(g),       M2PT_ARG(r)};
+  return m2pt_run_kernel(ctx, &m2pt_cl_embedding, "", "m2pt_col2im", col, 9, 2, g1, NULL);
+}
+
+m2pt_status m2pt_op_pool_backward(m2pt_context *ctx, cl_mem x, cl_mem mask, int token,
+                                  size_t batch, size_t tokens, size_t dim, size_t first,
+                                  int normalize, cl_mem dy, cl_mem dx)
+{
+  cl_mem g = dy;
+  if (normalize) {
+    /* The Jacobian needs the pooled rows before normalization: recomputed
+     * (B·D, cheap) rather than saved by the forward. */
+    cl_mem u;
+    M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_POOL, batch * dim * sizeof(float), &u));
+    M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_GRAD, batch * dim * sizeof(float), &g));
+    M2PT_TRY(m2pt_op_pool(ctx, x, mask, token, batch, tokens, dim, first, 0, u));
+    const cl_uint d = (cl_uint)dim, r = (cl_uint)batch;
+    const m2pt_kernel_arg args[] = {M2PT_ARG(u), M2PT_ARG(dy), M2PT_ARG(g), M2PT_ARG(d),
+                                    M2PT_ARG(r)};
+    const size_t global[1] = {batch};
+    M2PT_TRY(m2pt_run_kernel(ctx, &m2pt_cl_embedding, "", "m2pt_l2_normalize_backward", args, 5,
+                             1, global, NULL));
+  }
+  char options[40];
+  snprintf(options, sizeof options, "-DTOKEN=%d -DHAS_MASK=%d", token != 0, mask != NULL);
+  const cl_uint t = (cl_uint)tokens, d = (cl_uint)dim, b = (cl_uint)batch, f = (cl_uint)first;
+  const m2pt_kernel_arg args[] = {M2PT_ARG(g), M2PT_ARG(mask), M2PT_ARG(dx), M2PT_ARG(t),
+                                  M2PT_ARG(d), M2PT_ARG(b),    M2PT_ARG(f)};
+  const size_t global[2] = {dim, batch * tokens};
+  return m2pt_run_kernel(ctx, &m2pt_cl_embedding, options, "m2pt_pool_backward", args, 7, 2,
+                         global, NULL);
+}
+
 /* ---- public wrappers ---- */
 
 static m2pt_status check_dims(const m2pt_context *ctx, const m2pt_tensor *t, size_t ndim,
@@ -299,4 +412,196 @@ m2pt_status m2pt_pool(m2pt_context *ctx, const m2pt_tensor *x, const m2pt_tensor
   M2PT_TRY(check_dims(ctx, y, 2, ys, fn, "y"));
   return m2pt_op_pool(ctx, x->buffer, mask ? mask->buffer : NULL, kind == M2PT_POOL_TOKEN, b, n,
                       d, first, normalize, y->buffer);
+}
+
+/* Appends to `index` the rows-by-key index of keys[0 … rows) over
+ * table_rows keys: offsets [table_rows + 1], then the row numbers grouped by
+ * key, ascending within each (a stable counting sort). */
+static void build_index(const int32_t *keys, size_t rows, size_t table_rows, int32_t *index)
+{
+  int32_t *offsets = index, *list = index + table_rows + 1;
+  memset(offsets, 0, (table_rows + 1) * sizeof *offsets);
+  for (size_t r = 0; r < rows; r++)
+    offsets[keys[r] + 1]++;
+  for (size_t v = 0; v < table_rows; v++)
+    offsets[v + 1] += offsets[v];
+  for (size_t r = 0; r < rows; r++) {
+    /* offsets[k] is key k's next free place; after the fill it is key k's
+     * end, so shifting by one gives the starts with no second array. */
+    list[offsets[keys[r]]++] = (int32_t)r;
+  }
+  for (size_t v = table_rows; v > 0; v--)
+    offsets[v] = offsets[v - 1];
+  offsets[0] = 0;
+}
+
+m2pt_status m2pt_bert_embeddings_backward(m2pt_context *ctx, const m2pt_host_matrix *ids,
+                                          const m2pt_host_matrix *types, const m2pt_tensor *dsum,
+                                          m2pt_tensor *dword, m2pt_tensor *dposition,
+                                          m2pt_tensor *dtoken_type)
+{
+  static const char fn[] = "m2pt_bert_embeddings_backward";
+  M2PT_REQUIRE(NULL, ctx != NULL, "%s: ctx is NULL", fn);
+  M2PT_REQUIRE(ctx, ids != NULL, "%s: ids is NULL", fn);
+  M2PT_TRY(m2pt_check_tensor(ctx, dsum, "m2pt_bert_embeddings_backward: dsum"));
+  M2PT_REQUIRE(ctx, ids->rows > 0 && ids->cols > 0 && ids->rows * ids->cols <= INT32_MAX,
+               "%s: ids are [%zu][%zu]", fn, ids->rows, ids->cols);
+  char sd[96];
+  if (dsum->ndim != 3 || dsum->shape[0] != ids->rows || dsum->shape[1] != ids->cols)
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: dsum %s must be [%zu][%zu][D] as ids", fn,
+                     m2pt_shape_string(dsum, sd, sizeof sd), ids->rows, ids->cols);
+  const size_t b = ids->rows, n = ids->cols, dim = dsum->shape[2], rows = b * n;
+  M2PT_REQUIRE(ctx, dim <= UINT32_MAX, "%s: too large", fn);
+  m2pt_tensor *out[3] = {dword, dposition, dtoken_type};
+  static const char *const names[3] = {"dword", "dposition", "dtoken_type"};
+  for (int i = 0; i < 3; i++) {
+    if (!out[i])
+      continue;
+    char msg[64];
+    snprintf(msg, sizeof msg, "%s: %s", fn, names[i]);
+    M2PT_TRY(m2pt_check_tensor(ctx, out[i], msg));
+    if (out[i]->ndim != 2 || out[i]->shape[1] != dim || out[i]->shape[0] > INT32_MAX - 1 ||
+        (i == 1 && out[i]->shape[0] < n))
+      return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: %s %s must be [rows][%zu]%s", fn, names[i],
+                       m2pt_shape_string(out[i], sd, sizeof sd), dim,
+                       i == 1 ? " with rows >= the tokens" : "");
+    M2PT_REQUIRE(ctx, out[i]->buffer != dsum->buffer, "%s: %s must not be dsum", fn, names[i]);
+  }
+  if (types && dtoken_type && (types->rows != b || types->cols != n))
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: token types are [%zu][%zu], ids [%zu][%zu]", fn,
+                     types->rows, types->cols, b, n);
+  /* keys: ids, positions, types; then one index per asked table. */
+  size_t total = 0;
+  for (int i = 0; i < 3; i++)
+    if (out[i])
+      total += out[i]->shape[0] + 1 + rows;
+  if (total == 0)
+    return M2PT_OK;
+  M2PT_REQUIRE(ctx, total <= INT32_MAX, "%s: tables too large", fn);
+  int32_t *keys = calloc(3 * rows, sizeof *keys), *index = malloc(total * sizeof *index);
+  m2pt_status s = M2PT_OK;
+  if (!keys || !index)
+    s = m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+  if (s == M2PT_OK && dword)
+    s = m2pt_host_ids_check(ctx, ids, dword->shape[0], fn, "ids", "dword's rows", keys);
+  if (s == M2PT_OK && dtoken_type && types)
+    s = m2pt_host_ids_check(ctx, types, dtoken_type->shape[0], fn, "token_types",
+                            "dtoken_type's rows", keys + 2 * rows);
+  size_t at[3] = {0};
+  if (s == M2PT_OK) {
+    for (size_t r = 0; r < rows; r++)
+      keys[rows + r] = (int32_t)(r % n);
+    size_t used = 0;
+    for (int i = 0; i < 3; i++)
+      if (out[i]) {
+        at[i] = used;
+        build_index(keys + (size_t)i * rows, rows, out[i]->shape[0], index + used);
+        used += out[i]->shape[0] + 1 + rows;
+      }
+  }
+  cl_mem buf = NULL;
+  if (s == M2PT_OK)
+    s = m2pt_workspace_get(ctx, M2PT_WS_IDS, total * sizeof *index, &buf);
+  if (s == M2PT_OK) {
+    const cl_int err = clEnqueueWriteBuffer(ctx->queue, buf, CL_TRUE, 0, total * sizeof *index,
+                                            index, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+      s = m2pt_fail_cl(ctx, err, "m2pt_bert_embeddings_backward: uploading the index");
+  }
+  free(keys);
+  free(index);
+  M2PT_TRY(s);
+  for (int i = 0; i < 3; i++)
+    if (out[i])
+      M2PT_TRY(m2pt_op_scatter_rows(ctx, dsum->buffer, buf, at[i], at[i] + out[i]->shape[0] + 1,
+                                    out[i]->shape[0], dim, out[i]->buffer));
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_patch_embed_backward(m2pt_context *ctx, const m2pt_tensor *pixels,
+                                      const m2pt_tensor *weight, int has_cls,
+                                      const m2pt_tensor *dy, m2pt_tensor *dpixels,
+                                      m2pt_tensor *dweight, m2pt_tensor *dbias, m2pt_tensor *dcls,
+                                      m2pt_tensor *dpos)
+{
+  static const char fn[] = "m2pt_patch_embed_backward";
+  M2PT_REQUIRE(NULL, ctx != NULL, "%s: ctx is NULL", fn);
+  M2PT_TRY(m2pt_check_tensor(ctx, pixels, "m2pt_patch_embed_backward: pixels"));
+  M2PT_TRY(m2pt_check_tensor(ctx, weight, "m2pt_patch_embed_backward: weight"));
+  M2PT_TRY(m2pt_check_tensor(ctx, dy, "m2pt_patch_embed_backward: dy"));
+  M2PT_REQUIRE(ctx, has_cls || !dcls, "%s: dcls without a class token (has_cls 0)", fn);
+  char sp[96], sw[96];
+  if (weight->ndim != 4 || weight->shape[2] != weight->shape[3])
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: weight %s must be [D][C][P][P]", fn,
+                     m2pt_shape_string(weight, sw, sizeof sw));
+  const size_t dim = weight->shape[0], c = weight->shape[1], p = weight->shape[2];
+  if (pixels->ndim != 4 || pixels->shape[1] != c || pixels->shape[2] % p != 0 ||
+      pixels->shape[3] % p != 0)
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE,
+                     "%s: pixels %s must be [B][%zu][H][W] with H and W multiples of the "
+                     "patch size %zu",
+                     fn, m2pt_shape_string(pixels, sp, sizeof sp), c, p);
+  const m2pt_patch_shape s = {pixels->shape[0], c, pixels->shape[2], pixels->shape[3], p, dim};
+  const size_t prefix = has_cls != 0, n = (s.height / p) * (s.width / p) + prefix;
+  const size_t yshape[3] = {s.batch, n, dim};
+  M2PT_TRY(check_dims(ctx, dy, 3, yshape, fn, "dy"));
+  M2PT_REQUIRE(ctx, s.batch * n <= UINT32_MAX && c * p * p <= UINT32_MAX, "%s: too large", fn);
+  m2pt_tensor *out[5] = {dpixels, dweight, dbias, dcls, dpos};
+  static const char *const names[5] = {"dpixels", "dweight", "dbias", "dcls", "dpos"};
+  for (int i = 0; i < 5; i++) {
+    if (!out[i])
+      continue;
+    char msg[64];
+    snprintf(msg, sizeof msg, "%s: %s", fn, names[i]);
+    M2PT_TRY(m2pt_check_tensor(ctx, out[i], msg));
+    M2PT_REQUIRE(ctx, out[i]->buffer != dy->buffer, "%s: %s must not be dy", fn, names[i]);
+  }
+  if (dpixels)
+    M2PT_TRY(check_dims(ctx, dpixels, 4, pixels->shape, fn, "dpixels"));
+  if (dweight)
+    M2PT_TRY(check_dims(ctx, dweight, 4, weight->shape, fn, "dweight"));
+  if (dbias)
+    M2PT_TRY(m2pt_check_vector(ctx, dbias, dim, fn, "dbias"));
+  if (dcls)
+    M2PT_TRY(m2pt_check_vector(ctx, dcls, dim, fn, "dcls"));
+  if (dpos)
+    M2PT_TRY(m2pt_check_vector(ctx, dpos, n * dim, fn, "dpos (tokens × dim)"));
+  return m2pt_op_patch_embed_backward(
+      ctx, pixels->buffer, weight->buffer, prefix, dy->buffer, &s, dpixels ? dpixels->buffer : NULL,
+      dweight ? dweight->buffer : NULL, dbias ? dbias->buffer : NULL,
+      dcls ? dcls->buffer : NULL, dpos ? dpos->buffer : NULL);
+}
+
+m2pt_status m2pt_pool_backward(m2pt_context *ctx, const m2pt_tensor *x, const m2pt_tensor *mask,
+                               m2pt_pool_kind kind, size_t first, int normalize,
+                               const m2pt_tensor *dy, m2pt_tensor *dx)
+{
+  static const char fn[] = "m2pt_pool_backward";
+  M2PT_REQUIRE(NULL, ctx != NULL, "%s: ctx is NULL", fn);
+  M2PT_TRY(m2pt_check_tensor(ctx, x, "m2pt_pool_backward: x"));
+  M2PT_TRY(m2pt_check_tensor(ctx, dy, "m2pt_pool_backward: dy"));
+  M2PT_TRY(m2pt_check_tensor(ctx, dx, "m2pt_pool_backward: dx"));
+  M2PT_REQUIRE(ctx, kind == M2PT_POOL_TOKEN || kind == M2PT_POOL_MEAN,
+               "%s: kind %d is not M2PT_POOL_TOKEN or M2PT_POOL_MEAN", fn, (int)kind);
+  char sx[96];
+  if (x->ndim != 3)
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: x %s must be [B][N][D]", fn,
+                     m2pt_shape_string(x, sx, sizeof sx));
+  const size_t b = x->shape[0], n = x->shape[1], d = x->shape[2];
+  M2PT_REQUIRE(ctx, first < n, "%s: first token %zu of %zu", fn, first, n);
+  M2PT_REQUIRE(ctx, n <= UINT32_MAX && d <= UINT32_MAX && b * n <= UINT32_MAX, "%s: too large",
+               fn);
+  if (mask) {
+    M2PT_TRY(m2pt_check_tensor(ctx, mask, "m2pt_pool_backward: mask"));
+    const size_t ms[2] = {b, n};
+    M2PT_TRY(check_dims(ctx, mask, 2, ms, fn, "mask"));
+  }
+  const size_t ys[2] = {b, d};
+  M2PT_TRY(check_dims(ctx, dy, 2, ys, fn, "dy"));
+  M2PT_TRY(check_dims(ctx, dx, 3, x->shape, fn, "dx"));
+  M2PT_REQUIRE(ctx, dx->buffer != dy->buffer && dx->buffer != (mask ? mask->buffer : NULL),
+               "%s: dx must not be dy or mask", fn);
+  return m2pt_op_pool_backward(ctx, x->buffer, mask ? mask->buffer : NULL,
+                               kind == M2PT_POOL_TOKEN, b, n, d, first, normalize, dy->buffer,
+                               dx->buffer);
 }

@@ -50,4 +50,29 @@ m2pt_status m2pt_op_l2_normalize(m2pt_context *ctx, cl_mem x, size_t rows, size_
 /* x = tanh(x) over n elements. */
 m2pt_status m2pt_op_tanh(m2pt_context *ctx, cl_mem x, size_t n);
 
+/* ---- backward ---- */
+
+/* dtable [table_rows][dim] = Σ src rows by key, from a host-built index in
+ * an int buffer: offsets [table_rows + 1] at element `offsets`, the source
+ * row numbers grouped by key (ascending within a key) at element `list`. */
+m2pt_status m2pt_op_scatter_rows(m2pt_context *ctx, cl_mem src, cl_mem index, size_t offsets,
+                                 size_t list, size_t table_rows, size_t dim, cl_mem dtable);
+
+/* out[t][d] = Σ_b dy[b][first + t][d] for t < count; dy [batch][tokens][dim]. */
+m2pt_status m2pt_op_batch_sum(m2pt_context *ctx, cl_mem dy, size_t first, size_t count,
+                              size_t batch, size_t tokens, size_t dim, cl_mem out);
+
+/* The patch embedding's backward (m2pt_patch_embed_backward), outputs NULL
+ * when not wanted; prefix is 1 with a class token. */
+m2pt_status m2pt_op_patch_embed_backward(m2pt_context *ctx, cl_mem pixels, cl_mem weight,
+                                         size_t prefix, cl_mem dy, const m2pt_patch_shape *s,
+                                         cl_mem dpixels, cl_mem dweight, cl_mem dbias,
+                                         cl_mem dcls, cl_mem dpos);
+
+/* The pooling's backward (m2pt_pool_backward) into dx [batch][tokens][dim];
+ * x is read only when normalizing. */
+m2pt_status m2pt_op_pool_backward(m2pt_context *ctx, cl_mem x, cl_mem mask, int token,
+                                  size_t batch, size_t tokens, size_t dim, size_t first,
+                                  int normalize, cl_mem dy, cl_mem dx);
+
 #endif
