@@ -18,6 +18,7 @@
 #include "io.h"
 #include "embedding.h"
 #include "model.h"
+#include "loss.h"
 
 #ifdef __cplusplus
 extern "C" {
