@@ -19,6 +19,7 @@
 #include "embedding.h"
 #include "model.h"
 #include "loss.h"
+#include "dropout.h"
 
 #ifdef __cplusplus
 extern "C" {
