@@ -2,9 +2,10 @@
  * mean squared error, each fused with its gradient. Like the other ops they
  * are asynchronous on the context's queue and validate every argument
  * first: a rejected call changes no tensor. The loss is written to a
- * 1-element device tensor, not returned as a host float, so that a training
- * step never waits for the device; read it with m2pt_tensor_read when it is
- * wanted. Every sum has a fixed order (a tree per row, then a tree over the
+ * 1-element device tensor, not returned as a host float, so that reading it
+ * is the caller's choice (m2pt_tensor_read) rather than a wait in every
+ * step. m2pt_cross_entropy's label upload is a blocking write, as
+ * m2pt_bert_embeddings' ids are: it returns once the queue has reached it. Every sum has a fixed order (a tree per row, then a tree over the
  * rows; no atomics), so two calls give the same bits. */
 #ifndef M2PT_LOSS_H
 #define M2PT_LOSS_H
