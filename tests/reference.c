@@ -194,6 +194,39 @@ void ref_softmax_backward(const double *dy, const double *y, size_t rows, size_t
   }
 }
 
+double ref_cross_entropy(const double *logits, const int64_t *labels, size_t batch,
+                         size_t classes, double eps, double *dlogits)
+{
+  double total = 0.0;
+  for (size_t b = 0; b < batch; b++) {
+    const double *x = logits + b * classes;
+    double m = -INFINITY, s = 0.0;
+    for (size_t c = 0; c < classes; c++)
+      m = fmax(m, x[c]);
+    for (size_t c = 0; c < classes; c++)
+      s += exp(x[c] - m);
+    const double lse = m + log(s);
+    for (size_t c = 0; c < classes; c++) {
+      const double t = (c == (size_t)labels[b] ? 1.0 - eps : 0.0) + eps / (double)classes;
+      total += t * (lse - x[c]);
+      if (dlogits)
+        dlogits[b * classes + c] = (exp(x[c] - lse) - t) / (double)batch;
+    }
+  }
+  return total / (double)batch;
+}
+
+double ref_mse(const double *y, const double *t, size_t n, double *dy)
+{
+  double total = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    total += (y[i] - t[i]) * (y[i] - t[i]);
+    if (dy)
+      dy[i] = 2.0 * (y[i] - t[i]) / (double)n;
+  }
+  return total / (double)n;
+}
+
 void ref_attention(const double *qkv, size_t batch, size_t tokens, size_t heads,
                    size_t dim_head, const float *mask, double *out)
 {

@@ -3,6 +3,7 @@
 #define M2PT_TESTS_REFERENCE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* C = alpha·op(A)·op(B) + beta·C, row-major, op(X) = Xᵀ when trans_x. */
 void ref_gemm(int trans_a, int trans_b, size_t m, size_t n, size_t k, double alpha,
@@ -53,6 +54,16 @@ void ref_softmax(const double *x, size_t rows, size_t cols, double scale, const 
  * 0 at masked keys (mask as ref_softmax). */
 void ref_softmax_backward(const double *dy, const double *y, size_t rows, size_t cols,
                           double scale, const float *mask, size_t rows_per_group, double *dx);
+
+/* Softmax cross-entropy of logits [B][C] against labels [B] with label
+ * smoothing eps (PyTorch's target (1 − eps)·onehot + eps/C), mean over the
+ * batch; dlogits ([B][C], NULL: not computed) = (softmax − target)/B.
+ * Returns the loss. */
+double ref_cross_entropy(const double *logits, const int64_t *labels, size_t batch,
+                         size_t classes, double eps, double *dlogits);
+
+/* mean((y − t)²) over n elements; dy (NULL: not computed) = 2·(y − t)/n. */
+double ref_mse(const double *y, const double *t, size_t n, double *dy);
 
 /* Attention on qkv [B][N][3][H][D] → out [B][N][H][D]; mask NULL or [B][N]. */
 void ref_attention(const double *qkv, size_t batch, size_t tokens, size_t heads,

@@ -18,6 +18,8 @@
 #include "io.h"
 #include "embedding.h"
 #include "model.h"
+#include "loss.h"
+#include "dropout.h"
 
 #ifdef __cplusplus
 extern "C" {
