@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails when a layer of lib/ includes one above it (README "Design": common
-# <- core <- gemm <- ops <- nn, io <- common, and nn also reads io), or when
+# <- core <- gemm <- ops <- nn <- train, io <- common, and nn also reads io), or when
 # common or io include OpenCL; their build without OpenCL (lib/meson.build)
 # checks that part too, this catches a header that compiles anyway.
 #   tools/check-layers.sh [LIB_DIR]   (default: the lib/ beside this script)

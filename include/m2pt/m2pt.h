@@ -20,6 +20,7 @@
 #include "model.h"
 #include "loss.h"
 #include "dropout.h"
+#include "optim.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,0 +1,165 @@
+/* Optimizers, learning-rate schedules and MAE's parameter groups for
+ * fine-tuning (issue 13). An optimizer updates device tensors in place from
+ * their gradients, one fused kernel per tensor, with exactly the update of
+ * PyTorch's torch.optim.SGD or torch.optim.AdamW (the single-tensor
+ * implementation, PyTorch's default on the CPU); parameters sit in groups,
+ * each with its own learning rate and weight decay, as PyTorch's
+ * param_groups. The schedule and group helpers are pure host functions with
+ * MAE's formulas (github.com/facebookresearch/mae, util/lr_sched.py and
+ * util/lr_decay.py), the recipe the M2PT paper fine-tunes with. */
+#ifndef M2PT_OPTIM_H
+#define M2PT_OPTIM_H
+
+#include <stddef.h>
+
+#include "tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum m2pt_optimizer_kind {
+  M2PT_OPTIMIZER_SGD = 0,
+  M2PT_OPTIMIZER_ADAMW = 1,
+} m2pt_optimizer_kind;
+
+/* Options of m2pt_optimizer_create. Start from m2pt_sgd_options_default() or
+ * m2pt_adamw_options_default() and change the fields you need (struct_size as
+ * in m2pt_model_options). The fields of the other kind are ignored. */
+typedef struct m2pt_optimizer_options {
+  size_t struct_size; /* sizeof(m2pt_optimizer_options), as compiled */
+  m2pt_optimizer_kind kind;
+  /* SGD: momentum ≥ 0 (0: none, no buffer kept); Nesterov needs momentum > 0.
+   * Dampening is always 0 (PyTorch's default), the only value the paper's
+   * recipe uses. */
+  float momentum;
+  int nesterov;
+  /* AdamW: β1, β2 in [0, 1), ε ≥ 0. */
+  float beta1, beta2, eps;
+} m2pt_optimizer_options;
+
+/* SGD without momentum (PyTorch's defaults). Inline: struct_size is the
+ * caller's sizeof. */
+static inline m2pt_optimizer_options m2pt_sgd_options_default(void)
+{
+  const m2pt_optimizer_options o = {sizeof(m2pt_optimizer_options), M2PT_OPTIMIZER_SGD, 0.0f, 0,
+                                    0.9f, 0.999f, 1e-8f};
+  return o;
+}
+
+/* AdamW with β = (0.9, 0.999), ε = 1e-8 (PyTorch's defaults). */
+static inline m2pt_optimizer_options m2pt_adamw_options_default(void)
+{
+  const m2pt_optimizer_options o = {sizeof(m2pt_optimizer_options), M2PT_OPTIMIZER_ADAMW, 0.0f,
+                                    0, 0.9f, 0.999f, 1e-8f};
+  return o;
+}
+
+typedef struct m2pt_optimizer m2pt_optimizer;
+
+/* Creates an optimizer with no groups on ctx.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, struct_size not set, an unknown
+ * kind, a value out of range), M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_optimizer_create(m2pt_context *ctx, const m2pt_optimizer_options *opts,
+                                           m2pt_optimizer **out);
+
+/* Frees the optimizer and its state (moments); never the parameters or
+ * gradients. Accepts NULL. */
+M2PT_API void m2pt_optimizer_destroy(m2pt_optimizer *opt);
+
+/* Appends a parameter group with learning rate lr ≥ 0 and weight decay
+ * wd ≥ 0 and writes its index (0, 1, … in order) to *group.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, negative or non-finite values),
+ * M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_optimizer_add_group(m2pt_optimizer *opt, float lr, float wd,
+                                              size_t *group);
+
+/* Adds `param` to `group`, its gradient to be read from `grad` (one shape,
+ * both of the optimizer's context) at every step. The optimizer keeps both
+ * pointers, not the tensors: they must outlive it. Its state for the tensor
+ * (SGD's momentum buffer, AdamW's two moments) starts at zero, its step count
+ * at 0. A tensor may be in one group once (PyTorch refuses it twice too).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, no such group, param already
+ * added, grad is param), M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH,
+ * M2PT_ERR_DEVICE_OUT_OF_MEMORY, M2PT_ERR_OUT_OF_MEMORY. */
+M2PT_API m2pt_status m2pt_optimizer_add_param(m2pt_optimizer *opt, size_t group,
+                                              m2pt_tensor *param, const m2pt_tensor *grad);
+
+/* Sets a group's learning rate (what a schedule does before each step; MAE
+ * sets lr · lr_scale for each group).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, no such group, lr < 0 or not finite). */
+M2PT_API m2pt_status m2pt_optimizer_set_lr(m2pt_optimizer *opt, size_t group, float lr);
+
+/* A group's learning rate and weight decay; either output may be NULL.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL opt, no such group). */
+M2PT_API m2pt_status m2pt_optimizer_group(const m2pt_optimizer *opt, size_t group, float *lr,
+                                          float *wd);
+
+/* One optimizer step over every parameter, in the order added, one kernel
+ * each; asynchronous (the context's queue orders it before later work).
+ * With lr, wd of the parameter's group, g its gradient and t its step count
+ * after incrementing it, as PyTorch documents the updates
+ * (pytorch.org/docs/stable/generated/torch.optim.SGD.html and …AdamW.html):
+ *   SGD:   g += wd·p; with momentum μ: b = μ·b + g (b = g at t = 1),
+ *          g = Nesterov ? g + μ·b : b; then p −= lr·g.
+ *   AdamW: p *= 1 − lr·wd; m = β1·m + (1 − β1)·g; v = β2·v + (1 − β2)·g²;
+ *          p −= lr / (1 − β1^t) · m / (√v / √(1 − β2^t) + ε),
+ *          the bias corrections in double on the host, as PyTorch's Python floats.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_OPENCL,
+ * M2PT_ERR_KERNEL_BUILD; a failed step may have updated some tensors. */
+M2PT_API m2pt_status m2pt_optimizer_step(m2pt_optimizer *opt);
+
+/* ---- Schedules (host, pure) ---------------------------------------------- */
+
+typedef enum m2pt_lr_schedule_kind {
+  M2PT_LR_CONSTANT = 0, /* lr at every epoch */
+  M2PT_LR_COSINE = 1,   /* MAE's adjust_learning_rate */
+} m2pt_lr_schedule_kind;
+
+typedef struct m2pt_lr_schedule {
+  m2pt_lr_schedule_kind kind;
+  double lr;            /* the base (peak) learning rate, ≥ 0 */
+  double min_lr;        /* cosine: the final rate, 0 ≤ min_lr ≤ lr */
+  double warmup_epochs; /* cosine: ≥ 0 and < epochs */
+  double epochs;        /* cosine: the run's length, > 0 */
+} m2pt_lr_schedule;
+
+/* The learning rate at fractional epoch e ≥ 0 (MAE passes
+ * e = epoch + iteration / iterations_per_epoch, every iteration):
+ *   constant: lr;
+ *   cosine:   e < W: lr · e / W (a linear warm-up from 0),
+ *             else min_lr + (lr − min_lr) · ½ · (1 + cos(π · (e − W) / (E − W))),
+ * with W = warmup_epochs and E = epochs (e past E keeps following the cosine,
+ * as MAE's code does). Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, a field or e
+ * out of range, not finite), with the message on the calling thread
+ * (m2pt_last_error(NULL)). */
+M2PT_API m2pt_status m2pt_lr_schedule_at(const m2pt_lr_schedule *s, double epoch, double *lr);
+
+/* ---- MAE's parameter groups (util/lr_decay.py, param_groups_lrd) ---------- */
+
+/* What MAE's param_groups_lrd assigns to one parameter. */
+typedef struct m2pt_param_group_info {
+  size_t layer_id; /* 0: embeddings; block i: i + 1; anything else (final
+                      norm, head): depth + 1 */
+  double lr_scale; /* layer_decay^(depth + 1 − layer_id): 1 for the head */
+  int no_decay;    /* 1: weight decay 0 (1-D tensors, cls_token, pos_embed) */
+} m2pt_param_group_info;
+
+/* The group of the checkpoint tensor `name` with `ndim` dimensions in a
+ * model of `depth` blocks, with layer decay D in (0, 1] (MAE's
+ * get_layer_id_for_vit with num_layers = depth + 1, and its no-decay rule).
+ * Names in timm's naming (cls_token, pos_embed, patch_embed.*, blocks.I.*)
+ * and in Hugging Face's (embeddings.*, encoder.layer.I.*, each optionally
+ * after "vit." or "bert.") are known; an M2PT pathway's tensors
+ * (…aux_weight, …cross_modal_scale) go with their layer's block, and
+ * cross_modal_scale, 1-D, gets no decay.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, ndim 0, D out of range, a block
+ * index ≥ depth), with the message on the calling thread. */
+M2PT_API m2pt_status m2pt_param_group_of(const char *name, size_t ndim, size_t depth,
+                                         double layer_decay, m2pt_param_group_info *info);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
