@@ -94,6 +94,75 @@ M2PT_API m2pt_status m2pt_block_get(const m2pt_block *block, const char *name, f
 M2PT_API m2pt_status m2pt_block_forward(m2pt_block *block, const m2pt_tensor *x,
                                         const m2pt_tensor *mask, m2pt_tensor *y);
 
+/* ---- Training (issue 12) ----
+ * A training forward computes what m2pt_block_forward does and also saves,
+ * in the context's workspace, what the backward needs: the LayerNorms'
+ * per-row mean and rstd, their outputs (pre-norm) or inputs (post-norm),
+ * qkv, the attention output, h and fc1's output before its bias and GELU
+ * (the GELU output is recomputed by the backward, one elementwise pass,
+ * rather than stored). A context holds one such set: the backward must
+ * follow the training forward of the same block on the same x and mask,
+ * with no other training forward on the context and no parameter change in
+ * between (m2pt_block_set and m2pt_block_merge invalidate what was saved).
+ * Memory: rows·(4·dim + 4·hd + hidden + 4) floats (rows = B·N, hd =
+ * heads·dim_head, hidden = ff_mult·dim), plus the backward's scratch
+ * rows·(2·dim + 4·hd + hidden) floats and the attention backward's two
+ * [heads][N][N]. A plain m2pt_block_forward saves nothing and leaves the
+ * saved set alone. Errors: as m2pt_block_forward. */
+M2PT_API m2pt_status m2pt_block_forward_train(m2pt_block *block, const m2pt_tensor *x,
+                                              const m2pt_tensor *mask, m2pt_tensor *y);
+
+/* The gradients of one block's parameters, one device tensor per trainable
+ * parameter, addressed by the parameter's checkpoint name (as
+ * m2pt_block_set: "norm1.weight", "attn.qkv.weight", "attn.qkv.bias",
+ * "attn.qkv.aux_weight", "attn.qkv.cross_modal_scale", "mlp.fc2.bias", …),
+ * each in the parameter's PyTorch shape (λ: one element). */
+typedef struct m2pt_block_grads m2pt_block_grads;
+
+/* Creates the gradient tensors of every parameter the block has now
+ * (aux_weight and cross_modal_scale only while its linears carry an
+ * unmerged pathway; attn.qkv.bias only with qkv_bias), zero until the
+ * first backward. The block must outlive the object; the caller owns *out
+ * and frees it with m2pt_block_grads_destroy.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_DEVICE_OUT_OF_MEMORY,
+ * M2PT_ERR_OPENCL. */
+M2PT_API m2pt_status m2pt_block_grads_create(const m2pt_block *block, m2pt_block_grads **out);
+
+/* Frees the gradient tensors. Accepts NULL. */
+M2PT_API void m2pt_block_grads_destroy(m2pt_block_grads *grads);
+
+/* Reads the gradient of parameter `name` into data (count: its size;
+ * blocks until the backward that wrote it is done).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_NOT_FOUND (no such
+ * name), M2PT_ERR_INVALID_STATE (the block had no such parameter when the
+ * object was created), M2PT_ERR_SHAPE (count), M2PT_ERR_OPENCL. */
+M2PT_API m2pt_status m2pt_block_grads_get(const m2pt_block_grads *grads, const char *name,
+                                          float *data, size_t count);
+
+/* The device tensor holding the gradient of `name` (owned by grads, valid
+ * until it is destroyed), e.g. for an optimizer. Errors as
+ * m2pt_block_grads_get without the count. */
+M2PT_API m2pt_status m2pt_block_grads_tensor(m2pt_block_grads *grads, const char *name,
+                                             m2pt_tensor **out);
+
+/* The backward of the block's last m2pt_block_forward_train (x and mask
+ * must be that call's; x is read, the rest comes from what it saved): from
+ * dy = ∂L/∂y it overwrites every tensor of grads with ∂L/∂parameter and,
+ * when dx is not NULL (x's shape, distinct from x and dy), writes
+ * dx = ∂L/∂x. Attention runs its GEMM-path backward (P recomputed).
+ * Deterministic: every sum runs in a fixed order without atomics (see
+ * m2pt_linear_backward and <m2pt/ops.h>), so the same inputs give the same
+ * bits twice on one device. Asynchronous: read a gradient to wait.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL block, x, dy or grads; dx aliasing
+ * x or dy; grads of another block), M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH,
+ * M2PT_ERR_INVALID_STATE (no training forward of this block saved on the
+ * context, or saved for another shape; grads with pathway gradients for a
+ * block merged since), M2PT_ERR_DEVICE_OUT_OF_MEMORY, M2PT_ERR_BLAS,
+ * M2PT_ERR_OPENCL, M2PT_ERR_KERNEL_BUILD. A rejected call writes nothing. */
+M2PT_API m2pt_status m2pt_block_backward(m2pt_block *block, const m2pt_tensor *x,
+                                         const m2pt_tensor *mask, const m2pt_tensor *dy,
+                                         m2pt_block_grads *grads, m2pt_tensor *dx);
+
 /* Merges the four linears (m2pt_linear_merge): the block is then a plain
  * block computing the same function. A second merge, or merging a block
  * made with pathway = 0, changes nothing. On failure (forming a merged

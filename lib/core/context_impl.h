@@ -3,6 +3,7 @@
 #define M2PT_CORE_CONTEXT_IMPL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cl.h"
 #include "common/error.h"
@@ -45,6 +46,9 @@ struct m2pt_context {
   /* Scratch buffers reused across calls (workspace.h). */
   cl_mem workspace[M2PT_WS_SLOTS];
   size_t workspace_bytes[M2PT_WS_SLOTS];
+  /* Counts block training forwards: the block whose number is the latest
+   * owns the M2PT_WS_TRAIN_* slots. */
+  uint64_t train_serial;
 
   /* Events of our own kernels while profiling (m2pt_context_kernel_time),
    * and the device time of those already collected. */

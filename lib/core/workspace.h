@@ -33,6 +33,24 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_GRAD,     /* an op backward's own intermediate (GELU's dx when only db is
                      * asked, the pooling's normalized gradient) */
   M2PT_WS_GRAD_SCORES, /* the attention backward's dP, then dS [heads][N][N] (GEMM path) */
+  /* A block's training forward's saves (m2pt_block_forward_train), kept
+   * until the next one: */
+  M2PT_WS_TRAIN_IN1,   /* LN1's output (pre-norm) or input x + attention (post) [rows][dim] */
+  M2PT_WS_TRAIN_MEAN1, /* LN1's mean [rows] */
+  M2PT_WS_TRAIN_RSTD1, /* LN1's rstd [rows] */
+  M2PT_WS_TRAIN_QKV,   /* qkv [rows][3·heads·dim_head] */
+  M2PT_WS_TRAIN_ATTN,  /* attention output [rows][heads·dim_head] */
+  M2PT_WS_TRAIN_H,     /* h [rows][dim] */
+  M2PT_WS_TRAIN_IN2,   /* LN2's output (pre-norm) or input h + FFN (post) [rows][dim] */
+  M2PT_WS_TRAIN_MEAN2, /* LN2's mean [rows] */
+  M2PT_WS_TRAIN_RSTD2, /* LN2's rstd [rows] */
+  M2PT_WS_TRAIN_FC1,   /* fc1's output before bias and GELU [rows][hidden] */
+  /* The block backward's own gradients in flight: */
+  M2PT_WS_BACK_D1,     /* [rows][dim] (∂L/∂h) */
+  M2PT_WS_BACK_D2,     /* [rows][dim] */
+  M2PT_WS_BACK_HIDDEN, /* ∂L/∂(fc1's output) [rows][hidden] */
+  M2PT_WS_BACK_ATTN,   /* ∂L/∂(attention output) [rows][heads·dim_head] */
+  M2PT_WS_BACK_QKV,    /* ∂L/∂qkv [rows][3·heads·dim_head] */
   M2PT_WS_SLOTS
 } m2pt_workspace_slot;
 

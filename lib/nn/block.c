@@ -23,6 +23,10 @@ struct m2pt_block {
   m2pt_linear *qkv, *proj;
   m2pt_ffn *mlp;
   int merged;
+  /* The context's train_serial of this block's last training forward (0:
+   * none, or invalidated by a parameter change), and its shape. */
+  uint64_t saved_serial;
+  size_t saved_batch, saved_tokens;
 };
 
 static m2pt_status check_config(m2pt_context *ctx, const m2pt_block_config *c, size_t *hd)
@@ -211,6 +215,7 @@ static m2pt_status unknown_field(const m2pt_block *b, const char *name)
 m2pt_status m2pt_block_set(m2pt_block *b, const char *name, const float *data, size_t count)
 {
   M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_set: block is NULL");
+  b->saved_serial = 0; /* what a training forward saved no longer matches */
   param_ref r;
   M2PT_TRY(resolve(b, name, &r));
   if (r.norm)
@@ -260,13 +265,14 @@ static m2pt_status scratch(m2pt_context *ctx, m2pt_workspace_slot slot, size_t r
  * The residual and proj's bias are laid into h first and the GEMM
  * accumulates onto them. */
 static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem mask,
-                                      size_t batch, size_t tokens, cl_mem h)
+                                      size_t batch, size_t tokens, int train, cl_mem h)
 {
   m2pt_context *ctx = b->ctx;
   const size_t rows = batch * tokens;
   cl_mem qkv, attn, proj_bias;
-  M2PT_TRY(scratch(ctx, M2PT_WS_QKV, rows, 3 * b->hd, &qkv));
-  M2PT_TRY(scratch(ctx, M2PT_WS_ATTN, rows, b->hd, &attn));
+  /* A training forward keeps qkv and the attention output for the backward. */
+  M2PT_TRY(scratch(ctx, train ? M2PT_WS_TRAIN_QKV : M2PT_WS_QKV, rows, 3 * b->hd, &qkv));
+  M2PT_TRY(scratch(ctx, train ? M2PT_WS_TRAIN_ATTN : M2PT_WS_ATTN, rows, b->hd, &attn));
   M2PT_TRY(m2pt_linear_forward_buffers(b->qkv, in, rows, qkv));
   const m2pt_attention_shape shape = {batch, tokens, b->cfg.heads, b->cfg.dim_head};
   M2PT_TRY(m2pt_op_attention(ctx, qkv, mask, &shape, b->cfg.attention, attn));
@@ -275,10 +281,11 @@ static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem
   return m2pt_linear_apply(b->proj, attn, rows, 1.0f, h);
 }
 
-m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
-                               m2pt_tensor *y)
+/* The checks of a forward (and of the backward's x, dy): x [B][N][dim],
+ * y of x's shape, mask NULL or [B][N]. */
+static m2pt_status check_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
+                                 const m2pt_tensor *y, const char *fn)
 {
-  static const char fn[] = "m2pt_block_forward";
   M2PT_REQUIRE(NULL, b != NULL, "%s: block is NULL", fn);
   m2pt_context *ctx = b->ctx;
   const size_t dim = b->cfg.dim;
@@ -287,9 +294,18 @@ m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_t
   if (x->ndim != 3)
     return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: x %s must be [B][N][%zu]", fn,
                      m2pt_shape_string(x, sx, sizeof sx), dim);
-  const size_t batch = x->shape[0], tokens = x->shape[1], rows = batch * tokens;
   M2PT_TRY(m2pt_check_mask(ctx, mask, x, fn));
-  M2PT_REQUIRE(ctx, tokens <= UINT32_MAX, "%s: too many tokens", fn);
+  M2PT_REQUIRE(ctx, x->shape[1] <= UINT32_MAX, "%s: too many tokens", fn);
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
+                               m2pt_tensor *y)
+{
+  M2PT_TRY(check_forward(b, x, mask, y, "m2pt_block_forward"));
+  m2pt_context *ctx = b->ctx;
+  const size_t dim = b->cfg.dim;
+  const size_t batch = x->shape[0], tokens = x->shape[1], rows = batch * tokens;
   const cl_mem mask_buf = mask ? mask->buffer : NULL;
   cl_mem h;
   M2PT_TRY(scratch(ctx, M2PT_WS_RESIDUAL, rows, dim, &h));
@@ -298,11 +314,11 @@ m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_t
     M2PT_TRY(scratch(ctx, M2PT_WS_NORM, rows, dim, &norm));
     M2PT_TRY(m2pt_op_layer_norm(ctx, x->buffer, b->norm1_w, b->norm1_b, b->cfg.eps, rows, dim,
                                 norm));
-    M2PT_TRY(attention_residual(b, norm, x->buffer, mask_buf, batch, tokens, h));
+    M2PT_TRY(attention_residual(b, norm, x->buffer, mask_buf, batch, tokens, 0, h));
     M2PT_TRY(m2pt_op_layer_norm(ctx, h, b->norm2_w, b->norm2_b, b->cfg.eps, rows, dim, norm));
     return m2pt_ffn_apply(b->mlp, norm, rows, h, y->buffer);
   }
-  M2PT_TRY(attention_residual(b, x->buffer, x->buffer, mask_buf, batch, tokens, h));
+  M2PT_TRY(attention_residual(b, x->buffer, x->buffer, mask_buf, batch, tokens, 0, h));
   M2PT_TRY(m2pt_op_layer_norm(ctx, h, b->norm1_w, b->norm1_b, b->cfg.eps, rows, dim, h));
   M2PT_TRY(m2pt_ffn_apply(b->mlp, h, rows, h, y->buffer));
   return m2pt_op_layer_norm(ctx, y->buffer, b->norm2_w, b->norm2_b, b->cfg.eps, rows, dim,
@@ -322,6 +338,7 @@ m2pt_status m2pt_block_merge(m2pt_block *b)
 {
   M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_merge: block is NULL");
   M2PT_TRY(m2pt_block_merge_prepare(b));
+  b->saved_serial = 0;
   int pathway = 0;
   for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++)
     pathway |= m2pt_linear_has_pathway(m2pt_block_linear(b, i));
@@ -342,4 +359,362 @@ m2pt_status m2pt_block_get_config(const m2pt_block *b, m2pt_block_config *config
   M2PT_REQUIRE(b->ctx, config != NULL, "m2pt_block_get_config: config is NULL");
   return m2pt_options_write(b->ctx, config, &b->cfg, sizeof b->cfg, CONFIG_SIZE_0_2,
                             "m2pt_block_config", "m2pt_block_get_config");
+}
+
+/* ---- training forward and backward (issue 12) ---- */
+
+static m2pt_status stats(m2pt_context *ctx, m2pt_workspace_slot slot, size_t rows, cl_mem *out)
+{
+  return scratch(ctx, slot, rows, 1, out);
+}
+
+/* out = residual + fc2(GELU(fc1(in))), keeping fc1's output before its bias
+ * in M2PT_WS_TRAIN_FC1 (the same calls as m2pt_ffn_apply, so the same bits
+ * as the inference forward). residual may be in, not out. */
+static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t rows, cl_mem residual, cl_mem out)
+{
+  m2pt_context *ctx = b->ctx;
+  m2pt_linear *fc1 = m2pt_block_linear(b, M2PT_BLOCK_FC1);
+  m2pt_linear *fc2 = m2pt_block_linear(b, M2PT_BLOCK_FC2);
+  const size_t hidden = b->cfg.ff_mult * b->cfg.dim;
+  cl_mem pre, act, b1, b2;
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_FC1, rows, hidden, &pre));
+  M2PT_TRY(scratch(ctx, M2PT_WS_HIDDEN, rows, hidden, &act));
+  M2PT_TRY(m2pt_linear_apply(fc1, in, rows, 0.0f, pre));
+  M2PT_TRY(m2pt_linear_effective_bias(fc1, &b1));
+  M2PT_TRY(m2pt_op_gelu(ctx, pre, b1, b->cfg.gelu, rows * hidden, hidden, act));
+  M2PT_TRY(m2pt_linear_effective_bias(fc2, &b2));
+  M2PT_TRY(m2pt_op_add(ctx, residual, b2, rows * b->cfg.dim, b->cfg.dim, out));
+  return m2pt_linear_apply(fc2, act, rows, 1.0f, out);
+}
+
+m2pt_status m2pt_block_forward_train(m2pt_block *b, const m2pt_tensor *x,
+                                     const m2pt_tensor *mask, m2pt_tensor *y)
+{
+  M2PT_TRY(check_forward(b, x, mask, y, "m2pt_block_forward_train"));
+  m2pt_context *ctx = b->ctx;
+  const size_t dim = b->cfg.dim, batch = x->shape[0], tokens = x->shape[1];
+  const size_t rows = batch * tokens;
+  const float eps = b->cfg.eps;
+  const cl_mem mask_buf = mask ? mask->buffer : NULL;
+  cl_mem in1, mean1, rstd1, h, in2, mean2, rstd2;
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN1, rows, dim, &in1));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_H, rows, dim, &h));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN2, rows, dim, &in2));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN1, rows, &mean1));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD1, rows, &rstd1));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN2, rows, &mean2));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD2, rows, &rstd2));
+  /* Whatever happens next, the slots no longer hold another block's set. */
+  b->saved_serial = 0;
+  ctx->train_serial++;
+  if (b->cfg.layout == M2PT_PRE_NORM) {
+    M2PT_TRY(m2pt_op_layer_norm_train(ctx, x->buffer, b->norm1_w, b->norm1_b, eps, rows, dim,
+                                      in1, mean1, rstd1));
+    M2PT_TRY(attention_residual(b, in1, x->buffer, mask_buf, batch, tokens, 1, h));
+    M2PT_TRY(m2pt_op_layer_norm_train(ctx, h, b->norm2_w, b->norm2_b, eps, rows, dim, in2,
+                                      mean2, rstd2));
+    M2PT_TRY(ffn_train(b, in2, rows, h, y->buffer));
+  } else {
+    M2PT_TRY(attention_residual(b, x->buffer, x->buffer, mask_buf, batch, tokens, 1, in1));
+    M2PT_TRY(m2pt_op_layer_norm_train(ctx, in1, b->norm1_w, b->norm1_b, eps, rows, dim, h,
+                                      mean1, rstd1));
+    M2PT_TRY(ffn_train(b, h, rows, h, in2));
+    M2PT_TRY(m2pt_op_layer_norm_train(ctx, in2, b->norm2_w, b->norm2_b, eps, rows, dim,
+                                      y->buffer, mean2, rstd2));
+  }
+  b->saved_serial = ctx->train_serial;
+  b->saved_batch = batch;
+  b->saved_tokens = tokens;
+  return M2PT_OK;
+}
+
+/* ---- gradients by checkpoint name ---- */
+
+enum { NORM1_W, NORM1_B, NORM2_W, NORM2_B, NORMS };
+
+struct m2pt_block_grads {
+  const m2pt_block *block;
+  m2pt_tensor *norm[NORMS];
+  m2pt_tensor *lin[M2PT_BLOCK_LINEARS][4]; /* by field: weight, bias, aux_weight, scale */
+};
+
+/* The linear's (in, out) in the block. */
+static void linear_shape(const m2pt_block *b, size_t i, size_t *in, size_t *out)
+{
+  const size_t dim = b->cfg.dim, hidden = b->cfg.ff_mult * dim;
+  const size_t ins[M2PT_BLOCK_LINEARS] = {dim, b->hd, dim, hidden};
+  const size_t outs[M2PT_BLOCK_LINEARS] = {3 * b->hd, dim, hidden, dim};
+  *in = ins[i];
+  *out = outs[i];
+}
+
+void m2pt_block_grads_destroy(m2pt_block_grads *g)
+{
+  if (!g)
+    return;
+  for (size_t i = 0; i < NORMS; i++)
+    m2pt_tensor_destroy(g->norm[i]);
+  for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++)
+    for (size_t f = 0; f < 4; f++)
+      m2pt_tensor_destroy(g->lin[i][f]);
+  free(g);
+}
+
+/* A zeroed gradient tensor of ndim dimensions. */
+static m2pt_status grad_tensor(m2pt_context *ctx, size_t ndim, size_t d0, size_t d1,
+                               m2pt_tensor **out)
+{
+  const size_t shape[2] = {d0, d1};
+  M2PT_TRY(m2pt_tensor_create(ctx, ndim, shape, out));
+  return m2pt_fill(ctx, (*out)->buffer, 0.0f, (*out)->numel);
+}
+
+m2pt_status m2pt_block_grads_create(const m2pt_block *b, m2pt_block_grads **out)
+{
+  M2PT_REQUIRE(NULL, b != NULL, "m2pt_block_grads_create: block is NULL");
+  M2PT_REQUIRE(b->ctx, out != NULL, "m2pt_block_grads_create: out is NULL");
+  *out = NULL;
+  m2pt_block_grads *g = calloc(1, sizeof *g);
+  if (!g)
+    return m2pt_fail(b->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for block gradients");
+  g->block = b;
+  m2pt_status s = M2PT_OK;
+  for (size_t i = 0; i < NORMS && s == M2PT_OK; i++)
+    s = grad_tensor(b->ctx, 1, b->cfg.dim, 0, &g->norm[i]);
+  for (size_t i = 0; i < M2PT_BLOCK_LINEARS && s == M2PT_OK; i++) {
+    const m2pt_linear *l = m2pt_block_linear(b, i);
+    size_t in, o;
+    linear_shape(b, i, &in, &o);
+    s = grad_tensor(b->ctx, 2, o, in, &g->lin[i][F_WEIGHT]);
+    if (s == M2PT_OK && (i != M2PT_BLOCK_QKV || b->cfg.qkv_bias))
+      s = grad_tensor(b->ctx, 1, o, 0, &g->lin[i][F_BIAS]);
+    if (s == M2PT_OK && m2pt_linear_has_pathway(l))
+      s = grad_tensor(b->ctx, 2, o, in, &g->lin[i][F_AUX_WEIGHT]);
+    if (s == M2PT_OK && m2pt_linear_has_pathway(l))
+      s = grad_tensor(b->ctx, 1, 1, 0, &g->lin[i][F_SCALE]);
+  }
+  if (s != M2PT_OK) {
+    m2pt_block_grads_destroy(g);
+    return s;
+  }
+  *out = g;
+  return M2PT_OK;
+}
+
+/* The slot holding name's gradient, or an error (unknown name, or a
+ * parameter the block lacked). */
+static m2pt_status grad_slot(const m2pt_block_grads *g, const char *name, m2pt_tensor **out)
+{
+  const m2pt_block *b = g->block;
+  param_ref r;
+  M2PT_TRY(resolve(b, name, &r));
+  m2pt_tensor *t = NULL;
+  if (r.norm) {
+    const cl_mem bufs[NORMS] = {b->norm1_w, b->norm1_b, b->norm2_w, b->norm2_b};
+    for (size_t i = 0; i < NORMS; i++)
+      if (r.norm == bufs[i])
+        t = g->norm[i];
+  } else {
+    for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++)
+      if (r.linear == m2pt_block_linear(b, i))
+        t = g->lin[i][r.field];
+  }
+  if (!t)
+    return m2pt_fail(b->ctx, M2PT_ERR_INVALID_STATE,
+                     "block gradients: the block had no parameter %s when they were created",
+                     name);
+  *out = t;
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_block_grads_tensor(m2pt_block_grads *g, const char *name, m2pt_tensor **out)
+{
+  M2PT_REQUIRE(NULL, g != NULL, "m2pt_block_grads_tensor: grads is NULL");
+  M2PT_REQUIRE(g->block->ctx, out != NULL, "m2pt_block_grads_tensor: out is NULL");
+  return grad_slot(g, name, out);
+}
+
+m2pt_status m2pt_block_grads_get(const m2pt_block_grads *g, const char *name, float *data,
+                                 size_t count)
+{
+  M2PT_REQUIRE(NULL, g != NULL, "m2pt_block_grads_get: grads is NULL");
+  M2PT_REQUIRE(g->block->ctx, data != NULL, "m2pt_block_grads_get(%s): data is NULL",
+               name ? name : "(null)");
+  m2pt_tensor *t;
+  M2PT_TRY(grad_slot(g, name, &t));
+  if (count != t->numel)
+    return m2pt_fail(g->block->ctx, M2PT_ERR_SHAPE,
+                     "block gradient %s has %zu elements, %zu given", name, t->numel, count);
+  return m2pt_tensor_read(t, data, count);
+}
+
+/* A tensor header over a workspace buffer, for the public backward ops. */
+static m2pt_tensor view(m2pt_context *ctx, cl_mem buf, size_t rows, size_t cols)
+{
+  m2pt_tensor t = {ctx, buf, 2, {rows, cols}, rows * cols};
+  return t;
+}
+
+/* Linear i's parameter gradients from grads (dx left to the caller). */
+static m2pt_linear_grads param_grads(const m2pt_block_grads *g, size_t i)
+{
+  m2pt_linear_grads lg = {0};
+  lg.dweight = g->lin[i][F_WEIGHT];
+  lg.dbias = g->lin[i][F_BIAS];
+  lg.daux_weight = g->lin[i][F_AUX_WEIGHT];
+  lg.dscale = g->lin[i][F_SCALE];
+  return lg;
+}
+
+static m2pt_status check_backward(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
+                                  const m2pt_tensor *dy, const m2pt_block_grads *g,
+                                  const m2pt_tensor *dx)
+{
+  static const char fn[] = "m2pt_block_backward";
+  M2PT_TRY(check_forward(b, x, mask, dy, fn));
+  m2pt_context *ctx = b->ctx;
+  M2PT_REQUIRE(ctx, g != NULL, "%s: grads is NULL", fn);
+  M2PT_REQUIRE(ctx, g->block == b, "%s: grads belong to another block", fn);
+  if (dx) {
+    M2PT_TRY(m2pt_check_tensor(ctx, dx, "m2pt_block_backward: dx"));
+    M2PT_TRY(m2pt_check_same_shape(ctx, x, dx, fn, "x", "dx"));
+    M2PT_REQUIRE(ctx, dx->buffer != x->buffer && dx->buffer != dy->buffer,
+                 "%s: dx must not be x or dy", fn);
+  }
+  if (!b->saved_serial || b->saved_serial != ctx->train_serial)
+    return m2pt_fail(ctx, M2PT_ERR_INVALID_STATE,
+                     "%s: no training forward of this block is saved on the context (run "
+                     "m2pt_block_forward_train last, with no parameter change since)",
+                     fn);
+  if (b->saved_batch != x->shape[0] || b->saved_tokens != x->shape[1])
+    return m2pt_fail(ctx, M2PT_ERR_INVALID_STATE,
+                     "%s: the training forward saved [%zu][%zu] tokens, x has [%zu][%zu]", fn,
+                     b->saved_batch, b->saved_tokens, x->shape[0], x->shape[1]);
+  for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++)
+    if (g->lin[i][F_AUX_WEIGHT] && !m2pt_linear_has_pathway(m2pt_block_linear(b, i)))
+      return m2pt_fail(ctx, M2PT_ERR_INVALID_STATE,
+                       "%s: the grads hold %s's pathway gradients, the block has no pathway "
+                       "(merged since they were created)",
+                       fn, m2pt_block_linear_names[i]);
+  return M2PT_OK;
+}
+
+/* The FFN's backward from d_out (∂L/∂ of the FFN's output, [rows][dim]):
+ * fc2, GELU and fc1's parameter gradients, and ∂L/∂in into d_in (written,
+ * or added to what it holds when accumulate). GELU's output, fc2's input,
+ * is recomputed from the saved fc1 output. */
+static m2pt_status ffn_backward(m2pt_block *b, const m2pt_block_grads *g, cl_mem in,
+                                cl_mem d_out, size_t rows, cl_mem d_in, int accumulate)
+{
+  m2pt_context *ctx = b->ctx;
+  m2pt_linear *fc1 = m2pt_block_linear(b, M2PT_BLOCK_FC1);
+  m2pt_linear *fc2 = m2pt_block_linear(b, M2PT_BLOCK_FC2);
+  const size_t dim = b->cfg.dim, hidden = b->cfg.ff_mult * dim;
+  cl_mem pre, act, dhid, b1;
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_FC1, rows, hidden, &pre));
+  M2PT_TRY(scratch(ctx, M2PT_WS_HIDDEN, rows, hidden, &act));
+  M2PT_TRY(scratch(ctx, M2PT_WS_BACK_HIDDEN, rows, hidden, &dhid));
+  M2PT_TRY(m2pt_linear_effective_bias(fc1, &b1));
+  M2PT_TRY(m2pt_op_gelu(ctx, pre, b1, b->cfg.gelu, rows * hidden, hidden, act));
+  m2pt_tensor t_act = view(ctx, act, rows, hidden), t_dhid = view(ctx, dhid, rows, hidden);
+  m2pt_tensor t_dout = view(ctx, d_out, rows, dim), t_in = view(ctx, in, rows, dim);
+  m2pt_tensor t_din = view(ctx, d_in, rows, dim);
+  m2pt_linear_grads lg = param_grads(g, M2PT_BLOCK_FC2);
+  lg.dx = &t_dhid;
+  M2PT_TRY(m2pt_linear_backward(fc2, &t_act, &t_dout, &lg));
+  M2PT_TRY(m2pt_op_gelu_backward(ctx, dhid, pre, b1, b->cfg.gelu, rows * hidden, hidden, dhid));
+  /* ∂L/∂in by itself, so that accumulating it onto a residual's gradient
+   * does not accumulate the parameters' gradients too. */
+  lg = param_grads(g, M2PT_BLOCK_FC1);
+  M2PT_TRY(m2pt_linear_backward(fc1, &t_in, &t_dhid, &lg));
+  const m2pt_linear_grads dxg = {.dx = &t_din, .accumulate = accumulate};
+  return m2pt_linear_backward(fc1, &t_in, &t_dhid, &dxg);
+}
+
+/* The attention branch's backward from d_out (∂L/∂ of proj's output):
+ * proj's and qkv's parameter gradients, and ∂L/∂in (qkv's input) into d_in
+ * (written, or added to when accumulate). d_in may be NULL. */
+static m2pt_status attention_backward(m2pt_block *b, const m2pt_block_grads *g, cl_mem in,
+                                      const m2pt_tensor *mask, cl_mem d_out, size_t batch,
+                                      size_t tokens, cl_mem d_in, int accumulate)
+{
+  m2pt_context *ctx = b->ctx;
+  const size_t rows = batch * tokens, dim = b->cfg.dim, hd = b->hd;
+  cl_mem qkv, attn, dattn, dqkv;
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_QKV, rows, 3 * hd, &qkv));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_ATTN, rows, hd, &attn));
+  M2PT_TRY(scratch(ctx, M2PT_WS_BACK_ATTN, rows, hd, &dattn));
+  M2PT_TRY(scratch(ctx, M2PT_WS_BACK_QKV, rows, 3 * hd, &dqkv));
+  m2pt_tensor t_attn = view(ctx, attn, rows, hd), t_dattn = view(ctx, dattn, rows, hd);
+  m2pt_tensor t_dout = view(ctx, d_out, rows, dim), t_in = view(ctx, in, rows, dim);
+  m2pt_linear_grads lg = param_grads(g, M2PT_BLOCK_PROJ);
+  lg.dx = &t_dattn;
+  M2PT_TRY(m2pt_linear_backward(b->proj, &t_attn, &t_dout, &lg));
+  /* The attention backward wants [B][N][..] views. */
+  const m2pt_tensor t_qkv = {ctx, qkv, 3, {batch, tokens, 3 * hd}, rows * 3 * hd};
+  m2pt_tensor t_dqkv = {ctx, dqkv, 3, {batch, tokens, 3 * hd}, rows * 3 * hd};
+  const m2pt_tensor t_da3 = {ctx, dattn, 3, {batch, tokens, hd}, rows * hd};
+  /* Only the GEMM path has a backward yet; it recomputes P itself. */
+  M2PT_TRY(m2pt_attention_backward(ctx, &t_qkv, b->cfg.heads, b->cfg.dim_head, mask, &t_da3,
+                                   M2PT_ATTENTION_GEMM, &t_dqkv));
+  t_dqkv = view(ctx, dqkv, rows, 3 * hd);
+  lg = param_grads(g, M2PT_BLOCK_QKV);
+  M2PT_TRY(m2pt_linear_backward(b->qkv, &t_in, &t_dqkv, &lg));
+  if (!d_in)
+    return M2PT_OK;
+  m2pt_tensor t_din = view(ctx, d_in, rows, dim);
+  const m2pt_linear_grads dxg = {.dx = &t_din, .accumulate = accumulate};
+  return m2pt_linear_backward(b->qkv, &t_in, &t_dqkv, &dxg);
+}
+
+m2pt_status m2pt_block_backward(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
+                                const m2pt_tensor *dy, m2pt_block_grads *g, m2pt_tensor *dx)
+{
+  M2PT_TRY(check_backward(b, x, mask, dy, g, dx));
+  m2pt_context *ctx = b->ctx;
+  const size_t dim = b->cfg.dim, batch = x->shape[0], tokens = x->shape[1];
+  const size_t rows = batch * tokens, n = rows * dim;
+  cl_mem in1, mean1, rstd1, h, in2, mean2, rstd2, d1, d2;
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN1, rows, dim, &in1));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_H, rows, dim, &h));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN2, rows, dim, &in2));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN1, rows, &mean1));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD1, rows, &rstd1));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN2, rows, &mean2));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD2, rows, &rstd2));
+  M2PT_TRY(scratch(ctx, M2PT_WS_BACK_D1, rows, dim, &d1));
+  M2PT_TRY(scratch(ctx, M2PT_WS_BACK_D2, rows, dim, &d2));
+  const cl_mem dxb = dx ? dx->buffer : NULL;
+  if (b->cfg.layout == M2PT_PRE_NORM) {
+    /* y = h + FFN(LN2(h)): d2 = ∂L/∂LN2(h), then d1 = ∂L/∂h = dy + LN2'ᵀ·d2. */
+    M2PT_TRY(ffn_backward(b, g, in2, dy->buffer, rows, d2, 0));
+    M2PT_TRY(m2pt_op_layer_norm_backward(ctx, d2, h, b->norm2_w, mean2, rstd2, rows, dim, d1,
+                                         g->norm[NORM2_W]->buffer, g->norm[NORM2_B]->buffer));
+    M2PT_TRY(m2pt_op_add(ctx, d1, dy->buffer, n, 0, d1));
+    /* h = x + attention(LN1(x)): dx = d1 + LN1'ᵀ·(∂L/∂LN1(x)). */
+    M2PT_TRY(attention_backward(b, g, in1, mask, d1, batch, tokens, d2, 0));
+    M2PT_TRY(m2pt_op_layer_norm_backward(ctx, d2, x->buffer, b->norm1_w, mean1, rstd1, rows,
+                                         dim, dxb, g->norm[NORM1_W]->buffer,
+                                         g->norm[NORM1_B]->buffer));
+    if (dxb)
+      M2PT_TRY(m2pt_op_add(ctx, dxb, d1, n, 0, dxb));
+    return M2PT_OK;
+  }
+  /* y = LN2(s2), s2 = h + FFN(h): d1 = ∂L/∂s2, then fc1's ∂L/∂h accumulates
+   * onto it (the residual), giving ∂L/∂h. */
+  M2PT_TRY(m2pt_op_layer_norm_backward(ctx, dy->buffer, in2, b->norm2_w, mean2, rstd2, rows,
+                                       dim, d1, g->norm[NORM2_W]->buffer,
+                                       g->norm[NORM2_B]->buffer));
+  M2PT_TRY(ffn_backward(b, g, h, d1, rows, d1, 1));
+  /* h = LN1(s1), s1 = x + attention(x): d2 = ∂L/∂s1; dx = d2 + qkv's ∂L/∂x. */
+  M2PT_TRY(m2pt_op_layer_norm_backward(ctx, d1, in1, b->norm1_w, mean1, rstd1, rows, dim, d2,
+                                       g->norm[NORM1_W]->buffer, g->norm[NORM1_B]->buffer));
+  if (dxb) {
+    const cl_int err = clEnqueueCopyBuffer(ctx->queue, d2, dxb, 0, 0, n * sizeof(float), 0, NULL,
+                                           NULL);
+    if (err != CL_SUCCESS)
+      return m2pt_fail_cl(ctx, err, "m2pt_block_backward: copying dx");
+  }
+  return attention_backward(b, g, x->buffer, mask, d2, batch, tokens, dxb, 1);
 }
