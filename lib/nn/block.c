@@ -368,6 +368,21 @@ static m2pt_status stats(m2pt_context *ctx, m2pt_workspace_slot slot, size_t row
   return scratch(ctx, slot, rows, 1, out);
 }
 
+/* The workspace slots of a block's saved training forward: the forward
+ * writes them, the backward reads them. */
+static m2pt_status saved_slots(m2pt_context *ctx, size_t rows, size_t dim, cl_mem *in1,
+                               cl_mem *mean1, cl_mem *rstd1, cl_mem *h, cl_mem *in2,
+                               cl_mem *mean2, cl_mem *rstd2)
+{
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN1, rows, dim, in1));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_H, rows, dim, h));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN2, rows, dim, in2));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN1, rows, mean1));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD1, rows, rstd1));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN2, rows, mean2));
+  return stats(ctx, M2PT_WS_TRAIN_RSTD2, rows, rstd2);
+}
+
 /* out = residual + fc2(GELU(fc1(in))), keeping fc1's output before its bias
  * in M2PT_WS_TRAIN_FC1 (the same calls as m2pt_ffn_apply, so the same bits
  * as the inference forward). residual may be in, not out. */
@@ -398,13 +413,7 @@ m2pt_status m2pt_block_forward_train(m2pt_block *b, const m2pt_tensor *x,
   const float eps = b->cfg.eps;
   const cl_mem mask_buf = mask ? mask->buffer : NULL;
   cl_mem in1, mean1, rstd1, h, in2, mean2, rstd2;
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN1, rows, dim, &in1));
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_H, rows, dim, &h));
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN2, rows, dim, &in2));
-  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN1, rows, &mean1));
-  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD1, rows, &rstd1));
-  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN2, rows, &mean2));
-  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD2, rows, &rstd2));
+  M2PT_TRY(saved_slots(ctx, rows, dim, &in1, &mean1, &rstd1, &h, &in2, &mean2, &rstd2));
   /* Whatever happens next, the slots no longer hold another block's set. */
   b->saved_serial = 0;
   ctx->train_serial++;
@@ -676,13 +685,7 @@ m2pt_status m2pt_block_backward(m2pt_block *b, const m2pt_tensor *x, const m2pt_
   const size_t dim = b->cfg.dim, batch = x->shape[0], tokens = x->shape[1];
   const size_t rows = batch * tokens, n = rows * dim;
   cl_mem in1, mean1, rstd1, h, in2, mean2, rstd2, d1, d2;
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN1, rows, dim, &in1));
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_H, rows, dim, &h));
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN2, rows, dim, &in2));
-  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN1, rows, &mean1));
-  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD1, rows, &rstd1));
-  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN2, rows, &mean2));
-  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD2, rows, &rstd2));
+  M2PT_TRY(saved_slots(ctx, rows, dim, &in1, &mean1, &rstd1, &h, &in2, &mean2, &rstd2));
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_D1, rows, dim, &d1));
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_D2, rows, dim, &d2));
   const cl_mem dxb = dx ? dx->buffer : NULL;
