@@ -345,6 +345,26 @@ m2pt_status m2pt_bert_embeddings(m2pt_context *ctx, const m2pt_host_matrix *ids,
                             eps, rows, dim, y->buffer);
 }
 
+/* The patch embedding's shapes from pixels [B][C][H][W] and a Conv2d weight
+ * [D][C][P][P] (H and W multiples of P), for the forward and the backward. */
+static m2pt_status patch_shape_of(m2pt_context *ctx, const m2pt_tensor *pixels,
+                                  const m2pt_tensor *weight, const char *fn, m2pt_patch_shape *s)
+{
+  char sp[96], sw[96];
+  if (weight->ndim != 4 || weight->shape[2] != weight->shape[3])
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: weight %s must be [D][C][P][P]", fn,
+                     m2pt_shape_string(weight, sw, sizeof sw));
+  const size_t dim = weight->shape[0], c = weight->shape[1], p = weight->shape[2];
+  if (pixels->ndim != 4 || pixels->shape[1] != c || pixels->shape[2] % p != 0 ||
+      pixels->shape[3] % p != 0)
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE,
+                     "%s: pixels %s must be [B][%zu][H][W] with H and W multiples of the "
+                     "patch size %zu",
+                     fn, m2pt_shape_string(pixels, sp, sizeof sp), c, p);
+  *s = (m2pt_patch_shape){pixels->shape[0], c, pixels->shape[2], pixels->shape[3], p, dim};
+  return M2PT_OK;
+}
+
 m2pt_status m2pt_patch_embed(m2pt_context *ctx, const m2pt_tensor *pixels,
                              const m2pt_tensor *weight, const m2pt_tensor *bias,
                              const m2pt_tensor *cls, const m2pt_tensor *pos, m2pt_tensor *y)
@@ -360,18 +380,9 @@ m2pt_status m2pt_patch_embed(m2pt_context *ctx, const m2pt_tensor *pixels,
     M2PT_TRY(m2pt_check_tensor(ctx, cls, "m2pt_patch_embed: cls"));
   if (pos)
     M2PT_TRY(m2pt_check_tensor(ctx, pos, "m2pt_patch_embed: pos"));
-  char sp[96], sw[96];
-  if (weight->ndim != 4 || weight->shape[2] != weight->shape[3])
-    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: weight %s must be [D][C][P][P]", fn,
-                     m2pt_shape_string(weight, sw, sizeof sw));
-  const size_t dim = weight->shape[0], c = weight->shape[1], p = weight->shape[2];
-  if (pixels->ndim != 4 || pixels->shape[1] != c || pixels->shape[2] % p != 0 ||
-      pixels->shape[3] % p != 0)
-    return m2pt_fail(ctx, M2PT_ERR_SHAPE,
-                     "%s: pixels %s must be [B][%zu][H][W] with H and W multiples of the "
-                     "patch size %zu",
-                     fn, m2pt_shape_string(pixels, sp, sizeof sp), c, p);
-  const m2pt_patch_shape s = {pixels->shape[0], c, pixels->shape[2], pixels->shape[3], p, dim};
+  m2pt_patch_shape s;
+  M2PT_TRY(patch_shape_of(ctx, pixels, weight, fn, &s));
+  const size_t dim = s.dim, p = s.patch;
   const size_t n = (s.height / p) * (s.width / p) + (cls != NULL);
   if (bias)
     M2PT_TRY(m2pt_check_vector(ctx, bias, dim, fn, "bias"));
@@ -530,18 +541,9 @@ m2pt_status m2pt_patch_embed_backward(m2pt_context *ctx, const m2pt_tensor *pixe
   M2PT_TRY(m2pt_check_tensor(ctx, weight, "m2pt_patch_embed_backward: weight"));
   M2PT_TRY(m2pt_check_tensor(ctx, dy, "m2pt_patch_embed_backward: dy"));
   M2PT_REQUIRE(ctx, has_cls || !dcls, "%s: dcls without a class token (has_cls 0)", fn);
-  char sp[96], sw[96];
-  if (weight->ndim != 4 || weight->shape[2] != weight->shape[3])
-    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: weight %s must be [D][C][P][P]", fn,
-                     m2pt_shape_string(weight, sw, sizeof sw));
-  const size_t dim = weight->shape[0], c = weight->shape[1], p = weight->shape[2];
-  if (pixels->ndim != 4 || pixels->shape[1] != c || pixels->shape[2] % p != 0 ||
-      pixels->shape[3] % p != 0)
-    return m2pt_fail(ctx, M2PT_ERR_SHAPE,
-                     "%s: pixels %s must be [B][%zu][H][W] with H and W multiples of the "
-                     "patch size %zu",
-                     fn, m2pt_shape_string(pixels, sp, sizeof sp), c, p);
-  const m2pt_patch_shape s = {pixels->shape[0], c, pixels->shape[2], pixels->shape[3], p, dim};
+  m2pt_patch_shape s;
+  M2PT_TRY(patch_shape_of(ctx, pixels, weight, fn, &s));
+  const size_t dim = s.dim, c = s.channels, p = s.patch;
   const size_t prefix = has_cls != 0, n = (s.height / p) * (s.width / p) + prefix;
   const size_t yshape[3] = {s.batch, n, dim};
   M2PT_TRY(check_dims(ctx, dy, 3, yshape, fn, "dy"));
