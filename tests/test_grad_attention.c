@@ -24,15 +24,6 @@ static const size_t head_sizes[] = {1, 4, 16, 64};
  * the softmax backward. */
 #define TOL 2e-4
 
-static float *random_floats(size_t n, uint64_t seed, float scale)
-{
-  float *v = test_alloc(n * sizeof *v);
-  test_fill(v, n, seed);
-  for (size_t i = 0; i < n; i++)
-    v[i] *= scale;
-  return v;
-}
-
 /* mask [batch][tokens]. masking 0: none (all ones); 1: batch row b pads
  * scattered keys (never token 0); 2: as 1, but the last batch row is all
  * padding. */
@@ -53,7 +44,7 @@ static void check_fd(size_t batch, size_t tokens, size_t heads, size_t dim_head,
 {
   const size_t hd = heads * dim_head, nq = batch * tokens * 3 * hd, no = batch * tokens * hd;
   const double h = 1e-5;
-  float *qf = random_floats(nq, 70 + tokens, 2.0f), *gf = random_floats(no, 71 + heads, 1.0f);
+  float *qf = test_random_floats(nq, 70 + tokens, 2.0f), *gf = test_random_floats(no, 71 + heads, 1.0f);
   float *mask = make_mask(batch, tokens, masking);
   const float *m = masking ? mask : NULL;
   double *qkv = test_widen(qf, nq), *dout = test_widen(gf, no);
@@ -102,21 +93,13 @@ static void attention_finite_differences(void **state)
 
 /* ---- The device against the reference ---- */
 
-static void assert_same_bits(m2pt_context *ctx, const m2pt_tensor *a, const m2pt_tensor *b)
-{
-  float *x = test_read(ctx, a), *y = test_read(ctx, b);
-  assert_memory_equal(x, y, m2pt_tensor_numel(a) * sizeof *x);
-  free(x);
-  free(y);
-}
-
 static void check_backward(m2pt_context *ctx, size_t batch, size_t tokens, size_t heads,
                            size_t dim_head, int masking)
 {
   const size_t hd = heads * dim_head, row = 3 * hd;
   const size_t nq = batch * tokens * row, no = batch * tokens * hd;
-  float *qkv = random_floats(nq, tokens * 7 + heads + dim_head, 2.0f);
-  float *dout = random_floats(no, tokens + 3 * dim_head, 1.0f);
+  float *qkv = test_random_floats(nq, tokens * 7 + heads + dim_head, 2.0f);
+  float *dout = test_random_floats(no, tokens + 3 * dim_head, 1.0f);
   float *mask = make_mask(batch, tokens, masking), *sevens = test_alloc(nq * sizeof *sevens);
   for (size_t i = 0; i < nq; i++)
     sevens[i] = 7.0f;
@@ -148,11 +131,11 @@ static void check_backward(m2pt_context *ctx, size_t batch, size_t tokens, size_
   /* Twice, and through AUTO (the GEMM path today): the same bits. */
   assert_ok(ctx, m2pt_attention_backward(ctx, tq, heads, dim_head, tm, tg, M2PT_ATTENTION_GEMM,
                                          td2));
-  assert_same_bits(ctx, td2, td);
+  test_assert_same_bits(ctx, td2, td);
   assert_ok(ctx, m2pt_tensor_write(td2, sevens, nq));
   assert_ok(ctx, m2pt_attention_backward(ctx, tq, heads, dim_head, tm, tg, M2PT_ATTENTION_AUTO,
                                          td2));
-  assert_same_bits(ctx, td2, td);
+  test_assert_same_bits(ctx, td2, td);
   m2pt_tensor *all[] = {tq, tg, tm, td, td2};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
     m2pt_tensor_destroy(all[i]);

@@ -28,24 +28,6 @@ static size_t n_widths(void)
   return test_small() ? 3 : sizeof widths / sizeof *widths;
 }
 
-static float *random_floats(size_t n, uint64_t seed, float scale)
-{
-  float *v = test_alloc(n * sizeof *v);
-  test_fill(v, n, seed);
-  for (size_t i = 0; i < n; i++)
-    v[i] *= scale;
-  return v;
-}
-
-/* got and again hold the same bits. */
-static void assert_same_bits(m2pt_context *ctx, const m2pt_tensor *a, const m2pt_tensor *b)
-{
-  float *x = test_read(ctx, a), *y = test_read(ctx, b);
-  assert_memory_equal(x, y, m2pt_tensor_numel(a) * sizeof *x);
-  free(x);
-  free(y);
-}
-
 /* |fd − ref| ≤ tol · max(1, max|fd|), with the worst printed. */
 static void assert_fd(const double *ref, const double *fd, size_t n, const char *what)
 {
@@ -100,8 +82,8 @@ static void layer_norm_finite_differences(void **state)
   enum { ROWS = 3, DIM = 5 };
   for (size_t e = 0; e < 2; e++) {
     const double eps = e ? 1e-1 : 1e-5; /* a large eps keeps its term in the derivative */
-    float *xf = random_floats(ROWS * DIM, 11, 2.0f), *wf = random_floats(DIM, 12, 1.0f);
-    float *bf = random_floats(DIM, 13, 1.0f), *dyf = random_floats(ROWS * DIM, 14, 1.0f);
+    float *xf = test_random_floats(ROWS * DIM, 11, 2.0f), *wf = test_random_floats(DIM, 12, 1.0f);
+    float *bf = test_random_floats(DIM, 13, 1.0f), *dyf = test_random_floats(ROWS * DIM, 14, 1.0f);
     double *x = test_widen(xf, ROWS * DIM), *w = test_widen(wf, DIM), *b = test_widen(bf, DIM);
     double *dy = test_widen(dyf, ROWS * DIM);
     double fdx[ROWS * DIM], fdw[DIM], fdb[DIM], dx[ROWS * DIM], dw[DIM], db[DIM];
@@ -144,8 +126,8 @@ static void layer_norm_finite_differences(void **state)
 static void check_layer_norm(m2pt_context *ctx, size_t rows, size_t dim, double eps, int bias)
 {
   const size_t n = rows * dim;
-  float *x = random_floats(n, 20 + dim, 10.0f), *w = random_floats(dim, 21, 1.0f);
-  float *b = random_floats(dim, 22, 1.0f), *dy = random_floats(n, 23 + rows, 1.0f);
+  float *x = test_random_floats(n, 20 + dim, 10.0f), *w = test_random_floats(dim, 21, 1.0f);
+  float *b = test_random_floats(dim, 22, 1.0f), *dy = test_random_floats(n, 23 + rows, 1.0f);
   for (size_t i = 0; i < n; i++)
     x[i] += 3.0f; /* an offset, as the forward's test */
   const size_t shape[2] = {rows, dim}, vshape[1] = {dim}, sshape[1] = {rows};
@@ -161,7 +143,7 @@ static void check_layer_norm(m2pt_context *ctx, size_t rows, size_t dim, double 
 
   assert_ok(ctx, m2pt_layer_norm(ctx, tx, tw, tb, (float)eps, ty0));
   assert_ok(ctx, m2pt_layer_norm_train(ctx, tx, tw, tb, (float)eps, ty, tm, tr));
-  assert_same_bits(ctx, ty, ty0);
+  test_assert_same_bits(ctx, ty, ty0);
 
   double *xd = test_widen(x, n), *dyd = test_widen(dy, n), *mean = test_alloc(rows * sizeof *mean);
   double *rstd = test_alloc(rows * sizeof *rstd), *dx = test_alloc(n * sizeof *dx);
@@ -190,18 +172,18 @@ static void check_layer_norm(m2pt_context *ctx, size_t rows, size_t dim, double 
   /* Each output alone gives the same bits; the others stay untouched. */
   assert_ok(ctx, m2pt_tensor_write(tdx2, dy, n));
   assert_ok(ctx, m2pt_layer_norm_backward(ctx, tdy, tx, tw, tm, tr, NULL, tdw2, NULL));
-  assert_same_bits(ctx, tdw2, tdw);
-  assert_same_bits(ctx, tdx2, tdy);
+  test_assert_same_bits(ctx, tdw2, tdw);
+  test_assert_same_bits(ctx, tdx2, tdy);
   assert_ok(ctx, m2pt_layer_norm_backward(ctx, tdy, tx, tw, tm, tr, NULL, NULL, tdb2));
-  assert_same_bits(ctx, tdb2, tdb);
+  test_assert_same_bits(ctx, tdb2, tdb);
   /* Twice, then in place (dx = dy): the same bits. */
   assert_ok(ctx, m2pt_layer_norm_backward(ctx, tdy, tx, tw, tm, tr, tdx2, tdw2, tdb2));
-  assert_same_bits(ctx, tdx2, tdx);
-  assert_same_bits(ctx, tdw2, tdw);
-  assert_same_bits(ctx, tdb2, tdb);
+  test_assert_same_bits(ctx, tdx2, tdx);
+  test_assert_same_bits(ctx, tdw2, tdw);
+  test_assert_same_bits(ctx, tdb2, tdb);
   assert_ok(ctx, m2pt_layer_norm_backward(ctx, tdx2, tx, tw, tm, tr, tdx2, NULL, NULL));
   assert_ok(ctx, m2pt_layer_norm_backward(ctx, tdy, tx, tw, tm, tr, tdx2, NULL, NULL));
-  assert_same_bits(ctx, tdx2, tdx);
+  test_assert_same_bits(ctx, tdx2, tdx);
 
   m2pt_tensor *all[] = {tx, ty, ty0, tw, tb, tm, tr, tdy, tdx, tdx2, tdw, tdb, tdw2, tdb2};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
@@ -226,8 +208,8 @@ static void check_gelu(m2pt_context *ctx, size_t rows, size_t cols, int tanh_for
 {
   const size_t n = rows * cols;
   const m2pt_gelu_kind kind = tanh_form ? M2PT_GELU_TANH : M2PT_GELU_ERF;
-  float *x = random_floats(n, 30 + cols, 4.0f), *b = random_floats(cols, 31, 1.0f);
-  float *dy = random_floats(n, 32 + rows, 1.0f);
+  float *x = test_random_floats(n, 30 + cols, 4.0f), *b = test_random_floats(cols, 31, 1.0f);
+  float *dy = test_random_floats(n, 32 + rows, 1.0f);
   const size_t shape[2] = {rows, cols}, vshape[1] = {cols};
   m2pt_tensor *tx = test_tensor(ctx, 2, shape, x), *tb = bias ? test_tensor(ctx, 1, vshape, b)
                                                               : NULL;
@@ -247,13 +229,13 @@ static void check_gelu(m2pt_context *ctx, size_t rows, size_t cols, int tanh_for
   test_assert_close(gb, db, cols, 1e-4, tanh_form ? "gelu tanh dbias" : "gelu erf dbias");
   /* db alone (dx through the workspace), twice, and dx in place over dy. */
   assert_ok(ctx, m2pt_gelu_backward(ctx, tdy, tx, tb, kind, NULL, tdb2));
-  assert_same_bits(ctx, tdb2, tdb);
+  test_assert_same_bits(ctx, tdb2, tdb);
   assert_ok(ctx, m2pt_gelu_backward(ctx, tdy, tx, tb, kind, tdx2, tdb2));
-  assert_same_bits(ctx, tdx2, tdx);
-  assert_same_bits(ctx, tdb2, tdb);
+  test_assert_same_bits(ctx, tdx2, tdx);
+  test_assert_same_bits(ctx, tdb2, tdb);
   assert_ok(ctx, m2pt_tensor_write(tdx2, dy, n));
   assert_ok(ctx, m2pt_gelu_backward(ctx, tdx2, tx, tb, kind, tdx2, NULL));
-  assert_same_bits(ctx, tdx2, tdx);
+  test_assert_same_bits(ctx, tdx2, tdx);
   m2pt_tensor *all[] = {tx, tb, tdy, tdx, tdx2, tdb, tdb2};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
     m2pt_tensor_destroy(all[i]);
@@ -294,7 +276,7 @@ static void add_backward(void **state)
   for (size_t ri = 0; ri < n_rows(); ri++)
     for (size_t wi = 0; wi < n_widths(); wi++) {
       const size_t rows = row_counts[ri], cols = widths[wi], n = rows * cols;
-      float *dy = random_floats(n, 40 + rows, 1.0f), *acc = random_floats(n, 41, 1.0f);
+      float *dy = test_random_floats(n, 40 + rows, 1.0f), *acc = test_random_floats(n, 41, 1.0f);
       const size_t shape[2] = {rows, cols}, vshape[1] = {cols};
       m2pt_tensor *tdy = test_tensor(ctx, 2, shape, dy), *tacc = test_tensor(ctx, 2, shape, acc);
       m2pt_tensor *tdb = test_tensor(ctx, 1, vshape, NULL);
@@ -311,7 +293,7 @@ static void add_backward(void **state)
       assert_ok(ctx, m2pt_sum_rows(ctx, tdy, tdb2));
       float *gb = test_read(ctx, tdb);
       test_assert_close(gb, db, cols, 1e-5, "sum_rows");
-      assert_same_bits(ctx, tdb, tdb2);
+      test_assert_same_bits(ctx, tdb, tdb2);
       /* Two paths meeting: dx += dy. */
       assert_ok(ctx, m2pt_add(ctx, tacc, tdy, tacc));
       float *ga = test_read(ctx, tacc);
@@ -344,7 +326,7 @@ static void softmax_finite_differences(void **state)
   (void)state;
   enum { ROWS = 4, COLS = 5 };
   const double scale = 0.5, h = 1e-5;
-  float *xf = random_floats(ROWS * COLS, 50, 3.0f), *dyf = random_floats(ROWS * COLS, 51, 1.0f);
+  float *xf = test_random_floats(ROWS * COLS, 50, 3.0f), *dyf = test_random_floats(ROWS * COLS, 51, 1.0f);
   float *mask = make_mask(ROWS, COLS);
   double *x = test_widen(xf, ROWS * COLS), *dy = test_widen(dyf, ROWS * COLS);
   double y[ROWS * COLS], up[ROWS * COLS], down[ROWS * COLS], dx[ROWS * COLS], fd[ROWS * COLS];
@@ -378,7 +360,7 @@ static void softmax_finite_differences(void **state)
 static void check_softmax(m2pt_context *ctx, size_t rows, size_t cols, float scale, int masking)
 {
   const size_t n = rows * cols;
-  float *x = random_floats(n, 60 + cols, 3.0f), *dy = random_floats(n, 61 + rows, 1.0f);
+  float *x = test_random_floats(n, 60 + cols, 3.0f), *dy = test_random_floats(n, 61 + rows, 1.0f);
   /* masking 1: a mask row per row; 2: one mask row for all rows. */
   const size_t groups = masking == 1 ? rows : 1;
   float *mask = make_mask(groups, cols);
@@ -401,10 +383,10 @@ static void check_softmax(m2pt_context *ctx, size_t rows, size_t cols, float sca
   }
   /* Twice, and in place over dy: the same bits. */
   assert_ok(ctx, m2pt_softmax_backward(ctx, tdy, ty, scale, tm, tdx2));
-  assert_same_bits(ctx, tdx2, tdx);
+  test_assert_same_bits(ctx, tdx2, tdx);
   assert_ok(ctx, m2pt_tensor_write(tdx2, dy, n));
   assert_ok(ctx, m2pt_softmax_backward(ctx, tdx2, ty, scale, tm, tdx2));
-  assert_same_bits(ctx, tdx2, tdx);
+  test_assert_same_bits(ctx, tdx2, tdx);
   m2pt_tensor *all[] = {tx, ty, tm, tdy, tdx, tdx2};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
     m2pt_tensor_destroy(all[i]);

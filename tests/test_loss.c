@@ -25,15 +25,6 @@ static size_t n_classes(void)
   return test_small() ? 3 : sizeof class_counts / sizeof *class_counts;
 }
 
-static float *random_floats(size_t n, uint64_t seed, float scale)
-{
-  float *v = test_alloc(n * sizeof *v);
-  test_fill(v, n, seed);
-  for (size_t i = 0; i < n; i++)
-    v[i] *= scale;
-  return v;
-}
-
 /* Labels in [0, classes), deterministic. */
 static int64_t *random_labels(size_t n, size_t classes, uint64_t seed)
 {
@@ -133,7 +124,7 @@ static void cross_entropy_finite_differences(void **state)
   enum { B = 3, C = 5 };
   for (size_t e = 0; e < 2; e++) {
     const double eps = smoothings[e];
-    float *xf = random_floats(B * C, 21 + e, 3.0f);
+    float *xf = test_random_floats(B * C, 21 + e, 3.0f);
     int64_t *labels = random_labels(B, C, 22);
     double *x = test_widen(xf, B * C), grad[B * C], fd[B * C];
     ref_cross_entropy(x, labels, B, C, eps, grad);
@@ -161,7 +152,7 @@ static void cross_entropy_shapes(void **state)
     for (size_t ci = 0; ci < n_classes(); ci++)
       for (size_t e = 0; e < 2; e++) {
         const size_t b = batches[bi], c = class_counts[ci];
-        float *xf = random_floats(b * c, 100 + bi * 10 + ci, 4.0f);
+        float *xf = test_random_floats(b * c, 100 + bi * 10 + ci, 4.0f);
         int64_t *labels = random_labels(b, c, 200 + bi + ci);
         check_cross_entropy(ctx, xf, labels, b, c, smoothings[e], (int)((bi + ci + e) % 2));
         free(xf);
@@ -193,7 +184,7 @@ static void mse(void **state)
   /* The reference against finite differences. */
   {
     enum { N = 6 };
-    float *yf = random_floats(N, 41, 2.0f), *tf = random_floats(N, 42, 2.0f);
+    float *yf = test_random_floats(N, 41, 2.0f), *tf = test_random_floats(N, 42, 2.0f);
     double *y = test_widen(yf, N), *t = test_widen(tf, N), grad[N], fd[N];
     ref_mse(y, t, N, grad);
     for (size_t i = 0; i < N; i++) {
@@ -216,7 +207,7 @@ static void mse(void **state)
     for (size_t ki = 0; ki < n_widths; ki++) {
       const size_t b = batches[bi], k = widths[ki], n = b * k;
       const size_t shape[2] = {b, k}, one[1] = {1};
-      float *yf = random_floats(n, 50 + bi, 3.0f), *tf = random_floats(n, 60 + ki, 3.0f);
+      float *yf = test_random_floats(n, 50 + bi, 3.0f), *tf = test_random_floats(n, 60 + ki, 3.0f);
       double *y = test_widen(yf, n), *t = test_widen(tf, n), *ref = test_alloc(n * sizeof *ref);
       const double loss_ref = ref_mse(y, t, n, ref);
       m2pt_tensor *ty = test_tensor(ctx, 2, shape, yf), *tt = test_tensor(ctx, 2, shape, tf);
@@ -255,7 +246,7 @@ static void deterministic(void **state)
 {
   m2pt_context *ctx = *state;
   const size_t b = 17, c = test_small() ? 10 : 1000, shape[2] = {b, c}, one[1] = {1};
-  float *xf = random_floats(b * c, 71, 5.0f);
+  float *xf = test_random_floats(b * c, 71, 5.0f);
   int64_t *labels = random_labels(b, c, 72);
   m2pt_tensor *tx = test_tensor(ctx, 2, shape, xf);
   m2pt_tensor *l[2], *g[2];

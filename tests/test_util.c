@@ -322,3 +322,20 @@ m2pt_linear *test_linear_layer(m2pt_context *ctx, const test_linear_params *p, u
     assert_ok(ctx, m2pt_linear_set_aux_bias(l, p->b_aux, p->out));
   return l;
 }
+
+float *test_random_floats(size_t n, uint64_t seed, float scale)
+{
+  float *v = test_alloc(n * sizeof *v);
+  test_fill(v, n, seed);
+  for (size_t i = 0; i < n; i++)
+    v[i] *= scale;
+  return v;
+}
+
+void test_assert_same_bits(m2pt_context *ctx, const m2pt_tensor *a, const m2pt_tensor *b)
+{
+  float *x = test_read(ctx, a), *y = test_read(ctx, b);
+  assert_memory_equal(x, y, m2pt_tensor_numel(a) * sizeof *x);
+  free(x);
+  free(y);
+}

@@ -103,4 +103,10 @@ void test_linear_params_free(test_linear_params *p);
 m2pt_linear *test_linear_layer(m2pt_context *ctx, const test_linear_params *p, unsigned flags,
                                float scale);
 
+/* n deterministic values in [-scale, scale) (test_fill's, scaled); free(). */
+float *test_random_floats(size_t n, uint64_t seed, float scale);
+
+/* Fails unless tensors a and b hold the same bits (a run repeated). */
+void test_assert_same_bits(m2pt_context *ctx, const m2pt_tensor *a, const m2pt_tensor *b);
+
 #endif
