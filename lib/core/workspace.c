@@ -33,3 +33,12 @@ void m2pt_workspace_release(m2pt_context *ctx)
     ctx->workspace_bytes[i] = 0;
   }
 }
+
+m2pt_status m2pt_workspace_upload(m2pt_context *ctx, m2pt_workspace_slot slot, const void *host,
+                                  size_t bytes, const char *what, cl_mem *out)
+{
+  M2PT_TRY(m2pt_workspace_get(ctx, slot, bytes, out));
+  const cl_int err = clEnqueueWriteBuffer(ctx->queue, *out, CL_TRUE, 0, bytes, host, 0, NULL,
+                                          NULL);
+  return err == CL_SUCCESS ? M2PT_OK : m2pt_fail_cl(ctx, err, what);
+}

@@ -61,6 +61,12 @@ struct m2pt_context;
 m2pt_status m2pt_workspace_get(struct m2pt_context *ctx, m2pt_workspace_slot slot, size_t bytes,
                                cl_mem *out);
 
+/* m2pt_workspace_get, then `bytes` of `host` written into the slot's buffer,
+ * blocking: host arrays (ids, labels, masks) are the caller's only for the
+ * call. `what` names the upload in an OpenCL error's message. */
+m2pt_status m2pt_workspace_upload(struct m2pt_context *ctx, m2pt_workspace_slot slot,
+                                  const void *host, size_t bytes, const char *what, cl_mem *out);
+
 /* Frees every slot (context destruction). */
 void m2pt_workspace_release(struct m2pt_context *ctx);
 

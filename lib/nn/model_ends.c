@@ -444,13 +444,8 @@ static m2pt_status prepare(m2pt_model *m, const m2pt_forward_options *options,
   m2pt_status s = m2pt_host_mask_check(m->ctx, mask, b, n, fn, host);
   cl_mem buf = NULL;
   if (s == M2PT_OK)
-    s = m2pt_workspace_get(m->ctx, M2PT_WS_MASK, b * n * sizeof *host, &buf);
-  if (s == M2PT_OK) {
-    const cl_int err = clEnqueueWriteBuffer(m->ctx->queue, buf, CL_TRUE, 0, b * n * sizeof *host,
-                                            host, 0, NULL, NULL);
-    if (err != CL_SUCCESS)
-      s = m2pt_fail_cl(m->ctx, err, "uploading the attention mask");
-  }
+    s = m2pt_workspace_upload(m->ctx, M2PT_WS_MASK, host, b * n * sizeof *host,
+                              "uploading the attention mask", &buf);
   free(host);
   const size_t shape[2] = {b, n};
   *mv = view(m->ctx, buf, 2, shape);

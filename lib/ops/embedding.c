@@ -330,13 +330,8 @@ m2pt_status m2pt_bert_embeddings(m2pt_context *ctx, const m2pt_host_matrix *ids,
                             "the number of token types", host + rows);
   cl_mem buf = NULL;
   if (s == M2PT_OK)
-    s = m2pt_workspace_get(ctx, M2PT_WS_IDS, nids * sizeof *host, &buf);
-  if (s == M2PT_OK) {
-    const cl_int err = clEnqueueWriteBuffer(ctx->queue, buf, CL_TRUE, 0, nids * sizeof *host,
-                                            host, 0, NULL, NULL);
-    if (err != CL_SUCCESS)
-      s = m2pt_fail_cl(ctx, err, "m2pt_bert_embeddings: uploading the ids");
-  }
+    s = m2pt_workspace_upload(ctx, M2PT_WS_IDS, host, nids * sizeof *host,
+                              "m2pt_bert_embeddings: uploading the ids", &buf);
   free(host);
   M2PT_TRY(s);
   M2PT_TRY(m2pt_op_bert_gather(ctx, buf, word->buffer, position->buffer,
@@ -512,13 +507,8 @@ m2pt_status m2pt_bert_embeddings_backward(m2pt_context *ctx, const m2pt_host_mat
   }
   cl_mem buf = NULL;
   if (s == M2PT_OK)
-    s = m2pt_workspace_get(ctx, M2PT_WS_IDS, total * sizeof *index, &buf);
-  if (s == M2PT_OK) {
-    const cl_int err = clEnqueueWriteBuffer(ctx->queue, buf, CL_TRUE, 0, total * sizeof *index,
-                                            index, 0, NULL, NULL);
-    if (err != CL_SUCCESS)
-      s = m2pt_fail_cl(ctx, err, "m2pt_bert_embeddings_backward: uploading the index");
-  }
+    s = m2pt_workspace_upload(ctx, M2PT_WS_IDS, index, total * sizeof *index,
+                              "m2pt_bert_embeddings_backward: uploading the index", &buf);
   free(keys);
   free(index);
   M2PT_TRY(s);

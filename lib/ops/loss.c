@@ -98,16 +98,10 @@ m2pt_status m2pt_cross_entropy(m2pt_context *ctx, const m2pt_tensor *logits, con
   m2pt_status s = check_labels(ctx, fn, labels, label_dtype, batch, classes, host);
   cl_mem ids = NULL, rows = NULL;
   if (s == M2PT_OK)
-    s = m2pt_workspace_get(ctx, M2PT_WS_IDS, batch * sizeof *host, &ids);
+    s = m2pt_workspace_upload(ctx, M2PT_WS_IDS, host, batch * sizeof *host,
+                              "m2pt_cross_entropy: uploading the labels", &ids);
   if (s == M2PT_OK)
     s = m2pt_workspace_get(ctx, M2PT_WS_GRAD, batch * sizeof(float), &rows);
-  if (s == M2PT_OK) {
-    /* Blocking: the host array is the caller's only for this call. */
-    const cl_int err = clEnqueueWriteBuffer(ctx->queue, ids, CL_TRUE, 0, batch * sizeof *host,
-                                            host, 0, NULL, NULL);
-    if (err != CL_SUCCESS)
-      s = m2pt_fail_cl(ctx, err, "m2pt_cross_entropy: uploading the labels");
-  }
   free(host);
   M2PT_TRY(s);
 
