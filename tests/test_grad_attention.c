@@ -44,7 +44,8 @@ static void check_fd(size_t batch, size_t tokens, size_t heads, size_t dim_head,
 {
   const size_t hd = heads * dim_head, nq = batch * tokens * 3 * hd, no = batch * tokens * hd;
   const double h = 1e-5;
-  float *qf = test_random_floats(nq, 70 + tokens, 2.0f), *gf = test_random_floats(no, 71 + heads, 1.0f);
+  float *qf = test_random_floats(nq, 70 + tokens, 2.0f);
+  float *gf = test_random_floats(no, 71 + heads, 1.0f);
   float *mask = make_mask(batch, tokens, masking);
   const float *m = masking ? mask : NULL;
   double *qkv = test_widen(qf, nq), *dout = test_widen(gf, no);
@@ -65,17 +66,10 @@ static void check_fd(size_t batch, size_t tokens, size_t heads, size_t dim_head,
     fd[i] = (lu - ld) / (2.0 * h);
   }
   ref_attention_backward(qkv, dout, batch, tokens, heads, dim_head, m, ref);
-  double scale = 1.0, worst = 0.0;
-  for (size_t i = 0; i < nq; i++)
-    scale = fmax(scale, fabs(fd[i]));
-  for (size_t i = 0; i < nq; i++)
-    worst = fmax(worst, fabs(ref[i] - fd[i]));
-  if (worst > FD_TOL * scale) {
-    print_error("attention dqkv (N %zu, heads %zu, dim_head %zu, mask %d): analytic vs finite "
-                "differences differ by %g (scale %g)\n",
-                tokens, heads, dim_head, masking, worst, scale);
-    fail();
-  }
+  char what[96];
+  snprintf(what, sizeof what, "attention dqkv (N %zu, heads %zu, dim_head %zu, mask %d)", tokens,
+           heads, dim_head, masking);
+  test_assert_fd(ref, fd, nq, FD_TOL, what);
   void *host[] = {qf, gf, mask, qkv, dout, up, down, fd, ref};
   for (size_t i = 0; i < sizeof host / sizeof *host; i++)
     free(host[i]);

@@ -28,21 +28,6 @@ static size_t n_widths(void)
   return test_small() ? 3 : sizeof widths / sizeof *widths;
 }
 
-/* |fd − ref| ≤ tol · max(1, max|fd|), with the worst printed. */
-static void assert_fd(const double *ref, const double *fd, size_t n, const char *what)
-{
-  double scale = 1.0, worst = 0.0;
-  for (size_t i = 0; i < n; i++)
-    scale = fmax(scale, fabs(fd[i]));
-  for (size_t i = 0; i < n; i++)
-    worst = fmax(worst, fabs(ref[i] - fd[i]));
-  if (worst > FD_TOL * scale) {
-    print_error("%s: analytic vs finite differences differ by %g (scale %g)\n", what, worst,
-                scale);
-    fail();
-  }
-}
-
 /* ---- LayerNorm ---- */
 
 /* L = Σ dY ⊙ LayerNorm(x; w, b) in double, every parameter double. */
@@ -94,9 +79,9 @@ static void layer_norm_finite_differences(void **state)
       fdb[i] = ln_fd(b, i, x, w, b, dy, ROWS, DIM, eps);
     }
     ref_layer_norm_backward(dy, x, ROWS, DIM, wf, eps, dx, dw, db);
-    assert_fd(dx, fdx, ROWS * DIM, "layer_norm dx");
-    assert_fd(dw, fdw, DIM, "layer_norm dweight");
-    assert_fd(db, fdb, DIM, "layer_norm dbias");
+    test_assert_fd(dx, fdx, ROWS * DIM, FD_TOL, "layer_norm dx");
+    test_assert_fd(dw, fdw, DIM, FD_TOL, "layer_norm dweight");
+    test_assert_fd(db, fdb, DIM, FD_TOL, "layer_norm dbias");
 
     /* The device against the finite differences directly. */
     const size_t shape[2] = {ROWS, DIM}, vshape[1] = {DIM}, sshape[1] = {ROWS};
@@ -326,7 +311,8 @@ static void softmax_finite_differences(void **state)
   (void)state;
   enum { ROWS = 4, COLS = 5 };
   const double scale = 0.5, h = 1e-5;
-  float *xf = test_random_floats(ROWS * COLS, 50, 3.0f), *dyf = test_random_floats(ROWS * COLS, 51, 1.0f);
+  float *xf = test_random_floats(ROWS * COLS, 50, 3.0f);
+  float *dyf = test_random_floats(ROWS * COLS, 51, 1.0f);
   float *mask = make_mask(ROWS, COLS);
   double *x = test_widen(xf, ROWS * COLS), *dy = test_widen(dyf, ROWS * COLS);
   double y[ROWS * COLS], up[ROWS * COLS], down[ROWS * COLS], dx[ROWS * COLS], fd[ROWS * COLS];
@@ -348,7 +334,7 @@ static void softmax_finite_differences(void **state)
     }
     ref_softmax(x, ROWS, COLS, scale, m, 1, y);
     ref_softmax_backward(dy, y, ROWS, COLS, scale, m, 1, dx);
-    assert_fd(dx, fd, ROWS * COLS, masked ? "softmax dx, masked" : "softmax dx");
+    test_assert_fd(dx, fd, ROWS * COLS, FD_TOL, masked ? "softmax dx, masked" : "softmax dx");
   }
   free(xf);
   free(dyf);

@@ -36,21 +36,6 @@ static int64_t *random_labels(size_t n, size_t classes, uint64_t seed)
   return v;
 }
 
-/* |fd − ref| ≤ FD_TOL · max(1, max|fd|), with the worst printed. */
-static void assert_fd(const double *ref, const double *fd, size_t n, const char *what)
-{
-  double scale = 1.0, worst = 0.0;
-  for (size_t i = 0; i < n; i++)
-    scale = fmax(scale, fabs(fd[i]));
-  for (size_t i = 0; i < n; i++)
-    worst = fmax(worst, fabs(ref[i] - fd[i]));
-  if (worst > FD_TOL * scale) {
-    print_error("%s: analytic vs finite differences differ by %g (scale %g)\n", what, worst,
-                scale);
-    fail();
-  }
-}
-
 static float read_scalar(m2pt_context *ctx, const m2pt_tensor *t)
 {
   float v = NAN;
@@ -137,7 +122,7 @@ static void cross_entropy_finite_differences(void **state)
       x[i] = saved;
       fd[i] = (up - down) / (2.0 * h);
     }
-    assert_fd(grad, fd, B * C, "cross_entropy dlogits");
+    test_assert_fd(grad, fd, B * C, FD_TOL, "cross_entropy dlogits");
     check_cross_entropy(ctx, xf, labels, B, C, eps, (int)e);
     free(xf);
     free(labels);
@@ -196,7 +181,7 @@ static void mse(void **state)
       y[i] = saved;
       fd[i] = (up - down) / (2.0 * h);
     }
-    assert_fd(grad, fd, N, "mse dy");
+    test_assert_fd(grad, fd, N, FD_TOL, "mse dy");
     void *host[] = {yf, tf, y, t};
     for (size_t i = 0; i < 4; i++)
       free(host[i]);

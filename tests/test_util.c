@@ -339,3 +339,17 @@ void test_assert_same_bits(m2pt_context *ctx, const m2pt_tensor *a, const m2pt_t
   free(x);
   free(y);
 }
+
+void test_assert_fd(const double *ref, const double *fd, size_t n, double tol, const char *what)
+{
+  double scale = 1.0, worst = 0.0;
+  for (size_t i = 0; i < n; i++)
+    scale = fmax(scale, fabs(fd[i]));
+  for (size_t i = 0; i < n; i++)
+    worst = fmax(worst, fabs(ref[i] - fd[i]));
+  if (worst > tol * scale) {
+    print_error("%s: analytic vs finite differences differ by %g (scale %g)\n", what, worst,
+                scale);
+    fail();
+  }
+}

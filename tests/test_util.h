@@ -109,4 +109,9 @@ float *test_random_floats(size_t n, uint64_t seed, float scale);
 /* Fails unless tensors a and b hold the same bits (a run repeated). */
 void test_assert_same_bits(m2pt_context *ctx, const m2pt_tensor *a, const m2pt_tensor *b);
 
+/* Fails unless an analytic gradient `ref` agrees with finite differences
+ * `fd` (n values): max|ref − fd| ≤ tol · max(1, max|fd|), the worst printed
+ * with `what`. */
+void test_assert_fd(const double *ref, const double *fd, size_t n, double tol, const char *what);
+
 #endif

@@ -60,7 +60,8 @@ m2pt_status m2pt_model_find_root(m2pt_model *m)
   const char *stack = m->scheme->stack;
   const size_t lp = strlen(m->prefix), ls = strlen(stack);
   size_t keep;
-  if (lp >= ls && !strcmp(m->prefix + lp - ls, stack) && (lp == ls || m->prefix[lp - ls - 1] == '.'))
+  if (lp >= ls && !strcmp(m->prefix + lp - ls, stack) &&
+      (lp == ls || m->prefix[lp - ls - 1] == '.'))
     keep = lp - ls;
   else {
     const char *dot = strrchr(m->prefix, '.');
@@ -152,7 +153,8 @@ static m2pt_status load_end(m2pt_model *m, const m2pt_model_source *src, int e, 
   m2pt_safetensors_info info;
   size_t wi;
   M2PT_TRY(m2pt_model_find_tensor(src, t, &info, &wi));
-  if (info.ndim != 2 || info.shape[1] != m->cfg.dim || (e == M2PT_END_POOLER && info.shape[0] != m->cfg.dim))
+  if (info.ndim != 2 || info.shape[1] != m->cfg.dim ||
+      (e == M2PT_END_POOLER && info.shape[0] != m->cfg.dim))
     return m2pt_fail(m->ctx, M2PT_ERR_FORMAT, "%s: \"%s\" must be [%s][%zu]", m->path, t,
                      e == M2PT_END_POOLER ? "dim" : "classes", m->cfg.dim);
   end->out = info.shape[0];
