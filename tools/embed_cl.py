@@ -4,11 +4,19 @@
 usage: embed_cl.py OUT.c OUT.h file.cl...
 
 Each cl/NAME.cl becomes `const m2pt_cl_source m2pt_cl_NAME`, holding the
-text NUL-terminated. Byte arrays rather than string literals: C11 only
+text NUL-terminated after PRELUDE. Byte arrays rather than string literals: C11 only
 promises string literals of 4095 characters, and -pedantic warns past that.
 """
 import os
 import sys
+
+# Put before every source. OpenCL C lets a compiler contract a*b + c into one
+# fma (FP_CONTRACT is ON by default) and vendors differ: NVIDIA's driver does
+# where PoCL does not, so the same expression rounds differently, e.g.
+# LayerNorm backward's g - mean(g), exactly 0 for a one-wide row, became
+# 1.5e-3 on an H200 once scaled by rstd = 1/sqrt(1e-12). Kernels call fma()
+# where they want one. #line keeps the build log's line numbers the file's.
+PRELUDE = b"#pragma OPENCL FP_CONTRACT OFF\n#line 1\n"
 
 
 def ident(path):
@@ -36,7 +44,7 @@ def main():
             '#include "m2pt_cl_sources.h"', ""]
     for path in sources:
         with open(path, "rb") as f:
-            data = f.read()
+            data = PRELUDE + f.read()
         name = ident(path)
         header.append("extern const m2pt_cl_source %s;" % name)
         body.append("static const unsigned char %s_text[] = {" % name)
