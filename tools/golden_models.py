@@ -14,12 +14,11 @@ for the block functions), so the same dict is saved as the checkpoint and,
 made of leaf tensors, gives autograd's gradients under those names.
 heads·dim_head may differ from dim: the attention width is qkv's rows / 3.
 """
-import json
-import struct
-
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+import safetensors_file
 
 torch.set_default_dtype(torch.float64)
 
@@ -42,20 +41,14 @@ class Gen:
 
 def save_st(path, tensors, metadata=None):
     """A safetensors file (F32, or I64 for int64 tensors), names sorted."""
-    header, blobs, off = {'__metadata__': metadata or {'format': 'pt'}}, [], 0
+    entries = []
     for name in sorted(tensors):
         t = tensors[name].detach()
         if t.dtype == torch.int64:
-            blob, dt = t.numpy().astype('<i8').tobytes(), 'I64'
+            entries.append((name, 'I64', t.shape, t.numpy().astype('<i8').tobytes()))
         else:
-            blob, dt = t.numpy().astype('<f4').tobytes(), 'F32'
-        header[name] = {'dtype': dt, 'shape': list(t.shape), 'data_offsets': [off, off + len(blob)]}
-        blobs.append(blob)
-        off += len(blob)
-    text = json.dumps(header, separators=(',', ':')).encode()
-    text += b' ' * (-len(text) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(text)) + text + b''.join(blobs))
+            entries.append((name, 'F32', t.shape, t.numpy().astype('<f4').tobytes()))
+    safetensors_file.write(path, entries, metadata or {'format': 'pt'})
 
 
 def save_npy(path, a, dtype='<f4'):
