@@ -14,9 +14,9 @@ and checks OUT:
         max|g − ref| ≤ 1e-4·max(1, max|ref|);
   * each λ gradient (…cross_modal_scale): dλ = Σ G ⊙ W_aux is a reduction
     over a whole matrix (G = ∂L/∂W_eff), whose f32 rounding error grows
-    with Σ|G ⊙ W_aux|, not with |dλ| (the terms cancel: here |dλ| is often
-    a tenth of that sum or less). Its bound is the rule above with that
-    sum, from cases.json's reduction_scale, in place of max|ref|:
+    with Σ|G ⊙ W_aux|, not with |dλ| (the terms cancel: in these cases
+    |dλ| is 0.5 to 20 % of that sum). Its bound is the rule above with
+    that sum, from cases.json's reduction_scale, in place of max|ref|:
         |dλ − ref| ≤ 1e-4·max(1, Σ|G ⊙ W_aux|)
     (summed over q, k and v for BERT's shared λ).
 A missing or unexpected name, a shape or dtype mismatch, a gradient out of
