@@ -115,6 +115,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import safetensors_file  # noqa: E402
+
 SEED = 20240414
 
 TIMM = dict(dim=24, heads=3, dim_head=8, hidden=96, depth=2, eps=1e-6,
@@ -479,19 +482,9 @@ def tensor_bytes(t, dtype):
 def save_safetensors(path, tensors, metadata=METADATA):
     """tensors: {name: (dtype, torch tensor)}; layout as the reference writer."""
     order = sorted(tensors, key=lambda n: (-DTYPE_RANK.index(tensors[n][0]), n))
-    header = {'__metadata__': metadata} if metadata else {}
-    blobs, off = [], 0
-    for name in order:
-        dtype, t = tensors[name]
-        blob = tensor_bytes(t, dtype)
-        header[name] = {'dtype': dtype, 'shape': list(t.shape),
-                        'data_offsets': [off, off + len(blob)]}
-        blobs.append(blob)
-        off += len(blob)
-    text = json.dumps(header, separators=(',', ':')).encode()
-    text += b' ' * (-len(text) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(text)) + text + b''.join(blobs))
+    safetensors_file.write(path, [(n, tensors[n][0], tensors[n][1].shape,
+                                   tensor_bytes(tensors[n][1], tensors[n][0])) for n in order],
+                           metadata)
 
 
 def load_safetensors(path):

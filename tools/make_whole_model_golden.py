@@ -24,117 +24,26 @@ Inputs are stored as float32 .npy (ids and masks are small integers, exact
 in f32; the test converts them to int64/int32). Expected outputs are the
 float64 forward rounded once to float32.
 """
-import json
-import struct
+import os
 import sys
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-torch.set_default_dtype(torch.float64)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from golden_models import (Gen, bert_block, bert_embeddings, bert_names,  # noqa: E402
+                           block_params, hf_vit_block, hf_vit_names, layer_norm, lin,
+                           patch_embed, save_npy, save_st, sub, timm_block, timm_names)
+
 D, HEADS, DEPTH, HID = 16, 2, 2, 64
-rng = np.random.default_rng(20240511)
-
-
-def rand(*shape, scale=0.2):
-    # float32 values, so the file holds exactly what the golden uses
-    return torch.tensor(rng.standard_normal(shape).astype(np.float32) * scale, dtype=torch.float64)
+gen = Gen(20240511)
+rand = gen.rand
+TIMM, HFV, BERT = timm_names(D, HID), hf_vit_names(D, HID), bert_names(D, HID)
 
 
 def ln_params():
-    return 1 + rand(D, scale=0.1), rand(D, scale=0.05)
-
-
-def save_st(path, tensors):
-    header, blobs, off = {'__metadata__': {'format': 'pt'}}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name]
-        if t.dtype == torch.int64:
-            blob, dt = t.numpy().astype('<i8').tobytes(), 'I64'
-        else:
-            blob, dt = t.numpy().astype('<f4').tobytes(), 'F32'
-        header[name] = {'dtype': dt, 'shape': list(t.shape), 'data_offsets': [off, off + len(blob)]}
-        blobs.append(blob)
-        off += len(blob)
-    text = json.dumps(header, separators=(',', ':')).encode()
-    text += b' ' * (-len(text) % 8)
-    with open(path, 'wb') as f:
-        f.write(struct.pack('<Q', len(text)) + text + b''.join(blobs))
-
-
-def save_npy(path, a):
-    np.save(path, np.ascontiguousarray(np.asarray(a, dtype='<f4')))
-
-
-def layer_norm(x, w, b, eps):
-    return F.layer_norm(x, (D,), w, b, eps)
-
-
-def attention(q, k, v, mask):
-    B, N, _ = q.shape
-    dh = D // HEADS
-    q, k, v = (t.reshape(B, N, HEADS, dh).transpose(1, 2) for t in (q, k, v))
-    s = q @ k.transpose(-1, -2) * dh ** -0.5
-    if mask is not None:  # HF's extended mask: (1 − m)·finfo.min on the keys
-        s = s + (1 - mask[:, None, None, :]) * torch.finfo(torch.float64).min
-    return (s.softmax(-1) @ v).transpose(1, 2).reshape(B, N, D)
-
-
-def block_params(names):
-    p = {}
-    for n in names['norms']:
-        p[n + '.weight'], p[n + '.bias'] = ln_params()
-    for n, (o, i) in names['linears'].items():
-        p[n + '.weight'], p[n + '.bias'] = rand(o, i), rand(o, scale=0.05)
-    return p
-
-
-def lin(p, n, x):
-    return F.linear(x, p[n + '.weight'], p[n + '.bias'])
-
-
-TIMM = dict(norms=['norm1', 'norm2'], linears={'attn.qkv': (3 * D, D), 'attn.proj': (D, D),
-                                                'mlp.fc1': (HID, D), 'mlp.fc2': (D, HID)})
-HFV = dict(norms=['layernorm_before', 'layernorm_after'],
-           linears={'attention.attention.query': (D, D), 'attention.attention.key': (D, D),
-                    'attention.attention.value': (D, D), 'attention.output.dense': (D, D),
-                    'intermediate.dense': (HID, D), 'output.dense': (D, HID)})
-BERT = dict(norms=['attention.output.LayerNorm', 'output.LayerNorm'], linears=HFV['linears'] | {})
-BERT['linears'] = {k.replace('attention.attention', 'attention.self'): v
-                   for k, v in HFV['linears'].items()}
-
-
-def timm_block(p, x, eps=1e-6):
-    h = layer_norm(x, p['norm1.weight'], p['norm1.bias'], eps)
-    q, k, v = lin(p, 'attn.qkv', h).split(D, -1)
-    x = x + lin(p, 'attn.proj', attention(q, k, v, None))
-    h = layer_norm(x, p['norm2.weight'], p['norm2.bias'], eps)
-    return x + lin(p, 'mlp.fc2', F.gelu(lin(p, 'mlp.fc1', h)))
-
-
-def hf_vit_block(p, x):
-    h = layer_norm(x, p['layernorm_before.weight'], p['layernorm_before.bias'], 1e-12)
-    a = 'attention.attention.'
-    x = x + lin(p, 'attention.output.dense',
-                attention(lin(p, a + 'query', h), lin(p, a + 'key', h), lin(p, a + 'value', h), None))
-    h = layer_norm(x, p['layernorm_after.weight'], p['layernorm_after.bias'], 1e-12)
-    return x + lin(p, 'output.dense', F.gelu(lin(p, 'intermediate.dense', h)))
-
-
-def bert_block(p, x, mask):
-    a = 'attention.self.'
-    h = attention(lin(p, a + 'query', x), lin(p, a + 'key', x), lin(p, a + 'value', x), mask)
-    x = layer_norm(x + lin(p, 'attention.output.dense', h), p['attention.output.LayerNorm.weight'],
-                   p['attention.output.LayerNorm.bias'], 1e-12)
-    h = lin(p, 'output.dense', F.gelu(lin(p, 'intermediate.dense', x)))
-    return layer_norm(x + h, p['output.LayerNorm.weight'], p['output.LayerNorm.bias'], 1e-12)
-
-
-def patch_embed(w, b, cls, pos, pixels):
-    x = F.conv2d(pixels, w, b, stride=w.shape[-1]).flatten(2).transpose(1, 2)
-    x = torch.cat([cls.reshape(1, 1, D).expand(x.shape[0], 1, D), x], 1)
-    return x + pos.reshape(1, -1, D)
+    return gen.ln_params(D)
 
 
 def main(out):
@@ -148,7 +57,7 @@ def main(out):
         t = {'patch_embed.proj.weight': rand(D, C, P, P), 'patch_embed.proj.bias': rand(D),
              'cls_token': rand(1, 1, D), 'pos_embed': rand(1, G + 1, D),
              'head.weight': rand(CLASSES, D), 'head.bias': rand(CLASSES)}
-        blocks = [block_params(TIMM) for _ in range(DEPTH)]
+        blocks = [block_params(gen, TIMM, D) for _ in range(DEPTH)]
         for i, bp in enumerate(blocks):
             t.update({f'blocks.{i}.{k}': v for k, v in bp.items()})
         norm = 'norm' if kind == 'token' else 'fc_norm'
@@ -156,7 +65,7 @@ def main(out):
         x = patch_embed(t['patch_embed.proj.weight'], t['patch_embed.proj.bias'], t['cls_token'],
                         t['pos_embed'], pixels)
         for bp in blocks:
-            x = timm_block(bp, x)
+            x = timm_block(bp, x, HEADS)
         if kind == 'token':
             x = layer_norm(x, t['norm.weight'], t['norm.bias'], 1e-6)
             pooled = x[:, 0]
@@ -173,7 +82,7 @@ def main(out):
          'vit.embeddings.cls_token': rand(1, 1, D), 'vit.embeddings.position_embeddings':
          rand(1, G + 1, D), 'classifier.weight': rand(CLASSES, D), 'classifier.bias': rand(CLASSES)}
     t['vit.layernorm.weight'], t['vit.layernorm.bias'] = ln_params()
-    blocks = [block_params(HFV) for _ in range(DEPTH)]
+    blocks = [block_params(gen, HFV, D) for _ in range(DEPTH)]
     for i, bp in enumerate(blocks):
         t.update({f'vit.encoder.layer.{i}.{k}': v for k, v in bp.items()})
     e = 'vit.embeddings.'
@@ -181,7 +90,7 @@ def main(out):
                     t[e + 'patch_embeddings.projection.bias'], t[e + 'cls_token'],
                     t[e + 'position_embeddings'], pixels)
     for bp in blocks:
-        x = hf_vit_block(bp, x)
+        x = hf_vit_block(bp, x, HEADS)
     x = layer_norm(x, t['vit.layernorm.weight'], t['vit.layernorm.bias'], 1e-12)
     save_st(f'{out}/hf_vit.safetensors', t)
     save_npy(f'{out}/hf_vit_logits.npy', lin(t, 'classifier', x[:, 0]))
@@ -205,17 +114,14 @@ def main(out):
         w, b = ln_params()
         t[prefix + 'embeddings.LayerNorm.weight'], t[prefix + 'embeddings.LayerNorm.bias'] = w, b
         for i in range(DEPTH):
-            t.update({f'{prefix}encoder.layer.{i}.{k}': v for k, v in block_params(BERT).items()})
+            t.update({f'{prefix}encoder.layer.{i}.{k}': v
+                      for k, v in block_params(gen, BERT, D).items()})
         return t
 
     def bert_forward(t, prefix, head_w, head_b):
-        e = prefix + 'embeddings.'
-        x = (t[e + 'word_embeddings.weight'][ids] + t[e + 'position_embeddings.weight'][:N]
-             + t[e + 'token_type_embeddings.weight'][types])
-        x = layer_norm(x, t[e + 'LayerNorm.weight'], t[e + 'LayerNorm.bias'], 1e-12)
+        x = bert_embeddings(t, prefix, ids, types)
         for i in range(DEPTH):
-            pre = f'{prefix}encoder.layer.{i}.'
-            x = bert_block({k[len(pre):]: v for k, v in t.items() if k.startswith(pre)}, x, mask)
+            x = bert_block(sub(t, f'{prefix}encoder.layer.{i}.'), x, mask, HEADS)
         pooled = torch.tanh(lin(t, prefix + 'pooler.dense', x[:, 0]))
         mean = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
         return x, pooled, mean, F.linear(pooled, head_w, head_b)
