@@ -109,6 +109,53 @@ M2PT_API m2pt_status m2pt_optimizer_group(const m2pt_optimizer *opt, size_t grou
  * M2PT_ERR_KERNEL_BUILD; a failed step may have updated some tensors. */
 M2PT_API m2pt_status m2pt_optimizer_step(m2pt_optimizer *opt);
 
+/* ---- State files (resuming a run) ----------------------------------------- */
+
+/* Writes the optimizer's state to a safetensors file at `path`: for each
+ * parameter, in the order added, with <name> its entry of `names` (names
+ * NULL: its index 0, 1, …, the keys of PyTorch's
+ * optimizer.state_dict()["state"]):
+ *   <name>.step             I64 scalar, the steps it has taken (PyTorch
+ *                           keeps a float32 "step"),
+ *   AdamW: <name>.exp_avg, <name>.exp_avg_sq     F32, the parameter's shape,
+ *   SGD with momentum: <name>.momentum_buffer    F32, the parameter's shape
+ *   (zeros before the first step, where PyTorch has none yet),
+ * and the metadata format = "m2pt.optimizer_state.v1", optimizer ("adamw"
+ * or "sgd"), params (their count), beta1, beta2, eps (AdamW) or momentum,
+ * nesterov (SGD). The groups' learning rates and weight decays are the
+ * caller's configuration (a schedule sets the rates before every step) and
+ * are not saved. The file is written as every m2pt output is (<m2pt/io.h>,
+ * "Output files": a temporary file renamed over `path`, so a process killed
+ * while saving leaves the previous file whole). The state is copied to the
+ * host first (the moments' size in host memory, for the call).
+ * names, when not NULL, holds one non-empty name per parameter, all
+ * different (e.g. the checkpoint names, "blocks.0.attn.qkv.weight").
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL opt, NULL or empty path, a NULL,
+ * empty or repeated name), M2PT_ERR_IO, M2PT_ERR_OUT_OF_MEMORY,
+ * M2PT_ERR_OPENCL; on failure `path` is as it was. */
+M2PT_API m2pt_status m2pt_optimizer_save(const m2pt_optimizer *opt, const char *path,
+                                         const char *const *names);
+
+/* Replaces every parameter's state and step count with those of a file
+ * m2pt_optimizer_save wrote for an optimizer of the same kind and options
+ * (betas, ε; momentum, Nesterov), with as many parameters, the same names
+ * (`names` as given to the save) and shapes. A run that saves after k
+ * steps and loads the file into a new optimizer, its parameters restored
+ * too, continues with the same bits as one never interrupted. The file is
+ * checked whole (metadata, tensor count, every name, dtype and shape, every
+ * step ≥ 0) and read to the host before anything changes: a refused file
+ * leaves the optimizer as it was. The learning rates and weight decays are
+ * not in the file (m2pt_optimizer_set_lr).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, names as for the save),
+ * M2PT_ERR_IO (cannot read), M2PT_ERR_FORMAT (not a valid safetensors file
+ * or truncated, no optimizer state, another kind, option or parameter count,
+ * a tensor of another dtype, a tensor too many, a negative step),
+ * M2PT_ERR_NOT_FOUND (a tensor missing: another name), M2PT_ERR_SHAPE (a
+ * state of another shape), M2PT_ERR_OUT_OF_MEMORY, M2PT_ERR_OPENCL (the
+ * upload failed: the state may then be part loaded). */
+M2PT_API m2pt_status m2pt_optimizer_load(m2pt_optimizer *opt, const char *path,
+                                         const char *const *names);
+
 /* ---- Schedules (host, pure) ---------------------------------------------- */
 
 typedef enum m2pt_lr_schedule_kind {
