@@ -50,3 +50,12 @@ __kernel void m2pt_adamw_step(__global float *p, __global const float *grad, __g
   const float denom = sqrt(vi) / bc2_sqrt + eps;
   p[i] = w - step_size * (mi / denom);
 }
+
+/* x *= factor: gradient clipping's and accumulation's scale (PyTorch's
+ * mul_ by a one-element tensor, one rounding per element). */
+__kernel void m2pt_scale(__global float *x, const ulong n, const float factor)
+{
+  const ulong i = get_global_id(0);
+  if (i < n)
+    x[i] *= factor;
+}

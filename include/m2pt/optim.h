@@ -156,6 +156,48 @@ M2PT_API m2pt_status m2pt_optimizer_save(const m2pt_optimizer *opt, const char *
 M2PT_API m2pt_status m2pt_optimizer_load(m2pt_optimizer *opt, const char *path,
                                          const char *const *names);
 
+/* ---- Gradient clipping and scaling ------------------------------------------ */
+
+/* torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type=2) over
+ * the `count` gradient tensors grads[0 .. count) of ctx: the total norm
+ *   N = √(Σ_tensors Σ g²)
+ * into *total_norm (may be NULL), and, when max_norm / (N + 1e-6) < 1,
+ * every gradient multiplied by that coefficient, computed in float as
+ * PyTorch does (c = (1 / (N + 1e-6f)) · max_norm; its tensor division is a
+ * reciprocal and a product). Squares are summed in float on the device in
+ * a fixed order (chunks of 1024 elements, lanes of 64, a pairwise tree, then
+ * the tensors in list order, no atomics): the same bits on every run, within
+ * f32 rounding of PyTorch's norm. Blocks until the norm is on the host.
+ * max_norm = +inf computes the norm and scales nothing. count 0 gives
+ * N = 0. A NaN or infinite N (a NaN or inf gradient, or squares past
+ * FLT_MAX: N above ~1.8e19) fails with M2PT_ERR_NOT_FINITE, N still written
+ * to *total_norm and no gradient touched (PyTorch would scale them all by
+ * NaN or 0).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL ctx, a NULL list with count > 0 or
+ * a NULL entry, a tensor listed twice, max_norm ≤ 0 or NaN),
+ * M2PT_ERR_CONTEXT_MISMATCH, M2PT_ERR_NOT_FINITE, M2PT_ERR_UNSUPPORTED (work
+ * groups under 64 work-items), M2PT_ERR_DEVICE_OUT_OF_MEMORY,
+ * M2PT_ERR_OPENCL, M2PT_ERR_KERNEL_BUILD. */
+M2PT_API m2pt_status m2pt_clip_grad_norm(m2pt_context *ctx, m2pt_tensor *const *grads,
+                                         size_t count, float max_norm, float *total_norm);
+
+/* Multiplies every element of the `count` tensors by `factor` (one float
+ * product each, PyTorch's mul_), asynchronously. For gradient accumulation:
+ * MAE divides each micro-batch's loss by accum_iter, the backward sums into
+ * the gradients (m2pt's backward passes take an accumulate flag), and the
+ * optimizer steps once every accum_iter micro-batches. Here the loss
+ * gradient (dlogits of m2pt_cross_entropy, already a mean over its B_k
+ * rows) is scaled before each micro-batch's backward: by 1/K for MAE's
+ * rule, or by B_k / B for the mean over the step's B samples when the last
+ * micro-batch is partial; the backward being linear in it, the summed
+ * gradients are those of the scaled loss. Scaling the summed gradients once
+ * by 1/K instead gives the same result up to rounding.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL ctx, a NULL list with count > 0 or
+ * a NULL entry, a tensor listed twice, a factor not finite),
+ * M2PT_ERR_CONTEXT_MISMATCH, M2PT_ERR_OPENCL, M2PT_ERR_KERNEL_BUILD. */
+M2PT_API m2pt_status m2pt_scale_grads(m2pt_context *ctx, m2pt_tensor *const *grads,
+                                      size_t count, float factor);
+
 /* ---- Schedules (host, pure) ---------------------------------------------- */
 
 typedef enum m2pt_lr_schedule_kind {
@@ -184,12 +226,19 @@ M2PT_API m2pt_status m2pt_lr_schedule_at(const m2pt_lr_schedule *s, double epoch
 
 /* ---- MAE's parameter groups (util/lr_decay.py, param_groups_lrd) ---------- */
 
-/* What MAE's param_groups_lrd assigns to one parameter. */
+/* What MAE's param_groups_lrd assigns to one parameter. Parameters whose
+ * `group` names are equal share a group (one learning rate, one weight
+ * decay), as MAE's do. */
 typedef struct m2pt_param_group_info {
   size_t layer_id; /* 0: embeddings; block i: i + 1; anything else (final
                       norm, head): depth + 1 */
   double lr_scale; /* layer_decay^(depth + 1 − layer_id): 1 for the head */
   int no_decay;    /* 1: weight decay 0 (1-D tensors, cls_token, pos_embed) */
+  int pathway_scale; /* 1: an M2PT pathway's λ (a name ending in
+                        "cross_modal_scale") */
+  char group[48];  /* MAE's group name, "layer_<layer_id>_decay" or
+                      "layer_<layer_id>_no_decay"; "pathway_scales" after
+                      m2pt_param_group_scale_lr */
 } m2pt_param_group_info;
 
 /* The group of the checkpoint tensor `name` with `ndim` dimensions in a
@@ -204,6 +253,21 @@ typedef struct m2pt_param_group_info {
  * index ≥ depth), with the message on the calling thread. */
 M2PT_API m2pt_status m2pt_param_group_of(const char *name, size_t ndim, size_t depth,
                                          double layer_decay, m2pt_param_group_info *info);
+
+/* M2PT's --scale-lr: gives every pathway λ one learning rate of its own,
+ * `scale_lr` where the schedule peaks at `lr` (the weights' base rate). For
+ * an info with pathway_scale set (from m2pt_param_group_of), lr_scale
+ * becomes scale_lr / lr (no layer decay) and group "pathway_scales", so
+ * that setting each group's rate to schedule(e) · lr_scale, MAE's rule, runs
+ * every λ on the schedule's shape (warm-up, cosine) scaled to peak at
+ * scale_lr, in a group apart from its layer's biases and norms; no_decay
+ * stays 1. Any other info is left as it is. λ is one number that multiplies
+ * a whole auxiliary weight, so a rate of its own (often larger) lets it move
+ * at a pace that suits it.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, lr ≤ 0, scale_lr < 0, either not
+ * finite), with the message on the calling thread. */
+M2PT_API m2pt_status m2pt_param_group_scale_lr(m2pt_param_group_info *info, double lr,
+                                               double scale_lr);
 
 #ifdef __cplusplus
 }
