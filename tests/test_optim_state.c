@@ -275,10 +275,9 @@ static void write_edited(const char *good, const char *out, edit e)
       name = "2.exp_avg_sq";
     assert_ok(NULL, m2pt_safetensors_writer_add(w, name, dtype, ndim, shape, data, nbytes));
   }
-  if (e == EDIT_EXTRA) {
-    const float x = 1.0f;
-    assert_ok(NULL, m2pt_safetensors_writer_add(w, "extra", M2PT_DTYPE_F32, 1, &one, &x, 4));
-  }
+  const float extra = 1.0f; /* borrowed by the writer until finish */
+  if (e == EDIT_EXTRA)
+    assert_ok(NULL, m2pt_safetensors_writer_add(w, "extra", M2PT_DTYPE_F32, 1, &one, &extra, 4));
   assert_ok(NULL, m2pt_safetensors_writer_finish(w));
   m2pt_safetensors_writer_destroy(w);
   m2pt_safetensors_close(f);
