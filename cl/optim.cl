@@ -59,3 +59,13 @@ __kernel void m2pt_scale(__global float *x, const ulong n, const float factor)
   if (i < n)
     x[i] *= factor;
 }
+
+/* y += a·x as one fma (correctly rounded on every device; with a = 1 it is
+ * the plain sum y + x, PyTorch's gradient accumulation): summing a
+ * micro-batch's gradients into accumulators. */
+__kernel void m2pt_axpy(__global float *y, __global const float *x, const ulong n, const float a)
+{
+  const ulong i = get_global_id(0);
+  if (i < n)
+    y[i] = fma(a, x[i], y[i]);
+}

@@ -430,6 +430,70 @@ static void scale_grads(void **state)
   free(v);
 }
 
+/* m2pt_accumulate_grads: y + a·x as one fma (with a = 1 the plain sum),
+ * a tensor accumulated into itself, and mismatched pairs refused before any
+ * pair is touched. */
+static void accumulate_grads(void **state)
+{
+  m2pt_context *ctx = *state;
+  enum { N = 1001 };
+  float *x = test_random_floats(N, 1404, 3.0f), *y = test_random_floats(N, 1405, 1.0f);
+  const size_t shape[2] = {7, 143}, flat[1] = {N}, one[1] = {1};
+  m2pt_tensor *dst[2] = {test_tensor(ctx, 2, shape, y), test_tensor(ctx, 1, one, y)};
+  m2pt_tensor *src[2] = {test_tensor(ctx, 2, shape, x), test_tensor(ctx, 1, one, x)};
+  assert_ok(ctx, m2pt_accumulate_grads(ctx, dst, (const m2pt_tensor *const *)src, 2, 0.3f));
+  float *got = test_read(ctx, dst[0]), *first = test_read(ctx, dst[1]);
+  for (size_t i = 0; i < N; i++)
+    assert_true(got[i] == fmaf(0.3f, x[i], y[i]));
+  assert_true(first[0] == got[0]);
+  free(got);
+  free(first);
+  assert_ok(ctx, m2pt_tensor_write(dst[0], y, N));
+  assert_ok(ctx, m2pt_accumulate_grads(ctx, dst, (const m2pt_tensor *const *)src, 1, 1.0f));
+  got = test_read(ctx, dst[0]);
+  for (size_t i = 0; i < N; i++) {
+    const volatile float sum = y[i] + x[i];
+    assert_true(got[i] == sum);
+  }
+  free(got);
+  /* Into itself: 2·x. */
+  assert_ok(ctx, m2pt_accumulate_grads(ctx, src, (const m2pt_tensor *const *)src, 1, 1.0f));
+  got = test_read(ctx, src[0]);
+  for (size_t i = 0; i < N; i++)
+    assert_true(got[i] == 2.0f * x[i]);
+  free(got);
+  /* Refused: the second pair's shapes differ, so the first is not touched. */
+  m2pt_tensor *wrong = test_tensor(ctx, 1, flat, x);
+  assert_ok(ctx, m2pt_tensor_write(dst[0], y, N));
+  const m2pt_tensor *bad_src[2] = {src[0], wrong}, *holes[2] = {src[0], NULL};
+  m2pt_tensor *twice[2] = {dst[0], dst[0]};
+  assert_status(ctx, m2pt_accumulate_grads(ctx, dst, bad_src, 2, 1.0f), M2PT_ERR_SHAPE);
+  assert_status(ctx, m2pt_accumulate_grads(ctx, dst, holes, 2, 1.0f), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_accumulate_grads(ctx, dst, NULL, 2, 1.0f), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_accumulate_grads(ctx, twice, bad_src, 2, 1.0f),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_accumulate_grads(ctx, dst, bad_src, 1, NAN), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(NULL, m2pt_accumulate_grads(NULL, dst, bad_src, 1, 1.0f),
+                M2PT_ERR_INVALID_ARGUMENT);
+  m2pt_context *ctx2 = test_context();
+  m2pt_tensor *other = test_tensor(ctx2, 2, shape, x);
+  const m2pt_tensor *foreign[1] = {other};
+  assert_status(ctx, m2pt_accumulate_grads(ctx, dst, foreign, 1, 1.0f), M2PT_ERR_CONTEXT_MISMATCH);
+  assert_ok(ctx, m2pt_accumulate_grads(ctx, NULL, NULL, 0, 1.0f));
+  got = test_read(ctx, dst[0]);
+  assert_memory_equal(got, y, N * sizeof *y);
+  free(got);
+  m2pt_tensor_destroy(other);
+  m2pt_context_destroy(ctx2);
+  m2pt_tensor_destroy(wrong);
+  for (size_t i = 0; i < 2; i++) {
+    m2pt_tensor_destroy(dst[i]);
+    m2pt_tensor_destroy(src[i]);
+  }
+  free(x);
+  free(y);
+}
+
 /* Lists refused whole, before anything is enqueued. */
 static void clip_bad_arguments(void **state)
 {
@@ -563,7 +627,8 @@ int main(int argc, char **argv)
       cmocka_unit_test(schedules),     cmocka_unit_test(param_groups),
       cmocka_unit_test(bad_arguments), cmocka_unit_test(clip_golden),
       cmocka_unit_test(clip_below_max), cmocka_unit_test(clip_not_finite),
-      cmocka_unit_test(scale_grads),   cmocka_unit_test(clip_bad_arguments),
+      cmocka_unit_test(scale_grads),   cmocka_unit_test(accumulate_grads),
+      cmocka_unit_test(clip_bad_arguments),
   };
   return test_run_matrix("optim", 0, tests, NULL, NULL);
 }

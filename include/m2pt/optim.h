@@ -182,21 +182,41 @@ M2PT_API m2pt_status m2pt_clip_grad_norm(m2pt_context *ctx, m2pt_tensor *const *
                                          size_t count, float max_norm, float *total_norm);
 
 /* Multiplies every element of the `count` tensors by `factor` (one float
- * product each, PyTorch's mul_), asynchronously. For gradient accumulation:
- * MAE divides each micro-batch's loss by accum_iter, the backward sums into
- * the gradients (m2pt's backward passes take an accumulate flag), and the
- * optimizer steps once every accum_iter micro-batches. Here the loss
- * gradient (dlogits of m2pt_cross_entropy, already a mean over its B_k
- * rows) is scaled before each micro-batch's backward: by 1/K for MAE's
- * rule, or by B_k / B for the mean over the step's B samples when the last
- * micro-batch is partial; the backward being linear in it, the summed
- * gradients are those of the scaled loss. Scaling the summed gradients once
- * by 1/K instead gives the same result up to rounding.
+ * product each, PyTorch's mul_), asynchronously: the 1/K of gradient
+ * accumulation (below), or any rescaling of a gradient list.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL ctx, a NULL list with count > 0 or
  * a NULL entry, a tensor listed twice, a factor not finite),
  * M2PT_ERR_CONTEXT_MISMATCH, M2PT_ERR_OPENCL, M2PT_ERR_KERNEL_BUILD. */
 M2PT_API m2pt_status m2pt_scale_grads(m2pt_context *ctx, m2pt_tensor *const *grads,
                                       size_t count, float factor);
+
+/* dst[i] += factor · src[i], element by element, for the `count` pairs of
+ * tensors of one shape (one fma each, so with factor 1 exactly the sum
+ * PyTorch's backward accumulates into .grad), asynchronously. src[i] may be
+ * dst[i]; no dst tensor may be listed twice.
+ *
+ * Gradient accumulation over K micro-batches (MAE's accum_iter) needs no
+ * optimizer state: MAE divides each micro-batch's loss by K, sums the
+ * gradients of the K backward passes and steps once. Here either
+ *  - the backward sums itself (m2pt_linear_backward's accumulate flag):
+ *    scale each micro-batch's loss gradient (dlogits of m2pt_cross_entropy,
+ *    a mean over its rows) by 1/K with m2pt_scale_grads before its
+ *    backward, overwrite on the first micro-batch and accumulate after;
+ *  - or the backward overwrites its gradients (m2pt_block_backward): sum
+ *    each micro-batch's gradients into accumulators (zero before the first
+ *    micro-batch) with this call, factor 1/K, and give the optimizer the
+ *    accumulators.
+ * For the mean over a step's B samples when the last micro-batch holds
+ * fewer, use B_k / B for micro-batch k instead of 1/K. The backward being
+ * linear in its incoming gradient, both give the gradient of the scaled
+ * loss, up to rounding.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL ctx, a NULL list with count > 0 or
+ * a NULL entry, a dst tensor listed twice, a factor not finite),
+ * M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH, M2PT_ERR_OPENCL,
+ * M2PT_ERR_KERNEL_BUILD; the pairs are checked before anything runs. */
+M2PT_API m2pt_status m2pt_accumulate_grads(m2pt_context *ctx, m2pt_tensor *const *dst,
+                                           const m2pt_tensor *const *src, size_t count,
+                                           float factor);
 
 /* ---- Schedules (host, pure) ---------------------------------------------- */
 

@@ -1,15 +1,17 @@
-/* Gradient clipping by global norm and the scale of gradient lists
+/* Gradient clipping by global norm, and scaling and summing gradient lists
  * (include/m2pt/optim.h). Σ g² of each tensor is the linear backward's dλ
  * reduction (ops/linear_ops.h) with W_aux = G: fixed blocking, no atomics,
  * so the norm has the same bits run to run; the tensors' sums are added one
  * after the other, in list order, into one float on the device. */
 #include <math.h>
+#include <stdio.h>
 
 #include "core/context_impl.h"
 #include "core/error.h"
 #include "core/program.h"
 #include "m2pt/optim.h"
 #include "ops/linear_ops.h"
+#include "ops/tensor_checks.h"
 
 /* Every tensor of the list non-NULL, of ctx, and listed once (PyTorch
  * would scale a tensor listed twice twice). */
@@ -51,6 +53,30 @@ m2pt_status m2pt_scale_grads(m2pt_context *ctx, m2pt_tensor *const *grads, size_
   M2PT_TRY(check_list(ctx, grads, count, fn));
   M2PT_REQUIRE(ctx, isfinite(factor), "%s: factor %g is not finite", fn, (double)factor);
   return scale_all(ctx, grads, count, factor);
+}
+
+m2pt_status m2pt_accumulate_grads(m2pt_context *ctx, m2pt_tensor *const *dst,
+                                  const m2pt_tensor *const *src, size_t count, float factor)
+{
+  static const char fn[] = "m2pt_accumulate_grads";
+  M2PT_REQUIRE(NULL, ctx != NULL, "%s: ctx is NULL", fn);
+  M2PT_TRY(check_list(ctx, dst, count, fn));
+  M2PT_REQUIRE(ctx, count == 0 || src != NULL, "%s: src is NULL with count %zu", fn, count);
+  M2PT_REQUIRE(ctx, isfinite(factor), "%s: factor %g is not finite", fn, (double)factor);
+  for (size_t i = 0; i < count; i++) {
+    char what[64];
+    snprintf(what, sizeof what, "%s: src[%zu]", fn, i);
+    M2PT_TRY(m2pt_check_tensor(ctx, src[i], what));
+    M2PT_TRY(m2pt_check_same_shape(ctx, dst[i], src[i], fn, "dst", "src"));
+  }
+  for (size_t i = 0; i < count; i++) {
+    const cl_ulong n = dst[i]->numel;
+    const m2pt_kernel_arg args[] = {M2PT_ARG(dst[i]->buffer), M2PT_ARG(src[i]->buffer),
+                                    M2PT_ARG(n), M2PT_ARG(factor)};
+    const size_t global[1] = {dst[i]->numel};
+    M2PT_TRY(m2pt_run_kernel(ctx, &m2pt_cl_optim, "", "m2pt_axpy", args, 4, 1, global, NULL));
+  }
+  return M2PT_OK;
 }
 
 /* Σ over the tensors of Σ g², into *sum (blocking). */
