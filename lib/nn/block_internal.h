@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "core/cl.h"
 #include "m2pt/block.h"
 #include "m2pt/linear.h"
 
@@ -20,5 +21,52 @@ m2pt_linear *m2pt_block_linear(const m2pt_block *block, size_t index);
  * first (the block's four linears, the model's blocks) never leaves a
  * merge half done. */
 m2pt_status m2pt_block_merge_prepare(m2pt_block *block);
+
+/* ---- training with the saved activations in caller-owned buffers ----
+ * The public training forward keeps one saved set in the context's
+ * workspace; a model keeps one per block (or one for all, recomputing). */
+
+/* What a training forward saves for the backward (block.h lists it). */
+enum { M2PT_BLOCK_SAVED = 10 };
+typedef struct m2pt_block_saved {
+  size_t rows; /* rows the buffers hold */
+  cl_mem in1, mean1, rstd1, qkv, attn, h, in2, mean2, rstd2, fc1;
+} m2pt_block_saved;
+
+/* Floats of one saved set for `rows` = B·N rows:
+ * rows·(4·dim + 4·hd + hidden + 4). */
+size_t m2pt_block_saved_floats(const m2pt_block *block, size_t rows);
+
+/* Device buffers for a saved set of `rows` rows (released with
+ * m2pt_block_saved_release; the struct zeroed on failure). */
+m2pt_status m2pt_block_saved_create(const m2pt_block *block, size_t rows,
+                                    m2pt_block_saved *saved);
+void m2pt_block_saved_release(const m2pt_block *block, m2pt_block_saved *saved);
+
+/* m2pt_block_forward_train into `saved` (which must hold x's rows), the
+ * context's saved set left alone. Same bits as the public one. */
+m2pt_status m2pt_block_forward_saved(m2pt_block *block, const m2pt_tensor *x,
+                                     const m2pt_tensor *mask, const m2pt_block_saved *saved,
+                                     m2pt_tensor *y);
+
+/* The gradient tensors of one block by parameter (block.h); a NULL tensor
+ * is a frozen parameter: not computed. */
+enum { M2PT_GRAD_NORM1_W, M2PT_GRAD_NORM1_B, M2PT_GRAD_NORM2_W, M2PT_GRAD_NORM2_B,
+       M2PT_GRAD_NORMS };
+struct m2pt_block_grads {
+  const m2pt_block *block;
+  m2pt_tensor *norm[M2PT_GRAD_NORMS];
+  m2pt_tensor *lin[M2PT_BLOCK_LINEARS][4]; /* by field: weight, bias, aux_weight, scale */
+};
+
+/* m2pt_block_backward from `saved` (the forward_saved of this block on x and
+ * mask): the gradients of grads' non-NULL tensors, written (accumulate 0) or
+ * added to what they hold (1); dx (NULL: not computed) is always written.
+ * Checks shapes, not that `saved` is this block's. */
+m2pt_status m2pt_block_backward_saved(m2pt_block *block, const m2pt_tensor *x,
+                                      const m2pt_tensor *mask, const m2pt_tensor *dy,
+                                      const m2pt_block_saved *saved,
+                                      const m2pt_block_grads *grads, int accumulate,
+                                      m2pt_tensor *dx);
 
 #endif
