@@ -670,11 +670,8 @@ static m2pt_status check_backward(m2pt_block *b, const m2pt_tensor *x, const m2p
   return M2PT_OK;
 }
 
-/* Where a parameter gradient goes: its tensor (accumulate 0), or a scratch
- * slot whose contents grad_finish adds to it (accumulate 1; the LayerNorm
- * backward only overwrites). NULL for a frozen parameter. */
-static m2pt_status grad_target(m2pt_context *ctx, const m2pt_tensor *t, int accumulate,
-                               m2pt_workspace_slot slot, cl_mem *out)
+m2pt_status m2pt_grad_target(m2pt_context *ctx, const m2pt_tensor *t, int accumulate,
+                             m2pt_workspace_slot slot, cl_mem *out)
 {
   *out = NULL;
   if (!t)
@@ -686,36 +683,52 @@ static m2pt_status grad_target(m2pt_context *ctx, const m2pt_tensor *t, int accu
   return scratch(ctx, slot, t->numel, 1, out);
 }
 
-static m2pt_status grad_finish(m2pt_context *ctx, const m2pt_tensor *t, int accumulate,
-                               cl_mem buf)
+m2pt_status m2pt_grad_finish(m2pt_context *ctx, const m2pt_tensor *t, int accumulate,
+                             cl_mem buf)
 {
   if (!t || !accumulate)
     return M2PT_OK;
   return m2pt_op_add(ctx, t->buffer, buf, t->numel, 0, t->buffer);
 }
 
-/* LayerNorm's backward with its parameter gradients g->norm[w], [w + 1]
- * (either may be frozen) written or accumulated. */
+m2pt_status m2pt_norm_backward_grads(m2pt_context *ctx, cl_mem dy, cl_mem x, cl_mem weight,
+                                    cl_mem mean, cl_mem rstd, size_t rows, size_t dim,
+                                    cl_mem dx, const m2pt_tensor *dweight,
+                                    const m2pt_tensor *dbias, int accumulate)
+{
+  cl_mem dw, db;
+  M2PT_TRY(m2pt_grad_target(ctx, dweight, accumulate, M2PT_WS_GRAD_ACC, &dw));
+  M2PT_TRY(m2pt_grad_target(ctx, dbias, accumulate, M2PT_WS_GRAD_ACC2, &db));
+  if (!dx && !dw && !db)
+    return M2PT_OK;
+  M2PT_TRY(m2pt_op_layer_norm_backward(ctx, dy, x, weight, mean, rstd, rows, dim, dx, dw, db));
+  M2PT_TRY(m2pt_grad_finish(ctx, dweight, accumulate, dw));
+  return m2pt_grad_finish(ctx, dbias, accumulate, db);
+}
+
+/* A block LayerNorm's backward, its gradients g->norm[w] and [w + 1]. */
 static m2pt_status norm_backward(m2pt_block *b, const m2pt_block_grads *g, int w, int accumulate,
                                  cl_mem dy, cl_mem x, cl_mem weight, cl_mem mean, cl_mem rstd,
                                  size_t rows, cl_mem dx)
 {
-  m2pt_context *ctx = b->ctx;
-  const m2pt_tensor *tw = g->norm[w], *tb = g->norm[w + 1];
-  cl_mem dw, db;
-  M2PT_TRY(grad_target(ctx, tw, accumulate, M2PT_WS_GRAD_ACC, &dw));
-  M2PT_TRY(grad_target(ctx, tb, accumulate, M2PT_WS_GRAD_ACC2, &db));
-  if (!dx && !dw && !db)
-    return M2PT_OK;
-  M2PT_TRY(m2pt_op_layer_norm_backward(ctx, dy, x, weight, mean, rstd, rows, b->cfg.dim, dx, dw,
-                                       db));
-  M2PT_TRY(grad_finish(ctx, tw, accumulate, dw));
-  return grad_finish(ctx, tb, accumulate, db);
+  return m2pt_norm_backward_grads(b->ctx, dy, x, weight, mean, rstd, rows, b->cfg.dim, dx,
+                                  g->norm[w], g->norm[w + 1], accumulate);
 }
 
-/* Linear i's parameter gradients (frozen ones NULL) and dx, in two calls so
- * that dx is written (or summed onto a residual's gradient, dx_add) on its
- * own terms while the parameters accumulate on theirs. dx may be NULL. */
+m2pt_status m2pt_linear_backward_split(m2pt_linear *l, const m2pt_linear_grads *params,
+                                      const m2pt_tensor *x, const m2pt_tensor *dy,
+                                      m2pt_tensor *dx, int dx_add)
+{
+  if (params->dweight || params->dbias || params->daux_weight || params->daux_bias ||
+      params->dscale)
+    M2PT_TRY(m2pt_linear_backward(l, x, dy, params));
+  if (!dx)
+    return M2PT_OK;
+  const m2pt_linear_grads dxg = {.dx = dx, .accumulate = dx_add};
+  return m2pt_linear_backward(l, x, dy, &dxg);
+}
+
+/* Linear i's backward with the block's gradients. */
 static m2pt_status linear_backward(const m2pt_block_grads *g, m2pt_linear *l, size_t i,
                                    int accumulate, const m2pt_tensor *x, const m2pt_tensor *dy,
                                    m2pt_tensor *dx, int dx_add)
@@ -725,12 +738,7 @@ static m2pt_status linear_backward(const m2pt_block_grads *g, m2pt_linear *l, si
                                 .daux_weight = g->lin[i][F_AUX_WEIGHT],
                                 .dscale = g->lin[i][F_SCALE],
                                 .accumulate = accumulate};
-  if (lg.dweight || lg.dbias || lg.daux_weight || lg.dscale)
-    M2PT_TRY(m2pt_linear_backward(l, x, dy, &lg));
-  if (!dx)
-    return M2PT_OK;
-  const m2pt_linear_grads dxg = {.dx = dx, .accumulate = dx_add};
-  return m2pt_linear_backward(l, x, dy, &dxg);
+  return m2pt_linear_backward_split(l, &lg, x, dy, dx, dx_add);
 }
 
 /* The FFN's backward from d_out (∂L/∂ of the FFN's output, [rows][dim]):

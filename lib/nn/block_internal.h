@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "core/cl.h"
+#include "core/workspace.h"
 #include "m2pt/block.h"
 #include "m2pt/linear.h"
 
@@ -68,5 +69,30 @@ m2pt_status m2pt_block_backward_saved(m2pt_block *block, const m2pt_tensor *x,
                                       const m2pt_block_saved *saved,
                                       const m2pt_block_grads *grads, int accumulate,
                                       m2pt_tensor *dx);
+
+/* Where a parameter gradient goes for an op that only overwrites: its
+ * tensor (accumulate 0), or the workspace `slot`, whose contents
+ * m2pt_grad_finish then adds to it (accumulate 1). NULL for a frozen (NULL)
+ * parameter. */
+m2pt_status m2pt_grad_target(m2pt_context *ctx, const m2pt_tensor *t, int accumulate,
+                             m2pt_workspace_slot slot, cl_mem *out);
+m2pt_status m2pt_grad_finish(m2pt_context *ctx, const m2pt_tensor *t, int accumulate,
+                             cl_mem buf);
+
+/* LayerNorm's backward (m2pt_op_layer_norm_backward, dx NULL: none) with
+ * its parameter gradients dweight and dbias (NULL: frozen) written or
+ * accumulated. */
+m2pt_status m2pt_norm_backward_grads(m2pt_context *ctx, cl_mem dy, cl_mem x, cl_mem weight,
+                                    cl_mem mean, cl_mem rstd, size_t rows, size_t dim,
+                                    cl_mem dx, const m2pt_tensor *dweight,
+                                    const m2pt_tensor *dbias, int accumulate);
+
+/* A linear's backward in two calls: the parameter gradients of `params`
+ * (any NULL; written or accumulated as params->accumulate says; nothing when
+ * all are NULL), then dx (NULL: none; written, or added to when dx_add), so
+ * that dx and the parameters follow their own accumulation rules. */
+m2pt_status m2pt_linear_backward_split(m2pt_linear *layer, const m2pt_linear_grads *params,
+                                      const m2pt_tensor *x, const m2pt_tensor *dy,
+                                      m2pt_tensor *dx, int dx_add);
 
 #endif
