@@ -224,7 +224,8 @@ static int read_inputs(const run_args *a, run_inputs *in)
       return 0;
     }
   }
-  return !a->mask || tool_read_mask(a->mask, in->rows, in->cols, a->input && in->ndim == 2, &in->mask);
+  return !a->mask ||
+         tool_read_mask(a->mask, in->rows, in->cols, a->input && in->ndim == 2, &in->mask);
 }
 
 /* The device tensors of one run. */
