@@ -594,6 +594,38 @@ static void bert_deterministic(void **state)
   deterministic_case(state, &tm);
 }
 
+/* Dropout: a new loss, the same bits twice and with recompute; another
+ * step, other masks. */
+static void dropout_deterministic(void **state)
+{
+  m2pt_context *ctx = *state;
+  tmodel tm;
+  make_vit(&tm, 1);
+  m2pt_model *m = load(ctx, &tm, "dropout.safetensors");
+  batch b = make_batch(ctx, &tm);
+  m2pt_model_grads *g[4];
+  m2pt_train_options o = options_of(&tm);
+  float loss[4];
+  for (int i = 0; i < 4; i++) {
+    assert_ok(ctx, m2pt_model_grads_create(m, 0, &g[i]));
+    o.dropout = i == 0 ? 0.0f : 0.3f;
+    o.seed = 7;
+    o.step = i == 3 ? 1 : 0;
+    o.recompute = i == 2;
+    assert_ok(ctx, grad(m, &tm, &b, &o, g[i], &loss[i]));
+  }
+  assert_true(loss[1] != loss[0] && loss[3] != loss[1]);
+  assert_memory_equal(&loss[1], &loss[2], sizeof(float));
+  assert_grads_same_bits(ctx, g[1], g[2]);
+  o.dropout = 1.0f;
+  assert_status(ctx, grad(m, &tm, &b, &o, g[0], &loss[0]), M2PT_ERR_INVALID_ARGUMENT);
+  for (int i = 0; i < 4; i++)
+    m2pt_model_grads_destroy(g[i]);
+  m2pt_tensor_destroy(b.pixels);
+  m2pt_model_destroy(m);
+  tmodel_free(&tm);
+}
+
 /* accumulate = 1 on top of one run's gradients gives twice them. */
 static void accumulate_twice(void **state)
 {
@@ -878,7 +910,8 @@ int main(void)
       cmocka_unit_test(vit_finite_differences), cmocka_unit_test(bert_finite_differences),
       cmocka_unit_test(vit_mse_without_head),   cmocka_unit_test(vit_deterministic),
       cmocka_unit_test(bert_deterministic),     cmocka_unit_test(accumulate_twice),
-      cmocka_unit_test(frozen_absent),          cmocka_unit_test(created_head),
+      cmocka_unit_test(dropout_deterministic),  cmocka_unit_test(frozen_absent),
+      cmocka_unit_test(created_head),
       cmocka_unit_test(refused),
   };
   return test_run_matrix("grad_model", TEST_AXIS_GEMM, tests, test_setup_tmpdir_context,
