@@ -330,6 +330,10 @@ int main(int argc, char **argv)
   if (!rc)
     rc = compute(ctx, model, &a, &in, g, &loss);
   tool_step("forward and backward");
+  m2pt_stats stats;
+  if (!rc && tool_verbose && m2pt_context_stats(ctx, &stats) == M2PT_OK)
+    fprintf(stderr, "%s: device memory: peak %.1f MiB\n", tool_name,
+            (double)stats.device_bytes_peak / (1024.0 * 1024.0));
   if (!rc)
     rc = write_grads(ctx, g, loss, a.out);
   tool_step("writing");
