@@ -251,6 +251,7 @@ void m2pt_model_destroy(m2pt_model *m)
 {
   if (!m)
     return;
+  m2pt_model_train_free(m); /* its saved sets name the blocks */
   for (size_t i = 0; m->blocks && i < m->depth; i++)
     m2pt_block_destroy(m->blocks[i]);
   free(m->blocks);
