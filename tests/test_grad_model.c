@@ -521,6 +521,37 @@ static void bert_finite_differences(void **state)
   fd_case(state, &tm, "bert.safetensors");
 }
 
+/* The shared q/k/v λ: one gradient under the query's name, the key's and
+ * value's its aliases; other parameters have none. */
+static void bert_scale_aliases(void **state)
+{
+  m2pt_context *ctx = *state;
+  tmodel tm;
+  make_bert(&tm);
+  m2pt_model *m = load(ctx, &tm, "bert.safetensors");
+  m2pt_model_grads *g = NULL;
+  assert_ok(ctx, m2pt_model_grads_create(m, 0, &g));
+  size_t i;
+  const char *self = "bert.encoder.layer.1.attention.self.";
+  char name[128];
+  snprintf(name, sizeof name, "%squery.cross_modal_scale", self);
+  assert_ok(ctx, m2pt_model_grads_find(g, name, &i));
+  snprintf(name, sizeof name, "%skey.cross_modal_scale", self);
+  assert_string_equal(m2pt_model_grads_alias(g, i, 0), name);
+  snprintf(name, sizeof name, "%svalue.cross_modal_scale", self);
+  assert_string_equal(m2pt_model_grads_alias(g, i, 1), name);
+  assert_null(m2pt_model_grads_alias(g, i, 2));
+  assert_status(ctx, m2pt_model_grads_find(g, name, &i), M2PT_ERR_NOT_FOUND);
+  snprintf(name, sizeof name, "%squery.weight", self);
+  assert_ok(ctx, m2pt_model_grads_find(g, name, &i));
+  assert_null(m2pt_model_grads_alias(g, i, 0));
+  assert_null(m2pt_model_grads_alias(NULL, 0, 0));
+  assert_null(m2pt_model_grads_alias(g, m2pt_model_grads_count(g), 0));
+  m2pt_model_grads_destroy(g);
+  m2pt_model_destroy(m);
+  tmodel_free(&tm);
+}
+
 /* MSE on the pooled class token of a model without a head. */
 static void vit_mse_without_head(void **state)
 {
@@ -908,6 +939,7 @@ int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(vit_finite_differences), cmocka_unit_test(bert_finite_differences),
+      cmocka_unit_test(bert_scale_aliases),
       cmocka_unit_test(vit_mse_without_head),   cmocka_unit_test(vit_deterministic),
       cmocka_unit_test(bert_deterministic),     cmocka_unit_test(accumulate_twice),
       cmocka_unit_test(dropout_deterministic),  cmocka_unit_test(frozen_absent),

@@ -256,6 +256,9 @@ static int write_grads(m2pt_context *ctx, const m2pt_model_grads *g, float loss,
     }
     s = m2pt_safetensors_writer_add(w, m2pt_model_grads_name(g, i), M2PT_DTYPE_F32, ndim, shape,
                                     data[i], n * sizeof(float));
+    for (size_t k = 0; s == M2PT_OK && m2pt_model_grads_alias(g, i, k); k++)
+      s = m2pt_safetensors_writer_add(w, m2pt_model_grads_alias(g, i, k), M2PT_DTYPE_F32, ndim,
+                                      shape, data[i], n * sizeof(float));
   }
   if (s == M2PT_OK)
     s = m2pt_safetensors_writer_finish(w);

@@ -83,6 +83,15 @@ M2PT_API size_t m2pt_model_grads_count(const m2pt_model_grads *grads);
  * of range. */
 M2PT_API const char *m2pt_model_grads_name(const m2pt_model_grads *grads, size_t index);
 
+/* The k-th other checkpoint name of gradient `index` when the parameter is
+ * tied across names (owned by grads), NULL after the last: in BERT and HF
+ * ViT naming q, k and v share one λ, whose gradient (the sum of the three
+ * parts') is named by the query and has the key's and value's names as
+ * aliases. m2pt-grad writes the tensor under every name, as PyTorch shows a
+ * tied parameter's one .grad under each. */
+M2PT_API const char *m2pt_model_grads_alias(const m2pt_model_grads *grads, size_t index,
+                                            size_t k);
+
 /* The device tensor of gradient `index` (owned by grads, valid until it is
  * destroyed; its ndim and shape are the parameter's PyTorch shape), NULL
  * when out of range. Asynchronous like every tensor: reading it waits. */

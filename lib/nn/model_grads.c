@@ -61,6 +61,8 @@ void m2pt_model_grads_destroy(m2pt_model_grads *g)
     return;
   for (size_t i = 0; i < g->count; i++) {
     free(g->e[i].name);
+    for (size_t k = 0; k < g->e[i].naliases; k++)
+      free(g->e[i].alias[k]);
     m2pt_tensor_destroy(g->e[i].t);
   }
   for (size_t i = 0; i < g->nhidden; i++)
@@ -133,9 +135,19 @@ static m2pt_status block_field(m2pt_model_grads *g, size_t b, int li, int field,
   char name[600];
   const size_t parts = s->parts[li];
   if (parts == 1 || field == M2PT_FIELD_SCALE) {
-    /* λ is shared by the parts: its one gradient goes under the first's name. */
+    /* λ is shared by the parts: one gradient, the sum of the parts', named
+     * by the first part, the others its aliases (as a tied PyTorch
+     * parameter's .grad is the one tensor under each of its names). */
     m2pt_param_name(name, sizeof name, m->prefix, b, s->linears[li][0], m2pt_field_names[field]);
-    return add_entry(g, name, matrix ? 2 : ndim, shape, NULL, 0, out);
+    M2PT_TRY(add_entry(g, name, matrix ? 2 : ndim, shape, NULL, 0, out));
+    m2pt_grad_entry *e = &g->e[g->count - 1];
+    for (size_t p = 1; p < parts; p++) {
+      m2pt_param_name(name, sizeof name, m->prefix, b, s->linears[li][p], m2pt_field_names[field]);
+      if (!(e->alias[e->naliases] = strdup(name)))
+        return m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for gradients");
+      e->naliases++;
+    }
+    return M2PT_OK;
   }
   M2PT_TRY(add_hidden(g, matrix ? 2 : 1, shape, out));
   const size_t part_rows = rows / parts, pshape[2] = {part_rows, cols};
@@ -280,6 +292,11 @@ size_t m2pt_model_grads_count(const m2pt_model_grads *g)
 const char *m2pt_model_grads_name(const m2pt_model_grads *g, size_t i)
 {
   return g && i < g->count ? g->e[i].name : NULL;
+}
+
+const char *m2pt_model_grads_alias(const m2pt_model_grads *g, size_t i, size_t k)
+{
+  return g && i < g->count && k < g->e[i].naliases ? g->e[i].alias[k] : NULL;
 }
 
 m2pt_tensor *m2pt_model_grads_tensor(const m2pt_model_grads *g, size_t i)

@@ -14,6 +14,10 @@ typedef struct m2pt_grad_entry {
   m2pt_tensor *t;
   m2pt_tensor *src;
   size_t offset;
+  /* The other checkpoint names of a tied parameter (BERT's key and value
+   * λ, shared with the query's), NULL-terminated list of naliases. */
+  char *alias[M2PT_MAX_PARTS - 1];
+  size_t naliases;
 } m2pt_grad_entry;
 
 struct m2pt_model_grads {
