@@ -62,40 +62,25 @@ typedef float dvec;
 #  define DSTORE(v, p) (*(p) = (v))
 #endif
 
-/* The lanes of a key vector folded by max or +, halves first. */
-static float key_max(kvec v)
-{
-#if KV == 16
-  const float8 a = fmax(v.lo, v.hi);
-  const float4 b = fmax(a.lo, a.hi);
-#elif KV == 8
-  const float4 b = fmax(v.lo, v.hi);
-#elif KV == 4
-  const float4 b = v;
-#endif
-#if KV == 1
-  return v;
-#else
-  const float2 c = fmax(b.lo, b.hi);
-  return fmax(c.x, c.y);
-#endif
-}
+#define COMBINE(a, b, take_max) ((take_max) ? fmax((a), (b)) : (a) + (b))
 
-static float key_sum(kvec v)
+/* The lanes of a key vector folded by max or + (take_max: a constant once
+ * inlined), halves first. */
+static float key_fold(kvec v, const int take_max)
 {
-#if KV == 16
-  const float8 a = v.lo + v.hi;
-  const float4 b = a.lo + a.hi;
-#elif KV == 8
-  const float4 b = v.lo + v.hi;
-#elif KV == 4
-  const float4 b = v;
-#endif
 #if KV == 1
   return v;
 #else
-  const float2 c = b.lo + b.hi;
-  return c.x + c.y;
+#  if KV == 16
+  const float8 a = COMBINE(v.lo, v.hi, take_max);
+  const float4 b = COMBINE(a.lo, a.hi, take_max);
+#  elif KV == 8
+  const float4 b = COMBINE(v.lo, v.hi, take_max);
+#  else
+  const float4 b = v;
+#  endif
+  const float2 c = COMBINE(b.lo, b.hi, take_max);
+  return COMBINE(c.x, c.y, take_max);
 #endif
 }
 
@@ -117,7 +102,8 @@ __kernel void m2pt_attention_cpu_keys(__global const float *qkv, __global const 
   __global const float *k = qkv + ((size_t)b * tokens + (in_range ? j : 0)) * row +
                             (size_t)(heads + h) * DH;
   __global const float *v = k + (size_t)heads * DH;
-  __global float *kt = KT_AT(keys, b, h, heads, npad, batch) + (size_t)(j / KB) * KB * DH + j % KB;
+  __global float *kt =
+      KT_AT(keys, b, h, heads, npad, batch) + (size_t)(j / KB) * KB * DH + j % KB;
   __global float *vp = V_AT(keys, b, h, heads, npad, batch) + (size_t)j * DH;
   for (uint d = 0; d < DH; d++) {
     kt[d * KB] = in_range ? k[d] : 0.0f;
@@ -188,7 +174,7 @@ __kernel void m2pt_attention_cpu(__global const float *qkv, __global const float
       #pragma unroll
       for (uint c = 1; c < NV; c++)
         most = fmax(most, s[r][c]);
-      const float m_new = fmax(m[r], key_max(most));
+      const float m_new = fmax(m[r], key_fold(most, 1));
       /* Every key so far masked: any finite shift gives e^(−inf) = 0. */
       const float shift = m_new == -INFINITY ? 0.0f : m_new;
       const float correction = exp(m[r] - shift);
@@ -199,15 +185,15 @@ __kernel void m2pt_attention_cpu(__global const float *qkv, __global const float
         sum += e;
         KSTORE(e, &p[r][c * KV]);
       }
-      l[r] = l[r] * correction + key_sum(sum);
+      l[r] = l[r] * correction + key_fold(sum, 0);
       m[r] = m_new;
       #pragma unroll
       for (uint e = 0; e < DD; e++)
         acc[r][e] *= correction;
     }
 
-    const uint keys = min((uint)KB, tokens - k0);
-    for (uint j = 0; j < keys; j++) {
+    const uint live = min((uint)KB, tokens - k0); /* V past the last token is 0 too */
+    for (uint j = 0; j < live; j++) {
       __global const float *v = v_h + (size_t)(k0 + j) * DH;
       #pragma unroll
       for (uint e = 0; e < DD; e++) {
