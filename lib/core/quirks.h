@@ -59,10 +59,11 @@ typedef struct m2pt_quirks {
    * CPUs whose preferred float vector is 16 (AVX-512: ROWS then keeps its
    * accumulators in 32 registers), 1 on Oclgrind, as for GELU. */
   unsigned attention_vec;
-  /* ROWS on CPU devices: at N = 197, 12 heads of 64, on PoCL 3.1 (2-core
-   * Zen 4) it ran 6.5x faster than TILES, whose work-group loops and
-   * barriers PoCL compiles poorly. TILES on GPUs and on Oclgrind (whose
-   * tests force ROWS too). */
+  /* ROWS on CPU devices: on PoCL 3.1 (2 cores of an AMD EPYC, AVX-512),
+   * 12 heads of 64, it ran 4.0x faster than TILES at N = 197 and 5.7x at
+   * N = 4096 (README, Performance), TILES' work-group loops and barriers
+   * being what PoCL compiles poorly. TILES on GPUs and on Oclgrind (whose
+   * test matrix runs ROWS too). */
   m2pt_attention_kernel attention_kernel;
   /* What M2PT_ATTENTION_AUTO resolves to: AUTO (the fused kernel wherever it
    * fits the device, else the GEMM path), FUSED or GEMM (forced). */
