@@ -299,7 +299,8 @@ static void attention_paths(void **state)
   }
 }
 
-/* The fused path's memory is O(N): no N×N buffer at N = 2048. */
+/* The fused path's memory is O(N): no N×N buffer at N = 2048 (the rows
+ * kernel's Kᵀ and key bias take less than qkv's size). */
 static void fused_attention_memory(void **state)
 {
   m2pt_context *ctx = *state;
@@ -309,13 +310,15 @@ static void fused_attention_memory(void **state)
   float *qkv = test_alloc(tokens * 3 * hd * sizeof *qkv);
   test_fill(qkv, tokens * 3 * hd, 99);
   m2pt_tensor *tq = test_tensor(ctx, 3, sq, qkv), *to = test_tensor(ctx, 3, so, NULL);
+  m2pt_stats s;
+  assert_ok(ctx, m2pt_context_stats(ctx, &s));
+  const size_t before = s.device_bytes_live;
   m2pt_context_stats_reset(ctx);
   assert_ok(ctx, m2pt_attention(ctx, tq, heads, dim_head, NULL, M2PT_ATTENTION_FUSED, to));
   assert_ok(ctx, m2pt_context_finish(ctx));
-  m2pt_stats s;
   assert_ok(ctx, m2pt_context_stats(ctx, &s));
-  assert_int_equal(s.device_allocations, 0);
-  assert_int_equal(s.device_bytes_peak, s.device_bytes_live);
+  assert_true(s.device_allocations <= 1);
+  assert_true(s.device_bytes_peak - before <= tokens * 3 * hd * sizeof(float));
   /* The GEMM path needs heads·N² scores from the workspace. */
   assert_ok(ctx, m2pt_attention(ctx, tq, heads, dim_head, NULL, M2PT_ATTENTION_GEMM, to));
   assert_ok(ctx, m2pt_context_stats(ctx, &s));
@@ -373,8 +376,11 @@ int main(void)
       cmocka_unit_test(fused_attention_memory),
       cmocka_unit_test(attention_bad_inputs),
   };
-  /* Attention's paths and its fused kernel's widths are chosen per call here (explicit
-   * implementations, dim_head 16, 12 and 5), so the matrix varies the rest. */
-  return test_run_matrix("ops", TEST_AXIS_GEMM | TEST_AXIS_LAYER_NORM | TEST_AXIS_GELU, tests,
-                         NULL, NULL) != 0;
+  /* Attention's paths are chosen per call here (explicit implementations) and the widths
+   * over dim_head by its shapes (16, 12 and 5); the fused forward's kernel and its widest
+   * vector (the rows kernel's keys per vector) are the quirks'. */
+  return test_run_matrix("ops",
+                         TEST_AXIS_GEMM | TEST_AXIS_LAYER_NORM | TEST_AXIS_GELU |
+                             TEST_AXIS_ATTENTION_KERNEL | TEST_AXIS_ATTENTION_VEC,
+                         tests, NULL, NULL) != 0;
 }

@@ -44,7 +44,7 @@ static void parse_accepts_and_rejects(void **state)
       {"gelu=float8,gelu=scalar", "twice"},
       {"gelu=float8,", "trailing comma"},
       {"attention", "key=value"},
-      {"attention_vec=2", "1|4|8"},
+      {"attention_vec=2", "1|4|8|16"},
       {"gemm=", "backend name"},
       {"layer_norm = rows", "unknown key"},
   };
@@ -168,18 +168,22 @@ static void attention_variants(void **state)
   double *qd = widen(qkv, nq), *ref = test_alloc(no * sizeof *ref);
   ref_attention(qd, B, N, H, D, NULL, ref);
   static const m2pt_attention_impl impls[] = {M2PT_ATTENTION_GEMM, M2PT_ATTENTION_FUSED};
-  static const unsigned vecs[] = {1, 4, 8};
+  static const unsigned vecs[] = {1, 4, 8, 16};
+  static const m2pt_attention_kernel kernels[] = {M2PT_ATTENTION_KERNEL_TILES,
+                                                  M2PT_ATTENTION_KERNEL_ROWS};
   for (size_t i = 0; i < 2; i++)
-    for (size_t v = 0; v < 3; v++) {
-      if (vecs[v] > own.attention_vec || (impls[i] == M2PT_ATTENTION_GEMM && v > 0))
-        continue;
-      ctx->quirks.attention = impls[i];
-      ctx->quirks.attention_vec = vecs[v];
-      assert_ok(ctx, m2pt_attention(ctx, tq, H, D, NULL, M2PT_ATTENTION_AUTO, to));
-      float *y = read_all(ctx, to);
-      test_assert_close(y, ref, no, 1e-4, i ? "attention fused" : "attention gemm");
-      free(y);
-    }
+    for (size_t v = 0; v < 4; v++)
+      for (size_t k = 0; k < 2; k++) {
+        if (vecs[v] > own.attention_vec || (impls[i] == M2PT_ATTENTION_GEMM && (v || k)))
+          continue;
+        ctx->quirks.attention = impls[i];
+        ctx->quirks.attention_vec = vecs[v];
+        ctx->quirks.attention_kernel = kernels[k];
+        assert_ok(ctx, m2pt_attention(ctx, tq, H, D, NULL, M2PT_ATTENTION_AUTO, to));
+        float *y = read_all(ctx, to);
+        test_assert_close(y, ref, no, 1e-4, i ? "attention fused" : "attention gemm");
+        free(y);
+      }
   ctx->quirks = own;
   free(qd);
   free(ref);

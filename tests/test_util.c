@@ -147,17 +147,26 @@ int test_enter_data_dir(int argc, char **argv, const char *compiled_in)
  * other values are dealt (a configuration holds an index per axis). */
 typedef struct axis_values {
   const char *key;
-  const char *values[3];
+  const char *values[4];
 } axis_values;
 
-enum { AXIS_GEMM, AXIS_ATTENTION, AXIS_ATTENTION_VEC, AXIS_LAYER_NORM, AXIS_GELU, AXIS_COUNT };
+enum {
+  AXIS_GEMM,
+  AXIS_ATTENTION,
+  AXIS_ATTENTION_VEC,
+  AXIS_LAYER_NORM,
+  AXIS_GELU,
+  AXIS_ATTENTION_KERNEL,
+  AXIS_COUNT
+};
 
 static const axis_values axis_table[AXIS_COUNT] = {
     [AXIS_GEMM] = {"gemm", {"host_blas", "clblast"}},
     [AXIS_ATTENTION] = {"attention", {"auto", "gemm", "fused"}},
-    [AXIS_ATTENTION_VEC] = {"attention_vec", {"8", "4", "1"}},
+    [AXIS_ATTENTION_VEC] = {"attention_vec", {"16", "8", "4", "1"}},
     [AXIS_LAYER_NORM] = {"layer_norm", {"rows", "workgroup"}},
     [AXIS_GELU] = {"gelu", {"float8", "scalar"}},
+    [AXIS_ATTENTION_KERNEL] = {"attention_kernel", {"rows", "tiles"}},
 };
 
 /* Configurations beyond the device's own: at most 4 groups per suite. */
@@ -171,12 +180,12 @@ typedef struct matrix_config {
  * values it may be given (valid[axis][value]). */
 typedef struct matrix_device {
   matrix_config own;
-  int valid[AXIS_COUNT][3];
+  int valid[AXIS_COUNT][4];
 } matrix_device;
 
 static int value_index(int axis, const char *value)
 {
-  for (int v = 0; v < 3 && axis_table[axis].values[v]; v++)
+  for (int v = 0; v < 4 && axis_table[axis].values[v]; v++)
     if (strcmp(axis_table[axis].values[v], value) == 0)
       return v;
   return 0;
@@ -202,6 +211,7 @@ static int probe_device(int enumerate, matrix_device *d)
   d->own.value[AXIS_ATTENTION_VEC] = value_index(AXIS_ATTENTION_VEC, vec);
   d->own.value[AXIS_LAYER_NORM] = q.layer_norm == M2PT_LAYER_NORM_ROWS ? 0 : 1;
   d->own.value[AXIS_GELU] = q.gelu_vec == 8 ? 0 : 1;
+  d->own.value[AXIS_ATTENTION_KERNEL] = q.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS ? 0 : 1;
   m2pt_context_destroy(ctx);
   memset(d->valid, 0, sizeof d->valid);
   if (!enumerate)
@@ -218,8 +228,10 @@ static int probe_device(int enumerate, matrix_device *d)
     m2pt_context_destroy(ctx);
   }
   d->valid[AXIS_ATTENTION][0] = d->valid[AXIS_ATTENTION][1] = 1;
-  for (int v = 0; v < 3; v++)
+  for (int v = 0; v < 4; v++)
     d->valid[AXIS_ATTENTION_VEC][v] = v >= d->own.value[AXIS_ATTENTION_VEC];
+  /* Both fused kernels run anywhere (rows with attention_vec=1 on Oclgrind). */
+  d->valid[AXIS_ATTENTION_KERNEL][0] = d->valid[AXIS_ATTENTION_KERNEL][1] = 1;
   d->valid[AXIS_LAYER_NORM][0] = d->valid[AXIS_GELU][0] = vectors;
   d->valid[AXIS_LAYER_NORM][1] = d->valid[AXIS_GELU][1] = 1;
   return 0;
@@ -248,7 +260,7 @@ static size_t matrix_configs(unsigned axes, const matrix_device *d,
   for (int a = 0; a < AXIS_COUNT; a++) {
     if (!(axes & (1u << a)))
       continue;
-    for (int v = 0; v < 3; v++) {
+    for (int v = 0; v < 4; v++) {
       if (!d->valid[a][v] || v == d->own.value[a])
         continue;
       size_t bin = 1 + next++ % MATRIX_EXTRA;

@@ -29,16 +29,16 @@ int test_teardown_context(void **state);
 /* ---- The test matrix (README "Testing") ----
  * Axes: the quirk keys (lib/core/quirks.h) whose variants change the code a
  * suite's tests run. A suite names the axes its results depend on that its
- * tests do not already pick themselves (ops passes every attention path and
- * the shapes of every fused-kernel width explicitly, so it leaves those two
- * out); only those are varied for it. */
+ * tests do not already pick themselves (ops passes every attention path
+ * explicitly, so it leaves attention out); only those are varied for it. */
 typedef enum test_axis {
   TEST_AXIS_GEMM = 1u << 0,          /* gemm=host_blas|clblast */
   TEST_AXIS_ATTENTION = 1u << 1,     /* attention=auto|gemm: what M2PT_ATTENTION_AUTO runs */
-  TEST_AXIS_ATTENTION_VEC = 1u << 2, /* attention_vec=8|4|1 */
+  TEST_AXIS_ATTENTION_VEC = 1u << 2, /* attention_vec=16|8|4|1 */
   TEST_AXIS_LAYER_NORM = 1u << 3,    /* layer_norm=rows|workgroup */
   TEST_AXIS_GELU = 1u << 4,          /* gelu=float8|scalar */
-  TEST_AXES_ALL = (1u << 5) - 1,
+  TEST_AXIS_ATTENTION_KERNEL = 1u << 5, /* attention_kernel=rows|tiles: the fused forward's */
+  TEST_AXES_ALL = (1u << 6) - 1,
 } test_axis;
 
 /* Runs `tests` once per configuration of `axes` valid on the device ($M2PT_DEVICE), each as

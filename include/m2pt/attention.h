@@ -21,8 +21,12 @@ typedef enum m2pt_attention_impl {
  * [3][heads][dim_head] (timm's reshape order); out is [B][N][heads·dim_head]
  * with heads side by side. mask is NULL or [B][N]: 1 for real tokens, 0 for
  * padding keys; a query whose keys are all masked gets zeros. Both
- * implementations give the same results within f32 rounding. Scratch memory
- * (the GEMM path's [heads][N][N] scores) comes from the context's workspace.
+ * implementations give the same results within f32 rounding. FUSED runs,
+ * per device (quirk attention_kernel), the tiled kernel (GPUs) or one shaped
+ * for CPUs (query rows per work-item, keys in vectors). Scratch memory comes
+ * from the context's workspace: the GEMM path's [heads][N][N] scores; the
+ * CPU-shaped fused kernel's copies of K (transposed) and V and a key bias,
+ * O(N).
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, zero heads or dim_head, out is
  * qkv, unknown impl), M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH,
  * M2PT_ERR_DEVICE_OUT_OF_MEMORY (the GEMM path's scores do not fit),

@@ -18,7 +18,11 @@ void m2pt_quirks_of_device(cl_device_id device, const m2pt_device_info *info, m2
   q->host_writes_new_buffers = oclgrind;
   q->layer_norm = info->is_cpu && !oclgrind ? M2PT_LAYER_NORM_ROWS : M2PT_LAYER_NORM_WORKGROUP;
   q->gelu_vec = oclgrind ? 1 : 8;
-  q->attention_vec = oclgrind ? 1 : 8;
+  cl_uint lanes = 0;
+  clGetDeviceInfo(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof lanes, &lanes, NULL);
+  q->attention_vec = oclgrind ? 1 : info->is_cpu && lanes >= 16 ? 16 : 8;
+  q->attention_kernel = info->is_cpu && !oclgrind ? M2PT_ATTENTION_KERNEL_ROWS
+                                                  : M2PT_ATTENTION_KERNEL_TILES;
   q->attention = M2PT_ATTENTION_AUTO;
   /* $M2PT_HOST_BLAS=off predates M2PT_QUIRKS' gemm=clblast and means the same. */
   const char *host_blas = getenv("M2PT_HOST_BLAS");
@@ -40,7 +44,17 @@ typedef struct key_values {
   int stored[4];
 } key_values;
 
-enum { K_LAYER_NORM, K_GELU, K_ATTENTION, K_ATTENTION_VEC, K_FILL, K_NEW_BUFFERS, K_GEMM, K_COUNT };
+enum {
+  K_LAYER_NORM,
+  K_GELU,
+  K_ATTENTION,
+  K_ATTENTION_KERNEL,
+  K_ATTENTION_VEC,
+  K_FILL,
+  K_NEW_BUFFERS,
+  K_GEMM,
+  K_COUNT
+};
 
 static const key_values keys[K_COUNT] = {
     [K_LAYER_NORM] = {"layer_norm", {"workgroup", "rows"},
@@ -48,7 +62,9 @@ static const key_values keys[K_COUNT] = {
     [K_GELU] = {"gelu", {"scalar", "float8"}, {1, 8}},
     [K_ATTENTION] = {"attention", {"auto", "fused", "gemm"},
                      {M2PT_ATTENTION_AUTO, M2PT_ATTENTION_FUSED, M2PT_ATTENTION_GEMM}},
-    [K_ATTENTION_VEC] = {"attention_vec", {"1", "4", "8"}, {1, 4, 8}},
+    [K_ATTENTION_KERNEL] = {"attention_kernel", {"tiles", "rows"},
+                            {M2PT_ATTENTION_KERNEL_TILES, M2PT_ATTENTION_KERNEL_ROWS}},
+    [K_ATTENTION_VEC] = {"attention_vec", {"1", "4", "8", "16"}, {1, 4, 8, 16}},
     [K_FILL] = {"fill", {"device", "host"}, {0, 1}},
     [K_NEW_BUFFERS] = {"new_buffers", {"plain", "host_written"}, {0, 1}},
     /* Any name: lib/gemm knows its backends. */
@@ -61,6 +77,7 @@ static void store(m2pt_quirks *q, int key, int value)
   case K_LAYER_NORM: q->layer_norm = (m2pt_layer_norm_variant)value; break;
   case K_GELU: q->gelu_vec = (unsigned)value; break;
   case K_ATTENTION: q->attention = (m2pt_attention_impl)value; break;
+  case K_ATTENTION_KERNEL: q->attention_kernel = (m2pt_attention_kernel)value; break;
   case K_ATTENTION_VEC: q->attention_vec = (unsigned)value; break;
   case K_FILL: q->fill_via_host = value; break;
   case K_NEW_BUFFERS: q->host_writes_new_buffers = value; break;
@@ -93,8 +110,8 @@ static int parse_item(const char *item, size_t len, unsigned *seen, m2pt_quirks 
       key = k;
   if (key < 0) {
     snprintf(why, size,
-             "unknown key \"%.*s\" (known: layer_norm, gelu, attention, attention_vec, gemm, "
-             "fill, new_buffers)",
+             "unknown key \"%.*s\" (known: layer_norm, gelu, attention, attention_kernel, "
+             "attention_vec, gemm, fill, new_buffers)",
              (int)key_len, item);
     return -1;
   }

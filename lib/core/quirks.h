@@ -8,7 +8,8 @@
  *   M2PT_QUIRKS=layer_norm=rows,gelu=scalar,attention=gemm
  *
  * Keys and values: layer_norm=workgroup|rows, gelu=scalar|float8,
- * attention=auto|fused|gemm, attention_vec=1|4|8, gemm=<backend> (a name
+ * attention=auto|fused|gemm, attention_kernel=tiles|rows,
+ * attention_vec=1|4|8|16, gemm=<backend> (a name
  * the GEMM chooser knows, checked there), fill=device|host,
  * new_buffers=plain|host_written. Items are separated by commas, without
  * spaces; an unknown key or value, or a key given twice, fails the
@@ -28,6 +29,14 @@ typedef enum m2pt_layer_norm_variant {
   M2PT_LAYER_NORM_ROWS,      /* a row per work-item in float8, where dim % 8 == 0 */
 } m2pt_layer_norm_variant;
 
+/* The fused attention forward's kernel. */
+typedef enum m2pt_attention_kernel {
+  M2PT_ATTENTION_KERNEL_TILES, /* cl/attention.cl: a query per work-item, key tiles in local
+                                * memory shared by a work-group (GPUs) */
+  M2PT_ATTENTION_KERNEL_ROWS,  /* cl/attention_cpu.cl: query rows per work-item, keys
+                                * vectorised, no local memory or barriers (CPUs) */
+} m2pt_attention_kernel;
+
 /* Room for a GEMM backend's name. */
 #define M2PT_QUIRKS_NAME 32
 
@@ -45,9 +54,17 @@ typedef struct m2pt_quirks {
   /* GELU's vector width where rows allow, 8 or 1 (float8: 3.1x faster on
    * PoCL; 1 on Oclgrind, whose checker crashes on vectors). */
   unsigned gelu_vec;
-  /* The widest vector the fused attention kernel may use, 8, 4 or 1 (the
-   * widest dividing dim_head is taken; 1 on Oclgrind, as for GELU). */
+  /* The widest vector the fused attention kernels may use, 16, 8, 4 or 1
+   * (the widest dividing dim_head is taken; TILES takes at most 8): 16 on
+   * CPUs whose preferred float vector is 16 (AVX-512: ROWS then keeps its
+   * accumulators in 32 registers), 1 on Oclgrind, as for GELU. */
   unsigned attention_vec;
+  /* ROWS on CPU devices: on PoCL 3.1 (2 cores of an AMD EPYC, AVX-512),
+   * 12 heads of 64, it ran 4.0x faster than TILES at N = 197 and 5.7x at
+   * N = 4096 (README, Performance), TILES' work-group loops and barriers
+   * being what PoCL compiles poorly. TILES on GPUs and on Oclgrind (whose
+   * test matrix runs ROWS too). */
+  m2pt_attention_kernel attention_kernel;
   /* What M2PT_ATTENTION_AUTO resolves to: AUTO (the fused kernel wherever it
    * fits the device, else the GEMM path), FUSED or GEMM (forced). */
   m2pt_attention_impl attention;

@@ -17,6 +17,8 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_RESIDUAL, /* the block's h [rows][dim] */
   M2PT_WS_HIDDEN,   /* FFN activations [rows][hidden] */
   M2PT_WS_SCORES,   /* attention scores of the GEMM path [heads][N][N] */
+  M2PT_WS_KEYS_T,   /* the CPU-shaped fused attention's key bias [B][Np], Kᵀ and
+                     * V [B][heads][Np·dim_head] (Np: N padded) */
   M2PT_WS_BLAS,     /* CLBlast's GEMM temporary buffer */
   M2PT_WS_STACK,    /* a model's activations between blocks [rows][dim] */
   M2PT_WS_IDS,      /* token ids and types from the host [2][rows], or the embeddings

@@ -62,6 +62,8 @@ static m2pt_status fused_obstacle(m2pt_context *ctx, size_t dim_head, int has_ma
     *why = "dim_head is above 256";
     return M2PT_OK;
   }
+  if (ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS)
+    return M2PT_OK; /* no local memory, any work-group size */
   if (fused_local_bytes(dim_head) > ctx->info.local_mem_bytes) {
     *why = "its key and value tiles do not fit the device's local memory";
     return M2PT_OK;
@@ -104,6 +106,8 @@ m2pt_status m2pt_attention_choose(m2pt_context *ctx, size_t dim_head, int has_ma
 static m2pt_status attention_fused(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                    const m2pt_attention_shape *s, cl_mem out)
 {
+  if (ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS)
+    return m2pt_attention_rows(ctx, qkv, mask, s, out);
   const size_t bq = fused_queries(ctx);
   char options[128];
   fused_options(ctx, s->dim_head, mask != NULL, options, sizeof options);

@@ -74,4 +74,11 @@ m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                               const m2pt_attention_shape *shape, m2pt_attention_impl impl,
                               cl_mem out);
 
+/* The fused forward's CPU-shaped kernel (cl/attention_cpu.cl; the quirk
+ * attention_kernel=rows): the same result as the fused kernel, O(N)
+ * memory (Kᵀ and a key bias in the workspace's M2PT_WS_KEYS_T slot, no
+ * N×N buffer). Shapes are checked by the caller; dim_head ≤ 256. */
+m2pt_status m2pt_attention_rows(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
+                                const m2pt_attention_shape *s, cl_mem out);
+
 #endif

@@ -1,0 +1,219 @@
+/* Fused multi-head self-attention shaped for CPU devices (PoCL): no local
+ * memory, no barriers, explicit vectors. Each work-item owns R query rows
+ * of one (batch row, head) and streams every key past them with an online
+ * softmax, so memory stays O(N); the N×N score matrix is never stored.
+ *
+ * Scores are vectorised over keys, which needs K transposed: a first kernel
+ * (m2pt_attention_cpu_keys) fills `keys` with, in turn, a key bias [B][npad]
+ * (0 for a kept key, -inf for a padding key or one past the last token),
+ * Kᵀ in blocks of KB keys, [B][heads][npad / KB][DH][KB], and V packed,
+ * [B][heads][npad][DH], both zero past the last token (npad: N rounded up
+ * to a multiple of KB). Each block the second kernel reads is then one
+ * contiguous run rather than rows a whole qkv row (or Kᵀ row) apart, whose
+ * power-of-two strides thrash the L1's sets. Then per block of KB keys and
+ * query row r:
+ *   s = bias + Σ_d q[r][d]·kt[d][keys]   (q pre-scaled by DH^-0.5)
+ *   m' = max(m, max s), l' = l·e^(m−m') + Σ e^(s−m'),
+ *   acc' = acc·e^(m−m') + Σ_j e^(s_j−m')·v_j (vectorised over DH)
+ * and out = acc / l, 0 where every key is masked (l = 0).
+ *
+ * qkv: [B][N][3][heads][DH] (timm's layout); out: [B][N][heads][DH]; mask:
+ * [B][N], 1 = token, 0 = padding key. Specialised with -D DH, R (query rows
+ * per work-item), KV (keys per vector: 16, 8, 4 or 1), NV (vectors per key
+ * block, KB = KV·NV), DV (lanes over DH: 16, 8, 4 or 1, dividing DH) and
+ * HAS_MASK. */
+
+#define KB (KV * NV)
+#define DD (DH / DV)
+
+#if KV == 16
+typedef float16 kvec;
+#  define KLOAD(p) vload16(0, (p))
+#  define KSTORE(v, p) vstore16((v), 0, (p))
+#elif KV == 8
+typedef float8 kvec;
+#  define KLOAD(p) vload8(0, (p))
+#  define KSTORE(v, p) vstore8((v), 0, (p))
+#elif KV == 4
+typedef float4 kvec;
+#  define KLOAD(p) vload4(0, (p))
+#  define KSTORE(v, p) vstore4((v), 0, (p))
+#else
+typedef float kvec;
+#  define KLOAD(p) (*(p))
+#  define KSTORE(v, p) (*(p) = (v))
+#endif
+
+#if DV == 16
+typedef float16 dvec;
+#  define DLOAD(p) vload16(0, (p))
+#  define DSTORE(v, p) vstore16((v), 0, (p))
+#elif DV == 8
+typedef float8 dvec;
+#  define DLOAD(p) vload8(0, (p))
+#  define DSTORE(v, p) vstore8((v), 0, (p))
+#elif DV == 4
+typedef float4 dvec;
+#  define DLOAD(p) vload4(0, (p))
+#  define DSTORE(v, p) vstore4((v), 0, (p))
+#else
+typedef float dvec;
+#  define DLOAD(p) (*(p))
+#  define DSTORE(v, p) (*(p) = (v))
+#endif
+
+#define COMBINE(a, b, take_max) ((take_max) ? fmax((a), (b)) : (a) + (b))
+
+/* The lanes of a key vector folded by max or + (take_max: a constant once
+ * inlined), halves first. */
+static float key_fold(kvec v, const int take_max)
+{
+#if KV == 1
+  return v;
+#else
+#  if KV == 16
+  const float8 a = COMBINE(v.lo, v.hi, take_max);
+  const float4 b = COMBINE(a.lo, a.hi, take_max);
+#  elif KV == 8
+  const float4 b = COMBINE(v.lo, v.hi, take_max);
+#  else
+  const float4 b = v;
+#  endif
+  const float2 c = COMBINE(b.lo, b.hi, take_max);
+  return COMBINE(c.x, c.y, take_max);
+#endif
+}
+
+/* Where Kᵀ and the packed V of (batch row b, head h) begin in `keys`. */
+#define KT_AT(keys, b, h, heads, npad, batch) \
+  ((keys) + (batch) * (size_t)(npad) + ((size_t)(b) * (heads) + (h)) * (size_t)(npad) * DH)
+#define V_AT(keys, b, h, heads, npad, batch) \
+  (KT_AT(keys, b, h, heads, npad, batch) + (batch) * (size_t)(heads) * (npad) * DH)
+
+/* Global size (npad, heads, B): one key of one head per work-item. */
+__kernel void m2pt_attention_cpu_keys(__global const float *qkv, __global const float *mask,
+                                      __global float *keys, const uint tokens,
+                                      const uint heads, const uint npad)
+{
+  const uint j = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+  const size_t batch = get_global_size(2);
+  const int in_range = j < tokens;
+  const size_t row = 3 * (size_t)heads * DH;
+  __global const float *k = qkv + ((size_t)b * tokens + (in_range ? j : 0)) * row +
+                            (size_t)(heads + h) * DH;
+  __global const float *v = k + (size_t)heads * DH;
+  __global float *kt =
+      KT_AT(keys, b, h, heads, npad, batch) + (size_t)(j / KB) * KB * DH + j % KB;
+  __global float *vp = V_AT(keys, b, h, heads, npad, batch) + (size_t)j * DH;
+  for (uint d = 0; d < DH; d++) {
+    kt[d * KB] = in_range ? k[d] : 0.0f;
+    vp[d] = in_range ? v[d] : 0.0f;
+  }
+  if (h == 0) {
+#if HAS_MASK
+    const int kept = in_range && mask[(size_t)b * tokens + j] != 0.0f;
+#else
+    const int kept = in_range;
+#endif
+    keys[(size_t)b * npad + j] = kept ? 0.0f : -INFINITY;
+  }
+}
+
+/* Global size (⌈N/R⌉, heads, B): R query rows of one head per work-item;
+ * rows past the last token repeat it and are not stored. */
+__kernel void m2pt_attention_cpu(__global const float *qkv, __global const float *keys,
+                                 __global float *out, const uint tokens, const uint heads,
+                                 const uint npad, const float scale)
+{
+  const uint block = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+  const size_t batch = get_global_size(2);
+  const size_t row = 3 * (size_t)heads * DH;
+  __global const float *base = qkv + (size_t)b * tokens * row;
+  __global const float *kt_h = KT_AT(keys, b, h, heads, npad, batch);
+  __global const float *v_h = V_AT(keys, b, h, heads, npad, batch);
+  __global const float *bias_b = keys + (size_t)b * npad;
+
+  float q[R][DH];
+  dvec acc[R][DD];
+  float m[R], l[R];
+  #pragma unroll
+  for (uint r = 0; r < R; r++) {
+    const uint qi = min(block * R + r, tokens - 1);
+    for (uint d = 0; d < DH; d++)
+      q[r][d] = base[qi * row + (size_t)h * DH + d] * scale;
+    #pragma unroll
+    for (uint e = 0; e < DD; e++)
+      acc[r][e] = (dvec)(0.0f);
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+  }
+
+  float p[R][KB];
+  for (uint k0 = 0; k0 < tokens; k0 += KB) {
+    kvec s[R][NV];
+    #pragma unroll
+    for (uint c = 0; c < NV; c++) {
+      const kvec bv = KLOAD(bias_b + k0 + c * KV);
+      #pragma unroll
+      for (uint r = 0; r < R; r++)
+        s[r][c] = bv;
+    }
+    __global const float *kt_block = kt_h + (size_t)k0 * DH;
+    for (uint d = 0; d < DH; d++)
+      #pragma unroll
+      for (uint c = 0; c < NV; c++) {
+        const kvec kv = KLOAD(kt_block + d * KB + c * KV);
+        #pragma unroll
+        for (uint r = 0; r < R; r++)
+          s[r][c] = fma((kvec)(q[r][d]), kv, s[r][c]);
+      }
+
+    #pragma unroll
+    for (uint r = 0; r < R; r++) {
+      kvec most = s[r][0];
+      #pragma unroll
+      for (uint c = 1; c < NV; c++)
+        most = fmax(most, s[r][c]);
+      const float m_new = fmax(m[r], key_fold(most, 1));
+      /* Every key so far masked: any finite shift gives e^(−inf) = 0. */
+      const float shift = m_new == -INFINITY ? 0.0f : m_new;
+      const float correction = exp(m[r] - shift);
+      kvec sum = (kvec)(0.0f);
+      #pragma unroll
+      for (uint c = 0; c < NV; c++) {
+        const kvec e = exp(s[r][c] - shift);
+        sum += e;
+        KSTORE(e, &p[r][c * KV]);
+      }
+      l[r] = l[r] * correction + key_fold(sum, 0);
+      m[r] = m_new;
+      #pragma unroll
+      for (uint e = 0; e < DD; e++)
+        acc[r][e] *= correction;
+    }
+
+    const uint live = min((uint)KB, tokens - k0); /* V past the last token is 0 too */
+    for (uint j = 0; j < live; j++) {
+      __global const float *v = v_h + (size_t)(k0 + j) * DH;
+      #pragma unroll
+      for (uint e = 0; e < DD; e++) {
+        const dvec vv = DLOAD(v + e * DV);
+        #pragma unroll
+        for (uint r = 0; r < R; r++)
+          acc[r][e] = fma((dvec)(p[r][j]), vv, acc[r][e]);
+      }
+    }
+  }
+
+  #pragma unroll
+  for (uint r = 0; r < R; r++) {
+    const uint qi = block * R + r;
+    if (qi < tokens) {
+      const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+      __global float *o = out + ((size_t)b * tokens + qi) * heads * DH + (size_t)h * DH;
+      #pragma unroll
+      for (uint e = 0; e < DD; e++)
+        DSTORE(acc[r][e] * inv, o + e * DV);
+    }
+  }
+}
