@@ -21,6 +21,7 @@
 #include "loss.h"
 #include "dropout.h"
 #include "optim.h"
+#include "dataset.h"
 
 #ifdef __cplusplus
 extern "C" {
