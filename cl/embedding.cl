@@ -149,6 +149,14 @@ __kernel void m2pt_tanh(__global float *x, const ulong n)
 
 /* ---- backward (issue 12) ---- */
 
+/* dy = dy·(1 − y²), y = tanh(x) the forward's output: BertPooler's backward. */
+__kernel void m2pt_tanh_backward(__global const float *y, __global float *dy, const ulong n)
+{
+  const size_t i = get_global_id(0);
+  if (i < n)
+    dy[i] *= 1.0f - y[i] * y[i];
+}
+
 /* dtable[v][d] = Σ src[r][d] over the rows r whose id is v, ascending r:
  * the scatter-add of a gather without atomics. The host sorted the rows by
  * id (index: offsets [table_rows + 1] at `offsets`, then row numbers at

@@ -18,6 +18,7 @@
 #include "io.h"
 #include "embedding.h"
 #include "model.h"
+#include "model_grad.h"
 #include "loss.h"
 #include "dropout.h"
 #include "optim.h"

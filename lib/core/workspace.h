@@ -51,6 +51,10 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_BACK_HIDDEN, /* ∂L/∂(fc1's output) [rows][hidden] */
   M2PT_WS_BACK_ATTN,   /* ∂L/∂(attention output) [rows][heads·dim_head] */
   M2PT_WS_BACK_QKV,    /* ∂L/∂qkv [rows][3·heads·dim_head] */
+  /* A model's gradient accumulation: a LayerNorm's or an embedding table's
+   * gradients before they are added to the accumulated ones. */
+  M2PT_WS_GRAD_ACC,
+  M2PT_WS_GRAD_ACC2,
   M2PT_WS_SLOTS
 } m2pt_workspace_slot;
 

@@ -265,14 +265,20 @@ static m2pt_status scratch(m2pt_context *ctx, m2pt_workspace_slot slot, size_t r
  * The residual and proj's bias are laid into h first and the GEMM
  * accumulates onto them. */
 static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem mask,
-                                      size_t batch, size_t tokens, int train, cl_mem h)
+                                      size_t batch, size_t tokens,
+                                      const m2pt_block_saved *saved, cl_mem h)
 {
   m2pt_context *ctx = b->ctx;
   const size_t rows = batch * tokens;
   cl_mem qkv, attn, proj_bias;
   /* A training forward keeps qkv and the attention output for the backward. */
-  M2PT_TRY(scratch(ctx, train ? M2PT_WS_TRAIN_QKV : M2PT_WS_QKV, rows, 3 * b->hd, &qkv));
-  M2PT_TRY(scratch(ctx, train ? M2PT_WS_TRAIN_ATTN : M2PT_WS_ATTN, rows, b->hd, &attn));
+  if (saved) {
+    qkv = saved->qkv;
+    attn = saved->attn;
+  } else {
+    M2PT_TRY(scratch(ctx, M2PT_WS_QKV, rows, 3 * b->hd, &qkv));
+    M2PT_TRY(scratch(ctx, M2PT_WS_ATTN, rows, b->hd, &attn));
+  }
   M2PT_TRY(m2pt_linear_forward_buffers(b->qkv, in, rows, qkv));
   const m2pt_attention_shape shape = {batch, tokens, b->cfg.heads, b->cfg.dim_head};
   M2PT_TRY(m2pt_op_attention(ctx, qkv, mask, &shape, b->cfg.attention, attn));
@@ -314,11 +320,11 @@ m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_t
     M2PT_TRY(scratch(ctx, M2PT_WS_NORM, rows, dim, &norm));
     M2PT_TRY(m2pt_op_layer_norm(ctx, x->buffer, b->norm1_w, b->norm1_b, b->cfg.eps, rows, dim,
                                 norm));
-    M2PT_TRY(attention_residual(b, norm, x->buffer, mask_buf, batch, tokens, 0, h));
+    M2PT_TRY(attention_residual(b, norm, x->buffer, mask_buf, batch, tokens, NULL, h));
     M2PT_TRY(m2pt_op_layer_norm(ctx, h, b->norm2_w, b->norm2_b, b->cfg.eps, rows, dim, norm));
     return m2pt_ffn_apply(b->mlp, norm, rows, h, y->buffer);
   }
-  M2PT_TRY(attention_residual(b, x->buffer, x->buffer, mask_buf, batch, tokens, 0, h));
+  M2PT_TRY(attention_residual(b, x->buffer, x->buffer, mask_buf, batch, tokens, NULL, h));
   M2PT_TRY(m2pt_op_layer_norm(ctx, h, b->norm1_w, b->norm1_b, b->cfg.eps, rows, dim, h));
   M2PT_TRY(m2pt_ffn_apply(b->mlp, h, rows, h, y->buffer));
   return m2pt_op_layer_norm(ctx, y->buffer, b->norm2_w, b->norm2_b, b->cfg.eps, rows, dim,
@@ -368,32 +374,87 @@ static m2pt_status stats(m2pt_context *ctx, m2pt_workspace_slot slot, size_t row
   return scratch(ctx, slot, rows, 1, out);
 }
 
-/* The workspace slots of a block's saved training forward: the forward
- * writes them, the backward reads them. */
-static m2pt_status saved_slots(m2pt_context *ctx, size_t rows, size_t dim, cl_mem *in1,
-                               cl_mem *mean1, cl_mem *rstd1, cl_mem *h, cl_mem *in2,
-                               cl_mem *mean2, cl_mem *rstd2)
+/* The context's saved set: the workspace's TRAIN slots, which the public
+ * training forward writes and the public backward reads. */
+static m2pt_status context_saved(const m2pt_block *b, size_t rows, m2pt_block_saved *sv)
 {
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN1, rows, dim, in1));
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_H, rows, dim, h));
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN2, rows, dim, in2));
-  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN1, rows, mean1));
-  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD1, rows, rstd1));
-  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN2, rows, mean2));
-  return stats(ctx, M2PT_WS_TRAIN_RSTD2, rows, rstd2);
+  m2pt_context *ctx = b->ctx;
+  const size_t dim = b->cfg.dim;
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN1, rows, dim, &sv->in1));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_H, rows, dim, &sv->h));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_IN2, rows, dim, &sv->in2));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN1, rows, &sv->mean1));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD1, rows, &sv->rstd1));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_MEAN2, rows, &sv->mean2));
+  M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD2, rows, &sv->rstd2));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_QKV, rows, 3 * b->hd, &sv->qkv));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_ATTN, rows, b->hd, &sv->attn));
+  return scratch(ctx, M2PT_WS_TRAIN_FC1, rows, b->cfg.ff_mult * dim, &sv->fc1);
+}
+
+/* The sizes of a saved set's buffers in floats, in the struct's order. */
+static void saved_sizes(const m2pt_block *b, size_t rows, size_t sizes[M2PT_BLOCK_SAVED])
+{
+  const size_t dim = b->cfg.dim;
+  const size_t per_row[M2PT_BLOCK_SAVED] = {dim, 1, 1, 3 * b->hd, b->hd, dim,
+                                            dim, 1, 1, b->cfg.ff_mult * dim};
+  for (size_t i = 0; i < M2PT_BLOCK_SAVED; i++)
+    sizes[i] = rows * per_row[i];
+}
+
+static cl_mem *saved_member(m2pt_block_saved *sv, size_t i)
+{
+  cl_mem *m[M2PT_BLOCK_SAVED] = {&sv->in1, &sv->mean1, &sv->rstd1, &sv->qkv,   &sv->attn,
+                                 &sv->h,   &sv->in2,   &sv->mean2, &sv->rstd2, &sv->fc1};
+  return m[i];
+}
+
+size_t m2pt_block_saved_floats(const m2pt_block *b, size_t rows)
+{
+  size_t sizes[M2PT_BLOCK_SAVED], total = 0;
+  saved_sizes(b, rows, sizes);
+  for (size_t i = 0; i < M2PT_BLOCK_SAVED; i++)
+    total += sizes[i];
+  return total;
+}
+
+m2pt_status m2pt_block_saved_create(const m2pt_block *b, size_t rows, m2pt_block_saved *sv)
+{
+  size_t sizes[M2PT_BLOCK_SAVED];
+  memset(sv, 0, sizeof *sv);
+  sv->rows = rows;
+  saved_sizes(b, rows, sizes);
+  for (size_t i = 0; i < M2PT_BLOCK_SAVED; i++) {
+    const m2pt_status s = m2pt_buffer_create(b->ctx, sizes[i] * sizeof(float), 0,
+                                             saved_member(sv, i));
+    if (s != M2PT_OK) {
+      m2pt_block_saved_release(b, sv);
+      return s;
+    }
+  }
+  return M2PT_OK;
+}
+
+void m2pt_block_saved_release(const m2pt_block *b, m2pt_block_saved *sv)
+{
+  size_t sizes[M2PT_BLOCK_SAVED];
+  saved_sizes(b, sv->rows, sizes);
+  for (size_t i = 0; i < M2PT_BLOCK_SAVED; i++)
+    m2pt_buffer_release(b->ctx, *saved_member(sv, i), sizes[i] * sizeof(float));
+  memset(sv, 0, sizeof *sv);
 }
 
 /* out = residual + fc2(GELU(fc1(in))), keeping fc1's output before its bias
- * in M2PT_WS_TRAIN_FC1 (the same calls as m2pt_ffn_apply, so the same bits
- * as the inference forward). residual may be in, not out. */
-static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t rows, cl_mem residual, cl_mem out)
+ * in `pre` (the same calls as m2pt_ffn_apply, so the same bits as the
+ * inference forward). residual may be in, not out. */
+static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t rows, cl_mem residual, cl_mem pre,
+                             cl_mem out)
 {
   m2pt_context *ctx = b->ctx;
   m2pt_linear *fc1 = m2pt_block_linear(b, M2PT_BLOCK_FC1);
   m2pt_linear *fc2 = m2pt_block_linear(b, M2PT_BLOCK_FC2);
   const size_t hidden = b->cfg.ff_mult * b->cfg.dim;
-  cl_mem pre, act, b1, b2;
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_FC1, rows, hidden, &pre));
+  cl_mem act, b1, b2;
   M2PT_TRY(scratch(ctx, M2PT_WS_HIDDEN, rows, hidden, &act));
   M2PT_TRY(m2pt_linear_apply(fc1, in, rows, 0.0f, pre));
   M2PT_TRY(m2pt_linear_effective_bias(fc1, &b1));
@@ -403,50 +464,61 @@ static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t rows, cl_mem resid
   return m2pt_linear_apply(fc2, act, rows, 1.0f, out);
 }
 
-m2pt_status m2pt_block_forward_train(m2pt_block *b, const m2pt_tensor *x,
-                                     const m2pt_tensor *mask, m2pt_tensor *y)
+/* The training forward into a saved set (arguments checked). */
+static m2pt_status forward_saved(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
+                                 const m2pt_block_saved *sv, m2pt_tensor *y)
 {
-  M2PT_TRY(check_forward(b, x, mask, y, "m2pt_block_forward_train"));
   m2pt_context *ctx = b->ctx;
   const size_t dim = b->cfg.dim, batch = x->shape[0], tokens = x->shape[1];
   const size_t rows = batch * tokens;
   const float eps = b->cfg.eps;
   const cl_mem mask_buf = mask ? mask->buffer : NULL;
-  cl_mem in1, mean1, rstd1, h, in2, mean2, rstd2;
-  M2PT_TRY(saved_slots(ctx, rows, dim, &in1, &mean1, &rstd1, &h, &in2, &mean2, &rstd2));
+  if (b->cfg.layout == M2PT_PRE_NORM) {
+    M2PT_TRY(m2pt_op_layer_norm_train(ctx, x->buffer, b->norm1_w, b->norm1_b, eps, rows, dim,
+                                      sv->in1, sv->mean1, sv->rstd1));
+    M2PT_TRY(attention_residual(b, sv->in1, x->buffer, mask_buf, batch, tokens, sv, sv->h));
+    M2PT_TRY(m2pt_op_layer_norm_train(ctx, sv->h, b->norm2_w, b->norm2_b, eps, rows, dim,
+                                      sv->in2, sv->mean2, sv->rstd2));
+    return ffn_train(b, sv->in2, rows, sv->h, sv->fc1, y->buffer);
+  }
+  M2PT_TRY(attention_residual(b, x->buffer, x->buffer, mask_buf, batch, tokens, sv, sv->in1));
+  M2PT_TRY(m2pt_op_layer_norm_train(ctx, sv->in1, b->norm1_w, b->norm1_b, eps, rows, dim, sv->h,
+                                    sv->mean1, sv->rstd1));
+  M2PT_TRY(ffn_train(b, sv->h, rows, sv->h, sv->fc1, sv->in2));
+  return m2pt_op_layer_norm_train(ctx, sv->in2, b->norm2_w, b->norm2_b, eps, rows, dim,
+                                  y->buffer, sv->mean2, sv->rstd2);
+}
+
+m2pt_status m2pt_block_forward_train(m2pt_block *b, const m2pt_tensor *x,
+                                     const m2pt_tensor *mask, m2pt_tensor *y)
+{
+  M2PT_TRY(check_forward(b, x, mask, y, "m2pt_block_forward_train"));
+  m2pt_context *ctx = b->ctx;
+  m2pt_block_saved sv;
+  M2PT_TRY(context_saved(b, x->shape[0] * x->shape[1], &sv));
   /* Whatever happens next, the slots no longer hold another block's set. */
   b->saved_serial = 0;
   ctx->train_serial++;
-  if (b->cfg.layout == M2PT_PRE_NORM) {
-    M2PT_TRY(m2pt_op_layer_norm_train(ctx, x->buffer, b->norm1_w, b->norm1_b, eps, rows, dim,
-                                      in1, mean1, rstd1));
-    M2PT_TRY(attention_residual(b, in1, x->buffer, mask_buf, batch, tokens, 1, h));
-    M2PT_TRY(m2pt_op_layer_norm_train(ctx, h, b->norm2_w, b->norm2_b, eps, rows, dim, in2,
-                                      mean2, rstd2));
-    M2PT_TRY(ffn_train(b, in2, rows, h, y->buffer));
-  } else {
-    M2PT_TRY(attention_residual(b, x->buffer, x->buffer, mask_buf, batch, tokens, 1, in1));
-    M2PT_TRY(m2pt_op_layer_norm_train(ctx, in1, b->norm1_w, b->norm1_b, eps, rows, dim, h,
-                                      mean1, rstd1));
-    M2PT_TRY(ffn_train(b, h, rows, h, in2));
-    M2PT_TRY(m2pt_op_layer_norm_train(ctx, in2, b->norm2_w, b->norm2_b, eps, rows, dim,
-                                      y->buffer, mean2, rstd2));
-  }
+  M2PT_TRY(forward_saved(b, x, mask, &sv, y));
   b->saved_serial = ctx->train_serial;
-  b->saved_batch = batch;
-  b->saved_tokens = tokens;
+  b->saved_batch = x->shape[0];
+  b->saved_tokens = x->shape[1];
   return M2PT_OK;
 }
 
+m2pt_status m2pt_block_forward_saved(m2pt_block *b, const m2pt_tensor *x,
+                                     const m2pt_tensor *mask, const m2pt_block_saved *saved,
+                                     m2pt_tensor *y)
+{
+  M2PT_TRY(check_forward(b, x, mask, y, "m2pt_block_forward_train"));
+  if (saved->rows < x->shape[0] * x->shape[1])
+    return m2pt_fail(b->ctx, M2PT_ERR_INVALID_STATE,
+                     "a block's saved set holds %zu rows, x has %zu", saved->rows,
+                     x->shape[0] * x->shape[1]);
+  return forward_saved(b, x, mask, saved, y);
+}
+
 /* ---- gradients by checkpoint name ---- */
-
-enum { NORM1_W, NORM1_B, NORM2_W, NORM2_B, NORMS };
-
-struct m2pt_block_grads {
-  const m2pt_block *block;
-  m2pt_tensor *norm[NORMS];
-  m2pt_tensor *lin[M2PT_BLOCK_LINEARS][4]; /* by field: weight, bias, aux_weight, scale */
-};
 
 /* The linear's (in, out) in the block. */
 static void linear_shape(const m2pt_block *b, size_t i, size_t *in, size_t *out)
@@ -462,7 +534,7 @@ void m2pt_block_grads_destroy(m2pt_block_grads *g)
 {
   if (!g)
     return;
-  for (size_t i = 0; i < NORMS; i++)
+  for (size_t i = 0; i < M2PT_GRAD_NORMS; i++)
     m2pt_tensor_destroy(g->norm[i]);
   for (size_t i = 0; i < M2PT_BLOCK_LINEARS; i++)
     for (size_t f = 0; f < 4; f++)
@@ -489,7 +561,7 @@ m2pt_status m2pt_block_grads_create(const m2pt_block *b, m2pt_block_grads **out)
     return m2pt_fail(b->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for block gradients");
   g->block = b;
   m2pt_status s = M2PT_OK;
-  for (size_t i = 0; i < NORMS && s == M2PT_OK; i++)
+  for (size_t i = 0; i < M2PT_GRAD_NORMS && s == M2PT_OK; i++)
     s = grad_tensor(b->ctx, 1, b->cfg.dim, 0, &g->norm[i]);
   for (size_t i = 0; i < M2PT_BLOCK_LINEARS && s == M2PT_OK; i++) {
     const m2pt_linear *l = m2pt_block_linear(b, i);
@@ -520,8 +592,8 @@ static m2pt_status grad_slot(const m2pt_block_grads *g, const char *name, m2pt_t
   M2PT_TRY(resolve(b, name, &r));
   m2pt_tensor *t = NULL;
   if (r.norm) {
-    const cl_mem bufs[NORMS] = {b->norm1_w, b->norm1_b, b->norm2_w, b->norm2_b};
-    for (size_t i = 0; i < NORMS; i++)
+    const cl_mem bufs[M2PT_GRAD_NORMS] = {b->norm1_w, b->norm1_b, b->norm2_w, b->norm2_b};
+    for (size_t i = 0; i < M2PT_GRAD_NORMS; i++)
       if (r.norm == bufs[i])
         t = g->norm[i];
   } else {
@@ -565,17 +637,6 @@ static m2pt_tensor view(m2pt_context *ctx, cl_mem buf, size_t rows, size_t cols)
   return t;
 }
 
-/* Linear i's parameter gradients from grads (dx left to the caller). */
-static m2pt_linear_grads param_grads(const m2pt_block_grads *g, size_t i)
-{
-  m2pt_linear_grads lg = {0};
-  lg.dweight = g->lin[i][F_WEIGHT];
-  lg.dbias = g->lin[i][F_BIAS];
-  lg.daux_weight = g->lin[i][F_AUX_WEIGHT];
-  lg.dscale = g->lin[i][F_SCALE];
-  return lg;
-}
-
 static m2pt_status check_backward(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
                                   const m2pt_tensor *dy, const m2pt_block_grads *g,
                                   const m2pt_tensor *dx)
@@ -609,19 +670,90 @@ static m2pt_status check_backward(m2pt_block *b, const m2pt_tensor *x, const m2p
   return M2PT_OK;
 }
 
+m2pt_status m2pt_grad_target(m2pt_context *ctx, const m2pt_tensor *t, int accumulate,
+                             m2pt_workspace_slot slot, cl_mem *out)
+{
+  *out = NULL;
+  if (!t)
+    return M2PT_OK;
+  if (!accumulate) {
+    *out = t->buffer;
+    return M2PT_OK;
+  }
+  return scratch(ctx, slot, t->numel, 1, out);
+}
+
+m2pt_status m2pt_grad_finish(m2pt_context *ctx, const m2pt_tensor *t, int accumulate,
+                             cl_mem buf)
+{
+  if (!t || !accumulate)
+    return M2PT_OK;
+  return m2pt_op_add(ctx, t->buffer, buf, t->numel, 0, t->buffer);
+}
+
+m2pt_status m2pt_norm_backward_grads(m2pt_context *ctx, cl_mem dy, cl_mem x, cl_mem weight,
+                                    cl_mem mean, cl_mem rstd, size_t rows, size_t dim,
+                                    cl_mem dx, const m2pt_tensor *dweight,
+                                    const m2pt_tensor *dbias, int accumulate)
+{
+  cl_mem dw, db;
+  M2PT_TRY(m2pt_grad_target(ctx, dweight, accumulate, M2PT_WS_GRAD_ACC, &dw));
+  M2PT_TRY(m2pt_grad_target(ctx, dbias, accumulate, M2PT_WS_GRAD_ACC2, &db));
+  if (!dx && !dw && !db)
+    return M2PT_OK;
+  M2PT_TRY(m2pt_op_layer_norm_backward(ctx, dy, x, weight, mean, rstd, rows, dim, dx, dw, db));
+  M2PT_TRY(m2pt_grad_finish(ctx, dweight, accumulate, dw));
+  return m2pt_grad_finish(ctx, dbias, accumulate, db);
+}
+
+/* A block LayerNorm's backward, its gradients g->norm[w] and [w + 1]. */
+static m2pt_status norm_backward(m2pt_block *b, const m2pt_block_grads *g, int w, int accumulate,
+                                 cl_mem dy, cl_mem x, cl_mem weight, cl_mem mean, cl_mem rstd,
+                                 size_t rows, cl_mem dx)
+{
+  return m2pt_norm_backward_grads(b->ctx, dy, x, weight, mean, rstd, rows, b->cfg.dim, dx,
+                                  g->norm[w], g->norm[w + 1], accumulate);
+}
+
+m2pt_status m2pt_linear_backward_split(m2pt_linear *l, const m2pt_linear_grads *params,
+                                      const m2pt_tensor *x, const m2pt_tensor *dy,
+                                      m2pt_tensor *dx, int dx_add)
+{
+  if (params->dweight || params->dbias || params->daux_weight || params->daux_bias ||
+      params->dscale)
+    M2PT_TRY(m2pt_linear_backward(l, x, dy, params));
+  if (!dx)
+    return M2PT_OK;
+  const m2pt_linear_grads dxg = {.dx = dx, .accumulate = dx_add};
+  return m2pt_linear_backward(l, x, dy, &dxg);
+}
+
+/* Linear i's backward with the block's gradients. */
+static m2pt_status linear_backward(const m2pt_block_grads *g, m2pt_linear *l, size_t i,
+                                   int accumulate, const m2pt_tensor *x, const m2pt_tensor *dy,
+                                   m2pt_tensor *dx, int dx_add)
+{
+  const m2pt_linear_grads lg = {.dweight = g->lin[i][F_WEIGHT],
+                                .dbias = g->lin[i][F_BIAS],
+                                .daux_weight = g->lin[i][F_AUX_WEIGHT],
+                                .dscale = g->lin[i][F_SCALE],
+                                .accumulate = accumulate};
+  return m2pt_linear_backward_split(l, &lg, x, dy, dx, dx_add);
+}
+
 /* The FFN's backward from d_out (∂L/∂ of the FFN's output, [rows][dim]):
  * fc2, GELU and fc1's parameter gradients, and ∂L/∂in into d_in (written,
- * or added to what it holds when accumulate). GELU's output, fc2's input,
- * is recomputed from the saved fc1 output. */
-static m2pt_status ffn_backward(m2pt_block *b, const m2pt_block_grads *g, cl_mem in,
-                                cl_mem d_out, size_t rows, cl_mem d_in, int accumulate)
+ * or added to what it holds when dx_add). GELU's output, fc2's input, is
+ * recomputed from the saved fc1 output. */
+static m2pt_status ffn_backward(m2pt_block *b, const m2pt_block_grads *g, int accumulate,
+                                cl_mem pre, cl_mem in, cl_mem d_out, size_t rows, cl_mem d_in,
+                                int dx_add)
 {
   m2pt_context *ctx = b->ctx;
   m2pt_linear *fc1 = m2pt_block_linear(b, M2PT_BLOCK_FC1);
   m2pt_linear *fc2 = m2pt_block_linear(b, M2PT_BLOCK_FC2);
   const size_t dim = b->cfg.dim, hidden = b->cfg.ff_mult * dim;
-  cl_mem pre, act, dhid, b1;
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_FC1, rows, hidden, &pre));
+  cl_mem act, dhid, b1;
   M2PT_TRY(scratch(ctx, M2PT_WS_HIDDEN, rows, hidden, &act));
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_HIDDEN, rows, hidden, &dhid));
   M2PT_TRY(m2pt_linear_effective_bias(fc1, &b1));
@@ -629,95 +761,109 @@ static m2pt_status ffn_backward(m2pt_block *b, const m2pt_block_grads *g, cl_mem
   m2pt_tensor t_act = view(ctx, act, rows, hidden), t_dhid = view(ctx, dhid, rows, hidden);
   m2pt_tensor t_dout = view(ctx, d_out, rows, dim), t_in = view(ctx, in, rows, dim);
   m2pt_tensor t_din = view(ctx, d_in, rows, dim);
-  m2pt_linear_grads lg = param_grads(g, M2PT_BLOCK_FC2);
-  lg.dx = &t_dhid;
-  M2PT_TRY(m2pt_linear_backward(fc2, &t_act, &t_dout, &lg));
+  M2PT_TRY(linear_backward(g, fc2, M2PT_BLOCK_FC2, accumulate, &t_act, &t_dout, &t_dhid, 0));
   M2PT_TRY(m2pt_op_gelu_backward(ctx, dhid, pre, b1, b->cfg.gelu, rows * hidden, hidden, dhid));
-  /* ∂L/∂in by itself, so that accumulating it onto a residual's gradient
-   * does not accumulate the parameters' gradients too. */
-  lg = param_grads(g, M2PT_BLOCK_FC1);
-  M2PT_TRY(m2pt_linear_backward(fc1, &t_in, &t_dhid, &lg));
-  const m2pt_linear_grads dxg = {.dx = &t_din, .accumulate = accumulate};
-  return m2pt_linear_backward(fc1, &t_in, &t_dhid, &dxg);
+  return linear_backward(g, fc1, M2PT_BLOCK_FC1, accumulate, &t_in, &t_dhid, &t_din, dx_add);
 }
 
 /* The attention branch's backward from d_out (∂L/∂ of proj's output):
  * proj's and qkv's parameter gradients, and ∂L/∂in (qkv's input) into d_in
- * (written, or added to when accumulate). d_in may be NULL. */
-static m2pt_status attention_backward(m2pt_block *b, const m2pt_block_grads *g, cl_mem in,
+ * (written, or added to when dx_add). d_in may be NULL. */
+static m2pt_status attention_backward(m2pt_block *b, const m2pt_block_grads *g, int accumulate,
+                                      const m2pt_block_saved *sv, cl_mem in,
                                       const m2pt_tensor *mask, cl_mem d_out, size_t batch,
-                                      size_t tokens, cl_mem d_in, int accumulate)
+                                      size_t tokens, cl_mem d_in, int dx_add)
 {
   m2pt_context *ctx = b->ctx;
   const size_t rows = batch * tokens, dim = b->cfg.dim, hd = b->hd;
-  cl_mem qkv, attn, dattn, dqkv;
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_QKV, rows, 3 * hd, &qkv));
-  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_ATTN, rows, hd, &attn));
+  cl_mem dattn, dqkv;
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_ATTN, rows, hd, &dattn));
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_QKV, rows, 3 * hd, &dqkv));
-  m2pt_tensor t_attn = view(ctx, attn, rows, hd), t_dattn = view(ctx, dattn, rows, hd);
+  m2pt_tensor t_attn = view(ctx, sv->attn, rows, hd), t_dattn = view(ctx, dattn, rows, hd);
   m2pt_tensor t_dout = view(ctx, d_out, rows, dim), t_in = view(ctx, in, rows, dim);
-  m2pt_linear_grads lg = param_grads(g, M2PT_BLOCK_PROJ);
-  lg.dx = &t_dattn;
-  M2PT_TRY(m2pt_linear_backward(b->proj, &t_attn, &t_dout, &lg));
+  M2PT_TRY(linear_backward(g, b->proj, M2PT_BLOCK_PROJ, accumulate, &t_attn, &t_dout, &t_dattn,
+                           0));
   /* The attention backward wants [B][N][..] views. */
-  const m2pt_tensor t_qkv = {ctx, qkv, 3, {batch, tokens, 3 * hd}, rows * 3 * hd};
+  const m2pt_tensor t_qkv = {ctx, sv->qkv, 3, {batch, tokens, 3 * hd}, rows * 3 * hd};
   m2pt_tensor t_dqkv = {ctx, dqkv, 3, {batch, tokens, 3 * hd}, rows * 3 * hd};
   const m2pt_tensor t_da3 = {ctx, dattn, 3, {batch, tokens, hd}, rows * hd};
   /* Only the GEMM path has a backward yet; it recomputes P itself. */
   M2PT_TRY(m2pt_attention_backward(ctx, &t_qkv, b->cfg.heads, b->cfg.dim_head, mask, &t_da3,
                                    M2PT_ATTENTION_GEMM, &t_dqkv));
   t_dqkv = view(ctx, dqkv, rows, 3 * hd);
-  lg = param_grads(g, M2PT_BLOCK_QKV);
-  M2PT_TRY(m2pt_linear_backward(b->qkv, &t_in, &t_dqkv, &lg));
-  if (!d_in)
-    return M2PT_OK;
   m2pt_tensor t_din = view(ctx, d_in, rows, dim);
-  const m2pt_linear_grads dxg = {.dx = &t_din, .accumulate = accumulate};
-  return m2pt_linear_backward(b->qkv, &t_in, &t_dqkv, &dxg);
+  return linear_backward(g, b->qkv, M2PT_BLOCK_QKV, accumulate, &t_in, &t_dqkv,
+                         d_in ? &t_din : NULL, dx_add);
 }
 
-m2pt_status m2pt_block_backward(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
-                                const m2pt_tensor *dy, m2pt_block_grads *g, m2pt_tensor *dx)
+/* The backward proper (arguments checked). */
+static m2pt_status backward_saved(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
+                                  const m2pt_tensor *dy, const m2pt_block_saved *sv,
+                                  const m2pt_block_grads *g, int acc, m2pt_tensor *dx)
 {
-  M2PT_TRY(check_backward(b, x, mask, dy, g, dx));
   m2pt_context *ctx = b->ctx;
   const size_t dim = b->cfg.dim, batch = x->shape[0], tokens = x->shape[1];
   const size_t rows = batch * tokens, n = rows * dim;
-  cl_mem in1, mean1, rstd1, h, in2, mean2, rstd2, d1, d2;
-  M2PT_TRY(saved_slots(ctx, rows, dim, &in1, &mean1, &rstd1, &h, &in2, &mean2, &rstd2));
+  cl_mem d1, d2;
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_D1, rows, dim, &d1));
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_D2, rows, dim, &d2));
   const cl_mem dxb = dx ? dx->buffer : NULL;
   if (b->cfg.layout == M2PT_PRE_NORM) {
     /* y = h + FFN(LN2(h)): d2 = ∂L/∂LN2(h), then d1 = ∂L/∂h = dy + LN2'ᵀ·d2. */
-    M2PT_TRY(ffn_backward(b, g, in2, dy->buffer, rows, d2, 0));
-    M2PT_TRY(m2pt_op_layer_norm_backward(ctx, d2, h, b->norm2_w, mean2, rstd2, rows, dim, d1,
-                                         g->norm[NORM2_W]->buffer, g->norm[NORM2_B]->buffer));
+    M2PT_TRY(ffn_backward(b, g, acc, sv->fc1, sv->in2, dy->buffer, rows, d2, 0));
+    M2PT_TRY(norm_backward(b, g, M2PT_GRAD_NORM2_W, acc, d2, sv->h, b->norm2_w, sv->mean2,
+                           sv->rstd2, rows, d1));
     M2PT_TRY(m2pt_op_add(ctx, d1, dy->buffer, n, 0, d1));
     /* h = x + attention(LN1(x)): dx = d1 + LN1'ᵀ·(∂L/∂LN1(x)). */
-    M2PT_TRY(attention_backward(b, g, in1, mask, d1, batch, tokens, d2, 0));
-    M2PT_TRY(m2pt_op_layer_norm_backward(ctx, d2, x->buffer, b->norm1_w, mean1, rstd1, rows,
-                                         dim, dxb, g->norm[NORM1_W]->buffer,
-                                         g->norm[NORM1_B]->buffer));
+    M2PT_TRY(attention_backward(b, g, acc, sv, sv->in1, mask, d1, batch, tokens, d2, 0));
+    M2PT_TRY(norm_backward(b, g, M2PT_GRAD_NORM1_W, acc, d2, x->buffer, b->norm1_w, sv->mean1,
+                           sv->rstd1, rows, dxb));
     if (dxb)
       M2PT_TRY(m2pt_op_add(ctx, dxb, d1, n, 0, dxb));
     return M2PT_OK;
   }
   /* y = LN2(s2), s2 = h + FFN(h): d1 = ∂L/∂s2, then fc1's ∂L/∂h accumulates
    * onto it (the residual), giving ∂L/∂h. */
-  M2PT_TRY(m2pt_op_layer_norm_backward(ctx, dy->buffer, in2, b->norm2_w, mean2, rstd2, rows,
-                                       dim, d1, g->norm[NORM2_W]->buffer,
-                                       g->norm[NORM2_B]->buffer));
-  M2PT_TRY(ffn_backward(b, g, h, d1, rows, d1, 1));
+  M2PT_TRY(norm_backward(b, g, M2PT_GRAD_NORM2_W, acc, dy->buffer, sv->in2, b->norm2_w,
+                         sv->mean2, sv->rstd2, rows, d1));
+  M2PT_TRY(ffn_backward(b, g, acc, sv->fc1, sv->h, d1, rows, d1, 1));
   /* h = LN1(s1), s1 = x + attention(x): d2 = ∂L/∂s1; dx = d2 + qkv's ∂L/∂x. */
-  M2PT_TRY(m2pt_op_layer_norm_backward(ctx, d1, in1, b->norm1_w, mean1, rstd1, rows, dim, d2,
-                                       g->norm[NORM1_W]->buffer, g->norm[NORM1_B]->buffer));
+  M2PT_TRY(norm_backward(b, g, M2PT_GRAD_NORM1_W, acc, d1, sv->in1, b->norm1_w, sv->mean1,
+                         sv->rstd1, rows, d2));
   if (dxb) {
     const cl_int err = clEnqueueCopyBuffer(ctx->queue, d2, dxb, 0, 0, n * sizeof(float), 0, NULL,
                                            NULL);
     if (err != CL_SUCCESS)
       return m2pt_fail_cl(ctx, err, "m2pt_block_backward: copying dx");
   }
-  return attention_backward(b, g, x->buffer, mask, d2, batch, tokens, dxb, 1);
+  return attention_backward(b, g, acc, sv, x->buffer, mask, d2, batch, tokens, dxb, 1);
+}
+
+m2pt_status m2pt_block_backward(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
+                                const m2pt_tensor *dy, m2pt_block_grads *g, m2pt_tensor *dx)
+{
+  M2PT_TRY(check_backward(b, x, mask, dy, g, dx));
+  m2pt_block_saved sv;
+  M2PT_TRY(context_saved(b, x->shape[0] * x->shape[1], &sv));
+  return backward_saved(b, x, mask, dy, &sv, g, 0, dx);
+}
+
+m2pt_status m2pt_block_backward_saved(m2pt_block *b, const m2pt_tensor *x,
+                                      const m2pt_tensor *mask, const m2pt_tensor *dy,
+                                      const m2pt_block_saved *saved,
+                                      const m2pt_block_grads *g, int accumulate,
+                                      m2pt_tensor *dx)
+{
+  static const char fn[] = "m2pt_block_backward";
+  M2PT_TRY(check_forward(b, x, mask, dy, fn));
+  m2pt_context *ctx = b->ctx;
+  if (dx) {
+    M2PT_TRY(m2pt_check_same_shape(ctx, x, dx, fn, "x", "dx"));
+    M2PT_REQUIRE(ctx, dx->buffer != x->buffer && dx->buffer != dy->buffer,
+                 "%s: dx must not be x or dy", fn);
+  }
+  if (saved->rows < x->shape[0] * x->shape[1])
+    return m2pt_fail(ctx, M2PT_ERR_INVALID_STATE, "%s: the saved set holds %zu rows, x has %zu",
+                     fn, saved->rows, x->shape[0] * x->shape[1]);
+  return backward_saved(b, x, mask, dy, saved, g, accumulate, dx);
 }

@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "core/cl.h"
+#include "core/workspace.h"
 #include "m2pt/block.h"
 #include "m2pt/linear.h"
 
@@ -20,5 +22,77 @@ m2pt_linear *m2pt_block_linear(const m2pt_block *block, size_t index);
  * first (the block's four linears, the model's blocks) never leaves a
  * merge half done. */
 m2pt_status m2pt_block_merge_prepare(m2pt_block *block);
+
+/* ---- training with the saved activations in caller-owned buffers ----
+ * The public training forward keeps one saved set in the context's
+ * workspace; a model keeps one per block (or one for all, recomputing). */
+
+/* What a training forward saves for the backward (block.h lists it). */
+enum { M2PT_BLOCK_SAVED = 10 };
+typedef struct m2pt_block_saved {
+  size_t rows; /* rows the buffers hold */
+  cl_mem in1, mean1, rstd1, qkv, attn, h, in2, mean2, rstd2, fc1;
+} m2pt_block_saved;
+
+/* Floats of one saved set for `rows` = B·N rows:
+ * rows·(4·dim + 4·hd + hidden + 4). */
+size_t m2pt_block_saved_floats(const m2pt_block *block, size_t rows);
+
+/* Device buffers for a saved set of `rows` rows (released with
+ * m2pt_block_saved_release; the struct zeroed on failure). */
+m2pt_status m2pt_block_saved_create(const m2pt_block *block, size_t rows,
+                                    m2pt_block_saved *saved);
+void m2pt_block_saved_release(const m2pt_block *block, m2pt_block_saved *saved);
+
+/* m2pt_block_forward_train into `saved` (which must hold x's rows), the
+ * context's saved set left alone. Same bits as the public one. */
+m2pt_status m2pt_block_forward_saved(m2pt_block *block, const m2pt_tensor *x,
+                                     const m2pt_tensor *mask, const m2pt_block_saved *saved,
+                                     m2pt_tensor *y);
+
+/* The gradient tensors of one block by parameter (block.h); a NULL tensor
+ * is a frozen parameter: not computed. */
+enum { M2PT_GRAD_NORM1_W, M2PT_GRAD_NORM1_B, M2PT_GRAD_NORM2_W, M2PT_GRAD_NORM2_B,
+       M2PT_GRAD_NORMS };
+struct m2pt_block_grads {
+  const m2pt_block *block;
+  m2pt_tensor *norm[M2PT_GRAD_NORMS];
+  m2pt_tensor *lin[M2PT_BLOCK_LINEARS][4]; /* by field: weight, bias, aux_weight, scale */
+};
+
+/* m2pt_block_backward from `saved` (the forward_saved of this block on x and
+ * mask): the gradients of grads' non-NULL tensors, written (accumulate 0) or
+ * added to what they hold (1); dx (NULL: not computed) is always written.
+ * Checks shapes, not that `saved` is this block's. */
+m2pt_status m2pt_block_backward_saved(m2pt_block *block, const m2pt_tensor *x,
+                                      const m2pt_tensor *mask, const m2pt_tensor *dy,
+                                      const m2pt_block_saved *saved,
+                                      const m2pt_block_grads *grads, int accumulate,
+                                      m2pt_tensor *dx);
+
+/* Where a parameter gradient goes for an op that only overwrites: its
+ * tensor (accumulate 0), or the workspace `slot`, whose contents
+ * m2pt_grad_finish then adds to it (accumulate 1). NULL for a frozen (NULL)
+ * parameter. */
+m2pt_status m2pt_grad_target(m2pt_context *ctx, const m2pt_tensor *t, int accumulate,
+                             m2pt_workspace_slot slot, cl_mem *out);
+m2pt_status m2pt_grad_finish(m2pt_context *ctx, const m2pt_tensor *t, int accumulate,
+                             cl_mem buf);
+
+/* LayerNorm's backward (m2pt_op_layer_norm_backward, dx NULL: none) with
+ * its parameter gradients dweight and dbias (NULL: frozen) written or
+ * accumulated. */
+m2pt_status m2pt_norm_backward_grads(m2pt_context *ctx, cl_mem dy, cl_mem x, cl_mem weight,
+                                    cl_mem mean, cl_mem rstd, size_t rows, size_t dim,
+                                    cl_mem dx, const m2pt_tensor *dweight,
+                                    const m2pt_tensor *dbias, int accumulate);
+
+/* A linear's backward in two calls: the parameter gradients of `params`
+ * (any NULL; written or accumulated as params->accumulate says; nothing when
+ * all are NULL), then dx (NULL: none; written, or added to when dx_add), so
+ * that dx and the parameters follow their own accumulation rules. */
+m2pt_status m2pt_linear_backward_split(m2pt_linear *layer, const m2pt_linear_grads *params,
+                                      const m2pt_tensor *x, const m2pt_tensor *dy,
+                                      m2pt_tensor *dx, int dx_add);
 
 #endif

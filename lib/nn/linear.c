@@ -466,6 +466,11 @@ int m2pt_linear_is_merged(const m2pt_linear *l)
   return l ? l->merged : 0;
 }
 
+unsigned m2pt_linear_flags(const m2pt_linear *l)
+{
+  return l->flags;
+}
+
 int m2pt_linear_has_pathway(const m2pt_linear *l)
 {
   return l && (l->flags & M2PT_LINEAR_PATHWAY) ? 1 : 0;

@@ -26,6 +26,9 @@ m2pt_status m2pt_linear_add_pathway(m2pt_linear *layer);
  * it). Layers with an aux bias are left alone. */
 void m2pt_linear_drop_pathway(m2pt_linear *layer);
 
+/* The layer's M2PT_LINEAR_* flags now (a merge clears the pathway's). */
+unsigned m2pt_linear_flags(const m2pt_linear *layer);
+
 /* Checks that x is [..][in] and y the same with [..][out] (fn names the
  * caller in the message). */
 m2pt_status m2pt_linear_check_io(const m2pt_context *ctx, const m2pt_tensor *x,

@@ -2,6 +2,7 @@
  * ViT's from pixels), the pooling, BERT's pooler and the head after them,
  * and the whole forward from inputs to hidden states, pooled features,
  * sentence embeddings or logits. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,9 @@
 #include "core/error.h"
 #include "core/options.h"
 #include "core/workspace.h"
+#include "common/philox.h"
 #include "linear_internal.h"
+#include "m2pt/model_grad.h"
 #include "model_internal.h"
 #include "ops/block_ops.h"
 #include "ops/embedding_ops.h"
@@ -314,6 +317,68 @@ int m2pt_model_end_index(const m2pt_model *m, const char *layer)
   return -1;
 }
 
+int m2pt_model_end_tensor_name(const m2pt_model *m, int which, char *buf, size_t size)
+{
+  const ends_naming *n = ends_of(m);
+  const m2pt_tensor *ts[M2PT_END_TENSORS] = {
+      m->word,    m->position, m->token_type, m->emb_ln_w, m->emb_ln_b, m->patch_w,
+      m->patch_b, m->cls,      m->pos,        m->fc_norm_w, m->fc_norm_b};
+  const char *rel[M2PT_END_TENSORS] = {n->word,  n->position, n->token_type, n->emb_ln,
+                                       n->emb_ln, n->patch,   n->patch,      n->cls,
+                                       n->pos,    n->fc_norm, n->fc_norm};
+  const char *suffix[M2PT_END_TENSORS] = {"", "", "", ".weight", ".bias", ".weight", ".bias",
+                                          "", "", ".weight", ".bias"};
+  if (which < 0 || which >= M2PT_END_TENSORS || !ts[which] || !rel[which])
+    return 0;
+  return find_name(m, rel[which], suffix[which], buf, size);
+}
+
+m2pt_tensor *m2pt_model_end_tensor(const m2pt_model *m, int which)
+{
+  m2pt_tensor *ts[M2PT_END_TENSORS] = {
+      m->word,    m->position, m->token_type, m->emb_ln_w, m->emb_ln_b, m->patch_w,
+      m->patch_b, m->cls,      m->pos,        m->fc_norm_w, m->fc_norm_b};
+  return which >= 0 && which < M2PT_END_TENSORS ? ts[which] : NULL;
+}
+
+m2pt_status m2pt_model_create_head(m2pt_model *m, size_t classes, uint64_t seed)
+{
+  static const char fn[] = "m2pt_model_create_head";
+  M2PT_REQUIRE(NULL, m != NULL, "%s: model is NULL", fn);
+  M2PT_REQUIRE(m->ctx, classes > 0 && classes <= UINT32_MAX / 2, "%s: classes = %zu", fn,
+               classes);
+  m2pt_model_end *end = &m->ends[M2PT_END_HEAD];
+  if (end->linear)
+    return m2pt_fail(m->ctx, M2PT_ERR_INVALID_STATE, "%s: %s has a head (%s) already", fn,
+                     m->path, end->name);
+  const size_t dim = m->cfg.dim, n = classes * dim;
+  /* timm's "head" sits under the model's root; HF's "classifier" beside it. */
+  const int timm = m->scheme->naming == M2PT_NAMING_TIMM;
+  const char *rel = ends_of(m)->head;
+  char *name = malloc(strlen(m->root) + strlen(rel) + 1);
+  float *w = malloc(n * sizeof *w);
+  m2pt_linear *lin = NULL;
+  m2pt_status s = name && w ? M2PT_OK : m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
+  if (s == M2PT_OK) {
+    sprintf(name, "%s%s", timm ? m->root : "", rel);
+    m2pt_trunc_normal(seed, 0.02f, w, n);
+    s = m2pt_linear_create(m->ctx, dim, classes, M2PT_LINEAR_BIAS, &lin);
+  }
+  if (s == M2PT_OK)
+    s = m2pt_linear_set_weight(lin, w, n); /* the bias starts at zero */
+  free(w);
+  if (s != M2PT_OK) {
+    m2pt_linear_destroy(lin);
+    free(name);
+    return s;
+  }
+  end->name = name;
+  end->linear = lin;
+  end->in = dim;
+  end->out = classes;
+  return M2PT_OK;
+}
+
 /* ---- the whole forward ---- */
 
 m2pt_status m2pt_model_output_shape(const m2pt_model *m, m2pt_output_kind kind, size_t batch,
@@ -340,7 +405,7 @@ m2pt_status m2pt_model_output_shape(const m2pt_model *m, m2pt_output_kind kind, 
 /* The pooling the caller asked for, or the checkpoint's: BERT's and HF
  * ViTModel's pooler where there is one, timm's 'avg' where fc_norm is (timm
  * builds fc_norm only for global_pool 'avg'), else the class token. */
-static m2pt_pool_kind pool_of(const m2pt_model *m, m2pt_pool_kind asked)
+m2pt_pool_kind m2pt_model_pool_of(const m2pt_model *m, m2pt_pool_kind asked)
 {
   if (asked != M2PT_POOL_AUTO)
     return asked;
@@ -372,7 +437,7 @@ static m2pt_status check_run(m2pt_model *m, const m2pt_forward_options *o, size_
 {
   M2PT_TRY(m2pt_check_enum(m->ctx, (int)o->output, M2PT_OUTPUT_LOGITS, fn, "output kind"));
   M2PT_TRY(m2pt_check_enum(m->ctx, (int)o->pool, M2PT_POOL_POOLER, fn, "pool kind"));
-  const m2pt_pool_kind pool = pool_of(m, o->pool);
+  const m2pt_pool_kind pool = m2pt_model_pool_of(m, o->pool);
   if ((o->output == M2PT_OUTPUT_POOLED || o->output == M2PT_OUTPUT_LOGITS) &&
       pool == M2PT_POOL_POOLER && !m->ends[M2PT_END_POOLER].linear)
     return m2pt_fail(m->ctx, M2PT_ERR_NOT_FOUND, "%s: %s has no pooler (pooler.dense)", fn,
@@ -400,7 +465,7 @@ static m2pt_status run(m2pt_model *m, const m2pt_tensor *x, const m2pt_tensor *m
   if (o->output == M2PT_OUTPUT_MEAN) /* sentence-transformers: every token, by the mask */
     return m2pt_op_pool(ctx, hbuf, mbuf, 0, b, n, dim, 0, o->normalize, y->buffer);
   M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_POOL, b * dim * sizeof(float), &pbuf));
-  const m2pt_pool_kind pool = pool_of(m, o->pool);
+  const m2pt_pool_kind pool = m2pt_model_pool_of(m, o->pool);
   cl_mem pooled = pbuf;
   if (pool == M2PT_POOL_POOLER) {
     /* BertPooler: tanh(dense(h[:, 0])). */

@@ -33,6 +33,7 @@ struct m2pt_model {
   m2pt_tensor *patch_w, *patch_b, *cls, *pos;                      /* ViT embeddings */
   m2pt_tensor *fc_norm_w, *fc_norm_b;                              /* timm's fc_norm */
   m2pt_model_end ends[M2PT_MODEL_ENDS];                            /* pooler, head */
+  struct m2pt_model_train *train; /* saved activations of the training passes, or NULL */
 };
 
 /* Rows and columns of block linear `index` (out, in). */
@@ -87,5 +88,22 @@ int m2pt_model_end_of(const m2pt_model *model, const char *name, int *field);
 /* The end a user's layer name means ("head", "classifier", "pooler.dense",
  * or its full checkpoint name), -1 when none. */
 int m2pt_model_end_index(const m2pt_model *model, const char *layer);
+
+/* The pooling `asked` means for this model (AUTO: the checkpoint's). */
+m2pt_pool_kind m2pt_model_pool_of(const m2pt_model *model, m2pt_pool_kind asked);
+
+/* The ends' tensors, in this order (NULL where the checkpoint has none). */
+enum { M2PT_END_WORD, M2PT_END_POSITION, M2PT_END_TOKEN_TYPE, M2PT_END_EMB_LN_W,
+       M2PT_END_EMB_LN_B, M2PT_END_PATCH_W, M2PT_END_PATCH_B, M2PT_END_CLS, M2PT_END_POS,
+       M2PT_END_FC_NORM_W, M2PT_END_FC_NORM_B, M2PT_END_TENSORS };
+m2pt_tensor *m2pt_model_end_tensor(const m2pt_model *model, int which);
+
+/* The checkpoint name of end tensor `which` into buf; 0 when the model has
+ * no such tensor. */
+int m2pt_model_end_tensor_name(const m2pt_model *model, int which, char *buf, size_t size);
+
+/* Training state (model_train.c): freed with the model. */
+struct m2pt_model_train;
+void m2pt_model_train_free(m2pt_model *model);
 
 #endif

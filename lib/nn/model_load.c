@@ -256,6 +256,7 @@ void m2pt_model_destroy(m2pt_model *m)
   free(m->blocks);
   m2pt_buffer_release(m->ctx, m->norm_w, m->cfg.dim * sizeof(float));
   m2pt_buffer_release(m->ctx, m->norm_b, m->cfg.dim * sizeof(float));
+  m2pt_model_train_free(m);
   m2pt_model_free_ends(m);
   m2pt_safetensors_close(m->st);
   free(m->path);

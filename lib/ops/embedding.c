@@ -146,6 +146,15 @@ m2pt_status m2pt_op_tanh(m2pt_context *ctx, cl_mem x, size_t n)
   return m2pt_run_kernel(ctx, &m2pt_cl_embedding, "", "m2pt_tanh", args, 2, 1, global, NULL);
 }
 
+m2pt_status m2pt_op_tanh_backward(m2pt_context *ctx, cl_mem y, cl_mem dy, size_t n)
+{
+  const cl_ulong nu = n;
+  const m2pt_kernel_arg args[] = {M2PT_ARG(y), M2PT_ARG(dy), M2PT_ARG(nu)};
+  const size_t global[1] = {n};
+  return m2pt_run_kernel(ctx, &m2pt_cl_embedding, "", "m2pt_tanh_backward", args, 3, 1, global,
+                         NULL);
+}
+
 m2pt_status m2pt_op_scatter_rows(m2pt_context *ctx, cl_mem src, cl_mem index, size_t offsets,
                                  size_t list, size_t table_rows, size_t dim, cl_mem dtable)
 {

@@ -52,6 +52,9 @@ m2pt_status m2pt_op_tanh(m2pt_context *ctx, cl_mem x, size_t n);
 
 /* ---- backward ---- */
 
+/* dy = dy·(1 − y²) over n elements, y the output of m2pt_op_tanh. */
+m2pt_status m2pt_op_tanh_backward(m2pt_context *ctx, cl_mem y, cl_mem dy, size_t n);
+
 /* dtable [table_rows][dim] = Σ src rows by key, from a host-built index in
  * an int buffer: offsets [table_rows + 1] at element `offsets`, the source
  * row numbers grouped by key (ascending within a key) at element `list`. */
