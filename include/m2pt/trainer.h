@@ -1,0 +1,112 @@
+/* The training loop (issue 13): a trainer over a model and a dataset that
+ * takes optimizer steps as the M2PT paper fine-tunes (MAE's
+ * main_finetune.py and engine_finetune.py): AdamW or SGD over MAE's
+ * parameter groups (layer-wise decay, no weight decay for 1-D tensors, an
+ * optional group of its own for every λ), the learning rate set every step
+ * from a schedule at the fractional epoch, K micro-batches accumulated into
+ * one step, gradient clipping by global norm, and a record of every step. */
+#ifndef M2PT_TRAINER_H
+#define M2PT_TRAINER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dataset.h"
+#include "model_params.h"
+#include "optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Options of m2pt_trainer_create. Start from m2pt_trainer_options_default()
+ * (struct_size as in m2pt_model_options) and set at least batch, lr and one
+ * of epochs and steps. */
+typedef struct m2pt_trainer_options {
+  size_t struct_size;
+  m2pt_train_options pass;          /* pool, loss, label smoothing, dropout and its
+                                       seed (accumulate and step are the trainer's) */
+  m2pt_optimizer_options optimizer; /* kind, momentum, Nesterov, betas, ε */
+  unsigned freeze;                  /* M2PT_FREEZE_* */
+  size_t batch, accum;              /* micro-batch B ≥ 1, micro-batches per step K ≥ 1 */
+  double epochs;                    /* the run's length: epochs > 0, or */
+  size_t steps;                     /* optimizer steps ≥ 1 (exactly one of the two) */
+  m2pt_lr_schedule_kind schedule;
+  double lr, min_lr;                /* base rate ≥ 0; cosine's final rate */
+  size_t warmup_steps;              /* cosine: warm-up in steps, or */
+  double warmup_epochs;             /* in epochs (at most one of the two non-zero) */
+  double weight_decay;              /* for tensors of 2 or more dimensions */
+  double layer_decay;               /* MAE's D in (0, 1]: 1 for none */
+  double scale_lr;                  /* < 0: each λ in its layer's group; else every λ
+                                       in one group of base rate scale_lr, following
+                                       the schedule's shape, no weight decay */
+  double clip_grad;                 /* > 0: clip the global gradient norm to it; 0: none */
+  int shuffle;                      /* 0: samples in order; 1: a permutation per epoch */
+  uint64_t seed;                    /* the permutation's (m2pt_batch_order) */
+} m2pt_trainer_options;
+
+/* Cross-entropy, AUTO pooling, AdamW with PyTorch's defaults, nothing
+ * frozen, accum 1, a constant schedule, no decay, no clipping, shuffled
+ * with seed 0; batch, lr, epochs and steps 0 (to be set). */
+static inline m2pt_trainer_options m2pt_trainer_options_default(void)
+{
+  m2pt_trainer_options o = {sizeof(m2pt_trainer_options), m2pt_train_options_default(),
+                            m2pt_adamw_options_default(), 0u, 0, 1, 0.0, 0,
+                            M2PT_LR_CONSTANT, 0.0, 0.0, 0, 0.0, 0.0, 1.0, -1.0, 0.0, 1, 0};
+  return o;
+}
+
+typedef struct m2pt_trainer m2pt_trainer;
+
+/* Creates a trainer over `model` (which must outlive it and keep its
+ * parameter set: no merge, no new pathway while it lives) and `data` (the
+ * trainer gathers batches from it; it must outlive the trainer). The
+ * gradients, parameter views, optimizer and its groups are made here.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, struct_size not set, an option
+ * out of range, data of a kind or labels the loss does not take, a class
+ * index ≥ the head's outputs), M2PT_ERR_SHAPE (a batch larger than the
+ * data), M2PT_ERR_NOT_FOUND (cross-entropy without a head), and those of
+ * m2pt_model_grads_create, m2pt_model_params_create, m2pt_optimizer_*.
+ * Nothing is built on failure. */
+M2PT_API m2pt_status m2pt_trainer_create(m2pt_model *model, m2pt_dataset *data,
+                                         const m2pt_trainer_options *options,
+                                         m2pt_trainer **out);
+
+/* Frees the trainer (never the model or the data). Accepts NULL. */
+M2PT_API void m2pt_trainer_destroy(m2pt_trainer *trainer);
+
+/* The run's plan (m2pt_train_plan_make). Errors: M2PT_ERR_INVALID_ARGUMENT. */
+M2PT_API m2pt_status m2pt_trainer_get_plan(const m2pt_trainer *trainer, m2pt_train_plan *plan);
+
+/* Steps taken so far (0 … plan.steps). */
+M2PT_API size_t m2pt_trainer_steps_done(const m2pt_trainer *trainer);
+
+/* One step's record. Names and values are owned by the trainer and valid
+ * until its next step or destruction. */
+typedef struct m2pt_train_record {
+  size_t step;        /* 1, 2, …: the steps done after this one */
+  double epoch;       /* the fractional epoch the rate was taken at, t·K / M */
+  double loss;        /* the mean loss over the step's samples, before the update */
+  double lr;          /* the base group's rate (the schedule's value) */
+  double grad_norm;   /* the global gradient norm before clipping */
+  size_t scales;      /* trained pathways */
+  const char *const *scale_names; /* their layers' checkpoint names ("blocks.0.attn.qkv") */
+  const float *scale_values;      /* each λ after the step */
+} m2pt_train_record;
+
+/* Takes the next optimizer step: the rate of every group for the step, its
+ * micro-batches' losses and gradients (summed with weights B_k / B, so the
+ * step is the one big batch of all its B samples would give), the norm,
+ * clipping, the update, and *record. A step whose loss or gradient norm is
+ * not finite is not taken: the model and optimizer stay as they were after
+ * the last good step and the message names the step.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL; every step done already; a
+ * loss or norm that is not finite), and those of the training pass and the
+ * optimizer. */
+M2PT_API m2pt_status m2pt_trainer_step(m2pt_trainer *trainer, m2pt_train_record *record);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
