@@ -89,7 +89,7 @@ def t(name):
 
 
 # --help, usage errors (2), failures (1) with the tool's name on stderr.
-for name in ("m2pt-run", "m2pt-merge", "m2pt-reparam"):
+for name in ("m2pt-run", "m2pt-merge", "m2pt-reparam", "m2pt-grad"):
     rc, out, _ = tool(name, "--help")
     check(rc == 0 and out.startswith("usage: " + name), name + " --help")
     rc, _, err = tool(name)
@@ -262,6 +262,83 @@ check(rc == 1 and "M2PT_ERR_FORMAT" in err and not os.path.exists(t("y.st")),
 rc, _, err = tool("m2pt-reparam", "--target", d("timm_target.safetensors"), "--aux",
                   d("timm_aux.safetensors"), "--layers", "attn.qkv,mlp.fc9", "--out", t("y.st"))
 check(rc == 1 and "mlp.fc9" in err, "m2pt-reparam with an unknown layer exits 1 naming it")
+
+# ---- m2pt-grad (issue 12): gradients by checkpoint name ----
+
+def write_labels(path, values, descr="<i8", fmt="q"):
+    """A 1-D integer .npy (format 1.0)."""
+    header = "{'descr': '%s', 'fortran_order': False, 'shape': (%d,), }" % (descr, len(values))
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+        f.write(struct.pack("<%d%s" % (len(values), fmt), *values))
+
+
+def st_header(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n))
+
+
+write_labels(t("y.npy"), [3, 7])
+write_labels(t("y32.npy"), [1, 0], "<i4", "i")
+write_labels(t("ybad.npy"), [3, 10])
+timm_grad = ["--model", d("timm_m2pt.safetensors"), "--heads", "3", "--input", d("timm_input.npy")]
+rc, _, err = tool("m2pt-grad", *timm_grad, "--labels", t("y.npy"), "--label-smoothing", "0.1",
+                  "--out", t("g.st"))
+h = st_header(t("g.st")) if rc == 0 else {}
+loss = h.get("__metadata__", {}).get("loss", "")
+check(rc == 0 and math.isfinite(float(loss or "nan"))
+      and h.get("blocks.0.attn.qkv.cross_modal_scale", {}).get("shape") == [1]
+      and h.get("head.weight", {}).get("shape") == [10, 24]
+      and h.get("blocks.1.mlp.fc2.aux_weight", {}).get("dtype") == "F32",
+      "m2pt-grad on hidden states writes the loss and every gradient by name " + err.strip())
+rc, _, _ = tool("m2pt-grad", *timm_grad, "--labels", t("y.npy"), "--label-smoothing", "0.1",
+                "--recompute", "--out", t("g2.st"))
+with open(t("g.st"), "rb") as f1, open(t("g2.st"), "rb") as f2:
+    check(rc == 0 and f1.read() == f2.read(), "m2pt-grad --recompute writes the same bytes")
+rc, _, _ = tool("m2pt-grad", *timm_grad, "--labels", t("y.npy"), "--freeze", "target,norm,head",
+                "--out", t("g3.st"))
+h3 = st_header(t("g3.st")) if rc == 0 else {}
+check(rc == 0 and "blocks.0.attn.qkv.weight" not in h3 and "norm.weight" not in h3
+      and "head.weight" not in h3 and "blocks.0.attn.qkv.aux_weight" in h3
+      and "blocks.0.attn.qkv.bias" in h3, "m2pt-grad --freeze leaves the frozen out")
+# A model without a head: one made from --seed (BERT's "classifier"), reproducibly.
+bert_grad = ["--model", d("bert_m2pt.safetensors"), "--heads", "2", "--input",
+             d("bert_input.npy"), "--labels", t("y32.npy")]
+rc, _, err = tool("m2pt-grad", *bert_grad, "--num-classes", "2", "--seed", "5", "--out",
+                  t("b1.st"))
+rc2, _, _ = tool("m2pt-grad", *bert_grad, "--num-classes", "2", "--seed", "5", "--out",
+                 t("b2.st"))
+hb = st_header(t("b1.st")) if rc == 0 else {}
+with open(t("b1.st"), "rb") as f1, open(t("b2.st"), "rb") as f2:
+    same = f1.read() == f2.read()
+check(rc == 0 and rc2 == 0 and same and hb.get("classifier.weight", {}).get("shape") == [2, 24]
+      and "pooler.dense.weight" in hb
+      and "encoder.layer.0.attention.self.query.cross_modal_scale" in hb,
+      "m2pt-grad --num-classes creates a head from --seed, twice the same " + err.strip())
+rc, _, err = tool("m2pt-grad", *bert_grad, "--out", t("b3.st"))
+check(rc == 1 and "create_head" in err and not os.path.exists(t("b3.st")),
+      "m2pt-grad with cross-entropy and no head exits 1")
+# Failures leave an existing output as it was.
+with open(t("keep.st"), "wb") as f:
+    f.write(b"old")
+for args, why in ((["--labels", t("ybad.npy")], "a label out of range"),
+                  (["--labels", t("y.npy"), "--loss", "mse"], "int labels for mse"),
+                  (["--labels", t("y.npy"), "--num-classes", "4"], "a --num-classes other "
+                   "than the head's")):
+    rc, _, err = tool("m2pt-grad", *timm_grad, *args, "--out", t("keep.st"))
+    with open(t("keep.st"), "rb") as f:
+        kept = f.read() == b"old"
+    check(rc == 1 and kept and err.startswith("m2pt-grad: "),
+          "m2pt-grad with %s exits 1, the output untouched" % why)
+for args in (["--freeze", "target,bogus"], ["--loss", "hinge"], ["--pool", "max"],
+             ["--label-smoothing", "2"]):
+    rc, _, err = tool("m2pt-grad", *timm_grad, "--labels", t("y.npy"), *args, "--out",
+                      t("keep.st"))
+    check(rc == 2 and args[0] in err, "m2pt-grad %s exits 2" % " ".join(args))
+rc, _, err = tool("m2pt-grad", *timm_grad, "--out", t("keep.st"))
+check(rc == 2 and "--labels" in err, "m2pt-grad without --labels exits 2")
 
 # ---- Output paths (issue 9): written as cp writes them ----
 

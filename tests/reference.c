@@ -305,8 +305,8 @@ void ref_attention_backward(const double *qkv, const double *dout, size_t batch,
 }
 
 /* y = x·(W + λ·W_aux)ᵀ + b on double rows. */
-static void dense(const double *x, size_t rows, size_t in, size_t out, const float *w,
-                  const float *aux, double scale, const float *b, double *y)
+void ref_dense(const double *x, size_t rows, size_t in, size_t out, const float *w,
+               const float *aux, double scale, const float *b, double *y)
 {
   for (size_t r = 0; r < rows; r++)
     for (size_t o = 0; o < out; o++) {
@@ -320,20 +320,29 @@ static void dense(const double *x, size_t rows, size_t in, size_t out, const flo
 void ref_block(const ref_block_params *p, const float *x, size_t batch, size_t tokens,
                const float *mask, double *y)
 {
+  const size_t n = batch * tokens * p->dim;
+  double *xd = malloc(n * sizeof *xd);
+  for (size_t i = 0; i < n; i++)
+    xd[i] = x[i];
+  ref_block_d(p, xd, batch, tokens, mask, y);
+  free(xd);
+}
+
+void ref_block_d(const ref_block_params *p, const double *xd, size_t batch, size_t tokens,
+                 const float *mask, double *y)
+{
   const size_t rows = batch * tokens, dim = p->dim, hd = p->heads * p->dim_head;
-  double *xd = malloc(rows * dim * sizeof *xd), *t = malloc(rows * dim * sizeof *t);
+  double *t = malloc(rows * dim * sizeof *t);
   double *qkv = malloc(rows * 3 * hd * sizeof *qkv), *a = malloc(rows * hd * sizeof *a);
   double *h = malloc(rows * dim * sizeof *h), *hid = malloc(rows * p->hidden * sizeof *hid);
-  for (size_t i = 0; i < rows * dim; i++)
-    xd[i] = x[i];
   /* Attention branch on LN1(x) (pre-norm) or x (post-norm). */
   if (p->post_norm)
     memcpy(t, xd, rows * dim * sizeof *t);
   else
     ref_layer_norm(xd, rows, dim, p->norm1_w, p->norm1_b, p->eps, t);
-  dense(t, rows, dim, 3 * hd, p->qkv_w, p->qkv_aux, p->qkv_scale, p->qkv_b, qkv);
+  ref_dense(t, rows, dim, 3 * hd, p->qkv_w, p->qkv_aux, p->qkv_scale, p->qkv_b, qkv);
   ref_attention(qkv, batch, tokens, p->heads, p->dim_head, mask, a);
-  dense(a, rows, hd, dim, p->proj_w, p->proj_aux, p->proj_scale, p->proj_b, h);
+  ref_dense(a, rows, hd, dim, p->proj_w, p->proj_aux, p->proj_scale, p->proj_b, h);
   for (size_t i = 0; i < rows * dim; i++)
     h[i] += xd[i];
   if (p->post_norm) {
@@ -343,17 +352,16 @@ void ref_block(const ref_block_params *p, const float *x, size_t batch, size_t t
     ref_layer_norm(h, rows, dim, p->norm2_w, p->norm2_b, p->eps, t);
   }
   /* FFN branch on LN2(h) (pre-norm) or h (post-norm). */
-  dense(t, rows, dim, p->hidden, p->fc1_w, p->fc1_aux, p->fc1_scale, p->fc1_b, hid);
+  ref_dense(t, rows, dim, p->hidden, p->fc1_w, p->fc1_aux, p->fc1_scale, p->fc1_b, hid);
   for (size_t i = 0; i < rows * p->hidden; i++)
     hid[i] = ref_gelu(hid[i], p->gelu_tanh);
-  dense(hid, rows, p->hidden, dim, p->fc2_w, p->fc2_aux, p->fc2_scale, p->fc2_b, y);
+  ref_dense(hid, rows, p->hidden, dim, p->fc2_w, p->fc2_aux, p->fc2_scale, p->fc2_b, y);
   for (size_t i = 0; i < rows * dim; i++)
     y[i] += h[i];
   if (p->post_norm) {
     memcpy(t, y, rows * dim * sizeof *t);
     ref_layer_norm(t, rows, dim, p->norm2_w, p->norm2_b, p->eps, y);
   }
-  free(xd);
   free(t);
   free(qkv);
   free(a);

@@ -15,6 +15,10 @@ void ref_linear(const float *x, size_t rows, size_t in, size_t out, const float 
                 const float *w_aux, double scale, const float *b, const float *b_aux, double *y);
 
 
+/* ref_linear on a double x, without the aux bias. */
+void ref_dense(const double *x, size_t rows, size_t in, size_t out, const float *w,
+               const float *aux, double scale, const float *b, double *y);
+
 /* Gradients of y = ref_linear(x) for upstream dy [rows][out] (DESIGN.md
  * "Gradients"): dx = dy·W_eff [rows][in], dw = G = dyᵀ·x [out][in],
  * db = Σ_rows dy [out], dw_aux = λ·G, db_aux = λ·db, *dscale = Σ G ⊙ W_aux
@@ -91,6 +95,10 @@ typedef struct ref_block_params {
 /* y = block(x) for x [B][N][dim] (DESIGN.md §1, pre- or post-norm). */
 void ref_block(const ref_block_params *p, const float *x, size_t batch, size_t tokens,
                const float *mask, double *y);
+
+/* ref_block on a double x (a stack of blocks without rounding between them). */
+void ref_block_d(const ref_block_params *p, const double *x, size_t batch, size_t tokens,
+                 const float *mask, double *y);
 
 /* The gather's backward: dsum [B][N][D] scattered by id into dword
  * [vocab][D], by position into dpos [npos][D], by type (0 when types is

@@ -177,25 +177,6 @@ static void inputs_free(run_inputs *in)
   free(in->mask);
 }
 
-/* A [B][N] array of integers (ids, token types), widened exactly to int64. */
-static int read_ids(const char *flag, const char *path, int64_t **data, size_t *rows,
-                    size_t *cols)
-{
-  size_t ndim = 0, shape[M2PT_IO_MAX_DIMS];
-  const m2pt_status s = m2pt_npy_read_i64(path, data, &ndim, shape);
-  if (s != M2PT_OK) {
-    tool_error("%s: %s: %s", flag, m2pt_status_string(s), m2pt_last_error(NULL));
-    return 0;
-  }
-  if (ndim != 2) {
-    tool_error("%s: %s must be [B][N], it has %zu dimensions", flag, path, ndim);
-    return 0;
-  }
-  *rows = shape[0];
-  *cols = shape[1];
-  return 1;
-}
-
 /* An f32 input of `ndim_lo` to `ndim_hi` dimensions, finite unless allowed. */
 static int read_f32(const char *flag, const run_args *a, const char *path, size_t ndim_lo,
                     size_t ndim_hi, const char *layout, run_inputs *in)
@@ -218,83 +199,6 @@ static int read_f32(const char *flag, const run_args *a, const char *path, size_
   return 1;
 }
 
-/* How many tokens an image becomes: the checkpoint's position embeddings
- * (the library requires the image to give exactly that grid). Read from
- * the file because the tool needs it before the forward, for the mask's
- * and the hidden output's shapes. */
-static int pixel_tokens(const char *path, size_t *tokens)
-{
-  m2pt_safetensors *st = NULL;
-  m2pt_status s = m2pt_safetensors_open(path, &st);
-  if (s != M2PT_OK)
-    return tool_fail(NULL, s, "reading the checkpoint") - 1;
-  *tokens = 0;
-  for (size_t i = 0; i < m2pt_safetensors_count(st) && !*tokens; i++) {
-    m2pt_safetensors_info t;
-    if (m2pt_safetensors_info_at(st, i, &t) != M2PT_OK || t.ndim != 3)
-      continue;
-    const size_t n = strlen(t.name);
-    static const char *const ends[] = {"pos_embed", "embeddings.position_embeddings"};
-    for (size_t e = 0; e < 2; e++) {
-      const size_t k = strlen(ends[e]);
-      if (n >= k && !strcmp(t.name + n - k, ends[e]) && (n == k || t.name[n - k - 1] == '.'))
-        *tokens = t.shape[1];
-    }
-  }
-  m2pt_safetensors_close(st);
-  if (!*tokens)
-    tool_error("%s: no position embeddings (pos_embed, embeddings.position_embeddings): "
-               "cannot tell how many tokens an image becomes", path);
-  return *tokens != 0;
-}
-
-/* The attention mask as floats, every value checked to be 0 or 1 and its
- * shape [rows][cols] ([cols] too for one sequence of hidden states). */
-static int read_mask(const run_args *a, run_inputs *in)
-{
-  m2pt_npy_array m;
-  const m2pt_status s = m2pt_npy_read_any(a->mask, &m);
-  if (s != M2PT_OK) {
-    tool_error("--attention-mask: %s: %s", m2pt_status_string(s), m2pt_last_error(NULL));
-    return 0;
-  }
-  const int one_row = a->input && in->ndim == 2 && m.ndim == 1;
-  int ok = one_row ? m.shape[0] == in->cols
-                   : m.ndim == 2 && m.shape[0] == in->rows && m.shape[1] == in->cols;
-  if (!ok)
-    tool_error("--attention-mask: %s must be [%zu][%zu] (one 0 or 1 per token), not %s%zu "
-               "dimensions", a->mask, in->rows, in->cols, m.ndim == 2 ? "[B][N] of other " : "",
-               m.ndim);
-  if (ok && m.dtype != M2PT_DTYPE_F32 && m.dtype != M2PT_DTYPE_I32 && m.dtype != M2PT_DTYPE_I64 &&
-      m.dtype != M2PT_DTYPE_I8 && m.dtype != M2PT_DTYPE_U8 && m.dtype != M2PT_DTYPE_BOOL) {
-    tool_error("--attention-mask: %s: unexpected dtype", a->mask);
-    ok = 0;
-  }
-  if (ok && !(in->mask = malloc(m.numel * sizeof *in->mask + 1))) {
-    tool_error("out of memory");
-    ok = 0;
-  }
-  for (size_t k = 0; ok && k < m.numel; k++) {
-    double v;
-    switch (m.dtype) {
-    case M2PT_DTYPE_F32: v = ((const float *)m.data)[k]; break;
-    case M2PT_DTYPE_I32: v = ((const int32_t *)m.data)[k]; break;
-    case M2PT_DTYPE_I64: v = (double)((const int64_t *)m.data)[k]; break;
-    case M2PT_DTYPE_I8: v = ((const int8_t *)m.data)[k]; break;
-    default: v = ((const uint8_t *)m.data)[k]; break;
-    }
-    if (v != 0.0 && v != 1.0) {
-      tool_error("--attention-mask: %s: element [%zu][%zu] is %g; a mask holds 1 for tokens "
-                 "and 0 for padding", a->mask, k / in->cols, k % in->cols, v);
-      ok = 0;
-    }
-    if (ok)
-      in->mask[k] = (float)v;
-  }
-  m2pt_free(m.data);
-  return ok;
-}
-
 static int read_inputs(const run_args *a, run_inputs *in)
 {
   if (a->input) {
@@ -306,13 +210,13 @@ static int read_inputs(const run_args *a, run_inputs *in)
     if (!read_f32("--pixels", a, a->pixels, 4, 4, "[B][3][H][W]", in))
       return 0;
     in->rows = in->shape[0];
-    if ((a->mask || a->fwd.output == M2PT_OUTPUT_HIDDEN) && !pixel_tokens(a->model, &in->cols))
+    if ((a->mask || a->fwd.output == M2PT_OUTPUT_HIDDEN) && !tool_pixel_tokens(a->model, &in->cols))
       return 0;
   } else {
-    if (!read_ids("--input-ids", a->ids, &in->ids, &in->rows, &in->cols))
+    if (!tool_read_ids("--input-ids", a->ids, &in->ids, &in->rows, &in->cols))
       return 0;
     size_t rows, cols;
-    if (a->types && !read_ids("--token-type-ids", a->types, &in->types, &rows, &cols))
+    if (a->types && !tool_read_ids("--token-type-ids", a->types, &in->types, &rows, &cols))
       return 0;
     if (a->types && (rows != in->rows || cols != in->cols)) {
       tool_error("--token-type-ids: %s is [%zu][%zu], the ids [%zu][%zu]", a->types, rows, cols,
@@ -320,7 +224,7 @@ static int read_inputs(const run_args *a, run_inputs *in)
       return 0;
     }
   }
-  return !a->mask || read_mask(a, in);
+  return !a->mask || tool_read_mask(a->mask, in->rows, in->cols, a->input && in->ndim == 2, &in->mask);
 }
 
 /* The device tensors of one run. */

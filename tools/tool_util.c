@@ -268,3 +268,97 @@ int tool_context(const char *device, m2pt_context **ctx)
   const m2pt_status s = m2pt_context_create(&opts, ctx);
   return s == M2PT_OK ? 0 : tool_fail(NULL, s, "opening the OpenCL device");
 }
+
+/* A [B][N] array of integers (ids, token types), widened exactly to int64. */
+int tool_read_ids(const char *flag, const char *path, int64_t **data, size_t *rows,
+                    size_t *cols)
+{
+  size_t ndim = 0, shape[M2PT_IO_MAX_DIMS];
+  const m2pt_status s = m2pt_npy_read_i64(path, data, &ndim, shape);
+  if (s != M2PT_OK) {
+    tool_error("%s: %s: %s", flag, m2pt_status_string(s), m2pt_last_error(NULL));
+    return 0;
+  }
+  if (ndim != 2) {
+    tool_error("%s: %s must be [B][N], it has %zu dimensions", flag, path, ndim);
+    return 0;
+  }
+  *rows = shape[0];
+  *cols = shape[1];
+  return 1;
+}
+
+/* How many tokens an image becomes: the checkpoint's position embeddings
+ * (the library requires the image to give exactly that grid). Read from
+ * the file because the tool needs it before the forward, for the mask's
+ * and the hidden output's shapes. */
+int tool_pixel_tokens(const char *path, size_t *tokens)
+{
+  m2pt_safetensors *st = NULL;
+  m2pt_status s = m2pt_safetensors_open(path, &st);
+  if (s != M2PT_OK)
+    return tool_fail(NULL, s, "reading the checkpoint") - 1;
+  *tokens = 0;
+  for (size_t i = 0; i < m2pt_safetensors_count(st) && !*tokens; i++) {
+    m2pt_safetensors_info t;
+    if (m2pt_safetensors_info_at(st, i, &t) != M2PT_OK || t.ndim != 3)
+      continue;
+    const size_t n = strlen(t.name);
+    static const char *const ends[] = {"pos_embed", "embeddings.position_embeddings"};
+    for (size_t e = 0; e < 2; e++) {
+      const size_t k = strlen(ends[e]);
+      if (n >= k && !strcmp(t.name + n - k, ends[e]) && (n == k || t.name[n - k - 1] == '.'))
+        *tokens = t.shape[1];
+    }
+  }
+  m2pt_safetensors_close(st);
+  if (!*tokens)
+    tool_error("%s: no position embeddings (pos_embed, embeddings.position_embeddings): "
+               "cannot tell how many tokens an image becomes", path);
+  return *tokens != 0;
+}
+
+int tool_read_mask(const char *path, size_t rows, size_t cols, int one_row_ok, float **out)
+{
+  m2pt_npy_array m;
+  *out = NULL;
+  const m2pt_status s = m2pt_npy_read_any(path, &m);
+  if (s != M2PT_OK) {
+    tool_error("--attention-mask: %s: %s", m2pt_status_string(s), m2pt_last_error(NULL));
+    return 0;
+  }
+  const int one_row = one_row_ok && m.ndim == 1;
+  int ok = one_row ? m.shape[0] == cols : m.ndim == 2 && m.shape[0] == rows && m.shape[1] == cols;
+  if (!ok)
+    tool_error("--attention-mask: %s must be [%zu][%zu] (one 0 or 1 per token), not %s%zu "
+               "dimensions", path, rows, cols, m.ndim == 2 ? "[B][N] of other " : "",
+               m.ndim);
+  if (ok && m.dtype != M2PT_DTYPE_F32 && m.dtype != M2PT_DTYPE_I32 && m.dtype != M2PT_DTYPE_I64 &&
+      m.dtype != M2PT_DTYPE_I8 && m.dtype != M2PT_DTYPE_U8 && m.dtype != M2PT_DTYPE_BOOL) {
+    tool_error("--attention-mask: %s: unexpected dtype", path);
+    ok = 0;
+  }
+  if (ok && !(*out = malloc(m.numel * sizeof **out + 1))) {
+    tool_error("out of memory");
+    ok = 0;
+  }
+  for (size_t k = 0; ok && k < m.numel; k++) {
+    double v;
+    switch (m.dtype) {
+    case M2PT_DTYPE_F32: v = ((const float *)m.data)[k]; break;
+    case M2PT_DTYPE_I32: v = ((const int32_t *)m.data)[k]; break;
+    case M2PT_DTYPE_I64: v = (double)((const int64_t *)m.data)[k]; break;
+    case M2PT_DTYPE_I8: v = ((const int8_t *)m.data)[k]; break;
+    default: v = ((const uint8_t *)m.data)[k]; break;
+    }
+    if (v != 0.0 && v != 1.0) {
+      tool_error("--attention-mask: %s: element [%zu][%zu] is %g; a mask holds 1 for tokens "
+                 "and 0 for padding", path, k / cols, k % cols, v);
+      ok = 0;
+    }
+    if (ok)
+      (*out)[k] = (float)v;
+  }
+  m2pt_free(m.data);
+  return ok;
+}

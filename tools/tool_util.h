@@ -4,6 +4,7 @@
 #define M2PT_TOOL_UTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <m2pt/m2pt.h>
 
@@ -87,5 +88,20 @@ void tool_signals(void);
 
 /* Creates a context on `device` (NULL: the default); reports failures. */
 int tool_context(const char *device, m2pt_context **ctx);
+
+/* Reads a [B][N] array of integers (token ids, token types, as <i4 or <i8),
+ * widened exactly to int64 into *data (m2pt_free); reports failures naming
+ * `flag` and returns 0. */
+int tool_read_ids(const char *flag, const char *path, int64_t **data, size_t *rows,
+                  size_t *cols);
+
+/* How many tokens an image becomes for the checkpoint at `path` (its
+ * position embeddings' length); reports and returns 0 when it has none. */
+int tool_pixel_tokens(const char *path, size_t *tokens);
+
+/* Reads --attention-mask `path` as floats into *mask (malloc'd), every value
+ * checked to be 0 or 1 and the shape [rows][cols] ([cols] too when
+ * one_row_ok); reports failures and returns 0. */
+int tool_read_mask(const char *path, size_t rows, size_t cols, int one_row_ok, float **mask);
 
 #endif

@@ -251,12 +251,12 @@ void m2pt_model_destroy(m2pt_model *m)
 {
   if (!m)
     return;
+  m2pt_model_train_free(m); /* its saved sets name the blocks */
   for (size_t i = 0; m->blocks && i < m->depth; i++)
     m2pt_block_destroy(m->blocks[i]);
   free(m->blocks);
   m2pt_buffer_release(m->ctx, m->norm_w, m->cfg.dim * sizeof(float));
   m2pt_buffer_release(m->ctx, m->norm_b, m->cfg.dim * sizeof(float));
-  m2pt_model_train_free(m);
   m2pt_model_free_ends(m);
   m2pt_safetensors_close(m->st);
   free(m->path);

@@ -227,6 +227,36 @@ static m2pt_status add_pathways(save_state *s)
   return M2PT_OK;
 }
 
+/* An end the loaded file lacks (a head made by m2pt_model_create_head):
+ * its weight and bias, as F32. */
+static m2pt_status add_new_ends(save_state *s)
+{
+  const m2pt_model *m = s->m;
+  for (int e = 0; e < M2PT_MODEL_ENDS; e++) {
+    const m2pt_model_end *end = &m->ends[e];
+    char name[700];
+    size_t index;
+    snprintf(name, sizeof name, "%s.weight", end->name ? end->name : "");
+    if (!end->linear || m2pt_safetensors_find(m->st, name, &index) == M2PT_OK)
+      continue;
+    const size_t n = end->out * end->in, shape[2] = {end->out, end->in};
+    float *w = malloc(n * sizeof *w), *b = malloc(end->out * sizeof *b);
+    m2pt_status st = w && b ? m2pt_linear_get_weight(end->linear, w, n)
+                            : m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
+    if (st == M2PT_OK)
+      st = add_floats(s, name, M2PT_DTYPE_F32, 2, shape, w, n);
+    else
+      free(w);
+    snprintf(name, sizeof name, "%s.bias", end->name);
+    if (st == M2PT_OK && m2pt_linear_get_bias(end->linear, b, end->out) == M2PT_OK)
+      st = add_floats(s, name, M2PT_DTYPE_F32, 1, &end->out, b, end->out);
+    else
+      free(b);
+    M2PT_TRY(st);
+  }
+  return M2PT_OK;
+}
+
 /* An unmerged pathway of the pooler or head: "<name>.aux_weight",
  * ".cross_modal_scale" and, with an aux bias, ".aux_bias". */
 static m2pt_status add_end_pathways(save_state *s)
@@ -298,6 +328,8 @@ m2pt_status m2pt_model_save(const m2pt_model *m, const char *path)
     st = add_pathways(&s);
   if (st == M2PT_OK)
     st = add_end_pathways(&s);
+  if (st == M2PT_OK)
+    st = add_new_ends(&s);
   if (st == M2PT_OK && (st = m2pt_safetensors_writer_finish(s.w)) != M2PT_OK)
     st = writer_fail(&s, st);
   m2pt_safetensors_writer_destroy(s.w);

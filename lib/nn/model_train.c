@@ -377,13 +377,26 @@ static m2pt_status backward_blocks(const train_call *c, int want_dx0, m2pt_tenso
   struct m2pt_model_train *t = m->train;
   const m2pt_tensor *mask = c->has_mask ? &c->mask : NULL;
   m2pt_tensor *dy = t->dh[0], *dx = t->dh[1];
-  for (size_t i = m->depth; i-- > 0;) {
+  /* Blocks below the lowest one with a trainable parameter need no
+   * backward when the embeddings are frozen too. */
+  size_t lowest = m->depth;
+  for (size_t i = 0; i < m->depth && lowest == m->depth; i++) {
+    const m2pt_block_grads *bg = &c->g->blocks[i];
+    for (size_t k = 0; k < M2PT_GRAD_NORMS; k++)
+      lowest = bg->norm[k] ? i : lowest;
+    for (size_t l = 0; l < M2PT_BLOCK_LINEARS; l++)
+      for (size_t f = 0; f < 4; f++)
+        lowest = bg->lin[l][f] ? i : lowest;
+  }
+  if (want_dx0)
+    lowest = 0;
+  for (size_t i = m->depth; i-- > lowest;) {
     const m2pt_block_saved *sv = &t->saved[c->o.recompute ? 0 : i];
     /* Activation checkpointing: the block's training forward again, from its
      * saved input; its output is act[i + 1] once more, the same bits. */
     if (c->o.recompute)
       M2PT_TRY(m2pt_block_forward_saved(m->blocks[i], t->act[i], mask, sv, t->act[i + 1]));
-    const int need_dx = i > 0 || want_dx0;
+    const int need_dx = i > lowest || want_dx0;
     M2PT_TRY(m2pt_block_backward_saved(m->blocks[i], t->act[i], mask, dy, sv, &c->g->blocks[i],
                                        c->o.accumulate, need_dx ? dx : NULL));
     m2pt_tensor *swap = dy;
