@@ -50,3 +50,22 @@ __kernel void m2pt_adamw_step(__global float *p, __global const float *grad, __g
   const float denom = sqrt(vi) / bc2_sqrt + eps;
   p[i] = w - step_size * (mi / denom);
 }
+
+/* x *= factor: gradient clipping's and accumulation's scale (PyTorch's
+ * mul_ by a one-element tensor, one rounding per element). */
+__kernel void m2pt_scale(__global float *x, const ulong n, const float factor)
+{
+  const ulong i = get_global_id(0);
+  if (i < n)
+    x[i] *= factor;
+}
+
+/* y += a·x as one fma (correctly rounded on every device; with a = 1 it is
+ * the plain sum y + x, PyTorch's gradient accumulation): summing a
+ * micro-batch's gradients into accumulators. */
+__kernel void m2pt_axpy(__global float *y, __global const float *x, const ulong n, const float a)
+{
+  const ulong i = get_global_id(0);
+  if (i < n)
+    y[i] = fma(a, x[i], y[i]);
+}

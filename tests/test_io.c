@@ -31,73 +31,16 @@
  * relative. */
 #define IO_DATA "."
 
-static char tmp_dir[512];
-
 static int make_tmp_dir(void **state)
 {
   (void)state;
-  const char *base = getenv("TMPDIR");
-  snprintf(tmp_dir, sizeof tmp_dir, "%s/m2pt-io.XXXXXX", base && base[0] ? base : "/tmp");
-  return mkdtemp(tmp_dir) ? 0 : -1;
-}
-
-static int remove_tree(const char *dir)
-{
-  DIR *d = opendir(dir);
-  if (!d)
-    return -1;
-  struct dirent *e;
-  char path[1024];
-  while ((e = readdir(d)))
-    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-      struct stat sb;
-      if (lstat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-        remove_tree(path);
-      else
-        unlink(path);
-    }
-  closedir(d);
-  return rmdir(dir);
+  return test_tmp_dir_make("m2pt-io");
 }
 
 static int remove_tmp_dir(void **state)
 {
   (void)state;
-  return remove_tree(tmp_dir);
-}
-
-/* A path in the temporary directory (static buffer, one of four in turn). */
-static const char *tmp_path(const char *name)
-{
-  static char paths[4][1024];
-  static int next;
-  char *p = paths[next++ % 4];
-  snprintf(p, sizeof paths[0], "%s/%s", tmp_dir, name);
-  return p;
-}
-
-static void write_file(const char *path, const void *data, size_t size)
-{
-  FILE *f = fopen(path, "wb");
-  assert_non_null(f);
-  assert_int_equal(fwrite(data, 1, size, f), size);
-  assert_int_equal(fclose(f), 0);
-}
-
-static unsigned char *read_file(const char *path, size_t *size)
-{
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  assert_int_equal(fseek(f, 0, SEEK_END), 0);
-  const long n = ftell(f);
-  assert_true(n >= 0);
-  rewind(f);
-  unsigned char *buf = test_alloc((size_t)n);
-  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-  fclose(f);
-  *size = (size_t)n;
-  return buf;
+  return test_tmp_dir_remove();
 }
 
 static int file_exists(const char *path)
@@ -109,7 +52,7 @@ static int file_exists(const char *path)
 /* Files in the temporary directory whose name starts with `prefix`. */
 static int count_files(const char *prefix)
 {
-  DIR *d = opendir(tmp_dir);
+  DIR *d = opendir(test_tmp_dir());
   assert_non_null(d);
   int n = 0;
   struct dirent *e;
@@ -165,7 +108,7 @@ static m2pt_safetensors *write_and_open(const char *name, size_t n, const char *
                                         const m2pt_dtype *dtypes, const size_t *counts,
                                         const void *const *data)
 {
-  const char *path = tmp_path(name);
+  const char *path = test_tmp_path(name);
   m2pt_safetensors_writer *w = NULL;
   assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
   for (size_t i = 0; i < n; i++)
@@ -261,7 +204,7 @@ static void safetensors_round_trip(void **state)
   const float scalar = 0.25f;
   const int64_t ids[4] = {0, 1, 2, -3};
 
-  const char *path = tmp_path("round.safetensors");
+  const char *path = test_tmp_path("round.safetensors");
   m2pt_safetensors_writer *w = NULL;
   assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
   const size_t s3[3] = {2, 3, 5}, s2[2] = {2, 3}, s1[1] = {7}, s0[2] = {0, 3}, sid[2] = {1, 4};
@@ -283,7 +226,7 @@ static void safetensors_round_trip(void **state)
 
   /* Header padded with spaces to a multiple of 8; the data follow. */
   size_t size, hlen;
-  unsigned char *file = read_file(path, &size);
+  unsigned char *file = test_read_file(path, &size);
   const char *header = first_bytes_header(file, size, &hlen);
   assert_int_equal(hlen % 8, 0);
   assert_int_equal(header[0], '{');
@@ -462,7 +405,7 @@ static void writer_matches_reference(void **state)
   for (size_t i = 0; i < 5; i++)
     fc1_b[i] = (uint16_t)(f32_bits(fixture_value(i)) >> 16);
   const size_t s_qkv[2] = {3, 4}, s_one[1] = {1}, s_w[2] = {2, 3}, s_b[1] = {5}, s_ids[2] = {1, 4};
-  const char *path = tmp_path("mine.safetensors");
+  const char *path = test_tmp_path("mine.safetensors");
   m2pt_safetensors_writer *w = NULL;
   assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
   assert_ok(NULL, m2pt_safetensors_writer_add(w, "blocks.0.mlp.fc1.weight", M2PT_DTYPE_F16, 2,
@@ -480,8 +423,8 @@ static void writer_matches_reference(void **state)
   m2pt_safetensors_writer_destroy(w);
 
   size_t n_mine, n_ref;
-  unsigned char *mine = read_file(path, &n_mine);
-  unsigned char *ref = read_file(IO_DATA "/reference.safetensors", &n_ref);
+  unsigned char *mine = test_read_file(path, &n_mine);
+  unsigned char *ref = test_read_file(IO_DATA "/reference.safetensors", &n_ref);
   assert_int_equal(n_mine, n_ref);
   assert_memory_equal(mine, ref, n_ref);
   free(mine);
@@ -493,7 +436,7 @@ static void writer_matches_reference(void **state)
 static void writer_rejects(void **state)
 {
   (void)state;
-  const char *path = tmp_path("rejects.safetensors");
+  const char *path = test_tmp_path("rejects.safetensors");
   const float data[6] = {1, 2, 3, 4, 5, 6};
   const size_t s23[2] = {2, 3}, s9[9] = {1, 1, 1, 1, 1, 1, 1, 1, 6};
   const size_t huge[2] = {SIZE_MAX / 2, 4}, big[1] = {(size_t)1 << 62};
@@ -552,7 +495,7 @@ static void writer_is_atomic(void **state)
   (void)state;
   const float one = 1.0f, two[2] = {2.0f, 2.0f};
   const size_t s1 = 1, s2 = 2;
-  const char *path = tmp_path("atomic.safetensors");
+  const char *path = test_tmp_path("atomic.safetensors");
 
   /* Destroyed without finish: nothing on disk. */
   m2pt_safetensors_writer *w = NULL;
@@ -564,7 +507,7 @@ static void writer_is_atomic(void **state)
   /* A directory that does not exist: M2PT_ERR_IO naming the file; a later
    * finish may still succeed elsewhere. */
   char missing[1024];
-  snprintf(missing, sizeof missing, "%s/no/such/dir/x.safetensors", tmp_dir);
+  snprintf(missing, sizeof missing, "%s/no/such/dir/x.safetensors", test_tmp_dir());
   assert_ok(NULL, m2pt_safetensors_writer_create(missing, &w));
   assert_ok(NULL, m2pt_safetensors_writer_add(w, "x", M2PT_DTYPE_F32, 1, &s1, &one, 4));
   assert_status(NULL, m2pt_safetensors_writer_finish(w), M2PT_ERR_IO);
@@ -573,7 +516,7 @@ static void writer_is_atomic(void **state)
   m2pt_safetensors_writer_destroy(w);
 
   /* Replacing an existing file: the new one whole, no temporary left. */
-  write_file(path, "old contents", 12);
+  test_write_file(path, "old contents", 12);
   assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
   assert_ok(NULL, m2pt_safetensors_writer_add(w, "y", M2PT_DTYPE_F32, 1, &s2, two, 8));
   assert_ok(NULL, m2pt_safetensors_writer_finish(w));
@@ -587,7 +530,7 @@ static void writer_is_atomic(void **state)
   m2pt_safetensors_close(st);
 
   /* An empty file (no tensors) is valid. */
-  const char *empty = tmp_path("empty.safetensors");
+  const char *empty = test_tmp_path("empty.safetensors");
   assert_ok(NULL, m2pt_safetensors_writer_create(empty, &w));
   assert_ok(NULL, m2pt_safetensors_writer_finish(w));
   m2pt_safetensors_writer_destroy(w);
@@ -603,7 +546,7 @@ typedef char path_buf[1024];
 /* A fresh directory `name` under the temporary one. */
 static void make_dir(path_buf dir, const char *name)
 {
-  snprintf(dir, sizeof(path_buf), "%s/%s", tmp_dir, name);
+  snprintf(dir, sizeof(path_buf), "%s/%s", test_tmp_dir(), name);
   assert_int_equal(mkdir(dir, 0755), 0);
 }
 
@@ -746,7 +689,7 @@ static void output_into_fifo(void **state)
   join(ref, dir, "ref.npy");
   assert_ok(NULL, put(ref, 7.0f));
   size_t ref_size;
-  unsigned char *want = read_file(ref, &ref_size);
+  unsigned char *want = test_read_file(ref, &ref_size);
   assert_int_equal(mkfifo(fifo, 0600), 0);
   const pid_t pid = fork();
   assert_true(pid >= 0);
@@ -878,7 +821,7 @@ static void output_in_place_where_no_temporary(void **state)
     assert_ok(NULL, s);
   } else {
     assert_int_equal(chown(file, nobody, nobody), 0);
-    assert_int_equal(chmod(tmp_dir, 0755), 0); /* mkdtemp's 0700 keeps the child out */
+    assert_int_equal(chmod(test_tmp_dir(), 0755), 0); /* mkdtemp's 0700 keeps the child out */
     const pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -890,7 +833,7 @@ static void output_in_place_where_no_temporary(void **state)
     }
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_int_equal(chmod(tmp_dir, 0700), 0);
+    assert_int_equal(chmod(test_tmp_dir(), 0700), 0);
     assert_true(WIFEXITED(status));
     if (WEXITSTATUS(status) == 77)
       skip();
@@ -969,7 +912,7 @@ static void output_removes_stale_temporaries(void **state)
     if (cases[i].kind == 2) {
       assert_int_equal(mkfifo(path, 0600), 0);
     } else {
-      write_file(path, "partial", 7);
+      test_write_file(path, "partial", 7);
       if (cases[i].kind == 1) {
         locked = open(path, O_RDONLY);
         assert_int_equal(flock(locked, LOCK_EX), 0);
@@ -982,7 +925,7 @@ static void output_removes_stale_temporaries(void **state)
   }
   /* A user's files that only look alike. */
   join(path, dir, ".m2pt-tmp.notours");
-  write_file(path, "mine", 4);
+  test_write_file(path, "mine", 4);
   assert_ok(NULL, put(target, 1.0f));
   for (int i = 0; i < N; i++) {
     join(path, dir, names[i]);
@@ -1026,8 +969,8 @@ static void expect_open(const unsigned char *bytes, size_t size, m2pt_status wan
   }
   m2pt_safetensors_close(st);
 
-  const char *path = tmp_path("hostile.safetensors");
-  write_file(path, bytes, size);
+  const char *path = test_tmp_path("hostile.safetensors");
+  test_write_file(path, bytes, size);
   st = (m2pt_safetensors *)(void *)&sentinel;
   const m2pt_status got_file = m2pt_safetensors_open(path, &st);
   if (got_file != want ||
@@ -1245,13 +1188,13 @@ static void reader_bad_arguments(void **state)
   assert_null(st);
   assert_status(NULL, m2pt_safetensors_open("x", NULL), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_safetensors_open_memory(NULL, 8, &st), M2PT_ERR_INVALID_ARGUMENT);
-  assert_status(NULL, m2pt_safetensors_open(tmp_path("does-not-exist"), &st), M2PT_ERR_IO);
+  assert_status(NULL, m2pt_safetensors_open(test_tmp_path("does-not-exist"), &st), M2PT_ERR_IO);
   assert_null(st);
   assert_message_has("does-not-exist");
-  assert_status(NULL, m2pt_safetensors_open(tmp_dir, &st), M2PT_ERR_IO);
+  assert_status(NULL, m2pt_safetensors_open(test_tmp_dir(), &st), M2PT_ERR_IO);
   assert_message_has("not a regular file");
   /* A FIFO is refused, not waited on for a writer (alarm: a hang fails). */
-  const char *fifo = tmp_path("fifo");
+  const char *fifo = test_tmp_path("fifo");
   assert_int_equal(mkfifo(fifo, 0600), 0);
   alarm(60);
   assert_status(NULL, m2pt_safetensors_open(fifo, &st), M2PT_ERR_IO);
@@ -1322,10 +1265,10 @@ static void open_reads_only_the_header(void **state)
                             "{\"big\":{\"dtype\":\"F32\",\"shape\":[%d,%d],\"data_offsets\":"
                             "[0,%zu]}}  ",
                             ROWS, COLS, (size_t)ROWS * COLS * 4);
-  const char *path = tmp_path("big.safetensors");
+  const char *path = test_tmp_path("big.safetensors");
   size_t size;
   unsigned char *b = st_file(header, (uint64_t)hlen, 0, &size);
-  write_file(path, b, size);
+  test_write_file(path, b, size);
   free(b);
   assert_int_equal(truncate(path, (off_t)(size + (size_t)ROWS * COLS * 4)), 0);
 
@@ -1438,7 +1381,7 @@ static void changed_file_fails_cleanly(void **state)
   static const char *const names[CHANGES] = {"to zero", "into the header", "into the data",
                                              "grown", "rewritten"};
   for (int c = 0; c < CHANGES; c++) {
-    const char *path = tmp_path("changing.safetensors");
+    const char *path = test_tmp_path("changing.safetensors");
     m2pt_safetensors_writer *w = NULL;
     const size_t s1 = N, sid = 64;
     assert_ok(NULL, m2pt_safetensors_writer_create(path, &w));
@@ -1518,13 +1461,13 @@ static void npy_round_trip_v1(void **state)
     {2, {3, 0}},
     {1, {1}},
   };
-  const char *path = tmp_path("v1.npy");
+  const char *path = test_tmp_path("v1.npy");
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     assert_ok(NULL, m2pt_npy_write(path, values, cases[k].ndim, cases[k].shape));
     expect_npy_values(path, cases[k].ndim, cases[k].shape, values);
     /* numpy's layout: magic, version 1.0, data at a multiple of 64. */
     size_t size;
-    unsigned char *b = read_file(path, &size);
+    unsigned char *b = test_read_file(path, &size);
     assert_memory_equal(b, "\x93NUMPY\x01\x00", 8);
     const size_t hlen = (size_t)(b[8] | b[9] << 8);
     assert_int_equal((10 + hlen) % 64, 0);
@@ -1536,7 +1479,7 @@ static void npy_round_trip_v1(void **state)
   const size_t shape[3] = {2, 3, 4};
   assert_ok(NULL, m2pt_npy_write(path, values, 3, shape));
   size_t size;
-  unsigned char *b = read_file(path, &size);
+  unsigned char *b = test_read_file(path, &size);
   static const char want[] = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 4), }";
   assert_memory_equal(b + 10, want, sizeof want - 1);
   free(b);
@@ -1567,13 +1510,13 @@ static void npy_round_trip_v2(void **state)
   float values[60];
   test_fill(values, 60, 5);
   const size_t shape[3] = {3, 4, 5};
-  const char *path = tmp_path("v2src.npy");
+  const char *path = test_tmp_path("v2src.npy");
   assert_ok(NULL, m2pt_npy_write(path, values, 3, shape));
   size_t size, size2;
-  unsigned char *v1 = read_file(path, &size);
+  unsigned char *v1 = test_read_file(path, &size);
   unsigned char *v2 = to_v2(v1, size, &size2);
-  const char *path2 = tmp_path("v2.npy");
-  write_file(path2, v2, size2);
+  const char *path2 = test_tmp_path("v2.npy");
+  test_write_file(path2, v2, size2);
   expect_npy_values(path2, 3, shape, values);
 
   float *data = NULL;
@@ -1652,8 +1595,8 @@ static void expect_npy(const unsigned char *b, size_t size, m2pt_status want, co
     fail();
   }
   m2pt_free(data);
-  const char *path = tmp_path("hostile.npy");
-  write_file(path, b, size);
+  const char *path = test_tmp_path("hostile.npy");
+  test_write_file(path, b, size);
   data = (float *)&data;
   const m2pt_status got_file = m2pt_npy_read(path, &data, &ndim, shape);
   if (got_file != want ||
@@ -1780,11 +1723,11 @@ static void npy_bad_arguments(void **state)
   assert_status(NULL, m2pt_npy_read("x", &data, NULL, shape), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_npy_read_memory(NULL, 4, &data, &ndim, shape),
                 M2PT_ERR_INVALID_ARGUMENT);
-  assert_status(NULL, m2pt_npy_read(tmp_path("missing.npy"), &data, &ndim, shape), M2PT_ERR_IO);
+  assert_status(NULL, m2pt_npy_read(test_tmp_path("missing.npy"), &data, &ndim, shape), M2PT_ERR_IO);
   assert_message_has("missing.npy");
-  assert_status(NULL, m2pt_npy_read(tmp_dir, &data, &ndim, shape), M2PT_ERR_IO);
+  assert_status(NULL, m2pt_npy_read(test_tmp_dir(), &data, &ndim, shape), M2PT_ERR_IO);
 
-  const char *path = tmp_path("w.npy");
+  const char *path = test_tmp_path("w.npy");
   assert_status(NULL, m2pt_npy_write(NULL, v, 1, s1), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_npy_write(path, v, 1, NULL), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_npy_write(path, v, 0, s1), M2PT_ERR_INVALID_ARGUMENT);
@@ -1793,7 +1736,7 @@ static void npy_bad_arguments(void **state)
   assert_status(NULL, m2pt_npy_write(path, v, 2, huge), M2PT_ERR_INVALID_ARGUMENT);
   assert_false(file_exists(path));
   char missing[1024];
-  snprintf(missing, sizeof missing, "%s/no/dir/w.npy", tmp_dir);
+  snprintf(missing, sizeof missing, "%s/no/dir/w.npy", test_tmp_dir());
   assert_status(NULL, m2pt_npy_write(missing, v, 1, s1), M2PT_ERR_IO);
   assert_message_has("no/dir/w.npy");
 }
@@ -1906,12 +1849,12 @@ static void npy_i64_round_trip(void **state)
   } cases[] = {
     {1, {256}}, {2, {16, 16}}, {8, {2, 2, 2, 2, 2, 2, 2, 2}}, {2, {3, 0}}, {1, {1}},
   };
-  const char *path = tmp_path("i64.npy");
+  const char *path = test_tmp_path("i64.npy");
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     assert_ok(NULL, m2pt_npy_write_i64(path, values, cases[k].ndim, cases[k].shape));
     expect_int_file(path, M2PT_DTYPE_I64, cases[k].ndim, cases[k].shape, values);
     size_t size;
-    unsigned char *b = read_file(path, &size);
+    unsigned char *b = test_read_file(path, &size);
     assert_memory_equal(b, "\x93NUMPY\x01\x00", 8);
     assert_int_equal((10 + (size_t)(b[8] | b[9] << 8)) % 64, 0);
     free(b);
@@ -1923,14 +1866,14 @@ static void npy_i64_round_trip(void **state)
   const size_t shape[2] = {2, 5};
   assert_ok(NULL, m2pt_npy_write_i64(path, ids, 2, shape));
   size_t size, ref_size;
-  unsigned char *ours = read_file(path, &size);
-  unsigned char *ref = read_file(IO_DATA "/ids_i8.npy", &ref_size);
+  unsigned char *ours = test_read_file(path, &size);
+  unsigned char *ref = test_read_file(IO_DATA "/ids_i8.npy", &ref_size);
   assert_int_equal(size, ref_size);
   assert_memory_equal(ours, ref, size);
   free(ours);
   free(ref);
   /* Version 2.0 of the same file reads the same. */
-  unsigned char *v1 = read_file(path, &size);
+  unsigned char *v1 = test_read_file(path, &size);
   size_t size2;
   unsigned char *v2 = to_v2(v1, size, &size2);
   int64_t *data = NULL;
@@ -1953,8 +1896,8 @@ static void npy_i64_round_trip(void **state)
 static void expect_int_npy(const unsigned char *b, size_t size, m2pt_status want,
                            const char *needle, const char *what)
 {
-  const char *path = tmp_path("hostile-int.npy");
-  write_file(path, b, size);
+  const char *path = test_tmp_path("hostile-int.npy");
+  test_write_file(path, b, size);
   for (int k = 0; k < 4; k++) {
     m2pt_status got;
     void *data;
@@ -2072,7 +2015,7 @@ static void npy_int_bad_arguments(void **state)
   assert_status(NULL, m2pt_npy_read_i64("x", &data, &ndim, NULL), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_npy_read_i64_memory(NULL, 4, &data, &ndim, shape),
                 M2PT_ERR_INVALID_ARGUMENT);
-  assert_status(NULL, m2pt_npy_read_i64(tmp_path("missing.npy"), &data, &ndim, shape),
+  assert_status(NULL, m2pt_npy_read_i64(test_tmp_path("missing.npy"), &data, &ndim, shape),
                 M2PT_ERR_IO);
   assert_message_has("missing.npy");
   m2pt_npy_array a;
@@ -2082,10 +2025,10 @@ static void npy_int_bad_arguments(void **state)
   assert_status(NULL, m2pt_npy_read_any("x", NULL), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_npy_read_any_memory(NULL, 4, &a), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_npy_read_any_memory("", 0, NULL), M2PT_ERR_INVALID_ARGUMENT);
-  assert_status(NULL, m2pt_npy_read_any(tmp_dir, &a), M2PT_ERR_IO);
+  assert_status(NULL, m2pt_npy_read_any(test_tmp_dir(), &a), M2PT_ERR_IO);
   assert_null(a.data);
 
-  const char *path = tmp_path("w64.npy");
+  const char *path = test_tmp_path("w64.npy");
   assert_status(NULL, m2pt_npy_write_i64(NULL, v, 1, s1), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_npy_write_i64(path, v, 1, NULL), M2PT_ERR_INVALID_ARGUMENT);
   assert_status(NULL, m2pt_npy_write_i64(path, v, 0, s1), M2PT_ERR_INVALID_ARGUMENT);
@@ -2109,7 +2052,7 @@ static void fuzz_regressions(void **state)
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", IO_DATA, e->d_name);
     size_t size;
-    unsigned char *b = read_file(path, &size);
+    unsigned char *b = test_read_file(path, &size);
     m2pt_safetensors *st = NULL;
     if (m2pt_safetensors_open_memory(b, size, &st) == M2PT_OK) {
       for (size_t i = 0; i < m2pt_safetensors_count(st); i++) {

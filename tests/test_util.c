@@ -1,10 +1,12 @@
 #include "test_util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/context_impl.h"
@@ -352,4 +354,75 @@ void test_assert_fd(const double *ref, const double *fd, size_t n, double tol, c
                 scale);
     fail();
   }
+}
+
+static char tmp_dir[512];
+
+int test_tmp_dir_make(const char *prefix)
+{
+  const char *base = getenv("TMPDIR");
+  snprintf(tmp_dir, sizeof tmp_dir, "%s/%s.XXXXXX", base && base[0] ? base : "/tmp", prefix);
+  return mkdtemp(tmp_dir) ? 0 : -1;
+}
+
+static int remove_tree(const char *dir)
+{
+  DIR *d = opendir(dir);
+  if (!d)
+    return -1;
+  struct dirent *e;
+  char path[1024];
+  while ((e = readdir(d)))
+    if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+      snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+      struct stat sb;
+      if (lstat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        remove_tree(path);
+      else
+        unlink(path);
+    }
+  closedir(d);
+  return rmdir(dir);
+}
+
+int test_tmp_dir_remove(void)
+{
+  return remove_tree(tmp_dir);
+}
+
+const char *test_tmp_dir(void)
+{
+  return tmp_dir;
+}
+
+const char *test_tmp_path(const char *name)
+{
+  static char paths[4][1024];
+  static int next;
+  char *p = paths[next++ % 4];
+  snprintf(p, sizeof paths[0], "%s/%s", tmp_dir, name);
+  return p;
+}
+
+void test_write_file(const char *path, const void *data, size_t size)
+{
+  FILE *f = fopen(path, "wb");
+  assert_non_null(f);
+  assert_int_equal(fwrite(data, 1, size, f), size);
+  assert_int_equal(fclose(f), 0);
+}
+
+unsigned char *test_read_file(const char *path, size_t *size)
+{
+  FILE *f = fopen(path, "rb");
+  assert_non_null(f);
+  assert_int_equal(fseek(f, 0, SEEK_END), 0);
+  const long n = ftell(f);
+  assert_true(n >= 0);
+  rewind(f);
+  unsigned char *buf = test_alloc((size_t)n);
+  assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+  fclose(f);
+  *size = (size_t)n;
+  return buf;
 }

@@ -114,4 +114,26 @@ void test_assert_same_bits(m2pt_context *ctx, const m2pt_tensor *a, const m2pt_t
  * with `what`. */
 void test_assert_fd(const double *ref, const double *fd, size_t n, double tol, const char *what);
 
+/* ---- Files in a private temporary directory ---- */
+
+/* Makes "$TMPDIR/<prefix>.XXXXXX" (/tmp without TMPDIR), the directory the
+ * calls below work in; a cmocka group setup (0 or -1). One at a time. */
+int test_tmp_dir_make(const char *prefix);
+
+/* Removes that directory and everything in it (0 or -1). */
+int test_tmp_dir_remove(void);
+
+/* The directory's path (static). */
+const char *test_tmp_dir(void);
+
+/* A path in it (static buffer, one of four in turn). */
+const char *test_tmp_path(const char *name);
+
+/* Writes `size` bytes to path, or fails the test. */
+void test_write_file(const char *path, const void *data, size_t size);
+
+/* The whole file at path in a new buffer (free()), its size into *size, or
+ * fails the test. */
+unsigned char *test_read_file(const char *path, size_t *size);
+
 #endif

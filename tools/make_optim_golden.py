@@ -12,8 +12,20 @@ above the test's tolerance. The single-tensor implementations are asked for
 (foreach=False), the ones PyTorch runs on the CPU by default.
 
 Tensors: init.I, grad.S.I and <opt>.S.I (the parameters after step S + 1)
-with I the tensor and opt sgd, sgd_nesterov or adamw. The file is written
-with the standard library (no safetensors package needed).
+with I the tensor and opt sgd, sgd_nesterov or adamw.
+
+Gradient clipping, torch.nn.utils.clip_grad_norm_ with its defaults
+(norm_type 2, PyTorch's foreach path on the CPU): <case>.in.I the gradients
+before, <case>.out.I after, <case>.norm the returned total norm (1
+element), for case clip (max_norm 1; four random tensors, one of 3050
+elements so that the device's sum has several chunks, norm well above 1)
+and clip_exact (max_norm 1.3; gradients [3, 4] and [12]: every partial sum
+and the norm 13 are exact in float, so m2pt's clipped values must equal
+PyTorch's bit for bit; 1.3 is a max_norm where PyTorch's
+reciprocal-then-product coefficient differs from a plain quotient).
+
+The file is written with the standard library (no safetensors package
+needed).
 Run: python3 tools/make_optim_golden.py [OUT_DIR]   (any Python with torch)
 """
 import json
@@ -26,6 +38,7 @@ import torch
 SHAPES = [(5, 7), (13,), (3, 4, 2)]
 STEPS = 3
 GROUPS = [([0, 1], 0.1), ([2], 0.05)]  # tensor indices, learning rate
+CLIP_SHAPES = [(50, 61), (13,), (1,), (3, 4, 2)]
 
 
 def configs():
@@ -76,6 +89,19 @@ def main():
             opt.step()
             for i, p in enumerate(params):
                 out[f"{name}.{s}.{i}"] = p.detach().clone()
+    clip_cases = {
+        "clip": ([(torch.rand(s, generator=gen) * 2 - 1) * 3 for s in CLIP_SHAPES], 1.0),
+        "clip_exact": ([torch.tensor([3.0, 4.0]), torch.tensor([12.0])], 1.3),
+    }
+    for case, (grads_in, max_norm) in clip_cases.items():
+        params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads_in]
+        for p, g in zip(params, grads_in):
+            p.grad = g.clone()
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        out[f"{case}.norm"] = norm.reshape(1)
+        for i, (p, g) in enumerate(zip(params, grads_in)):
+            out[f"{case}.in.{i}"] = g
+            out[f"{case}.out.{i}"] = p.grad.clone()
     write_safetensors(os.path.join(out_dir, "optim_golden.safetensors"), out)
 
 

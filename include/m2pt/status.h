@@ -25,6 +25,8 @@ typedef enum m2pt_status {
   M2PT_ERR_FORMAT,             /* a file or string is malformed */
   M2PT_ERR_UNSUPPORTED,        /* the device (or m2pt) lacks a required feature */
   M2PT_ERR_NOT_FOUND,          /* no tensor or key of that name */
+  M2PT_ERR_NOT_FINITE,         /* a computed value that must be finite is NaN or infinite
+                                  (a gradient norm, a loss) */
 } m2pt_status;
 
 /* Name of a status, e.g. "M2PT_ERR_SHAPE". Never NULL; unknown values give

@@ -51,6 +51,7 @@ const char *m2pt_status_string(m2pt_status status)
   case M2PT_ERR_FORMAT: return "M2PT_ERR_FORMAT";
   case M2PT_ERR_UNSUPPORTED: return "M2PT_ERR_UNSUPPORTED";
   case M2PT_ERR_NOT_FOUND: return "M2PT_ERR_NOT_FOUND";
+  case M2PT_ERR_NOT_FINITE: return "M2PT_ERR_NOT_FINITE";
   }
   return "M2PT_ERR_UNKNOWN";
 }

@@ -29,9 +29,10 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_HEAD,     /* BERT's pooler output, the head's input [B][dim] */
   M2PT_WS_MASK,     /* an attention mask uploaded from the host [B][N] (float) */
   M2PT_WS_GRAD_G,   /* a linear's weight gradient dYᵀ·X [out][in] (linear backward) */
-  M2PT_WS_GRAD_SUMS, /* the linear backward's partial sums and Σ_rows dY */
+  M2PT_WS_GRAD_SUMS, /* the linear backward's partial sums and Σ_rows dY; gradient
+                      * clipping's partial sums of squares */
   M2PT_WS_GRAD,     /* an op backward's own intermediate (GELU's dx when only db is
-                     * asked, the pooling's normalized gradient) */
+                     * asked, the pooling's normalized gradient); clipping's Σ g² */
   M2PT_WS_GRAD_SCORES, /* the attention backward's dP, then dS [heads][N][N] (GEMM path) */
   /* A block's training forward's saves (m2pt_block_forward_train), kept
    * until the next one: */

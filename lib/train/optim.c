@@ -9,29 +9,8 @@
 #include "core/context_impl.h"
 #include "core/error.h"
 #include "core/program.h"
-#include "m2pt/optim.h"
 #include "ops/tensor_checks.h"
-
-typedef struct optim_group {
-  float lr, wd;
-} optim_group;
-
-typedef struct optim_param {
-  size_t group;
-  m2pt_tensor *param;
-  const m2pt_tensor *grad;
-  m2pt_tensor *state[2]; /* SGD: momentum buffer (or none); AdamW: m, v */
-  uint64_t step;
-} optim_param;
-
-struct m2pt_optimizer {
-  m2pt_context *ctx;
-  m2pt_optimizer_options opts;
-  optim_group *groups;
-  size_t ngroups, cap_groups;
-  optim_param *params;
-  size_t nparams, cap_params;
-};
+#include "optim_internal.h"
 
 /* Grows *items (of `size` bytes each) to hold one more; 0 or -1. */
 static int grow(void **items, size_t *cap, size_t count, size_t size)
@@ -131,9 +110,7 @@ m2pt_status m2pt_optimizer_add_param(m2pt_optimizer *opt, size_t group, m2pt_ten
     M2PT_REQUIRE(ctx, opt->params[i].param != param,
                  "%s: the tensor is already parameter %zu (group %zu)", fn, i,
                  opt->params[i].group);
-  const size_t nstate = opt->opts.kind == M2PT_OPTIMIZER_ADAMW ? 2
-                        : opt->opts.momentum > 0.0f        ? 1
-                                                           : 0;
+  const size_t nstate = m2pt_optim_nstate(opt);
   if (grow((void **)&opt->params, &opt->cap_params, opt->nparams, sizeof *opt->params) != 0)
     return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
   optim_param p = {group, param, grad, {NULL, NULL}, 0};

@@ -2,6 +2,7 @@
  * (include/m2pt/optim.h): pure host functions, no context, so failures go
  * to the calling thread's message (common/error.h). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,6 +66,12 @@ static int starts_with(const char *s, const char *prefix)
   return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+static int ends_with(const char *s, const char *suffix)
+{
+  const size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
 m2pt_status m2pt_param_group_of(const char *name, size_t ndim, size_t depth, double layer_decay,
                                 m2pt_param_group_info *info)
 {
@@ -99,5 +106,23 @@ m2pt_status m2pt_param_group_of(const char *name, size_t ndim, size_t depth, dou
    * (timm's ViT: pos_embed, cls_token, dist_token). */
   info->no_decay = ndim == 1 || strcmp(n, "cls_token") == 0 || strcmp(n, "pos_embed") == 0 ||
                    strcmp(n, "dist_token") == 0;
+  info->pathway_scale = ends_with(n, "cross_modal_scale");
+  snprintf(info->group, sizeof info->group, "layer_%zu_%s", id,
+           info->no_decay ? "no_decay" : "decay");
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_param_group_scale_lr(m2pt_param_group_info *info, double lr, double scale_lr)
+{
+  static const char fn[] = "m2pt_param_group_scale_lr";
+  M2PT_REQUIRE_THREAD(info != NULL, "%s: info is NULL", fn);
+  M2PT_REQUIRE_THREAD(isfinite(lr) && lr > 0.0, "%s: lr %g is not finite and > 0", fn, lr);
+  M2PT_REQUIRE_THREAD(isfinite(scale_lr) && scale_lr >= 0.0,
+                      "%s: scale_lr %g is not finite and >= 0", fn, scale_lr);
+  if (!info->pathway_scale)
+    return M2PT_OK;
+  info->lr_scale = scale_lr / lr;
+  info->no_decay = 1;
+  snprintf(info->group, sizeof info->group, "pathway_scales");
   return M2PT_OK;
 }
