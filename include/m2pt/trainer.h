@@ -100,9 +100,12 @@ typedef struct m2pt_train_record {
  * clipping, the update, and *record. A step whose loss or gradient norm is
  * not finite is not taken: the model and optimizer stay as they were after
  * the last good step and the message names the step.
- * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL; every step done already; a
- * loss or norm that is not finite), and those of the training pass and the
- * optimizer. */
+ * Norm and clipping are m2pt_clip_grad_norm's, the B_k / B weights
+ * m2pt_scale_grads' (only where micro-batch sizes differ).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL; every step done already; a loss
+ * that is not finite, as the training pass reports it), M2PT_ERR_NOT_FINITE
+ * (a gradient norm that is not finite), and those of the training pass and
+ * the optimizer; each message starts with "step N". */
 M2PT_API m2pt_status m2pt_trainer_step(m2pt_trainer *trainer, m2pt_train_record *record);
 
 #ifdef __cplusplus

@@ -20,13 +20,14 @@ struct m2pt_trainer {
   m2pt_optimizer *opt;
   size_t ngroups;
   double *group_scale; /* each group's rate / the schedule's */
+  char (*group_names)[48];
   size_t done;
   size_t *order;       /* the order of epoch order_epoch */
   size_t order_epoch;
   int have_order;
   m2pt_tensor *x;      /* HIDDEN, PIXELS: the micro-batch on the device */
-  float *host;         /* gradient norms and clipping on the host */
-  size_t host_size;
+  m2pt_tensor **glist; /* every gradient, for norms and scaling */
+  size_t ngrads;
   size_t nscales;
   size_t *scale_index; /* the params that are λ */
   char **scale_names;
@@ -47,8 +48,9 @@ void m2pt_trainer_destroy(m2pt_trainer *t)
   free(t->scale_values);
   free(t->scale_index);
   free(t->group_scale);
+  free(t->group_names);
   free(t->order);
-  free(t->host);
+  free(t->glist);
   free(t);
 }
 
@@ -102,52 +104,44 @@ static m2pt_status check_data(m2pt_trainer *t)
 }
 
 /* MAE's param_groups_lrd over the trainable tensors: one optimizer group
- * per (rate scale, weight decay), and λ's group when scale_lr ≥ 0. */
+ * per MAE group name (layer id and decay or not; "pathway_scales" with
+ * scale_lr ≥ 0), its rate the schedule's times lr_scale. */
 static m2pt_status make_groups(m2pt_trainer *t)
 {
   m2pt_model_info info;
   M2PT_TRY(m2pt_model_get_info(t->model, &info));
   const size_t n = m2pt_model_grads_count(t->grads);
-  double *scale = calloc(n + 1, sizeof *scale), *wd = calloc(n + 1, sizeof *wd);
-  t->group_scale = scale;
-  if (!scale || !wd) {
-    free(wd);
+  t->group_scale = calloc(n + 1, sizeof *t->group_scale);
+  t->group_names = calloc(n + 1, sizeof *t->group_names);
+  t->glist = calloc(n + 1, sizeof *t->glist);
+  if (!t->group_scale || !t->group_names || !t->glist)
     return m2pt_fail(t->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for groups");
-  }
-  m2pt_status s = M2PT_OK;
-  for (size_t i = 0; i < n && s == M2PT_OK; ++i) {
+  t->ngrads = n;
+  for (size_t i = 0; i < n; ++i) {
     const char *name = m2pt_model_grads_name(t->grads, i);
-    const m2pt_tensor *g = m2pt_model_grads_tensor(t->grads, i);
-    double sc, decay;
-    if (t->o.scale_lr >= 0.0 && ends_with(name, scale_suffix)) {
-      sc = t->o.lr > 0.0 ? t->o.scale_lr / t->o.lr : 0.0;
-      decay = 0.0;
-    } else {
-      m2pt_param_group_info gi;
-      s = m2pt_param_group_of(name, m2pt_tensor_ndim(g), info.depth, t->o.layer_decay, &gi);
-      if (s != M2PT_OK) {
-        s = m2pt_fail(t->ctx, s, "%s", m2pt_last_error(NULL));
-        break;
-      }
-      sc = gi.lr_scale;
-      decay = gi.no_decay ? 0.0 : t->o.weight_decay;
-    }
+    m2pt_tensor *g = m2pt_model_grads_tensor(t->grads, i);
+    t->glist[i] = g;
+    m2pt_param_group_info gi;
+    m2pt_status s = m2pt_param_group_of(name, m2pt_tensor_ndim(g), info.depth,
+                                        t->o.layer_decay, &gi);
+    if (s == M2PT_OK && t->o.scale_lr >= 0.0)
+      s = m2pt_param_group_scale_lr(&gi, t->o.lr, t->o.scale_lr);
+    if (s != M2PT_OK)
+      return m2pt_fail(t->ctx, s, "parameter groups: %s", m2pt_last_error(NULL));
     size_t k = 0;
-    while (k < t->ngroups && !(scale[k] == sc && wd[k] == decay))
+    while (k < t->ngroups && strcmp(t->group_names[k], gi.group) != 0)
       ++k;
     if (k == t->ngroups) {
       size_t index;
-      s = m2pt_optimizer_add_group(t->opt, (float)(t->o.lr * sc), (float)decay, &index);
-      scale[k] = sc;
-      wd[k] = decay;
+      M2PT_TRY(m2pt_optimizer_add_group(t->opt, (float)(t->o.lr * gi.lr_scale),
+                                        gi.no_decay ? 0.0f : (float)t->o.weight_decay, &index));
+      memcpy(t->group_names[k], gi.group, sizeof gi.group);
+      t->group_scale[k] = gi.lr_scale;
       t->ngroups++;
     }
-    if (s == M2PT_OK)
-      s = m2pt_optimizer_add_param(t->opt, k, m2pt_model_params_tensor(t->params, i),
-                                   m2pt_model_grads_tensor(t->grads, i));
+    M2PT_TRY(m2pt_optimizer_add_param(t->opt, k, m2pt_model_params_tensor(t->params, i), g));
   }
-  free(wd);
-  return s;
+  return M2PT_OK;
 }
 
 /* The λ the record reports: every trained cross_modal_scale. */
@@ -284,44 +278,6 @@ static m2pt_status micro_batch(m2pt_trainer *t, size_t j, int accumulate, size_t
   return m2pt_model_grad_hidden(t->model, t->x, mask, &b.labels, &pass, t->grads, loss);
 }
 
-/* Room for the largest gradient on the host. */
-static m2pt_status host_room(m2pt_trainer *t, size_t n)
-{
-  if (n <= t->host_size)
-    return M2PT_OK;
-  float *h = realloc(t->host, n * sizeof *h);
-  if (!h)
-    return m2pt_fail(t->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
-  t->host = h;
-  t->host_size = n;
-  return M2PT_OK;
-}
-
-/* Every gradient times `factor` (float products, as PyTorch's mul_), or
- * only the norm √(Σ g²) when norm is not NULL (squares summed in double). */
-static m2pt_status grads_host(m2pt_trainer *t, float factor, double *norm)
-{
-  double sum = 0.0;
-  const size_t n = m2pt_model_grads_count(t->grads);
-  for (size_t i = 0; i < n; ++i) {
-    m2pt_tensor *g = m2pt_model_grads_tensor(t->grads, i);
-    const size_t k = m2pt_tensor_numel(g);
-    M2PT_TRY(host_room(t, k));
-    M2PT_TRY(m2pt_tensor_read(g, t->host, k));
-    if (norm) {
-      for (size_t e = 0; e < k; ++e)
-        sum += (double)t->host[e] * (double)t->host[e];
-      continue;
-    }
-    for (size_t e = 0; e < k; ++e)
-      t->host[e] *= factor;
-    M2PT_TRY(m2pt_tensor_write(g, t->host, k));
-  }
-  if (norm)
-    *norm = sqrt(sum);
-  return M2PT_OK;
-}
-
 m2pt_status m2pt_trainer_step(m2pt_trainer *t, m2pt_train_record *rec)
 {
   M2PT_REQUIRE(NULL, t && rec, "m2pt_trainer_step: NULL argument");
@@ -348,7 +304,7 @@ m2pt_status m2pt_trainer_step(m2pt_trainer *t, m2pt_train_record *rec)
       size_t e, f, c;
       M2PT_TRY(m2pt_train_plan_micro_batch(&t->plan, j, &e, &f, &c));
       if (c != prev)
-        M2PT_TRY(grads_host(t, (float)prev / (float)c, NULL));
+        M2PT_TRY(m2pt_scale_grads(t->ctx, t->glist, t->ngrads, (float)prev / (float)c));
     }
     const m2pt_status s = micro_batch(t, j, j > first, &count, &loss);
     if (s != M2PT_OK) {
@@ -358,7 +314,7 @@ m2pt_status m2pt_trainer_step(m2pt_trainer *t, m2pt_train_record *rec)
                                   "step %zu", step, j, msg, t->done);
     }
     if (!isfinite(loss))
-      return m2pt_fail(t->ctx, M2PT_ERR_INVALID_ARGUMENT,
+      return m2pt_fail(t->ctx, M2PT_ERR_NOT_FINITE,
                        "step %zu: the loss is %g; the model is left as after step %zu", step,
                        (double)loss, t->done);
     loss_sum += (double)loss * (double)count;
@@ -366,19 +322,16 @@ m2pt_status m2pt_trainer_step(m2pt_trainer *t, m2pt_train_record *rec)
     prev = count;
   }
   if (prev != samples)
-    M2PT_TRY(grads_host(t, (float)prev / (float)samples, NULL));
-  double norm;
-  M2PT_TRY(grads_host(t, 1.0f, &norm));
-  if (!isfinite(norm))
-    return m2pt_fail(t->ctx, M2PT_ERR_INVALID_ARGUMENT,
+    M2PT_TRY(m2pt_scale_grads(t->ctx, t->glist, t->ngrads, (float)prev / (float)samples));
+  float norm = 0.0f;
+  const m2pt_status cs = m2pt_clip_grad_norm(
+      t->ctx, t->glist, t->ngrads, t->o.clip_grad > 0.0 ? (float)t->o.clip_grad : INFINITY,
+      &norm);
+  if (cs == M2PT_ERR_NOT_FINITE)
+    return m2pt_fail(t->ctx, cs,
                      "step %zu: the gradient norm is %g; the model is left as after step %zu",
-                     step, norm, t->done);
-  if (t->o.clip_grad > 0.0) {
-    /* torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), clamped to 1 */
-    const float coef = (float)t->o.clip_grad * (1.0f / ((float)norm + 1e-6f));
-    if (coef < 1.0f)
-      M2PT_TRY(grads_host(t, coef, NULL));
-  }
+                     step, (double)norm, t->done);
+  M2PT_TRY(cs);
   for (size_t g = 0; g < t->ngroups; ++g)
     M2PT_TRY(m2pt_optimizer_set_lr(t->opt, g, (float)(lr * t->group_scale[g])));
   M2PT_TRY(m2pt_optimizer_step(t->opt));
