@@ -64,11 +64,19 @@ static int train(const train_args *a)
   if (load_data(ctx, &a->train, &data))
     goto done;
   tool_step("data");
-  if ((s = m2pt_model_load(ctx, a->model, &a->tool.model, &model)) != M2PT_OK) {
+  /* A resumed run's model is the state's checkpoint: its pathways and head
+   * are in the file. */
+  char resumed[4096];
+  if (a->resume && (s = m2pt_trainer_state_model(a->resume, resumed, sizeof resumed)) != M2PT_OK) {
+    tool_fail(NULL, s, "reading the state");
+    goto done;
+  }
+  if ((s = m2pt_model_load(ctx, a->resume ? resumed : a->model, &a->tool.model, &model)) !=
+      M2PT_OK) {
     tool_fail(ctx, s, "loading the model");
     goto done;
   }
-  if (a->aux && tool_add_pathways(ctx, model, a->aux, &a->tool))
+  if (a->aux && !a->resume && tool_add_pathways(ctx, model, a->aux, &a->tool))
     goto done;
   if (a->num_classes) {
     size_t ndim, shape[3];
@@ -107,6 +115,12 @@ static int train(const train_args *a)
     tool_fail(ctx, s, "setting up the training");
     goto done;
   }
+  if (a->resume && (s = m2pt_trainer_load_state(trainer, a->resume)) != M2PT_OK) {
+    tool_fail(ctx, s, "resuming");
+    goto done;
+  }
+  char state[4096];
+  snprintf(state, sizeof state, "%s.state", a->out);
   if (a->log) {
     log = strcmp(a->log, "-") ? fopen(a->log, "w") : stdout;
     if (!log) {
@@ -124,12 +138,23 @@ static int train(const train_args *a)
       if (bar)
         fputc('\n', stderr);
       tool_fail(ctx, s, "training");
+      /* The trainer is as after the last good step: keep that state. */
+      if (a->save_every && m2pt_trainer_steps_done(trainer) > 0 &&
+          (s = m2pt_trainer_save_state(trainer, state)) == M2PT_OK)
+        tool_error("the state after step %zu is in %s", m2pt_trainer_steps_done(trainer), state);
+      else if (a->save_every && m2pt_trainer_steps_done(trainer) > 0)
+        tool_fail(ctx, s, "saving the state");
       goto done;
     }
     if (log)
       log_step(log, &r);
     if (bar)
       progress(&r, plan.steps, start);
+    if (a->save_every && r.step % a->save_every == 0 && r.step < plan.steps &&
+        (s = m2pt_trainer_save_state(trainer, state)) != M2PT_OK) {
+      tool_fail(ctx, s, "saving the state");
+      goto done;
+    }
   }
   tool_step("training");
   m2pt_trainer_destroy(trainer);
@@ -165,8 +190,8 @@ int main(int argc, char **argv)
   if (parsed)
     return parsed;
   /* Parsed and checked, but the library does not do them yet: refused, not ignored. */
-  if (a.val.data || a.save_every || a.resume || a.drop_path > 0.0f) {
-    tool_error("--val-*, --save-every, --resume and --drop-path are not supported yet");
+  if (a.val.data || a.drop_path > 0.0f) {
+    tool_error("--val-* and --drop-path are not supported yet");
     return TOOL_EXIT_USAGE;
   }
   tool_signals();

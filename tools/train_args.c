@@ -23,6 +23,10 @@ const char train_usage[] =
     "                  [--freeze target,aux,scale,bias,norm,embeddings,head]\n"
     "                  [--seed S] [--no-shuffle] [--log LOG.jsonl|-] [--save-every N]\n"
     "                  [--resume STATE] [--device SEL] --out OUT.safetensors [--merge]\n"
+    "--save-every N writes the state after every N steps to the directory OUT.state\n"
+    "  (and after the last good step when a step fails); --resume OUT.state continues\n"
+    "  from it with the same data and flags (--model and --aux are then read from\n"
+    "  the state), logging the steps it takes.\n"
     "model options: --ln-eps E (LayerNorm eps; --eps is AdamW's), --naming timm|bert|hf-vit,\n"
     "  --prefix P, --post-norm, --no-final-norm, --verbose\n";
 

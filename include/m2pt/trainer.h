@@ -108,6 +108,42 @@ typedef struct m2pt_train_record {
  * the optimizer; each message starts with "step N". */
 M2PT_API m2pt_status m2pt_trainer_step(m2pt_trainer *trainer, m2pt_train_record *record);
 
+/* ---- State: resuming a run -------------------------------------------------
+ * A state is a directory: model-N.safetensors (m2pt_model_save: weights,
+ * W_aux, λ, a created head), optimizer-N.safetensors (m2pt_optimizer_save,
+ * keyed by the parameters' checkpoint names) for N steps done, and
+ * state.json naming them with N and what the run must share to resume
+ * (samples, batch, accum, micro-batches, shuffle, seed). The batch order
+ * (m2pt_batch_order) and dropout's Philox stream are functions of the seed
+ * and the step, so N is the whole RNG position. */
+
+/* Writes the trainer's state into `dir` (made if missing): the two files
+ * for the steps done, then state.json replaced atomically, then the files
+ * of the state it named before removed. A process killed at any moment, or
+ * a save that fails, leaves state.json naming a whole state (the previous
+ * one). Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_IO,
+ * M2PT_ERR_FORMAT (a state.json there that is not one), and those of
+ * m2pt_model_save and m2pt_optimizer_save. */
+M2PT_API m2pt_status m2pt_trainer_save_state(m2pt_trainer *trainer, const char *dir);
+
+/* The path of the model checkpoint of the state in `dir` into buf (size
+ * bytes): a resumed run loads its model from it (m2pt_model_load; no
+ * pathway to add, they are in the file) before creating its trainer.
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, size 0), M2PT_ERR_IO,
+ * M2PT_ERR_FORMAT (no state there, a path that does not fit), with the
+ * message on the calling thread. */
+M2PT_API m2pt_status m2pt_trainer_state_model(const char *dir, char *buf, size_t size);
+
+/* Continues the saved run: a new trainer, over the model loaded from
+ * m2pt_trainer_state_model(dir) and the same data and options, takes the
+ * optimizer's moments and step counts from the state and its step count;
+ * its next steps then give the records and weights the uninterrupted run
+ * gave. Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, a trainer that has taken
+ * steps, a state of another run: the message gives both), M2PT_ERR_FORMAT,
+ * M2PT_ERR_IO, and those of m2pt_optimizer_load; on failure the trainer is
+ * as it was. */
+M2PT_API m2pt_status m2pt_trainer_load_state(m2pt_trainer *trainer, const char *dir);
+
 #ifdef __cplusplus
 }
 #endif
