@@ -10,13 +10,24 @@ Usage: check_train.py M2PT_TRAIN DATA_DIR   (DATA_DIR: tests/data/train)
    loss and norm per step, each tensor as a whole).
 2. Accumulation: 8 samples as 2 batches of 4, or 4 micro-batches of 2
    accumulated by 2, give the same steps (within the same tolerance).
-3. Errors: labels of another length, a label past the head's classes, a
+3. Resume: a run saved every 4 steps and resumed from its state logs the
+   lines and writes the bytes of an uninterrupted run; a save that fails
+   (its model file blocked by a directory) leaves state.json naming the
+   previous state, from which the run resumes just as well.
+4. A NaN loss (samples of ±3e38 overflow LayerNorm's variance) stops the
+   run with a message naming the step, no output, and the state of the
+   last good step kept.
+5. A learnable synthetic task (a tiny ViT from stdlib random numbers;
+   the label is the sign of the red channel's mean): the loss falls and
+   the validation accuracy rises from its value before training.
+6. Errors: labels of another length, a label past the head's classes, a
    batch larger than the data: exit status 1 with a message saying so, and
    no output file.
 """
 import ast
 import json
 import os
+import random
 import struct
 import subprocess
 import sys
@@ -166,9 +177,151 @@ def errors(tmp):
         check(not os.path.exists(out), f'{message}: an output was written')
 
 
+def log_lines(text):
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def resume(tmp):
+    flags = base_args(DATA) + ['--data', f'{DATA}/data.npy', '--labels', f'{DATA}/labels.npy',
+                               '--heads', '2', '--steps', '10', '--batch', '4', '--lr', '5e-3',
+                               '--schedule', 'cosine', '--warmup-steps', '2', '--clip-grad',
+                               '1.0', '--seed', '3', '--log', '-']
+    full = run(flags + ['--out', f'{tmp}/full.safetensors'])
+    part = run(flags + ['--save-every', '4', '--out', f'{tmp}/part.safetensors'])
+    state = f'{tmp}/part.safetensors.state'
+    resumed = run(flags + ['--resume', state, '--out', f'{tmp}/resumed.safetensors'])
+    check(full.returncode == 0 and part.returncode == 0 and resumed.returncode == 0,
+          'resume runs')
+    if full.returncode or part.returncode or resumed.returncode:
+        return
+    full_lines = full.stdout.splitlines()
+    check(resumed.stdout.splitlines() == full_lines[8:],
+          'the resumed log differs from the uninterrupted one')
+    with open(f'{tmp}/full.safetensors', 'rb') as a, open(f'{tmp}/resumed.safetensors', 'rb') as b:
+        check(a.read() == b.read(), 'the resumed checkpoint differs from the uninterrupted one')
+    # A save that fails at step 8 leaves the state of step 4.
+    blocked = f'{tmp}/blocked.safetensors'
+    os.makedirs(f'{blocked}.state/model-8.safetensors')
+    p = run(flags + ['--save-every', '4', '--out', blocked], expect_ok=False)
+    check(p.returncode == 1 and not os.path.exists(blocked), f'failed save: exit {p.returncode}')
+    with open(f'{blocked}.state/state.json') as f:
+        check(json.load(f)['step'] == 4, 'a failed save replaced the previous state')
+    again = run(flags + ['--resume', f'{blocked}.state', '--out', f'{tmp}/again.safetensors'])
+    check(again.returncode == 0 and again.stdout.splitlines() == full_lines[4:],
+          'resuming from the state a failed save kept')
+
+
+def nan_loss(tmp):
+    with open(f'{DATA}/data.npy', 'rb') as f:
+        raw = bytearray(f.read())
+    off = 10 + struct.unpack('<H', raw[8:10])[0]
+    per = len(raw[off:]) // (10 * 4)  # floats per sample: 10 samples of 4-byte floats
+    for i in range(8 * per, 10 * per):  # samples 8 and 9: the third step's batch
+        struct.pack_into('<f', raw, off + 4 * i, 3e38 if i % 2 else -3e38)
+    with open(f'{tmp}/huge.npy', 'wb') as f:
+        f.write(raw)
+    out = f'{tmp}/nan.safetensors'
+    p = run(base_args(DATA) + ['--data', f'{tmp}/huge.npy', '--labels', f'{DATA}/labels.npy',
+                               '--heads', '2', '--steps', '5', '--batch', '4', '--no-shuffle',
+                               '--lr', '1e-3', '--save-every', '1', '--out', out],
+            expect_ok=False)
+    check(p.returncode == 1 and 'step 3' in p.stderr and 'after step 2' in p.stderr,
+          f'NaN loss: exit {p.returncode}, stderr {p.stderr.strip()!r}')
+    check(not os.path.exists(out), 'NaN loss: an output was written')
+    with open(f'{out}.state/state.json') as f:
+        check(json.load(f)['step'] == 2, 'NaN loss: the last good state is not kept')
+
+
+def write_st(path, tensors):
+    header, blobs, off = {}, [], 0
+    for name in sorted(tensors):
+        shape, values = tensors[name]
+        blob = struct.pack(f'<{len(values)}f', *values)
+        header[name] = {'dtype': 'F32', 'shape': shape, 'data_offsets': [off, off + len(blob)]}
+        blobs.append(blob)
+        off += len(blob)
+    text = json.dumps(header).encode()
+    text += b' ' * (-len(text) % 8)
+    with open(path, 'wb') as f:
+        f.write(struct.pack('<Q', len(text)) + text + b''.join(blobs))
+
+
+def write_npy(path, descr, shape, values):
+    text = repr({'descr': descr, 'fortran_order': False, 'shape': tuple(shape)})
+    text += ' ' * (-(10 + len(text) + 1) % 64) + '\n'
+    fmt = {'<f4': 'f', '<i8': 'q'}[descr]
+    with open(path, 'wb') as f:
+        f.write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(text)) + text.encode('latin1'))
+        f.write(struct.pack(f'<{len(values)}{fmt}', *values))
+
+
+def synthetic(tmp):
+    rng = random.Random(7)
+    D, HID, C, IMG, P, CLASSES = 16, 64, 3, 8, 4, 2
+    T = 1 + (IMG // P) ** 2
+
+    def normal(n, std):
+        return [rng.gauss(0.0, std) for _ in range(n)]
+
+    def vit():
+        t = {'patch_embed.proj.weight': ([D, C, P, P], normal(D * C * P * P, 0.1)),
+             'patch_embed.proj.bias': ([D], [0.0] * D), 'cls_token': ([1, 1, D], normal(D, 0.02)),
+             'pos_embed': ([1, T, D], normal(T * D, 0.02)), 'norm.weight': ([D], [1.0] * D),
+             'norm.bias': ([D], [0.0] * D), 'head.weight': ([CLASSES, D], normal(CLASSES * D, 0.02)),
+             'head.bias': ([CLASSES], [0.0] * CLASSES)}
+        for b in range(2):
+            for n in ('norm1', 'norm2'):
+                t[f'blocks.{b}.{n}.weight'], t[f'blocks.{b}.{n}.bias'] = ([D], [1.0] * D), ([D], [0.0] * D)
+            for n, (o, i) in {'attn.qkv': (3 * D, D), 'attn.proj': (D, D), 'mlp.fc1': (HID, D),
+                              'mlp.fc2': (D, HID)}.items():
+                t[f'blocks.{b}.{n}.weight'] = ([o, i], normal(o * i, 0.1))
+                t[f'blocks.{b}.{n}.bias'] = ([o], [0.0] * o)
+        return t
+
+    write_st(f'{tmp}/vit.safetensors', vit())
+    write_st(f'{tmp}/vit_aux.safetensors', vit())
+
+    def task(n, name):
+        pixels, labels = [], []
+        for _ in range(n):
+            y = rng.randrange(CLASSES)
+            shift = 0.5 if y else -0.5
+            for c in range(C):
+                pixels += [v + (shift if c == 0 else 0.0) for v in normal(IMG * IMG, 1.0)]
+            labels.append(y)
+        write_npy(f'{tmp}/{name}_x.npy', '<f4', [n, C, IMG, IMG], pixels)
+        write_npy(f'{tmp}/{name}_y.npy', '<i8', [n], labels)
+
+    task(64, 'train')
+    task(32, 'val')
+    p = run(['--model', f'{tmp}/vit.safetensors', '--aux', f'{tmp}/vit_aux.safetensors',
+             '--heads', '2', '--data-pixels', f'{tmp}/train_x.npy', '--labels',
+             f'{tmp}/train_y.npy', '--val-data-pixels', f'{tmp}/val_x.npy', '--val-labels',
+             f'{tmp}/val_y.npy', '--epochs', '6', '--batch', '8', '--lr', '3e-3',
+             '--schedule', 'cosine', '--warmup-epochs', '1', '--weight-decay', '0.05',
+             '--seed', '1', '--log', '-', '--out', f'{tmp}/synthetic.safetensors'])
+    check(p.returncode == 0, f'synthetic task: exit {p.returncode}')
+    if p.returncode:
+        return
+    lines = log_lines(p.stdout)
+    steps = [r['loss'] for r in lines if 'loss' in r]
+    evals = [r['val_accuracy'] for r in lines if 'val_accuracy' in r]
+    first, last = sum(steps[:8]) / 8, sum(steps[-8:]) / 8
+    print(f'synthetic task: loss {first:.3f} -> {last:.3f} (first and last epoch means), '
+          f'validation accuracy {evals[0]:.3f} -> {evals[-1]:.3f}')
+    check(len(steps) == 48 and len(evals) == 7, f'synthetic task: {len(steps)} steps, '
+          f'{len(evals)} evaluations')
+    check(last < 0.7 * first, f'synthetic task: the loss did not fall ({first} -> {last})')
+    check(evals[-1] >= 0.8 and evals[-1] > evals[0],
+          f'synthetic task: validation accuracy {evals[0]} -> {evals[-1]}')
+
+
 with tempfile.TemporaryDirectory() as tmp:
     golden(tmp)
     accumulation(tmp)
     errors(tmp)
+    resume(tmp)
+    nan_loss(tmp)
+    synthetic(tmp)
 print('check_train:', 'FAILED' if failures else 'all passed', f'({len(failures)} failures)')
 sys.exit(1 if failures else 0)

@@ -43,6 +43,26 @@ static void progress(const m2pt_train_record *r, size_t steps, double start)
     fputc('\n', stderr);
 }
 
+/* An evaluation line (and, with no log, nothing). */
+static int evaluate(m2pt_context *ctx, m2pt_trainer *t, m2pt_dataset *val, FILE *log,
+                    size_t step, double epoch)
+{
+  double loss, acc;
+  const m2pt_status s = m2pt_trainer_evaluate(t, val, &loss, &acc);
+  if (s != M2PT_OK)
+    return tool_fail(ctx, s, "evaluating");
+  if (log) {
+    fprintf(log, "{\"step\": %zu, \"epoch\": %.9g, \"val_loss\": %.9g, \"val_accuracy\": ", step,
+            epoch, loss);
+    if (isnan(acc))
+      fputs("null}\n", log);
+    else
+      fprintf(log, "%.9g}\n", acc);
+    fflush(log);
+  }
+  return 0;
+}
+
 static int load_data(m2pt_context *ctx, const train_data_args *d, m2pt_dataset **out)
 {
   const m2pt_status s = m2pt_dataset_load(d->kind, d->data, d->mask, d->labels, out);
@@ -54,14 +74,14 @@ static int train(const train_args *a)
 {
   m2pt_context *ctx = NULL;
   m2pt_model *model = NULL;
-  m2pt_dataset *data = NULL;
+  m2pt_dataset *data = NULL, *val = NULL;
   m2pt_trainer *trainer = NULL;
   FILE *log = NULL;
   int rc = TOOL_EXIT_FAILURE;
   m2pt_status s;
   if (tool_context(a->tool.device, &ctx))
     goto done;
-  if (load_data(ctx, &a->train, &data))
+  if (load_data(ctx, &a->train, &data) || (a->val.data && load_data(ctx, &a->val, &val)))
     goto done;
   tool_step("data");
   /* A resumed run's model is the state's checkpoint: its pathways and head
@@ -132,6 +152,9 @@ static int train(const train_args *a)
   m2pt_trainer_get_plan(trainer, &plan);
   const int bar = isatty(STDERR_FILENO) && !(log == stdout && isatty(STDOUT_FILENO));
   const double start = now();
+  /* Evaluations: before the first step, and after each step that ends an epoch. */
+  if (val && m2pt_trainer_steps_done(trainer) == 0 && evaluate(ctx, trainer, val, log, 0, 0.0))
+    goto done;
   while (m2pt_trainer_steps_done(trainer) < plan.steps) {
     m2pt_train_record r;
     if ((s = m2pt_trainer_step(trainer, &r)) != M2PT_OK) {
@@ -150,6 +173,10 @@ static int train(const train_args *a)
       log_step(log, &r);
     if (bar)
       progress(&r, plan.steps, start);
+    const size_t k = plan.accum, m = plan.iterations_per_epoch;
+    if (val && (r.step * k / m > (r.step - 1) * k / m || r.step == plan.steps) &&
+        evaluate(ctx, trainer, val, log, r.step, (double)(r.step * k) / (double)m))
+      goto done;
     if (a->save_every && r.step % a->save_every == 0 && r.step < plan.steps &&
         (s = m2pt_trainer_save_state(trainer, state)) != M2PT_OK) {
       tool_fail(ctx, s, "saving the state");
@@ -176,6 +203,7 @@ done:
   m2pt_trainer_destroy(trainer);
   m2pt_model_destroy(model);
   m2pt_dataset_destroy(data);
+  m2pt_dataset_destroy(val);
   m2pt_context_destroy(ctx);
   return rc;
 }
@@ -190,8 +218,8 @@ int main(int argc, char **argv)
   if (parsed)
     return parsed;
   /* Parsed and checked, but the library does not do them yet: refused, not ignored. */
-  if (a.val.data || a.drop_path > 0.0f) {
-    tool_error("--val-* and --drop-path are not supported yet");
+  if (a.drop_path > 0.0f) {
+    tool_error("--drop-path is not supported yet");
     return TOOL_EXIT_USAGE;
   }
   tool_signals();

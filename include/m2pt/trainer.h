@@ -108,6 +108,18 @@ typedef struct m2pt_train_record {
  * the optimizer; each message starts with "step N". */
 M2PT_API m2pt_status m2pt_trainer_step(m2pt_trainer *trainer, m2pt_train_record *record);
 
+/* The model on a validation set, in order, in batches of the trainer's B
+ * (inference forward: no dropout): *loss the mean cross-entropy (natural
+ * log, no label smoothing: MAE's evaluate) or mean squared error over the
+ * samples, *accuracy the fraction whose largest logit is the label (NaN
+ * for MSE). Data of token ids or pixels (m2pt_model_forward_ids, _pixels).
+ * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, labels that do not suit the
+ * loss, a class past the head's), M2PT_ERR_UNSUPPORTED (hidden-state data:
+ * the model API has no forward from hidden states to the head), and the
+ * forward's errors. */
+M2PT_API m2pt_status m2pt_trainer_evaluate(m2pt_trainer *trainer, m2pt_dataset *val,
+                                           double *loss, double *accuracy);
+
 /* ---- State: resuming a run -------------------------------------------------
  * A state is a directory: model-N.safetensors (m2pt_model_save: weights,
  * W_aux, λ, a created head), optimizer-N.safetensors (m2pt_optimizer_save,
