@@ -63,10 +63,9 @@ static int evaluate(m2pt_context *ctx, m2pt_trainer *t, m2pt_dataset *val, FILE 
   return 0;
 }
 
-static int load_data(m2pt_context *ctx, const train_data_args *d, m2pt_dataset **out)
+static int load_data(const train_data_args *d, m2pt_dataset **out)
 {
   const m2pt_status s = m2pt_dataset_load(d->kind, d->data, d->mask, d->labels, out);
-  (void)ctx;
   return s == M2PT_OK ? 0 : tool_fail(NULL, s, "reading the data");
 }
 
@@ -81,7 +80,7 @@ static int train(const train_args *a)
   m2pt_status s;
   if (tool_context(a->tool.device, &ctx))
     goto done;
-  if (load_data(ctx, &a->train, &data) || (a->val.data && load_data(ctx, &a->val, &val)))
+  if (load_data(&a->train, &data) || (a->val.data && load_data(&a->val, &val)))
     goto done;
   tool_step("data");
   /* A resumed run's model is the state's checkpoint: its pathways and head
