@@ -4,7 +4,8 @@
 Usage: check_train.py M2PT_TRAIN DATA_DIR   (DATA_DIR: tests/data/train)
 
 1. The trajectory golden (tools/make_train_golden.py): the tool with the
-   flags in expected.json; every step's loss, lr, grad_norm and λ, and the
+   flags in expected.json; the evaluation before training (the training
+   data as validation set); every step's loss, lr, grad_norm and λ, and the
    written checkpoint's every tensor (W, b, W_aux, λ, norms, head) against
    PyTorch's within DESIGN.md's tolerance, 1e-4 · max(1, max|ref|) (the
    loss and norm per step, each tensor as a whole).
@@ -103,11 +104,18 @@ def golden(tmp):
         exp = json.load(f)
     out = f'{tmp}/trained.safetensors'
     p = run(base_args(DATA) + ['--data', f'{DATA}/data.npy', '--labels', f'{DATA}/labels.npy',
-                               '--log', '-', '--out', out] + exp['flags'])
+                               '--val-data', f'{DATA}/data.npy', '--val-labels',
+                               f'{DATA}/labels.npy', '--log', '-', '--out', out] + exp['flags'])
     check(p.returncode == 0, f'golden run exit status {p.returncode}')
     if p.returncode:
         return
     lines = [json.loads(line) for line in p.stdout.splitlines()]
+    evals = [r for r in lines if 'val_loss' in r]
+    lines = [r for r in lines if 'loss' in r]
+    # evaluations before the first step, after each epoch's last step (3, 6, 9) and the last
+    check([r['step'] for r in evals] == [0, 3, 6, 9, 10], f'evaluations at {evals}')
+    close([evals[0]['val_loss'], evals[0]['val_accuracy']],
+          [exp['initial']['val_loss'], exp['initial']['val_accuracy']], 'evaluation before training')
     check(len(lines) == len(exp['steps']), f'{len(lines)} log lines for {len(exp["steps"])} steps')
     for got, ref in zip(lines, exp['steps']):
         s = ref['step']

@@ -1,7 +1,7 @@
 /* The trainer's API (issue 13): refused options and data leave nothing
  * built; parameters mirror the gradients; a step past the plan, a state of
- * another run and evaluation from hidden states are refused with the
- * trainer unchanged. The trajectory against PyTorch, resume and the
+ * another run are refused with the trainer unchanged; the hidden-state
+ * forward refuses x of another width. The trajectory against PyTorch, resume and the
  * synthetic task are tests/check_train.py's (through m2pt-train). main()
  * enters tests/data/train. */
 #include <setjmp.h>
@@ -163,7 +163,18 @@ static void params_and_steps(void **state)
   assert_message(f->ctx, "all 2 steps are done");
 
   double loss, acc;
-  assert_int_equal(m2pt_trainer_evaluate(t, f->data, &loss, &acc), M2PT_ERR_UNSUPPORTED);
+  assert_int_equal(m2pt_trainer_evaluate(t, NULL, &loss, &acc), M2PT_ERR_INVALID_ARGUMENT);
+  /* the hidden-state forward refuses x of another width, and writes no y */
+  const size_t xs[3] = {2, 5, 8}, ys[2] = {2, 3};
+  m2pt_tensor *x = NULL, *y = NULL;
+  assert_ok(f->ctx, m2pt_tensor_create(f->ctx, 3, xs, &x));
+  assert_ok(f->ctx, m2pt_tensor_create(f->ctx, 2, ys, &y));
+  m2pt_forward_options fo = m2pt_forward_options_default();
+  fo.output = M2PT_OUTPUT_LOGITS;
+  assert_int_equal(m2pt_model_forward_hidden(f->model, x, NULL, &fo, y), M2PT_ERR_SHAPE);
+  assert_message(f->ctx, "must be [B][N][16]");
+  m2pt_tensor_destroy(x);
+  m2pt_tensor_destroy(y);
 
   /* a state, then a trainer of another batch size refuses it */
   char dir[] = "/tmp/m2pt-trainer-XXXXXX";

@@ -28,8 +28,9 @@ AdamW, which normalises it to a ±lr step: not a comparable number.
 The model is plain float64 PyTorch (the helpers of make_whole_model_golden.py);
 parameters start from float32 values, so the files hold what the run uses.
 Outputs: model.safetensors, aux.safetensors (timm naming), data.npy,
-labels.npy (int64), expected.json (flags, per step: loss, lr, grad_norm and
-every λ after the step), final.safetensors (every parameter after the last
+labels.npy (int64), expected.json (flags; the validation loss and accuracy
+over the training data before the first step; per step: loss, lr, grad_norm
+and every λ after the step), final.safetensors (every parameter after the last
 step, in the paper's naming: …weight, …aux_weight, …cross_modal_scale [1]).
 """
 import json
@@ -143,6 +144,10 @@ def main(out):
     iters_per_epoch = math.ceil(S / BATCH)
     epochs = STEPS / iters_per_epoch
     warmup_epochs = WARMUP_STEPS / iters_per_epoch
+    with torch.no_grad():  # the evaluation before training, over every sample
+        logits = forward(params, x)
+        initial = {'val_loss': F.cross_entropy(logits, labels).item(),
+                   'val_accuracy': (logits.argmax(1) == labels).double().mean().item()}
     steps = []
     for step in range(STEPS):
         first = (step % iters_per_epoch) * BATCH  # in order; the last batch has S mod B
@@ -162,7 +167,7 @@ def main(out):
                                  for n, p in params.items() if n.endswith('cross_modal_scale')}})
     W.save_st(f'{out}/final.safetensors', {n: p.detach() for n, p in params.items()})
     with open(f'{out}/expected.json', 'w') as f:
-        json.dump({'flags': FLAGS, 'samples': S, 'steps': steps}, f, indent=1)
+        json.dump({'flags': FLAGS, 'samples': S, 'initial': initial, 'steps': steps}, f, indent=1)
         f.write('\n')
 
 

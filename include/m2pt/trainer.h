@@ -112,11 +112,9 @@ M2PT_API m2pt_status m2pt_trainer_step(m2pt_trainer *trainer, m2pt_train_record 
  * (inference forward: no dropout): *loss the mean cross-entropy (natural
  * log, no label smoothing: MAE's evaluate) or mean squared error over the
  * samples, *accuracy the fraction whose largest logit is the label (NaN
- * for MSE). Data of token ids or pixels (m2pt_model_forward_ids, _pixels).
+ * for MSE), through m2pt_model_forward_ids, _pixels or _hidden.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, labels that do not suit the
- * loss, a class past the head's), M2PT_ERR_UNSUPPORTED (hidden-state data:
- * the model API has no forward from hidden states to the head), and the
- * forward's errors. */
+ * loss, a class past the head's), and the forward's errors. */
 M2PT_API m2pt_status m2pt_trainer_evaluate(m2pt_trainer *trainer, m2pt_dataset *val,
                                            double *loss, double *accuracy);
 

@@ -29,10 +29,6 @@ m2pt_status m2pt_trainer_evaluate(m2pt_trainer *t, m2pt_dataset *val, double *lo
   m2pt_context *ctx = t->ctx;
   m2pt_dataset_info info;
   M2PT_TRY(m2pt_dataset_get_info(val, &info));
-  if (info.kind == M2PT_DATA_HIDDEN)
-    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED,
-                     "evaluation from hidden states: the model has no forward from hidden "
-                     "states to its head's outputs");
   const int ce = t->o.pass.loss == M2PT_LOSS_CROSS_ENTROPY;
   M2PT_REQUIRE(ctx, ce == (info.labels == M2PT_LABELS_CLASSES),
                "m2pt_trainer_evaluate: the validation labels do not suit the loss");
@@ -78,11 +74,13 @@ m2pt_status m2pt_trainer_evaluate(m2pt_trainer *t, m2pt_dataset *val, double *lo
     else if (s == M2PT_OK) {
       m2pt_tensor_destroy(x);
       x = NULL;
-      s = m2pt_tensor_create(ctx, 4, b.x_shape, &x);
+      const int pixels = info.kind == M2PT_DATA_PIXELS;
+      s = m2pt_tensor_create(ctx, pixels ? 4 : 3, b.x_shape, &x);
       if (s == M2PT_OK)
         s = m2pt_tensor_write(x, b.x, m2pt_tensor_numel(x));
       if (s == M2PT_OK)
-        s = m2pt_model_forward_pixels(t->model, x, mask, &fo, y);
+        s = pixels ? m2pt_model_forward_pixels(t->model, x, mask, &fo, y)
+                   : m2pt_model_forward_hidden(t->model, x, mask, &fo, y);
     }
     if (s == M2PT_OK)
       s = m2pt_tensor_read(y, out, n * width);
