@@ -10,7 +10,9 @@ Usage: check_train.py M2PT_TRAIN DATA_DIR   (DATA_DIR: tests/data/train)
    PyTorch's within DESIGN.md's tolerance, 1e-4 · max(1, max|ref|) (the
    loss and norm per step, each tensor as a whole).
 2. Accumulation: 8 samples as 2 batches of 4, or 4 micro-batches of 2
-   accumulated by 2, give the same steps (within the same tolerance).
+   accumulated by 2, give the same steps (within the same tolerance); a
+   step of micro-batches of 3 and 1 has the loss and gradient norm of one
+   batch of those 4 samples.
 3. Resume: a run saved every 4 steps and resumed from its state logs the
    lines and writes the bytes of an uninterrupted run; a save that fails
    (its model file blocked by a directory) leaves state.json naming the
@@ -77,8 +79,8 @@ def run(args, expect_ok=True):
     return p
 
 
-def npy_slice(src, dst, rows):
-    """The first `rows` rows of a C-order .npy (format 1.0) into dst."""
+def npy_slice(src, dst, rows, first=0):
+    """Rows first … first + rows − 1 of a C-order .npy (format 1.0) into dst."""
     with open(src, 'rb') as f:
         raw = f.read()
     hlen = struct.unpack('<H', raw[8:10])[0]
@@ -92,7 +94,7 @@ def npy_slice(src, dst, rows):
     text += ' ' * (-(10 + len(text) + 1) % 64) + '\n'  # numpy pads the header to 64 bytes
     with open(dst, 'wb') as f:
         f.write(raw[:8] + struct.pack('<H', len(text)) + text.encode('latin1'))
-        f.write(raw[10 + hlen:10 + hlen + rows * row])
+        f.write(raw[10 + hlen + first * row:10 + hlen + (first + rows) * row])
 
 
 def base_args(d):
@@ -159,6 +161,21 @@ def accumulation(tmp):
     ga, gb = read_st(f'{tmp}/a.safetensors'), read_st(f'{tmp}/b.safetensors')
     for name in sorted(ga):
         close(gb[name][1], ga[name][1], f'accumulated {name}')
+    # Micro-batches of unequal size weigh B_k / B: with lr 0 (no update) the
+    # second step of batches of 3 by 2 (samples 6-8 and 9) is one batch of 6-9.
+    x4, y4 = f'{tmp}/x4.npy', f'{tmp}/y4.npy'
+    npy_slice(f'{DATA}/data.npy', x4, 4, 6)
+    npy_slice(f'{DATA}/labels.npy', y4, 4, 6)
+    flags = base_args(DATA) + ['--heads', '2', '--no-shuffle', '--lr', '0', '--log', '-']
+    c = run(flags + ['--data', f'{DATA}/data.npy', '--labels', f'{DATA}/labels.npy',
+                     '--batch', '3', '--accum', '2', '--steps', '2', '--out', f'{tmp}/c.st'])
+    d = run(flags + ['--data', x4, '--labels', y4, '--batch', '4', '--steps', '1',
+                     '--out', f'{tmp}/d.st'])
+    check(c.returncode == 0 and d.returncode == 0, 'unequal micro-batch runs')
+    if c.returncode == 0 and d.returncode == 0:
+        lc, ld = log_lines(c.stdout)[1], log_lines(d.stdout)[0]
+        close([lc['loss'], lc['grad_norm']], [ld['loss'], ld['grad_norm']],
+              'micro-batches of 3 and 1 against one batch of 4')
 
 
 def errors(tmp):
