@@ -169,11 +169,10 @@ m2pt_status m2pt_trainer_create(m2pt_model *model, m2pt_dataset *data,
   m2pt_dataset_info info;
   M2PT_TRY(m2pt_dataset_get_info(data, &info));
   m2pt_train_plan plan;
-  if (m2pt_train_plan_make(info.samples, o->batch, o->accum, o->epochs, o->steps, &plan) !=
-      M2PT_OK)
-    return m2pt_fail(ctx, m2pt_train_plan_make(info.samples, o->batch, o->accum, o->epochs,
-                                               o->steps, &plan),
-                     "%s", m2pt_last_error(NULL));
+  const m2pt_status ps =
+      m2pt_train_plan_make(info.samples, o->batch, o->accum, o->epochs, o->steps, &plan);
+  if (ps != M2PT_OK) /* the plan's message is on the thread; the context gets it too */
+    return m2pt_fail(ctx, ps, "%s", m2pt_last_error(NULL));
   m2pt_trainer *t = calloc(1, sizeof *t);
   if (!t)
     return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory for the trainer");
