@@ -358,37 +358,10 @@ static double ref_loss(const tmodel *tm)
 
 /* ---- the device model ---- */
 
-static char tmpdir[64];
-
-static const char *tmp_path(const char *name)
-{
-  static char path[4][256];
-  static int next;
-  char *p = path[next++ % 4];
-  snprintf(p, 256, "%s/%s", tmpdir, name);
-  return p;
-}
-
-static int group_setup(void **state)
-{
-  strcpy(tmpdir, "/tmp/m2pt-test-grad-model-XXXXXX");
-  if (!mkdtemp(tmpdir))
-    return -1;
-  return test_setup_context(state);
-}
-
-static int group_teardown(void **state)
-{
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0)
-    return -1;
-  return test_teardown_context(state);
-}
 
 static m2pt_model *load(m2pt_context *ctx, const tmodel *tm, const char *file)
 {
-  const char *path = tmp_path(file);
+  const char *path = test_tmp_path(file);
   m2pt_safetensors_writer *w = NULL;
   assert_int_equal(m2pt_safetensors_writer_create(path, &w), M2PT_OK);
   for (size_t i = 0; i < tm->count; i++)
@@ -621,6 +594,38 @@ static void bert_deterministic(void **state)
   deterministic_case(state, &tm);
 }
 
+/* Dropout: a new loss, the same bits twice and with recompute; another
+ * step, other masks. */
+static void dropout_deterministic(void **state)
+{
+  m2pt_context *ctx = *state;
+  tmodel tm;
+  make_vit(&tm, 1);
+  m2pt_model *m = load(ctx, &tm, "dropout.safetensors");
+  batch b = make_batch(ctx, &tm);
+  m2pt_model_grads *g[4];
+  m2pt_train_options o = options_of(&tm);
+  float loss[4];
+  for (int i = 0; i < 4; i++) {
+    assert_ok(ctx, m2pt_model_grads_create(m, 0, &g[i]));
+    o.dropout = i == 0 ? 0.0f : 0.3f;
+    o.seed = 7;
+    o.step = i == 3 ? 1 : 0;
+    o.recompute = i == 2;
+    assert_ok(ctx, grad(m, &tm, &b, &o, g[i], &loss[i]));
+  }
+  assert_true(loss[1] != loss[0] && loss[3] != loss[1]);
+  assert_memory_equal(&loss[1], &loss[2], sizeof(float));
+  assert_grads_same_bits(ctx, g[1], g[2]);
+  o.dropout = 1.0f;
+  assert_status(ctx, grad(m, &tm, &b, &o, g[0], &loss[0]), M2PT_ERR_INVALID_ARGUMENT);
+  for (int i = 0; i < 4; i++)
+    m2pt_model_grads_destroy(g[i]);
+  m2pt_tensor_destroy(b.pixels);
+  m2pt_model_destroy(m);
+  tmodel_free(&tm);
+}
+
 /* accumulate = 1 on top of one run's gradients gives twice them. */
 static void accumulate_twice(void **state)
 {
@@ -737,15 +742,14 @@ static void created_head(void **state)
   assert_ok(ctx, m2pt_model_create_head(m, CLASSES, 42));
   assert_status(ctx, m2pt_model_create_head(m, CLASSES, 42), M2PT_ERR_INVALID_STATE);
   assert_ok(ctx, m2pt_model_create_head(m2, CLASSES, 43));
-  assert_ok(ctx, m2pt_model_save(m, tmp_path("head1.safetensors")));
-  assert_ok(ctx, m2pt_model_save(m2, tmp_path("head2.safetensors")));
+  assert_ok(ctx, m2pt_model_save(m, test_tmp_path("head1.safetensors")));
+  assert_ok(ctx, m2pt_model_save(m2, test_tmp_path("head2.safetensors")));
   m2pt_safetensors *st[2];
   float w[2][CLASSES * DIM], bias[CLASSES];
   for (int k = 0; k < 2; k++) {
     size_t idx;
-    assert_int_equal(m2pt_safetensors_open(tmp_path(k ? "head2.safetensors" : "head1.safetensors"),
-                                           &st[k]),
-                     M2PT_OK);
+    const char *file = test_tmp_path(k ? "head2.safetensors" : "head1.safetensors");
+    assert_int_equal(m2pt_safetensors_open(file, &st[k]), M2PT_OK);
     assert_int_equal(m2pt_safetensors_find(st[k], "head.weight", &idx), M2PT_OK);
     assert_int_equal(m2pt_safetensors_read_f32(st[k], idx, w[k], CLASSES * DIM), M2PT_OK);
   }
@@ -767,10 +771,10 @@ static void created_head(void **state)
   /* The same seed again gives the same head. */
   m2pt_model *m3 = load(ctx, &tm, "headless3.safetensors");
   assert_ok(ctx, m2pt_model_create_head(m3, CLASSES, 42));
-  assert_ok(ctx, m2pt_model_save(m3, tmp_path("head3.safetensors")));
+  assert_ok(ctx, m2pt_model_save(m3, test_tmp_path("head3.safetensors")));
   m2pt_safetensors *st3;
   float w3[CLASSES * DIM];
-  assert_int_equal(m2pt_safetensors_open(tmp_path("head3.safetensors"), &st3), M2PT_OK);
+  assert_int_equal(m2pt_safetensors_open(test_tmp_path("head3.safetensors"), &st3), M2PT_OK);
   assert_int_equal(m2pt_safetensors_find(st3, "head.weight", &idx), M2PT_OK);
   assert_int_equal(m2pt_safetensors_read_f32(st3, idx, w3, CLASSES * DIM), M2PT_OK);
   assert_memory_equal(w3, w[0], sizeof w3);
@@ -906,9 +910,12 @@ int main(void)
       cmocka_unit_test(vit_finite_differences), cmocka_unit_test(bert_finite_differences),
       cmocka_unit_test(vit_mse_without_head),   cmocka_unit_test(vit_deterministic),
       cmocka_unit_test(bert_deterministic),     cmocka_unit_test(accumulate_twice),
-      cmocka_unit_test(frozen_absent),          cmocka_unit_test(created_head),
+      cmocka_unit_test(dropout_deterministic),  cmocka_unit_test(frozen_absent),
+      cmocka_unit_test(created_head),
       cmocka_unit_test(refused),
   };
-  return test_run_matrix("grad_model", TEST_AXIS_GEMM, tests, group_setup, group_teardown) ? 1
-                                                                                          : 0;
+  return test_run_matrix("grad_model", TEST_AXIS_GEMM, tests, test_setup_tmpdir_context,
+                         test_teardown_tmpdir_context)
+             ? 1
+             : 0;
 }

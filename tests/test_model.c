@@ -16,33 +16,6 @@
  * relative. */
 #define DATA(name) name
 
-static char tmpdir[64];
-
-static const char *tmp_path(const char *name)
-{
-  static char path[4][256];
-  static int next;
-  char *p = path[next++ % 4];
-  snprintf(p, 256, "%s/%s", tmpdir, name);
-  return p;
-}
-
-static int group_setup(void **state)
-{
-  strcpy(tmpdir, "/tmp/m2pt-test-model-XXXXXX");
-  if (!mkdtemp(tmpdir))
-    return -1;
-  return test_setup_context(state);
-}
-
-static int group_teardown(void **state)
-{
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-  if (system(cmd) != 0)
-    return -1;
-  return test_teardown_context(state);
-}
 
 /* ---- helpers ---- */
 
@@ -292,7 +265,7 @@ static void save_merged(void **state)
   m2pt_context *ctx = *state;
   m2pt_model *m = load(ctx, DATA("timm_m2pt.safetensors"), 0);
   assert_ok(ctx, m2pt_model_merge(m));
-  const char *out = tmp_path("merged.safetensors");
+  const char *out = test_tmp_path("merged.safetensors");
   assert_ok(ctx, m2pt_model_save(m, out));
   m2pt_model_destroy(m);
 
@@ -362,7 +335,7 @@ static void save_round_trip(void **state)
     m2pt_model *m = load(ctx, cases[c].target, cases[c].heads);
     const float scale = c == 0 ? 0.25f : 0.3f;
     assert_ok(ctx, m2pt_model_add_pathways(m, cases[c].aux, NULL, 0, scale));
-    const char *out = tmp_path("reparam.safetensors");
+    const char *out = test_tmp_path("reparam.safetensors");
     assert_ok(ctx, m2pt_model_save(m, out));
     m2pt_model_destroy(m);
 
@@ -446,7 +419,8 @@ static void save_half_precision(void **state)
 {
   m2pt_context *ctx = *state;
   uint16_t *store = test_alloc(32768 * sizeof *store);
-  const char *half = tmp_path("half.safetensors"), *out = tmp_path("half_out.safetensors");
+  const char *half = test_tmp_path("half.safetensors");
+  const char *out = test_tmp_path("half_out.safetensors");
   write_half_checkpoint(DATA("timm_m2pt.safetensors"), half, store);
   m2pt_model *m = load(ctx, half, 3);
   assert_ok(ctx, m2pt_model_save(m, out));
@@ -533,7 +507,8 @@ static void rewrite(const char *src, const char *dst, const char *drop, const ch
 static void save_after_checkpoint_shrank(void **state)
 {
   m2pt_context *ctx = *state;
-  const char *src = tmp_path("shrinking.safetensors"), *out = tmp_path("from_shrunk.safetensors");
+  const char *src = test_tmp_path("shrinking.safetensors");
+  const char *out = test_tmp_path("from_shrunk.safetensors");
   rewrite(DATA("timm_m2pt.safetensors"), src, NULL, NULL, 0, NULL, NULL, 0);
   m2pt_model *m = load(ctx, src, 3);
   assert_int_equal(truncate(src, 4096), 0);
@@ -560,7 +535,7 @@ static void expect_load(m2pt_context *ctx, const char *path, size_t heads, m2pt_
 static void bad_checkpoints(void **state)
 {
   m2pt_context *ctx = *state;
-  const char *target = DATA("timm_target.safetensors"), *bad = tmp_path("bad.safetensors");
+  const char *target = DATA("timm_target.safetensors"), *bad = test_tmp_path("bad.safetensors");
   float values[96 * 24];
   memset(values, 0, sizeof values);
 
@@ -614,7 +589,7 @@ static void bad_reparameterize(void **state)
 {
   m2pt_context *ctx = *state;
   m2pt_model *m = load(ctx, DATA("timm_target.safetensors"), 3);
-  const char *aux = DATA("timm_aux.safetensors"), *bad = tmp_path("aux.safetensors");
+  const char *aux = DATA("timm_aux.safetensors"), *bad = test_tmp_path("aux.safetensors");
   assert_status(ctx, m2pt_model_add_pathways(m, aux, NULL, 0, INFINITY),
                 M2PT_ERR_INVALID_ARGUMENT);
   assert_status(ctx, m2pt_model_add_pathways(m, NULL, NULL, 0, 0.0f),
@@ -738,7 +713,8 @@ int main(int argc, char **argv)
       cmocka_unit_test(bad_arguments),
   };
   const int failed =
-      test_run_matrix("model", TEST_AXES_ALL, forward, group_setup, group_teardown);
-  return (failed + test_run_matrix("model checkpoints", 0, checkpoints, group_setup,
-                                   group_teardown)) != 0;
+      test_run_matrix("model", TEST_AXES_ALL, forward, test_setup_tmpdir_context,
+                      test_teardown_tmpdir_context);
+  return (failed + test_run_matrix("model checkpoints", 0, checkpoints,
+                                   test_setup_tmpdir_context, test_teardown_tmpdir_context)) != 0;
 }

@@ -53,7 +53,8 @@ static void usage(FILE *f)
 }
 
 typedef struct grad_args {
-  const char *model, *aux, *input, *ids, *types, *pixels, *mask, *labels, *out, *freeze;
+  tool_input_args in;
+  const char *labels, *out, *freeze;
   size_t classes;
   uint64_t seed;
   unsigned freeze_flags;
@@ -115,13 +116,7 @@ static int parse(int argc, char **argv, grad_args *a)
       usage(stdout);
       exit(0);
     } else if (tool_option(argc, argv, &i, &a->o, &bad) ||
-               tool_arg(argc, argv, &i, "--model", &a->model, &bad) ||
-               tool_arg(argc, argv, &i, "--aux", &a->aux, &bad) ||
-               tool_arg(argc, argv, &i, "--input", &a->input, &bad) ||
-               tool_arg(argc, argv, &i, "--input-ids", &a->ids, &bad) ||
-               tool_arg(argc, argv, &i, "--token-type-ids", &a->types, &bad) ||
-               tool_arg(argc, argv, &i, "--pixels", &a->pixels, &bad) ||
-               tool_arg(argc, argv, &i, "--attention-mask", &a->mask, &bad) ||
+               tool_input_arg(argc, argv, &i, &a->in, &bad) ||
                tool_arg(argc, argv, &i, "--labels", &a->labels, &bad) ||
                tool_arg(argc, argv, &i, "--freeze", &a->freeze, &bad) ||
                tool_arg(argc, argv, &i, "--out", &a->out, &bad) ||
@@ -137,16 +132,10 @@ static int parse(int argc, char **argv, grad_args *a)
     return 0;
   const char *why = NULL;
   unsigned freeze = 0;
-  if (!a->model || !a->out || !a->labels)
-    why = "--model, --labels and --out are required";
-  else if (!!a->input + !!a->ids + !!a->pixels != 1)
-    why = "give exactly one of --input, --input-ids and --pixels";
-  else if (!a->o.model.heads)
-    why = "--heads is required";
-  else if (!a->aux && (a->o.layer_list || a->o.has_scale || a->o.aux_bias))
-    why = "--layers, --scale and --aux-bias need --aux";
-  else if (a->types && !a->ids)
-    why = "--token-type-ids goes with --input-ids";
+  if (!a->out || !a->labels)
+    why = "--labels and --out are required";
+  else
+    why = tool_input_check(&a->in, &a->o);
   if (why) {
     tool_error("%s (see --help)", why);
     return 0;
@@ -161,42 +150,21 @@ static int parse(int argc, char **argv, grad_args *a)
 
 /* What the files hold. */
 typedef struct grad_inputs {
-  float *x; /* --input or --pixels */
-  size_t ndim, shape[M2PT_IO_MAX_DIMS];
-  int64_t *ids, *types;
-  float *mask;
-  size_t rows, cols;
+  tool_inputs batch;
   m2pt_npy_array labels;
 } grad_inputs;
 
 static void inputs_free(grad_inputs *in)
 {
-  m2pt_free(in->x);
-  m2pt_free(in->ids);
-  m2pt_free(in->types);
-  free(in->mask);
+  tool_inputs_free(&in->batch);
   m2pt_free(in->labels.data);
 }
 
-static int read_f32(const char *flag, const char *path, size_t ndim, const char *layout,
-                    grad_inputs *in)
-{
-  const m2pt_status s = m2pt_npy_read(path, &in->x, &in->ndim, in->shape);
-  if (s != M2PT_OK) {
-    tool_error("%s: %s: %s", flag, m2pt_status_string(s), m2pt_last_error(NULL));
-    return 0;
-  }
-  if (in->ndim != ndim) {
-    tool_error("%s: %s must be %s, it has %zu dimensions", flag, path, layout, in->ndim);
-    return 0;
-  }
-  return tool_check_finite(path, in->x, in->ndim, in->shape);
-}
-
 /* Class indices [B] (or [B][1]) as int64, or f32 targets [B][k]. */
-static int read_labels(const grad_args *a, grad_inputs *in)
+static int read_labels(const grad_args *a, grad_inputs *gi)
 {
-  m2pt_npy_array *l = &in->labels;
+  const tool_inputs *in = &gi->batch;
+  m2pt_npy_array *l = &gi->labels;
   const m2pt_status s = m2pt_npy_read_any(a->labels, l);
   if (s != M2PT_OK) {
     tool_error("--labels: %s: %s", m2pt_status_string(s), m2pt_last_error(NULL));
@@ -218,34 +186,26 @@ static int read_labels(const grad_args *a, grad_inputs *in)
   return 1;
 }
 
-static int read_inputs(const grad_args *a, grad_inputs *in)
+static int read_inputs(const grad_args *a, grad_inputs *gi)
 {
-  if (a->input) {
-    if (!read_f32("--input", a->input, 3, "[B][N][dim]", in))
+  tool_inputs *in = &gi->batch;
+  if (a->in.input) {
+    if (!tool_read_f32("--input", a->in.input, 3, 3, "[B][N][dim]", 0, NULL, in))
       return 0;
     in->rows = in->shape[0];
     in->cols = in->shape[1];
-  } else if (a->pixels) {
-    if (!read_f32("--pixels", a->pixels, 4, "[B][C][H][W]", in))
+  } else if (a->in.pixels) {
+    if (!tool_read_f32("--pixels", a->in.pixels, 4, 4, "[B][C][H][W]", 0, NULL, in))
       return 0;
     in->rows = in->shape[0];
-    if (a->mask && !tool_pixel_tokens(a->model, &in->cols))
+    if (a->in.mask && !tool_pixel_tokens(a->in.model, &in->cols))
       return 0;
-  } else {
-    if (!tool_read_ids("--input-ids", a->ids, &in->ids, &in->rows, &in->cols))
-      return 0;
-    size_t rows, cols;
-    if (a->types && !tool_read_ids("--token-type-ids", a->types, &in->types, &rows, &cols))
-      return 0;
-    if (a->types && (rows != in->rows || cols != in->cols)) {
-      tool_error("--token-type-ids: %s is [%zu][%zu], the ids [%zu][%zu]", a->types, rows, cols,
-                 in->rows, in->cols);
-      return 0;
-    }
-  }
-  if (a->mask && !tool_read_mask(a->mask, in->rows, in->cols, 0, &in->mask))
+  } else if (!tool_read_id_inputs(a->in.ids, a->in.types, in)) {
     return 0;
-  return read_labels(a, in);
+  }
+  if (a->in.mask && !tool_read_mask(a->in.mask, in->rows, in->cols, 0, &in->mask))
+    return 0;
+  return read_labels(a, gi);
 }
 
 /* The head --num-classes asks for: checked, or created. */
@@ -314,18 +274,19 @@ static int write_grads(m2pt_context *ctx, const m2pt_model_grads *g, float loss,
 
 /* The forward and backward on the device. */
 static int compute(m2pt_context *ctx, m2pt_model *model, const grad_args *a,
-                   const grad_inputs *in, m2pt_model_grads *g, float *loss)
+                   const grad_inputs *gi, m2pt_model_grads *g, float *loss)
 {
+  const tool_inputs *in = &gi->batch;
   const m2pt_host_matrix mask = {in->mask, M2PT_DTYPE_F32, in->rows, in->cols};
-  const m2pt_host_matrix *m = a->mask ? &mask : NULL;
-  const m2pt_npy_array *l = &in->labels;
+  const m2pt_host_matrix *m = a->in.mask ? &mask : NULL;
+  const m2pt_npy_array *l = &gi->labels;
   const m2pt_host_matrix labels = {l->data, l->dtype, l->shape[0],
                                    l->ndim == 2 ? l->shape[1] : 1};
   m2pt_status s;
-  if (a->ids) {
+  if (a->in.ids) {
     const m2pt_host_matrix ids = {in->ids, M2PT_DTYPE_I64, in->rows, in->cols};
     const m2pt_host_matrix types = {in->types, M2PT_DTYPE_I64, in->rows, in->cols};
-    s = m2pt_model_grad_ids(model, &ids, a->types ? &types : NULL, m, &labels, &a->train, g,
+    s = m2pt_model_grad_ids(model, &ids, a->in.types ? &types : NULL, m, &labels, &a->train, g,
                             loss);
   } else {
     m2pt_tensor *x = NULL;
@@ -333,7 +294,7 @@ static int compute(m2pt_context *ctx, m2pt_model *model, const grad_args *a,
     if (s == M2PT_OK)
       s = m2pt_tensor_write(x, in->x, m2pt_tensor_numel(x));
     if (s == M2PT_OK)
-      s = a->pixels ? m2pt_model_grad_pixels(model, x, m, &labels, &a->train, g, loss)
+      s = a->in.pixels ? m2pt_model_grad_pixels(model, x, m, &labels, &a->train, g, loss)
                     : m2pt_model_grad_hidden(model, x, m, &labels, &a->train, g, loss);
     m2pt_tensor_destroy(x);
   }
@@ -361,14 +322,7 @@ int main(int argc, char **argv)
   m2pt_model_grads *g = NULL;
   m2pt_status s;
   float loss = 0.0f;
-  tool_step(NULL);
-  int rc = tool_context(a.o.device, &ctx);
-  tool_step("opening the device");
-  if (!rc && (s = m2pt_model_load(ctx, a.model, &a.o.model, &model)) != M2PT_OK)
-    rc = tool_fail(ctx, s, "loading the model");
-  tool_step("loading");
-  if (!rc && a.aux)
-    rc = tool_add_pathways(ctx, model, a.aux, &a.o);
+  int rc = tool_open_model(&a.in, &a.o, &ctx, &model);
   if (!rc)
     rc = prepare_head(ctx, model, &a);
   if (!rc && (s = m2pt_model_grads_create(model, a.freeze_flags, &g)) != M2PT_OK)
@@ -376,6 +330,10 @@ int main(int argc, char **argv)
   if (!rc)
     rc = compute(ctx, model, &a, &in, g, &loss);
   tool_step("forward and backward");
+  m2pt_stats stats;
+  if (!rc && tool_verbose && m2pt_context_stats(ctx, &stats) == M2PT_OK)
+    fprintf(stderr, "%s: device memory: peak %.1f MiB\n", tool_name,
+            (double)stats.device_bytes_peak / (1024.0 * 1024.0));
   if (!rc)
     rc = write_grads(ctx, g, loss, a.out);
   tool_step("writing");

@@ -51,7 +51,8 @@ static void usage(FILE *f)
 }
 
 typedef struct run_args {
-  const char *model, *aux, *input, *ids, *types, *pixels, *mask, *output;
+  tool_input_args in;
+  const char *output;
   size_t repeat;
   int merge, allow_nonfinite, has_pool;
   m2pt_forward_options fwd;
@@ -95,13 +96,7 @@ static int parse(int argc, char **argv, run_args *a)
       usage(stdout);
       exit(0);
     } else if (tool_option(argc, argv, &i, &a->o, &bad) ||
-               tool_arg(argc, argv, &i, "--model", &a->model, &bad) ||
-               tool_arg(argc, argv, &i, "--aux", &a->aux, &bad) ||
-               tool_arg(argc, argv, &i, "--input", &a->input, &bad) ||
-               tool_arg(argc, argv, &i, "--input-ids", &a->ids, &bad) ||
-               tool_arg(argc, argv, &i, "--token-type-ids", &a->types, &bad) ||
-               tool_arg(argc, argv, &i, "--pixels", &a->pixels, &bad) ||
-               tool_arg(argc, argv, &i, "--attention-mask", &a->mask, &bad) ||
+               tool_input_arg(argc, argv, &i, &a->in, &bad) ||
                tool_arg(argc, argv, &i, "--output", &a->output, &bad)) {
     } else if (tool_arg(argc, argv, &i, "--repeat", &v, &bad)) {
       bad = bad || !tool_parse_size("--repeat", v, &a->repeat);
@@ -122,19 +117,11 @@ static int parse(int argc, char **argv, run_args *a)
   }
   if (bad)
     return 0;
-  const char *why = NULL;
   const m2pt_output_kind kind = a->fwd.output;
-  if (!a->model || !a->output)
-    why = "--model and --output are required";
-  else if (!!a->input + !!a->ids + !!a->pixels != 1)
-    why = "give exactly one of --input, --input-ids and --pixels";
-  else if (!a->o.model.heads)
-    why = "--heads is required to run the model";
-  else if (!a->aux && (a->o.layer_list || a->o.has_scale || a->o.aux_bias))
-    why = "--layers, --scale and --aux-bias need --aux";
-  else if (a->types && !a->ids)
-    why = "--token-type-ids goes with --input-ids";
-  else if (a->input && (kind == M2PT_OUTPUT_POOLED || kind == M2PT_OUTPUT_LOGITS))
+  const char *why = a->output ? tool_input_check(&a->in, &a->o) : "--output is required";
+  if (why)
+    ; /* reported below */
+  else if (a->in.input && (kind == M2PT_OUTPUT_POOLED || kind == M2PT_OUTPUT_LOGITS))
     why = "--output-kind pooled and logits need --input-ids or --pixels (the model's embeddings)";
   else if (a->fwd.normalize && kind != M2PT_OUTPUT_POOLED && kind != M2PT_OUTPUT_MEAN)
     why = "--normalize goes with --output-kind pooled or mean";
@@ -160,71 +147,29 @@ static int compare_double(const void *a, const void *b)
   return (x > y) - (x < y);
 }
 
-/* The inputs as read. The mask covers `rows` sequences of `cols` tokens. */
-typedef struct run_inputs {
-  float *x; /* --input or --pixels */
-  size_t ndim, shape[M2PT_IO_MAX_DIMS];
-  int64_t *ids, *types;
-  float *mask;
-  size_t rows, cols;
-} run_inputs;
+#define NONFINITE_HINT "--allow-nonfinite runs it anyway"
 
-static void inputs_free(run_inputs *in)
+static int read_inputs(const run_args *a, tool_inputs *in)
 {
-  m2pt_free(in->x);
-  m2pt_free(in->ids);
-  m2pt_free(in->types);
-  free(in->mask);
-}
-
-/* An f32 input of `ndim_lo` to `ndim_hi` dimensions, finite unless allowed. */
-static int read_f32(const char *flag, const run_args *a, const char *path, size_t ndim_lo,
-                    size_t ndim_hi, const char *layout, run_inputs *in)
-{
-  const m2pt_status s = m2pt_npy_read(path, &in->x, &in->ndim, in->shape);
-  if (s != M2PT_OK) {
-    tool_error("%s: %s: %s", flag, m2pt_status_string(s), m2pt_last_error(NULL));
-    return 0;
-  }
-  if (in->ndim < ndim_lo || in->ndim > ndim_hi) {
-    tool_error("%s: %s must be %s, it has %zu dimensions", flag, path, layout, in->ndim);
-    return 0;
-  }
-  /* One NaN turns the whole sequence into NaN, silently: refuse it here,
-   * since the library does not scan its inputs. */
-  if (!a->allow_nonfinite && !tool_check_finite(path, in->x, in->ndim, in->shape)) {
-    tool_error("refusing the input; --allow-nonfinite runs it anyway");
-    return 0;
-  }
-  return 1;
-}
-
-static int read_inputs(const run_args *a, run_inputs *in)
-{
-  if (a->input) {
-    if (!read_f32("--input", a, a->input, 2, 3, "[B][N][dim] or [N][dim]", in))
+  if (a->in.input) {
+    if (!tool_read_f32("--input", a->in.input, 2, 3, "[B][N][dim] or [N][dim]",
+                       a->allow_nonfinite, NONFINITE_HINT, in))
       return 0;
     in->rows = in->ndim == 3 ? in->shape[0] : 1;
     in->cols = in->shape[in->ndim - 2];
-  } else if (a->pixels) {
-    if (!read_f32("--pixels", a, a->pixels, 4, 4, "[B][3][H][W]", in))
+  } else if (a->in.pixels) {
+    if (!tool_read_f32("--pixels", a->in.pixels, 4, 4, "[B][3][H][W]", a->allow_nonfinite,
+                       NONFINITE_HINT, in))
       return 0;
     in->rows = in->shape[0];
-    if ((a->mask || a->fwd.output == M2PT_OUTPUT_HIDDEN) && !tool_pixel_tokens(a->model, &in->cols))
+    if ((a->in.mask || a->fwd.output == M2PT_OUTPUT_HIDDEN) && !tool_pixel_tokens(a->in.model, &in->cols))
       return 0;
   } else {
-    if (!tool_read_ids("--input-ids", a->ids, &in->ids, &in->rows, &in->cols))
+    if (!tool_read_id_inputs(a->in.ids, a->in.types, in))
       return 0;
-    size_t rows, cols;
-    if (a->types && !tool_read_ids("--token-type-ids", a->types, &in->types, &rows, &cols))
-      return 0;
-    if (a->types && (rows != in->rows || cols != in->cols)) {
-      tool_error("--token-type-ids: %s is [%zu][%zu], the ids [%zu][%zu]", a->types, rows, cols,
-                 in->rows, in->cols);
-      return 0;
-    }
   }
-  return !a->mask || tool_read_mask(a->mask, in->rows, in->cols, a->input && in->ndim == 2, &in->mask);
+  return !a->in.mask ||
+         tool_read_mask(a->in.mask, in->rows, in->cols, a->in.input && in->ndim == 2, &in->mask);
 }
 
 /* The device tensors of one run. */
@@ -236,11 +181,11 @@ typedef struct run_tensors {
 static m2pt_status forward(m2pt_context *ctx, m2pt_model *model, const run_args *a,
                            const run_tensors *t)
 {
-  const m2pt_host_matrix *mask = a->mask ? &t->hmask : NULL;
-  if (a->ids)
-    return m2pt_model_forward_ids(model, &t->ids, a->types ? &t->types : NULL, mask, &a->fwd,
+  const m2pt_host_matrix *mask = a->in.mask ? &t->hmask : NULL;
+  if (a->in.ids)
+    return m2pt_model_forward_ids(model, &t->ids, a->in.types ? &t->types : NULL, mask, &a->fwd,
                                   t->y);
-  if (a->pixels)
+  if (a->in.pixels)
     return m2pt_model_forward_pixels(model, t->x, mask, &a->fwd, t->y);
   if (a->fwd.output == M2PT_OUTPUT_HIDDEN)
     return m2pt_model_forward(model, t->x, t->mask, t->y);
@@ -253,10 +198,10 @@ static m2pt_status forward(m2pt_context *ctx, m2pt_model *model, const run_args 
 
 /* The output's shape: the input's for hidden states (one sequence [N][dim]
  * runs as [1][N][dim]), else the model's. */
-static m2pt_status output_shape(const m2pt_model *model, const run_args *a, const run_inputs *in,
+static m2pt_status output_shape(const m2pt_model *model, const run_args *a, const tool_inputs *in,
                                 size_t *ndim, size_t *shape)
 {
-  if (a->input && a->fwd.output == M2PT_OUTPUT_HIDDEN) {
+  if (a->in.input && a->fwd.output == M2PT_OUTPUT_HIDDEN) {
     *ndim = 3;
     shape[0] = in->rows;
     shape[1] = in->cols;
@@ -267,7 +212,7 @@ static m2pt_status output_shape(const m2pt_model *model, const run_args *a, cons
 }
 
 /* Runs the model `repeat` times; reports the median when repeating. */
-static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const run_inputs *in,
+static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const tool_inputs *in,
                float **output, size_t *ondim, size_t *oshape)
 {
   run_tensors t;
@@ -281,15 +226,15 @@ static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const ru
     doing = "preparing the output";
   const size_t xshape[3] = {in->rows, in->cols, in->ndim == 3 ? in->shape[2] : in->shape[1]};
   if (s == M2PT_OK && in->x)
-    s = m2pt_tensor_create(ctx, a->input ? 3 : in->ndim, a->input ? xshape : in->shape, &t.x);
+    s = m2pt_tensor_create(ctx, a->in.input ? 3 : in->ndim, a->in.input ? xshape : in->shape, &t.x);
   if (s == M2PT_OK && in->x)
     s = m2pt_tensor_write(t.x, in->x, m2pt_tensor_numel(t.x));
-  if (s == M2PT_OK && a->input && a->mask) {
+  if (s == M2PT_OK && a->in.input && a->in.mask) {
     s = m2pt_tensor_create(ctx, 2, xshape, &t.mask);
     if (s == M2PT_OK)
       s = m2pt_tensor_write(t.mask, in->mask, in->rows * in->cols);
   }
-  if (s == M2PT_OK && a->input && a->fwd.output != M2PT_OUTPUT_HIDDEN)
+  if (s == M2PT_OK && a->in.input && a->fwd.output != M2PT_OUTPUT_HIDDEN)
     s = m2pt_tensor_create(ctx, 3, xshape, &t.hidden);
   if (s == M2PT_OK)
     s = m2pt_tensor_create(ctx, *ondim, oshape, &t.y);
@@ -344,10 +289,10 @@ int main(int argc, char **argv)
   if (!parse(argc, argv, &a))
     return TOOL_EXIT_USAGE;
 
-  run_inputs in;
+  tool_inputs in;
   memset(&in, 0, sizeof in);
   if (!read_inputs(&a, &in)) {
-    inputs_free(&in);
+    tool_inputs_free(&in);
     return TOOL_EXIT_FAILURE;
   }
   m2pt_context *ctx = NULL;
@@ -355,19 +300,12 @@ int main(int argc, char **argv)
   float *output = NULL;
   size_t ondim = 0, oshape[3];
   m2pt_status s;
-  tool_step(NULL);
-  int rc = tool_context(a.o.device, &ctx);
-  tool_step("opening the device");
-  if (!rc && (s = m2pt_model_load(ctx, a.model, &a.o.model, &model)) != M2PT_OK)
-    rc = tool_fail(ctx, s, "loading the model");
-  tool_step("loading");
-  if (!rc && a.aux)
-    rc = tool_add_pathways(ctx, model, a.aux, &a.o);
+  int rc = tool_open_model(&a.in, &a.o, &ctx, &model);
   if (!rc && a.merge && (s = m2pt_model_merge(model)) != M2PT_OK)
     rc = tool_fail(ctx, s, "merging");
   if (!rc)
     rc = run(ctx, model, &a, &in, &output, &ondim, oshape);
-  if (!rc && a.input && ondim == 3 && in.ndim == 2) { /* one sequence in, one out */
+  if (!rc && a.in.input && ondim == 3 && in.ndim == 2) { /* one sequence in, one out */
     ondim = 2;
     oshape[0] = oshape[1];
     oshape[1] = oshape[2];
@@ -376,7 +314,7 @@ int main(int argc, char **argv)
   if (!rc && (s = m2pt_npy_write(a.output, output, ondim, oshape)) != M2PT_OK)
     rc = tool_fail(NULL, s, "writing the output");
   free(output);
-  inputs_free(&in);
+  tool_inputs_free(&in);
   m2pt_model_destroy(model);
   m2pt_context_destroy(ctx);
   return rc;

@@ -362,3 +362,90 @@ int tool_read_mask(const char *path, size_t rows, size_t cols, int one_row_ok, f
   m2pt_free(m.data);
   return ok;
 }
+
+void tool_inputs_free(tool_inputs *in)
+{
+  m2pt_free(in->x);
+  m2pt_free(in->ids);
+  m2pt_free(in->types);
+  free(in->mask);
+}
+
+int tool_read_f32(const char *flag, const char *path, size_t ndim_lo, size_t ndim_hi,
+                  const char *layout, int allow_nonfinite, const char *hint, tool_inputs *in)
+{
+  const m2pt_status s = m2pt_npy_read(path, &in->x, &in->ndim, in->shape);
+  if (s != M2PT_OK) {
+    tool_error("%s: %s: %s", flag, m2pt_status_string(s), m2pt_last_error(NULL));
+    return 0;
+  }
+  if (in->ndim < ndim_lo || in->ndim > ndim_hi) {
+    tool_error("%s: %s must be %s, it has %zu dimensions", flag, path, layout, in->ndim);
+    return 0;
+  }
+  /* One NaN turns the whole sequence into NaN, silently: refuse it here,
+   * since the library does not scan its inputs. */
+  if (!allow_nonfinite && !tool_check_finite(path, in->x, in->ndim, in->shape)) {
+    tool_error("refusing the input%s%s", hint ? "; " : "", hint ? hint : "");
+    return 0;
+  }
+  return 1;
+}
+
+int tool_read_id_inputs(const char *ids, const char *types, tool_inputs *in)
+{
+  if (!tool_read_ids("--input-ids", ids, &in->ids, &in->rows, &in->cols))
+    return 0;
+  size_t rows, cols;
+  if (types && !tool_read_ids("--token-type-ids", types, &in->types, &rows, &cols))
+    return 0;
+  if (types && (rows != in->rows || cols != in->cols)) {
+    tool_error("--token-type-ids: %s is [%zu][%zu], the ids [%zu][%zu]", types, rows, cols,
+               in->rows, in->cols);
+    return 0;
+  }
+  return 1;
+}
+
+int tool_input_arg(int argc, char **argv, int *i, tool_input_args *in, int *bad)
+{
+  return tool_arg(argc, argv, i, "--model", &in->model, bad) ||
+         tool_arg(argc, argv, i, "--aux", &in->aux, bad) ||
+         tool_arg(argc, argv, i, "--input", &in->input, bad) ||
+         tool_arg(argc, argv, i, "--input-ids", &in->ids, bad) ||
+         tool_arg(argc, argv, i, "--token-type-ids", &in->types, bad) ||
+         tool_arg(argc, argv, i, "--pixels", &in->pixels, bad) ||
+         tool_arg(argc, argv, i, "--attention-mask", &in->mask, bad);
+}
+
+const char *tool_input_check(const tool_input_args *in, const tool_options *o)
+{
+  if (!in->model)
+    return "--model is required";
+  if (!!in->input + !!in->ids + !!in->pixels != 1)
+    return "give exactly one of --input, --input-ids and --pixels";
+  if (!o->model.heads)
+    return "--heads is required to run the model";
+  if (!in->aux && (o->layer_list || o->has_scale || o->aux_bias))
+    return "--layers, --scale and --aux-bias need --aux";
+  if (in->types && !in->ids)
+    return "--token-type-ids goes with --input-ids";
+  return NULL;
+}
+
+int tool_open_model(const tool_input_args *in, const tool_options *o, m2pt_context **ctx,
+                    m2pt_model **model)
+{
+  *ctx = NULL;
+  *model = NULL;
+  tool_step(NULL);
+  int rc = tool_context(o->device, ctx);
+  tool_step("opening the device");
+  m2pt_status s;
+  if (!rc && (s = m2pt_model_load(*ctx, in->model, &o->model, model)) != M2PT_OK)
+    rc = tool_fail(*ctx, s, "loading the model");
+  tool_step("loading");
+  if (!rc && in->aux)
+    rc = tool_add_pathways(*ctx, *model, in->aux, o);
+  return rc;
+}

@@ -104,4 +104,49 @@ int tool_pixel_tokens(const char *path, size_t *tokens);
  * one_row_ok); reports failures and returns 0. */
 int tool_read_mask(const char *path, size_t rows, size_t cols, int one_row_ok, float **mask);
 
+/* A batch as read from .npy files: f32 hidden states or pixels, or token
+ * ids and types widened to int64, and a mask of `rows` sequences of `cols`
+ * tokens as floats. */
+typedef struct tool_inputs {
+  float *x;
+  size_t ndim, shape[M2PT_IO_MAX_DIMS];
+  int64_t *ids, *types;
+  float *mask;
+  size_t rows, cols;
+} tool_inputs;
+
+void tool_inputs_free(tool_inputs *in);
+
+/* Reads an f32 input of ndim_lo to ndim_hi dimensions (`layout` names them
+ * in the message) into in->x, refusing NaN and ±Inf unless allow_nonfinite
+ * (the refusal adds `hint` when not NULL); reports failures naming `flag`
+ * and returns 0. */
+int tool_read_f32(const char *flag, const char *path, size_t ndim_lo, size_t ndim_hi,
+                  const char *layout, int allow_nonfinite, const char *hint, tool_inputs *in);
+
+/* Reads --input-ids `ids` and, when not NULL, --token-type-ids `types` (of
+ * the ids' shape) into in; reports failures and returns 0. */
+int tool_read_id_inputs(const char *ids, const char *types, tool_inputs *in);
+
+/* The model and input flags m2pt-run and m2pt-grad share: --model,
+ * --aux, --input, --input-ids, --token-type-ids, --pixels, --attention-mask. */
+typedef struct tool_input_args {
+  const char *model, *aux, *input, *ids, *types, *pixels, *mask;
+} tool_input_args;
+
+/* As tool_option, for those flags. */
+int tool_input_arg(int argc, char **argv, int *i, tool_input_args *in, int *bad);
+
+/* What is wrong with the flags given together (--model, exactly one input,
+ * --heads, the pathway's options only with --aux, types only with ids), or
+ * NULL. */
+const char *tool_input_check(const tool_input_args *in, const tool_options *o);
+
+/* Opens the device (--device), loads --model with the model options and
+ * gives it --aux's pathways, timing each step (tool_step); reports
+ * failures and returns their exit status, 0 when all went well. *ctx and
+ * *model are the caller's to destroy either way (NULL when not made). */
+int tool_open_model(const tool_input_args *in, const tool_options *o, m2pt_context **ctx,
+                    m2pt_model **model);
+
 #endif

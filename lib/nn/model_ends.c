@@ -358,7 +358,8 @@ m2pt_status m2pt_model_create_head(m2pt_model *m, size_t classes, uint64_t seed)
   char *name = malloc(strlen(m->root) + strlen(rel) + 1);
   float *w = malloc(n * sizeof *w);
   m2pt_linear *lin = NULL;
-  m2pt_status s = name && w ? M2PT_OK : m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
+  m2pt_status s = name && w ? M2PT_OK
+                            : m2pt_fail(m->ctx, M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
   if (s == M2PT_OK) {
     sprintf(name, "%s%s", timm ? m->root : "", rel);
     m2pt_trunc_normal(seed, 0.02f, w, n);

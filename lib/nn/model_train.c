@@ -2,6 +2,7 @@
  * ids, pixels or hidden states to a loss, and its backward into a
  * m2pt_model_grads. The model keeps the activations between the two. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -155,12 +156,20 @@ typedef struct train_call {
 /* m2pt_train_options as first released (core/options.h). */
 #define TRAIN_OPTIONS_SIZE_0_2 sizeof(m2pt_train_options)
 
-static m2pt_status check_common(train_call *c, m2pt_model *m, const m2pt_host_matrix *labels,
+/* input: the address of the pixels or hidden states tensor (which may be
+ * NULL, refused then), or NULL for ids. */
+static m2pt_status check_common(train_call *c, m2pt_model *m, const m2pt_tensor *const *input,
+                                const m2pt_host_matrix *labels,
                                 const m2pt_train_options *options, m2pt_model_grads *g,
                                 float *loss)
 {
-  m2pt_context *ctx = m->ctx;
   const char *fn = c->fn;
+  M2PT_REQUIRE(NULL, m != NULL, "%s: model is NULL", fn);
+  m2pt_context *ctx = m->ctx;
+  char what[96];
+  snprintf(what, sizeof what, "%s: the input", fn);
+  if (input)
+    M2PT_TRY(m2pt_check_tensor(ctx, *input, what));
   c->m = m;
   c->g = g;
   c->labels = labels;
@@ -518,10 +527,9 @@ m2pt_status m2pt_model_grad_ids(m2pt_model *m, const m2pt_host_matrix *ids,
                                 float *loss)
 {
   train_call c = {.fn = "m2pt_model_grad_ids"};
-  M2PT_REQUIRE(NULL, m != NULL, "%s: model is NULL", c.fn);
+  M2PT_TRY(check_common(&c, m, NULL, labels, options, g, loss));
   m2pt_context *ctx = m->ctx;
   M2PT_REQUIRE(ctx, ids != NULL, "%s: ids is NULL", c.fn);
-  M2PT_TRY(check_common(&c, m, labels, options, g, loss));
   if (!m->word)
     return m2pt_fail(ctx, M2PT_ERR_INVALID_STATE, "%s: %s has no word embeddings", c.fn,
                      m->path);
@@ -538,23 +546,11 @@ m2pt_status m2pt_model_grad_ids(m2pt_model *m, const m2pt_host_matrix *ids,
     return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: token types are [%zu][%zu], ids [%zu][%zu]", c.fn,
                      token_types->rows, token_types->cols, c.b, c.n);
   /* The ids checked on the host before anything runs. */
-  const size_t rows = c.b * c.n, nids = m->token_type ? 2 * rows : rows;
-  int32_t *host = calloc(nids, sizeof *host);
-  if (!host)
-    return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "%s: out of host memory", c.fn);
-  m2pt_status s = m2pt_host_ids_check(ctx, ids, m->word->shape[0], c.fn, "ids",
-                                      "the vocabulary size", host);
-  if (s == M2PT_OK && token_types)
-    s = m2pt_host_ids_check(ctx, token_types, m->token_type->shape[0], c.fn, "token_types",
-                            "the number of token types", host + rows);
-  if (s == M2PT_OK)
-    s = begin(&c, mask);
+  M2PT_TRY(begin(&c, mask));
+  const size_t rows = c.b * c.n;
   cl_mem idbuf = NULL;
-  if (s == M2PT_OK)
-    s = m2pt_workspace_upload(ctx, M2PT_WS_IDS, host, nids * sizeof *host,
-                              "m2pt_model_grad_ids: uploading the ids", &idbuf);
-  free(host);
-  M2PT_TRY(s);
+  M2PT_TRY(m2pt_host_ids_upload(ctx, ids, token_types, m->word->shape[0],
+                                m->token_type ? m->token_type->shape[0] : 0, c.fn, &idbuf));
   struct m2pt_model_train *t = m->train;
   const size_t dim = m->cfg.dim;
   M2PT_TRY(m2pt_op_bert_gather(ctx, idbuf, m->word->buffer, m->position->buffer,
@@ -578,10 +574,8 @@ m2pt_status m2pt_model_grad_pixels(m2pt_model *m, const m2pt_tensor *pixels,
                                    float *loss)
 {
   train_call c = {.fn = "m2pt_model_grad_pixels"};
-  M2PT_REQUIRE(NULL, m != NULL, "%s: model is NULL", c.fn);
+  M2PT_TRY(check_common(&c, m, &pixels, labels, options, g, loss));
   m2pt_context *ctx = m->ctx;
-  M2PT_TRY(m2pt_check_tensor(ctx, pixels, "m2pt_model_grad_pixels: pixels"));
-  M2PT_TRY(check_common(&c, m, labels, options, g, loss));
   if (!m->patch_w)
     return m2pt_fail(ctx, M2PT_ERR_INVALID_STATE, "%s: %s has no patch embedding", c.fn,
                      m->path);
@@ -616,10 +610,8 @@ m2pt_status m2pt_model_grad_hidden(m2pt_model *m, const m2pt_tensor *x,
                                    float *loss)
 {
   train_call c = {.fn = "m2pt_model_grad_hidden"};
-  M2PT_REQUIRE(NULL, m != NULL, "%s: model is NULL", c.fn);
+  M2PT_TRY(check_common(&c, m, &x, labels, options, g, loss));
   m2pt_context *ctx = m->ctx;
-  M2PT_TRY(m2pt_check_tensor(ctx, x, "m2pt_model_grad_hidden: x"));
-  M2PT_TRY(check_common(&c, m, labels, options, g, loss));
   char sx[96];
   if (x->ndim != 3 || x->shape[2] != m->cfg.dim)
     return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: x %s must be [B][N][%zu]", c.fn,

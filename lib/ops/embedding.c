@@ -285,6 +285,25 @@ static m2pt_status check_dims(const m2pt_context *ctx, const m2pt_tensor *t, siz
                    m2pt_shape_string(t, got, sizeof got), want);
 }
 
+m2pt_status m2pt_host_ids_upload(m2pt_context *ctx, const m2pt_host_matrix *ids,
+                                 const m2pt_host_matrix *types, size_t vocab, size_t ntypes,
+                                 const char *fn, cl_mem *buf)
+{
+  const size_t rows = ids->rows * ids->cols, nids = ntypes ? 2 * rows : rows;
+  int32_t *host = calloc(nids, sizeof *host);
+  if (!host)
+    return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
+  m2pt_status s = m2pt_host_ids_check(ctx, ids, vocab, fn, "ids", "the vocabulary size", host);
+  if (s == M2PT_OK && types)
+    s = m2pt_host_ids_check(ctx, types, ntypes, fn, "token_types", "the number of token types",
+                            host + rows);
+  if (s == M2PT_OK)
+    s = m2pt_workspace_upload(ctx, M2PT_WS_IDS, host, nids * sizeof *host,
+                              "uploading the token ids", buf);
+  free(host);
+  return s;
+}
+
 m2pt_status m2pt_bert_embeddings(m2pt_context *ctx, const m2pt_host_matrix *ids,
                                  const m2pt_host_matrix *types, const m2pt_tensor *word,
                                  const m2pt_tensor *position, const m2pt_tensor *token_type,
@@ -328,21 +347,9 @@ m2pt_status m2pt_bert_embeddings(m2pt_context *ctx, const m2pt_host_matrix *ids,
   if (ln_bias)
     M2PT_TRY(m2pt_check_vector(ctx, ln_bias, dim, fn, "ln_bias"));
 
-  const size_t nids = token_type ? 2 * rows : rows;
-  int32_t *host = calloc(nids, sizeof *host);
-  if (!host)
-    return m2pt_fail(ctx, M2PT_ERR_OUT_OF_MEMORY, "%s: out of host memory", fn);
-  m2pt_status s =
-      m2pt_host_ids_check(ctx, ids, word->shape[0], fn, "ids", "the vocabulary size", host);
-  if (s == M2PT_OK && types)
-    s = m2pt_host_ids_check(ctx, types, token_type->shape[0], fn, "token_types",
-                            "the number of token types", host + rows);
   cl_mem buf = NULL;
-  if (s == M2PT_OK)
-    s = m2pt_workspace_upload(ctx, M2PT_WS_IDS, host, nids * sizeof *host,
-                              "m2pt_bert_embeddings: uploading the ids", &buf);
-  free(host);
-  M2PT_TRY(s);
+  M2PT_TRY(m2pt_host_ids_upload(ctx, ids, types, word->shape[0],
+                                token_type ? token_type->shape[0] : 0, fn, &buf));
   M2PT_TRY(m2pt_op_bert_gather(ctx, buf, word->buffer, position->buffer,
                                token_type ? token_type->buffer : NULL, rows, n, dim, y->buffer));
   return m2pt_op_layer_norm(ctx, y->buffer, ln_weight->buffer, ln_bias ? ln_bias->buffer : NULL,

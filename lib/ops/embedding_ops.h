@@ -17,6 +17,14 @@ m2pt_status m2pt_host_ids_check(const m2pt_context *ctx, const m2pt_host_matrix 
                                 size_t limit, const char *fn, const char *what,
                                 const char *table, int32_t *dst);
 
+/* Checks ids (against vocab) and types (NULL: none; against ntypes) as
+ * m2pt_host_ids_check does and uploads them as int32 into the workspace's
+ * ids slot: ids, then, when ntypes > 0, the types (zeros when types is
+ * NULL), the layout m2pt_op_bert_gather reads. */
+m2pt_status m2pt_host_ids_upload(m2pt_context *ctx, const m2pt_host_matrix *ids,
+                                 const m2pt_host_matrix *types, size_t vocab, size_t ntypes,
+                                 const char *fn, cl_mem *buf);
+
 /* Checks a host mask ([rows][cols] of I32, I64 or F32, exactly 0 or 1) and
  * converts it to floats into dst. Errors: M2PT_ERR_INVALID_ARGUMENT (NULL
  * data, dtype, a value other than 0 or 1, naming it and its [b][n]),
