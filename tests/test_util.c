@@ -46,32 +46,19 @@ int test_teardown_context(void **state)
   return 0;
 }
 
-static char tmp_dir[64];
-
+/* The scratch directory is test_tmp_dir_make's (below). */
 int test_setup_tmpdir_context(void **state)
 {
-  strcpy(tmp_dir, "/tmp/m2pt-test-XXXXXX");
-  if (!mkdtemp(tmp_dir))
+  if (test_tmp_dir_make("m2pt-test") != 0)
     return -1;
   return test_setup_context(state);
 }
 
 int test_teardown_tmpdir_context(void **state)
 {
-  char cmd[128];
-  snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
-  if (system(cmd) != 0)
+  if (test_tmp_dir_remove() != 0)
     return -1;
   return test_teardown_context(state);
-}
-
-const char *test_tmp_path(const char *name)
-{
-  static char path[4][256];
-  static int next;
-  char *p = path[next++ % 4];
-  snprintf(p, 256, "%s/%s", tmp_dir, name);
-  return p;
 }
 
 int test_small(void)

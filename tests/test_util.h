@@ -62,13 +62,12 @@ int test_run_matrix_n(const char *suite, unsigned axes, const struct CMUnitTest 
   test_run_matrix_n((suite), (axes), (tests), sizeof(tests) / sizeof((tests)[0]), (setup), \
                     (teardown))
 
-/* A group's scratch directory: test_setup_tmpdir_context makes one under
- * /tmp (and the context, as test_setup_context), test_teardown_tmpdir_context
- * removes it with everything in it; test_tmp_path names a file in it (one of
- * four rotating buffers, valid until the fourth call after). */
+/* A group's scratch directory: test_setup_tmpdir_context makes one
+ * (test_tmp_dir_make, below) and the context, as test_setup_context;
+ * test_teardown_tmpdir_context removes it with everything in it;
+ * test_tmp_path names a file in it. */
 int test_setup_tmpdir_context(void **state);
 int test_teardown_tmpdir_context(void **state);
-const char *test_tmp_path(const char *name);
 
 /* 1 when the suite runs under the oclgrind setup, where only tiny shapes fit. */
 int test_small(void);
@@ -134,7 +133,8 @@ int test_tmp_dir_remove(void);
 /* The directory's path (static). */
 const char *test_tmp_dir(void);
 
-/* A path in it (static buffer, one of four in turn). */
+/* A path in it (static buffer, one of four in turn: valid until the fourth
+ * call after). */
 const char *test_tmp_path(const char *name);
 
 /* Writes `size` bytes to path, or fails the test. */
