@@ -89,7 +89,7 @@ def t(name):
 
 
 # --help, usage errors (2), failures (1) with the tool's name on stderr.
-for name in ("m2pt-run", "m2pt-merge", "m2pt-reparam", "m2pt-grad"):
+for name in ("m2pt-run", "m2pt-merge", "m2pt-reparam", "m2pt-grad", "m2pt-train"):
     rc, out, _ = tool(name, "--help")
     check(rc == 0 and out.startswith("usage: " + name), name + " --help")
     rc, _, err = tool(name)

@@ -132,7 +132,8 @@ int test_tmp_dir_remove(void);
 /* The directory's path (static). */
 const char *test_tmp_dir(void);
 
-/* A path in it (static buffer, one of four in turn). */
+/* A path in it (static buffer, one of four in turn: valid until the fourth
+ * call after). */
 const char *test_tmp_path(const char *name);
 
 /* Writes `size` bytes to path, or fails the test. */

@@ -19,9 +19,12 @@
 #include "embedding.h"
 #include "model.h"
 #include "model_grad.h"
+#include "model_params.h"
 #include "loss.h"
 #include "dropout.h"
 #include "optim.h"
+#include "dataset.h"
+#include "trainer.h"
 
 #ifdef __cplusplus
 extern "C" {

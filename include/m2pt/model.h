@@ -275,6 +275,17 @@ M2PT_API m2pt_status m2pt_model_forward_pixels(m2pt_model *model, const m2pt_ten
                                                const m2pt_forward_options *options,
                                                m2pt_tensor *y);
 
+/* From hidden states x [B][N][dim] (the block stack's input, as
+ * m2pt_model_forward and m2pt_model_grad_hidden take it): the blocks, then
+ * the output options ask for, as m2pt_model_forward_ids does after its
+ * embeddings (MEAN pooling skips the first token when the checkpoint has a
+ * class token). mask as there. Errors as m2pt_model_forward_ids;
+ * M2PT_ERR_SHAPE for x that is not [B][N][dim]. */
+M2PT_API m2pt_status m2pt_model_forward_hidden(m2pt_model *model, const m2pt_tensor *x,
+                                               const m2pt_host_matrix *mask,
+                                               const m2pt_forward_options *options,
+                                               m2pt_tensor *y);
+
 #ifdef __cplusplus
 }
 #endif

@@ -867,3 +867,17 @@ m2pt_status m2pt_block_backward_saved(m2pt_block *b, const m2pt_tensor *x,
                      fn, saved->rows, x->shape[0] * x->shape[1]);
   return backward_saved(b, x, mask, dy, saved, g, accumulate, dx);
 }
+
+cl_mem m2pt_block_norm_buffer(const m2pt_block *b, size_t index)
+{
+  /* checkpoint_naming.h's order: norm1 weight, bias, norm2 weight, bias */
+  const cl_mem bufs[4] = {b->norm1_w, b->norm1_b, b->norm2_w, b->norm2_b};
+  return index < 4 ? bufs[index] : NULL;
+}
+
+void m2pt_block_params_changed(m2pt_block *b)
+{
+  b->saved_serial = 0;
+  for (size_t i = 0; i < M2PT_BLOCK_LINEARS; ++i)
+    m2pt_linear_params_changed(m2pt_block_linear(b, i));
+}

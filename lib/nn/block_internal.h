@@ -16,6 +16,14 @@ extern const char *const m2pt_block_linear_names[M2PT_BLOCK_LINEARS]; /* "attn.q
 /* Linear `index` (M2PT_BLOCK_QKV …) of the block. */
 m2pt_linear *m2pt_block_linear(const m2pt_block *block, size_t index);
 
+/* The device buffer of LayerNorm parameter `index` (M2PT_NORM1_WEIGHT …,
+ * checkpoint_naming.h), NULL when out of range or absent. */
+cl_mem m2pt_block_norm_buffer(const m2pt_block *block, size_t index);
+
+/* After parameters were updated in place: every linear's W + λ·W_aux is
+ * re-formed and what a training forward saved is no longer used. */
+void m2pt_block_params_changed(m2pt_block *block);
+
 /* The step of a merge that can fail: forming every linear's merged weight
  * (W + λ·W_aux, kept until the weights change). After it m2pt_block_merge
  * only swaps buffers, so a caller that prepares everything it will merge

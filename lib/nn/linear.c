@@ -480,3 +480,22 @@ m2pt_context *m2pt_linear_context(const m2pt_linear *l)
 {
   return l ? l->ctx : NULL;
 }
+
+cl_mem m2pt_linear_param_buffer(const m2pt_linear *l, int field)
+{
+  switch (field) {
+  case 0:
+    return l->w;
+  case 1:
+    return l->b;
+  case 2:
+    return l->w_aux;
+  default:
+    return l->b_aux;
+  }
+}
+
+void m2pt_linear_params_changed(m2pt_linear *l)
+{
+  l->eff_stale = 1;
+}

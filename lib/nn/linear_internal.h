@@ -34,4 +34,13 @@ unsigned m2pt_linear_flags(const m2pt_linear *layer);
 m2pt_status m2pt_linear_check_io(const m2pt_context *ctx, const m2pt_tensor *x,
                                  const m2pt_tensor *y, size_t in, size_t out, const char *fn);
 
+/* The device buffer of a parameter: 0 weight, 1 bias, 2 aux weight, 3 aux
+ * bias (M2PT_FIELD_WEIGHT, _BIAS, _AUX_WEIGHT, then aux bias); NULL where
+ * the layer has none. Updating it in place (an optimizer step) must be
+ * followed by m2pt_linear_params_changed. */
+cl_mem m2pt_linear_param_buffer(const m2pt_linear *layer, int field);
+
+/* Marks W + λ·W_aux stale after its parameters changed in place. */
+void m2pt_linear_params_changed(m2pt_linear *layer);
+
 #endif

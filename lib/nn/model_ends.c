@@ -562,6 +562,30 @@ m2pt_status m2pt_model_forward_ids(m2pt_model *m, const m2pt_host_matrix *ids,
   return run(m, &e, has_mask ? &mv : NULL, &o, 0, y);
 }
 
+m2pt_status m2pt_model_forward_hidden(m2pt_model *m, const m2pt_tensor *x,
+                                      const m2pt_host_matrix *mask,
+                                      const m2pt_forward_options *options, m2pt_tensor *y)
+{
+  static const char fn[] = "m2pt_model_forward_hidden";
+  M2PT_REQUIRE(NULL, m != NULL, "%s: model is NULL", fn);
+  m2pt_context *ctx = m->ctx;
+  M2PT_TRY(m2pt_check_tensor(ctx, x, "m2pt_model_forward_hidden: x"));
+  M2PT_TRY(m2pt_check_tensor(ctx, y, "m2pt_model_forward_hidden: y"));
+  if (!m->heads)
+    return m2pt_fail(ctx, M2PT_ERR_INVALID_STATE, "%s: the number of heads was not given", fn);
+  char sx[96];
+  if (x->ndim != 3 || x->shape[2] != m->cfg.dim)
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: x %s must be [B][N][%zu]", fn,
+                     m2pt_shape_string(x, sx, sizeof sx), m->cfg.dim);
+  const size_t b = x->shape[0], n = x->shape[1];
+  m2pt_forward_options o;
+  m2pt_tensor mv;
+  int has_mask;
+  M2PT_TRY(prepare(m, options, mask, b, n, fn, &o, &mv, &has_mask));
+  M2PT_TRY(check_run(m, &o, b, n, y, fn));
+  return run(m, x, has_mask ? &mv : NULL, &o, m->cls ? 1 : 0, y);
+}
+
 m2pt_status m2pt_model_forward_pixels(m2pt_model *m, const m2pt_tensor *pixels,
                                       const m2pt_host_matrix *mask,
                                       const m2pt_forward_options *options, m2pt_tensor *y)
