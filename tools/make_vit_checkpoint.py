@@ -55,6 +55,26 @@ import time
 
 import numpy as np
 
+
+def add_blocks(specs, a, block, norms, lin, shared_scale=None):
+    """Every block's LayerNorms and linears (with --m2pt their aux_weight and
+    cross_modal_scale) into `specs`; `block` formats a block's prefix, and
+    `shared_scale(layer)` names the lambda a layer shares (None: its own)."""
+    for i in range(a.depth):
+        p = block.format(i)
+        for n in norms:
+            specs[p + n + '.weight'] = ((a.dim,), 'ln')
+            specs[p + n + '.bias'] = ((a.dim,), 'bias')
+        for n, shape in lin.items():
+            specs[p + n + '.weight'] = (shape, 'weight')
+            specs[p + n + '.bias'] = ((shape[0],), 'bias')
+            if a.m2pt:
+                key = shared_scale(n) if shared_scale else None
+                specs[p + n + '.aux_weight'] = (shape, 'weight')
+                specs[p + n + '.cross_modal_scale'] = ((1,), ('scale', p + key) if key else 'scale')
+    return specs
+
+
 def bert_specs(a):
     """BertModel's names -> (shape, kind); q, k and v of a layer share a lambda."""
     d, h = a.dim, a.mlp_ratio * a.dim
@@ -71,19 +91,9 @@ def bert_specs(a):
     lin = {'attention.self.query': (d, d), 'attention.self.key': (d, d),
            'attention.self.value': (d, d), 'attention.output.dense': (d, d),
            'intermediate.dense': (h, d), 'output.dense': (d, h)}
-    for i in range(a.depth):
-        p = f'encoder.layer.{i}.'
-        for n in ('attention.output.LayerNorm', 'output.LayerNorm'):
-            specs[p + n + '.weight'] = ((d,), 'ln')
-            specs[p + n + '.bias'] = ((d,), 'bias')
-        for n, shape in lin.items():
-            specs[p + n + '.weight'] = (shape, 'weight')
-            specs[p + n + '.bias'] = ((shape[0],), 'bias')
-            if a.m2pt:
-                shared = p + 'attention.self' if n.startswith('attention.self.') else None
-                specs[p + n + '.aux_weight'] = (shape, 'weight')
-                specs[p + n + '.cross_modal_scale'] = ((1,), ('scale', shared))
-    return specs
+    return add_blocks(specs, a, 'encoder.layer.{}.',
+                      ('attention.output.LayerNorm', 'output.LayerNorm'), lin,
+                      lambda n: 'attention.self' if n.startswith('attention.self.') else None)
 
 
 def tensor_specs(a):
@@ -104,18 +114,7 @@ def tensor_specs(a):
     }
     lin = {'attn.qkv': (3 * d, d), 'attn.proj': (d, d),
            'mlp.fc1': (h, d), 'mlp.fc2': (d, h)}
-    for i in range(a.depth):
-        p = f'blocks.{i}.'
-        for n in ('norm1', 'norm2'):
-            specs[p + n + '.weight'] = ((d,), 'ln')
-            specs[p + n + '.bias'] = ((d,), 'bias')
-        for n, shape in lin.items():
-            specs[p + n + '.weight'] = (shape, 'weight')
-            specs[p + n + '.bias'] = ((shape[0],), 'bias')
-            if a.m2pt:
-                specs[p + n + '.aux_weight'] = (shape, 'weight')
-                specs[p + n + '.cross_modal_scale'] = ((1,), 'scale')
-    return specs
+    return add_blocks(specs, a, 'blocks.{}.', ('norm1', 'norm2'), lin)
 
 
 def draw(rng, shape, kind, shared):
@@ -123,8 +122,6 @@ def draw(rng, shape, kind, shared):
     `shared`) and repeats that lambda."""
     if isinstance(kind, tuple):
         key = kind[1]
-        if key is None:
-            return draw(rng, shape, 'scale', shared)
         if key not in shared:
             shared[key] = draw(rng, shape, 'scale', shared)
         return shared[key].copy()
