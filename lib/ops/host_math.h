@@ -5,8 +5,8 @@
  * Each computes what its kernel computes (cl/elementwise.cl,
  * cl/layer_norm.cl) within DESIGN.md's tolerance, single-threaded and in a
  * fixed order, so the same input gives the same bits on every run; the
- * x86-64 AVX2 and the portable paths give the same bits too (no
- * contraction into fma). No OpenCL here. */
+ * x86-64 AVX2 and the portable paths give the same bits too (neither
+ * uses fma). No OpenCL here. */
 #ifndef M2PT_OPS_HOST_MATH_H
 #define M2PT_OPS_HOST_MATH_H
 
@@ -20,8 +20,8 @@ void m2pt_host_rows_init(float *y, const float *residual, const float *bias, siz
                          size_t cols);
 
 /* y = GELU(y + bias[c]) in place over rows × cols (bias may be NULL): the
- * exact (erf) form, through an erfc approximation within 1.5e-7, or the
- * tanh form. */
+ * exact (erf) form, erf through a rational approximation (within 1.4e-6
+ * of the exact GELU over [−8, 8], 2.5e-7 relative), or the tanh form. */
 void m2pt_host_gelu(float *y, const float *bias, m2pt_gelu_kind kind, size_t rows,
                     size_t cols);
 
