@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ops/host_math.h"
 #include "reference.h"
 #include "test_util.h"
 
@@ -365,12 +366,66 @@ static void attention_bad_inputs(void **state)
   m2pt_tensor_destroy(ob);
 }
 
+/* The host versions of GELU, LayerNorm and the residual-plus-bias rows
+ * (ops/host_math.h: run around GEMMs on the host BLAS) against the
+ * reference, over row lengths that leave vector tails, with |x| up to 24
+ * where erfc and exp saturate. */
+static void host_math(void **state)
+{
+  for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+    const size_t rows = 3, cols = dims[di], n = rows * cols;
+    float *x = test_alloc(n * sizeof *x), *y = test_alloc(n * sizeof *y);
+    float *b = test_alloc(cols * sizeof *b), *w = test_alloc(cols * sizeof *w);
+    double *ref = test_alloc(n * sizeof *ref);
+    test_fill(x, n, 6 + di);
+    test_fill(b, cols, 7);
+    test_fill(w, cols, 8);
+    for (size_t i = 0; i < n; i++)
+      x[i] *= i % 5 ? 4.0f : 24.0f;
+    for (int tanh_form = 0; tanh_form < 2; tanh_form++)
+      for (int with_bias = 0; with_bias < 2; with_bias++) {
+        memcpy(y, x, n * sizeof *y);
+        m2pt_host_gelu(y, with_bias ? b : NULL, tanh_form ? M2PT_GELU_TANH : M2PT_GELU_ERF,
+                       rows, cols);
+        for (size_t i = 0; i < n; i++)
+          ref[i] = ref_gelu((double)x[i] + (with_bias ? b[i % cols] : 0.0), tanh_form);
+        test_assert_close(y, ref, n, 1e-5, tanh_form ? "host gelu tanh" : "host gelu erf");
+      }
+    m2pt_host_rows_init(y, x, b, rows, cols);
+    for (size_t i = 0; i < n; i++)
+      assert_true(y[i] == x[i] + b[i % cols]);
+    m2pt_host_rows_init(y, NULL, NULL, rows, cols);
+    for (size_t i = 0; i < n; i++)
+      assert_true(y[i] == 0.0f);
+    for (size_t i = 0; i < n; i++)
+      x[i] = 3.0f + x[i]; /* an offset that naive E[x²]−E[x]² would lose */
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+      m2pt_host_layer_norm(x, w, with_bias ? b : NULL, 1e-6f, rows, cols, y);
+      double *xd = test_widen(x, n);
+      ref_layer_norm(xd, rows, cols, w, with_bias ? b : NULL, 1e-6f, ref);
+      test_assert_close(y, ref, n, 1e-4, "host layer_norm");
+      /* In place gives the same bits. */
+      m2pt_host_layer_norm(x, w, with_bias ? b : NULL, 1e-6f, rows, cols, x);
+      assert_memory_equal(x, y, n * sizeof *y);
+      for (size_t i = 0; i < n; i++)
+        x[i] = (float)xd[i];
+      free(xd);
+    }
+    free(x);
+    free(y);
+    free(b);
+    free(w);
+    free(ref);
+  }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(layer_norm),
       cmocka_unit_test(layer_norm_bad_inputs),
       cmocka_unit_test(gelu_and_add),
+      cmocka_unit_test(host_math),
       cmocka_unit_test(softmax_with_masks),
       cmocka_unit_test(attention_paths),
       cmocka_unit_test(fused_attention_memory),

@@ -88,4 +88,44 @@ m2pt_status m2pt_gemm_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
                             const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c,
                             size_t batch);
 
+/* ---- Host work around a GEMM on the host BLAS ----
+ * On a CPU device whose GEMMs run on the host BLAS, the ops around a GEMM
+ * (a bias, a residual, GELU, LayerNorm) can run on the host too, on the
+ * operands while they are mapped for the GEMM: no kernel launch, no queue
+ * hand-off, and C still in cache. */
+
+/* Extra buffers one host work may map besides the GEMM's operands. */
+#define M2PT_GEMM_HOST_EXTRAS 10
+
+typedef struct m2pt_gemm_host_work {
+  /* Run with every operand and extra mapped: `before` ahead of the sgemm
+   * (C is readable and writable: e.g. it lays beta's addend into C),
+   * `after` once C holds the product. Either may be NULL. c is C's first
+   * element, extra[i] extra buffer i's first element (NULL where
+   * buffer[i] is NULL). */
+  void (*before)(void *user, float *c, float *const *extra);
+  void (*after)(void *user, float *c, float *const *extra);
+  void *user;
+  /* Extra buffers, each mapped from element 0: `elems` floats, written by
+   * the work when `write`. A buffer may also be an operand or another
+   * extra (the mappings are merged). NULL: no buffer. */
+  cl_mem buffer[M2PT_GEMM_HOST_EXTRAS];
+  size_t elems[M2PT_GEMM_HOST_EXTRAS];
+  int write[M2PT_GEMM_HOST_EXTRAS];
+} m2pt_gemm_host_work;
+
+/* 1 when an m × n × k GEMM on ctx runs on the host BLAS (so that
+ * m2pt_gemm_sgemm_host takes it), else 0. */
+int m2pt_gemm_host_takes(const m2pt_context *ctx, size_t m, size_t n, size_t k);
+
+/* One row-major sgemm C = alpha·op(A)·op(B) + beta·C on the host BLAS with
+ * `work` before and after it under one mapping, arguments validated as for
+ * m2pt_gemm_sgemm, all offsets and leading dimensions within an int.
+ * Only where m2pt_gemm_host_takes; else M2PT_ERR_UNSUPPORTED. */
+m2pt_status m2pt_gemm_sgemm_host(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb,
+                                 size_t m, size_t n, size_t k, float alpha,
+                                 const m2pt_gemm_matrix *a, const m2pt_gemm_matrix *b,
+                                 float beta, const m2pt_gemm_matrix *c,
+                                 const m2pt_gemm_host_work *work);
+
 #endif

@@ -59,42 +59,65 @@ static float *host_of(const mapping *maps, size_t count, const m2pt_gemm_matrix 
   return NULL;
 }
 
-/* cblas_sgemm on the mapped operands (blocking: mapping drains the queue).
- * Sizes and leading dimensions fit an int (sgemm_batched checks). */
+/* Maps every range, all but the last without waiting: the queue runs in
+ * order, so once the last is mapped they all are. Returns how many were
+ * mapped (all of them unless it fails). */
+static m2pt_status map_all(m2pt_context *ctx, mapping *maps, size_t count, size_t *mapped)
+{
+  for (*mapped = 0; *mapped < count; (*mapped)++) {
+    mapping *mp = &maps[*mapped];
+    cl_int err = CL_SUCCESS;
+    mp->host = clEnqueueMapBuffer(ctx->queue, mp->buffer, *mapped + 1 == count ? CL_TRUE : CL_FALSE,
+                                  mp->flags, mp->begin * sizeof(float),
+                                  (mp->end - mp->begin) * sizeof(float), 0, NULL, NULL, &err);
+    if (err != CL_SUCCESS)
+      return m2pt_fail_cl(ctx, err, "mapping a GEMM operand for the host BLAS");
+  }
+  return M2PT_OK;
+}
+
+/* cblas_sgemm on the mapped operands (blocking: mapping drains the queue),
+ * with `work` (may be NULL) before and after it. Sizes and leading
+ * dimensions fit an int (sgemm_batched checks). */
 static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
                               size_t n, size_t k, float alpha, const m2pt_gemm_matrix *a,
                               const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c,
-                              size_t batch)
+                              size_t batch, const m2pt_gemm_host_work *work)
 {
   const int at = ta == M2PT_TRANS, bt = tb == M2PT_TRANS;
-  mapping maps[3];
+  mapping maps[3 + M2PT_GEMM_HOST_EXTRAS];
   size_t count = 0;
   add_range(maps, &count, a, extent(at ? k : m, at ? m : k, a->ld, a->stride, batch),
             CL_MAP_READ);
   add_range(maps, &count, b, extent(bt ? n : k, bt ? k : n, b->ld, b->stride, batch),
             CL_MAP_READ);
   add_range(maps, &count, c, extent(m, n, c->ld, c->stride, batch),
-            beta == 0.0f ? CL_MAP_WRITE : CL_MAP_READ | CL_MAP_WRITE);
-  m2pt_status s = M2PT_OK;
-  size_t mapped = 0;
-  for (; mapped < count; mapped++) {
-    mapping *mp = &maps[mapped];
-    cl_int err = CL_SUCCESS;
-    mp->host = clEnqueueMapBuffer(ctx->queue, mp->buffer, CL_TRUE, mp->flags,
-                                  mp->begin * sizeof(float),
-                                  (mp->end - mp->begin) * sizeof(float), 0, NULL, NULL, &err);
-    if (err != CL_SUCCESS) {
-      s = m2pt_fail_cl(ctx, err, "mapping a GEMM operand for the host BLAS");
-      break;
+            beta == 0.0f && !work ? CL_MAP_WRITE : CL_MAP_READ | CL_MAP_WRITE);
+  for (size_t i = 0; work && i < M2PT_GEMM_HOST_EXTRAS; i++)
+    if (work->buffer[i]) {
+      const m2pt_gemm_matrix x = {work->buffer[i], 0, 0, 0};
+      add_range(maps, &count, &x, work->elems[i],
+                work->write[i] ? CL_MAP_READ | CL_MAP_WRITE : CL_MAP_READ);
     }
-  }
+  size_t mapped = 0;
+  m2pt_status s = map_all(ctx, maps, count, &mapped);
   if (s == M2PT_OK) {
     const float *ha = host_of(maps, count, a), *hb = host_of(maps, count, b);
     float *hc = host_of(maps, count, c);
+    float *extra[M2PT_GEMM_HOST_EXTRAS] = {0};
+    for (size_t i = 0; work && i < M2PT_GEMM_HOST_EXTRAS; i++)
+      if (work->buffer[i]) {
+        const m2pt_gemm_matrix x = {work->buffer[i], 0, 0, 0};
+        extra[i] = host_of(maps, count, &x);
+      }
+    if (work && work->before)
+      work->before(work->user, hc, extra);
     for (size_t i = 0; i < batch; i++)
       cblas_sgemm(CblasRowMajor, at ? CblasTrans : CblasNoTrans, bt ? CblasTrans : CblasNoTrans,
                   (int)m, (int)n, (int)k, alpha, ha + i * a->stride, (int)a->ld,
                   hb + i * b->stride, (int)b->ld, beta, hc + i * c->stride, (int)c->ld);
+    if (work && work->after)
+      work->after(work->user, hc, extra);
   }
   for (size_t i = 0; i < mapped; i++) {
     const cl_int err =
@@ -110,7 +133,7 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
 static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
                               size_t n, size_t k, float alpha, const m2pt_gemm_matrix *a,
                               const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c,
-                              size_t batch)
+                              size_t batch, const m2pt_gemm_host_work *work)
 {
   return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED, "m2pt was built without a host BLAS");
 }
@@ -125,7 +148,7 @@ static m2pt_status sgemm_batched(m2pt_context *ctx, m2pt_transpose ta, m2pt_tran
   /* cblas takes int sizes; anything larger goes to CLBlast. */
   const size_t most = INT_MAX;
   if (m <= most && n <= most && k <= most && a->ld <= most && b->ld <= most && c->ld <= most)
-    return host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch);
+    return host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch, NULL);
   return m2pt_clblast_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch);
 }
 
@@ -172,3 +195,24 @@ const m2pt_gemm_backend m2pt_gemm_host_blas = {
     .sgemm = sgemm,
     .sgemm_batched = sgemm_batched,
 };
+
+int m2pt_gemm_host_takes(const m2pt_context *ctx, size_t m, size_t n, size_t k)
+{
+  const size_t most = INT_MAX;
+  return ctx->gemm->backend == &m2pt_gemm_host_blas && !unavailable() && m <= most &&
+         n <= most && k <= most;
+}
+
+m2pt_status m2pt_gemm_sgemm_host(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb,
+                                 size_t m, size_t n, size_t k, float alpha,
+                                 const m2pt_gemm_matrix *a, const m2pt_gemm_matrix *b,
+                                 float beta, const m2pt_gemm_matrix *c,
+                                 const m2pt_gemm_host_work *work)
+{
+  const size_t most = INT_MAX;
+  if (!m2pt_gemm_host_takes(ctx, m, n, k) || a->ld > most || b->ld > most || c->ld > most)
+    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED,
+                     "a %zu × %zu × %zu GEMM with host work needs the host BLAS", m, n, k);
+  ctx->gemm->calls++;
+  return host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, 1, work);
+}

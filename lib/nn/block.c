@@ -305,6 +305,40 @@ static m2pt_status check_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt
   return M2PT_OK;
 }
 
+/* LayerNorm 1 (second 0) or 2 (1) of the block, for a fused linear. */
+static m2pt_linear_norm block_norm(const m2pt_block *b, int second)
+{
+  const m2pt_linear_norm n = {second ? b->norm2_w : b->norm1_w, second ? b->norm2_b : b->norm1_b,
+                              b->cfg.eps};
+  return n;
+}
+
+/* The inference forward's attention half, with the LayerNorms around it
+ * fused into qkv and proj (m2pt_linear_apply_fused): pre-norm, norm =
+ * LN1(x) feeds qkv, h = x + proj(MHSA(…)), then norm = LN2(h); post-norm,
+ * qkv reads x and h = LN1(x + proj(MHSA(…))). norm is NULL for post-norm. */
+static m2pt_status infer_attention(m2pt_block *b, cl_mem x, cl_mem mask, size_t batch,
+                                   size_t tokens, cl_mem norm, cl_mem h)
+{
+  m2pt_context *ctx = b->ctx;
+  const size_t rows = batch * tokens;
+  const int pre = b->cfg.layout == M2PT_PRE_NORM;
+  cl_mem qkv, attn;
+  M2PT_TRY(scratch(ctx, M2PT_WS_QKV, rows, 3 * b->hd, &qkv));
+  M2PT_TRY(scratch(ctx, M2PT_WS_ATTN, rows, b->hd, &attn));
+  m2pt_linear_fusion fq = {0};
+  if (pre) {
+    fq.pre_src = x;
+    fq.pre = block_norm(b, 0);
+  }
+  M2PT_TRY(m2pt_linear_apply_fused(b->qkv, pre ? norm : x, rows, &fq, qkv));
+  const m2pt_attention_shape shape = {batch, tokens, b->cfg.heads, b->cfg.dim_head};
+  M2PT_TRY(m2pt_op_attention(ctx, qkv, mask, &shape, b->cfg.attention, attn));
+  const m2pt_linear_fusion fp = {.residual = x, .post_out = pre ? norm : h,
+                                 .post = block_norm(b, pre)};
+  return m2pt_linear_apply_fused(b->proj, attn, rows, &fp, h);
+}
+
 m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
                                m2pt_tensor *y)
 {
@@ -313,22 +347,16 @@ m2pt_status m2pt_block_forward(m2pt_block *b, const m2pt_tensor *x, const m2pt_t
   const size_t dim = b->cfg.dim;
   const size_t batch = x->shape[0], tokens = x->shape[1], rows = batch * tokens;
   const cl_mem mask_buf = mask ? mask->buffer : NULL;
-  cl_mem h;
+  cl_mem h, norm = NULL;
   M2PT_TRY(scratch(ctx, M2PT_WS_RESIDUAL, rows, dim, &h));
   if (b->cfg.layout == M2PT_PRE_NORM) {
-    cl_mem norm;
     M2PT_TRY(scratch(ctx, M2PT_WS_NORM, rows, dim, &norm));
-    M2PT_TRY(m2pt_op_layer_norm(ctx, x->buffer, b->norm1_w, b->norm1_b, b->cfg.eps, rows, dim,
-                                norm));
-    M2PT_TRY(attention_residual(b, norm, x->buffer, mask_buf, batch, tokens, NULL, h));
-    M2PT_TRY(m2pt_op_layer_norm(ctx, h, b->norm2_w, b->norm2_b, b->cfg.eps, rows, dim, norm));
-    return m2pt_ffn_apply(b->mlp, norm, rows, h, y->buffer);
+    M2PT_TRY(infer_attention(b, x->buffer, mask_buf, batch, tokens, norm, h));
+    return m2pt_ffn_apply(b->mlp, norm, rows, h, NULL, y->buffer);
   }
-  M2PT_TRY(attention_residual(b, x->buffer, x->buffer, mask_buf, batch, tokens, NULL, h));
-  M2PT_TRY(m2pt_op_layer_norm(ctx, h, b->norm1_w, b->norm1_b, b->cfg.eps, rows, dim, h));
-  M2PT_TRY(m2pt_ffn_apply(b->mlp, h, rows, h, y->buffer));
-  return m2pt_op_layer_norm(ctx, y->buffer, b->norm2_w, b->norm2_b, b->cfg.eps, rows, dim,
-                            y->buffer);
+  M2PT_TRY(infer_attention(b, x->buffer, mask_buf, batch, tokens, NULL, h));
+  const m2pt_linear_norm norm2 = block_norm(b, 1);
+  return m2pt_ffn_apply(b->mlp, h, rows, h, &norm2, y->buffer);
 }
 
 m2pt_status m2pt_block_merge_prepare(m2pt_block *b)
@@ -445,8 +473,10 @@ void m2pt_block_saved_release(const m2pt_block *b, m2pt_block_saved *sv)
 }
 
 /* out = residual + fc2(GELU(fc1(in))), keeping fc1's output before its bias
- * in `pre` (the same calls as m2pt_ffn_apply, so the same bits as the
- * inference forward). residual may be in, not out. */
+ * in `pre` (the same calls as m2pt_ffn_apply makes where GEMMs run on the
+ * device, so there the same bits as the inference forward; on the host BLAS
+ * the inference forward's host epilogues round differently, within
+ * DESIGN.md's tolerance). residual may be in, not out. */
 static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t rows, cl_mem residual, cl_mem pre,
                              cl_mem out)
 {

@@ -60,33 +60,32 @@ m2pt_linear *m2pt_ffn_fc2(m2pt_ffn *f)
   return f ? f->fc2 : NULL;
 }
 
-m2pt_status m2pt_ffn_apply(m2pt_ffn *f, cl_mem x, size_t rows, cl_mem residual, cl_mem y)
+m2pt_status m2pt_ffn_apply(m2pt_ffn *f, cl_mem x, size_t rows, cl_mem residual,
+                           const m2pt_linear_norm *post, cl_mem y)
 {
   size_t bytes;
   if (!m2pt_mul_size(rows, f->hidden, &bytes) || !m2pt_mul_size(bytes, sizeof(float), &bytes))
     return m2pt_fail(f->ctx, M2PT_ERR_INVALID_ARGUMENT, "FFN activations of %zu × %zu overflow",
                      rows, f->hidden);
-  cl_mem hidden, b1, b2;
+  cl_mem hidden;
   M2PT_TRY(m2pt_workspace_get(f->ctx, M2PT_WS_HIDDEN, bytes, &hidden));
-  /* fc1 without its bias, then bias and GELU in one pass. */
-  M2PT_TRY(m2pt_linear_apply(f->fc1, x, rows, 0.0f, hidden));
-  M2PT_TRY(m2pt_linear_effective_bias(f->fc1, &b1));
-  M2PT_TRY(m2pt_op_gelu(f->ctx, hidden, b1, f->gelu, rows * f->hidden, f->hidden, hidden));
-  /* y = residual + b2 first, then the GEMM accumulates into it (beta = 1):
+  /* fc1 with its bias and GELU; then fc2 onto residual + b2 (beta = 1), so
    * the residual add costs no pass of its own. */
-  M2PT_TRY(m2pt_linear_effective_bias(f->fc2, &b2));
-  if (residual)
-    M2PT_TRY(m2pt_op_add(f->ctx, residual, b2, rows * f->dim, f->dim, y));
-  else
-    M2PT_TRY(m2pt_op_broadcast_rows(f->ctx, y, b2, rows, f->dim));
-  return m2pt_linear_apply(f->fc2, hidden, rows, 1.0f, y);
+  const m2pt_linear_fusion f1 = {.gelu = 1, .gelu_kind = f->gelu};
+  M2PT_TRY(m2pt_linear_apply_fused(f->fc1, x, rows, &f1, hidden));
+  m2pt_linear_fusion f2 = {.residual = residual};
+  if (post) {
+    f2.post_out = y;
+    f2.post = *post;
+  }
+  return m2pt_linear_apply_fused(f->fc2, hidden, rows, &f2, y);
 }
 
 m2pt_status m2pt_ffn_forward(m2pt_ffn *f, const m2pt_tensor *x, m2pt_tensor *y)
 {
   M2PT_REQUIRE(NULL, f != NULL, "m2pt_ffn_forward: ffn is NULL");
   M2PT_TRY(m2pt_linear_check_io(f->ctx, x, y, f->dim, f->dim, "m2pt_ffn_forward"));
-  return m2pt_ffn_apply(f, x->buffer, x->numel / f->dim, NULL, y->buffer);
+  return m2pt_ffn_apply(f, x->buffer, x->numel / f->dim, NULL, NULL, y->buffer);
 }
 
 m2pt_status m2pt_ffn_merge(m2pt_ffn *f)

@@ -10,6 +10,8 @@
 #include "gemm/backend.h"
 #include "linear_internal.h"
 #include "m2pt/m2pt.h"
+#include "ops/block_ops.h"
+#include "ops/host_math.h"
 #include "ops/linear_ops.h"
 #include "ops/tensor_checks.h"
 
@@ -274,6 +276,107 @@ m2pt_status m2pt_linear_forward_buffers(m2pt_linear *l, cl_mem x, size_t rows, c
   if (bias)
     M2PT_TRY(m2pt_op_broadcast_rows(l->ctx, y, bias, rows, l->out));
   return m2pt_linear_apply(l, x, rows, bias ? 1.0f : 0.0f, y);
+}
+
+/* ---- Fused inference forward (m2pt_linear_apply_fused) ---- */
+
+/* The slots of the host work's extra buffers. */
+enum { E_X, E_BIAS, E_RESIDUAL, E_PRE_SRC, E_PRE_W, E_PRE_B, E_POST_OUT, E_POST_W, E_POST_B };
+
+typedef struct host_fusion {
+  const m2pt_linear_fusion *f;
+  size_t rows, in, out;
+} host_fusion;
+
+/* LayerNorm into x, then C = residual + bias: the GEMM adds onto it. */
+static void host_before(void *user, float *c, float *const *e)
+{
+  const host_fusion *h = user;
+  if (h->f->pre_src)
+    m2pt_host_layer_norm(e[E_PRE_SRC], e[E_PRE_W], e[E_PRE_B], h->f->pre.eps, h->rows, h->in,
+                         e[E_X]);
+  m2pt_host_rows_init(c, e[E_RESIDUAL], e[E_BIAS], h->rows, h->out);
+}
+
+static void host_after(void *user, float *c, float *const *e)
+{
+  const host_fusion *h = user;
+  if (h->f->gelu)
+    m2pt_host_gelu(c, NULL, h->f->gelu_kind, h->rows, h->out);
+  if (h->f->post_out)
+    m2pt_host_layer_norm(c, e[E_POST_W], e[E_POST_B], h->f->post.eps, h->rows, h->out,
+                         e[E_POST_OUT]);
+}
+
+static void add_extra(m2pt_gemm_host_work *w, int slot, cl_mem buf, size_t elems, int write)
+{
+  w->buffer[slot] = buf;
+  w->elems[slot] = buf ? elems : 0;
+  w->write[slot] = write;
+}
+
+static m2pt_status fused_on_host(m2pt_linear *l, cl_mem x, size_t rows,
+                                 const m2pt_linear_fusion *f, cl_mem bias, cl_mem weight,
+                                 cl_mem y)
+{
+  host_fusion h = {f, rows, l->in, l->out};
+  m2pt_gemm_host_work w = {.before = host_before, .after = host_after, .user = &h};
+  const size_t nx = rows * l->in, ny = rows * l->out;
+  add_extra(&w, E_X, f->pre_src ? x : NULL, nx, 1);
+  add_extra(&w, E_BIAS, bias, l->out, 0);
+  add_extra(&w, E_RESIDUAL, f->residual, ny, 0);
+  add_extra(&w, E_PRE_SRC, f->pre_src, nx, 0);
+  add_extra(&w, E_PRE_W, f->pre_src ? f->pre.weight : NULL, l->in, 0);
+  add_extra(&w, E_PRE_B, f->pre_src ? f->pre.bias : NULL, l->in, 0);
+  add_extra(&w, E_POST_OUT, f->post_out, ny, 1);
+  add_extra(&w, E_POST_W, f->post_out ? f->post.weight : NULL, l->out, 0);
+  add_extra(&w, E_POST_B, f->post_out ? f->post.bias : NULL, l->out, 0);
+  const m2pt_gemm_matrix a = {x, 0, l->in, 0}, b = {weight, 0, l->in, 0};
+  const m2pt_gemm_matrix c = {y, 0, l->out, 0};
+  return m2pt_gemm_sgemm_host(l->ctx, M2PT_NO_TRANS, M2PT_TRANS, rows, l->out, l->in, 1.0f, &a,
+                              &b, 1.0f, &c, &w);
+}
+
+/* The same as kernels: LayerNorm, y laid with residual + bias (or the bias
+ * left to GELU's pass), the GEMM accumulating onto it, GELU, LayerNorm. */
+static m2pt_status fused_on_device(m2pt_linear *l, cl_mem x, size_t rows,
+                                   const m2pt_linear_fusion *f, cl_mem bias, cl_mem y)
+{
+  m2pt_context *ctx = l->ctx;
+  const size_t ny = rows * l->out;
+  if (f->pre_src)
+    M2PT_TRY(m2pt_op_layer_norm(ctx, f->pre_src, f->pre.weight, f->pre.bias, f->pre.eps, rows,
+                                l->in, x));
+  float beta = 1.0f;
+  if (f->gelu || (!f->residual && !bias))
+    beta = 0.0f;
+  else if (f->residual && bias)
+    M2PT_TRY(m2pt_op_add(ctx, f->residual, bias, ny, l->out, y));
+  else if (f->residual)
+    M2PT_TRY_CL(ctx,
+                clEnqueueCopyBuffer(ctx->queue, f->residual, y, 0, 0, ny * sizeof(float), 0,
+                                    NULL, NULL),
+                "a linear's residual");
+  else
+    M2PT_TRY(m2pt_op_broadcast_rows(ctx, y, bias, rows, l->out));
+  M2PT_TRY(m2pt_linear_apply(l, x, rows, beta, y));
+  if (f->gelu)
+    M2PT_TRY(m2pt_op_gelu(ctx, y, bias, f->gelu_kind, ny, l->out, y));
+  if (f->post_out)
+    M2PT_TRY(m2pt_op_layer_norm(ctx, y, f->post.weight, f->post.bias, f->post.eps, rows, l->out,
+                                f->post_out));
+  return M2PT_OK;
+}
+
+m2pt_status m2pt_linear_apply_fused(m2pt_linear *l, cl_mem x, size_t rows,
+                                    const m2pt_linear_fusion *f, cl_mem y)
+{
+  cl_mem bias;
+  M2PT_TRY(m2pt_linear_effective_bias(l, &bias));
+  if (!m2pt_gemm_host_takes(l->ctx, rows, l->out, l->in))
+    return fused_on_device(l, x, rows, f, bias, y);
+  const cl_mem weight = (l->flags & M2PT_LINEAR_PATHWAY) ? l->w_eff : l->w;
+  return fused_on_host(l, x, rows, f, bias, weight, y);
 }
 
 m2pt_status m2pt_linear_forward(m2pt_linear *l, const m2pt_tensor *x, m2pt_tensor *y)

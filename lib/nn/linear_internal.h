@@ -6,6 +6,7 @@
 
 #include "core/cl.h"
 #include "m2pt/linear.h"
+#include "m2pt/ops.h"
 
 /* y = x·W_effᵀ + beta·y for x [rows][in], y [rows][out] (no bias), forming
  * W_eff = W + λ·W_aux first if it is stale. */
@@ -16,6 +17,35 @@ m2pt_status m2pt_linear_effective_bias(m2pt_linear *layer, cl_mem *bias);
 
 /* y = x·W_effᵀ + bias: the public forward on raw buffers. */
 m2pt_status m2pt_linear_forward_buffers(m2pt_linear *layer, cl_mem x, size_t rows, cl_mem y);
+
+/* A LayerNorm's parameters ([dim] each; bias may be NULL). */
+typedef struct m2pt_linear_norm {
+  cl_mem weight, bias;
+  float eps;
+} m2pt_linear_norm;
+
+/* The ops an inference forward fuses around a linear's GEMM
+ * (m2pt_linear_apply_fused); a zeroed one: none but the bias. */
+typedef struct m2pt_linear_fusion {
+  /* First x = LayerNorm(pre_src) (pre_src [rows][in], not y); NULL: x is
+   * the input as it is. */
+  cl_mem pre_src;
+  m2pt_linear_norm pre;
+  /* y = residual + x·W_effᵀ + b (residual [rows][out], not y); NULL: none. */
+  cl_mem residual;
+  /* y = GELU(x·W_effᵀ + b) of gelu_kind when gelu (never with a residual). */
+  int gelu;
+  m2pt_gelu_kind gelu_kind;
+  /* Last post_out = LayerNorm(y) ([rows][out], may be y); NULL: none. */
+  cl_mem post_out;
+  m2pt_linear_norm post;
+} m2pt_linear_fusion;
+
+/* y = x·W_effᵀ + bias with the ops f describes around it. Where the GEMM
+ * runs on the host BLAS they run on the host under the GEMM's mapping
+ * (ops/host_math.h), else as kernels before and after it. */
+m2pt_status m2pt_linear_apply_fused(m2pt_linear *layer, cl_mem x, size_t rows,
+                                    const m2pt_linear_fusion *f, cl_mem y);
 
 /* Gives a plain (or merged) layer a pathway: a zero W_aux and λ = 0, which
  * leaves its function unchanged (the paper's reparameterize step). A layer
