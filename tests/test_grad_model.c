@@ -445,6 +445,14 @@ static batch make_batch(m2pt_context *ctx, const tmodel *tm)
   return b;
 }
 
+/* Frees what a case made: the batch's pixels, the model, the parameters. */
+static void release(batch *b, m2pt_model *m, tmodel *tm)
+{
+  m2pt_tensor_destroy(b->pixels);
+  m2pt_model_destroy(m);
+  tmodel_free(tm);
+}
+
 static m2pt_train_options options_of(const tmodel *tm)
 {
   m2pt_train_options o = m2pt_train_options_default();
@@ -541,9 +549,7 @@ static void fd_case(void **state, tmodel *tm, const char *file)
     assert_true(fabs(loss - inf) <= 1e-5 * fmax(1.0, fabs(inf)));
   }
   m2pt_model_grads_destroy(g);
-  m2pt_tensor_destroy(b.pixels);
-  m2pt_model_destroy(m);
-  tmodel_free(tm);
+  release(&b, m, tm);
 }
 
 static void vit_finite_differences(void **state)
@@ -645,9 +651,7 @@ static void deterministic_case(void **state, tmodel *tm)
   assert_grads_same_bits(ctx, g[0], g[2]);
   for (int i = 0; i < 3; i++)
     m2pt_model_grads_destroy(g[i]);
-  m2pt_tensor_destroy(b.pixels);
-  m2pt_model_destroy(m);
-  tmodel_free(tm);
+  release(&b, m, tm);
 }
 
 static void vit_deterministic(void **state)
@@ -691,9 +695,7 @@ static void dropout_deterministic(void **state)
   assert_status(ctx, grad(m, &tm, &b, &o, g[0], &loss[0]), M2PT_ERR_INVALID_ARGUMENT);
   for (int i = 0; i < 4; i++)
     m2pt_model_grads_destroy(g[i]);
-  m2pt_tensor_destroy(b.pixels);
-  m2pt_model_destroy(m);
-  tmodel_free(&tm);
+  release(&b, m, &tm);
 }
 
 /* How many of the last block's 2·batch drop-path draws drop (the first
@@ -757,76 +759,81 @@ typedef struct train_options_0_2 {
 /* Drop-path: rate 0 and an older caller's struct give today's bits; a rate
  * gives the same bits twice and with recompute; another step other masks;
  * rates outside [0, 1) refused. */
-static void drop_path_deterministic(void **state)
+static void drop_path_case(m2pt_context *ctx, tmodel *tm)
 {
-  m2pt_context *ctx = *state;
-  tmodel tms[2];
-  make_vit(&tms[0], 1);
-  make_bert(&tms[1]);
-  for (int k = 0; k < 2; k++) {
-    tmodel *tm = &tms[k];
-    m2pt_model *m = load(ctx, tm, "dpdet.safetensors");
-    batch b = make_batch(ctx, tm);
-    enum { OFF, OLD, ON, AGAIN, RECOMPUTE, STEP, RUNS };
-    m2pt_model_grads *g[RUNS];
-    float loss[RUNS];
-    tm->drop_path = 0.4;
-    mixed_seed(tm);
-    /* A step whose masks differ from step 0's. */
-    uint32_t other = 1;
-    for (;; other++) {
-      size_t d0 = 0, d1 = 0;
-      for (size_t s = 0; s < tm->batch; s++)
-        for (int br = 0; br < 2; br++) {
-          tm->step = 0;
-          d0 = d0 * 2 + (host_keep(tm, DEPTH - 1, br, s) == 0.0);
-          tm->step = other;
-          d1 = d1 * 2 + (host_keep(tm, DEPTH - 1, br, s) == 0.0);
-        }
-      tm->step = 0;
-      if (d0 != d1)
-        break;
-    }
-    for (int i = 0; i < RUNS; i++) {
-      assert_ok(ctx, m2pt_model_grads_create(m, 0, &g[i]));
-      m2pt_train_options o = options_of(tm);
-      o.drop_path = i == OFF ? 0.0 : tm->drop_path;
-      o.recompute = i == RECOMPUTE;
-      o.step = i == STEP ? other : 0;
-      if (i != OLD) {
-        assert_ok(ctx, grad(m, tm, &b, &o, g[i], &loss[i]));
-        continue;
+  m2pt_model *m = load(ctx, tm, "dpdet.safetensors");
+  batch b = make_batch(ctx, tm);
+  enum { OFF, OLD, ON, AGAIN, RECOMPUTE, STEP, RUNS };
+  m2pt_model_grads *g[RUNS];
+  float loss[RUNS];
+  tm->drop_path = 0.4;
+  mixed_seed(tm);
+  /* A step whose masks differ from step 0's. */
+  uint32_t other = 1;
+  for (;; other++) {
+    size_t d0 = 0, d1 = 0;
+    for (size_t s = 0; s < tm->batch; s++)
+      for (int br = 0; br < 2; br++) {
+        tm->step = 0;
+        d0 = d0 * 2 + (host_keep(tm, DEPTH - 1, br, s) == 0.0);
+        tm->step = other;
+        d1 = d1 * 2 + (host_keep(tm, DEPTH - 1, br, s) == 0.0);
       }
-      /* An application built against 0.2: its struct ends before drop_path
-       * (padding garbage included) and reads as drop_path 0. */
-      assert_int_equal(sizeof(train_options_0_2), offsetof(m2pt_train_options, drop_path));
-      train_options_0_2 old;
-      memset(&old, 0xFF, sizeof old);
-      memcpy(&old, &o, offsetof(train_options_0_2, step) + sizeof old.step);
-      old.struct_size = sizeof old;
-      assert_ok(ctx, grad(m, tm, &b, (const m2pt_train_options *)(const void *)&old, g[i],
-                          &loss[i]));
-    }
-    assert_memory_equal(&loss[OFF], &loss[OLD], sizeof(float));
-    assert_grads_same_bits(ctx, g[OFF], g[OLD]);
-    assert_true(loss[ON] != loss[OFF] && loss[STEP] != loss[ON]);
-    assert_memory_equal(&loss[ON], &loss[AGAIN], sizeof(float));
-    assert_memory_equal(&loss[ON], &loss[RECOMPUTE], sizeof(float));
-    assert_grads_same_bits(ctx, g[ON], g[AGAIN]);
-    assert_grads_same_bits(ctx, g[ON], g[RECOMPUTE]);
-    m2pt_train_options bad = options_of(tm);
-    static const double rates[] = {1.0, -0.1, NAN, 0.99999999};
-    for (size_t r = 0; r < sizeof rates / sizeof *rates; r++) {
-      bad.drop_path = rates[r];
-      assert_status(ctx, grad(m, tm, &b, &bad, g[OFF], &loss[OFF]), M2PT_ERR_INVALID_ARGUMENT);
-      assert_non_null(strstr(m2pt_last_error(ctx), "drop_path"));
-    }
-    for (int i = 0; i < RUNS; i++)
-      m2pt_model_grads_destroy(g[i]);
-    m2pt_tensor_destroy(b.pixels);
-    m2pt_model_destroy(m);
-    tmodel_free(tm);
+    tm->step = 0;
+    if (d0 != d1)
+      break;
   }
+  for (int i = 0; i < RUNS; i++) {
+    assert_ok(ctx, m2pt_model_grads_create(m, 0, &g[i]));
+    m2pt_train_options o = options_of(tm);
+    o.drop_path = i == OFF ? 0.0 : tm->drop_path;
+    o.recompute = i == RECOMPUTE;
+    o.step = i == STEP ? other : 0;
+    if (i != OLD) {
+      assert_ok(ctx, grad(m, tm, &b, &o, g[i], &loss[i]));
+      continue;
+    }
+    /* An application built against 0.2: its struct ends before drop_path
+     * (padding garbage included) and reads as drop_path 0. */
+    assert_int_equal(sizeof(train_options_0_2), offsetof(m2pt_train_options, drop_path));
+    train_options_0_2 old;
+    memset(&old, 0xFF, sizeof old);
+    memcpy(&old, &o, offsetof(train_options_0_2, step) + sizeof old.step);
+    old.struct_size = sizeof old;
+    assert_ok(ctx, grad(m, tm, &b, (const m2pt_train_options *)(const void *)&old, g[i],
+                        &loss[i]));
+  }
+  assert_memory_equal(&loss[OFF], &loss[OLD], sizeof(float));
+  assert_grads_same_bits(ctx, g[OFF], g[OLD]);
+  assert_true(loss[ON] != loss[OFF] && loss[STEP] != loss[ON]);
+  assert_memory_equal(&loss[ON], &loss[AGAIN], sizeof(float));
+  assert_memory_equal(&loss[ON], &loss[RECOMPUTE], sizeof(float));
+  assert_grads_same_bits(ctx, g[ON], g[AGAIN]);
+  assert_grads_same_bits(ctx, g[ON], g[RECOMPUTE]);
+  m2pt_train_options bad = options_of(tm);
+  static const double rates[] = {1.0, -0.1, NAN, 0.99999999};
+  for (size_t r = 0; r < sizeof rates / sizeof *rates; r++) {
+    bad.drop_path = rates[r];
+    assert_status(ctx, grad(m, tm, &b, &bad, g[OFF], &loss[OFF]), M2PT_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(m2pt_last_error(ctx), "drop_path"));
+  }
+  for (int i = 0; i < RUNS; i++)
+    m2pt_model_grads_destroy(g[i]);
+  release(&b, m, tm);
+}
+
+static void vit_drop_path_deterministic(void **state)
+{
+  tmodel tm;
+  make_vit(&tm, 1);
+  drop_path_case(*state, &tm);
+}
+
+static void bert_drop_path_deterministic(void **state)
+{
+  tmodel tm;
+  make_bert(&tm);
+  drop_path_case(*state, &tm);
 }
 
 /* Over many steps the device's loss is the one of the documented masks,
@@ -858,9 +865,7 @@ static void drop_path_mask_rate(void **state)
   if (!(fabs((double)drops - n * p) <= 5.0 * sigma))
     fail_msg("%zu of %.0f branches dropped, expected %.1f ± %.1f", drops, n, n * p, 5 * sigma);
   m2pt_model_grads_destroy(g);
-  m2pt_tensor_destroy(b.pixels);
-  m2pt_model_destroy(m);
-  tmodel_free(&tm);
+  release(&b, m, &tm);
 }
 
 /* accumulate = 1 on top of one run's gradients gives twice them. */
@@ -908,9 +913,7 @@ static void accumulate_twice(void **state)
     }
     free_all(once, m2pt_model_grads_count(g));
     m2pt_model_grads_destroy(g);
-    m2pt_tensor_destroy(b.pixels);
-    m2pt_model_destroy(m);
-    tmodel_free(tm);
+    release(&b, m, tm);
   }
 }
 
@@ -1150,7 +1153,8 @@ int main(void)
       cmocka_unit_test(bert_deterministic),     cmocka_unit_test(accumulate_twice),
       cmocka_unit_test(dropout_deterministic),  cmocka_unit_test(frozen_absent),
       cmocka_unit_test(created_head),           cmocka_unit_test(vit_drop_path_fd),
-      cmocka_unit_test(bert_drop_path_fd),      cmocka_unit_test(drop_path_deterministic),
+      cmocka_unit_test(bert_drop_path_fd),      cmocka_unit_test(vit_drop_path_deterministic),
+      cmocka_unit_test(bert_drop_path_deterministic),
       cmocka_unit_test(drop_path_mask_rate),
       cmocka_unit_test(refused),
   };
