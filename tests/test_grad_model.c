@@ -811,7 +811,7 @@ static void drop_path_case(m2pt_context *ctx, tmodel *tm)
   assert_grads_same_bits(ctx, g[ON], g[AGAIN]);
   assert_grads_same_bits(ctx, g[ON], g[RECOMPUTE]);
   m2pt_train_options bad = options_of(tm);
-  static const double rates[] = {1.0, -0.1, NAN, 0.99999999};
+  static const double rates[] = {1.0, -0.1, NAN, 0.99999999, 1e300};
   for (size_t r = 0; r < sizeof rates / sizeof *rates; r++) {
     bad.drop_path = rates[r];
     assert_status(ctx, grad(m, tm, &b, &bad, g[OFF], &loss[OFF]), M2PT_ERR_INVALID_ARGUMENT);

@@ -198,7 +198,8 @@ static m2pt_status check_common(train_call *c, m2pt_model *m, const m2pt_tensor 
                "%s: label_smoothing = %g must be in [0, 1]", fn, (double)o->label_smoothing);
   M2PT_REQUIRE(ctx, o->dropout >= 0.0f && o->dropout < 1.0f, "%s: dropout = %g must be in [0, 1)",
                fn, (double)o->dropout);
-  M2PT_REQUIRE(ctx, o->drop_path >= 0.0 && (float)o->drop_path < 1.0f,
+  /* In range as a double first: converting a larger one to float is undefined. */
+  M2PT_REQUIRE(ctx, o->drop_path >= 0.0 && o->drop_path < 1.0 && (float)o->drop_path < 1.0f,
                "%s: drop_path = %g must be in [0, 1)", fn, o->drop_path);
   M2PT_REQUIRE(ctx, (o->recompute == 0 || o->recompute == 1) &&
                         (o->accumulate == 0 || o->accumulate == 1),
