@@ -297,6 +297,25 @@ rc, _, _ = tool("m2pt-grad", *timm_grad, "--labels", t("y.npy"), "--label-smooth
                 "--recompute", "--out", t("g2.st"))
 with open(t("g.st"), "rb") as f1, open(t("g2.st"), "rb") as f2:
     check(rc == 0 and f1.read() == f2.read(), "m2pt-grad --recompute writes the same bytes")
+# Drop-path: 0 is no drop-path; a rate gives the same bytes twice with one
+# seed and step, another loss than without, and a rate of 1 is refused.
+dp = ["--labels", t("y.npy"), "--label-smoothing", "0.1", "--seed", "3"]
+rc0, _, _ = tool("m2pt-grad", *timm_grad, *dp, "--drop-path", "0", "--out", t("dp0.st"))
+rc1, _, err = tool("m2pt-grad", *timm_grad, *dp, "--drop-path", "0.9", "--step", "2",
+                   "--dropout", "0.1", "--out", t("dp1.st"))
+rc2, _, _ = tool("m2pt-grad", *timm_grad, *dp, "--drop-path", "0.9", "--step", "2",
+                 "--dropout", "0.1", "--recompute", "--out", t("dp2.st"))
+with open(t("g.st"), "rb") as f0, open(t("dp0.st"), "rb") as f1:
+    same0 = f0.read() == f1.read()
+with open(t("dp1.st"), "rb") as f1, open(t("dp2.st"), "rb") as f2:
+    same12 = f1.read() == f2.read()
+loss_dp = st_header(t("dp1.st")).get("__metadata__", {}).get("loss") if rc1 == 0 else None
+check(rc0 == 0 and rc1 == 0 and rc2 == 0 and same0 and same12 and loss_dp != loss,
+      "m2pt-grad --drop-path: 0 changes nothing, a rate is reproducible " + err.strip())
+for bad in ("1", "-0.1", "nan"):
+    rc, _, err = tool("m2pt-grad", *timm_grad, *dp, "--drop-path", bad, "--out", t("dp3.st"))
+    check(rc == 2 and "--drop-path" in err and not os.path.exists(t("dp3.st")),
+          "m2pt-grad --drop-path %s is bad usage" % bad)
 rc, _, _ = tool("m2pt-grad", *timm_grad, "--labels", t("y.npy"), "--freeze", "target,norm,head",
                 "--out", t("g3.st"))
 h3 = st_header(t("g3.st")) if rc == 0 else {}

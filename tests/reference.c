@@ -344,7 +344,7 @@ void ref_block_d(const ref_block_params *p, const double *xd, size_t batch, size
   ref_attention(qkv, batch, tokens, p->heads, p->dim_head, mask, a);
   ref_dense(a, rows, hd, dim, p->proj_w, p->proj_aux, p->proj_scale, p->proj_b, h);
   for (size_t i = 0; i < rows * dim; i++)
-    h[i] += xd[i];
+    h[i] = (p->keep_attn ? p->keep_attn[i / (tokens * dim)] * h[i] : h[i]) + xd[i];
   if (p->post_norm) {
     ref_layer_norm(h, rows, dim, p->norm1_w, p->norm1_b, p->eps, t);
     memcpy(h, t, rows * dim * sizeof *h);
@@ -357,7 +357,7 @@ void ref_block_d(const ref_block_params *p, const double *xd, size_t batch, size
     hid[i] = ref_gelu(hid[i], p->gelu_tanh);
   ref_dense(hid, rows, p->hidden, dim, p->fc2_w, p->fc2_aux, p->fc2_scale, p->fc2_b, y);
   for (size_t i = 0; i < rows * dim; i++)
-    y[i] += h[i];
+    y[i] = (p->keep_ffn ? p->keep_ffn[i / (tokens * dim)] * y[i] : y[i]) + h[i];
   if (p->post_norm) {
     memcpy(t, y, rows * dim * sizeof *t);
     ref_layer_norm(t, rows, dim, p->norm2_w, p->norm2_b, p->eps, y);

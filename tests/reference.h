@@ -90,6 +90,10 @@ typedef struct ref_block_params {
   const float *fc1_w, *fc1_b, *fc1_aux;
   const float *fc2_w, *fc2_b, *fc2_aux;
   double qkv_scale, proj_scale, fc1_scale, fc2_scale;
+  /* Drop-path: per-sample multipliers [B] of the attention and FFN
+   * branches before their residual adds (0, or 1/(1 − p) when kept); NULL:
+   * 1 (no drop-path). */
+  const double *keep_attn, *keep_ffn;
 } ref_block_params;
 
 /* y = block(x) for x [B][N][dim] (DESIGN.md §1, pre- or post-norm). */

@@ -6,11 +6,13 @@
  * Also: frozen parameters absent, accumulation, recompute and repeated runs
  * bit-identical, a head made from a seed, and refused inputs. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/philox.h"
 #include "reference.h"
 #include "test_util.h"
 
@@ -40,6 +42,9 @@ typedef struct tmodel {
   float targets[3 * DIM];
   m2pt_loss_kind loss;
   double smoothing;
+  double drop_path;  /* the training options' drop_path, seed and step */
+  uint64_t seed;
+  uint32_t step;
 } tmodel;
 
 static float *param(const tmodel *tm, const char *name)
@@ -278,6 +283,29 @@ static ref_block_params block_params(const tmodel *tm, size_t b, float **cat)
   return p;
 }
 
+/* Block b's drop-path rate: timm's linspace(0, rate, depth) in float32
+ * (model_grad.h). */
+static float block_rate(double rate, size_t b)
+{
+  const float r = (float)rate, step = r / (float)(DEPTH - 1);
+  return b < DEPTH / 2 ? step * (float)b : r - step * (float)(DEPTH - 1 - b);
+}
+
+/* The documented drop-path mask of block b's branch (0 attention, 1 FFN)
+ * for sample s, drawn on the host: word 0 of Philox((s, 2^31, step,
+ * 2 + 2·b + branch), seed) against ⌈p·2^32⌉; the multiplier 0 or
+ * 1/(1 − p) as the device computes it in float. */
+static double host_keep(const tmodel *tm, size_t b, int branch, size_t s)
+{
+  const float p = block_rate(tm->drop_path, b);
+  const uint32_t ctr[4] = {(uint32_t)s, 0x80000000u, tm->step, (uint32_t)(2 + 2 * b + branch)};
+  const uint32_t key[2] = {(uint32_t)tm->seed, (uint32_t)(tm->seed >> 32)};
+  uint32_t r[4];
+  m2pt_philox(ctr, key, r);
+  const int kept = (uint64_t)r[0] >= (uint64_t)ceil((double)p * 4294967296.0);
+  return kept ? (double)(1.0f / (1.0f - p)) : 0.0;
+}
+
 /* The loss of the batch, in double. */
 static double ref_loss(const tmodel *tm)
 {
@@ -298,7 +326,15 @@ static double ref_loss(const tmodel *tm)
   }
   for (size_t b = 0; b < DEPTH; b++) {
     float *cat[3] = {NULL, NULL, NULL};
-    const ref_block_params p = block_params(tm, b, cat);
+    ref_block_params p = block_params(tm, b, cat);
+    double keep[2][3];
+    if (tm->drop_path > 0.0) {
+      for (size_t s = 0; s < bsz; s++)
+        for (int branch = 0; branch < 2; branch++)
+          keep[branch][s] = host_keep(tm, b, branch, s);
+      p.keep_attn = keep[0];
+      p.keep_ffn = keep[1];
+    }
     ref_block_d(&p, x, bsz, n, mask, y);
     memcpy(x, y, rows * DIM * sizeof *x);
     for (int i = 0; i < 3; i++)
@@ -409,12 +445,23 @@ static batch make_batch(m2pt_context *ctx, const tmodel *tm)
   return b;
 }
 
+/* Frees what a case made: the batch's pixels, the model, the parameters. */
+static void release(batch *b, m2pt_model *m, tmodel *tm)
+{
+  m2pt_tensor_destroy(b->pixels);
+  m2pt_model_destroy(m);
+  tmodel_free(tm);
+}
+
 static m2pt_train_options options_of(const tmodel *tm)
 {
   m2pt_train_options o = m2pt_train_options_default();
   o.loss = tm->loss;
   o.label_smoothing = (float)tm->smoothing;
   o.pool = tm->pool_token ? M2PT_POOL_TOKEN : M2PT_POOL_AUTO;
+  o.drop_path = tm->drop_path;
+  o.seed = tm->seed;
+  o.step = tm->step;
   return o;
 }
 
@@ -497,14 +544,12 @@ static void fd_case(void **state, tmodel *tm, const char *file)
   float loss = 0.0f;
   assert_ok(ctx, grad(m, tm, &b, &o, g, &loss));
   check_fd(ctx, tm, g, loss);
-  if (tm->loss == M2PT_LOSS_CROSS_ENTROPY) {
+  if (tm->loss == M2PT_LOSS_CROSS_ENTROPY && tm->drop_path == 0.0) {
     const double inf = inference_loss(ctx, m, tm, &b);
     assert_true(fabs(loss - inf) <= 1e-5 * fmax(1.0, fabs(inf)));
   }
   m2pt_model_grads_destroy(g);
-  m2pt_tensor_destroy(b.pixels);
-  m2pt_model_destroy(m);
-  tmodel_free(tm);
+  release(&b, m, tm);
 }
 
 static void vit_finite_differences(void **state)
@@ -606,9 +651,7 @@ static void deterministic_case(void **state, tmodel *tm)
   assert_grads_same_bits(ctx, g[0], g[2]);
   for (int i = 0; i < 3; i++)
     m2pt_model_grads_destroy(g[i]);
-  m2pt_tensor_destroy(b.pixels);
-  m2pt_model_destroy(m);
-  tmodel_free(tm);
+  release(&b, m, tm);
 }
 
 static void vit_deterministic(void **state)
@@ -652,9 +695,177 @@ static void dropout_deterministic(void **state)
   assert_status(ctx, grad(m, &tm, &b, &o, g[0], &loss[0]), M2PT_ERR_INVALID_ARGUMENT);
   for (int i = 0; i < 4; i++)
     m2pt_model_grads_destroy(g[i]);
-  m2pt_tensor_destroy(b.pixels);
-  m2pt_model_destroy(m);
-  tmodel_free(&tm);
+  release(&b, m, &tm);
+}
+
+/* How many of the last block's 2·batch drop-path draws drop (the first
+ * block's rate is 0 at depth 2, as in timm). */
+static size_t dropped(const tmodel *tm)
+{
+  size_t n = 0;
+  for (size_t s = 0; s < tm->batch; s++)
+    for (int branch = 0; branch < 2; branch++)
+      n += host_keep(tm, DEPTH - 1, branch, s) == 0.0;
+  return n;
+}
+
+/* The first seed from 1 whose masks at tm->step drop some of the last
+ * block's branches and keep others, so that a test sees both. */
+static void mixed_seed(tmodel *tm)
+{
+  for (tm->seed = 1;; tm->seed++) {
+    const size_t n = dropped(tm);
+    if (n > 0 && n < 2 * tm->batch)
+      return;
+  }
+}
+
+/* Drop-path: every gradient against finite differences of the loss with
+ * the same masks, drawn on the host from the documented keys (so the
+ * forward and the backward both used exactly those). */
+static void vit_drop_path_fd(void **state)
+{
+  tmodel tm;
+  make_vit(&tm, 1);
+  tm.drop_path = 0.5;
+  mixed_seed(&tm);
+  fd_case(state, &tm, "vit_dp.safetensors");
+}
+
+/* Post-norm: the branch dropped before its residual add, inside the
+ * LayerNorm. */
+static void bert_drop_path_fd(void **state)
+{
+  tmodel tm;
+  make_bert(&tm);
+  tm.drop_path = 0.5;
+  tm.step = 3;
+  mixed_seed(&tm);
+  fd_case(state, &tm, "bert_dp.safetensors");
+}
+
+/* m2pt_train_options as 0.2 released it, before drop_path. */
+typedef struct train_options_0_2 {
+  size_t struct_size;
+  m2pt_pool_kind pool;
+  m2pt_loss_kind loss;
+  float label_smoothing;
+  int recompute, accumulate;
+  float dropout;
+  uint64_t seed;
+  uint32_t step;
+} train_options_0_2;
+
+/* Drop-path: rate 0 and an older caller's struct give today's bits; a rate
+ * gives the same bits twice and with recompute; another step other masks;
+ * rates outside [0, 1) refused. */
+static void drop_path_case(m2pt_context *ctx, tmodel *tm)
+{
+  m2pt_model *m = load(ctx, tm, "dpdet.safetensors");
+  batch b = make_batch(ctx, tm);
+  enum { OFF, OLD, ON, AGAIN, RECOMPUTE, STEP, RUNS };
+  m2pt_model_grads *g[RUNS];
+  float loss[RUNS];
+  tm->drop_path = 0.4;
+  mixed_seed(tm);
+  /* A step whose masks differ from step 0's. */
+  uint32_t other = 1;
+  for (;; other++) {
+    size_t d0 = 0, d1 = 0;
+    for (size_t s = 0; s < tm->batch; s++)
+      for (int br = 0; br < 2; br++) {
+        tm->step = 0;
+        d0 = d0 * 2 + (host_keep(tm, DEPTH - 1, br, s) == 0.0);
+        tm->step = other;
+        d1 = d1 * 2 + (host_keep(tm, DEPTH - 1, br, s) == 0.0);
+      }
+    tm->step = 0;
+    if (d0 != d1)
+      break;
+  }
+  for (int i = 0; i < RUNS; i++) {
+    assert_ok(ctx, m2pt_model_grads_create(m, 0, &g[i]));
+    m2pt_train_options o = options_of(tm);
+    o.drop_path = i == OFF ? 0.0 : tm->drop_path;
+    o.recompute = i == RECOMPUTE;
+    o.step = i == STEP ? other : 0;
+    if (i != OLD) {
+      assert_ok(ctx, grad(m, tm, &b, &o, g[i], &loss[i]));
+      continue;
+    }
+    /* An application built against 0.2: its struct ends before drop_path
+     * (padding garbage included) and reads as drop_path 0. */
+    assert_int_equal(sizeof(train_options_0_2), offsetof(m2pt_train_options, drop_path));
+    train_options_0_2 old;
+    memset(&old, 0xFF, sizeof old);
+    memcpy(&old, &o, offsetof(train_options_0_2, step) + sizeof old.step);
+    old.struct_size = sizeof old;
+    assert_ok(ctx, grad(m, tm, &b, (const m2pt_train_options *)(const void *)&old, g[i],
+                        &loss[i]));
+  }
+  assert_memory_equal(&loss[OFF], &loss[OLD], sizeof(float));
+  assert_grads_same_bits(ctx, g[OFF], g[OLD]);
+  assert_true(loss[ON] != loss[OFF] && loss[STEP] != loss[ON]);
+  assert_memory_equal(&loss[ON], &loss[AGAIN], sizeof(float));
+  assert_memory_equal(&loss[ON], &loss[RECOMPUTE], sizeof(float));
+  assert_grads_same_bits(ctx, g[ON], g[AGAIN]);
+  assert_grads_same_bits(ctx, g[ON], g[RECOMPUTE]);
+  m2pt_train_options bad = options_of(tm);
+  static const double rates[] = {1.0, -0.1, NAN, 0.99999999, 1e300};
+  for (size_t r = 0; r < sizeof rates / sizeof *rates; r++) {
+    bad.drop_path = rates[r];
+    assert_status(ctx, grad(m, tm, &b, &bad, g[OFF], &loss[OFF]), M2PT_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(m2pt_last_error(ctx), "drop_path"));
+  }
+  for (int i = 0; i < RUNS; i++)
+    m2pt_model_grads_destroy(g[i]);
+  release(&b, m, tm);
+}
+
+static void vit_drop_path_deterministic(void **state)
+{
+  tmodel tm;
+  make_vit(&tm, 1);
+  drop_path_case(*state, &tm);
+}
+
+static void bert_drop_path_deterministic(void **state)
+{
+  tmodel tm;
+  make_bert(&tm);
+  drop_path_case(*state, &tm);
+}
+
+/* Over many steps the device's loss is the one of the documented masks,
+ * and those masks drop a fraction p of the samples' branches. */
+static void drop_path_mask_rate(void **state)
+{
+  m2pt_context *ctx = *state;
+  tmodel tm;
+  make_vit(&tm, 1);
+  tm.drop_path = 0.5;
+  tm.seed = 0x5eed;
+  m2pt_model *m = load(ctx, &tm, "dprate.safetensors");
+  batch b = make_batch(ctx, &tm);
+  m2pt_model_grads *g = NULL;
+  assert_ok(ctx, m2pt_model_grads_create(m, M2PT_FREEZE_TARGET | M2PT_FREEZE_AUX, &g));
+  const uint32_t steps = test_small() ? 8 : 64;
+  size_t drops = 0;
+  for (tm.step = 0; tm.step < steps; tm.step++) {
+    const m2pt_train_options o = options_of(&tm);
+    float loss;
+    assert_ok(ctx, grad(m, &tm, &b, &o, g, &loss));
+    const double want = ref_loss(&tm);
+    if (!(fabs(loss - want) <= 1e-5 * fmax(1.0, fabs(want))))
+      fail_msg("step %u: loss %.9g, the documented masks' %.9g", tm.step, (double)loss, want);
+    drops += dropped(&tm);
+  }
+  const double n = 2.0 * (double)tm.batch * steps, p = block_rate(tm.drop_path, DEPTH - 1);
+  const double sigma = sqrt(n * p * (1.0 - p));
+  if (!(fabs((double)drops - n * p) <= 5.0 * sigma))
+    fail_msg("%zu of %.0f branches dropped, expected %.1f ± %.1f", drops, n, n * p, 5 * sigma);
+  m2pt_model_grads_destroy(g);
+  release(&b, m, &tm);
 }
 
 /* accumulate = 1 on top of one run's gradients gives twice them. */
@@ -702,9 +913,7 @@ static void accumulate_twice(void **state)
     }
     free_all(once, m2pt_model_grads_count(g));
     m2pt_model_grads_destroy(g);
-    m2pt_tensor_destroy(b.pixels);
-    m2pt_model_destroy(m);
-    tmodel_free(tm);
+    release(&b, m, tm);
   }
 }
 
@@ -943,7 +1152,10 @@ int main(void)
       cmocka_unit_test(vit_mse_without_head),   cmocka_unit_test(vit_deterministic),
       cmocka_unit_test(bert_deterministic),     cmocka_unit_test(accumulate_twice),
       cmocka_unit_test(dropout_deterministic),  cmocka_unit_test(frozen_absent),
-      cmocka_unit_test(created_head),
+      cmocka_unit_test(created_head),           cmocka_unit_test(vit_drop_path_fd),
+      cmocka_unit_test(bert_drop_path_fd),      cmocka_unit_test(vit_drop_path_deterministic),
+      cmocka_unit_test(bert_drop_path_deterministic),
+      cmocka_unit_test(drop_path_mask_rate),
       cmocka_unit_test(refused),
   };
   return test_run_matrix("grad_model", TEST_AXIS_GEMM, tests, test_setup_tmpdir_context,

@@ -118,13 +118,19 @@ def sub(p, prefix):
     return {k[len(prefix):]: v for k, v in p.items() if k.startswith(prefix)}
 
 
-def timm_block(p, x, heads, eps=1e-6):
+def branch(y, keep, i):
+    """timm's DropPath on a residual branch: keep is None or a pair of
+    per-sample multipliers [B] (0, or 1/keep_prob), i the branch."""
+    return y if keep is None else y * keep[i].reshape(-1, 1, 1)
+
+
+def timm_block(p, x, heads, eps=1e-6, keep=None):
     h = layer_norm(x, p['norm1.weight'], p['norm1.bias'], eps)
     qkv = lin(p, 'attn.qkv', h)
     q, k, v = qkv.split(qkv.shape[-1] // 3, -1)
-    x = x + lin(p, 'attn.proj', attention(q, k, v, None, heads))
+    x = x + branch(lin(p, 'attn.proj', attention(q, k, v, None, heads)), keep, 0)
     h = layer_norm(x, p['norm2.weight'], p['norm2.bias'], eps)
-    return x + lin(p, 'mlp.fc2', F.gelu(lin(p, 'mlp.fc1', h)))
+    return x + branch(lin(p, 'mlp.fc2', F.gelu(lin(p, 'mlp.fc1', h))), keep, 1)
 
 
 def hf_vit_block(p, x, heads):
@@ -137,13 +143,16 @@ def hf_vit_block(p, x, heads):
     return x + lin(p, 'output.dense', F.gelu(lin(p, 'intermediate.dense', h)))
 
 
-def bert_block(p, x, mask, heads):
+def bert_block(p, x, mask, heads, keep=None):
+    """keep: drop-path as m2pt defines it for post-norm, the branch dropped
+    before its residual add, inside the LayerNorm."""
     a = 'attention.self.'
     h = attention(lin(p, a + 'query', x), lin(p, a + 'key', x), lin(p, a + 'value', x), mask,
                   heads)
-    x = layer_norm(x + lin(p, 'attention.output.dense', h), p['attention.output.LayerNorm.weight'],
-                   p['attention.output.LayerNorm.bias'], 1e-12)
-    h = lin(p, 'output.dense', F.gelu(lin(p, 'intermediate.dense', x)))
+    x = layer_norm(x + branch(lin(p, 'attention.output.dense', h), keep, 0),
+                   p['attention.output.LayerNorm.weight'], p['attention.output.LayerNorm.bias'],
+                   1e-12)
+    h = branch(lin(p, 'output.dense', F.gelu(lin(p, 'intermediate.dense', x))), keep, 1)
     return layer_norm(x + h, p['output.LayerNorm.weight'], p['output.LayerNorm.bias'], 1e-12)
 
 

@@ -15,7 +15,8 @@ static void usage(FILE *f)
           "                 (--input X.npy | --input-ids IDS.npy | --pixels P.npy)\n"
           "                 [--attention-mask M.npy] --labels Y.npy [--num-classes C]\n"
           "                 [--pool token|mean] [--loss ce|mse] [--label-smoothing S]\n"
-          "                 [--freeze LIST] [--seed S] [--recompute] --out GRADS.safetensors\n"
+          "                 [--freeze LIST] [--dropout P] [--drop-path P] [--seed S]\n"
+          "                 [--step N] [--recompute] --out GRADS.safetensors\n"
           "Runs one training forward and backward of CKPT on a batch and writes the loss\n"
           "(__metadata__ \"loss\", a decimal string) and the gradient of every trainable\n"
           "parameter under its checkpoint name (blocks.0.attn.qkv.cross_modal_scale,\n"
@@ -38,7 +39,13 @@ static void usage(FILE *f)
           "                    or, without one, a head of C classes is created from --seed\n"
           "                    (truncated normal, std 0.02; zero bias) and its gradients\n"
           "                    written too\n"
-          "  --seed S          the created head's seed (default 0)\n"
+          "  --dropout P       dropout in [0, 1) on the embeddings' output and the head's\n"
+          "                    input (default 0)\n"
+          "  --drop-path P     stochastic depth in [0, 1), timm's drop_path_rate: block i\n"
+          "                    drops each residual branch per sample with probability\n"
+          "                    linspace(0, P, depth)[i] (default 0; model_grad.h)\n"
+          "  --seed S          the created head's seed, and the masks' (default 0)\n"
+          "  --step N          the training step in the masks' key (default 0)\n"
           "  --pool token|mean the class token, or the masked mean (tokens after the class\n"
           "                    token for pixels); default: the checkpoint's (model.h);\n"
           "                    also avg (= mean) and pooler\n"
@@ -74,6 +81,18 @@ static int parse_choice(const char *flag, const char *v, const char *const *name
   return 0;
 }
 
+/* A dropout probability in [0, 1). */
+static int parse_rate(const char *flag, const char *v, float *out)
+{
+  if (!tool_parse_float(flag, v, out))
+    return 0;
+  if (!(*out >= 0.0f && *out < 1.0f)) {
+    tool_error("%s: %s is not in [0, 1)", flag, v);
+    return 0;
+  }
+  return 1;
+}
+
 static int parse_value(int argc, char **argv, int *i, grad_args *a, int *bad)
 {
   static const char *const pools[] = {"token", "mean", "avg", "pooler"};
@@ -96,12 +115,27 @@ static int parse_value(int argc, char **argv, int *i, grad_args *a, int *bad)
       tool_error("--label-smoothing: %s is not in [0, 1]", v);
       *bad = 1;
     }
+  } else if (tool_arg(argc, argv, i, "--dropout", &v, bad)) {
+    *bad = *bad || !parse_rate("--dropout", v, &a->train.dropout);
+  } else if (tool_arg(argc, argv, i, "--drop-path", &v, bad)) {
+    float p = 0.0f;
+    *bad = *bad || !parse_rate("--drop-path", v, &p);
+    a->train.drop_path = p;
+  } else if (tool_arg(argc, argv, i, "--step", &v, bad)) {
+    size_t step = 0;
+    *bad = *bad || (strcmp(v, "0") != 0 && !tool_parse_size("--step", v, &step));
+    if (!*bad && step > UINT32_MAX) {
+      tool_error("--step: %s is more than 4294967295", v);
+      *bad = 1;
+    }
+    a->train.step = (uint32_t)step;
   } else if (tool_arg(argc, argv, i, "--num-classes", &v, bad)) {
     *bad = *bad || !tool_parse_size("--num-classes", v, &a->classes);
   } else if (tool_arg(argc, argv, i, "--seed", &v, bad)) {
     /* 0 is a seed too: tool_parse_size takes positive sizes only. */
     *bad = *bad || (strcmp(v, "0") != 0 && !tool_parse_size("--seed", v, &seed));
     a->seed = seed;
+    a->train.seed = seed;
   } else {
     return 0;
   }

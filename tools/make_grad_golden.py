@@ -25,6 +25,7 @@ the remaining ones under --freeze), and per λ the scale of its reduction,
 Σ|∂L/∂W_eff ⊙ W_aux| over the layer's matrix (the dλ tolerance's scale).
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -65,13 +66,45 @@ def timm_vit(gen, dim, hid, inner, depth, chans, img, patch, pool, classes=0, no
     return t
 
 
-def vit_forward(p, pixels, heads, depth, pool):
+def philox(ctr, key):
+    """Philox-4x32-10 (cl/dropout.cl, lib/common/philox.c)."""
+    c0, c1, c2, c3 = ctr
+    k0, k1 = key
+    for r in range(10):
+        if r:
+            k0, k1 = (k0 + 0x9E3779B9) & 0xFFFFFFFF, (k1 + 0xBB67AE85) & 0xFFFFFFFF
+        p0, p1 = 0xD2511F53 * c0, 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ k0, p1 & 0xFFFFFFFF, (p0 >> 32) ^ c3 ^ k1,
+                          p0 & 0xFFFFFFFF)
+    return c0, c1, c2, c3
+
+
+def drop_path_keep(rate, depth, batch, seed, step):
+    """Per block, the two branches' per-sample multipliers as timm's
+    DropPath makes them (mask / keep_prob) with dpr = linspace(0, rate,
+    depth), the masks m2pt's (model_grad.h): sample b of block i's branch j
+    is dropped when word 0 of Philox((b, 2^31, step, 2 + 2i + j), seed) is
+    below ceil(p·2^32)."""
+    dpr = [x.item() for x in torch.linspace(0, rate, depth)]
+    key = (seed & 0xFFFFFFFF, seed >> 32)
+    keep = []
+    for i, p in enumerate(dpr):
+        pair = []
+        for j in range(2):
+            bits = [philox((b, 0x80000000, step, 2 + 2 * i + j), key)[0] >= math.ceil(p * 2**32)
+                    for b in range(batch)]
+            pair.append(torch.tensor(bits, dtype=torch.float64) / (1 - p))
+        keep.append(pair)
+    return keep
+
+
+def vit_forward(p, pixels, heads, depth, pool, keep=None):
     """timm forward_features + forward_head: logits with a head, else the
-    pooled features."""
+    pooled features; keep: drop-path_keep's multipliers, or None."""
     x = patch_embed(p['patch_embed.proj.weight'], p['patch_embed.proj.bias'], p['cls_token'],
                     p['pos_embed'], pixels)
     for i in range(depth):
-        x = timm_block(sub(p, f'blocks.{i}.'), x, heads)
+        x = timm_block(sub(p, f'blocks.{i}.'), x, heads, keep=keep[i] if keep else None)
     if pool == 'token':
         y = layer_norm(x, p['norm.weight'], p['norm.bias'], 1e-6)[:, 0]
     else:
@@ -96,11 +129,12 @@ def bert_model(gen, dim, hid, depth, vocab, npos, ntypes, classes):
     return t
 
 
-def bert_forward(p, ids, mask, heads, depth):
+def bert_forward(p, ids, mask, heads, depth, keep=None):
     """Logits of the classifier on the pooler tanh(dense(h[:, 0]))."""
     x = bert_embeddings(p, 'bert.', ids, torch.zeros_like(ids))
     for i in range(depth):
-        x = bert_block(sub(p, f'bert.encoder.layer.{i}.'), x, mask, heads)
+        x = bert_block(sub(p, f'bert.encoder.layer.{i}.'), x, mask, heads,
+                       keep=keep[i] if keep else None)
     return lin(p, 'classifier', torch.tanh(lin(p, 'bert.pooler.dense', x[:, 0])))
 
 
@@ -152,6 +186,18 @@ def write_case(out, name, loss, grads, scales, model_args, loss_args, forward_ki
                           expect=sorted(n for n in grads if n not in frozen)))
 
 
+def write_droppath_case(out, name, loss, grads, scales, model_args, loss_args, keep, cases):
+    """A training-only case (no inference forward to compare); the masks
+    must drop some branch and keep another, or the case tests nothing."""
+    flat = [v for pair in keep[1:] for t in pair for v in t.tolist()]
+    assert 0.0 in flat and any(v > 0 for v in flat), f'{name}: masks all alike, pick another seed'
+    golden = f'{name}_grads.safetensors'
+    save_st(f'{out}/{golden}', grads, {'loss': repr(loss.item())})
+    cases.append({'name': name, 'model_args': model_args, 'loss_args': loss_args,
+                  'golden': golden, 'expect': sorted(grads), 'reduction_scale': scales,
+                  'training_only': True})
+
+
 def case_vit(out, cases):
     """(a) timm ViT, 2 blocks, pathways from an aux checkpoint on every block
     linear and the head (λ = 0.3), token pooling, cross-entropy with label
@@ -178,6 +224,16 @@ def case_vit(out, cases):
                   '--pixels', 'vit_pixels.npy']
     loss_args = ['--labels', 'vit_labels.npy', '--loss', 'ce', '--label-smoothing', '0.1']
     write_case(out, 'vit', loss, grads, scales, model_args, loss_args, 'logits', logits, cases)
+    # Stochastic depth (--drop-path 0.6: block 1's rate; block 0's is 0).
+    p = leaves(target)
+    add_pathway(p, aux, layers, lam)
+    keep = drop_path_keep(f32(0.6), depth, 3, seed=7, step=3)
+    logits = vit_forward(p, pixels, heads, depth, 'token', keep)
+    loss = F.cross_entropy(logits, labels, label_smoothing=f32(0.1))
+    grads, scales = gradients(p, loss)
+    write_droppath_case(out, 'vit_droppath', loss, grads, scales, model_args,
+                        loss_args + ['--drop-path', '0.6', '--seed', '7', '--step', '3'], keep,
+                        cases)
 
 
 def case_bert(out, cases):
@@ -210,6 +266,14 @@ def case_bert(out, cases):
                   'bert_mask.npy']
     loss_args = ['--labels', 'bert_labels.npy', '--loss', 'ce']
     write_case(out, 'bert', loss, grads, scales, model_args, loss_args, 'logits', logits, cases)
+    p = leaves(target)
+    add_pathway(p, aux, layers, lam)
+    keep = drop_path_keep(f32(0.6), depth, 3, seed=11, step=0)
+    logits = bert_forward(p, ids, mask.to(torch.float64), heads, depth, keep)
+    loss = F.cross_entropy(logits, labels)
+    grads, scales = gradients(p, loss)
+    write_droppath_case(out, 'bert_droppath', loss, grads, scales, model_args,
+                        loss_args + ['--drop-path', '0.6', '--seed', '11'], keep, cases)
 
 
 def case_narrow(out, cases):
@@ -252,7 +316,7 @@ def check_forward(out, m2pt_run, cases):
     DESIGN.md bound 1e-4·max(1, max|torch|)."""
     ok = True
     for c in cases:
-        if c['name'].endswith('_freeze'):
+        if c['name'].endswith('_freeze') or c.get('training_only'):
             continue
         ref = np.load(f"{out}/{c['name']}_forward.npy").astype(np.float64)
         with tempfile.TemporaryDirectory() as tmp:

@@ -108,7 +108,9 @@ M2PT_API m2pt_status m2pt_block_forward(m2pt_block *block, const m2pt_tensor *x,
  * heads·dim_head, hidden = ff_mult·dim), plus the backward's scratch
  * rows·(2·dim + 4·hd + hidden) floats and the attention backward's two
  * [heads][N][N]. A plain m2pt_block_forward saves nothing and leaves the
- * saved set alone. Errors: as m2pt_block_forward. */
+ * saved set alone. No stochastic depth here: the model's training passes
+ * apply drop-path to the blocks' residual branches (model_grad.h,
+ * m2pt_train_options.drop_path). Errors: as m2pt_block_forward. */
 M2PT_API m2pt_status m2pt_block_forward_train(m2pt_block *block, const m2pt_tensor *x,
                                               const m2pt_tensor *mask, m2pt_tensor *y);
 

@@ -130,17 +130,40 @@ typedef struct m2pt_train_options {
   float dropout;         /* in [0, 1): dropout on the embeddings' output and on the
                             head's input (timm's pos_drop and head_drop, BERT's
                             hidden dropout there); 0: off */
-  uint64_t seed;         /* the dropout's Philox key (dropout.h): layer 0 the
-                            embeddings', layer 1 the head input's */
-  uint32_t step;
+  uint64_t seed;         /* the Philox key of dropout and drop-path (dropout.h), */
+  uint32_t step;         /* with the layers numbered as below */
+  /* Added after 0.2 (an older caller's struct_size ends before it; a double
+   * so that it starts past 0.2's struct, tail padding included). */
+  double drop_path;      /* in [0, 1): stochastic depth, timm's drop_path_rate */
 } m2pt_train_options;
 
+/* Stochastic depth (drop_path > 0): as timm's VisionTransformer, block i of
+ * `depth` drops each of its two residual branches per sample with
+ *   p_i = linspace(0, drop_path, depth)[i]
+ * (torch.linspace in float32: s = drop_path/(depth − 1), p_i = s·i for
+ * i < depth/2, else drop_path − s·(depth − 1 − i); one block: p_0 = 0), kept
+ * samples scaled by 1/(1 − p_i) (timm's DropPath, scale_by_keep):
+ *   pre-norm (ViT)    x = x + dp(attn(norm1(x)));  x = x + dp(mlp(norm2(x)))
+ *   post-norm (BERT)  the branch dropped before its residual add, inside the
+ *                     LayerNorm: h = LN1(x + dp(attn(x))), y = LN2(h + dp(mlp(h)))
+ *                     (stochastic depth's ResNet form; BERT itself uses hidden
+ *                     dropout there, which m2pt does not apply per block)
+ * The masks come from m2pt_drop_path with key (seed, step, layer); the
+ * layers of one step are numbered
+ *   0          dropout on the embeddings' output
+ *   1          dropout on the head's input
+ *   2 + 2·i    drop-path of block i's attention branch
+ *   3 + 2·i    drop-path of block i's MLP (FFN) branch
+ * so the backward (and a recomputed block forward) regenerates each mask
+ * instead of storing it; the same seed and step give the same masks on
+ * every device. drop_path 0 gives the bits of a pass without it. */
+
 /* AUTO pooling, cross-entropy, no smoothing, saved activations, overwrite,
- * no dropout. Inline, so struct_size is the caller's sizeof. */
+ * no dropout, no drop-path. Inline, so struct_size is the caller's sizeof. */
 static inline m2pt_train_options m2pt_train_options_default(void)
 {
   const m2pt_train_options o = {sizeof(m2pt_train_options), M2PT_POOL_AUTO,
-                                M2PT_LOSS_CROSS_ENTROPY, 0.0f, 0, 0, 0.0f, 0, 0};
+                                M2PT_LOSS_CROSS_ENTROPY, 0.0f, 0, 0, 0.0f, 0, 0, 0.0};
   return o;
 }
 

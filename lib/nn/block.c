@@ -261,12 +261,43 @@ static m2pt_status scratch(m2pt_context *ctx, m2pt_workspace_slot slot, size_t r
   return m2pt_workspace_get(ctx, slot, bytes, out);
 }
 
+/* Whether a training pass drops residual branches (block_internal.h). */
+static int dropping(const m2pt_block_drop *drop)
+{
+  return drop && drop->p > 0.0f;
+}
+
+/* Drop-path of branch `which` from src into dst ([batch·tokens][dim], may
+ * be src), the mask per sample; the backward is the same draw applied to
+ * the branch's gradient. */
+static m2pt_status drop_branch(m2pt_block *b, const m2pt_block_drop *drop, int which, cl_mem src,
+                               cl_mem dst, size_t batch, size_t tokens, int backward)
+{
+  const size_t dim = b->cfg.dim, n = batch * tokens * dim;
+  const m2pt_tensor in = {b->ctx, src, 3, {batch, tokens, dim}, n};
+  m2pt_tensor out = {b->ctx, dst, 3, {batch, tokens, dim}, n};
+  if (backward)
+    return m2pt_drop_path_backward(b->ctx, &in, drop->p, drop->key[which], &out);
+  return m2pt_drop_path(b->ctx, &in, drop->p, drop->key[which], &out);
+}
+
+/* out = residual + dp(out): the branch in out, dropped, then the residual
+ * added (a training forward with drop-path). */
+static m2pt_status drop_add(m2pt_block *b, const m2pt_block_drop *drop, int which, cl_mem out,
+                            cl_mem residual, size_t batch, size_t tokens)
+{
+  M2PT_TRY(drop_branch(b, drop, which, out, out, batch, tokens, 0));
+  return m2pt_op_add(b->ctx, out, residual, batch * tokens * b->cfg.dim, 0, out);
+}
+
 /* h = x + proj(MHSA(qkv(in))), with `in` = LN1(x) (pre-norm) or x (post-norm).
  * The residual and proj's bias are laid into h first and the GEMM
- * accumulates onto them. */
+ * accumulates onto them; with drop-path (training) the branch is formed in
+ * h alone, dropped, and x added after. */
 static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem mask,
                                       size_t batch, size_t tokens,
-                                      const m2pt_block_saved *saved, cl_mem h)
+                                      const m2pt_block_saved *saved, const m2pt_block_drop *drop,
+                                      cl_mem h)
 {
   m2pt_context *ctx = b->ctx;
   const size_t rows = batch * tokens;
@@ -282,6 +313,10 @@ static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem
   M2PT_TRY(m2pt_linear_forward_buffers(b->qkv, in, rows, qkv));
   const m2pt_attention_shape shape = {batch, tokens, b->cfg.heads, b->cfg.dim_head};
   M2PT_TRY(m2pt_op_attention(ctx, qkv, mask, &shape, b->cfg.attention, attn));
+  if (dropping(drop)) {
+    M2PT_TRY(m2pt_linear_forward_buffers(b->proj, attn, rows, h));
+    return drop_add(b, drop, 0, h, x, batch, tokens);
+  }
   M2PT_TRY(m2pt_linear_effective_bias(b->proj, &proj_bias));
   M2PT_TRY(m2pt_op_add(ctx, x, proj_bias, rows * b->cfg.dim, b->cfg.dim, h));
   return m2pt_linear_apply(b->proj, attn, rows, 1.0f, h);
@@ -476,10 +511,12 @@ void m2pt_block_saved_release(const m2pt_block *b, m2pt_block_saved *sv)
  * in `pre` (the same calls as m2pt_ffn_apply makes where GEMMs run on the
  * device, so there the same bits as the inference forward; on the host BLAS
  * the inference forward's host epilogues round differently, within
- * DESIGN.md's tolerance). residual may be in, not out. */
-static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t rows, cl_mem residual, cl_mem pre,
-                             cl_mem out)
+ * DESIGN.md's tolerance); with drop-path, residual + dp(fc2(…)). residual
+ * may be in, not out. */
+static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t batch, size_t tokens,
+                             cl_mem residual, const m2pt_block_drop *drop, cl_mem pre, cl_mem out)
 {
+  const size_t rows = batch * tokens;
   m2pt_context *ctx = b->ctx;
   m2pt_linear *fc1 = m2pt_block_linear(b, M2PT_BLOCK_FC1);
   m2pt_linear *fc2 = m2pt_block_linear(b, M2PT_BLOCK_FC2);
@@ -489,6 +526,10 @@ static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t rows, cl_mem resid
   M2PT_TRY(m2pt_linear_apply(fc1, in, rows, 0.0f, pre));
   M2PT_TRY(m2pt_linear_effective_bias(fc1, &b1));
   M2PT_TRY(m2pt_op_gelu(ctx, pre, b1, b->cfg.gelu, rows * hidden, hidden, act));
+  if (dropping(drop)) {
+    M2PT_TRY(m2pt_linear_forward_buffers(fc2, act, rows, out));
+    return drop_add(b, drop, 1, out, residual, batch, tokens);
+  }
   M2PT_TRY(m2pt_linear_effective_bias(fc2, &b2));
   M2PT_TRY(m2pt_op_add(ctx, residual, b2, rows * b->cfg.dim, b->cfg.dim, out));
   return m2pt_linear_apply(fc2, act, rows, 1.0f, out);
@@ -496,7 +537,8 @@ static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t rows, cl_mem resid
 
 /* The training forward into a saved set (arguments checked). */
 static m2pt_status forward_saved(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
-                                 const m2pt_block_saved *sv, m2pt_tensor *y)
+                                 const m2pt_block_drop *drop, const m2pt_block_saved *sv,
+                                 m2pt_tensor *y)
 {
   m2pt_context *ctx = b->ctx;
   const size_t dim = b->cfg.dim, batch = x->shape[0], tokens = x->shape[1];
@@ -506,15 +548,17 @@ static m2pt_status forward_saved(m2pt_block *b, const m2pt_tensor *x, const m2pt
   if (b->cfg.layout == M2PT_PRE_NORM) {
     M2PT_TRY(m2pt_op_layer_norm_train(ctx, x->buffer, b->norm1_w, b->norm1_b, eps, rows, dim,
                                       sv->in1, sv->mean1, sv->rstd1));
-    M2PT_TRY(attention_residual(b, sv->in1, x->buffer, mask_buf, batch, tokens, sv, sv->h));
+    M2PT_TRY(
+        attention_residual(b, sv->in1, x->buffer, mask_buf, batch, tokens, sv, drop, sv->h));
     M2PT_TRY(m2pt_op_layer_norm_train(ctx, sv->h, b->norm2_w, b->norm2_b, eps, rows, dim,
                                       sv->in2, sv->mean2, sv->rstd2));
-    return ffn_train(b, sv->in2, rows, sv->h, sv->fc1, y->buffer);
+    return ffn_train(b, sv->in2, batch, tokens, sv->h, drop, sv->fc1, y->buffer);
   }
-  M2PT_TRY(attention_residual(b, x->buffer, x->buffer, mask_buf, batch, tokens, sv, sv->in1));
+  M2PT_TRY(
+      attention_residual(b, x->buffer, x->buffer, mask_buf, batch, tokens, sv, drop, sv->in1));
   M2PT_TRY(m2pt_op_layer_norm_train(ctx, sv->in1, b->norm1_w, b->norm1_b, eps, rows, dim, sv->h,
                                     sv->mean1, sv->rstd1));
-  M2PT_TRY(ffn_train(b, sv->h, rows, sv->h, sv->fc1, sv->in2));
+  M2PT_TRY(ffn_train(b, sv->h, batch, tokens, sv->h, drop, sv->fc1, sv->in2));
   return m2pt_op_layer_norm_train(ctx, sv->in2, b->norm2_w, b->norm2_b, eps, rows, dim,
                                   y->buffer, sv->mean2, sv->rstd2);
 }
@@ -529,7 +573,7 @@ m2pt_status m2pt_block_forward_train(m2pt_block *b, const m2pt_tensor *x,
   /* Whatever happens next, the slots no longer hold another block's set. */
   b->saved_serial = 0;
   ctx->train_serial++;
-  M2PT_TRY(forward_saved(b, x, mask, &sv, y));
+  M2PT_TRY(forward_saved(b, x, mask, NULL, &sv, y));
   b->saved_serial = ctx->train_serial;
   b->saved_batch = x->shape[0];
   b->saved_tokens = x->shape[1];
@@ -537,15 +581,15 @@ m2pt_status m2pt_block_forward_train(m2pt_block *b, const m2pt_tensor *x,
 }
 
 m2pt_status m2pt_block_forward_saved(m2pt_block *b, const m2pt_tensor *x,
-                                     const m2pt_tensor *mask, const m2pt_block_saved *saved,
-                                     m2pt_tensor *y)
+                                     const m2pt_tensor *mask, const m2pt_block_drop *drop,
+                                     const m2pt_block_saved *saved, m2pt_tensor *y)
 {
   M2PT_TRY(check_forward(b, x, mask, y, "m2pt_block_forward_train"));
   if (saved->rows < x->shape[0] * x->shape[1])
     return m2pt_fail(b->ctx, M2PT_ERR_INVALID_STATE,
                      "a block's saved set holds %zu rows, x has %zu", saved->rows,
                      x->shape[0] * x->shape[1]);
-  return forward_saved(b, x, mask, saved, y);
+  return forward_saved(b, x, mask, drop, saved, y);
 }
 
 /* ---- gradients by checkpoint name ---- */
@@ -828,8 +872,9 @@ static m2pt_status attention_backward(m2pt_block *b, const m2pt_block_grads *g, 
 
 /* The backward proper (arguments checked). */
 static m2pt_status backward_saved(m2pt_block *b, const m2pt_tensor *x, const m2pt_tensor *mask,
-                                  const m2pt_tensor *dy, const m2pt_block_saved *sv,
-                                  const m2pt_block_grads *g, int acc, m2pt_tensor *dx)
+                                  const m2pt_block_drop *drop, const m2pt_tensor *dy,
+                                  const m2pt_block_saved *sv, const m2pt_block_grads *g, int acc,
+                                  m2pt_tensor *dx)
 {
   m2pt_context *ctx = b->ctx;
   const size_t dim = b->cfg.dim, batch = x->shape[0], tokens = x->shape[1];
@@ -838,14 +883,29 @@ static m2pt_status backward_saved(m2pt_block *b, const m2pt_tensor *x, const m2p
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_D1, rows, dim, &d1));
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_D2, rows, dim, &d2));
   const cl_mem dxb = dx ? dx->buffer : NULL;
+  const int dp = dropping(drop);
   if (b->cfg.layout == M2PT_PRE_NORM) {
-    /* y = h + FFN(LN2(h)): d2 = ∂L/∂LN2(h), then d1 = ∂L/∂h = dy + LN2'ᵀ·d2. */
-    M2PT_TRY(ffn_backward(b, g, acc, sv->fc1, sv->in2, dy->buffer, rows, d2, 0));
+    /* y = h + FFN(LN2(h)): d2 = ∂L/∂LN2(h), then d1 = ∂L/∂h = dy + LN2'ᵀ·d2.
+     * With drop-path the FFN sees dp'(dy), formed in d1 (free until the
+     * norm's backward writes it). */
+    cl_mem dffn = dy->buffer;
+    if (dp) {
+      M2PT_TRY(drop_branch(b, drop, 1, dy->buffer, d1, batch, tokens, 1));
+      dffn = d1;
+    }
+    M2PT_TRY(ffn_backward(b, g, acc, sv->fc1, sv->in2, dffn, rows, d2, 0));
     M2PT_TRY(norm_backward(b, g, M2PT_GRAD_NORM2_W, acc, d2, sv->h, b->norm2_w, sv->mean2,
                            sv->rstd2, rows, d1));
     M2PT_TRY(m2pt_op_add(ctx, d1, dy->buffer, n, 0, d1));
-    /* h = x + attention(LN1(x)): dx = d1 + LN1'ᵀ·(∂L/∂LN1(x)). */
-    M2PT_TRY(attention_backward(b, g, acc, sv, sv->in1, mask, d1, batch, tokens, d2, 0));
+    /* h = x + attention(LN1(x)): dx = d1 + LN1'ᵀ·(∂L/∂LN1(x)). With
+     * drop-path the branch sees dp'(d1), formed in d2: the attention's
+     * backward reads its upstream gradient (proj's) before it writes d2. */
+    cl_mem dattn = d1;
+    if (dp) {
+      M2PT_TRY(drop_branch(b, drop, 0, d1, d2, batch, tokens, 1));
+      dattn = d2;
+    }
+    M2PT_TRY(attention_backward(b, g, acc, sv, sv->in1, mask, dattn, batch, tokens, d2, 0));
     M2PT_TRY(norm_backward(b, g, M2PT_GRAD_NORM1_W, acc, d2, x->buffer, b->norm1_w, sv->mean1,
                            sv->rstd1, rows, dxb));
     if (dxb)
@@ -856,7 +916,14 @@ static m2pt_status backward_saved(m2pt_block *b, const m2pt_tensor *x, const m2p
    * onto it (the residual), giving ∂L/∂h. */
   M2PT_TRY(norm_backward(b, g, M2PT_GRAD_NORM2_W, acc, dy->buffer, sv->in2, b->norm2_w,
                          sv->mean2, sv->rstd2, rows, d1));
-  M2PT_TRY(ffn_backward(b, g, acc, sv->fc1, sv->h, d1, rows, d1, 1));
+  /* s2 = h + dp(FFN(h)): with drop-path the FFN sees dp'(d1), formed in d2
+   * (free until LN1's backward). */
+  cl_mem dffn = d1;
+  if (dp) {
+    M2PT_TRY(drop_branch(b, drop, 1, d1, d2, batch, tokens, 1));
+    dffn = d2;
+  }
+  M2PT_TRY(ffn_backward(b, g, acc, sv->fc1, sv->h, dffn, rows, d1, 1));
   /* h = LN1(s1), s1 = x + attention(x): d2 = ∂L/∂s1; dx = d2 + qkv's ∂L/∂x. */
   M2PT_TRY(norm_backward(b, g, M2PT_GRAD_NORM1_W, acc, d1, sv->in1, b->norm1_w, sv->mean1,
                          sv->rstd1, rows, d2));
@@ -866,6 +933,10 @@ static m2pt_status backward_saved(m2pt_block *b, const m2pt_tensor *x, const m2p
     if (err != CL_SUCCESS)
       return m2pt_fail_cl(ctx, err, "m2pt_block_backward: copying dx");
   }
+  /* s1 = x + dp(attention(x)): the branch sees dp'(d2), in place (d2 is
+   * in dx already). */
+  if (dp)
+    M2PT_TRY(drop_branch(b, drop, 0, d2, d2, batch, tokens, 1));
   return attention_backward(b, g, acc, sv, x->buffer, mask, d2, batch, tokens, dxb, 1);
 }
 
@@ -875,12 +946,12 @@ m2pt_status m2pt_block_backward(m2pt_block *b, const m2pt_tensor *x, const m2pt_
   M2PT_TRY(check_backward(b, x, mask, dy, g, dx));
   m2pt_block_saved sv;
   M2PT_TRY(context_saved(b, x->shape[0] * x->shape[1], &sv));
-  return backward_saved(b, x, mask, dy, &sv, g, 0, dx);
+  return backward_saved(b, x, mask, NULL, dy, &sv, g, 0, dx);
 }
 
 m2pt_status m2pt_block_backward_saved(m2pt_block *b, const m2pt_tensor *x,
-                                      const m2pt_tensor *mask, const m2pt_tensor *dy,
-                                      const m2pt_block_saved *saved,
+                                      const m2pt_tensor *mask, const m2pt_block_drop *drop,
+                                      const m2pt_tensor *dy, const m2pt_block_saved *saved,
                                       const m2pt_block_grads *g, int accumulate,
                                       m2pt_tensor *dx)
 {
@@ -895,7 +966,7 @@ m2pt_status m2pt_block_backward_saved(m2pt_block *b, const m2pt_tensor *x,
   if (saved->rows < x->shape[0] * x->shape[1])
     return m2pt_fail(ctx, M2PT_ERR_INVALID_STATE, "%s: the saved set holds %zu rows, x has %zu",
                      fn, saved->rows, x->shape[0] * x->shape[1]);
-  return backward_saved(b, x, mask, dy, saved, g, accumulate, dx);
+  return backward_saved(b, x, mask, drop, dy, saved, g, accumulate, dx);
 }
 
 cl_mem m2pt_block_norm_buffer(const m2pt_block *b, size_t index)

@@ -7,6 +7,7 @@
 #include "core/cl.h"
 #include "core/workspace.h"
 #include "m2pt/block.h"
+#include "m2pt/dropout.h"
 #include "m2pt/linear.h"
 
 /* The block's linears, in this order, by their checkpoint names. */
@@ -52,11 +53,23 @@ m2pt_status m2pt_block_saved_create(const m2pt_block *block, size_t rows,
                                     m2pt_block_saved *saved);
 void m2pt_block_saved_release(const m2pt_block *block, m2pt_block_saved *saved);
 
+/* Stochastic depth in a training pass (timm's DropPath on each residual
+ * branch): the branch's output is dropped per sample with probability p,
+ * kept ones scaled by 1/(1 − p) (m2pt_drop_path), before its residual add:
+ *   pre-norm   h = x + dp(attn(LN1(x))),      y = h + dp(FFN(LN2(h)))
+ *   post-norm  h = LN1(x + dp(attn(x))),      y = LN2(h + dp(FFN(h)))
+ * The backward regenerates the forward's masks from the same keys. */
+typedef struct m2pt_block_drop {
+  float p;             /* in [0, 1); 0: off, the bits of a pass without it */
+  m2pt_rng_key key[2]; /* the attention branch's, the FFN branch's */
+} m2pt_block_drop;
+
 /* m2pt_block_forward_train into `saved` (which must hold x's rows), the
- * context's saved set left alone. Same bits as the public one. */
+ * context's saved set left alone, with drop-path when drop is not NULL.
+ * Same bits as the public one without drop-path. */
 m2pt_status m2pt_block_forward_saved(m2pt_block *block, const m2pt_tensor *x,
-                                     const m2pt_tensor *mask, const m2pt_block_saved *saved,
-                                     m2pt_tensor *y);
+                                     const m2pt_tensor *mask, const m2pt_block_drop *drop,
+                                     const m2pt_block_saved *saved, m2pt_tensor *y);
 
 /* The gradient tensors of one block by parameter (block.h); a NULL tensor
  * is a frozen parameter: not computed. */
@@ -68,13 +81,14 @@ struct m2pt_block_grads {
   m2pt_tensor *lin[M2PT_BLOCK_LINEARS][4]; /* by field: weight, bias, aux_weight, scale */
 };
 
-/* m2pt_block_backward from `saved` (the forward_saved of this block on x and
- * mask): the gradients of grads' non-NULL tensors, written (accumulate 0) or
- * added to what they hold (1); dx (NULL: not computed) is always written.
- * Checks shapes, not that `saved` is this block's. */
+/* m2pt_block_backward from `saved` (the forward_saved of this block on x,
+ * mask and drop, which must be that call's): the gradients of grads'
+ * non-NULL tensors, written (accumulate 0) or added to what they hold (1);
+ * dx (NULL: not computed) is always written. Checks shapes, not that
+ * `saved` is this block's. */
 m2pt_status m2pt_block_backward_saved(m2pt_block *block, const m2pt_tensor *x,
-                                      const m2pt_tensor *mask, const m2pt_tensor *dy,
-                                      const m2pt_block_saved *saved,
+                                      const m2pt_tensor *mask, const m2pt_block_drop *drop,
+                                      const m2pt_tensor *dy, const m2pt_block_saved *saved,
                                       const m2pt_block_grads *grads, int accumulate,
                                       m2pt_tensor *dx);
 

@@ -2,6 +2,7 @@
  * ids, pixels or hidden states to a loss, and its backward into a
  * m2pt_model_grads. The model keeps the activations between the two. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -153,8 +154,12 @@ typedef struct train_call {
   const char *fn;
 } train_call;
 
-/* m2pt_train_options as first released (core/options.h). */
-#define TRAIN_OPTIONS_SIZE_0_2 sizeof(m2pt_train_options)
+/* m2pt_train_options as first released (core/options.h): drop_path came
+ * later, and begins where 0.2's struct ended. */
+#define TRAIN_OPTIONS_SIZE_0_2 offsetof(m2pt_train_options, drop_path)
+_Static_assert(offsetof(m2pt_train_options, step) + sizeof(uint32_t) <= TRAIN_OPTIONS_SIZE_0_2 &&
+                   TRAIN_OPTIONS_SIZE_0_2 % sizeof(uint64_t) == 0,
+               "drop_path must start past 0.2's struct, its tail padding included");
 
 /* input: the address of the pixels or hidden states tensor (which may be
  * NULL, refused then), or NULL for ids. */
@@ -193,6 +198,9 @@ static m2pt_status check_common(train_call *c, m2pt_model *m, const m2pt_tensor 
                "%s: label_smoothing = %g must be in [0, 1]", fn, (double)o->label_smoothing);
   M2PT_REQUIRE(ctx, o->dropout >= 0.0f && o->dropout < 1.0f, "%s: dropout = %g must be in [0, 1)",
                fn, (double)o->dropout);
+  /* In range as a double first: converting a larger one to float is undefined. */
+  M2PT_REQUIRE(ctx, o->drop_path >= 0.0 && o->drop_path < 1.0 && (float)o->drop_path < 1.0f,
+               "%s: drop_path = %g must be in [0, 1)", fn, o->drop_path);
   M2PT_REQUIRE(ctx, (o->recompute == 0 || o->recompute == 1) &&
                         (o->accumulate == 0 || o->accumulate == 1),
                "%s: recompute and accumulate are 0 or 1", fn);
@@ -271,6 +279,20 @@ static m2pt_rng_key key_of(const train_call *c, uint32_t layer)
   return k;
 }
 
+/* Block i's drop-path (model_grad.h): timm's dpr = torch.linspace(0, rate,
+ * depth) in float32, and the layers 2 + 2·i, 3 + 2·i. */
+static m2pt_block_drop drop_of(const train_call *c, size_t i)
+{
+  const size_t depth = c->m->depth;
+  const float rate = (float)c->o.drop_path;
+  m2pt_block_drop d = {0.0f, {key_of(c, (uint32_t)(2 + 2 * i)), key_of(c, (uint32_t)(3 + 2 * i))}};
+  if (depth > 1) {
+    const float step = rate / (float)(depth - 1);
+    d.p = i < depth / 2 ? step * (float)i : rate - step * (float)(depth - 1 - i);
+  }
+  return d;
+}
+
 /* From act[0] (the embeddings, already there) to the loss on the device. */
 static m2pt_status forward(const train_call *c)
 {
@@ -281,9 +303,11 @@ static m2pt_status forward(const train_call *c)
   const m2pt_tensor *mask = c->has_mask ? &c->mask : NULL;
   if (c->o.dropout > 0.0f)
     M2PT_TRY(m2pt_dropout(ctx, t->act[0], c->o.dropout, key_of(c, 0), t->act[0]));
-  for (size_t i = 0; i < m->depth; i++)
-    M2PT_TRY(m2pt_block_forward_saved(m->blocks[i], t->act[i], mask,
+  for (size_t i = 0; i < m->depth; i++) {
+    const m2pt_block_drop drop = drop_of(c, i);
+    M2PT_TRY(m2pt_block_forward_saved(m->blocks[i], t->act[i], mask, &drop,
                                       &t->saved[c->o.recompute ? 0 : i], t->act[i + 1]));
+  }
   cl_mem h = t->act[m->depth]->buffer;
   if (m->norm_w) {
     M2PT_TRY(m2pt_op_layer_norm_train(ctx, h, m->norm_w, m->norm_b, m->cfg.eps, rows, dim,
@@ -401,13 +425,16 @@ static m2pt_status backward_blocks(const train_call *c, int want_dx0, m2pt_tenso
     lowest = 0;
   for (size_t i = m->depth; i-- > lowest;) {
     const m2pt_block_saved *sv = &t->saved[c->o.recompute ? 0 : i];
+    const m2pt_block_drop drop = drop_of(c, i);
     /* Activation checkpointing: the block's training forward again, from its
-     * saved input; its output is act[i + 1] once more, the same bits. */
+     * saved input, with the same drop-path keys; its output is act[i + 1]
+     * once more, the same bits. */
     if (c->o.recompute)
-      M2PT_TRY(m2pt_block_forward_saved(m->blocks[i], t->act[i], mask, sv, t->act[i + 1]));
+      M2PT_TRY(
+          m2pt_block_forward_saved(m->blocks[i], t->act[i], mask, &drop, sv, t->act[i + 1]));
     const int need_dx = i > lowest || want_dx0;
-    M2PT_TRY(m2pt_block_backward_saved(m->blocks[i], t->act[i], mask, dy, sv, &c->g->blocks[i],
-                                       c->o.accumulate, need_dx ? dx : NULL));
+    M2PT_TRY(m2pt_block_backward_saved(m->blocks[i], t->act[i], mask, &drop, dy, sv,
+                                       &c->g->blocks[i], c->o.accumulate, need_dx ? dx : NULL));
     m2pt_tensor *swap = dy;
     dy = dx;
     dx = swap;
