@@ -236,6 +236,23 @@ def resume(tmp):
           'resuming from the state a failed save kept')
 
 
+def drop_path(tmp):
+    """--drop-path: the same seed gives the same log twice; the masks change
+    the losses (each step draws its masks from (seed, step, layer))."""
+    flags = base_args(DATA) + ['--data', f'{DATA}/data.npy', '--labels', f'{DATA}/labels.npy',
+                               '--heads', '2', '--steps', '4', '--batch', '4', '--lr', '5e-3',
+                               '--seed', '5', '--log', '-']
+    runs = [run(flags + extra + ['--out', f'{tmp}/dp{i}.safetensors'])
+            for i, extra in enumerate([['--drop-path', '0.5'], ['--drop-path', '0.5'], []])]
+    check(all(r.returncode == 0 for r in runs), 'm2pt-train --drop-path runs')
+    if any(r.returncode for r in runs):
+        return
+    a, b, plain = (log_lines(r.stdout) for r in runs)
+    check(a == b, '--drop-path: one seed gives one log')
+    check([x['loss'] for x in a] != [x['loss'] for x in plain],
+          '--drop-path 0.5 changes nothing')
+
+
 def nan_loss(tmp):
     with open(f'{DATA}/data.npy', 'rb') as f:
         raw = bytearray(f.read())
@@ -346,6 +363,7 @@ with tempfile.TemporaryDirectory() as tmp:
     accumulation(tmp)
     errors(tmp)
     resume(tmp)
+    drop_path(tmp)
     nan_loss(tmp)
     synthetic(tmp)
 print('check_train:', 'FAILED' if failures else 'all passed', f'({len(failures)} failures)')

@@ -216,11 +216,6 @@ int main(int argc, char **argv)
     return 0;
   if (parsed)
     return parsed;
-  /* Parsed and checked, but the library does not do them yet: refused, not ignored. */
-  if (a.drop_path > 0.0f) {
-    tool_error("--drop-path is not supported yet");
-    return TOOL_EXIT_USAGE;
-  }
   tool_signals();
   return train(&a);
 }

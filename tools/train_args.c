@@ -225,7 +225,9 @@ static int one_flag(int argc, char **argv, int *i, train_args *a, seen *s, int *
   } else if (tool_arg(argc, argv, i, "--dropout", &v, bad)) {
     *bad |= !*bad && !parse_range("--dropout", v, 0.0f, 1.0f, 1, &a->pass.dropout);
   } else if (tool_arg(argc, argv, i, "--drop-path", &v, bad)) {
-    *bad |= !*bad && !parse_range("--drop-path", v, 0.0f, 1.0f, 1, &a->drop_path);
+    float p = 0.0f;
+    *bad |= !*bad && !parse_range("--drop-path", v, 0.0f, 1.0f, 1, &p);
+    a->pass.drop_path = p;
   } else if (tool_arg(argc, argv, i, "--freeze", &v, bad)) {
     if (!*bad && m2pt_freeze_parse(v, &a->freeze) != M2PT_OK) {
       tool_error("--freeze: %s", m2pt_last_error(NULL));

@@ -27,7 +27,8 @@ typedef struct train_args {
   const char *model, *aux;
   train_data_args train, val; /* val.data NULL: no validation set */
   size_t num_classes;         /* --num-classes: 0 unless given */
-  m2pt_train_options pass;    /* --pool, --loss, --label-smoothing, --dropout, --seed */
+  m2pt_train_options pass;    /* --pool, --loss, --label-smoothing, --dropout, --drop-path,
+                                  --seed */
   double epochs;              /* --epochs, or 0 */
   size_t steps;               /* --steps, or 0 */
   size_t batch, accum;
@@ -38,7 +39,6 @@ typedef struct train_args {
   size_t warmup_steps;  /* --warmup-steps */
   float warmup_epochs;  /* --warmup-epochs (one of the two, else 0) */
   float clip_grad;      /* 0: no clipping */
-  float drop_path;
   unsigned freeze;      /* M2PT_FREEZE_* */
   uint64_t seed;
   int shuffle;          /* 0 with --no-shuffle */
