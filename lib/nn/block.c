@@ -261,6 +261,13 @@ static m2pt_status scratch(m2pt_context *ctx, m2pt_workspace_slot slot, size_t r
   return m2pt_workspace_get(ctx, slot, bytes, out);
 }
 
+/* The attention's log-sum-exp [B][heads][N] that a training forward saves
+ * when the fused attention backward will run (m2pt_op_attention_train). */
+static m2pt_status saved_lse(m2pt_block *b, size_t batch, size_t tokens, cl_mem *out)
+{
+  return scratch(b->ctx, M2PT_WS_TRAIN_LSE, batch * b->cfg.heads, tokens, out);
+}
+
 /* h = x + proj(MHSA(qkv(in))), with `in` = LN1(x) (pre-norm) or x (post-norm).
  * The residual and proj's bias are laid into h first and the GEMM
  * accumulates onto them. */
@@ -269,13 +276,17 @@ static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem
 {
   m2pt_context *ctx = b->ctx;
   const size_t rows = batch * tokens;
-  cl_mem qkv, attn, proj_bias;
-  /* A training forward keeps qkv and the attention output for the backward. */
+  cl_mem qkv, attn, proj_bias, lse = NULL;
+  /* A training forward keeps qkv, the attention output and its lse for the
+   * backward. */
   M2PT_TRY(scratch(ctx, train ? M2PT_WS_TRAIN_QKV : M2PT_WS_QKV, rows, 3 * b->hd, &qkv));
   M2PT_TRY(scratch(ctx, train ? M2PT_WS_TRAIN_ATTN : M2PT_WS_ATTN, rows, b->hd, &attn));
+  if (train)
+    M2PT_TRY(saved_lse(b, batch, tokens, &lse));
   M2PT_TRY(m2pt_linear_forward_buffers(b->qkv, in, rows, qkv));
   const m2pt_attention_shape shape = {batch, tokens, b->cfg.heads, b->cfg.dim_head};
-  M2PT_TRY(m2pt_op_attention(ctx, qkv, mask, &shape, b->cfg.attention, attn));
+  M2PT_TRY(train ? m2pt_op_attention_train(ctx, qkv, mask, &shape, b->cfg.attention, attn, lse)
+                 : m2pt_op_attention(ctx, qkv, mask, &shape, b->cfg.attention, attn));
   M2PT_TRY(m2pt_linear_effective_bias(b->proj, &proj_bias));
   M2PT_TRY(m2pt_op_add(ctx, x, proj_bias, rows * b->cfg.dim, b->cfg.dim, h));
   return m2pt_linear_apply(b->proj, attn, rows, 1.0f, h);
@@ -650,9 +661,10 @@ static m2pt_status attention_backward(m2pt_block *b, const m2pt_block_grads *g, 
 {
   m2pt_context *ctx = b->ctx;
   const size_t rows = batch * tokens, dim = b->cfg.dim, hd = b->hd;
-  cl_mem qkv, attn, dattn, dqkv;
+  cl_mem qkv, attn, lse, dattn, dqkv;
   M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_QKV, rows, 3 * hd, &qkv));
   M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_ATTN, rows, hd, &attn));
+  M2PT_TRY(saved_lse(b, batch, tokens, &lse));
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_ATTN, rows, hd, &dattn));
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_QKV, rows, 3 * hd, &dqkv));
   m2pt_tensor t_attn = view(ctx, attn, rows, hd), t_dattn = view(ctx, dattn, rows, hd);
@@ -660,14 +672,12 @@ static m2pt_status attention_backward(m2pt_block *b, const m2pt_block_grads *g, 
   m2pt_linear_grads lg = param_grads(g, M2PT_BLOCK_PROJ);
   lg.dx = &t_dattn;
   M2PT_TRY(m2pt_linear_backward(b->proj, &t_attn, &t_dout, &lg));
-  /* The attention backward wants [B][N][..] views. */
-  const m2pt_tensor t_qkv = {ctx, qkv, 3, {batch, tokens, 3 * hd}, rows * 3 * hd};
-  m2pt_tensor t_dqkv = {ctx, dqkv, 3, {batch, tokens, 3 * hd}, rows * 3 * hd};
-  const m2pt_tensor t_da3 = {ctx, dattn, 3, {batch, tokens, hd}, rows * hd};
-  /* Only the GEMM path has a backward yet; it recomputes P itself. */
-  M2PT_TRY(m2pt_attention_backward(ctx, &t_qkv, b->cfg.heads, b->cfg.dim_head, mask, &t_da3,
-                                   M2PT_ATTENTION_GEMM, &t_dqkv));
-  t_dqkv = view(ctx, dqkv, rows, 3 * hd);
+  /* The backward the training forward prepared for: fused from its output
+   * and lse, or the GEMM path (P recomputed). */
+  const m2pt_attention_shape shape = {batch, tokens, b->cfg.heads, b->cfg.dim_head};
+  M2PT_TRY(m2pt_op_attention_backward(ctx, qkv, mask ? mask->buffer : NULL, attn, lse, dattn,
+                                      &shape, b->cfg.attention, dqkv));
+  const m2pt_tensor t_dqkv = view(ctx, dqkv, rows, 3 * hd);
   lg = param_grads(g, M2PT_BLOCK_QKV);
   M2PT_TRY(m2pt_linear_backward(b->qkv, &t_in, &t_dqkv, &lg));
   if (!d_in)
