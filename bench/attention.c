@@ -70,26 +70,49 @@ static int cap(int value, int max)
   return max > 0 && value > max ? max : value;
 }
 
-static void print_paths(const attention_size *sz, const bench_timing t[PATHS],
-                        const peak_memory mem[PATHS])
+/* Each path's memory in a single run (the fused path first: it takes no
+ * N×N scratch, and the GEMM path's then starts from none), then their
+ * times, printed as rows "gemm" and "fused" (with " backward" after). */
+static m2pt_status measure_paths(m2pt_context *ctx, const bench_options *o,
+                                 const attention_size *sz, const bench_case cases[PATHS],
+                                 int backward)
 {
-  static const char *const names[PATHS] = {"gemm", "fused"};
+  peak_memory mem[PATHS];
+  m2pt_status s = measure_peak(ctx, &cases[PATH_FUSED], &mem[PATH_FUSED]);
+  if (s == M2PT_OK)
+    s = measure_peak(ctx, &cases[PATH_GEMM], &mem[PATH_GEMM]);
+  char shape[64], label[128], name[32], note[96];
   const size_t dims[4] = {1, sz->tokens, sz->heads, sz->dim_head};
-  char shape[64], note[96];
   bench_dims_string(dims, 4, shape, sizeof shape);
-  const double flops = bench_attention_flops(1, sz->tokens, sz->heads, sz->dim_head);
+  const char *const what = backward ? " backward" : "";
+  snprintf(label, sizeof label, "attention%s %s, gemm and fused", what, shape);
+  bench_options runs = *o;
+  runs.warmup = cap(o->warmup, sz->max_warmup);
+  runs.reps = cap(o->reps, sz->max_reps);
+  bench_timing t[PATHS];
+  if (s == M2PT_OK)
+    s = bench_measure(cases, PATHS, &runs, label, t);
+  if (s != M2PT_OK)
+    return s;
+  /* The backward: the GEMM path's five products (P recomputed, dV, dP, dQ,
+   * dK) against the forward's two. */
+  const double flops =
+      (backward ? 2.5 : 1.0) * bench_attention_flops(1, sz->tokens, sz->heads, sz->dim_head);
+  static const char *const names[PATHS] = {"gemm", "fused"};
   for (int p = 0; p < PATHS; p++) {
+    snprintf(name, sizeof name, "%s%s", names[p], what);
     snprintf(note, sizeof note, "peak +%.1f MiB, total %.1f MiB", mem[p].scratch_mib,
              mem[p].total_mib);
     const int last = p == PATH_FUSED;
-    bench_print_row("attention", names[p], shape, &t[p], flops,
+    bench_print_row("attention", name, shape, &t[p], flops,
                     last ? t[PATH_GEMM].median_ms / t[PATH_FUSED].median_ms : 0.0,
-                    "gemm/fused (target >= 2 at N=4096)", note);
+                    backward ? "gemm/fused backward" : "gemm/fused (target >= 2 at N=4096)",
+                    note);
   }
+  return M2PT_OK;
 }
 
-/* Both paths on qkv [1][N][3·heads·dim_head]: each one's memory in a single
- * run, then their times. */
+/* Both forward paths on qkv [1][N][3·heads·dim_head]. */
 static m2pt_status attention_size_run(m2pt_context *ctx, const bench_options *o,
                                       const attention_size *sz)
 {
@@ -106,26 +129,8 @@ static m2pt_status attention_size_run(m2pt_context *ctx, const bench_options *o,
   };
   const bench_case cases[PATHS] = {{bench_run_attention, &st[PATH_GEMM], ctx},
                                    {bench_run_attention, &st[PATH_FUSED], ctx}};
-  /* The fused path first: it takes no workspace, and the GEMM path's
-   * scratch then starts from none. */
-  peak_memory mem[PATHS];
   if (s == M2PT_OK)
-    s = measure_peak(ctx, &cases[PATH_FUSED], &mem[PATH_FUSED]);
-  if (s == M2PT_OK)
-    s = measure_peak(ctx, &cases[PATH_GEMM], &mem[PATH_GEMM]);
-
-  char shape[64], label[96];
-  const size_t dims[4] = {1, sz->tokens, sz->heads, sz->dim_head};
-  bench_dims_string(dims, 4, shape, sizeof shape);
-  snprintf(label, sizeof label, "attention %s, gemm and fused", shape);
-  bench_options runs = *o;
-  runs.warmup = cap(o->warmup, sz->max_warmup);
-  runs.reps = cap(o->reps, sz->max_reps);
-  bench_timing t[PATHS];
-  if (s == M2PT_OK)
-    s = bench_measure(cases, PATHS, &runs, label, t);
-  if (s == M2PT_OK)
-    print_paths(sz, t, mem);
+    s = measure_paths(ctx, o, sz, cases, 0);
   m2pt_tensor_destroy(qkv);
   m2pt_tensor_destroy(out);
   return s;
@@ -153,29 +158,8 @@ static m2pt_status run_backward(void *state)
   return bench_finish(b->ctx, BENCH_CALL(b->ctx, s));
 }
 
-static void print_backward(const attention_size *sz, const bench_timing t[PATHS],
-                           const peak_memory mem[PATHS])
-{
-  static const char *const names[PATHS] = {"gemm backward", "fused backward"};
-  const size_t dims[4] = {1, sz->tokens, sz->heads, sz->dim_head};
-  char shape[64], note[96];
-  bench_dims_string(dims, 4, shape, sizeof shape);
-  /* The GEMM path's five products (P recomputed, dV, dP, dQ, dK). */
-  const double flops = 2.5 * bench_attention_flops(1, sz->tokens, sz->heads, sz->dim_head);
-  for (int p = 0; p < PATHS; p++) {
-    snprintf(note, sizeof note, "peak +%.1f MiB, total %.1f MiB", mem[p].scratch_mib,
-             mem[p].total_mib);
-    const int last = p == PATH_FUSED;
-    bench_print_row("attention", names[p], shape, &t[p], flops,
-                    last ? t[PATH_GEMM].median_ms / t[PATH_FUSED].median_ms : 0.0,
-                    "gemm/fused backward", note);
-  }
-}
-
-/* Both backward paths on qkv [1][N][3·heads·dim_head] and a random dout, in
- * a context of their own: each one's memory in a single run (the fused
- * path first, so the GEMM path's scratch starts from none), then their
- * times. */
+/* Both backward paths on qkv [1][N][3·heads·dim_head] and a random dout,
+ * in a context of their own (so the workspace starts empty). */
 static m2pt_status attention_backward_run(m2pt_context *ctx, const bench_options *o,
                                           const attention_size *sz)
 {
@@ -201,24 +185,8 @@ static m2pt_status attention_backward_run(m2pt_context *ctx, const bench_options
   };
   const bench_case cases[PATHS] = {{run_backward, &st[PATH_GEMM], ctx},
                                    {run_backward, &st[PATH_FUSED], ctx}};
-  peak_memory mem[PATHS];
   if (s == M2PT_OK)
-    s = measure_peak(ctx, &cases[PATH_FUSED], &mem[PATH_FUSED]);
-  if (s == M2PT_OK)
-    s = measure_peak(ctx, &cases[PATH_GEMM], &mem[PATH_GEMM]);
-
-  char shape[64], label[128];
-  const size_t dims[4] = {1, sz->tokens, sz->heads, sz->dim_head};
-  bench_dims_string(dims, 4, shape, sizeof shape);
-  snprintf(label, sizeof label, "attention backward %s, gemm and fused", shape);
-  bench_options runs = *o;
-  runs.warmup = cap(o->warmup, sz->max_warmup);
-  runs.reps = cap(o->reps, sz->max_reps);
-  bench_timing t[PATHS];
-  if (s == M2PT_OK)
-    s = bench_measure(cases, PATHS, &runs, label, t);
-  if (s == M2PT_OK)
-    print_backward(sz, t, mem);
+    s = measure_paths(ctx, o, sz, cases, 1);
   m2pt_tensor *all[] = {qkv, out, lse, dout, dqkv};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
     m2pt_tensor_destroy(all[i]);

@@ -89,6 +89,17 @@ static float dot_row(const vec *a, __local const vec *b)
   return HSUM(dot);
 }
 
+/* A work-item of a kernel that owns one query row (qi) and walks the keys
+ * in tiles: its tiles (load_key_tile's), ids and batch row of qkv. */
+#define QUERY_WORK_ITEM                                                     \
+  __local vec k_tile[BK][DV];                                               \
+  __local vec v_tile[BK][DV];                                               \
+  __local float kept[BK];                                                   \
+  const uint qi = get_global_id(0), h = get_global_id(1), b = get_global_id(2); \
+  const size_t row = 3 * (size_t)heads * DH;                                \
+  __global const float *base = qkv + (size_t)b * tokens * row;              \
+  const int active = qi < tokens
+
 #if BACKWARD
 #  define FORWARD_KERNEL m2pt_attention_fused_train
 #  define LSE_ARG , __global float *lse
@@ -101,14 +112,7 @@ __kernel __attribute__((reqd_work_group_size(BQ, 1, 1)))
 void FORWARD_KERNEL(__global const float *qkv, __global const float *mask, __global float *out,
                     const uint tokens, const uint heads, const float scale LSE_ARG)
 {
-  __local vec k_tile[BK][DV];
-  __local vec v_tile[BK][DV];
-  __local float kept[BK];
-
-  const uint qi = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
-  const size_t row = 3 * (size_t)heads * DH;
-  __global const float *base = qkv + (size_t)b * tokens * row;
-  const int active = qi < tokens;
+  QUERY_WORK_ITEM;
 
   vec q[DV], acc[DV];
   for (uint d = 0; d < DV; d++) {
@@ -180,14 +184,7 @@ void m2pt_attention_backward_dq(__global const float *qkv, __global const float 
                                 __global float *dqkv, const uint tokens, const uint heads,
                                 const float scale)
 {
-  __local vec k_tile[BK][DV];
-  __local vec v_tile[BK][DV];
-  __local float kept[BK];
-
-  const uint qi = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
-  const size_t row = 3 * (size_t)heads * DH;
-  __global const float *base = qkv + (size_t)b * tokens * row;
-  const int active = qi < tokens;
+  QUERY_WORK_ITEM;
   const size_t o_at = ((size_t)b * tokens + qi) * heads * DH + (size_t)h * DH;
   const size_t stat_at = ((size_t)b * heads + h) * tokens + qi;
 

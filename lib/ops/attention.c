@@ -164,28 +164,35 @@ m2pt_status m2pt_attention_scores(m2pt_context *ctx, m2pt_workspace_slot slot,
   return m2pt_workspace_get(ctx, slot, bytes, out);
 }
 
+void m2pt_attention_heads(cl_mem qkv, const m2pt_attention_shape *s, size_t b,
+                          m2pt_gemm_matrix m[3])
+{
+  const size_t d = s->dim_head, hd = s->heads * d, row = 3 * hd, base = b * s->tokens * row;
+  for (size_t i = 0; i < 3; i++)
+    m[i] = (m2pt_gemm_matrix){qkv, base + i * hd, row, d};
+}
+
 /* Per batch row b: S_h = q_h·k_hᵀ·scale for every head at once (one
  * strided-batched GEMM; heads are dim_head apart inside each token's row),
  * S = softmax(S) with b's mask row, out_h = S_h·v_h. */
 static m2pt_status attention_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                   const m2pt_attention_shape *s, cl_mem out)
 {
-  const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d, row = 3 * hd;
+  const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d;
   cl_mem scores;
   M2PT_TRY(m2pt_attention_scores(ctx, M2PT_WS_SCORES, s, &scores));
   const float scale = (float)(1.0 / sqrt((double)d));
   for (size_t b = 0; b < s->batch; b++) {
-    const size_t base = b * n * row;
-    const m2pt_gemm_matrix q = {qkv, base, row, d}, k = {qkv, base + hd, row, d};
-    const m2pt_gemm_matrix v = {qkv, base + 2 * hd, row, d};
+    m2pt_gemm_matrix qkv_b[3];
+    m2pt_attention_heads(qkv, s, b, qkv_b);
     const m2pt_gemm_matrix sc = {scores, 0, n, n * n};
     const m2pt_gemm_matrix o = {out, b * n * hd, hd, d};
-    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, scale, &q, &k, 0.0f, &sc,
-                             s->heads));
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, scale, &qkv_b[0],
+                             &qkv_b[1], 0.0f, &sc, s->heads));
     M2PT_TRY(m2pt_op_softmax(ctx, scores, s->heads * n, n, 1.0f, mask, b * n, s->heads * n,
                              scores));
-    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, n, d, n, 1.0f, &sc, &v, 0.0f, &o,
-                             s->heads));
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, n, d, n, 1.0f, &sc, &qkv_b[2],
+                             0.0f, &o, s->heads));
   }
   return M2PT_OK;
 }
@@ -254,34 +261,34 @@ m2pt_status m2pt_attention(m2pt_context *ctx, const m2pt_tensor *qkv, size_t hea
                            out->buffer);
 }
 
-m2pt_status m2pt_attention_check_lse(m2pt_context *ctx, const char *fn, const m2pt_tensor *lse,
-                                     const m2pt_attention_shape *shape)
+m2pt_status m2pt_attention_check_saved(m2pt_context *ctx, const char *fn,
+                                       const m2pt_tensor *qkv, size_t heads, size_t dim_head,
+                                       const m2pt_tensor *mask, const m2pt_tensor *out,
+                                       const m2pt_tensor *lse, m2pt_attention_shape *shape)
 {
+  M2PT_TRY(m2pt_attention_check(ctx, fn, qkv, heads, dim_head, mask, M2PT_ATTENTION_FUSED, out,
+                                "out", shape));
   char name[64], sl[96];
   snprintf(name, sizeof name, "%s: lse", fn);
   M2PT_TRY(m2pt_check_tensor(ctx, lse, name));
-  if (lse->ndim != 3 || lse->shape[0] != shape->batch || lse->shape[1] != shape->heads ||
+  if (lse->ndim != 3 || lse->shape[0] != shape->batch || lse->shape[1] != heads ||
       lse->shape[2] != shape->tokens)
     return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: lse %s must be [%zu][%zu][%zu] ([B][heads][N])",
-                     fn, m2pt_shape_string(lse, sl, sizeof sl), shape->batch, shape->heads,
+                     fn, m2pt_shape_string(lse, sl, sizeof sl), shape->batch, heads,
                      shape->tokens);
-  return M2PT_OK;
+  M2PT_REQUIRE(ctx, lse != qkv && lse != out, "%s: lse must not be qkv or out", fn);
+  m2pt_attention_impl chosen;
+  return m2pt_attention_backward_choose(ctx, dim_head, mask != NULL, M2PT_ATTENTION_FUSED,
+                                        &chosen);
 }
 
 m2pt_status m2pt_attention_train(m2pt_context *ctx, const m2pt_tensor *qkv, size_t heads,
                                  size_t dim_head, const m2pt_tensor *mask, m2pt_tensor *out,
                                  m2pt_tensor *lse)
 {
-  static const char fn[] = "m2pt_attention_train";
   m2pt_attention_shape shape;
-  M2PT_TRY(m2pt_attention_check(ctx, fn, qkv, heads, dim_head, mask, M2PT_ATTENTION_FUSED, out,
-                                "out", &shape));
-  M2PT_TRY(m2pt_attention_check_lse(ctx, fn, lse, &shape));
-  M2PT_REQUIRE(ctx, lse != qkv && lse != out, "%s: lse must not be qkv or out", fn);
-  m2pt_attention_impl chosen;
-  M2PT_TRY(m2pt_attention_backward_choose(ctx, dim_head, mask != NULL, M2PT_ATTENTION_FUSED,
-                                          &chosen));
+  M2PT_TRY(m2pt_attention_check_saved(ctx, "m2pt_attention_train", qkv, heads, dim_head, mask,
+                                      out, lse, &shape));
   return attention_fused(ctx, qkv->buffer, mask ? mask->buffer : NULL, &shape, out->buffer,
                          lse->buffer);
 }
-

@@ -22,17 +22,16 @@ static m2pt_status attention_backward_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem
                                            cl_mem dout, const m2pt_attention_shape *s,
                                            cl_mem dqkv)
 {
-  const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d, row = 3 * hd;
+  const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d;
   cl_mem p_buf, ds_buf;
   M2PT_TRY(m2pt_attention_scores(ctx, M2PT_WS_SCORES, s, &p_buf));
   M2PT_TRY(m2pt_attention_scores(ctx, M2PT_WS_GRAD_SCORES, s, &ds_buf));
   const float scale = (float)(1.0 / sqrt((double)d));
   for (size_t b = 0; b < s->batch; b++) {
-    const size_t base = b * n * row;
-    const m2pt_gemm_matrix q = {qkv, base, row, d}, k = {qkv, base + hd, row, d};
-    const m2pt_gemm_matrix v = {qkv, base + 2 * hd, row, d};
-    const m2pt_gemm_matrix dq = {dqkv, base, row, d}, dk = {dqkv, base + hd, row, d};
-    const m2pt_gemm_matrix dv = {dqkv, base + 2 * hd, row, d};
+    m2pt_gemm_matrix m[3], dm[3];
+    m2pt_attention_heads(qkv, s, b, m);
+    m2pt_attention_heads(dqkv, s, b, dm);
+    const m2pt_gemm_matrix q = m[0], k = m[1], v = m[2], dq = dm[0], dk = dm[1], dv = dm[2];
     const m2pt_gemm_matrix p = {p_buf, 0, n, n * n}, ds = {ds_buf, 0, n, n * n};
     const m2pt_gemm_matrix dout_b = {dout, b * n * hd, hd, d};
     /* P exactly as the forward's GEMM path makes it (same calls, same bits). */
@@ -147,13 +146,8 @@ m2pt_status m2pt_attention_backward_saved(m2pt_context *ctx, const m2pt_tensor *
   m2pt_attention_shape s;
   M2PT_TRY(check_backward(ctx, fn, qkv, heads, dim_head, mask, dout, M2PT_ATTENTION_FUSED, dqkv,
                           &s));
-  M2PT_TRY(m2pt_attention_check(ctx, fn, qkv, heads, dim_head, mask, M2PT_ATTENTION_FUSED, out,
-                                "out", &s));
-  M2PT_TRY(m2pt_attention_check_lse(ctx, fn, lse, &s));
+  M2PT_TRY(m2pt_attention_check_saved(ctx, fn, qkv, heads, dim_head, mask, out, lse, &s));
   M2PT_REQUIRE(ctx, dqkv != out && dqkv != lse, "%s: dqkv must not be out or lse", fn);
-  m2pt_attention_impl chosen;
-  M2PT_TRY(m2pt_attention_backward_choose(ctx, dim_head, mask != NULL, M2PT_ATTENTION_FUSED,
-                                          &chosen));
   return attention_backward_fused(ctx, qkv->buffer, mask ? mask->buffer : NULL, out->buffer,
                                   lse->buffer, dout->buffer, &s, dqkv->buffer);
 }

@@ -8,6 +8,7 @@
 
 #include "block_ops.h"
 #include "core/workspace.h"
+#include "gemm/backend.h"
 
 /* Work-items per work-group of every fused kernel (BQ). */
 size_t m2pt_attention_fused_group(const m2pt_context *ctx);
@@ -23,6 +24,12 @@ void m2pt_attention_fused_options(const m2pt_context *ctx, size_t dim_head, int 
 m2pt_status m2pt_attention_scores(m2pt_context *ctx, m2pt_workspace_slot slot,
                                   const m2pt_attention_shape *s, cl_mem *out);
 
+/* Batch row b's q, k and v of every head (m[0], m[1], m[2]) in a buffer of
+ * qkv's layout, as strided-batched GEMM operands: heads are dim_head apart
+ * inside each token's row. */
+void m2pt_attention_heads(cl_mem qkv, const m2pt_attention_shape *s, size_t b,
+                          m2pt_gemm_matrix m[3]);
+
 /* The checks shared by the public attention functions (fn names the
  * caller in messages): qkv, out (the forward's output, or the backward's
  * dout; outn names it) and mask, and impl; *shape describes them. */
@@ -31,8 +38,13 @@ m2pt_status m2pt_attention_check(m2pt_context *ctx, const char *fn, const m2pt_t
                                  m2pt_attention_impl impl, const m2pt_tensor *out,
                                  const char *outn, m2pt_attention_shape *shape);
 
-/* lse: a tensor of ctx, [batch][heads][tokens] for shape. */
-m2pt_status m2pt_attention_check_lse(m2pt_context *ctx, const char *fn, const m2pt_tensor *lse,
-                                     const m2pt_attention_shape *shape);
+/* The checks of the fused training pair m2pt_attention_train writes: qkv,
+ * mask and out as m2pt_attention_check, lse ([batch][heads][tokens], not
+ * qkv or out), and that the fused backward can run here
+ * (M2PT_ERR_UNSUPPORTED otherwise); *shape describes them. */
+m2pt_status m2pt_attention_check_saved(m2pt_context *ctx, const char *fn,
+                                       const m2pt_tensor *qkv, size_t heads, size_t dim_head,
+                                       const m2pt_tensor *mask, const m2pt_tensor *out,
+                                       const m2pt_tensor *lse, m2pt_attention_shape *shape);
 
 #endif
