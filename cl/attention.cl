@@ -208,14 +208,17 @@ void m2pt_attention_backward_dq(__global const float *qkv, __global const float 
     barrier(CLK_LOCAL_MEM_FENCE);
 
     if (row_lse > -INFINITY) {
+      /* The tile's dS first, then dQ column by column: fewer live
+       * registers than one key at a time (the same sums in the same
+       * order). */
+      float ds[BK];
       for (uint j = 0; j < BK; j++) {
-        if (kept[j] == 0.0f)
-          continue;
-        const float p = exp(dot_row(q, k_tile[j]) - row_lse);
-        const float ds = p * (dot_row(dout_row, v_tile[j]) - row_delta);
-        for (uint d = 0; d < DV; d++)
-          dq[d] = fma((vec)(ds), k_tile[j][d], dq[d]);
+        const float p = kept[j] != 0.0f ? exp(dot_row(q, k_tile[j]) - row_lse) : 0.0f;
+        ds[j] = p * (dot_row(dout_row, v_tile[j]) - row_delta);
       }
+      for (uint d = 0; d < DV; d++)
+        for (uint j = 0; j < BK; j++)
+          dq[d] = fma((vec)(ds[j]), k_tile[j][d], dq[d]);
     }
     barrier(CLK_LOCAL_MEM_FENCE); /* the tiles are overwritten next */
   }
@@ -279,16 +282,18 @@ void m2pt_attention_backward_dkdv(__global const float *qkv, __global const floa
     barrier(CLK_LOCAL_MEM_FENCE);
 
     if (keep) {
+      /* The tile's P and dS first, then dV and dK column by column (as in
+       * the dQ kernel). */
+      float p[BK], ds[BK];
       for (uint i = 0; i < BK; i++) {
-        if (!(lse_tile[i] > -INFINITY))
-          continue;
-        const float p = exp(dot_row(k, q_tile[i]) - lse_tile[i]);
-        const float ds = p * (dot_row(v, dout_tile[i]) - delta_tile[i]);
-        for (uint d = 0; d < DV; d++) {
-          dv[d] = fma((vec)(p), dout_tile[i][d], dv[d]);
-          dk[d] = fma((vec)(ds), q_tile[i][d], dk[d]);
-        }
+        p[i] = lse_tile[i] > -INFINITY ? exp(dot_row(k, q_tile[i]) - lse_tile[i]) : 0.0f;
+        ds[i] = p[i] * (dot_row(v, dout_tile[i]) - delta_tile[i]);
       }
+      for (uint d = 0; d < DV; d++)
+        for (uint i = 0; i < BK; i++) {
+          dv[d] = fma((vec)(p[i]), dout_tile[i][d], dv[d]);
+          dk[d] = fma((vec)(ds[i]), q_tile[i][d], dk[d]);
+        }
     }
     barrier(CLK_LOCAL_MEM_FENCE); /* the tiles are overwritten next */
   }

@@ -125,9 +125,7 @@ m2pt_status m2pt_attention_backward(m2pt_context *ctx, const m2pt_tensor *qkv, s
     return attention_backward_gemm(ctx, qkv->buffer, mask_buf, dout->buffer, &s, dqkv->buffer);
   /* Nothing saved: the training forward first, into the workspace (O(N)). */
   cl_mem out, lse;
-  M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_ATTN, s.batch * s.tokens * s.heads * s.dim_head *
-                                                     sizeof(float),
-                              &out));
+  M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_ATTN, dout->numel * sizeof(float), &out));
   M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_ATTN_LSE, s.batch * s.heads * s.tokens * sizeof(float),
                               &lse));
   M2PT_TRY(m2pt_op_attention_train(ctx, qkv->buffer, mask_buf, &s, M2PT_ATTENTION_FUSED, out,
