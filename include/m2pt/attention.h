@@ -72,8 +72,8 @@ M2PT_API m2pt_status m2pt_attention_train(m2pt_context *ctx, const m2pt_tensor *
  * chooses as the forward does, and by the same switch (M2PT_QUIRKS
  * attention=auto|fused|gemm): the fused backward wherever it can run, else
  * the GEMM path. Memory decides, not speed: on a CPU device (PoCL, host
- * BLAS GEMMs) the fused backward was 2.5× faster at N = 197 but the GEMM
- * path 1.2× faster at N = 1024 and 1.75× at 4096 (12 heads of 64), at
+ * BLAS GEMMs) the fused backward was 1.5–2.5× faster at N = 197 but the
+ * GEMM path 1.3× faster at N = 1024 and 1.7× at 4096 (12 heads of 64), at
  * 2·heads·N² floats of scratch (1.5 GiB at 4096); ask for GEMM there when
  * that memory is no concern. A training loop that wants O(N) memory runs
  * m2pt_attention_train and m2pt_attention_backward_saved.
