@@ -52,8 +52,8 @@ static void usage(FILE *f)
       "                gather, patch embedding, token and mean pooling, head) as a %\n"
       "                of the forward (12 x a plain block; target < 3%)\n"
       "                (--quick: B = 1)\n"
-      "     attention  GEMM path against the fused kernel, 12 heads of 64,\n"
-      "                N = 197, 1024, 4096 (--quick: 197, 1024)\n"
+      "     attention  GEMM path against the fused kernel, forward and backward,\n"
+      "                12 heads of 64, N = 197, 1024, 4096 (--quick: 197, 1024)\n"
       "     startup    context creation to a first block output read back, in a fresh\n"
       "                process, binary cache off and on, cold (empty caches) and warm\n",
       f);

@@ -20,8 +20,11 @@
  * qkv: [B][N][3][heads][DH] (timm's layout); out: [B][N][heads][DH]; mask:
  * [B][N], 1 = token, 0 = padding key. Specialised with -D DH, R (query rows
  * per work-item), KV (keys per vector: 16, 8, 4 or 1), NV (vectors per key
- * block, KB = KV·NV), DV (lanes over DH: 16, 8, 4 or 1, dividing DH) and
- * HAS_MASK. */
+ * block, KB = KV·NV), DV (lanes over DH: 16, 8, 4 or 1, dividing DH),
+ * HAS_MASK and SAVE_LSE: a training forward also stores each row's
+ * log-sum-exp m + log(l) of the scaled scores, [B][heads][N] (-inf for a row
+ * whose keys are all masked), what the fused backward (attention.cl)
+ * recomputes P from. */
 
 #define KB (KV * NV)
 #define DD (DH / DV)
@@ -121,9 +124,14 @@ __kernel void m2pt_attention_cpu_keys(__global const float *qkv, __global const 
 
 /* Global size (⌈N/R⌉, heads, B): R query rows of one head per work-item;
  * rows past the last token repeat it and are not stored. */
+#if SAVE_LSE
+#  define LSE_ARG , __global float *lse
+#else
+#  define LSE_ARG
+#endif
 __kernel void m2pt_attention_cpu(__global const float *qkv, __global const float *keys,
                                  __global float *out, const uint tokens, const uint heads,
-                                 const uint npad, const float scale)
+                                 const uint npad, const float scale LSE_ARG)
 {
   const uint block = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
   const size_t batch = get_global_size(2);
@@ -214,6 +222,9 @@ __kernel void m2pt_attention_cpu(__global const float *qkv, __global const float
       #pragma unroll
       for (uint e = 0; e < DD; e++)
         DSTORE(acc[r][e] * inv, o + e * DV);
+#if SAVE_LSE
+      lse[((size_t)b * heads + h) * tokens + qi] = l[r] > 0.0f ? m[r] + log(l[r]) : -INFINITY;
+#endif
     }
   }
 }

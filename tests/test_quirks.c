@@ -184,11 +184,27 @@ static void attention_variants(void **state)
         test_assert_close(y, ref, no, 1e-4, i ? "attention fused" : "attention gemm");
         free(y);
       }
+  /* The backward's AUTO follows the same quirk: the bits of the path it
+   * names (the two paths round differently). */
+  float dout[B * N * H * D];
+  test_fill(dout, no, 22);
+  m2pt_tensor *tg = test_tensor(ctx, 3, oshape, dout), *auto_d = test_tensor(ctx, 3, qshape, NULL);
+  m2pt_tensor *forced = test_tensor(ctx, 3, qshape, NULL);
+  for (size_t i = 0; i < 2; i++) {
+    ctx->quirks.attention = own.attention;
+    assert_ok(ctx, m2pt_attention_backward(ctx, tq, H, D, NULL, tg, impls[i], forced));
+    ctx->quirks.attention = impls[i];
+    assert_ok(ctx, m2pt_attention_backward(ctx, tq, H, D, NULL, tg, M2PT_ATTENTION_AUTO, auto_d));
+    test_assert_same_bits(ctx, auto_d, forced);
+  }
   ctx->quirks = own;
   free(qd);
   free(ref);
   m2pt_tensor_destroy(tq);
   m2pt_tensor_destroy(to);
+  m2pt_tensor_destroy(tg);
+  m2pt_tensor_destroy(auto_d);
+  m2pt_tensor_destroy(forced);
 }
 
 int main(void)

@@ -37,31 +37,67 @@ M2PT_API m2pt_status m2pt_attention(m2pt_context *ctx, const m2pt_tensor *qkv, s
                                     size_t dim_head, const m2pt_tensor *mask,
                                     m2pt_attention_impl impl, m2pt_tensor *out);
 
+/* The fused forward in training mode: out exactly as m2pt_attention(...,
+ * M2PT_ATTENTION_FUSED, out) writes it (the same bits), and lse
+ * ([B][heads][N]) = each query row's log-sum-exp of its scores,
+ * log Σ_j e^(s·q·k_j) over its kept keys (-inf for a row whose keys are
+ * all padding), for m2pt_attention_backward_saved. O(N) memory, as the
+ * forward. Errors: as m2pt_attention; M2PT_ERR_SHAPE for lse;
+ * M2PT_ERR_INVALID_ARGUMENT when lse is qkv or out; M2PT_ERR_UNSUPPORTED
+ * where the fused backward cannot run (see below). */
+M2PT_API m2pt_status m2pt_attention_train(m2pt_context *ctx, const m2pt_tensor *qkv,
+                                          size_t heads, size_t dim_head,
+                                          const m2pt_tensor *mask, m2pt_tensor *out,
+                                          m2pt_tensor *lse);
+
 /* The backward of out = m2pt_attention(qkv, heads, dim_head, mask): from
  * the upstream dout = ∂L/∂out ([B][N][heads·dim_head]) it writes
  * dqkv = ∂L/∂qkv, every element, in qkv's layout ([B][N][3·heads·dim_head],
  * dQ, dK, dV side by side as q, k, v are). Per batch row and head, with
- * s = dim_head^-0.5 and the forward's P = softmax(s·Q·Kᵀ + mask)
- * recomputed (nothing is saved by the forward; the recompute is one GEMM
- * and the softmax kernel, the forward's own, so P has the forward's bits):
- *   dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ⊙ (dP − rowsum(dP ⊙ P))
- *   (m2pt_softmax_backward),  dQ = s·dS·K,  dK = s·dSᵀ·Q,
- * each product a strided-batched GEMM over the heads. Masked keys get
- * dK = dV = 0; a batch row whose keys are all padding (the forward gave
- * zeros) gets zeros everywhere, never NaN. Deterministic: the same inputs
- * give the same bits twice on one context. Scratch: two [heads][N][N]
- * score buffers from the context's workspace.
- * impl: AUTO and GEMM run this GEMM path (O(N²) scratch). FUSED, the
- * O(N)-memory backward of the fused kernel (FlashAttention-2's: P
- * recomputed tile by tile from a saved log-sum-exp, no N×N buffer), is a
- * later step and fails with M2PT_ERR_UNSUPPORTED for now; AUTO will then
- * choose as the forward does.
+ * s = dim_head^-0.5 and the forward's P = softmax(s·Q·Kᵀ + mask):
+ *   dV = Pᵀ·dO,  dP = dO·Vᵀ,  dS = P ⊙ (dP − D),  D = rowsum(dP ⊙ P)
+ *   = rowsum(dO ⊙ O),  dQ = s·dS·K,  dK = s·dSᵀ·Q.
+ * Masked keys get dK = dV = 0; a batch row whose keys are all padding (the
+ * forward gave zeros) gets zeros everywhere, never NaN. Deterministic (no
+ * atomics): the same inputs give the same bits twice on one context. Two
+ * implementations, agreeing within f32 rounding:
+ * - GEMM: P recomputed by the forward's GEMM and softmax kernel (its bits),
+ *   then m2pt_softmax_backward's dS and four strided-batched GEMMs over the
+ *   heads. Scratch: two [heads][N][N] score buffers from the workspace.
+ * - FUSED, FlashAttention-2's O(N)-memory backward: P recomputed tile by
+ *   tile from the forward's log-sum-exp, never an N×N buffer; one kernel
+ *   per query tile writes dQ and D, one per key tile writes dK and dV. Here
+ *   nothing is saved, so it first runs m2pt_attention_train into the
+ *   workspace ([B][N][heads·dim_head] + 2·[B][heads][N] floats of scratch);
+ *   m2pt_attention_backward_saved skips that.
+ * Which runs: GEMM and FUSED as asked (FUSED fails with
+ * M2PT_ERR_UNSUPPORTED where it cannot run: dim_head > 256, tiles beyond
+ * local memory, or a compiled kernel's work-group limit below 32). AUTO
+ * chooses as the forward does, and by the same switch (M2PT_QUIRKS
+ * attention=auto|fused|gemm): the fused backward wherever it can run, else
+ * the GEMM path. Memory decides, not speed: on a CPU device (PoCL, host
+ * BLAS GEMMs) the fused backward was 1.5–2.5× faster at N = 197 but the
+ * GEMM path 1.3× faster at N = 1024 and 1.7× at 4096 (12 heads of 64), at
+ * 2·heads·N² floats of scratch (1.5 GiB at 4096); ask for GEMM there when
+ * that memory is no concern. A training loop that wants O(N) memory runs
+ * m2pt_attention_train and m2pt_attention_backward_saved.
  * dqkv must not be qkv or dout. Errors: as m2pt_attention, and
  * M2PT_ERR_SHAPE when dout is not out's shape or dqkv not qkv's. */
 M2PT_API m2pt_status m2pt_attention_backward(m2pt_context *ctx, const m2pt_tensor *qkv,
                                              size_t heads, size_t dim_head,
                                              const m2pt_tensor *mask, const m2pt_tensor *dout,
                                              m2pt_attention_impl impl, m2pt_tensor *dqkv);
+
+/* The fused backward (above) from what m2pt_attention_train saved: qkv,
+ * mask, out and lse must be that call's. Scratch: [B][heads][N] floats.
+ * dqkv must not be qkv, out, lse or dout. Errors: as
+ * m2pt_attention_backward with FUSED, and M2PT_ERR_SHAPE for out or lse. */
+M2PT_API m2pt_status m2pt_attention_backward_saved(m2pt_context *ctx, const m2pt_tensor *qkv,
+                                                   size_t heads, size_t dim_head,
+                                                   const m2pt_tensor *mask,
+                                                   const m2pt_tensor *out,
+                                                   const m2pt_tensor *lse,
+                                                   const m2pt_tensor *dout, m2pt_tensor *dqkv);
 
 #ifdef __cplusplus
 }

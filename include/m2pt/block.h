@@ -104,13 +104,19 @@ M2PT_API m2pt_status m2pt_block_forward(m2pt_block *block, const m2pt_tensor *x,
  * follow the training forward of the same block on the same x and mask,
  * with no other training forward on the context and no parameter change in
  * between (m2pt_block_set and m2pt_block_merge invalidate what was saved).
- * Memory: rows·(4·dim + 4·hd + hidden + 4) floats (rows = B·N, hd =
- * heads·dim_head, hidden = ff_mult·dim), plus the backward's scratch
- * rows·(2·dim + 4·hd + hidden) floats and the attention backward's two
- * [heads][N][N]. A plain m2pt_block_forward saves nothing and leaves the
- * saved set alone. No stochastic depth here: the model's training passes
- * apply drop-path to the blocks' residual branches (model_grad.h,
- * m2pt_train_options.drop_path). Errors: as m2pt_block_forward. */
+ * The attention runs as the backward will want it (the fused backward, by
+ * m2pt_attention_backward's rule for the block's attention setting, also
+ * needs the fused forward's per-row log-sum-exp, B·heads·N floats).
+ * Memory: rows·(4·dim + 4·hd + hidden + 4 + heads) floats (rows = B·N,
+ * hd = heads·dim_head, hidden = ff_mult·dim), plus the backward's scratch
+ * rows·(2·dim + 4·hd + hidden) floats and the attention backward's: B·heads·N
+ * floats (fused) or two [heads][N][N] (GEMM path). A plain
+ * m2pt_block_forward saves nothing and leaves the saved set alone. No
+ * stochastic depth here: the model's training passes apply drop-path to the
+ * blocks' residual branches (model_grad.h, m2pt_train_options.drop_path).
+ * Errors:
+ * as m2pt_block_forward, and M2PT_ERR_UNSUPPORTED when the block's
+ * attention is forced to FUSED and the fused backward cannot run here. */
 M2PT_API m2pt_status m2pt_block_forward_train(m2pt_block *block, const m2pt_tensor *x,
                                               const m2pt_tensor *mask, m2pt_tensor *y);
 
@@ -151,7 +157,9 @@ M2PT_API m2pt_status m2pt_block_grads_tensor(m2pt_block_grads *grads, const char
  * must be that call's; x is read, the rest comes from what it saved): from
  * dy = ∂L/∂y it overwrites every tensor of grads with ∂L/∂parameter and,
  * when dx is not NULL (x's shape, distinct from x and dy), writes
- * dx = ∂L/∂x. Attention runs its GEMM-path backward (P recomputed).
+ * dx = ∂L/∂x. Attention runs the backward m2pt_attention_backward picks
+ * for the block's attention setting (AUTO: the fused one wherever it can
+ * run, from what the training forward saved; else the GEMM path).
  * Deterministic: every sum runs in a fixed order without atomics (see
  * m2pt_linear_backward and <m2pt/ops.h>), so the same inputs give the same
  * bits twice on one device. Asynchronous: read a gradient to wait.

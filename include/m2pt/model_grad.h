@@ -6,7 +6,7 @@
  *
  * Activation memory, rows = B·N, hd = heads·dim_head, hidden = ff_mult·dim,
  * in floats: every block's input, rows·dim·(depth + 1), plus
- *   saved (default)  depth · rows·(4·dim + 4·hd + hidden + 4): each block's
+ *   saved (default)  depth · rows·(4·dim + 4·hd + hidden + 4 + heads): each block's
  *                    training forward kept in model-owned buffers;
  *   recompute        one such set: the backward re-runs each block's training
  *                    forward from its saved input just before its backward

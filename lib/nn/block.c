@@ -302,7 +302,8 @@ static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem
   m2pt_context *ctx = b->ctx;
   const size_t rows = batch * tokens;
   cl_mem qkv, attn, proj_bias;
-  /* A training forward keeps qkv and the attention output for the backward. */
+  /* A training forward keeps qkv, the attention output and (for the fused
+   * backward) its log-sum-exp for the backward. */
   if (saved) {
     qkv = saved->qkv;
     attn = saved->attn;
@@ -312,7 +313,9 @@ static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem
   }
   M2PT_TRY(m2pt_linear_forward_buffers(b->qkv, in, rows, qkv));
   const m2pt_attention_shape shape = {batch, tokens, b->cfg.heads, b->cfg.dim_head};
-  M2PT_TRY(m2pt_op_attention(ctx, qkv, mask, &shape, b->cfg.attention, attn));
+  M2PT_TRY(saved ? m2pt_op_attention_train(ctx, qkv, mask, &shape, b->cfg.attention, attn,
+                                           saved->lse)
+                : m2pt_op_attention(ctx, qkv, mask, &shape, b->cfg.attention, attn));
   if (dropping(drop)) {
     M2PT_TRY(m2pt_linear_forward_buffers(b->proj, attn, rows, h));
     return drop_add(b, drop, 0, h, x, batch, tokens);
@@ -452,6 +455,7 @@ static m2pt_status context_saved(const m2pt_block *b, size_t rows, m2pt_block_sa
   M2PT_TRY(stats(ctx, M2PT_WS_TRAIN_RSTD2, rows, &sv->rstd2));
   M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_QKV, rows, 3 * b->hd, &sv->qkv));
   M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_ATTN, rows, b->hd, &sv->attn));
+  M2PT_TRY(scratch(ctx, M2PT_WS_TRAIN_LSE, rows, b->cfg.heads, &sv->lse));
   return scratch(ctx, M2PT_WS_TRAIN_FC1, rows, b->cfg.ff_mult * dim, &sv->fc1);
 }
 
@@ -459,16 +463,16 @@ static m2pt_status context_saved(const m2pt_block *b, size_t rows, m2pt_block_sa
 static void saved_sizes(const m2pt_block *b, size_t rows, size_t sizes[M2PT_BLOCK_SAVED])
 {
   const size_t dim = b->cfg.dim;
-  const size_t per_row[M2PT_BLOCK_SAVED] = {dim, 1, 1, 3 * b->hd, b->hd, dim,
-                                            dim, 1, 1, b->cfg.ff_mult * dim};
+  const size_t per_row[M2PT_BLOCK_SAVED] = {dim, 1, 1, 3 * b->hd, b->hd,          dim,
+                                            dim, 1, 1, b->cfg.ff_mult * dim, b->cfg.heads};
   for (size_t i = 0; i < M2PT_BLOCK_SAVED; i++)
     sizes[i] = rows * per_row[i];
 }
 
 static cl_mem *saved_member(m2pt_block_saved *sv, size_t i)
 {
-  cl_mem *m[M2PT_BLOCK_SAVED] = {&sv->in1, &sv->mean1, &sv->rstd1, &sv->qkv,   &sv->attn,
-                                 &sv->h,   &sv->in2,   &sv->mean2, &sv->rstd2, &sv->fc1};
+  cl_mem *m[M2PT_BLOCK_SAVED] = {&sv->in1, &sv->mean1, &sv->rstd1, &sv->qkv,   &sv->attn, &sv->h,
+                                 &sv->in2, &sv->mean2, &sv->rstd2, &sv->fc1, &sv->lse};
   return m[i];
 }
 
@@ -857,14 +861,12 @@ static m2pt_status attention_backward(m2pt_block *b, const m2pt_block_grads *g, 
   m2pt_tensor t_dout = view(ctx, d_out, rows, dim), t_in = view(ctx, in, rows, dim);
   M2PT_TRY(linear_backward(g, b->proj, M2PT_BLOCK_PROJ, accumulate, &t_attn, &t_dout, &t_dattn,
                            0));
-  /* The attention backward wants [B][N][..] views. */
-  const m2pt_tensor t_qkv = {ctx, sv->qkv, 3, {batch, tokens, 3 * hd}, rows * 3 * hd};
-  m2pt_tensor t_dqkv = {ctx, dqkv, 3, {batch, tokens, 3 * hd}, rows * 3 * hd};
-  const m2pt_tensor t_da3 = {ctx, dattn, 3, {batch, tokens, hd}, rows * hd};
-  /* Only the GEMM path has a backward yet; it recomputes P itself. */
-  M2PT_TRY(m2pt_attention_backward(ctx, &t_qkv, b->cfg.heads, b->cfg.dim_head, mask, &t_da3,
-                                   M2PT_ATTENTION_GEMM, &t_dqkv));
-  t_dqkv = view(ctx, dqkv, rows, 3 * hd);
+  /* The backward the training forward prepared for: fused from its output
+   * and lse, or the GEMM path (P recomputed). */
+  const m2pt_attention_shape shape = {batch, tokens, b->cfg.heads, b->cfg.dim_head};
+  M2PT_TRY(m2pt_op_attention_backward(ctx, sv->qkv, mask ? mask->buffer : NULL, sv->attn,
+                                      sv->lse, dattn, &shape, b->cfg.attention, dqkv));
+  const m2pt_tensor t_dqkv = view(ctx, dqkv, rows, 3 * hd);
   m2pt_tensor t_din = view(ctx, d_in, rows, dim);
   return linear_backward(g, b->qkv, M2PT_BLOCK_QKV, accumulate, &t_in, &t_dqkv,
                          d_in ? &t_din : NULL, dx_add);

@@ -37,14 +37,16 @@ m2pt_status m2pt_block_merge_prepare(m2pt_block *block);
  * workspace; a model keeps one per block (or one for all, recomputing). */
 
 /* What a training forward saves for the backward (block.h lists it). */
-enum { M2PT_BLOCK_SAVED = 10 };
+enum { M2PT_BLOCK_SAVED = 11 };
 typedef struct m2pt_block_saved {
   size_t rows; /* rows the buffers hold */
   cl_mem in1, mean1, rstd1, qkv, attn, h, in2, mean2, rstd2, fc1;
+  cl_mem lse; /* the attention's per-row log-sum-exp [B][heads][N], written
+                 when the fused attention backward will run */
 } m2pt_block_saved;
 
 /* Floats of one saved set for `rows` = B·N rows:
- * rows·(4·dim + 4·hd + hidden + 4). */
+ * rows·(4·dim + 4·hd + hidden + 4 + heads). */
 size_t m2pt_block_saved_floats(const m2pt_block *block, size_t rows);
 
 /* Device buffers for a saved set of `rows` rows (released with

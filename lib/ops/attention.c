@@ -1,9 +1,12 @@
-/* Multi-head self-attention: the GEMM path (two strided-batched GEMMs
- * around the softmax kernel, O(N²) scores in the workspace) and the fused
- * flash-style kernel of cl/attention.cl (O(N) memory). */
+/* Multi-head self-attention forward: the GEMM path (two strided-batched
+ * GEMMs around the softmax kernel, O(N²) scores in the workspace) and the
+ * fused flash-style kernel of cl/attention.cl (O(N) memory), its training
+ * variant that saves the log-sum-exp, and which of them runs when. The
+ * backward is in attention_backward.c. */
 #include <math.h>
 #include <stdio.h>
 
+#include "attention_ops.h"
 #include "block_ops.h"
 #include "core/context_impl.h"
 #include "core/error.h"
@@ -32,58 +35,72 @@ static int fused_vector_width(const m2pt_context *ctx, size_t dim_head)
   return most >= 8 && dim_head % 8 == 0 ? 8 : most >= 4 && dim_head % 4 == 0 ? 4 : 1;
 }
 
-static size_t fused_local_bytes(size_t dim_head)
+/* Local memory of the fused program's tiles: the forward's key and value
+ * tiles and their kept flags; the training program's backward also holds
+ * query and dO tiles with their lse and D. */
+static size_t fused_local_bytes(size_t dim_head, int backward)
 {
   const size_t bk = fused_key_tile(dim_head);
-  return (2 * bk * dim_head + bk) * sizeof(float);
+  return (2 * bk * dim_head + (backward ? 2 : 1) * bk) * sizeof(float);
 }
 
-static size_t fused_queries(const m2pt_context *ctx)
+size_t m2pt_attention_fused_group(const m2pt_context *ctx)
 {
   return ctx->max_work_group < FUSED_QUERIES ? ctx->max_work_group : FUSED_QUERIES;
 }
 
-static void fused_options(const m2pt_context *ctx, size_t dim_head, int has_mask, char *buf,
-                          size_t size)
+void m2pt_attention_fused_options(const m2pt_context *ctx, size_t dim_head, int has_mask,
+                                  int backward, char *buf, size_t size)
 {
-  snprintf(buf, size, "-DDH=%zu -DBQ=%zu -DBK=%zu -DHAS_MASK=%d -DVEC=%d", dim_head,
-           fused_queries(ctx), fused_key_tile(dim_head), has_mask,
-           fused_vector_width(ctx, dim_head));
+  snprintf(buf, size, "-DDH=%zu -DBQ=%zu -DBK=%zu -DHAS_MASK=%d -DVEC=%d%s", dim_head,
+           m2pt_attention_fused_group(ctx), fused_key_tile(dim_head), has_mask,
+           fused_vector_width(ctx, dim_head), backward ? " -DBACKWARD=1" : "");
 }
 
-/* Why the fused kernel cannot run here, or NULL when it can: its head size,
- * its tiles in local memory, and the work-group size the compiled kernel
- * allows (private arrays can lower it below BQ on GPUs). */
+static const char *const fused_kernels[] = {"m2pt_attention_fused"};
+static const char *const fused_train_kernels[] = {
+    "m2pt_attention_fused_train", "m2pt_attention_backward_dq", "m2pt_attention_backward_dkdv"};
+
+/* Why the fused kernels (backward: the training program's) cannot run
+ * here, or NULL when they can: the head size, the tiles in local memory,
+ * and the work-group size each compiled kernel allows (private arrays can
+ * lower it below BQ on GPUs). */
 static m2pt_status fused_obstacle(m2pt_context *ctx, size_t dim_head, int has_mask,
-                                  const char **why)
+                                  int backward, const char **why)
 {
   *why = NULL;
   if (dim_head > FUSED_MAX_DIM_HEAD) {
     *why = "dim_head is above 256";
     return M2PT_OK;
   }
-  if (ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS)
+  if (!backward && ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS)
     return M2PT_OK; /* no local memory, any work-group size */
-  if (fused_local_bytes(dim_head) > ctx->info.local_mem_bytes) {
-    *why = "its key and value tiles do not fit the device's local memory";
+  if (fused_local_bytes(dim_head, backward) > ctx->info.local_mem_bytes) {
+    *why = "its tiles do not fit the device's local memory";
     return M2PT_OK;
   }
   char options[128];
-  fused_options(ctx, dim_head, has_mask, options, sizeof options);
-  cl_kernel kernel;
-  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_attention, options, "m2pt_attention_fused", &kernel));
-  size_t limit = 0;
-  M2PT_TRY_CL(ctx,
-              clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
-                                       sizeof limit, &limit, NULL),
-              "clGetKernelWorkGroupInfo(m2pt_attention_fused)");
-  if (limit < fused_queries(ctx))
-    *why = "the compiled kernel allows fewer work-items per group than it needs";
+  m2pt_attention_fused_options(ctx, dim_head, has_mask, backward, options, sizeof options);
+  const char *const *names = backward ? fused_train_kernels : fused_kernels;
+  const size_t count = backward ? 3 : 1;
+  for (size_t i = 0; i < count && !*why; i++) {
+    cl_kernel kernel;
+    M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_attention, options, names[i], &kernel));
+    size_t limit = 0;
+    M2PT_TRY_CL(ctx,
+                clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
+                                         sizeof limit, &limit, NULL),
+                names[i]);
+    if (limit < m2pt_attention_fused_group(ctx))
+      *why = "the compiled kernel allows fewer work-items per group than it needs";
+  }
   return M2PT_OK;
 }
 
-m2pt_status m2pt_attention_choose(m2pt_context *ctx, size_t dim_head, int has_mask,
-                                  m2pt_attention_impl requested, m2pt_attention_impl *chosen)
+/* The choice of m2pt_attention_choose (backward 0) and of
+ * m2pt_attention_backward_choose (backward 1). */
+static m2pt_status choose(m2pt_context *ctx, size_t dim_head, int has_mask, int backward,
+                          m2pt_attention_impl requested, m2pt_attention_impl *chosen)
 {
   /* The device's quirks say what AUTO means (M2PT_QUIRKS attention=). */
   const int forced =
@@ -94,37 +111,55 @@ m2pt_status m2pt_attention_choose(m2pt_context *ctx, size_t dim_head, int has_ma
   if (requested == M2PT_ATTENTION_GEMM)
     return M2PT_OK;
   const char *why;
-  M2PT_TRY(fused_obstacle(ctx, dim_head, has_mask, &why));
+  M2PT_TRY(fused_obstacle(ctx, dim_head, has_mask, backward, &why));
   if (requested == M2PT_ATTENTION_FUSED && why)
-    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED, "fused attention with dim_head %zu%s: %s",
-                     dim_head, forced ? " (forced by M2PT_QUIRKS attention=fused)" : "", why);
+    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED, "fused attention%s with dim_head %zu%s: %s",
+                     backward ? " backward" : "", dim_head,
+                     forced ? " (forced by M2PT_QUIRKS attention=fused)" : "", why);
   if (requested == M2PT_ATTENTION_AUTO)
     *chosen = why ? M2PT_ATTENTION_GEMM : M2PT_ATTENTION_FUSED;
   return M2PT_OK;
 }
 
+m2pt_status m2pt_attention_choose(m2pt_context *ctx, size_t dim_head, int has_mask,
+                                  m2pt_attention_impl requested, m2pt_attention_impl *chosen)
+{
+  return choose(ctx, dim_head, has_mask, 0, requested, chosen);
+}
+
+m2pt_status m2pt_attention_backward_choose(m2pt_context *ctx, size_t dim_head, int has_mask,
+                                           m2pt_attention_impl requested,
+                                           m2pt_attention_impl *chosen)
+{
+  return choose(ctx, dim_head, has_mask, 1, requested, chosen);
+}
+
+/* The fused forward: the inference kernel, or with lse the training
+ * program's, which also stores each row's log-sum-exp; on CPU devices the
+ * row kernel (attention_cpu.c), which saves the same log-sum-exp. */
 static m2pt_status attention_fused(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
-                                   const m2pt_attention_shape *s, cl_mem out)
+                                   const m2pt_attention_shape *s, cl_mem out, cl_mem lse)
 {
   if (ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS)
-    return m2pt_attention_rows(ctx, qkv, mask, s, out);
-  const size_t bq = fused_queries(ctx);
+    return m2pt_attention_rows(ctx, qkv, mask, s, out, lse);
+  const size_t bq = m2pt_attention_fused_group(ctx);
   char options[128];
-  fused_options(ctx, s->dim_head, mask != NULL, options, sizeof options);
+  m2pt_attention_fused_options(ctx, s->dim_head, mask != NULL, lse != NULL, options,
+                               sizeof options);
   const cl_uint tokens = (cl_uint)s->tokens, heads = (cl_uint)s->heads;
   const float scale = (float)(1.0 / sqrt((double)s->dim_head));
   const m2pt_kernel_arg args[] = {M2PT_ARG(qkv),    M2PT_ARG(mask),  M2PT_ARG(out),
-                                  M2PT_ARG(tokens), M2PT_ARG(heads), M2PT_ARG(scale)};
+                                  M2PT_ARG(tokens), M2PT_ARG(heads), M2PT_ARG(scale),
+                                  M2PT_ARG(lse)};
   const size_t global[3] = {(s->tokens + bq - 1) / bq * bq, s->heads, s->batch};
   const size_t local[3] = {bq, 1, 1};
-  return m2pt_run_kernel(ctx, &m2pt_cl_attention, options, "m2pt_attention_fused", args, 6, 3,
-                         global, local);
+  return m2pt_run_kernel(ctx, &m2pt_cl_attention, options,
+                         lse ? "m2pt_attention_fused_train" : "m2pt_attention_fused", args,
+                         lse ? 7 : 6, 3, global, local);
 }
 
-/* [heads][N][N] floats of a workspace slot, or the failure when the size
- * overflows. */
-static m2pt_status scores_buffer(m2pt_context *ctx, m2pt_workspace_slot slot,
-                                 const m2pt_attention_shape *s, cl_mem *out)
+m2pt_status m2pt_attention_scores(m2pt_context *ctx, m2pt_workspace_slot slot,
+                                  const m2pt_attention_shape *s, cl_mem *out)
 {
   size_t bytes;
   if (!m2pt_mul_size(s->heads * s->tokens, s->tokens, &bytes) ||
@@ -134,28 +169,35 @@ static m2pt_status scores_buffer(m2pt_context *ctx, m2pt_workspace_slot slot,
   return m2pt_workspace_get(ctx, slot, bytes, out);
 }
 
+void m2pt_attention_heads(cl_mem qkv, const m2pt_attention_shape *s, size_t b,
+                          m2pt_gemm_matrix m[3])
+{
+  const size_t d = s->dim_head, hd = s->heads * d, row = 3 * hd, base = b * s->tokens * row;
+  for (size_t i = 0; i < 3; i++)
+    m[i] = (m2pt_gemm_matrix){qkv, base + i * hd, row, d};
+}
+
 /* Per batch row b: S_h = q_h·k_hᵀ·scale for every head at once (one
  * strided-batched GEMM; heads are dim_head apart inside each token's row),
  * S = softmax(S) with b's mask row, out_h = S_h·v_h. */
 static m2pt_status attention_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                   const m2pt_attention_shape *s, cl_mem out)
 {
-  const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d, row = 3 * hd;
+  const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d;
   cl_mem scores;
-  M2PT_TRY(scores_buffer(ctx, M2PT_WS_SCORES, s, &scores));
+  M2PT_TRY(m2pt_attention_scores(ctx, M2PT_WS_SCORES, s, &scores));
   const float scale = (float)(1.0 / sqrt((double)d));
   for (size_t b = 0; b < s->batch; b++) {
-    const size_t base = b * n * row;
-    const m2pt_gemm_matrix q = {qkv, base, row, d}, k = {qkv, base + hd, row, d};
-    const m2pt_gemm_matrix v = {qkv, base + 2 * hd, row, d};
+    m2pt_gemm_matrix qkv_b[3];
+    m2pt_attention_heads(qkv, s, b, qkv_b);
     const m2pt_gemm_matrix sc = {scores, 0, n, n * n};
     const m2pt_gemm_matrix o = {out, b * n * hd, hd, d};
-    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, scale, &q, &k, 0.0f, &sc,
-                             s->heads));
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, scale, &qkv_b[0],
+                             &qkv_b[1], 0.0f, &sc, s->heads));
     M2PT_TRY(m2pt_op_softmax(ctx, scores, s->heads * n, n, 1.0f, mask, b * n, s->heads * n,
                              scores));
-    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, n, d, n, 1.0f, &sc, &v, 0.0f, &o,
-                             s->heads));
+    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, n, d, n, 1.0f, &sc, &qkv_b[2],
+                             0.0f, &o, s->heads));
   }
   return M2PT_OK;
 }
@@ -166,17 +208,24 @@ m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
 {
   m2pt_attention_impl chosen;
   M2PT_TRY(m2pt_attention_choose(ctx, shape->dim_head, mask != NULL, impl, &chosen));
-  return chosen == M2PT_ATTENTION_FUSED ? attention_fused(ctx, qkv, mask, shape, out)
+  return chosen == M2PT_ATTENTION_FUSED ? attention_fused(ctx, qkv, mask, shape, out, NULL)
                                         : attention_gemm(ctx, qkv, mask, shape, out);
 }
 
-/* The checks shared by m2pt_attention and its backward: qkv, out (the
- * forward's output, or the backward's dout) and mask, and impl; *shape
- * describes them. */
-static m2pt_status check_attention(m2pt_context *ctx, const char *fn, const m2pt_tensor *qkv,
-                                   size_t heads, size_t dim_head, const m2pt_tensor *mask,
-                                   m2pt_attention_impl impl, const m2pt_tensor *out,
-                                   const char *outn, m2pt_attention_shape *shape)
+m2pt_status m2pt_op_attention_train(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
+                                    const m2pt_attention_shape *shape, m2pt_attention_impl impl,
+                                    cl_mem out, cl_mem lse)
+{
+  m2pt_attention_impl chosen;
+  M2PT_TRY(m2pt_attention_backward_choose(ctx, shape->dim_head, mask != NULL, impl, &chosen));
+  return chosen == M2PT_ATTENTION_FUSED ? attention_fused(ctx, qkv, mask, shape, out, lse)
+                                        : m2pt_op_attention(ctx, qkv, mask, shape, impl, out);
+}
+
+m2pt_status m2pt_attention_check(m2pt_context *ctx, const char *fn, const m2pt_tensor *qkv,
+                                 size_t heads, size_t dim_head, const m2pt_tensor *mask,
+                                 m2pt_attention_impl impl, const m2pt_tensor *out,
+                                 const char *outn, m2pt_attention_shape *shape)
 {
   M2PT_REQUIRE(NULL, ctx != NULL, "%s: ctx is NULL", fn);
   char name[64];
@@ -211,71 +260,40 @@ m2pt_status m2pt_attention(m2pt_context *ctx, const m2pt_tensor *qkv, size_t hea
                            m2pt_tensor *out)
 {
   m2pt_attention_shape shape;
-  M2PT_TRY(check_attention(ctx, "m2pt_attention", qkv, heads, dim_head, mask, impl, out, "out",
-                           &shape));
+  M2PT_TRY(m2pt_attention_check(ctx, "m2pt_attention", qkv, heads, dim_head, mask, impl, out,
+                                "out", &shape));
   return m2pt_op_attention(ctx, qkv->buffer, mask ? mask->buffer : NULL, &shape, impl,
                            out->buffer);
 }
 
-/* Per batch row b, every head at once in each strided-batched GEMM (heads
- * are dim_head apart inside each token's row, their score matrices N² apart
- * in the scratch). With S' = s·Q·Kᵀ and P = softmax(S' + mask):
- * ∂L/∂V = Pᵀ·dO; ∂L/∂P = dO·Vᵀ; ∂L/∂S' = P ⊙ (∂L/∂P − rowsum(∂L/∂P ⊙ P))
- * (softmax's Jacobian diag(p) − p·pᵀ applied to each row); and since
- * S' = s·Q·Kᵀ, ∂L/∂Q = s·∂L/∂S'·K and ∂L/∂K = s·(∂L/∂S')ᵀ·Q. */
-static m2pt_status attention_backward_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
-                                           cl_mem dout, const m2pt_attention_shape *s,
-                                           cl_mem dqkv)
+m2pt_status m2pt_attention_check_saved(m2pt_context *ctx, const char *fn,
+                                       const m2pt_tensor *qkv, size_t heads, size_t dim_head,
+                                       const m2pt_tensor *mask, const m2pt_tensor *out,
+                                       const m2pt_tensor *lse, m2pt_attention_shape *shape)
 {
-  const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d, row = 3 * hd;
-  cl_mem p_buf, ds_buf;
-  M2PT_TRY(scores_buffer(ctx, M2PT_WS_SCORES, s, &p_buf));
-  M2PT_TRY(scores_buffer(ctx, M2PT_WS_GRAD_SCORES, s, &ds_buf));
-  const float scale = (float)(1.0 / sqrt((double)d));
-  for (size_t b = 0; b < s->batch; b++) {
-    const size_t base = b * n * row;
-    const m2pt_gemm_matrix q = {qkv, base, row, d}, k = {qkv, base + hd, row, d};
-    const m2pt_gemm_matrix v = {qkv, base + 2 * hd, row, d};
-    const m2pt_gemm_matrix dq = {dqkv, base, row, d}, dk = {dqkv, base + hd, row, d};
-    const m2pt_gemm_matrix dv = {dqkv, base + 2 * hd, row, d};
-    const m2pt_gemm_matrix p = {p_buf, 0, n, n * n}, ds = {ds_buf, 0, n, n * n};
-    const m2pt_gemm_matrix dout_b = {dout, b * n * hd, hd, d};
-    /* P exactly as the forward's GEMM path makes it (same calls, same bits). */
-    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, scale, &q, &k, 0.0f, &p,
-                             s->heads));
-    M2PT_TRY(m2pt_op_softmax(ctx, p_buf, s->heads * n, n, 1.0f, mask, b * n, s->heads * n,
-                             p_buf));
-    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_TRANS, M2PT_NO_TRANS, n, d, n, 1.0f, &p, &dout_b, 0.0f,
-                             &dv, s->heads));
-    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, 1.0f, &dout_b, &v, 0.0f,
-                             &ds, s->heads));
-    /* In place: dS over dP; masked keys and all-padding rows come out 0. */
-    M2PT_TRY(m2pt_op_softmax_backward(ctx, ds_buf, p_buf, s->heads * n, n, 1.0f, mask, b * n,
-                                      s->heads * n, ds_buf));
-    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, n, d, n, scale, &ds, &k, 0.0f,
-                             &dq, s->heads));
-    M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_TRANS, M2PT_NO_TRANS, n, d, n, scale, &ds, &q, 0.0f, &dk,
-                             s->heads));
-  }
-  return M2PT_OK;
+  M2PT_TRY(m2pt_attention_check(ctx, fn, qkv, heads, dim_head, mask, M2PT_ATTENTION_FUSED, out,
+                                "out", shape));
+  char name[64], sl[96];
+  snprintf(name, sizeof name, "%s: lse", fn);
+  M2PT_TRY(m2pt_check_tensor(ctx, lse, name));
+  if (lse->ndim != 3 || lse->shape[0] != shape->batch || lse->shape[1] != heads ||
+      lse->shape[2] != shape->tokens)
+    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: lse %s must be [%zu][%zu][%zu] ([B][heads][N])",
+                     fn, m2pt_shape_string(lse, sl, sizeof sl), shape->batch, heads,
+                     shape->tokens);
+  M2PT_REQUIRE(ctx, lse != qkv && lse != out, "%s: lse must not be qkv or out", fn);
+  m2pt_attention_impl chosen;
+  return m2pt_attention_backward_choose(ctx, dim_head, mask != NULL, M2PT_ATTENTION_FUSED,
+                                        &chosen);
 }
 
-m2pt_status m2pt_attention_backward(m2pt_context *ctx, const m2pt_tensor *qkv, size_t heads,
-                                    size_t dim_head, const m2pt_tensor *mask,
-                                    const m2pt_tensor *dout, m2pt_attention_impl impl,
-                                    m2pt_tensor *dqkv)
+m2pt_status m2pt_attention_train(m2pt_context *ctx, const m2pt_tensor *qkv, size_t heads,
+                                 size_t dim_head, const m2pt_tensor *mask, m2pt_tensor *out,
+                                 m2pt_tensor *lse)
 {
-  static const char fn[] = "m2pt_attention_backward";
   m2pt_attention_shape shape;
-  M2PT_TRY(check_attention(ctx, fn, qkv, heads, dim_head, mask, impl, dout, "dout", &shape));
-  M2PT_TRY(m2pt_check_tensor(ctx, dqkv, "m2pt_attention_backward: dqkv"));
-  M2PT_REQUIRE(ctx, dqkv != qkv && dqkv != dout, "%s: dqkv must not be qkv or dout", fn);
-  M2PT_TRY(m2pt_check_same_shape(ctx, qkv, dqkv, fn, "qkv", "dqkv"));
-  if (impl == M2PT_ATTENTION_FUSED)
-    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED,
-                     "%s: the fused O(N)-memory backward is not implemented yet; use "
-                     "M2PT_ATTENTION_GEMM or M2PT_ATTENTION_AUTO",
-                     fn);
-  return attention_backward_gemm(ctx, qkv->buffer, mask ? mask->buffer : NULL, dout->buffer,
-                                 &shape, dqkv->buffer);
+  M2PT_TRY(m2pt_attention_check_saved(ctx, "m2pt_attention_train", qkv, heads, dim_head, mask,
+                                      out, lse, &shape));
+  return attention_fused(ctx, qkv->buffer, mask ? mask->buffer : NULL, &shape, out->buffer,
+                         lse->buffer);
 }

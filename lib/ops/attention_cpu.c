@@ -36,12 +36,12 @@ static size_t padded_keys(const m2pt_context *ctx, size_t tokens)
   return (tokens + block - 1) / block * block;
 }
 
-static void rows_options(const m2pt_context *ctx, size_t dim_head, int has_mask, char *buf,
-                         size_t size)
+static void rows_options(const m2pt_context *ctx, size_t dim_head, int has_mask, int save_lse,
+                         char *buf, size_t size)
 {
-  snprintf(buf, size, "-DDH=%zu -DR=%d -DKV=%u -DNV=%d -DDV=%u -DHAS_MASK=%d", dim_head, ROWS,
-           key_lanes(ctx), KEY_VECTORS, dim_lanes(ctx->quirks.attention_vec, dim_head),
-           has_mask);
+  snprintf(buf, size, "-DDH=%zu -DR=%d -DKV=%u -DNV=%d -DDV=%u -DHAS_MASK=%d -DSAVE_LSE=%d",
+           dim_head, ROWS, key_lanes(ctx), KEY_VECTORS,
+           dim_lanes(ctx->quirks.attention_vec, dim_head), has_mask, save_lse);
 }
 
 /* The key bias [B][npad], Kᵀ and V, each [B][heads][npad·dim_head], in
@@ -60,14 +60,14 @@ static m2pt_status keys_buffer(m2pt_context *ctx, const m2pt_attention_shape *s,
 }
 
 m2pt_status m2pt_attention_rows(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
-                                const m2pt_attention_shape *s, cl_mem out)
+                                const m2pt_attention_shape *s, cl_mem out, cl_mem lse)
 {
   const size_t npad = padded_keys(ctx, s->tokens);
   M2PT_REQUIRE(ctx, npad <= UINT32_MAX, "m2pt_attention: too many tokens");
   cl_mem keys;
   M2PT_TRY(keys_buffer(ctx, s, npad, &keys));
   char options[128];
-  rows_options(ctx, s->dim_head, mask != NULL, options, sizeof options);
+  rows_options(ctx, s->dim_head, mask != NULL, lse != NULL, options, sizeof options);
   const cl_uint tokens = (cl_uint)s->tokens, heads = (cl_uint)s->heads, np = (cl_uint)npad;
   const float scale = (float)(1.0 / sqrt((double)s->dim_head));
   const m2pt_kernel_arg key_args[] = {M2PT_ARG(qkv),    M2PT_ARG(mask),  M2PT_ARG(keys),
@@ -77,12 +77,12 @@ m2pt_status m2pt_attention_rows(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                            key_args, 6, 3, key_global, NULL));
   const m2pt_kernel_arg args[] = {M2PT_ARG(qkv),   M2PT_ARG(keys), M2PT_ARG(out),
                                   M2PT_ARG(tokens), M2PT_ARG(heads), M2PT_ARG(np),
-                                  M2PT_ARG(scale)};
+                                  M2PT_ARG(scale), M2PT_ARG(lse)};
   const size_t global[3] = {(s->tokens + ROWS - 1) / ROWS, s->heads, s->batch};
   /* One work-item per group: left to itself, PoCL 3.1 put all 50×12
    * work-items of ViT-B's N = 197 in one group, so on one thread; two per
    * group measured no faster than one. */
   const size_t local[3] = {1, 1, 1};
-  return m2pt_run_kernel(ctx, &m2pt_cl_attention_cpu, options, "m2pt_attention_cpu", args, 7, 3,
-                         global, local);
+  return m2pt_run_kernel(ctx, &m2pt_cl_attention_cpu, options, "m2pt_attention_cpu", args,
+                         lse ? 8 : 7, 3, global, local);
 }

@@ -70,6 +70,15 @@ typedef struct m2pt_attention_shape {
 m2pt_status m2pt_attention_choose(m2pt_context *ctx, size_t dim_head, int has_mask,
                                   m2pt_attention_impl requested, m2pt_attention_impl *chosen);
 
+/* The implementation m2pt_attention_backward runs for `requested` (the
+ * rule is <m2pt/attention.h>'s): FUSED where the training program (the
+ * forward that saves lse and the backward kernels) can run and AUTO or the
+ * quirks ask for it, else GEMM; M2PT_ERR_UNSUPPORTED when FUSED is forced
+ * and cannot run. May build the training program. */
+m2pt_status m2pt_attention_backward_choose(m2pt_context *ctx, size_t dim_head, int has_mask,
+                                           m2pt_attention_impl requested,
+                                           m2pt_attention_impl *chosen);
+
 m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                               const m2pt_attention_shape *shape, m2pt_attention_impl impl,
                               cl_mem out);
@@ -77,8 +86,26 @@ m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
 /* The fused forward's CPU-shaped kernel (cl/attention_cpu.cl; the quirk
  * attention_kernel=rows): the same result as the fused kernel, O(N)
  * memory (Kᵀ and a key bias in the workspace's M2PT_WS_KEYS_T slot, no
- * N×N buffer). Shapes are checked by the caller; dim_head ≤ 256. */
+ * N×N buffer). With lse not NULL, also each row's log-sum-exp
+ * ([batch][heads][tokens], as the tiled training forward's, for the fused
+ * backward). Shapes are checked by the caller; dim_head ≤ 256. */
 m2pt_status m2pt_attention_rows(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
-                                const m2pt_attention_shape *s, cl_mem out);
+                                const m2pt_attention_shape *s, cl_mem out, cl_mem lse);
+
+/* A training forward: out as m2pt_op_attention writes it (the same bits)
+ * and, when the backward that impl chooses is the fused one, each row's
+ * log-sum-exp into lse ([batch][heads][tokens] floats), which is left
+ * alone otherwise. */
+m2pt_status m2pt_op_attention_train(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
+                                    const m2pt_attention_shape *shape, m2pt_attention_impl impl,
+                                    cl_mem out, cl_mem lse);
+
+/* The backward of m2pt_op_attention_train with the same qkv, mask, shape
+ * and impl: the fused kernels from its out and lse, or the GEMM path
+ * (which recomputes P and reads neither). */
+m2pt_status m2pt_op_attention_backward(m2pt_context *ctx, cl_mem qkv, cl_mem mask, cl_mem out,
+                                       cl_mem lse, cl_mem dout,
+                                       const m2pt_attention_shape *shape,
+                                       m2pt_attention_impl impl, cl_mem dqkv);
 
 #endif
