@@ -346,6 +346,8 @@ int main(void)
       cmocka_unit_test(pre_norm_pathway_no_mask), cmocka_unit_test(post_norm_pathway_mask),
       cmocka_unit_test(post_norm_plain),        cmocka_unit_test(refused),
   };
-  return test_run_matrix("grad_block", TEST_AXIS_GEMM | TEST_AXIS_LAYER_NORM | TEST_AXIS_GELU,
+  return test_run_matrix("grad_block",
+                         TEST_AXIS_GEMM | TEST_AXIS_LAYER_NORM | TEST_AXIS_GELU |
+                             TEST_AXIS_LINEAR_GRAD,
                          tests, NULL, NULL) ? 1 : 0;
 }

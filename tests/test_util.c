@@ -135,7 +135,15 @@ typedef struct axis_values {
   const char *values[3];
 } axis_values;
 
-enum { AXIS_GEMM, AXIS_ATTENTION, AXIS_ATTENTION_VEC, AXIS_LAYER_NORM, AXIS_GELU, AXIS_COUNT };
+enum {
+  AXIS_GEMM,
+  AXIS_ATTENTION,
+  AXIS_ATTENTION_VEC,
+  AXIS_LAYER_NORM,
+  AXIS_GELU,
+  AXIS_LINEAR_GRAD,
+  AXIS_COUNT
+};
 
 static const axis_values axis_table[AXIS_COUNT] = {
     [AXIS_GEMM] = {"gemm", {"host_blas", "clblast"}},
@@ -143,6 +151,7 @@ static const axis_values axis_table[AXIS_COUNT] = {
     [AXIS_ATTENTION_VEC] = {"attention_vec", {"8", "4", "1"}},
     [AXIS_LAYER_NORM] = {"layer_norm", {"rows", "workgroup"}},
     [AXIS_GELU] = {"gelu", {"float8", "scalar"}},
+    [AXIS_LINEAR_GRAD] = {"linear_grad", {"vector", "scalar"}},
 };
 
 /* Configurations beyond the device's own: at most 4 groups per suite. */
@@ -187,6 +196,7 @@ static int probe_device(int enumerate, matrix_device *d)
   d->own.value[AXIS_ATTENTION_VEC] = value_index(AXIS_ATTENTION_VEC, vec);
   d->own.value[AXIS_LAYER_NORM] = q.layer_norm == M2PT_LAYER_NORM_ROWS ? 0 : 1;
   d->own.value[AXIS_GELU] = q.gelu_vec == 8 ? 0 : 1;
+  d->own.value[AXIS_LINEAR_GRAD] = q.linear_grad_vec ? 0 : 1;
   m2pt_context_destroy(ctx);
   memset(d->valid, 0, sizeof d->valid);
   if (!enumerate)
@@ -207,6 +217,8 @@ static int probe_device(int enumerate, matrix_device *d)
     d->valid[AXIS_ATTENTION_VEC][v] = v >= d->own.value[AXIS_ATTENTION_VEC];
   d->valid[AXIS_LAYER_NORM][0] = d->valid[AXIS_GELU][0] = vectors;
   d->valid[AXIS_LAYER_NORM][1] = d->valid[AXIS_GELU][1] = 1;
+  d->valid[AXIS_LINEAR_GRAD][0] = vectors;
+  d->valid[AXIS_LINEAR_GRAD][1] = 1;
   return 0;
 }
 

@@ -19,6 +19,7 @@ void m2pt_quirks_of_device(cl_device_id device, const m2pt_device_info *info, m2
   q->layer_norm = info->is_cpu && !oclgrind ? M2PT_LAYER_NORM_ROWS : M2PT_LAYER_NORM_WORKGROUP;
   q->gelu_vec = oclgrind ? 1 : 8;
   q->attention_vec = oclgrind ? 1 : 8;
+  q->linear_grad_vec = !oclgrind;
   q->attention = M2PT_ATTENTION_AUTO;
   /* $M2PT_HOST_BLAS=off predates M2PT_QUIRKS' gemm=clblast and means the same. */
   const char *host_blas = getenv("M2PT_HOST_BLAS");
@@ -40,7 +41,17 @@ typedef struct key_values {
   int stored[4];
 } key_values;
 
-enum { K_LAYER_NORM, K_GELU, K_ATTENTION, K_ATTENTION_VEC, K_FILL, K_NEW_BUFFERS, K_GEMM, K_COUNT };
+enum {
+  K_LAYER_NORM,
+  K_GELU,
+  K_ATTENTION,
+  K_ATTENTION_VEC,
+  K_LINEAR_GRAD,
+  K_FILL,
+  K_NEW_BUFFERS,
+  K_GEMM,
+  K_COUNT
+};
 
 static const key_values keys[K_COUNT] = {
     [K_LAYER_NORM] = {"layer_norm", {"workgroup", "rows"},
@@ -49,6 +60,7 @@ static const key_values keys[K_COUNT] = {
     [K_ATTENTION] = {"attention", {"auto", "fused", "gemm"},
                      {M2PT_ATTENTION_AUTO, M2PT_ATTENTION_FUSED, M2PT_ATTENTION_GEMM}},
     [K_ATTENTION_VEC] = {"attention_vec", {"1", "4", "8"}, {1, 4, 8}},
+    [K_LINEAR_GRAD] = {"linear_grad", {"vector", "scalar"}, {1, 0}},
     [K_FILL] = {"fill", {"device", "host"}, {0, 1}},
     [K_NEW_BUFFERS] = {"new_buffers", {"plain", "host_written"}, {0, 1}},
     /* Any name: lib/gemm knows its backends. */
@@ -62,6 +74,7 @@ static void store(m2pt_quirks *q, int key, int value)
   case K_GELU: q->gelu_vec = (unsigned)value; break;
   case K_ATTENTION: q->attention = (m2pt_attention_impl)value; break;
   case K_ATTENTION_VEC: q->attention_vec = (unsigned)value; break;
+  case K_LINEAR_GRAD: q->linear_grad_vec = value; break;
   case K_FILL: q->fill_via_host = value; break;
   case K_NEW_BUFFERS: q->host_writes_new_buffers = value; break;
   }
@@ -93,8 +106,8 @@ static int parse_item(const char *item, size_t len, unsigned *seen, m2pt_quirks 
       key = k;
   if (key < 0) {
     snprintf(why, size,
-             "unknown key \"%.*s\" (known: layer_norm, gelu, attention, attention_vec, gemm, "
-             "fill, new_buffers)",
+             "unknown key \"%.*s\" (known: layer_norm, gelu, attention, attention_vec, "
+             "linear_grad, gemm, fill, new_buffers)",
              (int)key_len, item);
     return -1;
   }

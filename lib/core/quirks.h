@@ -8,7 +8,8 @@
  *   M2PT_QUIRKS=layer_norm=rows,gelu=scalar,attention=gemm
  *
  * Keys and values: layer_norm=workgroup|rows, gelu=scalar|float8,
- * attention=auto|fused|gemm, attention_vec=1|4|8, gemm=<backend> (a name
+ * attention=auto|fused|gemm, attention_vec=1|4|8, linear_grad=vector|scalar,
+ * gemm=<backend> (a name
  * the GEMM chooser knows, checked there), fill=device|host,
  * new_buffers=plain|host_written. Items are separated by commas, without
  * spaces; an unknown key or value, or a key given twice, fails the
@@ -48,6 +49,10 @@ typedef struct m2pt_quirks {
   /* The widest vector the fused attention kernel may use, 8, 4 or 1 (the
    * widest dividing dim_head is taken; 1 on Oclgrind, as for GELU). */
   unsigned attention_vec;
+  /* The linear backward's elementwise pass and column sums in explicit
+   * vectors (1; 7–16x faster on PoCL, whose work-item loops do not vectorise
+   * them) or scalars (0: Oclgrind, as for GELU); the same bits either way. */
+  int linear_grad_vec;
   /* What M2PT_ATTENTION_AUTO resolves to: AUTO (the fused kernel wherever it
    * fits the device, else the GEMM path), FUSED or GEMM (forced). */
   m2pt_attention_impl attention;
