@@ -315,6 +315,12 @@ static void refused(void **state)
   assert_ok(ctx, m2pt_block_forward_train(other, x, NULL, y));
   assert_status(ctx, m2pt_block_backward(b, x, NULL, y, g, NULL), M2PT_ERR_INVALID_STATE);
   assert_ok(ctx, m2pt_block_backward(other, x, NULL, y, og, NULL));
+  /* m2pt_context_trim freed the slots that held it. */
+  assert_ok(ctx, m2pt_block_forward_train(other, x, NULL, y));
+  assert_ok(ctx, m2pt_context_trim(ctx));
+  assert_status(ctx, m2pt_block_backward(other, x, NULL, y, og, NULL), M2PT_ERR_INVALID_STATE);
+  assert_ok(ctx, m2pt_block_forward_train(other, x, NULL, y));
+  assert_ok(ctx, m2pt_block_backward(other, x, NULL, y, og, NULL));
   /* A parameter change invalidates what was saved. */
   assert_ok(ctx, m2pt_block_set(other, "norm1.weight", h.p[0].data, DIM));
   assert_status(ctx, m2pt_block_backward(other, x, NULL, y, og, NULL), M2PT_ERR_INVALID_STATE);
