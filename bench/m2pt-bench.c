@@ -3,7 +3,8 @@
  * merged), attention (GEMM and fused paths), the FFN, transformer blocks and
  * their ops, the backward passes of training, and the startup to a first
  * output, on every OpenCL device or the chosen ones; writes the results as a
- * table, JSON, CSV and an SVG chart, and compares them with an earlier run. Uses only the public API. */
+ * table, JSON, CSV and an SVG chart, and compares them with an earlier run.
+ * Uses only the public API. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
