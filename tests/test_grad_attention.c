@@ -226,5 +226,6 @@ int main(void)
       cmocka_unit_test(attention_backward),
       cmocka_unit_test(bad_inputs),
   };
-  return test_run_matrix("grad_attention", TEST_AXIS_GEMM, tests, NULL, NULL);
+  return test_run_matrix("grad_attention", TEST_AXIS_GEMM | TEST_AXIS_SOFTMAX, tests, NULL,
+                         NULL);
 }

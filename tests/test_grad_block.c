@@ -354,6 +354,6 @@ int main(void)
   };
   return test_run_matrix("grad_block",
                          TEST_AXIS_GEMM | TEST_AXIS_LAYER_NORM | TEST_AXIS_GELU |
-                             TEST_AXIS_LINEAR_GRAD,
+                             TEST_AXIS_LINEAR_GRAD | TEST_AXIS_SOFTMAX,
                          tests, NULL, NULL) ? 1 : 0;
 }

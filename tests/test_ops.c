@@ -375,6 +375,8 @@ int main(void)
   };
   /* Attention's paths and its fused kernel's widths are chosen per call here (explicit
    * implementations, dim_head 16, 12 and 5), so the matrix varies the rest. */
-  return test_run_matrix("ops", TEST_AXIS_GEMM | TEST_AXIS_LAYER_NORM | TEST_AXIS_GELU, tests,
-                         NULL, NULL) != 0;
+  return test_run_matrix("ops",
+                         TEST_AXIS_GEMM | TEST_AXIS_LAYER_NORM | TEST_AXIS_GELU |
+                             TEST_AXIS_SOFTMAX,
+                         tests, NULL, NULL) != 0;
 }

@@ -26,7 +26,7 @@ static void parse_accepts_and_rejects(void **state)
   char why[256];
   assert_int_equal(m2pt_quirks_parse("layer_norm=rows,gelu=scalar,attention=gemm,"
                                      "attention_vec=4,gemm=clblast,fill=host,"
-                                     "new_buffers=host_written,linear_grad=scalar",
+                                     "new_buffers=host_written,linear_grad=scalar,softmax=rows",
                                      &q, why, sizeof why),
                    0);
   assert_int_equal(q.layer_norm, M2PT_LAYER_NORM_ROWS);
@@ -39,6 +39,7 @@ static void parse_accepts_and_rejects(void **state)
   assert_int_equal(q.linear_grad_vec, 0);
   assert_int_equal(m2pt_quirks_parse("linear_grad=vector", &q, why, sizeof why), 0);
   assert_int_equal(q.linear_grad_vec, 1);
+  assert_int_equal(q.softmax_rows, 1);
   assert_int_equal(m2pt_quirks_parse("", &q, why, sizeof why), 0);
   assert_int_equal(m2pt_quirks_parse(NULL, &q, why, sizeof why), 0);
   static const char *const bad[][2] = {
@@ -49,6 +50,7 @@ static void parse_accepts_and_rejects(void **state)
       {"attention", "key=value"},
       {"attention_vec=2", "1|4|8"},
       {"linear_grad=float4", "vector|scalar"},
+      {"softmax=columns", "workgroup|rows"},
       {"gemm=", "backend name"},
       {"layer_norm = rows", "unknown key"},
   };

@@ -20,6 +20,7 @@ void m2pt_quirks_of_device(cl_device_id device, const m2pt_device_info *info, m2
   q->gelu_vec = oclgrind ? 1 : 8;
   q->attention_vec = oclgrind ? 1 : 8;
   q->linear_grad_vec = !oclgrind;
+  q->softmax_rows = info->is_cpu && !oclgrind;
   q->attention = M2PT_ATTENTION_AUTO;
   /* $M2PT_HOST_BLAS=off predates M2PT_QUIRKS' gemm=clblast and means the same. */
   const char *host_blas = getenv("M2PT_HOST_BLAS");
@@ -47,6 +48,7 @@ enum {
   K_ATTENTION,
   K_ATTENTION_VEC,
   K_LINEAR_GRAD,
+  K_SOFTMAX,
   K_FILL,
   K_NEW_BUFFERS,
   K_GEMM,
@@ -61,6 +63,7 @@ static const key_values keys[K_COUNT] = {
                      {M2PT_ATTENTION_AUTO, M2PT_ATTENTION_FUSED, M2PT_ATTENTION_GEMM}},
     [K_ATTENTION_VEC] = {"attention_vec", {"1", "4", "8"}, {1, 4, 8}},
     [K_LINEAR_GRAD] = {"linear_grad", {"vector", "scalar"}, {1, 0}},
+    [K_SOFTMAX] = {"softmax", {"workgroup", "rows"}, {0, 1}},
     [K_FILL] = {"fill", {"device", "host"}, {0, 1}},
     [K_NEW_BUFFERS] = {"new_buffers", {"plain", "host_written"}, {0, 1}},
     /* Any name: lib/gemm knows its backends. */
@@ -75,6 +78,7 @@ static void store(m2pt_quirks *q, int key, int value)
   case K_ATTENTION: q->attention = (m2pt_attention_impl)value; break;
   case K_ATTENTION_VEC: q->attention_vec = (unsigned)value; break;
   case K_LINEAR_GRAD: q->linear_grad_vec = value; break;
+  case K_SOFTMAX: q->softmax_rows = value; break;
   case K_FILL: q->fill_via_host = value; break;
   case K_NEW_BUFFERS: q->host_writes_new_buffers = value; break;
   }
@@ -107,7 +111,7 @@ static int parse_item(const char *item, size_t len, unsigned *seen, m2pt_quirks 
   if (key < 0) {
     snprintf(why, size,
              "unknown key \"%.*s\" (known: layer_norm, gelu, attention, attention_vec, "
-             "linear_grad, gemm, fill, new_buffers)",
+             "linear_grad, softmax, gemm, fill, new_buffers)",
              (int)key_len, item);
     return -1;
   }
