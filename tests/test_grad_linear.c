@@ -635,6 +635,12 @@ static void bad_inputs(void **state)
   b = g;
   b.dscale = bad_s;
   expect_rejected(ctx, l, d.x, d.dy, &b, &d, M2PT_ERR_SHAPE, "dscale of 2");
+  /* dλ's fixed 64-lane reduction on a device with smaller work-groups:
+   * refused before dX or anything else is written. */
+  const size_t max_wg = ctx->max_work_group;
+  ctx->max_work_group = 32;
+  expect_rejected(ctx, l, d.x, d.dy, &g, &d, M2PT_ERR_UNSUPPORTED, "work-groups of 32");
+  ctx->max_work_group = max_wg;
   b = g;
   b.dx = bad_x;
   expect_rejected(ctx, l, d.x, d.dy, &b, &d, M2PT_ERR_SHAPE, "dx shaped like dy");

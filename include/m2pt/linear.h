@@ -111,8 +111,8 @@ typedef struct m2pt_linear_grads {
  * arguments that are one tensor; accumulate not 0 or 1),
  * M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH, M2PT_ERR_INVALID_STATE (a
  * gradient of a parameter the layer lacks: no bias, no pathway or merged,
- * no aux bias), M2PT_ERR_UNSUPPORTED (a device whose work-groups hold
- * fewer than 64 work-items), M2PT_ERR_BLAS, M2PT_ERR_OPENCL,
+ * no aux bias), M2PT_ERR_UNSUPPORTED (dscale on a device whose
+ * work-groups hold fewer than 64 work-items), M2PT_ERR_BLAS, M2PT_ERR_OPENCL,
  * M2PT_ERR_KERNEL_BUILD. A rejected call writes no tensor. */
 M2PT_API m2pt_status m2pt_linear_backward(m2pt_linear *layer, const m2pt_tensor *x,
                                           const m2pt_tensor *dy, const m2pt_linear_grads *grads);

@@ -29,7 +29,7 @@ m2pt_status m2pt_op_broadcast_rows(m2pt_context *ctx, cl_mem y, cl_mem b, size_t
 
 /* dλ's last reduction runs in a group of exactly M2PT_GRAD_LANES, whatever
  * the device would pick, so the order of its sums is the same everywhere. */
-static m2pt_status require_lanes(m2pt_context *ctx)
+m2pt_status m2pt_op_linear_grad_scale_supported(m2pt_context *ctx)
 {
   if (ctx->max_work_group >= M2PT_GRAD_LANES)
     return M2PT_OK;
@@ -45,8 +45,6 @@ m2pt_status m2pt_op_linear_grad_weight(m2pt_context *ctx, cl_mem g, size_t n, cl
 {
   if (!dw_add && aux_mode == M2PT_GRAD_SKIP && !w_aux)
     return M2PT_OK;
-  if (w_aux) /* checked before anything is written; m2pt_op_linear_grad_scale follows */
-    M2PT_TRY(require_lanes(ctx));
   char options[80];
   snprintf(options, sizeof options, "-DGRAD_VEC=%d -DDW_ACC=%d -DDWAUX=%d -DDSCALE=%d",
            ctx->quirks.linear_grad_vec ? 1 : 0, dw_add ? 1 : 0, (int)aux_mode, w_aux ? 1 : 0);
@@ -90,7 +88,7 @@ m2pt_status m2pt_op_linear_grad_scale(m2pt_context *ctx, cl_mem partial, size_t 
                                       cl_mem colsum, size_t colsum_off, cl_mem b_aux, size_t nb,
                                       cl_mem dscale, int add)
 {
-  M2PT_TRY(require_lanes(ctx));
+  M2PT_TRY(m2pt_op_linear_grad_scale_supported(ctx));
   const char *options = add ? "-DDSCALE_ACC=1" : "-DDSCALE_ACC=0";
   const cl_mem sum_arg = nb ? colsum : partial, baux_arg = nb ? b_aux : partial;
   const cl_ulong n = count, off = colsum_off, nbias = nb;

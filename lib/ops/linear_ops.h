@@ -41,8 +41,7 @@ static inline size_t m2pt_grad_partials(size_t n)
  * sums (fma, in order) the elements 16p + 4j + k, j = 0..3, and the lanes
  * meet as (lane 0 + lane 1) + (lane 2 + lane 3). In float4 vectors or
  * scalars by ctx's quirks (linear_grad), the same bits either way. Nothing
- * to do: no kernel. M2PT_ERR_UNSUPPORTED when w_aux is given on a device
- * whose work-groups are smaller than m2pt_op_linear_grad_scale's. */
+ * to do: no kernel. */
 m2pt_status m2pt_op_linear_grad_weight(m2pt_context *ctx, cl_mem g, size_t n, cl_mem dw,
                                        int dw_add, cl_mem dw_aux, m2pt_grad_write aux_mode,
                                        cl_mem w_aux, cl_mem partial, float scale);
@@ -55,6 +54,12 @@ m2pt_status m2pt_op_linear_grad_bias(m2pt_context *ctx, cl_mem dy, size_t rows, 
                                      cl_mem db, m2pt_grad_write db_mode, cl_mem db_aux,
                                      m2pt_grad_write aux_mode, cl_mem colsum, size_t colsum_off,
                                      float scale);
+
+/* M2PT_OK, or M2PT_ERR_UNSUPPORTED (reported) on a device whose
+ * work-groups hold fewer than M2PT_GRAD_LANES work-items, which
+ * m2pt_op_linear_grad_scale needs: callers check it before writing
+ * anything. */
+m2pt_status m2pt_op_linear_grad_scale_supported(m2pt_context *ctx);
 
 /* dscale[0] = (or +=, when add) Sw + Sb: Sw the `count` partials, Sb =
  * Σ colsum[colsum_off + o]·b_aux[o] for o < nb (nb 0: none, colsum and
