@@ -7,8 +7,6 @@
 
 #include "bench.h"
 
-#define MIB (1024.0 * 1024.0)
-
 typedef struct attention_size {
   size_t tokens, heads, dim_head;
   int max_warmup, max_reps; /* caps on the runs, where one takes seconds; 0: none */
@@ -43,28 +41,6 @@ m2pt_status bench_run_attention(void *state)
                                                                 a->out)));
 }
 
-/* Device memory of one run: its peak over the bytes live before (the run's
- * own scratch) and the peak itself, in MiB. */
-typedef struct peak_memory {
-  double scratch_mib, total_mib;
-} peak_memory;
-
-static m2pt_status measure_peak(m2pt_context *ctx, const bench_case *c, peak_memory *m)
-{
-  m2pt_stats before, after;
-  m2pt_status s = BENCH_CALL(ctx, m2pt_context_stats(ctx, &before));
-  m2pt_context_stats_reset(ctx);
-  if (s == M2PT_OK)
-    s = c->run(c->state);
-  if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_context_stats(ctx, &after));
-  if (s == M2PT_OK) {
-    m->scratch_mib = (double)(after.device_bytes_peak - before.device_bytes_live) / MIB;
-    m->total_mib = (double)after.device_bytes_peak / MIB;
-  }
-  return s;
-}
-
 static int cap(int value, int max)
 {
   return max > 0 && value > max ? max : value;
@@ -77,10 +53,10 @@ static m2pt_status measure_paths(m2pt_context *ctx, const bench_options *o,
                                  const attention_size *sz, const bench_case cases[PATHS],
                                  int backward)
 {
-  peak_memory mem[PATHS];
-  m2pt_status s = measure_peak(ctx, &cases[PATH_FUSED], &mem[PATH_FUSED]);
+  bench_peak_memory mem[PATHS];
+  m2pt_status s = bench_measure_peak(ctx, &cases[PATH_FUSED], &mem[PATH_FUSED]);
   if (s == M2PT_OK)
-    s = measure_peak(ctx, &cases[PATH_GEMM], &mem[PATH_GEMM]);
+    s = bench_measure_peak(ctx, &cases[PATH_GEMM], &mem[PATH_GEMM]);
   char shape[64], label[128], name[32], note[96];
   const size_t dims[4] = {1, sz->tokens, sz->heads, sz->dim_head};
   bench_dims_string(dims, 4, shape, sizeof shape);

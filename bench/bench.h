@@ -19,13 +19,15 @@
 #define BENCH_SUITE_PEAK      32u
 #define BENCH_SUITE_FFN       64u
 #define BENCH_SUITE_MODEL     128u
+#define BENCH_SUITE_TRAIN     256u
 #define BENCH_SUITE_ALL                                                               \
   (BENCH_SUITE_PEAK | BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_STARTUP |      \
-   BENCH_SUITE_ATTENTION | BENCH_SUITE_FFN | BENCH_SUITE_BLOCK | BENCH_SUITE_MODEL)
+   BENCH_SUITE_ATTENTION | BENCH_SUITE_FFN | BENCH_SUITE_BLOCK | BENCH_SUITE_MODEL |      \
+   BENCH_SUITE_TRAIN)
 /* The suites whose records carry pct_peak: they need the device's peak. */
 #define BENCH_SUITES_WITH_PEAK                                                        \
   (BENCH_SUITE_PEAK | BENCH_SUITE_GEMM | BENCH_SUITE_LINEAR | BENCH_SUITE_ATTENTION |   \
-   BENCH_SUITE_FFN | BENCH_SUITE_BLOCK | BENCH_SUITE_MODEL)
+   BENCH_SUITE_FFN | BENCH_SUITE_BLOCK | BENCH_SUITE_MODEL | BENCH_SUITE_TRAIN)
 
 typedef struct bench_options {
   int warmup;        /* untimed runs before the timed ones, >= 1 (the first
@@ -140,6 +142,33 @@ typedef struct bench_attention_state {
 } bench_attention_state;
 m2pt_status bench_run_attention(void *state);
 
+/* Device memory of one run: its peak over the bytes live before it (the
+ * run's own scratch) and the context's peak itself, in MiB. */
+typedef struct bench_peak_memory {
+  double scratch_mib, total_mib;
+} bench_peak_memory;
+
+/* Runs case c once (untimed) and writes the device memory it took. Where
+ * the run's scratch comes from the context's workspace, trim the context
+ * first (m2pt_context_trim), or a workspace kept from earlier runs hides it. */
+m2pt_status bench_measure_peak(m2pt_context *ctx, const bench_case *c, bench_peak_memory *m);
+
+/* Sets a linear's W, b and, when it has a pathway, W_aux and λ = `scale`
+ * to values drawn from fixed seeds (W, W_aux and b in [-1, 1)), the same for
+ * one shape; host holds at least shape.in·shape.out floats. */
+m2pt_status bench_set_linear_parameters(m2pt_context *ctx, m2pt_linear *layer, bench_shape shape,
+                                        float scale, float *host);
+
+/* A block of configuration c with every parameter set (weights of magnitude
+ * 1/√in, every λ 0.5; the same values for the same configuration), merged
+ * when `merge`. The caller destroys *out, also on failure. */
+m2pt_status bench_block_make(m2pt_context *ctx, const m2pt_block_config *c, int merge,
+                             m2pt_block **out);
+
+/* 2·rows·(the block's four linears' in·out): the GEMM flops of one forward
+ * of a block over `rows` tokens. */
+double bench_block_gemm_flops(const m2pt_block_config *c, size_t rows);
+
 /* Clears the progress line on a terminal before other output. */
 void bench_progress_clear(void);
 
@@ -212,6 +241,10 @@ m2pt_status bench_suite_linear(m2pt_context *ctx, const m2pt_device_info *info,
 m2pt_status bench_suite_block(m2pt_context *ctx, const bench_options *o);
 m2pt_status bench_suite_ffn(m2pt_context *ctx, const bench_options *o);
 m2pt_status bench_suite_model(m2pt_context *ctx, const bench_options *o);
+/* Training: the linear's backward unmerged against plain, and the ViT-B/16
+ * block's inference forward, training forward and backward, unmerged and
+ * plain, with the training step's workspace (trims ctx's workspace). */
+m2pt_status bench_suite_train(m2pt_context *ctx, const bench_options *o);
 /* The device's FMA throughput and memory bandwidth (clpeak-style kernels on
  * ctx's queue), set as its peaks; `report`: as table rows and records, else
  * a quick measurement only for pct_peak. */

@@ -113,9 +113,8 @@ static m2pt_status set_parameters(m2pt_context *ctx, m2pt_block *b, const m2pt_b
   return s;
 }
 
-/* A block of configuration c with its parameters set, merged on request. */
-static m2pt_status block_make(m2pt_context *ctx, const m2pt_block_config *c, int merge,
-                              m2pt_block **out)
+m2pt_status bench_block_make(m2pt_context *ctx, const m2pt_block_config *c, int merge,
+                             m2pt_block **out)
 {
   linear_dims l[LINEARS];
   block_linears(c, l);
@@ -128,6 +127,16 @@ static m2pt_status block_make(m2pt_context *ctx, const m2pt_block_config *c, int
     s = BENCH_CALL(ctx, m2pt_block_merge(*out));
   free(host);
   return s;
+}
+
+double bench_block_gemm_flops(const m2pt_block_config *c, size_t rows)
+{
+  linear_dims l[LINEARS];
+  block_linears(c, l);
+  double sum = 0.0;
+  for (int i = 0; i < LINEARS; i++)
+    sum += bench_flops((bench_shape){rows, l[i].in, l[i].out});
+  return sum;
 }
 
 /* ---- the tensors of the op cases ---- */
@@ -370,11 +379,11 @@ static m2pt_status create_blocks(block_bench *bb)
 {
   m2pt_block_config plain = bb->cfg;
   plain.pathway = 0;
-  m2pt_status s = block_make(bb->ctx, &bb->cfg, 0, &bb->block[0]);
+  m2pt_status s = bench_block_make(bb->ctx, &bb->cfg, 0, &bb->block[0]);
   if (s == M2PT_OK)
-    s = block_make(bb->ctx, &bb->cfg, 1, &bb->block[1]);
+    s = bench_block_make(bb->ctx, &bb->cfg, 1, &bb->block[1]);
   if (s == M2PT_OK)
-    s = block_make(bb->ctx, &plain, 0, &bb->block[2]);
+    s = bench_block_make(bb->ctx, &plain, 0, &bb->block[2]);
   return s;
 }
 

@@ -1,9 +1,10 @@
 /* m2pt-bench: measures each OpenCL device's peak (FMA throughput, memory
  * bandwidth) and times m2pt's GEMM, the M2PT linear layer (unmerged and
  * merged), attention (GEMM and fused paths), the FFN, transformer blocks and
- * their ops, and the startup to a first output, on every OpenCL device or the
- * chosen ones; writes the results as a table, JSON, CSV and an SVG chart, and
- * compares them with an earlier run. Uses only the public API. */
+ * their ops, the backward passes of training, and the startup to a first
+ * output, on every OpenCL device or the chosen ones; writes the results as a
+ * table, JSON, CSV and an SVG chart, and compares them with an earlier run.
+ * Uses only the public API. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +53,12 @@ static void usage(FILE *f)
       "                gather, patch embedding, token and mean pooling, head) as a %\n"
       "                of the forward (12 x a plain block; target < 3%)\n"
       "                (--quick: B = 1)\n"
+      "     train      backward passes: the linear's, unmerged (dX, dW, dW_aux, dlambda, db)\n"
+      "                against plain (dX, dW, db) on ViT-B/16's four shapes at B*197\n"
+      "                rows (target <= 1.15); the ViT-B/16 block, unmerged and plain:\n"
+      "                forward, training forward, backward, (training forward +\n"
+      "                backward) / forward (target <= 3.3) and the workspace of a\n"
+      "                training step; B = 1, 8 (--quick: B = 1)\n"
       "     attention  GEMM path against the fused kernel, forward and backward,\n"
       "                12 heads of 64, N = 197, 1024, 4096 (--quick: 197, 1024)\n"
       "     startup    context creation to a first block output read back, in a fresh\n"
@@ -136,6 +143,7 @@ static int parse_suite(const char *name, unsigned *suites)
     {"attention", BENCH_SUITE_ATTENTION},
     {"block", BENCH_SUITE_BLOCK},
     {"model", BENCH_SUITE_MODEL},
+    {"train", BENCH_SUITE_TRAIN},
   };
   for (size_t i = 0; name && i < sizeof known / sizeof known[0]; i++)
     if (!strcmp(name, known[i].name)) {
@@ -267,6 +275,8 @@ static m2pt_status shared_context_suites(const m2pt_device_info *info, const ben
     s = bench_suite_block(ctx, o);
   if (s == M2PT_OK && (o->suites & BENCH_SUITE_MODEL))
     s = bench_suite_model(ctx, o);
+  if (s == M2PT_OK && (o->suites & BENCH_SUITE_TRAIN))
+    s = bench_suite_train(ctx, o);
   bench_context_destroy(ctx);
   return s;
 }

@@ -406,6 +406,23 @@ m2pt_status bench_measure(const bench_case *cases, size_t n, const bench_options
   return s;
 }
 
+m2pt_status bench_measure_peak(m2pt_context *ctx, const bench_case *c, bench_peak_memory *m)
+{
+  const double mib = 1024.0 * 1024.0;
+  m2pt_stats before, after;
+  m2pt_status s = BENCH_CALL(ctx, m2pt_context_stats(ctx, &before));
+  m2pt_context_stats_reset(ctx);
+  if (s == M2PT_OK)
+    s = c->run(c->state);
+  if (s == M2PT_OK)
+    s = BENCH_CALL(ctx, m2pt_context_stats(ctx, &after));
+  if (s == M2PT_OK) {
+    m->scratch_mib = (double)(after.device_bytes_peak - before.device_bytes_live) / mib;
+    m->total_mib = (double)after.device_bytes_peak / mib;
+  }
+  return s;
+}
+
 void bench_shape_string(bench_shape shape, char *buf, size_t size)
 {
   snprintf(buf, size, "%zux%zu->%zu", shape.rows, shape.in, shape.out);

@@ -147,20 +147,22 @@ static m2pt_status run_linear(void *state)
   return bench_finish(l->ctx, BENCH_CALL(l->ctx, m2pt_linear_forward(l->layer, l->x, l->y)));
 }
 
-/* Random W, W_aux and b (drawn into the workload's host weight array), λ. */
-static m2pt_status set_random_parameters(m2pt_context *ctx, m2pt_linear *layer, workload *w)
+m2pt_status bench_set_linear_parameters(m2pt_context *ctx, m2pt_linear *layer, bench_shape shape,
+                                        float scale, float *host)
 {
-  const size_t n = w->shape.out * w->shape.in;
-  bench_fill_random(w->w_host, n, 2);
-  m2pt_status s = BENCH_CALL(ctx, m2pt_linear_set_weight(layer, w->w_host, n));
-  bench_fill_random(w->w_host, n, 3);
+  const size_t n = shape.out * shape.in;
+  bench_fill_random(host, n, 2);
+  m2pt_status s = BENCH_CALL(ctx, m2pt_linear_set_weight(layer, host, n));
+  if (m2pt_linear_has_pathway(layer)) {
+    bench_fill_random(host, n, 3);
+    if (s == M2PT_OK)
+      s = BENCH_CALL(ctx, m2pt_linear_set_aux_weight(layer, host, n));
+    if (s == M2PT_OK)
+      s = BENCH_CALL(ctx, m2pt_linear_set_scale(layer, scale));
+  }
+  bench_fill_random(host, shape.out, 4);
   if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_linear_set_aux_weight(layer, w->w_host, n));
-  bench_fill_random(w->w_host, w->shape.out, 4);
-  if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_linear_set_bias(layer, w->w_host, w->shape.out));
-  if (s == M2PT_OK)
-    s = BENCH_CALL(ctx, m2pt_linear_set_scale(layer, LINEAR_SCALE));
+    s = BENCH_CALL(ctx, m2pt_linear_set_bias(layer, host, shape.out));
   return s;
 }
 
@@ -179,7 +181,7 @@ static m2pt_status linear_shape(m2pt_context *ctx, const m2pt_device_info *info,
     s = BENCH_CALL(ctx, m2pt_linear_create(ctx, shape.in, shape.out,
                                            M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, &l[i].layer));
     if (s == M2PT_OK)
-      s = set_random_parameters(ctx, l[i].layer, &w);
+      s = bench_set_linear_parameters(ctx, l[i].layer, shape, LINEAR_SCALE, w.w_host);
   }
   if (s == M2PT_OK)
     s = BENCH_CALL(ctx, m2pt_linear_merge(l[1].layer));

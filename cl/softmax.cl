@@ -1,6 +1,7 @@
 /* Numerically stable row softmax of scale·x with an optional key-padding
  * mask (DESIGN.md §1: softmax(q·kᵀ·scale + mask)). One work-group of WG
- * work-items per row, fixed-order tree reductions (deterministic); each
+ * work-items per row (WG 1 on CPU devices: a row per work-item, its sums in
+ * column order), fixed-order tree reductions (deterministic); each
  * work-item touches only its own columns, so y may be x. A row whose keys
  * are all masked gives zeros rather than 0/0 = NaN. Specialised with -D WG
  * and HAS_MASK. */

@@ -22,13 +22,15 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 
-SUITES = ("peak", "gemm", "linear", "attention", "ffn", "block", "model", "startup")
+SUITES = ("peak", "gemm", "linear", "attention", "ffn", "block", "model", "train", "startup")
 # Records per OpenCL device in --smoke mode: 4 peak kernels, 1 GEMM shape,
 # linear unmerged and merged, ffn unmerged, merged and plain, 2 tiny blocks of
-# 11 cases (3 blocks and 8 ops), a tiny model's 5 ends and its block, 2
-# attention paths, 2 warm startups.
+# 11 cases (3 blocks and 8 ops), a tiny model's 5 ends and its block, the
+# train suite's linear backward unmerged and plain and a tiny block's forward,
+# training forward and backward unmerged and plain, 2 attention paths, 2 warm
+# startups.
 SMOKE_COUNTS = {"peak": 4, "gemm": 1, "linear": 2, "ffn": 3, "block": 22, "model": 6,
-                "attention": 2, "startup": 2}
+                "train": 8, "attention": 2, "startup": 2}
 DEVICE_FIELDS = ("name", "vendor", "driver", "peak_gflops", "peak_gbps", "type", "cpu")
 RECORD_FIELDS = ("device", "suite", "case", "median_ms", "min_ms", "max_ms", "gflops")
 CSV_HEADER = ["device", "suite", "case", "shape", "median_ms", "min_ms", "max_ms",
@@ -111,7 +113,7 @@ def check_results(doc, devices):
             got = sum(1 for r in results if r.get("device") == name and r.get("suite") == suite)
             check(got == n, "device %r: %d %s records, expected %d" % (name, got, suite, n))
         for r in results:
-            if r.get("device") == name and r.get("suite") in ("peak", "gemm", "block"):
+            if r.get("device") == name and r.get("suite") in ("peak", "gemm", "block", "train"):
                 check("pct_peak" in r or r.get("gflops") is None and "gbps" not in r,
                       "no pct_peak: %r" % r)
     # "cpu": the device reports CL_DEVICE_TYPE_CPU (Oclgrind's reports CPU and GPU).

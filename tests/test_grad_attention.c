@@ -494,6 +494,7 @@ int main(void)
   };
   /* AUTO's choice follows the attention quirk; the fused kernels' vector
    * widths are picked by the head sizes above. */
-  return test_run_matrix("grad_attention", TEST_AXIS_GEMM | TEST_AXIS_ATTENTION, tests, NULL,
+  return test_run_matrix("grad_attention", TEST_AXIS_GEMM | TEST_AXIS_ATTENTION | TEST_AXIS_SOFTMAX,
+                         tests, NULL,
                          NULL);
 }

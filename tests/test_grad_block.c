@@ -324,6 +324,12 @@ static void refused(void **state)
   assert_ok(ctx, m2pt_block_forward_train(other, x, NULL, y));
   assert_status(ctx, m2pt_block_backward(b, x, NULL, y, g, NULL), M2PT_ERR_INVALID_STATE);
   assert_ok(ctx, m2pt_block_backward(other, x, NULL, y, og, NULL));
+  /* m2pt_context_trim freed the slots that held it. */
+  assert_ok(ctx, m2pt_block_forward_train(other, x, NULL, y));
+  assert_ok(ctx, m2pt_context_trim(ctx));
+  assert_status(ctx, m2pt_block_backward(other, x, NULL, y, og, NULL), M2PT_ERR_INVALID_STATE);
+  assert_ok(ctx, m2pt_block_forward_train(other, x, NULL, y));
+  assert_ok(ctx, m2pt_block_backward(other, x, NULL, y, og, NULL));
   /* A parameter change invalidates what was saved. */
   assert_ok(ctx, m2pt_block_set(other, "norm1.weight", h.p[0].data, DIM));
   assert_status(ctx, m2pt_block_backward(other, x, NULL, y, og, NULL), M2PT_ERR_INVALID_STATE);
@@ -358,7 +364,7 @@ int main(void)
   /* attention: the fused attention backward (AUTO's) and the GEMM path. */
   return test_run_matrix("grad_block",
                          TEST_AXIS_GEMM | TEST_AXIS_ATTENTION | TEST_AXIS_LAYER_NORM |
-                             TEST_AXIS_GELU,
+                             TEST_AXIS_GELU | TEST_AXIS_LINEAR_GRAD | TEST_AXIS_SOFTMAX,
                          tests, NULL, NULL)
              ? 1
              : 0;

@@ -466,6 +466,43 @@ static void deterministic(void **state)
   free_problem(&p);
 }
 
+/* The vector and scalar forms of the backward's kernels (the linear_grad
+ * quirk) give the same bits, overwriting and accumulating, on a shape whose
+ * G ends in a part-filled run (n = 273 = 17·16 + 1) and whose dY ends in a
+ * part-filled group of 8 columns (21). Only where the device takes vectors
+ * (not Oclgrind, whose checker crashes on them). */
+static void variants_same_bits(void **state)
+{
+  m2pt_context *ctx = *state;
+  m2pt_quirks own;
+  m2pt_quirks_of_device(ctx->device, &ctx->info, &own);
+  if (!own.linear_grad_vec)
+    return;
+  problem p = make_problem(33, 13, 21, 99);
+  device_set d = make_device_set(ctx, &p);
+  const unsigned f = M2PT_LINEAR_PATHWAY | M2PT_LINEAR_PATHWAY_BIAS;
+  m2pt_linear *l = make_layer(ctx, &p, f, 0.7f);
+  const int was = ctx->quirks.linear_grad_vec;
+  for (int accumulate = 0; accumulate <= 1; accumulate++) {
+    float *got[2][NGRAD];
+    for (int vec = 0; vec <= 1; vec++) {
+      ctx->quirks.linear_grad_vec = vec;
+      fill_all(ctx, &d, 7); /* the same start for both when accumulating */
+      const m2pt_linear_grads g = grads_of(&d, grads_for(f), accumulate);
+      assert_ok(ctx, m2pt_linear_backward(l, d.x, d.dy, &g));
+      read_all(ctx, &d, got[vec]);
+    }
+    for (int i = 0; i < NGRAD; i++)
+      assert_memory_equal(got[0][i], got[1][i], d.count[i] * sizeof(float));
+    free_all(got[0]);
+    free_all(got[1]);
+  }
+  ctx->quirks.linear_grad_vec = was;
+  m2pt_linear_destroy(l);
+  free_device_set(&d);
+  free_problem(&p);
+}
+
 /* A merged layer is a plain linear with W + λ·W_aux: dx, dW and db as the
  * unmerged layer gives them, bit for bit (the same W_eff, the same GEMMs). */
 static void merged_layer(void **state)
@@ -598,6 +635,12 @@ static void bad_inputs(void **state)
   b = g;
   b.dscale = bad_s;
   expect_rejected(ctx, l, d.x, d.dy, &b, &d, M2PT_ERR_SHAPE, "dscale of 2");
+  /* dλ's fixed 64-lane reduction on a device with smaller work-groups:
+   * refused before dX or anything else is written. */
+  const size_t max_wg = ctx->max_work_group;
+  ctx->max_work_group = 32;
+  expect_rejected(ctx, l, d.x, d.dy, &g, &d, M2PT_ERR_UNSUPPORTED, "work-groups of 32");
+  ctx->max_work_group = max_wg;
   b = g;
   b.dx = bad_x;
   expect_rejected(ctx, l, d.x, d.dy, &b, &d, M2PT_ERR_SHAPE, "dx shaped like dy");
@@ -658,10 +701,12 @@ int main(void)
       cmocka_unit_test(backward_against_finite_differences),
       cmocka_unit_test(frozen_parts_skipped),
       cmocka_unit_test(deterministic),
+      cmocka_unit_test(variants_same_bits),
       cmocka_unit_test(merged_layer),
       cmocka_unit_test(batched_rows),
       cmocka_unit_test(bad_inputs),
   };
-  /* The backward's own kernels have no variants: only its GEMMs do. */
-  return test_run_matrix("grad_linear", TEST_AXIS_GEMM, tests, NULL, NULL) != 0;
+  /* The GEMMs' backends, and the backward's own kernels in vectors or scalars. */
+  return test_run_matrix("grad_linear", TEST_AXIS_GEMM | TEST_AXIS_LINEAR_GRAD, tests, NULL,
+                         NULL) != 0;
 }

@@ -502,5 +502,6 @@ int main(void)
       cmocka_unit_test(softmax_backward),
       cmocka_unit_test(bad_inputs),
   };
-  return test_run_matrix("grad_ops", TEST_AXIS_LAYER_NORM | TEST_AXIS_GELU, tests, NULL, NULL);
+  return test_run_matrix("grad_ops", TEST_AXIS_LAYER_NORM | TEST_AXIS_GELU | TEST_AXIS_SOFTMAX,
+                         tests, NULL, NULL);
 }

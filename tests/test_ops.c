@@ -436,6 +436,7 @@ int main(void)
    * vector (the rows kernel's keys per vector) are the quirks'. */
   return test_run_matrix("ops",
                          TEST_AXIS_GEMM | TEST_AXIS_LAYER_NORM | TEST_AXIS_GELU |
-                             TEST_AXIS_ATTENTION_KERNEL | TEST_AXIS_ATTENTION_VEC,
+                             TEST_AXIS_ATTENTION_KERNEL | TEST_AXIS_ATTENTION_VEC |
+                             TEST_AXIS_SOFTMAX,
                          tests, NULL, NULL) != 0;
 }

@@ -26,7 +26,7 @@ static void parse_accepts_and_rejects(void **state)
   char why[256];
   assert_int_equal(m2pt_quirks_parse("layer_norm=rows,gelu=scalar,attention=gemm,"
                                      "attention_vec=4,gemm=clblast,fill=host,"
-                                     "new_buffers=host_written",
+                                     "new_buffers=host_written,linear_grad=scalar,softmax=rows",
                                      &q, why, sizeof why),
                    0);
   assert_int_equal(q.layer_norm, M2PT_LAYER_NORM_ROWS);
@@ -36,6 +36,10 @@ static void parse_accepts_and_rejects(void **state)
   assert_string_equal(q.gemm, "clblast");
   assert_int_equal(q.fill_via_host, 1);
   assert_int_equal(q.host_writes_new_buffers, 1);
+  assert_int_equal(q.linear_grad_vec, 0);
+  assert_int_equal(m2pt_quirks_parse("linear_grad=vector", &q, why, sizeof why), 0);
+  assert_int_equal(q.linear_grad_vec, 1);
+  assert_int_equal(q.softmax_rows, 1);
   assert_int_equal(m2pt_quirks_parse("", &q, why, sizeof why), 0);
   assert_int_equal(m2pt_quirks_parse(NULL, &q, why, sizeof why), 0);
   static const char *const bad[][2] = {
@@ -45,6 +49,8 @@ static void parse_accepts_and_rejects(void **state)
       {"gelu=float8,", "trailing comma"},
       {"attention", "key=value"},
       {"attention_vec=2", "1|4|8|16"},
+      {"linear_grad=float4", "vector|scalar"},
+      {"softmax=columns", "workgroup|rows"},
       {"gemm=", "backend name"},
       {"layer_norm = rows", "unknown key"},
   };

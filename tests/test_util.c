@@ -157,6 +157,8 @@ enum {
   AXIS_LAYER_NORM,
   AXIS_GELU,
   AXIS_ATTENTION_KERNEL,
+  AXIS_LINEAR_GRAD,
+  AXIS_SOFTMAX,
   AXIS_COUNT
 };
 
@@ -167,6 +169,8 @@ static const axis_values axis_table[AXIS_COUNT] = {
     [AXIS_LAYER_NORM] = {"layer_norm", {"rows", "workgroup"}},
     [AXIS_GELU] = {"gelu", {"float8", "scalar"}},
     [AXIS_ATTENTION_KERNEL] = {"attention_kernel", {"rows", "tiles"}},
+    [AXIS_LINEAR_GRAD] = {"linear_grad", {"vector", "scalar"}},
+    [AXIS_SOFTMAX] = {"softmax", {"rows", "workgroup"}},
 };
 
 /* Configurations beyond the device's own: at most 4 groups per suite. */
@@ -212,6 +216,8 @@ static int probe_device(int enumerate, matrix_device *d)
   d->own.value[AXIS_LAYER_NORM] = q.layer_norm == M2PT_LAYER_NORM_ROWS ? 0 : 1;
   d->own.value[AXIS_GELU] = q.gelu_vec == 8 ? 0 : 1;
   d->own.value[AXIS_ATTENTION_KERNEL] = q.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS ? 0 : 1;
+  d->own.value[AXIS_LINEAR_GRAD] = q.linear_grad_vec ? 0 : 1;
+  d->own.value[AXIS_SOFTMAX] = q.softmax_rows ? 0 : 1;
   m2pt_context_destroy(ctx);
   memset(d->valid, 0, sizeof d->valid);
   if (!enumerate)
@@ -234,6 +240,12 @@ static int probe_device(int enumerate, matrix_device *d)
   d->valid[AXIS_ATTENTION_KERNEL][0] = d->valid[AXIS_ATTENTION_KERNEL][1] = 1;
   d->valid[AXIS_LAYER_NORM][0] = d->valid[AXIS_GELU][0] = vectors;
   d->valid[AXIS_LAYER_NORM][1] = d->valid[AXIS_GELU][1] = 1;
+  d->valid[AXIS_LINEAR_GRAD][0] = vectors;
+  d->valid[AXIS_LINEAR_GRAD][1] = 1;
+  /* Where the device's own is a work-group per row (GPUs, Oclgrind), the rows
+   * variant is the same kernel at WG = 1: one group there, as before. */
+  d->valid[AXIS_SOFTMAX][0] = q.softmax_rows;
+  d->valid[AXIS_SOFTMAX][1] = 1;
   return 0;
 }
 

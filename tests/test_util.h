@@ -38,7 +38,9 @@ typedef enum test_axis {
   TEST_AXIS_LAYER_NORM = 1u << 3,    /* layer_norm=rows|workgroup */
   TEST_AXIS_GELU = 1u << 4,          /* gelu=float8|scalar */
   TEST_AXIS_ATTENTION_KERNEL = 1u << 5, /* attention_kernel=rows|tiles: the fused forward's */
-  TEST_AXES_ALL = (1u << 6) - 1,
+  TEST_AXIS_LINEAR_GRAD = 1u << 6,      /* linear_grad=vector|scalar */
+  TEST_AXIS_SOFTMAX = 1u << 7,          /* softmax=rows|workgroup */
+  TEST_AXES_ALL = (1u << 8) - 1,
 } test_axis;
 
 /* Runs `tests` once per configuration of `axes` valid on the device ($M2PT_DEVICE), each as
@@ -47,9 +49,10 @@ typedef enum test_axis {
  * then every other valid value of every axis once, dealt round-robin over at most three more
  * configurations. Valid: host_blas where the build has it and the device's quirks put GEMMs
  * on the host (CPU devices but Oclgrind); the vector variants (layer_norm=rows, gelu=float8,
- * attention_vec up to the device's own) only where the device's own quirks use vectors (not
- * on Oclgrind); attention=fused never: it makes M2PT_ATTENTION_AUTO fail where the fused
- * kernel cannot run, which tests expect to fall back.
+ * linear_grad=vector, attention_vec up to the device's own) only where the device's own
+ * quirks use vectors (not on Oclgrind); softmax=rows where the device's own is rows;
+ * attention=fused never: it makes M2PT_ATTENTION_AUTO fail where the fused kernel cannot
+ * run, which tests expect to fall back.
  * Every context the thread creates during a group (the setup's and any a test makes) gets
  * the group's configuration (m2pt_quirks_override). With $M2PT_QUIRKS set, one group runs,
  * under it, named with both ("<suite> [gemm=clblast,...; M2PT_QUIRKS=gelu=scalar]"). With no

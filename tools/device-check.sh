@@ -28,6 +28,7 @@
 #                     enough to leave m2pt-bench at least 150 s
 #   --tests A,B       only these tests (meson's names; '' for none)
 #   --no-bench        skip m2pt-bench
+#   --suite NAME      m2pt-bench --quick runs this suite (repeatable; default all)
 #   --build DIR       the build to run (default build-device)
 #   --debs DIR        the .debs and their manifest (default device-debs)
 set -euo pipefail
@@ -400,6 +401,7 @@ run_cleanup() {
 run() {
   local out="" icd=libnvidia-opencl.so.1 sel=nvidia loader=auto budget=480
   local only="" only_set=0 bench=1 build=$root/build-device debs=$root/device-debs
+  local bench_suites=()
   while [ $# -gt 0 ]; do
     case $1 in
       --pocl) icd=libpocl.so.2 sel=cpu ;;
@@ -409,6 +411,7 @@ run() {
       --budget) budget=$2; shift ;;
       --tests) only=$2; only_set=1; shift ;;
       --no-bench) bench=0 ;;
+      --suite) bench_suites+=(--suite "$2"); shift ;;
       --build) build=$2; shift ;;
       --debs) debs=$2; shift ;;
       -*) die "unknown option $1 (see the top of $0)" ;;
@@ -673,7 +676,8 @@ run() {
       rc=0
       t1=$(now_ms)
       timeout -k 10 "$t" env "${base_env[@]}" LD_LIBRARY_PATH="$libpath" \
-        "$wb/bench/m2pt-bench" --quick --device "$sel" --json "$out/bench.json" \
+        "$wb/bench/m2pt-bench" --quick "${bench_suites[@]+"${bench_suites[@]}"}" \
+        --device "$sel" --json "$out/bench.json" \
         >"$out/bench.txt" 2>"$out/bench-progress.txt" </dev/null || rc=$?
       cat "$out/bench.txt"
       case $rc in

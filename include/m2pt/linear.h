@@ -101,18 +101,18 @@ typedef struct m2pt_linear_grads {
  * formulas are in m2pt_linear_grads; G is one GEMM, run only when dweight,
  * daux_weight or dscale is wanted, dx another. The sums are deterministic:
  * G and dx are GEMMs (a fixed order for given shapes and backend), db sums
- * rows in order, dλ sums in a fixed blocking (chunks of 1024 elements of
- * G ⊙ W_aux, 64 lanes each summing 16 in order, pairwise trees over the
- * lanes and over the chunks' partials; the b_aux term likewise, added
- * last), with no atomics: two runs give the same bits on a device, and
+ * rows in order, dλ sums in a fixed blocking (partials of 16 elements of
+ * G ⊙ W_aux, each four runs of four summed in order and then pairwise; 64
+ * lanes each summing every 64th partial in order, then a pairwise tree over
+ * the lanes; the b_aux term likewise, added last), with no atomics: two runs give the same bits on a device, and
  * asking for more or fewer gradients does not change the bits of the
  * others. Asynchronous: read an output (or finish the context) to wait.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL layer, grads, x or dy; two
  * arguments that are one tensor; accumulate not 0 or 1),
  * M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH, M2PT_ERR_INVALID_STATE (a
  * gradient of a parameter the layer lacks: no bias, no pathway or merged,
- * no aux bias), M2PT_ERR_UNSUPPORTED (a device whose work-groups hold
- * fewer than 64 work-items), M2PT_ERR_BLAS, M2PT_ERR_OPENCL,
+ * no aux bias), M2PT_ERR_UNSUPPORTED (dscale on a device whose
+ * work-groups hold fewer than 64 work-items), M2PT_ERR_BLAS, M2PT_ERR_OPENCL,
  * M2PT_ERR_KERNEL_BUILD. A rejected call writes no tensor. */
 M2PT_API m2pt_status m2pt_linear_backward(m2pt_linear *layer, const m2pt_tensor *x,
                                           const m2pt_tensor *dy, const m2pt_linear_grads *grads);

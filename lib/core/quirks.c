@@ -23,6 +23,8 @@ void m2pt_quirks_of_device(cl_device_id device, const m2pt_device_info *info, m2
   q->attention_vec = oclgrind ? 1 : info->is_cpu && lanes >= 16 ? 16 : 8;
   q->attention_kernel = info->is_cpu && !oclgrind ? M2PT_ATTENTION_KERNEL_ROWS
                                                   : M2PT_ATTENTION_KERNEL_TILES;
+  q->linear_grad_vec = !oclgrind;
+  q->softmax_rows = info->is_cpu && !oclgrind;
   q->attention = M2PT_ATTENTION_AUTO;
   /* $M2PT_HOST_BLAS=off predates M2PT_QUIRKS' gemm=clblast and means the same. */
   const char *host_blas = getenv("M2PT_HOST_BLAS");
@@ -50,6 +52,8 @@ enum {
   K_ATTENTION,
   K_ATTENTION_KERNEL,
   K_ATTENTION_VEC,
+  K_LINEAR_GRAD,
+  K_SOFTMAX,
   K_FILL,
   K_NEW_BUFFERS,
   K_GEMM,
@@ -65,6 +69,8 @@ static const key_values keys[K_COUNT] = {
     [K_ATTENTION_KERNEL] = {"attention_kernel", {"tiles", "rows"},
                             {M2PT_ATTENTION_KERNEL_TILES, M2PT_ATTENTION_KERNEL_ROWS}},
     [K_ATTENTION_VEC] = {"attention_vec", {"1", "4", "8", "16"}, {1, 4, 8, 16}},
+    [K_LINEAR_GRAD] = {"linear_grad", {"vector", "scalar"}, {1, 0}},
+    [K_SOFTMAX] = {"softmax", {"workgroup", "rows"}, {0, 1}},
     [K_FILL] = {"fill", {"device", "host"}, {0, 1}},
     [K_NEW_BUFFERS] = {"new_buffers", {"plain", "host_written"}, {0, 1}},
     /* Any name: lib/gemm knows its backends. */
@@ -79,6 +85,8 @@ static void store(m2pt_quirks *q, int key, int value)
   case K_ATTENTION: q->attention = (m2pt_attention_impl)value; break;
   case K_ATTENTION_KERNEL: q->attention_kernel = (m2pt_attention_kernel)value; break;
   case K_ATTENTION_VEC: q->attention_vec = (unsigned)value; break;
+  case K_LINEAR_GRAD: q->linear_grad_vec = value; break;
+  case K_SOFTMAX: q->softmax_rows = value; break;
   case K_FILL: q->fill_via_host = value; break;
   case K_NEW_BUFFERS: q->host_writes_new_buffers = value; break;
   }
@@ -111,7 +119,7 @@ static int parse_item(const char *item, size_t len, unsigned *seen, m2pt_quirks 
   if (key < 0) {
     snprintf(why, size,
              "unknown key \"%.*s\" (known: layer_norm, gelu, attention, attention_kernel, "
-             "attention_vec, gemm, fill, new_buffers)",
+             "attention_vec, linear_grad, softmax, gemm, fill, new_buffers)",
              (int)key_len, item);
     return -1;
   }

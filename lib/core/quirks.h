@@ -9,7 +9,8 @@
  *
  * Keys and values: layer_norm=workgroup|rows, gelu=scalar|float8,
  * attention=auto|fused|gemm, attention_kernel=tiles|rows,
- * attention_vec=1|4|8|16, gemm=<backend> (a name
+ * attention_vec=1|4|8|16, linear_grad=vector|scalar, softmax=workgroup|rows,
+ * gemm=<backend> (a name
  * the GEMM chooser knows, checked there), fill=device|host,
  * new_buffers=plain|host_written. Items are separated by commas, without
  * spaces; an unknown key or value, or a key given twice, fails the
@@ -65,6 +66,15 @@ typedef struct m2pt_quirks {
    * being what PoCL compiles poorly. TILES on GPUs and on Oclgrind (whose
    * test matrix runs ROWS too). */
   m2pt_attention_kernel attention_kernel;
+  /* The linear backward's elementwise pass and column sums in explicit
+   * vectors (1; 7–16x faster on PoCL, whose work-item loops do not vectorise
+   * them) or scalars (0: Oclgrind, as for GELU); the same bits either way. */
+  int linear_grad_vec;
+  /* The softmax and its backward (attention's GEMM path) with a row per
+   * work-item (1: CPU devices, 20-30x faster on PoCL than a work-group per
+   * row, whose barriers it runs slowly) or a work-group per row (0: GPUs and
+   * Oclgrind). */
+  int softmax_rows;
   /* What M2PT_ATTENTION_AUTO resolves to: AUTO (the fused kernel wherever it
    * fits the device, else the GEMM path), FUSED or GEMM (forced). */
   m2pt_attention_impl attention;

@@ -27,6 +27,9 @@ m2pt_status m2pt_workspace_get(m2pt_context *ctx, m2pt_workspace_slot slot, size
 
 void m2pt_workspace_release(m2pt_context *ctx)
 {
+  /* A block's saved training forward lived in the M2PT_WS_TRAIN_* slots:
+   * no block owns them any more, so its backward must refuse to run. */
+  ctx->train_serial++;
   for (int i = 0; i < M2PT_WS_SLOTS; i++) {
     m2pt_buffer_release(ctx, ctx->workspace[i], ctx->workspace_bytes[i]);
     ctx->workspace[i] = NULL;

@@ -79,7 +79,8 @@ m2pt_status m2pt_workspace_get(struct m2pt_context *ctx, m2pt_workspace_slot slo
 m2pt_status m2pt_workspace_upload(struct m2pt_context *ctx, m2pt_workspace_slot slot,
                                   const void *host, size_t bytes, const char *what, cl_mem *out);
 
-/* Frees every slot (context destruction). */
+/* Frees every slot (m2pt_context_trim, context destruction); a block's
+ * saved training forward goes with them. */
 void m2pt_workspace_release(struct m2pt_context *ctx);
 
 #endif

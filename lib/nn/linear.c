@@ -449,7 +449,7 @@ static m2pt_status check_backward(const m2pt_linear *l, const m2pt_tensor *x,
       M2PT_REQUIRE(l->ctx, !out[j] || out[j]->buffer != out[i]->buffer,
                    BACKWARD ": %s and %s are one tensor", grad_name[j], grad_name[i]);
   }
-  return M2PT_OK;
+  return out[G_DSCALE] ? m2pt_op_linear_grad_scale_supported(l->ctx) : M2PT_OK;
 }
 
 m2pt_status m2pt_linear_backward(m2pt_linear *l, const m2pt_tensor *x, const m2pt_tensor *dy,

@@ -27,9 +27,9 @@ m2pt_status m2pt_op_broadcast_rows(m2pt_context *ctx, cl_mem y, cl_mem b, size_t
                          NULL);
 }
 
-/* The reduction kernels run in groups of exactly M2PT_GRAD_LANES, whatever
- * the device would pick, so the order of their sums is the same everywhere. */
-static m2pt_status require_lanes(m2pt_context *ctx)
+/* dλ's last reduction runs in a group of exactly M2PT_GRAD_LANES, whatever
+ * the device would pick, so the order of its sums is the same everywhere. */
+m2pt_status m2pt_op_linear_grad_scale_supported(m2pt_context *ctx)
 {
   if (ctx->max_work_group >= M2PT_GRAD_LANES)
     return M2PT_OK;
@@ -45,10 +45,9 @@ m2pt_status m2pt_op_linear_grad_weight(m2pt_context *ctx, cl_mem g, size_t n, cl
 {
   if (!dw_add && aux_mode == M2PT_GRAD_SKIP && !w_aux)
     return M2PT_OK;
-  M2PT_TRY(require_lanes(ctx));
-  char options[64];
-  snprintf(options, sizeof options, "-DDW_ACC=%d -DDWAUX=%d -DDSCALE=%d", dw_add ? 1 : 0,
-           (int)aux_mode, w_aux ? 1 : 0);
+  char options[80];
+  snprintf(options, sizeof options, "-DGRAD_VEC=%d -DDW_ACC=%d -DDWAUX=%d -DDSCALE=%d",
+           ctx->quirks.linear_grad_vec ? 1 : 0, dw_add ? 1 : 0, (int)aux_mode, w_aux ? 1 : 0);
   /* Unused buffer arguments get g: valid, never touched. */
   const cl_mem dw_arg = dw_add ? dw : g, aux_arg = aux_mode ? dw_aux : g;
   const cl_mem waux_arg = w_aux ? w_aux : g, part_arg = w_aux ? partial : g;
@@ -56,10 +55,9 @@ m2pt_status m2pt_op_linear_grad_weight(m2pt_context *ctx, cl_mem g, size_t n, cl
   const m2pt_kernel_arg args[] = {M2PT_ARG(g),        M2PT_ARG(dw_arg),   M2PT_ARG(aux_arg),
                                   M2PT_ARG(waux_arg), M2PT_ARG(part_arg), M2PT_ARG(scale),
                                   M2PT_ARG(count)};
-  const size_t global[1] = {m2pt_grad_partials(n) * M2PT_GRAD_LANES};
-  const size_t local[1] = {M2PT_GRAD_LANES};
+  const size_t global[1] = {m2pt_grad_partials(n)};
   return m2pt_run_kernel(ctx, &m2pt_cl_linear, options, "m2pt_linear_grad_weight", args, 7, 1,
-                         global, local);
+                         global, NULL);
 }
 
 m2pt_status m2pt_op_linear_grad_bias(m2pt_context *ctx, cl_mem dy, size_t rows, size_t cols,
@@ -69,9 +67,10 @@ m2pt_status m2pt_op_linear_grad_bias(m2pt_context *ctx, cl_mem dy, size_t rows, 
 {
   if (db_mode == M2PT_GRAD_SKIP && aux_mode == M2PT_GRAD_SKIP && !colsum)
     return M2PT_OK;
-  char options[64];
-  snprintf(options, sizeof options, "-DDB=%d -DDBAUX=%d -DCOLSUM=%d", (int)db_mode,
-           (int)aux_mode, colsum ? 1 : 0);
+  char options[80];
+  const int vec = ctx->quirks.linear_grad_vec != 0;
+  snprintf(options, sizeof options, "-DGRAD_VEC=%d -DDB=%d -DDBAUX=%d -DCOLSUM=%d", vec,
+           (int)db_mode, (int)aux_mode, colsum ? 1 : 0);
   /* Unused buffer arguments get dy: valid, never touched. */
   const cl_mem db_arg = db_mode ? db : dy, aux_arg = aux_mode ? db_aux : dy;
   const cl_mem sum_arg = colsum ? colsum : dy;
@@ -79,7 +78,8 @@ m2pt_status m2pt_op_linear_grad_bias(m2pt_context *ctx, cl_mem dy, size_t rows, 
   const m2pt_kernel_arg args[] = {M2PT_ARG(dy),      M2PT_ARG(r),       M2PT_ARG(c),
                                   M2PT_ARG(db_arg),  M2PT_ARG(aux_arg), M2PT_ARG(sum_arg),
                                   M2PT_ARG(off),     M2PT_ARG(scale)};
-  const size_t global[1] = {cols};
+  const size_t per_item = vec ? 8 : 1; /* GRAD_COLS */
+  const size_t global[1] = {(cols + per_item - 1) / per_item};
   return m2pt_run_kernel(ctx, &m2pt_cl_linear, options, "m2pt_linear_grad_bias", args, 8, 1,
                          global, NULL);
 }
@@ -88,7 +88,7 @@ m2pt_status m2pt_op_linear_grad_scale(m2pt_context *ctx, cl_mem partial, size_t 
                                       cl_mem colsum, size_t colsum_off, cl_mem b_aux, size_t nb,
                                       cl_mem dscale, int add)
 {
-  M2PT_TRY(require_lanes(ctx));
+  M2PT_TRY(m2pt_op_linear_grad_scale_supported(ctx));
   const char *options = add ? "-DDSCALE_ACC=1" : "-DDSCALE_ACC=0";
   const cl_mem sum_arg = nb ? colsum : partial, baux_arg = nb ? b_aux : partial;
   const cl_ulong n = count, off = colsum_off, nbias = nb;

@@ -8,10 +8,17 @@
 #include "core/queue.h"
 #include "tensor_checks.h"
 
+/* Work-items per row: one where the quirks ask for a row per work-item,
+ * else a work-group sized to the row. */
+static size_t softmax_work_group(const m2pt_context *ctx, size_t cols)
+{
+  return ctx->quirks.softmax_rows ? 1 : m2pt_row_work_group(ctx, cols);
+}
+
 m2pt_status m2pt_op_softmax(m2pt_context *ctx, cl_mem x, size_t rows, size_t cols, float scale,
                             cl_mem mask, size_t mask_offset, size_t rows_per_group, cl_mem y)
 {
-  const size_t wg = m2pt_row_work_group(ctx, cols);
+  const size_t wg = softmax_work_group(ctx, cols);
   char options[64];
   snprintf(options, sizeof options, "-DWG=%zu -DHAS_MASK=%d", wg, mask != NULL);
   const cl_uint c = (cl_uint)cols;
@@ -28,7 +35,7 @@ m2pt_status m2pt_op_softmax_backward(m2pt_context *ctx, cl_mem dy, cl_mem y, siz
                                      size_t cols, float scale, cl_mem mask, size_t mask_offset,
                                      size_t rows_per_group, cl_mem dx)
 {
-  const size_t wg = m2pt_row_work_group(ctx, cols);
+  const size_t wg = softmax_work_group(ctx, cols);
   char options[64];
   snprintf(options, sizeof options, "-DWG=%zu -DHAS_MASK=%d", wg, mask != NULL);
   const cl_uint c = (cl_uint)cols;
