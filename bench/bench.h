@@ -245,6 +245,10 @@ m2pt_status bench_suite_model(m2pt_context *ctx, const bench_options *o);
  * block's inference forward, training forward and backward, unmerged and
  * plain, with the training step's workspace (trims ctx's workspace). */
 m2pt_status bench_suite_train(m2pt_context *ctx, const bench_options *o);
+/* The train suite's 12-block ViT-B/16 encoder (a tiny one for --smoke):
+ * inference forward and training step, with and without recomputation,
+ * and their device memory (trims ctx's workspace). */
+m2pt_status bench_train_encoder(m2pt_context *ctx, const bench_options *o);
 /* The device's FMA throughput and memory bandwidth (clpeak-style kernels on
  * ctx's queue), set as its peaks; `report`: as table rows and records, else
  * a quick measurement only for pct_peak. */

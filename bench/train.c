@@ -6,7 +6,7 @@
  * the backward (m2pt_block_backward into every parameter's gradient and dx),
  * with (training forward + backward) / forward, theory ≈ 3 (the backward is
  * two GEMMs for each of the forward's), target ≤ 3.3, and the workspace the
- * training step takes. */
+ * training step takes; then the 12-block encoder (train_encoder.c). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -321,9 +321,7 @@ m2pt_status bench_suite_train(m2pt_context *ctx, const bench_options *o)
                    sizes[i].tokens);
     s = train_size_run(ctx, o, &sizes[i]);
   }
-  /* The 12-block encoder's training step (forward + backward through the
-   * whole model, with and without per-block recomputation) joins here as
-   * its own cases once the model backward exists (issue 12): the same
-   * three steps and ratio, 12 blocks deep, B = 8, N = 197. */
+  if (s == M2PT_OK)
+    s = bench_train_encoder(ctx, o);
   return s;
 }

@@ -27,10 +27,11 @@ SUITES = ("peak", "gemm", "linear", "attention", "ffn", "block", "model", "train
 # linear unmerged and merged, ffn unmerged, merged and plain, 2 tiny blocks of
 # 11 cases (3 blocks and 8 ops), a tiny model's 5 ends and its block, the
 # train suite's linear backward unmerged and plain and a tiny block's forward,
-# training forward and backward unmerged and plain, 2 attention paths forward
-# and backward, 2 warm startups.
+# training forward and backward unmerged and plain and a tiny encoder's
+# forward and training step with and without recomputation, 2 attention
+# paths forward and backward, 2 warm startups.
 SMOKE_COUNTS = {"peak": 4, "gemm": 1, "linear": 2, "ffn": 3, "block": 22, "model": 6,
-                "train": 8, "attention": 4, "startup": 2}
+                "train": 11, "attention": 4, "startup": 2}
 DEVICE_FIELDS = ("name", "vendor", "driver", "peak_gflops", "peak_gbps", "type", "cpu")
 RECORD_FIELDS = ("device", "suite", "case", "median_ms", "min_ms", "max_ms", "gflops")
 CSV_HEADER = ["device", "suite", "case", "shape", "median_ms", "min_ms", "max_ms",
