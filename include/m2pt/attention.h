@@ -73,14 +73,14 @@ M2PT_API m2pt_status m2pt_attention_train(m2pt_context *ctx, const m2pt_tensor *
  * Which runs: GEMM and FUSED as asked (FUSED fails with
  * M2PT_ERR_UNSUPPORTED where it cannot run: dim_head > 256, tiles beyond
  * local memory, or a compiled kernel's work-group limit below 32). AUTO
- * chooses as the forward does, and by the same switch (M2PT_QUIRKS
- * attention=auto|fused|gemm): the fused backward wherever it can run, else
- * the GEMM path. Memory decides, not speed: on a CPU device (PoCL, host
- * BLAS GEMMs) the fused backward was 1.5–2.5× faster at N = 197 but the
- * GEMM path 1.3× faster at N = 1024 and 1.7× at 4096 (12 heads of 64), at
- * 2·heads·N² floats of scratch (1.5 GiB at 4096); ask for GEMM there when
- * that memory is no concern. A training loop that wants O(N) memory runs
- * m2pt_attention_train and m2pt_attention_backward_saved.
+ * chooses by the same switch as the forward (M2PT_QUIRKS
+ * attention=auto|fused|gemm): on CPU devices the GEMM path while its
+ * 2·heads·N² floats of scratch stay within 256 MiB (N ≤ 1182 at 12 heads),
+ * where it was the faster one on PoCL with host BLAS GEMMs (12.7 against
+ * 21.9 ms at N = 197, 214 against 334 ms at 1024, 12 heads of 64), else,
+ * and on other devices, the fused backward wherever it can run, else the
+ * GEMM path. A training loop that wants O(N) memory at any N asks for
+ * FUSED, or runs m2pt_attention_train and m2pt_attention_backward_saved.
  * dqkv must not be qkv or dout. Errors: as m2pt_attention, and
  * M2PT_ERR_SHAPE when dout is not out's shape or dqkv not qkv's. */
 M2PT_API m2pt_status m2pt_attention_backward(m2pt_context *ctx, const m2pt_tensor *qkv,

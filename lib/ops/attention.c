@@ -127,11 +127,28 @@ m2pt_status m2pt_attention_choose(m2pt_context *ctx, size_t dim_head, int has_ma
   return choose(ctx, dim_head, has_mask, 0, requested, chosen);
 }
 
-m2pt_status m2pt_attention_backward_choose(m2pt_context *ctx, size_t dim_head, int has_mask,
-                                           m2pt_attention_impl requested,
+/* On CPU devices AUTO's backward is the GEMM path while its two
+ * [heads][N][N] buffers of one batch row stay within this: on PoCL with the
+ * host BLAS (2 cores of an AMD EPYC, 12 heads of 64, one quiet run of
+ * m2pt-bench --suite attention) it took 12.7 ms at N = 197 against the fused
+ * backward's 21.9, and 214 against 334 ms at N = 1024 (96 MiB of scores);
+ * beyond the budget the O(N) fused backward keeps memory flat. GPUs keep
+ * the fused backward (not yet measured there). */
+#define CPU_GEMM_BACKWARD_BYTES ((size_t)256 << 20)
+
+m2pt_status m2pt_attention_backward_choose(m2pt_context *ctx, const m2pt_attention_shape *shape,
+                                           int has_mask, m2pt_attention_impl requested,
                                            m2pt_attention_impl *chosen)
 {
-  return choose(ctx, dim_head, has_mask, 1, requested, chosen);
+  if (requested == M2PT_ATTENTION_AUTO && ctx->quirks.attention == M2PT_ATTENTION_AUTO &&
+      ctx->info.is_cpu) {
+    const size_t n = shape->tokens, per_head = n && n <= SIZE_MAX / n ? n * n : SIZE_MAX;
+    if (per_head <= CPU_GEMM_BACKWARD_BYTES / (2 * sizeof(float) * shape->heads)) {
+      *chosen = M2PT_ATTENTION_GEMM;
+      return M2PT_OK;
+    }
+  }
+  return choose(ctx, shape->dim_head, has_mask, 1, requested, chosen);
 }
 
 /* The fused forward: the inference kernel, or with lse the training
@@ -217,7 +234,7 @@ m2pt_status m2pt_op_attention_train(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                     cl_mem out, cl_mem lse)
 {
   m2pt_attention_impl chosen;
-  M2PT_TRY(m2pt_attention_backward_choose(ctx, shape->dim_head, mask != NULL, impl, &chosen));
+  M2PT_TRY(m2pt_attention_backward_choose(ctx, shape, mask != NULL, impl, &chosen));
   return chosen == M2PT_ATTENTION_FUSED ? attention_fused(ctx, qkv, mask, shape, out, lse)
                                         : m2pt_op_attention(ctx, qkv, mask, shape, impl, out);
 }
@@ -283,7 +300,7 @@ m2pt_status m2pt_attention_check_saved(m2pt_context *ctx, const char *fn,
                      shape->tokens);
   M2PT_REQUIRE(ctx, lse != qkv && lse != out, "%s: lse must not be qkv or out", fn);
   m2pt_attention_impl chosen;
-  return m2pt_attention_backward_choose(ctx, dim_head, mask != NULL, M2PT_ATTENTION_FUSED,
+  return m2pt_attention_backward_choose(ctx, shape, mask != NULL, M2PT_ATTENTION_FUSED,
                                         &chosen);
 }
 

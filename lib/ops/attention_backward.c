@@ -90,7 +90,7 @@ m2pt_status m2pt_op_attention_backward(m2pt_context *ctx, cl_mem qkv, cl_mem mas
                                        m2pt_attention_impl impl, cl_mem dqkv)
 {
   m2pt_attention_impl chosen;
-  M2PT_TRY(m2pt_attention_backward_choose(ctx, shape->dim_head, mask != NULL, impl, &chosen));
+  M2PT_TRY(m2pt_attention_backward_choose(ctx, shape, mask != NULL, impl, &chosen));
   return chosen == M2PT_ATTENTION_FUSED
              ? attention_backward_fused(ctx, qkv, mask, out, lse, dout, shape, dqkv)
              : attention_backward_gemm(ctx, qkv, mask, dout, shape, dqkv);
@@ -120,7 +120,7 @@ m2pt_status m2pt_attention_backward(m2pt_context *ctx, const m2pt_tensor *qkv, s
                           dqkv, &s));
   const cl_mem mask_buf = mask ? mask->buffer : NULL;
   m2pt_attention_impl chosen;
-  M2PT_TRY(m2pt_attention_backward_choose(ctx, dim_head, mask != NULL, impl, &chosen));
+  M2PT_TRY(m2pt_attention_backward_choose(ctx, &s, mask != NULL, impl, &chosen));
   if (chosen == M2PT_ATTENTION_GEMM)
     return attention_backward_gemm(ctx, qkv->buffer, mask_buf, dout->buffer, &s, dqkv->buffer);
   /* Nothing saved: the training forward first, into the workspace (O(N)). */

@@ -73,10 +73,11 @@ m2pt_status m2pt_attention_choose(m2pt_context *ctx, size_t dim_head, int has_ma
 /* The implementation m2pt_attention_backward runs for `requested` (the
  * rule is <m2pt/attention.h>'s): FUSED where the training program (the
  * forward that saves lse and the backward kernels) can run and AUTO or the
- * quirks ask for it, else GEMM; M2PT_ERR_UNSUPPORTED when FUSED is forced
- * and cannot run. May build the training program. */
-m2pt_status m2pt_attention_backward_choose(m2pt_context *ctx, size_t dim_head, int has_mask,
-                                           m2pt_attention_impl requested,
+ * quirks ask for it, else GEMM (on CPU devices AUTO takes GEMM while its
+ * scores of one batch row fit a budget); M2PT_ERR_UNSUPPORTED when FUSED
+ * is forced and cannot run. May build the training program. */
+m2pt_status m2pt_attention_backward_choose(m2pt_context *ctx, const m2pt_attention_shape *shape,
+                                           int has_mask, m2pt_attention_impl requested,
                                            m2pt_attention_impl *chosen);
 
 m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
