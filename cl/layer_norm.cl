@@ -139,3 +139,34 @@ void m2pt_layer_norm_backward(__global const float *dy, __global const float *x,
     dxr[i] = rs * (g - mean_g - (xr[i] - mu) * rs * mean_gx);
   }
 }
+
+/* The same dx with one work-item per row in float8 (dim a multiple of 8),
+ * for CPU devices as m2pt_layer_norm_rows. Fixed-order sums (deterministic);
+ * each element of dy and x is read by this work-item before it writes that
+ * element of dx, so dx may be dy or x. */
+__kernel void m2pt_layer_norm_backward_rows(__global const float *dy, __global const float *x,
+                                            __global const float *weight,
+                                            __global const float *mean,
+                                            __global const float *rstd, __global float *dx,
+                                            const uint dim, const uint rows)
+{
+  const size_t r = get_global_id(0);
+  if (r >= rows)
+    return;
+  __global const float *dyr = dy + r * (size_t)dim, *xr = x + r * (size_t)dim;
+  __global float *dxr = dx + r * (size_t)dim;
+  const float mu = mean[r], rs = rstd[r];
+  const uint n8 = dim / 8;
+  float8 sum_g = 0.0f, sum_gx = 0.0f;
+  for (uint i = 0; i < n8; i++) {
+    const float8 g = vload8(i, dyr) * vload8(i, weight);
+    sum_g += g;
+    sum_gx = fma(g, (vload8(i, xr) - mu) * rs, sum_gx);
+  }
+  const float mean_g = sum8(sum_g) / (float)dim;
+  const float mean_gx = sum8(sum_gx) / (float)dim;
+  for (uint i = 0; i < n8; i++) {
+    const float8 g = vload8(i, dyr) * vload8(i, weight);
+    vstore8(rs * (g - mean_g - (vload8(i, xr) - mu) * rs * mean_gx), i, dxr);
+  }
+}

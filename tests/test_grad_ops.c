@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/context_impl.h"
 #include "reference.h"
 #include "test_util.h"
 
@@ -185,6 +186,49 @@ static void layer_norm_backward(void **state)
   for (size_t ri = 0; ri < n_rows(); ri++)
     for (size_t wi = 0; wi < n_widths(); wi++, k++)
       check_layer_norm(ctx, row_counts[ri], widths[wi], eps_values[k % 3], (int)(k % 2));
+}
+
+/* The work-group and row-per-work-item dx kernels agree on a ViT-B shape
+ * (the matrix runs each against the reference; this compares them
+ * directly). The rows variant is float8: only where the device's own quirks
+ * use vectors (not on Oclgrind). */
+static void layer_norm_backward_variants(void **state)
+{
+  m2pt_context *ctx = *state;
+  m2pt_quirks own;
+  m2pt_quirks_of_device(ctx->device, &ctx->info, &own);
+  if (own.layer_norm != M2PT_LAYER_NORM_ROWS)
+    skip();
+  enum { ROWS = 197, DIM = 768 };
+  const size_t n = ROWS * DIM, shape[2] = {ROWS, DIM}, vshape[1] = {DIM}, sshape[1] = {ROWS};
+  float *x = test_random_floats(n, 41, 10.0f), *w = test_random_floats(DIM, 42, 1.0f);
+  float *dy = test_random_floats(n, 43, 1.0f);
+  m2pt_tensor *tx = test_tensor(ctx, 2, shape, x), *ty = test_tensor(ctx, 2, shape, NULL);
+  m2pt_tensor *tw = test_tensor(ctx, 1, vshape, w), *tdy = test_tensor(ctx, 2, shape, dy);
+  m2pt_tensor *tm = test_tensor(ctx, 1, sshape, NULL), *tr = test_tensor(ctx, 1, sshape, NULL);
+  m2pt_tensor *tdx = test_tensor(ctx, 2, shape, NULL);
+  const m2pt_layer_norm_variant was = ctx->quirks.layer_norm;
+  assert_ok(ctx, m2pt_layer_norm_train(ctx, tx, tw, NULL, 1e-6f, ty, tm, tr));
+  float *dx[2];
+  for (int v = 0; v < 2; v++) {
+    ctx->quirks.layer_norm = v ? M2PT_LAYER_NORM_ROWS : M2PT_LAYER_NORM_WORKGROUP;
+    assert_ok(ctx, m2pt_layer_norm_backward(ctx, tdy, tx, tw, tm, tr, tdx, NULL, NULL));
+    dx[v] = test_read(ctx, tdx);
+  }
+  ctx->quirks.layer_norm = was;
+  double scale = 0.0; /* relative to the largest |dx|: single elements cancel */
+  for (size_t i = 0; i < n; i++)
+    scale = fmax(scale, fabs(dx[0][i]));
+  for (size_t i = 0; i < n; i++)
+    if (fabs(dx[1][i] - dx[0][i]) > 1e-6 * scale)
+      fail_msg("layer_norm dx: rows %g vs workgroup %g at %zu", (double)dx[1][i],
+               (double)dx[0][i], i);
+  m2pt_tensor *all[] = {tx, ty, tw, tdy, tm, tr, tdx};
+  for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+    m2pt_tensor_destroy(all[i]);
+  void *host[] = {x, w, dy, dx[0], dx[1]};
+  for (size_t i = 0; i < sizeof host / sizeof *host; i++)
+    free(host[i]);
 }
 
 /* ---- GELU ---- */
@@ -496,6 +540,7 @@ int main(void)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(layer_norm_finite_differences),
       cmocka_unit_test(layer_norm_backward),
+      cmocka_unit_test(layer_norm_backward_variants),
       cmocka_unit_test(gelu_backward),
       cmocka_unit_test(add_backward),
       cmocka_unit_test(softmax_finite_differences),

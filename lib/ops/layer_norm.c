@@ -52,12 +52,21 @@ m2pt_status m2pt_op_layer_norm_backward(m2pt_context *ctx, cl_mem dy, cl_mem x, 
     M2PT_TRY(m2pt_op_column_sums(ctx, dy, x, mean, rstd, rows, dim, dbias, dweight));
   if (!dx)
     return M2PT_OK;
-  /* One portable work-group variant: the backward runs once per training
-   * step, the forward's float8 row variant is a CPU speed-up only. */
   const size_t wg = m2pt_row_work_group(ctx, dim);
   char options[64];
   snprintf(options, sizeof options, "-DWG=%zu -DHAS_BIAS=0 -DSAVE_STATS=0", wg);
   const cl_uint d = (cl_uint)dim;
+  /* A row per work-item in float8 under the same quirk and condition as the
+   * forward's (see m2pt_op_layer_norm_train). */
+  if (ctx->quirks.layer_norm == M2PT_LAYER_NORM_ROWS && dim % 8 == 0 && rows <= UINT32_MAX) {
+    const cl_uint r = (cl_uint)rows;
+    const m2pt_kernel_arg args[] = {M2PT_ARG(dy),   M2PT_ARG(x),    M2PT_ARG(weight),
+                                    M2PT_ARG(mean), M2PT_ARG(rstd), M2PT_ARG(dx),
+                                    M2PT_ARG(d),    M2PT_ARG(r)};
+    const size_t global[1] = {rows};
+    return m2pt_run_kernel(ctx, &m2pt_cl_layer_norm, options, "m2pt_layer_norm_backward_rows",
+                           args, 8, 1, global, NULL);
+  }
   const m2pt_kernel_arg args[] = {M2PT_ARG(dy),   M2PT_ARG(x),  M2PT_ARG(weight), M2PT_ARG(mean),
                                   M2PT_ARG(rstd), M2PT_ARG(dx), M2PT_ARG(d)};
   const size_t global[1] = {rows * wg}, local[1] = {wg};
