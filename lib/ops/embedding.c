@@ -409,13 +409,18 @@ m2pt_status m2pt_patch_embed(m2pt_context *ctx, const m2pt_tensor *pixels,
                              cls ? cls->buffer : NULL, pos ? pos->buffer : NULL, &s, y->buffer);
 }
 
-m2pt_status m2pt_pool(m2pt_context *ctx, const m2pt_tensor *x, const m2pt_tensor *mask,
-                      m2pt_pool_kind kind, size_t first, int normalize, m2pt_tensor *y)
+/* The checks m2pt_pool and its backward share: x [B][N][D], the pooled
+ * tensor `pooled` (y or dy) [B][D], the kind, first < N, the mask [B][N]. */
+static m2pt_status check_pool(m2pt_context *ctx, const char *fn, const m2pt_tensor *x,
+                              const m2pt_tensor *mask, m2pt_pool_kind kind, size_t first,
+                              const m2pt_tensor *pooled, const char *pooled_name)
 {
-  static const char fn[] = "m2pt_pool";
+  char name[64];
   M2PT_REQUIRE(NULL, ctx != NULL, "%s: ctx is NULL", fn);
-  M2PT_TRY(m2pt_check_tensor(ctx, x, "m2pt_pool: x"));
-  M2PT_TRY(m2pt_check_tensor(ctx, y, "m2pt_pool: y"));
+  snprintf(name, sizeof name, "%s: x", fn);
+  M2PT_TRY(m2pt_check_tensor(ctx, x, name));
+  snprintf(name, sizeof name, "%s: %s", fn, pooled_name);
+  M2PT_TRY(m2pt_check_tensor(ctx, pooled, name));
   M2PT_REQUIRE(ctx, kind == M2PT_POOL_TOKEN || kind == M2PT_POOL_MEAN,
                "%s: kind %d is not M2PT_POOL_TOKEN or M2PT_POOL_MEAN", fn, (int)kind);
   char sx[96];
@@ -426,14 +431,21 @@ m2pt_status m2pt_pool(m2pt_context *ctx, const m2pt_tensor *x, const m2pt_tensor
   M2PT_REQUIRE(ctx, first < n, "%s: first token %zu of %zu", fn, first, n);
   M2PT_REQUIRE(ctx, n <= UINT32_MAX && d <= UINT32_MAX && b <= UINT32_MAX, "%s: too large", fn);
   if (mask) {
-    M2PT_TRY(m2pt_check_tensor(ctx, mask, "m2pt_pool: mask"));
+    snprintf(name, sizeof name, "%s: mask", fn);
+    M2PT_TRY(m2pt_check_tensor(ctx, mask, name));
     const size_t ms[2] = {b, n};
     M2PT_TRY(check_dims(ctx, mask, 2, ms, fn, "mask"));
   }
-  const size_t ys[2] = {b, d};
-  M2PT_TRY(check_dims(ctx, y, 2, ys, fn, "y"));
-  return m2pt_op_pool(ctx, x->buffer, mask ? mask->buffer : NULL, kind == M2PT_POOL_TOKEN, b, n,
-                      d, first, normalize, y->buffer);
+  const size_t ps[2] = {b, d};
+  return check_dims(ctx, pooled, 2, ps, fn, pooled_name);
+}
+
+m2pt_status m2pt_pool(m2pt_context *ctx, const m2pt_tensor *x, const m2pt_tensor *mask,
+                      m2pt_pool_kind kind, size_t first, int normalize, m2pt_tensor *y)
+{
+  M2PT_TRY(check_pool(ctx, "m2pt_pool", x, mask, kind, first, y, "y"));
+  return m2pt_op_pool(ctx, x->buffer, mask ? mask->buffer : NULL, kind == M2PT_POOL_TOKEN,
+                      x->shape[0], x->shape[1], x->shape[2], first, normalize, y->buffer);
 }
 
 /* Appends to `index` the rows-by-key index of keys[0 … rows) over
@@ -585,27 +597,10 @@ m2pt_status m2pt_pool_backward(m2pt_context *ctx, const m2pt_tensor *x, const m2
                                const m2pt_tensor *dy, m2pt_tensor *dx)
 {
   static const char fn[] = "m2pt_pool_backward";
-  M2PT_REQUIRE(NULL, ctx != NULL, "%s: ctx is NULL", fn);
-  M2PT_TRY(m2pt_check_tensor(ctx, x, "m2pt_pool_backward: x"));
-  M2PT_TRY(m2pt_check_tensor(ctx, dy, "m2pt_pool_backward: dy"));
+  M2PT_TRY(check_pool(ctx, fn, x, mask, kind, first, dy, "dy"));
   M2PT_TRY(m2pt_check_tensor(ctx, dx, "m2pt_pool_backward: dx"));
-  M2PT_REQUIRE(ctx, kind == M2PT_POOL_TOKEN || kind == M2PT_POOL_MEAN,
-               "%s: kind %d is not M2PT_POOL_TOKEN or M2PT_POOL_MEAN", fn, (int)kind);
-  char sx[96];
-  if (x->ndim != 3)
-    return m2pt_fail(ctx, M2PT_ERR_SHAPE, "%s: x %s must be [B][N][D]", fn,
-                     m2pt_shape_string(x, sx, sizeof sx));
   const size_t b = x->shape[0], n = x->shape[1], d = x->shape[2];
-  M2PT_REQUIRE(ctx, first < n, "%s: first token %zu of %zu", fn, first, n);
-  M2PT_REQUIRE(ctx, n <= UINT32_MAX && d <= UINT32_MAX && b * n <= UINT32_MAX, "%s: too large",
-               fn);
-  if (mask) {
-    M2PT_TRY(m2pt_check_tensor(ctx, mask, "m2pt_pool_backward: mask"));
-    const size_t ms[2] = {b, n};
-    M2PT_TRY(check_dims(ctx, mask, 2, ms, fn, "mask"));
-  }
-  const size_t ys[2] = {b, d};
-  M2PT_TRY(check_dims(ctx, dy, 2, ys, fn, "dy"));
+  M2PT_REQUIRE(ctx, b * n <= UINT32_MAX, "%s: too large", fn);
   M2PT_TRY(check_dims(ctx, dx, 3, x->shape, fn, "dx"));
   M2PT_REQUIRE(ctx, dx->buffer != dy->buffer && dx->buffer != (mask ? mask->buffer : NULL),
                "%s: dx must not be dy or mask", fn);
