@@ -94,14 +94,17 @@ static void gemm_backend_forced(void **state)
   assert_ok(NULL, m2pt_context_create(NULL, &ctx));
   assert_string_equal(m2pt_context_gemm_backend(ctx), "CLBlast");
   m2pt_context_destroy(ctx);
-  m2pt_quirks_override("gemm=host_blas");
-  const m2pt_status s = m2pt_context_create(NULL, &ctx);
-  m2pt_quirks_override(NULL);
-  if (s == M2PT_ERR_UNSUPPORTED) /* a build without a host BLAS */
-    return;
-  assert_int_equal(s, M2PT_OK);
-  assert_string_equal(m2pt_context_gemm_backend(ctx), "host BLAS");
-  m2pt_context_destroy(ctx);
+  static const char *const host[][2] = {{"gemm=onednn", "oneDNN"}, {"gemm=host_blas", "OpenBLAS"}};
+  for (size_t i = 0; i < 2; i++) {
+    m2pt_quirks_override(host[i][0]);
+    const m2pt_status s = m2pt_context_create(NULL, &ctx);
+    m2pt_quirks_override(NULL);
+    if (s == M2PT_ERR_UNSUPPORTED) /* a build without that library */
+      continue;
+    assert_int_equal(s, M2PT_OK);
+    assert_string_equal(m2pt_context_gemm_backend(ctx), host[i][1]);
+    m2pt_context_destroy(ctx);
+  }
 }
 
 static float *read_all(m2pt_context *ctx, const m2pt_tensor *t)

@@ -128,8 +128,8 @@ static void tuning_report(worker *w, const m2pt_context *ctx)
   m2pt_tuning_source source = M2PT_TUNING_DISABLED;
   const char *detail = NULL;
   TRY(w, ctx, m2pt_context_tuning(ctx, &source, &detail));
-  const int host_blas = strcmp(m2pt_context_gemm_backend(ctx), "host BLAS") == 0;
-  if (host_blas ? source != M2PT_TUNING_NONE : source == M2PT_TUNING_DISABLED)
+  const int on_host = strcmp(m2pt_context_gemm_backend(ctx), "CLBlast") != 0;
+  if (on_host ? source != M2PT_TUNING_NONE : source == M2PT_TUNING_DISABLED)
     record(w, "%s context reports tuning source %d (%s)", m2pt_context_gemm_backend(ctx),
            (int)source, detail);
 done:;

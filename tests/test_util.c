@@ -59,6 +59,11 @@ int test_teardown_tmpdir_context(void **state)
   return test_teardown_context(state) != 0 || removed != 0 ? -1 : 0;
 }
 
+int test_gemm_on_host(const m2pt_context *ctx)
+{
+  return strcmp(m2pt_context_gemm_backend(ctx), "CLBlast") != 0;
+}
+
 int test_small(void)
 {
   const char *v = getenv("M2PT_TEST_SMALL");
@@ -163,7 +168,7 @@ enum {
 };
 
 static const axis_values axis_table[AXIS_COUNT] = {
-    [AXIS_GEMM] = {"gemm", {"host_blas", "clblast"}},
+    [AXIS_GEMM] = {"gemm", {"onednn", "host_blas", "clblast"}},
     [AXIS_ATTENTION] = {"attention", {"auto", "gemm", "fused"}},
     [AXIS_ATTENTION_VEC] = {"attention_vec", {"16", "8", "4", "1"}},
     [AXIS_LAYER_NORM] = {"layer_norm", {"rows", "workgroup"}},
@@ -225,14 +230,18 @@ static int probe_device(int enumerate, matrix_device *d)
   /* Oclgrind's checkers crash on vectors (lib/core/quirks.c): a device whose
    * own quirks use none gets none. */
   const int vectors = q.gelu_vec > 1;
-  d->valid[AXIS_GEMM][0] = q.gemm_on_host;
-  d->valid[AXIS_GEMM][1] = 1;
-  if (q.gemm_on_host && d->own.value[AXIS_GEMM] != 0) { /* does this build have a host BLAS? */
-    m2pt_quirks_override("gemm=host_blas");
-    d->valid[AXIS_GEMM][0] = m2pt_context_create(NULL, &ctx) == M2PT_OK;
+  /* A host backend where the device puts GEMMs on the host and the build has
+   * the library; CLBlast everywhere. */
+  for (int v = 0; v < 2; v++) {
+    char spec[32];
+    snprintf(spec, sizeof spec, "gemm=%s", axis_table[AXIS_GEMM].values[v]);
+    m2pt_quirks_override(spec);
+    d->valid[AXIS_GEMM][v] = q.gemm_on_host && m2pt_context_create(NULL, &ctx) == M2PT_OK;
     m2pt_quirks_override(NULL);
     m2pt_context_destroy(ctx);
+    ctx = NULL;
   }
+  d->valid[AXIS_GEMM][2] = 1;
   d->valid[AXIS_ATTENTION][0] = d->valid[AXIS_ATTENTION][1] = 1;
   for (int v = 0; v < 4; v++)
     d->valid[AXIS_ATTENTION_VEC][v] = v >= d->own.value[AXIS_ATTENTION_VEC];

@@ -22,6 +22,10 @@ void test_assert_status(const m2pt_context *ctx, m2pt_status got, m2pt_status ex
  * PoCL, so a missing device is a failure, not a skip. */
 m2pt_context *test_context(void);
 
+/* 1 when ctx's GEMMs run on the host (oneDNN or OpenBLAS on a CPU device), 0
+ * when they run as CLBlast kernels. */
+int test_gemm_on_host(const m2pt_context *ctx);
+
 /* cmocka group setup and teardown: *state is a context from test_context(). */
 int test_setup_context(void **state);
 int test_teardown_context(void **state);
@@ -32,7 +36,7 @@ int test_teardown_context(void **state);
  * tests do not already pick themselves (ops passes every attention path
  * explicitly, so it leaves attention out); only those are varied for it. */
 typedef enum test_axis {
-  TEST_AXIS_GEMM = 1u << 0,          /* gemm=host_blas|clblast */
+  TEST_AXIS_GEMM = 1u << 0,          /* gemm=onednn|host_blas|clblast */
   TEST_AXIS_ATTENTION = 1u << 1,     /* attention=auto|gemm: what M2PT_ATTENTION_AUTO runs */
   TEST_AXIS_ATTENTION_VEC = 1u << 2, /* attention_vec=16|8|4|1 */
   TEST_AXIS_LAYER_NORM = 1u << 3,    /* layer_norm=rows|workgroup */
@@ -47,8 +51,8 @@ typedef enum test_axis {
  * one cmocka group named "<suite> [key=value,...]": the values every axis takes there, which
  * is also the M2PT_QUIRKS that runs that configuration alone. First the device's own quirks,
  * then every other valid value of every axis once, dealt round-robin over at most three more
- * configurations. Valid: host_blas where the build has it and the device's quirks put GEMMs
- * on the host (CPU devices but Oclgrind); the vector variants (layer_norm=rows, gelu=float8,
+ * configurations. Valid: onednn and host_blas where the build has them and the device's
+ * quirks put GEMMs on the host (CPU devices but Oclgrind); the vector variants (layer_norm=rows, gelu=float8,
  * linear_grad=vector, attention_vec up to the device's own) only where the device's own
  * quirks use vectors (not on Oclgrind); softmax=rows where the device's own is rows;
  * attention=fused never: it makes M2PT_ATTENTION_AUTO fail where the fused kernel cannot

@@ -15,7 +15,7 @@ build=${BUILD_DIR:-$root/build}
 packages=(
   gcc g++ pkg-config meson ninja-build python3
   ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
-  libclblast-dev libcmocka-dev libxxhash-dev libopenblas-dev libcjson-dev
+  libclblast-dev libcmocka-dev libxxhash-dev libopenblas-dev libdnnl-dev libcjson-dev
   oclgrind clang
 )
 

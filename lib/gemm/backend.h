@@ -1,5 +1,5 @@
-/* GEMM backends: one interface, one implementation per file (clblast.c,
- * host_blas.c), and the chooser (chooser.c) that gives each context one of
+/* GEMM backends: one interface, one implementation per file (clblast.c;
+ * host_onednn.c and host_openblas.c, which share host_mapped.c), and the chooser (chooser.c) that gives each context one of
  * them when it is created; a new backend is a new file and a line in the
  * chooser's list.
  *
@@ -30,6 +30,20 @@ typedef struct m2pt_gemm_matrix {
 #define M2PT_TUNING_DETAIL 1024
 
 struct m2pt_gemm_backend;
+
+/* A GEMM on host memory: row-major C = alpha·op(A)·op(B) + beta·C for
+ * `batch` matrices, consecutive members `stride_*` elements apart; op(X) is
+ * X transposed where trans_* is set; A is m × k, B k × n after op. Sizes,
+ * leading dimensions and strides fit an int. */
+typedef struct m2pt_host_gemm {
+  int trans_a, trans_b;
+  size_t m, n, k, batch;
+  float alpha, beta;
+  const float *a, *b;
+  float *c;
+  size_t lda, ldb, ldc;
+  size_t stride_a, stride_b, stride_c;
+} m2pt_host_gemm;
 
 /* A context's GEMM state (core's context holds it as ctx->gemm). */
 struct m2pt_gemm_context {
@@ -72,6 +86,10 @@ typedef struct m2pt_gemm_backend {
                                size_t m, size_t n, size_t k, float alpha,
                                const m2pt_gemm_matrix *a, const m2pt_gemm_matrix *b, float beta,
                                const m2pt_gemm_matrix *c, size_t batch);
+  /* For a backend that computes on the host (CPU devices: host_mapped.c
+   * maps the operands and calls it): runs g; NULL for one whose GEMMs run
+   * as device kernels. */
+  m2pt_status (*host_sgemm)(m2pt_context *ctx, const m2pt_host_gemm *g);
 } m2pt_gemm_backend;
 
 /* What contexts are created with (chooser.c): attach picks ctx's backend
@@ -88,8 +106,8 @@ m2pt_status m2pt_gemm_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
                             const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c,
                             size_t batch);
 
-/* ---- Host work around a GEMM on the host BLAS ----
- * On a CPU device whose GEMMs run on the host BLAS, the ops around a GEMM
+/* ---- Host work around a GEMM on the host ----
+ * On a CPU device whose GEMMs run on the host (oneDNN or OpenBLAS), the ops around a GEMM
  * (a bias, a residual, GELU, LayerNorm) can run on the host too, on the
  * operands while they are mapped for the GEMM: no kernel launch, no queue
  * hand-off, and C still in cache. */
@@ -114,11 +132,11 @@ typedef struct m2pt_gemm_host_work {
   int write[M2PT_GEMM_HOST_EXTRAS];
 } m2pt_gemm_host_work;
 
-/* 1 when an m × n × k GEMM on ctx runs on the host BLAS (so that
+/* 1 when an m × n × k GEMM on ctx runs on the host (so that
  * m2pt_gemm_sgemm_host takes it), else 0. */
 int m2pt_gemm_host_takes(const m2pt_context *ctx, size_t m, size_t n, size_t k);
 
-/* One row-major sgemm C = alpha·op(A)·op(B) + beta·C on the host BLAS with
+/* One row-major sgemm C = alpha·op(A)·op(B) + beta·C on the host with
  * `work` before and after it under one mapping, arguments validated as for
  * m2pt_gemm_sgemm, all offsets and leading dimensions within an int.
  * Only where m2pt_gemm_host_takes; else M2PT_ERR_UNSUPPORTED. */

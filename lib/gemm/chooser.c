@@ -15,6 +15,7 @@
 #include "core/global.h"
 
 #define M2PT_GEMM_BACKENDS(X) \
+  X(onednn)                   \
   X(host_blas)                \
   X(clblast)
 

@@ -1,8 +1,9 @@
-/* GEMM on CPU devices through the host's BLAS. A CPU device's buffers live
- * in host memory, and CLBlast's kernels, as PoCL compiles them, reach about a
- * tenth of an optimized CPU BLAS even when tuned (README, Performance); so on
- * a CPU device the operands are mapped (no copy on PoCL) and handed to
- * cblas_sgemm. */
+/* GEMM on CPU devices through a host library (host_onednn.c,
+ * host_openblas.c). A CPU device's buffers live in host memory, and CLBlast's
+ * kernels, as PoCL compiles them, reach about a tenth of an optimized CPU
+ * GEMM even when tuned (README, Performance); so on a CPU device the
+ * operands are mapped (no copy on PoCL) and handed to the backend's
+ * host_sgemm. */
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,12 +14,8 @@
 #include "clblast.h"
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "host_mapped.h"
 
-#ifdef M2PT_HAVE_HOST_BLAS
-#  include <cblas.h>
-#endif
-
-#ifdef M2PT_HAVE_HOST_BLAS
 
 /* One buffer's mapped range: the union of the operands that use it. */
 typedef struct mapping {
@@ -71,13 +68,13 @@ static m2pt_status map_all(m2pt_context *ctx, mapping *maps, size_t count, size_
                                   mp->flags, mp->begin * sizeof(float),
                                   (mp->end - mp->begin) * sizeof(float), 0, NULL, NULL, &err);
     if (err != CL_SUCCESS)
-      return m2pt_fail_cl(ctx, err, "mapping a GEMM operand for the host BLAS");
+      return m2pt_fail_cl(ctx, err, "mapping a GEMM operand for the host");
   }
   return M2PT_OK;
 }
 
-/* cblas_sgemm on the mapped operands (blocking: mapping drains the queue),
- * with `work` (may be NULL) before and after it. Sizes and leading
+/* ctx's host_sgemm on the mapped operands (blocking: mapping drains the
+ * queue), with `work` (may be NULL) before and after it. Sizes and leading
  * dimensions fit an int (sgemm_batched checks). */
 static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
                               size_t n, size_t k, float alpha, const m2pt_gemm_matrix *a,
@@ -112,11 +109,10 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
       }
     if (work && work->before)
       work->before(work->user, hc, extra);
-    for (size_t i = 0; i < batch; i++)
-      cblas_sgemm(CblasRowMajor, at ? CblasTrans : CblasNoTrans, bt ? CblasTrans : CblasNoTrans,
-                  (int)m, (int)n, (int)k, alpha, ha + i * a->stride, (int)a->ld,
-                  hb + i * b->stride, (int)b->ld, beta, hc + i * c->stride, (int)c->ld);
-    if (work && work->after)
+    const m2pt_host_gemm g = {at, bt, m, n, k, batch, alpha, beta, ha, hb, hc,
+                              a->ld, b->ld, c->ld, a->stride, b->stride, c->stride};
+    s = ctx->gemm->backend->host_sgemm(ctx, &g);
+    if (s == M2PT_OK && work && work->after)
       work->after(work->user, hc, extra);
   }
   for (size_t i = 0; i < mapped; i++) {
@@ -128,79 +124,42 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
   return s;
 }
 
-#else
-
-static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
-                              size_t n, size_t k, float alpha, const m2pt_gemm_matrix *a,
-                              const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c,
-                              size_t batch, const m2pt_gemm_host_work *work)
+m2pt_status m2pt_gemm_mapped_sgemm_batched(m2pt_context *ctx, m2pt_transpose ta,
+                                          m2pt_transpose tb, size_t m, size_t n, size_t k,
+                                          float alpha, const m2pt_gemm_matrix *a,
+                                          const m2pt_gemm_matrix *b, float beta,
+                                          const m2pt_gemm_matrix *c, size_t batch)
 {
-  return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED, "m2pt was built without a host BLAS");
-}
-
-#endif
-
-static m2pt_status sgemm_batched(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb,
-                                 size_t m, size_t n, size_t k, float alpha,
-                                 const m2pt_gemm_matrix *a, const m2pt_gemm_matrix *b,
-                                 float beta, const m2pt_gemm_matrix *c, size_t batch)
-{
-  /* cblas takes int sizes; anything larger goes to CLBlast. */
+  /* The host libraries take int sizes; anything larger goes to CLBlast. */
   const size_t most = INT_MAX;
-  if (m <= most && n <= most && k <= most && a->ld <= most && b->ld <= most && c->ld <= most)
+  if (m <= most && n <= most && k <= most && a->ld <= most && b->ld <= most && c->ld <= most &&
+      a->stride <= most && b->stride <= most && c->stride <= most)
     return host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch, NULL);
   return m2pt_clblast_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, batch);
 }
 
-static m2pt_status sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
-                         size_t n, size_t k, float alpha, const m2pt_gemm_matrix *a,
-                         const m2pt_gemm_matrix *b, float beta, const m2pt_gemm_matrix *c)
+m2pt_status m2pt_gemm_mapped_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb,
+                                   size_t m, size_t n, size_t k, float alpha,
+                                   const m2pt_gemm_matrix *a, const m2pt_gemm_matrix *b,
+                                   float beta, const m2pt_gemm_matrix *c)
 {
-  return sgemm_batched(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, 1);
-}
-
-static const char *unavailable(void)
-{
-#ifdef M2PT_HAVE_HOST_BLAS
-  return NULL;
-#else
-  return "m2pt was built without a host BLAS";
-#endif
-}
-
-/* Where the device's buffers are host memory (the quirk; $M2PT_HOST_BLAS=off
- * clears it). */
-static int preferred(const m2pt_context *ctx)
-{
-  return !unavailable() && ctx->quirks.gemm_on_host;
+  return m2pt_gemm_mapped_sgemm_batched(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, 1);
 }
 
 /* CLBlast's parameters are process-wide: a context whose GEMMs never run
  * there has no business changing them, so nothing is applied. */
-static void attach(m2pt_context *ctx, struct m2pt_gemm_context *g, const char *cache_dir)
+void m2pt_gemm_mapped_attach(m2pt_context *ctx, struct m2pt_gemm_context *g,
+                             const char *cache_dir)
 {
   g->tuning_source = M2PT_TUNING_NONE;
   snprintf(g->tuning_detail, sizeof g->tuning_detail,
-           "GEMMs run on the host BLAS: no CLBlast tuning applied");
+           "GEMMs run on the host (%s): no CLBlast tuning applied", g->backend->label);
 }
-
-const m2pt_gemm_backend m2pt_gemm_host_blas = {
-    .name = "host_blas",
-    .label = "host BLAS",
-    .unavailable = unavailable,
-    .preferred = preferred,
-    .attach = attach,
-    .detach = NULL,
-    .teardown = NULL,
-    .sgemm = sgemm,
-    .sgemm_batched = sgemm_batched,
-};
 
 int m2pt_gemm_host_takes(const m2pt_context *ctx, size_t m, size_t n, size_t k)
 {
   const size_t most = INT_MAX;
-  return ctx->gemm->backend == &m2pt_gemm_host_blas && !unavailable() && m <= most &&
-         n <= most && k <= most;
+  return ctx->gemm->backend->host_sgemm != NULL && m <= most && n <= most && k <= most;
 }
 
 m2pt_status m2pt_gemm_sgemm_host(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb,
@@ -212,7 +171,7 @@ m2pt_status m2pt_gemm_sgemm_host(m2pt_context *ctx, m2pt_transpose ta, m2pt_tran
   const size_t most = INT_MAX;
   if (!m2pt_gemm_host_takes(ctx, m, n, k) || a->ld > most || b->ld > most || c->ld > most)
     return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED,
-                     "a %zu × %zu × %zu GEMM with host work needs the host BLAS", m, n, k);
+                     "a %zu × %zu × %zu GEMM with host work needs a host GEMM backend", m, n, k);
   ctx->gemm->calls++;
   return host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, 1, work);
 }
