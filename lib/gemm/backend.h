@@ -1,6 +1,7 @@
 /* GEMM backends: one interface, one implementation per file (clblast.c;
- * host_onednn.c and host_openblas.c, which share host_mapped.c), and the chooser (chooser.c) that gives each context one of
- * them when it is created; a new backend is a new file and a line in the
+ * host_onednn.c and host_openblas.c, which share host_mapped.c), and the
+ * chooser (chooser.c) that gives each context one of them when it is
+ * created; a new backend is a new file and a line in the
  * chooser's list.
  *
  * Layers: gemm uses core (contexts, buffers, errors, quirks); ops and nn
@@ -31,10 +32,20 @@ typedef struct m2pt_gemm_matrix {
 
 struct m2pt_gemm_backend;
 
+/* What a host GEMM does to its product before storing it (one matrix,
+ * alpha = 1, beta = 0): acc = op(A)·op(B) + bias[j], then GELU where gelu
+ * (the tanh form where gelu_tanh), then + residual[i][j] (leading dimension
+ * ldc); bias and residual NULL: none. The linear layer's inference forward
+ * (y = x·Wᵀ + b, GELU(x·Wᵀ + b) or r + x·Wᵀ + b) in one pass. */
+typedef struct m2pt_host_epilogue {
+  const float *bias, *residual;
+  int gelu, gelu_tanh;
+} m2pt_host_epilogue;
+
 /* A GEMM on host memory: row-major C = alpha·op(A)·op(B) + beta·C for
  * `batch` matrices, consecutive members `stride_*` elements apart; op(X) is
- * X transposed where trans_* is set; A is m × k, B k × n after op. Sizes,
- * leading dimensions and strides fit an int. */
+ * X transposed where trans_* is set; A is m × k, B k × n after op; then the
+ * epilogue. Sizes, leading dimensions and strides fit an int. */
 typedef struct m2pt_host_gemm {
   int trans_a, trans_b;
   size_t m, n, k, batch;
@@ -43,6 +54,7 @@ typedef struct m2pt_host_gemm {
   float *c;
   size_t lda, ldb, ldc;
   size_t stride_a, stride_b, stride_c;
+  m2pt_host_epilogue epilogue;
 } m2pt_host_gemm;
 
 /* A context's GEMM state (core's context holds it as ctx->gemm). */
@@ -116,11 +128,14 @@ m2pt_status m2pt_gemm_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
 #define M2PT_GEMM_HOST_EXTRAS 10
 
 typedef struct m2pt_gemm_host_work {
+  /* The epilogue's operands (m2pt_host_epilogue): bias n floats, residual
+   * m × n with C's leading dimension, each from element 0; NULL: none. */
+  cl_mem bias, residual;
+  int gelu, gelu_tanh;
   /* Run with every operand and extra mapped: `before` ahead of the sgemm
-   * (C is readable and writable: e.g. it lays beta's addend into C),
-   * `after` once C holds the product. Either may be NULL. c is C's first
-   * element, extra[i] extra buffer i's first element (NULL where
-   * buffer[i] is NULL). */
+   * (C is readable and writable), `after` once C holds the product and its
+   * epilogue. Either may be NULL. c is C's first element, extra[i] extra
+   * buffer i's first element (NULL where buffer[i] is NULL). */
   void (*before)(void *user, float *c, float *const *extra);
   void (*after)(void *user, float *c, float *const *extra);
   void *user;
@@ -137,7 +152,8 @@ typedef struct m2pt_gemm_host_work {
 int m2pt_gemm_host_takes(const m2pt_context *ctx, size_t m, size_t n, size_t k);
 
 /* One row-major sgemm C = alpha·op(A)·op(B) + beta·C on the host with
- * `work` before and after it under one mapping, arguments validated as for
+ * `work`'s epilogue (alpha must then be 1 and beta 0), and its functions before and
+ * after it, under one mapping, arguments validated as for
  * m2pt_gemm_sgemm, all offsets and leading dimensions within an int.
  * Only where m2pt_gemm_host_takes; else M2PT_ERR_UNSUPPORTED. */
 m2pt_status m2pt_gemm_sgemm_host(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb,

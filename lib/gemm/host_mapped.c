@@ -82,7 +82,7 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
                               size_t batch, const m2pt_gemm_host_work *work)
 {
   const int at = ta == M2PT_TRANS, bt = tb == M2PT_TRANS;
-  mapping maps[3 + M2PT_GEMM_HOST_EXTRAS];
+  mapping maps[5 + M2PT_GEMM_HOST_EXTRAS];
   size_t count = 0;
   add_range(maps, &count, a, extent(at ? k : m, at ? m : k, a->ld, a->stride, batch),
             CL_MAP_READ);
@@ -90,6 +90,12 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
             CL_MAP_READ);
   add_range(maps, &count, c, extent(m, n, c->ld, c->stride, batch),
             beta == 0.0f && !work ? CL_MAP_WRITE : CL_MAP_READ | CL_MAP_WRITE);
+  const m2pt_gemm_matrix bias = {work ? work->bias : NULL, 0, 0, 0};
+  const m2pt_gemm_matrix residual = {work ? work->residual : NULL, 0, c->ld, 0};
+  if (bias.buffer)
+    add_range(maps, &count, &bias, n, CL_MAP_READ);
+  if (residual.buffer)
+    add_range(maps, &count, &residual, extent(m, n, c->ld, 0, 1), CL_MAP_READ);
   for (size_t i = 0; work && i < M2PT_GEMM_HOST_EXTRAS; i++)
     if (work->buffer[i]) {
       const m2pt_gemm_matrix x = {work->buffer[i], 0, 0, 0};
@@ -109,8 +115,12 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
       }
     if (work && work->before)
       work->before(work->user, hc, extra);
+    const m2pt_host_epilogue e = {
+        bias.buffer ? host_of(maps, count, &bias) : NULL,
+        residual.buffer ? host_of(maps, count, &residual) : NULL, work && work->gelu,
+        work && work->gelu_tanh};
     const m2pt_host_gemm g = {at, bt, m, n, k, batch, alpha, beta, ha, hb, hc,
-                              a->ld, b->ld, c->ld, a->stride, b->stride, c->stride};
+                              a->ld, b->ld, c->ld, a->stride, b->stride, c->stride, e};
     s = ctx->gemm->backend->host_sgemm(ctx, &g);
     if (s == M2PT_OK && work && work->after)
       work->after(work->user, hc, extra);
@@ -172,6 +182,9 @@ m2pt_status m2pt_gemm_sgemm_host(m2pt_context *ctx, m2pt_transpose ta, m2pt_tran
   if (!m2pt_gemm_host_takes(ctx, m, n, k) || a->ld > most || b->ld > most || c->ld > most)
     return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED,
                      "a %zu × %zu × %zu GEMM with host work needs a host GEMM backend", m, n, k);
+  if ((alpha != 1.0f || beta != 0.0f) && (work->bias || work->residual || work->gelu))
+    return m2pt_fail(ctx, M2PT_ERR_UNSUPPORTED,
+                     "a host GEMM's epilogue needs alpha = 1 and beta = 0");
   ctx->gemm->calls++;
   return host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, 1, work);
 }

@@ -33,43 +33,61 @@ static m2pt_status fail(m2pt_context *ctx, dnnl_status_t s, const char *what)
 static dnnl_status_t describe(dnnl_memory_desc_t *md, size_t batch, size_t rows, size_t cols,
                               int trans, size_t ld, size_t stride)
 {
-  const dnnl_dim_t d = batch > 1;
-  const dnnl_dims_t dims = {(dnnl_dim_t)batch, (dnnl_dim_t)rows, (dnnl_dim_t)cols};
-  const dnnl_dims_t strides = {(dnnl_dim_t)stride, trans ? 1 : (dnnl_dim_t)ld,
-                               trans ? (dnnl_dim_t)ld : 1};
-  return dnnl_memory_desc_init_by_strides(md, (int)(2 + d), dims + 1 - d, dnnl_f32,
-                                          strides + 1 - d);
+  dnnl_dims_t dims = {(dnnl_dim_t)rows, (dnnl_dim_t)cols};
+  dnnl_dims_t strides = {trans ? 1 : (dnnl_dim_t)ld, trans ? (dnnl_dim_t)ld : 1};
+  if (batch == 1)
+    return dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides);
+  const dnnl_dims_t dims3 = {(dnnl_dim_t)batch, dims[0], dims[1]};
+  const dnnl_dims_t strides3 = {(dnnl_dim_t)stride, strides[0], strides[1]};
+  return dnnl_memory_desc_init_by_strides(md, 3, dims3, dnnl_f32, strides3);
 }
 
-/* alpha as an output scale, beta as a sum post-op: oneDNN computes
- * C = alpha·op(A)·op(B) + beta·C, reading C only when beta ≠ 0. */
-static dnnl_status_t make_attr(dnnl_primitive_attr_t attr, float alpha, float beta)
+/* alpha as an output scale, beta as a sum post-op (oneDNN computes
+ * C = alpha·op(A)·op(B) + beta·C, reading C only when beta ≠ 0), the
+ * epilogue's GELU as an eltwise post-op and its residual as a binary add
+ * post-op reading `residual` (the bias is the matmul's own operand). The
+ * post-ops run on each block of C while it is in registers. */
+static dnnl_status_t make_attr(dnnl_primitive_attr_t attr, const m2pt_host_gemm *g,
+                               const dnnl_memory_desc_t *residual)
 {
   dnnl_status_t s = dnnl_success;
-  if (alpha != 1.0f)
-    s = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &alpha);
-  if (s == dnnl_success && beta != 0.0f) {
-    dnnl_post_ops_t ops = NULL;
-    s = dnnl_post_ops_create(&ops);
-    if (s == dnnl_success)
-      s = dnnl_post_ops_append_sum(ops, beta);
-    if (s == dnnl_success)
-      s = dnnl_primitive_attr_set_post_ops(attr, ops);
-    dnnl_post_ops_destroy(ops);
-  }
+  if (g->alpha != 1.0f)
+    s = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &g->alpha);
+  const m2pt_host_epilogue *e = &g->epilogue;
+  if (s != dnnl_success || (g->beta == 0.0f && !e->gelu && !e->residual))
+    return s;
+  dnnl_post_ops_t ops = NULL;
+  s = dnnl_post_ops_create(&ops);
+  if (s == dnnl_success && g->beta != 0.0f)
+    s = dnnl_post_ops_append_sum(ops, g->beta);
+  if (s == dnnl_success && e->gelu)
+    s = dnnl_post_ops_append_eltwise(
+        ops, 1.0f, e->gelu_tanh ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
+  if (s == dnnl_success && e->residual)
+    s = dnnl_post_ops_append_binary(ops, dnnl_binary_add, residual);
+  if (s == dnnl_success)
+    s = dnnl_primitive_attr_set_post_ops(attr, ops);
+  dnnl_post_ops_destroy(ops);
   return s;
+}
+
+/* The residual's post-op index: after the sum and the GELU when present. */
+static int residual_index(const m2pt_host_gemm *g)
+{
+  return (g->beta != 0.0f) + (g->epilogue.gelu != 0);
 }
 
 static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
 {
   if (!engine)
     return m2pt_fail(ctx, M2PT_ERR_BLAS, "oneDNN: no CPU engine (its creation failed)");
-  dnnl_memory_desc_t ad, bd, cd;
+  const m2pt_host_epilogue *e = &g->epilogue;
+  dnnl_memory_desc_t ad, bd, cd, biasd, rd;
   dnnl_matmul_desc_t desc;
   dnnl_primitive_attr_t attr = NULL;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t prim = NULL;
-  dnnl_memory_t am = NULL, bm = NULL, cm = NULL;
+  dnnl_memory_t am = NULL, bm = NULL, cm = NULL, biasm = NULL, rm = NULL;
   dnnl_stream_t stream = NULL;
   const char *what = "describing the operands";
   dnnl_status_t s = describe(&ad, g->batch, g->m, g->k, g->trans_a, g->lda, g->stride_a);
@@ -77,12 +95,17 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     s = describe(&bd, g->batch, g->k, g->n, g->trans_b, g->ldb, g->stride_b);
   if (s == dnnl_success)
     s = describe(&cd, g->batch, g->m, g->n, 0, g->ldc, g->stride_c);
+  /* The epilogue's operands are of one matrix (batch 1): the bias a row. */
+  if (s == dnnl_success && e->bias)
+    s = describe(&biasd, 1, 1, g->n, 0, g->n, 0);
+  if (s == dnnl_success && e->residual)
+    s = describe(&rd, 1, g->m, g->n, 0, g->ldc, 0);
   if (s == dnnl_success && (what = "a matmul descriptor"))
-    s = dnnl_matmul_desc_init(&desc, &ad, &bd, NULL, &cd);
+    s = dnnl_matmul_desc_init(&desc, &ad, &bd, e->bias ? &biasd : NULL, &cd);
   if (s == dnnl_success && (what = "attributes"))
     s = dnnl_primitive_attr_create(&attr);
   if (s == dnnl_success)
-    s = make_attr(attr, g->alpha, g->beta);
+    s = make_attr(attr, g, &rd);
   if (s == dnnl_success && (what = "a matmul primitive"))
     s = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
   if (s == dnnl_success)
@@ -94,16 +117,28 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     s = dnnl_memory_create(&bm, &bd, engine, (void *)(uintptr_t)g->b);
   if (s == dnnl_success)
     s = dnnl_memory_create(&cm, &cd, engine, g->c);
+  if (s == dnnl_success && e->bias)
+    s = dnnl_memory_create(&biasm, &biasd, engine, (void *)(uintptr_t)e->bias);
+  if (s == dnnl_success && e->residual)
+    s = dnnl_memory_create(&rm, &rd, engine, (void *)(uintptr_t)e->residual);
   if (s == dnnl_success && (what = "a stream"))
     s = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
   if (s == dnnl_success && (what = "running a matmul")) {
-    const dnnl_exec_arg_t args[] = {
+    dnnl_exec_arg_t args[5] = {
         {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
-    s = dnnl_primitive_execute(prim, stream, 3, args);
+    int nargs = 3;
+    if (biasm)
+      args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, biasm};
+    if (rm)
+      args[nargs++] = (dnnl_exec_arg_t){
+          DNNL_ARG_ATTR_MULTIPLE_POST_OP(residual_index(g)) | DNNL_ARG_SRC_1, rm};
+    s = dnnl_primitive_execute(prim, stream, nargs, args);
     if (s == dnnl_success)
       s = dnnl_stream_wait(stream);
   }
   dnnl_stream_destroy(stream);
+  dnnl_memory_destroy(rm);
+  dnnl_memory_destroy(biasm);
   dnnl_memory_destroy(cm);
   dnnl_memory_destroy(bm);
   dnnl_memory_destroy(am);

@@ -11,7 +11,7 @@
 #include "linear_internal.h"
 #include "m2pt/m2pt.h"
 #include "ops/block_ops.h"
-#include "ops/host_math.h"
+#include "common/host_math.h"
 #include "ops/linear_ops.h"
 #include "ops/tensor_checks.h"
 
@@ -281,28 +281,25 @@ m2pt_status m2pt_linear_forward_buffers(m2pt_linear *l, cl_mem x, size_t rows, c
 /* ---- Fused inference forward (m2pt_linear_apply_fused) ---- */
 
 /* The slots of the host work's extra buffers. */
-enum { E_X, E_BIAS, E_RESIDUAL, E_PRE_SRC, E_PRE_W, E_PRE_B, E_POST_OUT, E_POST_W, E_POST_B };
+enum { E_X, E_PRE_SRC, E_PRE_W, E_PRE_B, E_POST_OUT, E_POST_W, E_POST_B };
 
 typedef struct host_fusion {
   const m2pt_linear_fusion *f;
   size_t rows, in, out;
 } host_fusion;
 
-/* LayerNorm into x, then C = residual + bias: the GEMM adds onto it. */
+/* LayerNorm into x; the bias, GELU and residual are the GEMM's epilogue. */
 static void host_before(void *user, float *c, float *const *e)
 {
   const host_fusion *h = user;
   if (h->f->pre_src)
     m2pt_host_layer_norm(e[E_PRE_SRC], e[E_PRE_W], e[E_PRE_B], h->f->pre.eps, h->rows, h->in,
                          e[E_X]);
-  m2pt_host_rows_init(c, e[E_RESIDUAL], e[E_BIAS], h->rows, h->out);
 }
 
 static void host_after(void *user, float *c, float *const *e)
 {
   const host_fusion *h = user;
-  if (h->f->gelu)
-    m2pt_host_gelu(c, NULL, h->f->gelu_kind, h->rows, h->out);
   if (h->f->post_out)
     m2pt_host_layer_norm(c, e[E_POST_W], e[E_POST_B], h->f->post.eps, h->rows, h->out,
                          e[E_POST_OUT]);
@@ -320,11 +317,15 @@ static m2pt_status fused_on_host(m2pt_linear *l, cl_mem x, size_t rows,
                                  cl_mem y)
 {
   host_fusion h = {f, rows, l->in, l->out};
-  m2pt_gemm_host_work w = {.before = host_before, .after = host_after, .user = &h};
+  m2pt_gemm_host_work w = {.bias = bias,
+                           .residual = f->residual,
+                           .gelu = f->gelu,
+                           .gelu_tanh = f->gelu_kind == M2PT_GELU_TANH,
+                           .before = host_before,
+                           .after = host_after,
+                           .user = &h};
   const size_t nx = rows * l->in, ny = rows * l->out;
   add_extra(&w, E_X, f->pre_src ? x : NULL, nx, 1);
-  add_extra(&w, E_BIAS, bias, l->out, 0);
-  add_extra(&w, E_RESIDUAL, f->residual, ny, 0);
   add_extra(&w, E_PRE_SRC, f->pre_src, nx, 0);
   add_extra(&w, E_PRE_W, f->pre_src ? f->pre.weight : NULL, l->in, 0);
   add_extra(&w, E_PRE_B, f->pre_src ? f->pre.bias : NULL, l->in, 0);
@@ -334,7 +335,7 @@ static m2pt_status fused_on_host(m2pt_linear *l, cl_mem x, size_t rows,
   const m2pt_gemm_matrix a = {x, 0, l->in, 0}, b = {weight, 0, l->in, 0};
   const m2pt_gemm_matrix c = {y, 0, l->out, 0};
   return m2pt_gemm_sgemm_host(l->ctx, M2PT_NO_TRANS, M2PT_TRANS, rows, l->out, l->in, 1.0f, &a,
-                              &b, 1.0f, &c, &w);
+                              &b, 0.0f, &c, &w);
 }
 
 /* The same as kernels: LayerNorm, y laid with residual + bias (or the bias

@@ -1,5 +1,5 @@
 /* The block's element-wise and row ops on host memory, for CPU devices
- * whose GEMMs run on the host BLAS (gemm/backend.h, m2pt_gemm_sgemm_host):
+ * whose GEMMs run on the host (gemm/backend.h, m2pt_gemm_sgemm_host):
  * there they run on a GEMM's mapped operands right before or after it,
  * saving a kernel launch, a queue hand-off and often a pass over memory.
  * Each computes what its kernel computes (cl/elementwise.cl,
@@ -12,7 +12,6 @@
 
 #include <stddef.h>
 
-#include "m2pt/ops.h"
 
 /* y[r][c] = residual[r][c] + bias[c] over rows × cols; either of residual
  * and bias may be NULL (left out; both NULL: zeros). y is not residual. */
@@ -21,9 +20,9 @@ void m2pt_host_rows_init(float *y, const float *residual, const float *bias, siz
 
 /* y = GELU(y + bias[c]) in place over rows × cols (bias may be NULL): the
  * exact (erf) form, erf through a rational approximation (within 1.4e-6
- * of the exact GELU over [−8, 8], 2.5e-7 relative), or the tanh form. */
-void m2pt_host_gelu(float *y, const float *bias, m2pt_gelu_kind kind, size_t rows,
-                    size_t cols);
+ * of the exact GELU over [−8, 8], 2.5e-7 relative), or with tanh_form the
+ * tanh form (M2PT_GELU_ERF and M2PT_GELU_TANH of m2pt/ops.h). */
+void m2pt_host_gelu(float *y, const float *bias, int tanh_form, size_t rows, size_t cols);
 
 /* y = LayerNorm(x) over rows of dim with weight and bias (bias may be
  * NULL): PyTorch's biased variance, two passes (mean, then the mean of the

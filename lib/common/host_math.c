@@ -209,10 +209,9 @@ static int have_avx2(void)
 }
 #endif
 
-void m2pt_host_gelu(float *y, const float *bias, m2pt_gelu_kind kind, size_t rows,
+void m2pt_host_gelu(float *y, const float *bias, int tanh_form, size_t rows,
                     size_t cols)
 {
-  const int tanh_form = kind == M2PT_GELU_TANH;
 #if HAVE_AVX2_COPY
   if (have_avx2()) {
     gelu_avx2(y, bias, tanh_form, rows, cols);
