@@ -42,6 +42,23 @@ typedef struct m2pt_host_epilogue {
   int gelu, gelu_tanh;
 } m2pt_host_epilogue;
 
+/* A constant B operand kept repacked between GEMMs by the host backend
+ * that made it (oneDNN: its matmul's blocked weights layout, which it would
+ * otherwise copy blocks into on every call). Zero-initialised: empty. Its
+ * owner (a linear layer, for its weight) empties it with
+ * m2pt_gemm_packed_clear whenever B's contents change and before B goes;
+ * the copy is host memory the size of B. Packing costs about one pass over
+ * B, so it is made on the second GEMM with B unchanged: a weight that
+ * changes every step (training) is never packed. */
+typedef struct m2pt_gemm_packed {
+  void *impl;
+  void (*release)(void *impl);
+  unsigned long uses; /* GEMMs with it since the last clear */
+} m2pt_gemm_packed;
+
+/* Frees p's copy (if any) and marks it empty; NULL is ignored. */
+void m2pt_gemm_packed_clear(m2pt_gemm_packed *p);
+
 /* A GEMM on host memory: row-major C = alpha·op(A)·op(B) + beta·C for
  * `batch` matrices, consecutive members `stride_*` elements apart; op(X) is
  * X transposed where trans_* is set; A is m × k, B k × n after op; then the
@@ -55,6 +72,8 @@ typedef struct m2pt_host_gemm {
   size_t lda, ldb, ldc;
   size_t stride_a, stride_b, stride_c;
   m2pt_host_epilogue epilogue;
+  /* Where B is constant and may be kept repacked (one matrix), else NULL. */
+  m2pt_gemm_packed *packed_b;
 } m2pt_host_gemm;
 
 /* A context's GEMM state (core's context holds it as ctx->gemm). */
@@ -132,6 +151,8 @@ typedef struct m2pt_gemm_host_work {
    * m × n with C's leading dimension, each from element 0; NULL: none. */
   cl_mem bias, residual;
   int gelu, gelu_tanh;
+  /* B's repacked copy, kept across calls (m2pt_gemm_packed), or NULL. */
+  m2pt_gemm_packed *packed_b;
   /* Run with every operand and extra mapped: `before` ahead of the sgemm
    * (C is readable and writable), `after` once C holds the product and its
    * epilogue. Either may be NULL. c is C's first element, extra[i] extra

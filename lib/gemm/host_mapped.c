@@ -120,7 +120,8 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
         residual.buffer ? host_of(maps, count, &residual) : NULL, work && work->gelu,
         work && work->gelu_tanh};
     const m2pt_host_gemm g = {at, bt, m, n, k, batch, alpha, beta, ha, hb, hc,
-                              a->ld, b->ld, c->ld, a->stride, b->stride, c->stride, e};
+                              a->ld, b->ld, c->ld, a->stride, b->stride, c->stride, e,
+                              work ? work->packed_b : NULL};
     s = ctx->gemm->backend->host_sgemm(ctx, &g);
     if (s == M2PT_OK && work && work->after)
       work->after(work->user, hc, extra);
@@ -187,4 +188,13 @@ m2pt_status m2pt_gemm_sgemm_host(m2pt_context *ctx, m2pt_transpose ta, m2pt_tran
                      "a host GEMM's epilogue needs alpha = 1 and beta = 0");
   ctx->gemm->calls++;
   return host_sgemm(ctx, ta, tb, m, n, k, alpha, a, b, beta, c, 1, work);
+}
+
+void m2pt_gemm_packed_clear(m2pt_gemm_packed *p)
+{
+  if (!p)
+    return;
+  if (p->impl)
+    p->release(p->impl);
+  *p = (m2pt_gemm_packed){NULL, NULL, 0};
 }

@@ -77,17 +77,68 @@ static int residual_index(const m2pt_host_gemm *g)
   return (g->beta != 0.0f) + (g->epilogue.gelu != 0);
 }
 
+static void release_packed(void *impl)
+{
+  dnnl_memory_destroy(impl);
+}
+
+/* p's copy of B in the layout `want` (the matmul's choice), made now by a
+ * reorder from B's plain `plain` layout where p holds none or another. */
+static dnnl_status_t packed_weights(m2pt_gemm_packed *p, dnnl_stream_t stream,
+                                    const dnnl_memory_desc_t *plain, const float *b,
+                                    const dnnl_memory_desc_t *want, dnnl_memory_t *out)
+{
+  const dnnl_memory_desc_t *have = NULL;
+  if (p->impl && dnnl_memory_get_memory_desc(p->impl, &have) == dnnl_success &&
+      dnnl_memory_desc_equal(have, want)) {
+    *out = p->impl;
+    return dnnl_success;
+  }
+  if (p->impl)
+    p->release(p->impl);
+  p->impl = NULL;
+  dnnl_memory_t src = NULL, dst = NULL;
+  dnnl_primitive_desc_t rpd = NULL;
+  dnnl_primitive_t reorder = NULL;
+  dnnl_status_t s = dnnl_memory_create(&src, plain, engine, (void *)(uintptr_t)b);
+  if (s == dnnl_success)
+    s = dnnl_memory_create(&dst, want, engine, DNNL_MEMORY_ALLOCATE);
+  if (s == dnnl_success)
+    s = dnnl_reorder_primitive_desc_create(&rpd, plain, engine, want, engine, NULL);
+  if (s == dnnl_success)
+    s = dnnl_primitive_create(&reorder, rpd);
+  if (s == dnnl_success) {
+    const dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
+    s = dnnl_primitive_execute(reorder, stream, 2, args);
+  }
+  if (s == dnnl_success)
+    s = dnnl_stream_wait(stream);
+  dnnl_primitive_destroy(reorder);
+  dnnl_primitive_desc_destroy(rpd);
+  dnnl_memory_destroy(src);
+  if (s != dnnl_success) {
+    dnnl_memory_destroy(dst);
+    return s;
+  }
+  p->impl = dst;
+  p->release = release_packed;
+  *out = dst;
+  return dnnl_success;
+}
+
 static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
 {
   if (!engine)
     return m2pt_fail(ctx, M2PT_ERR_BLAS, "oneDNN: no CPU engine (its creation failed)");
   const m2pt_host_epilogue *e = &g->epilogue;
-  dnnl_memory_desc_t ad, bd, cd, biasd, rd;
+  /* A kept B: the matmul picks its layout ("any"), B is packed into it. */
+  const int pack = g->packed_b && g->batch == 1 && ++g->packed_b->uses >= 2;
+  dnnl_memory_desc_t ad, bd, cd, biasd, rd, bany;
   dnnl_matmul_desc_t desc;
   dnnl_primitive_attr_t attr = NULL;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t prim = NULL;
-  dnnl_memory_t am = NULL, bm = NULL, cm = NULL, biasm = NULL, rm = NULL;
+  dnnl_memory_t am = NULL, bm = NULL, cm = NULL, biasm = NULL, rm = NULL, weights = NULL;
   dnnl_stream_t stream = NULL;
   const char *what = "describing the operands";
   dnnl_status_t s = describe(&ad, g->batch, g->m, g->k, g->trans_a, g->lda, g->stride_a);
@@ -95,13 +146,17 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     s = describe(&bd, g->batch, g->k, g->n, g->trans_b, g->ldb, g->stride_b);
   if (s == dnnl_success)
     s = describe(&cd, g->batch, g->m, g->n, 0, g->ldc, g->stride_c);
+  if (s == dnnl_success && pack) {
+    const dnnl_dims_t dims = {(dnnl_dim_t)g->k, (dnnl_dim_t)g->n};
+    s = dnnl_memory_desc_init_by_tag(&bany, 2, dims, dnnl_f32, dnnl_format_tag_any);
+  }
   /* The epilogue's operands are of one matrix (batch 1): the bias a row. */
   if (s == dnnl_success && e->bias)
     s = describe(&biasd, 1, 1, g->n, 0, g->n, 0);
   if (s == dnnl_success && e->residual)
     s = describe(&rd, 1, g->m, g->n, 0, g->ldc, 0);
   if (s == dnnl_success && (what = "a matmul descriptor"))
-    s = dnnl_matmul_desc_init(&desc, &ad, &bd, e->bias ? &biasd : NULL, &cd);
+    s = dnnl_matmul_desc_init(&desc, &ad, pack ? &bany : &bd, e->bias ? &biasd : NULL, &cd);
   if (s == dnnl_success && (what = "attributes"))
     s = dnnl_primitive_attr_create(&attr);
   if (s == dnnl_success)
@@ -110,10 +165,13 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     s = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
   if (s == dnnl_success)
     s = dnnl_primitive_create(&prim, pd);
-  /* oneDNN's handles are not const; the matmul only reads A and B. */
+  if (s == dnnl_success && (what = "a stream"))
+    s = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+  /* oneDNN's handles are not const; the matmul only reads A, B and the
+   * epilogue's operands. */
   if (s == dnnl_success && (what = "wrapping the operands"))
     s = dnnl_memory_create(&am, &ad, engine, (void *)(uintptr_t)g->a);
-  if (s == dnnl_success)
+  if (s == dnnl_success && !pack)
     s = dnnl_memory_create(&bm, &bd, engine, (void *)(uintptr_t)g->b);
   if (s == dnnl_success)
     s = dnnl_memory_create(&cm, &cd, engine, g->c);
@@ -121,11 +179,12 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     s = dnnl_memory_create(&biasm, &biasd, engine, (void *)(uintptr_t)e->bias);
   if (s == dnnl_success && e->residual)
     s = dnnl_memory_create(&rm, &rd, engine, (void *)(uintptr_t)e->residual);
-  if (s == dnnl_success && (what = "a stream"))
-    s = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+  if (s == dnnl_success && pack && (what = "packing B"))
+    s = packed_weights(g->packed_b, stream, &bd, g->b,
+                       dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &weights);
   if (s == dnnl_success && (what = "running a matmul")) {
     dnnl_exec_arg_t args[5] = {
-        {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+        {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, pack ? weights : bm}, {DNNL_ARG_DST, cm}};
     int nargs = 3;
     if (biasm)
       args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_BIAS, biasm};

@@ -25,7 +25,17 @@ struct m2pt_linear {
   /* W + λ·W_aux and b + λ·b_aux, formed on the device when stale. */
   cl_mem w_eff, b_eff;
   int eff_stale;
+  /* The forward's weight (w, or w_eff) as the host GEMM keeps it repacked
+   * (gemm/backend.h), emptied whenever a parameter changes. */
+  m2pt_gemm_packed packed;
 };
+
+/* After any parameter changed: W + λ·W_aux and the packed weight are stale. */
+static void stale(m2pt_linear *l)
+{
+  l->eff_stale = 1;
+  m2pt_gemm_packed_clear(&l->packed);
+}
 
 static size_t weight_bytes(const m2pt_linear *l)
 {
@@ -41,6 +51,7 @@ void m2pt_linear_destroy(m2pt_linear *l)
 {
   if (!l)
     return;
+  m2pt_gemm_packed_clear(&l->packed);
   m2pt_buffer_release(l->ctx, l->w, weight_bytes(l));
   m2pt_buffer_release(l->ctx, l->w_aux, weight_bytes(l));
   m2pt_buffer_release(l->ctx, l->w_eff, weight_bytes(l));
@@ -76,7 +87,7 @@ m2pt_status m2pt_linear_create(m2pt_context *ctx, size_t in, size_t out, unsigne
   l->in = in;
   l->out = out;
   l->flags = flags;
-  l->eff_stale = 1;
+  stale(l);
   m2pt_status s = m2pt_buffer_create(ctx, bytes, 1, &l->w);
   if (s == M2PT_OK && (flags & M2PT_LINEAR_BIAS))
     s = m2pt_buffer_create(ctx, bias_bytes(l), 1, &l->b);
@@ -127,7 +138,7 @@ static m2pt_status set_param(m2pt_linear *l, param p, const float *src, size_t c
               clEnqueueWriteBuffer(l->ctx->queue, buf, CL_TRUE, 0, count * sizeof(float), src, 0,
                                    NULL, NULL),
               fn);
-  l->eff_stale = 1;
+  stale(l);
   return M2PT_OK;
 }
 
@@ -199,7 +210,7 @@ m2pt_status m2pt_linear_set_scale(m2pt_linear *l, float scale)
   M2PT_REQUIRE(l->ctx, isfinite(scale), "m2pt_linear_set_scale: λ = %g is not finite",
                (double)scale);
   if (scale != l->scale || signbit(scale) != signbit(l->scale))
-    l->eff_stale = 1;
+    stale(l);
   l->scale = scale;
   return M2PT_OK;
 }
@@ -269,13 +280,12 @@ m2pt_status m2pt_linear_effective_bias(m2pt_linear *l, cl_mem *bias)
   return M2PT_OK;
 }
 
+/* The fused forward with nothing around it: on the host the bias is the
+ * GEMM's epilogue, on the device laid into y for the GEMM to add onto. */
 m2pt_status m2pt_linear_forward_buffers(m2pt_linear *l, cl_mem x, size_t rows, cl_mem y)
 {
-  cl_mem bias;
-  M2PT_TRY(m2pt_linear_effective_bias(l, &bias));
-  if (bias)
-    M2PT_TRY(m2pt_op_broadcast_rows(l->ctx, y, bias, rows, l->out));
-  return m2pt_linear_apply(l, x, rows, bias ? 1.0f : 0.0f, y);
+  static const m2pt_linear_fusion none = {0};
+  return m2pt_linear_apply_fused(l, x, rows, &none, y);
 }
 
 /* ---- Fused inference forward (m2pt_linear_apply_fused) ---- */
@@ -321,6 +331,7 @@ static m2pt_status fused_on_host(m2pt_linear *l, cl_mem x, size_t rows,
                            .residual = f->residual,
                            .gelu = f->gelu,
                            .gelu_tanh = f->gelu_kind == M2PT_GELU_TANH,
+                           .packed_b = &l->packed,
                            .before = host_before,
                            .after = host_after,
                            .user = &h};
@@ -539,6 +550,7 @@ m2pt_status m2pt_linear_merge(m2pt_linear *l)
   l->flags &= ~(M2PT_LINEAR_PATHWAY | M2PT_LINEAR_PATHWAY_BIAS);
   l->scale = 0.0f;
   l->merged = 1;
+  stale(l);
   return M2PT_OK;
 }
 
@@ -549,7 +561,7 @@ m2pt_status m2pt_linear_add_pathway(m2pt_linear *l)
   M2PT_TRY(m2pt_buffer_create(l->ctx, weight_bytes(l), 1, &l->w_aux));
   l->flags |= M2PT_LINEAR_PATHWAY;
   l->scale = 0.0f;
-  l->eff_stale = 1;
+  stale(l);
   return M2PT_OK;
 }
 
@@ -562,7 +574,7 @@ void m2pt_linear_drop_pathway(m2pt_linear *l)
   l->w_aux = l->w_eff = NULL;
   l->flags &= ~M2PT_LINEAR_PATHWAY;
   l->scale = 0.0f;
-  l->eff_stale = 1;
+  stale(l);
 }
 
 int m2pt_linear_is_merged(const m2pt_linear *l)
@@ -601,5 +613,5 @@ cl_mem m2pt_linear_param_buffer(const m2pt_linear *l, int field)
 
 void m2pt_linear_params_changed(m2pt_linear *l)
 {
-  l->eff_stale = 1;
+  stale(l);
 }
