@@ -35,7 +35,8 @@ Steps (files under --work, default /tmp/m2pt-peers; each reused if present):
      one fails).
 
 Threads: every engine gets --threads (default: the CPUs this process may use):
-OPENBLAS_NUM_THREADS and POCL_MAX_PTHREAD_COUNT for m2pt (an environment
+OMP_NUM_THREADS (oneDNN's GEMMs), OPENBLAS_NUM_THREADS (without oneDNN) and
+POCL_MAX_PTHREAD_COUNT for m2pt (an environment
 value already set wins and is what the table records), torch.set_num_threads,
 ORT's intra_op_num_threads (inter_op 1), OpenVINO's INFERENCE_NUM_THREADS.
 --rounds R runs every engine R times in turn (engine order alternating), to
@@ -294,6 +295,7 @@ def run_checked(cmd, env=None):
 def m2pt_env(a):
     env = dict(os.environ)
     env.setdefault('OPENBLAS_NUM_THREADS', str(a.threads))
+    env.setdefault('OMP_NUM_THREADS', str(a.threads))  # oneDNN's GEMMs (libgomp)
     env.setdefault('POCL_MAX_PTHREAD_COUNT', str(a.threads))
     return env
 
@@ -318,7 +320,8 @@ def run_engine(a, engine, name, batch):
         if not m:
             raise SystemExit(f'no timing in m2pt-run\'s output: {p.stderr}')
         med, lo, hi = (float(m.group(i)) / 1e3 for i in (2, 3, 4))
-        settings = (f'OPENBLAS_NUM_THREADS = {env["OPENBLAS_NUM_THREADS"]}, '
+        settings = (f'OMP_NUM_THREADS = {env["OMP_NUM_THREADS"]}, '
+                    f'OPENBLAS_NUM_THREADS = {env["OPENBLAS_NUM_THREADS"]}, '
                     f'POCL_MAX_PTHREAD_COUNT = {env["POCL_MAX_PTHREAD_COUNT"]}')
         return [lo, med, hi], settings, 'm2pt-run'
     p = run_checked([sys.executable, __file__, '--worker', engine, '--model', name,
