@@ -69,7 +69,8 @@ m2pt_status m2pt_attention_rows(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
   char options[128];
   rows_options(ctx, s->dim_head, mask != NULL, lse != NULL, options, sizeof options);
   const cl_uint tokens = (cl_uint)s->tokens, heads = (cl_uint)s->heads, np = (cl_uint)npad;
-  const float scale = (float)(1.0 / sqrt((double)s->dim_head));
+  /* The kernel's scores are in base 2: dim_head^-0.5 · log2(e). */
+  const float scale = (float)(1.0 / (sqrt((double)s->dim_head) * log(2.0)));
   const m2pt_kernel_arg key_args[] = {M2PT_ARG(qkv),    M2PT_ARG(mask),  M2PT_ARG(keys),
                                       M2PT_ARG(tokens), M2PT_ARG(heads), M2PT_ARG(np)};
   const size_t key_global[3] = {npad, s->heads, s->batch};
