@@ -170,6 +170,18 @@ __kernel void m2pt_attention_cpu_keys(__global const float *qkv, __global const 
     }
 }
 
+/* s[r][c] += Σ_d q[r][d]·kt_block[d][c·KV ..] for the first nv key vectors. */
+#define ADD_SCORES(s, q, kt_block, nv)                                 \
+  do {                                                                 \
+    for (uint d = 0; d < DH; d++) {                                    \
+      _Pragma("unroll") for (uint c = 0; c < (nv); c++) {              \
+        const kvec kv = KLOAD((kt_block) + d * KB + c * KV);           \
+        _Pragma("unroll") for (uint r = 0; r < R; r++)                 \
+          (s)[r][c] = fma((kvec)((q)[r][d]), kv, (s)[r][c]);           \
+      }                                                                \
+    }                                                                  \
+  } while (0)
+
 /* Global size (⌈N/R⌉, heads, B): R query rows of one head per work-item;
  * rows past the last token repeat it and are not stored. */
 #if SAVE_LSE
@@ -216,14 +228,12 @@ __kernel void m2pt_attention_cpu(__global const float *qkv, __global const float
         s[r][c] = bv;
     }
     __global const float *kt_block = kt_h + (size_t)k0 * DH;
-    for (uint d = 0; d < DH; d++)
-      #pragma unroll
-      for (uint c = 0; c < NV; c++) {
-        const kvec kv = KLOAD(kt_block + d * KB + c * KV);
-        #pragma unroll
-        for (uint r = 0; r < R; r++)
-          s[r][c] = fma((kvec)(q[r][d]), kv, s[r][c]);
-      }
+    /* A last block whose tokens fit in its first vector leaves the others
+     * at their bias, -inf (ViT-B's N = 197 ends in 5 keys of 32). */
+    if (NV == 1 || tokens - k0 > KV)
+      ADD_SCORES(s, q, kt_block, NV);
+    else
+      ADD_SCORES(s, q, kt_block, 1);
 
     #pragma unroll
     for (uint r = 0; r < R; r++) {
