@@ -217,7 +217,11 @@ __kernel void m2pt_attention_cpu(__global const float *qkv, __global const float
     m[r] = -INFINITY;
   }
 
-  float p[R][KB];
+  /* Each row's weights, stored a vector at a time and read a key at a time. */
+  union {
+    kvec v[NV];
+    float f[KB];
+  } p[R];
   for (uint k0 = 0; k0 < tokens; k0 += KB) {
     kvec s[R][NV];
     #pragma unroll
@@ -256,7 +260,7 @@ __kernel void m2pt_attention_cpu(__global const float *qkv, __global const float
       for (uint c = 0; c < NV; c++) {
         const kvec e = exp2_nonpositive(s[r][c] - shift);
         lsum[r] += e;
-        KSTORE(e, &p[r][c * KV]);
+        p[r].v[c] = e;
       }
     }
 
@@ -268,7 +272,7 @@ __kernel void m2pt_attention_cpu(__global const float *qkv, __global const float
         const dvec vv = DLOAD(v + e * DV);
         #pragma unroll
         for (uint r = 0; r < R; r++)
-          acc[r][e] = fma((dvec)(p[r][j]), vv, acc[r][e]);
+          acc[r][e] = fma((dvec)(p[r].f[j]), vv, acc[r][e]);
       }
     }
   }
