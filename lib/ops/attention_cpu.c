@@ -69,10 +69,11 @@ m2pt_status m2pt_attention_rows(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
   char options[128];
   rows_options(ctx, s->dim_head, mask != NULL, lse != NULL, options, sizeof options);
   const cl_uint tokens = (cl_uint)s->tokens, heads = (cl_uint)s->heads, np = (cl_uint)npad;
-  const float scale = (float)(1.0 / sqrt((double)s->dim_head));
+  /* The kernel's scores are in base 2: dim_head^-0.5 · log2(e). */
+  const float scale = (float)(1.0 / (sqrt((double)s->dim_head) * log(2.0)));
   const m2pt_kernel_arg key_args[] = {M2PT_ARG(qkv),    M2PT_ARG(mask),  M2PT_ARG(keys),
                                       M2PT_ARG(tokens), M2PT_ARG(heads), M2PT_ARG(np)};
-  const size_t key_global[3] = {npad, s->heads, s->batch};
+  const size_t key_global[3] = {npad / key_lanes(ctx), s->heads, s->batch};
   M2PT_TRY(m2pt_run_kernel(ctx, &m2pt_cl_attention_cpu, options, "m2pt_attention_cpu_keys",
                            key_args, 6, 3, key_global, NULL));
   const m2pt_kernel_arg args[] = {M2PT_ARG(qkv),   M2PT_ARG(keys), M2PT_ARG(out),
@@ -81,7 +82,8 @@ m2pt_status m2pt_attention_rows(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
   const size_t global[3] = {(s->tokens + ROWS - 1) / ROWS, s->heads, s->batch};
   /* One work-item per group: left to itself, PoCL 3.1 put all 50×12
    * work-items of ViT-B's N = 197 in one group, so on one thread; two per
-   * group measured no faster than one. */
+   * group measured no faster than one. (The key pass above is left to
+   * PoCL: one work-item per group there cost 2× at N = 1024.) */
   const size_t local[3] = {1, 1, 1};
   return m2pt_run_kernel(ctx, &m2pt_cl_attention_cpu, options, "m2pt_attention_cpu", args,
                          lse ? 8 : 7, 3, global, local);
