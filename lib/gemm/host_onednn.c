@@ -15,16 +15,17 @@
 #include "host_mapped.h"
 
 #ifdef M2PT_HAVE_ONEDNN
-#  include <oneapi/dnnl/dnnl.h>
-#  include <oneapi/dnnl/dnnl_debug.h>
+#  include "onednn_api.h"
 
+/* oneDNN's functions (onednn_api.h: loaded, not linked), set once loaded. */
+static const m2pt_onednn_api *onednn;
 /* Under the process lock. */
 static dnnl_engine_t engine;
 
 static m2pt_status fail(m2pt_context *ctx, dnnl_status_t s, const char *what)
 {
   return m2pt_fail(ctx, s == dnnl_out_of_memory ? M2PT_ERR_OUT_OF_MEMORY : M2PT_ERR_BLAS,
-                   "oneDNN: %s failed (%s)", what, dnnl_status2str(s));
+                   "oneDNN: %s failed (%s)", what, onednn->dnnl_status2str(s));
 }
 
 /* An operand's descriptor: rows × cols of a row-major matrix with leading
@@ -36,10 +37,10 @@ static dnnl_status_t describe(dnnl_memory_desc_t *md, size_t batch, size_t rows,
   dnnl_dims_t dims = {(dnnl_dim_t)rows, (dnnl_dim_t)cols};
   dnnl_dims_t strides = {trans ? 1 : (dnnl_dim_t)ld, trans ? (dnnl_dim_t)ld : 1};
   if (batch == 1)
-    return dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides);
+    return onednn->dnnl_memory_desc_init_by_strides(md, 2, dims, dnnl_f32, strides);
   const dnnl_dims_t dims3 = {(dnnl_dim_t)batch, dims[0], dims[1]};
   const dnnl_dims_t strides3 = {(dnnl_dim_t)stride, strides[0], strides[1]};
-  return dnnl_memory_desc_init_by_strides(md, 3, dims3, dnnl_f32, strides3);
+  return onednn->dnnl_memory_desc_init_by_strides(md, 3, dims3, dnnl_f32, strides3);
 }
 
 /* alpha as an output scale, beta as a sum post-op (oneDNN computes
@@ -52,22 +53,22 @@ static dnnl_status_t make_attr(dnnl_primitive_attr_t attr, const m2pt_host_gemm 
 {
   dnnl_status_t s = dnnl_success;
   if (g->alpha != 1.0f)
-    s = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &g->alpha);
+    s = onednn->dnnl_primitive_attr_set_output_scales(attr, 1, 0, &g->alpha);
   const m2pt_host_epilogue *e = &g->epilogue;
   if (s != dnnl_success || (g->beta == 0.0f && !e->gelu && !e->residual))
     return s;
   dnnl_post_ops_t ops = NULL;
-  s = dnnl_post_ops_create(&ops);
+  s = onednn->dnnl_post_ops_create(&ops);
   if (s == dnnl_success && g->beta != 0.0f)
-    s = dnnl_post_ops_append_sum(ops, g->beta);
+    s = onednn->dnnl_post_ops_append_sum(ops, g->beta);
   if (s == dnnl_success && e->gelu)
-    s = dnnl_post_ops_append_eltwise(
+    s = onednn->dnnl_post_ops_append_eltwise(
         ops, 1.0f, e->gelu_tanh ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf, 0.0f, 0.0f);
   if (s == dnnl_success && e->residual)
-    s = dnnl_post_ops_append_binary(ops, dnnl_binary_add, residual);
+    s = onednn->dnnl_post_ops_append_binary(ops, dnnl_binary_add, residual);
   if (s == dnnl_success)
-    s = dnnl_primitive_attr_set_post_ops(attr, ops);
-  dnnl_post_ops_destroy(ops);
+    s = onednn->dnnl_primitive_attr_set_post_ops(attr, ops);
+  onednn->dnnl_post_ops_destroy(ops);
   return s;
 }
 
@@ -79,7 +80,7 @@ static int residual_index(const m2pt_host_gemm *g)
 
 static void release_packed(void *impl)
 {
-  dnnl_memory_destroy(impl);
+  onednn->dnnl_memory_destroy(impl);
 }
 
 /* p's copy of B in the layout `want` (the matmul's choice), made now by a
@@ -89,8 +90,8 @@ static dnnl_status_t packed_weights(m2pt_gemm_packed *p, dnnl_stream_t stream,
                                     const dnnl_memory_desc_t *want, dnnl_memory_t *out)
 {
   const dnnl_memory_desc_t *have = NULL;
-  if (p->impl && dnnl_memory_get_memory_desc(p->impl, &have) == dnnl_success &&
-      dnnl_memory_desc_equal(have, want)) {
+  if (p->impl && onednn->dnnl_memory_get_memory_desc(p->impl, &have) == dnnl_success &&
+      onednn->dnnl_memory_desc_equal(have, want)) {
     *out = p->impl;
     return dnnl_success;
   }
@@ -100,24 +101,24 @@ static dnnl_status_t packed_weights(m2pt_gemm_packed *p, dnnl_stream_t stream,
   dnnl_memory_t src = NULL, dst = NULL;
   dnnl_primitive_desc_t rpd = NULL;
   dnnl_primitive_t reorder = NULL;
-  dnnl_status_t s = dnnl_memory_create(&src, plain, engine, (void *)(uintptr_t)b);
+  dnnl_status_t s = onednn->dnnl_memory_create(&src, plain, engine, (void *)(uintptr_t)b);
   if (s == dnnl_success)
-    s = dnnl_memory_create(&dst, want, engine, DNNL_MEMORY_ALLOCATE);
+    s = onednn->dnnl_memory_create(&dst, want, engine, DNNL_MEMORY_ALLOCATE);
   if (s == dnnl_success)
-    s = dnnl_reorder_primitive_desc_create(&rpd, plain, engine, want, engine, NULL);
+    s = onednn->dnnl_reorder_primitive_desc_create(&rpd, plain, engine, want, engine, NULL);
   if (s == dnnl_success)
-    s = dnnl_primitive_create(&reorder, rpd);
+    s = onednn->dnnl_primitive_create(&reorder, rpd);
   if (s == dnnl_success) {
     const dnnl_exec_arg_t args[] = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
-    s = dnnl_primitive_execute(reorder, stream, 2, args);
+    s = onednn->dnnl_primitive_execute(reorder, stream, 2, args);
   }
   if (s == dnnl_success)
-    s = dnnl_stream_wait(stream);
-  dnnl_primitive_destroy(reorder);
-  dnnl_primitive_desc_destroy(rpd);
-  dnnl_memory_destroy(src);
+    s = onednn->dnnl_stream_wait(stream);
+  onednn->dnnl_primitive_destroy(reorder);
+  onednn->dnnl_primitive_desc_destroy(rpd);
+  onednn->dnnl_memory_destroy(src);
   if (s != dnnl_success) {
-    dnnl_memory_destroy(dst);
+    onednn->dnnl_memory_destroy(dst);
     return s;
   }
   p->impl = dst;
@@ -148,7 +149,7 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     s = describe(&cd, g->batch, g->m, g->n, 0, g->ldc, g->stride_c);
   if (s == dnnl_success && pack) {
     const dnnl_dims_t dims = {(dnnl_dim_t)g->k, (dnnl_dim_t)g->n};
-    s = dnnl_memory_desc_init_by_tag(&bany, 2, dims, dnnl_f32, dnnl_format_tag_any);
+    s = onednn->dnnl_memory_desc_init_by_tag(&bany, 2, dims, dnnl_f32, dnnl_format_tag_any);
   }
   /* The epilogue's operands are of one matrix (batch 1): the bias a row. */
   if (s == dnnl_success && e->bias)
@@ -156,32 +157,32 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
   if (s == dnnl_success && e->residual)
     s = describe(&rd, 1, g->m, g->n, 0, g->ldc, 0);
   if (s == dnnl_success && (what = "a matmul descriptor"))
-    s = dnnl_matmul_desc_init(&desc, &ad, pack ? &bany : &bd, e->bias ? &biasd : NULL, &cd);
+    s = onednn->dnnl_matmul_desc_init(&desc, &ad, pack ? &bany : &bd, e->bias ? &biasd : NULL, &cd);
   if (s == dnnl_success && (what = "attributes"))
-    s = dnnl_primitive_attr_create(&attr);
+    s = onednn->dnnl_primitive_attr_create(&attr);
   if (s == dnnl_success)
     s = make_attr(attr, g, &rd);
   if (s == dnnl_success && (what = "a matmul primitive"))
-    s = dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
+    s = onednn->dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
   if (s == dnnl_success)
-    s = dnnl_primitive_create(&prim, pd);
+    s = onednn->dnnl_primitive_create(&prim, pd);
   if (s == dnnl_success && (what = "a stream"))
-    s = dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+    s = onednn->dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
   /* oneDNN's handles are not const; the matmul only reads A, B and the
    * epilogue's operands. */
   if (s == dnnl_success && (what = "wrapping the operands"))
-    s = dnnl_memory_create(&am, &ad, engine, (void *)(uintptr_t)g->a);
+    s = onednn->dnnl_memory_create(&am, &ad, engine, (void *)(uintptr_t)g->a);
   if (s == dnnl_success && !pack)
-    s = dnnl_memory_create(&bm, &bd, engine, (void *)(uintptr_t)g->b);
+    s = onednn->dnnl_memory_create(&bm, &bd, engine, (void *)(uintptr_t)g->b);
   if (s == dnnl_success)
-    s = dnnl_memory_create(&cm, &cd, engine, g->c);
+    s = onednn->dnnl_memory_create(&cm, &cd, engine, g->c);
   if (s == dnnl_success && e->bias)
-    s = dnnl_memory_create(&biasm, &biasd, engine, (void *)(uintptr_t)e->bias);
+    s = onednn->dnnl_memory_create(&biasm, &biasd, engine, (void *)(uintptr_t)e->bias);
   if (s == dnnl_success && e->residual)
-    s = dnnl_memory_create(&rm, &rd, engine, (void *)(uintptr_t)e->residual);
+    s = onednn->dnnl_memory_create(&rm, &rd, engine, (void *)(uintptr_t)e->residual);
   if (s == dnnl_success && pack && (what = "packing B"))
     s = packed_weights(g->packed_b, stream, &bd, g->b,
-                       dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &weights);
+                       onednn->dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &weights);
   if (s == dnnl_success && (what = "running a matmul")) {
     dnnl_exec_arg_t args[5] = {
         {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, pack ? weights : bm}, {DNNL_ARG_DST, cm}};
@@ -191,26 +192,26 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     if (rm)
       args[nargs++] = (dnnl_exec_arg_t){
           DNNL_ARG_ATTR_MULTIPLE_POST_OP(residual_index(g)) | DNNL_ARG_SRC_1, rm};
-    s = dnnl_primitive_execute(prim, stream, nargs, args);
+    s = onednn->dnnl_primitive_execute(prim, stream, nargs, args);
     if (s == dnnl_success)
-      s = dnnl_stream_wait(stream);
+      s = onednn->dnnl_stream_wait(stream);
   }
-  dnnl_stream_destroy(stream);
-  dnnl_memory_destroy(rm);
-  dnnl_memory_destroy(biasm);
-  dnnl_memory_destroy(cm);
-  dnnl_memory_destroy(bm);
-  dnnl_memory_destroy(am);
-  dnnl_primitive_destroy(prim);
-  dnnl_primitive_desc_destroy(pd);
-  dnnl_primitive_attr_destroy(attr);
+  onednn->dnnl_stream_destroy(stream);
+  onednn->dnnl_memory_destroy(rm);
+  onednn->dnnl_memory_destroy(biasm);
+  onednn->dnnl_memory_destroy(cm);
+  onednn->dnnl_memory_destroy(bm);
+  onednn->dnnl_memory_destroy(am);
+  onednn->dnnl_primitive_destroy(prim);
+  onednn->dnnl_primitive_desc_destroy(pd);
+  onednn->dnnl_primitive_attr_destroy(attr);
   return s == dnnl_success ? M2PT_OK : fail(ctx, s, what);
 }
 
 static void attach(m2pt_context *ctx, struct m2pt_gemm_context *g, const char *cache_dir)
 {
   m2pt_process_lock();
-  if (!engine && dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success)
+  if (!engine && onednn->dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success)
     engine = NULL;
   m2pt_process_unlock();
   m2pt_gemm_mapped_attach(ctx, g, cache_dir);
@@ -220,13 +221,15 @@ static void attach(m2pt_context *ctx, struct m2pt_gemm_context *g, const char *c
 static void teardown(void)
 {
   if (engine)
-    dnnl_engine_destroy(engine);
+    onednn->dnnl_engine_destroy(engine);
   engine = NULL;
 }
 
 static const char *unavailable(void)
 {
-  return NULL;
+  const char *why;
+  onednn = m2pt_onednn_load(&why);
+  return why;
 }
 #  define RUN run
 #  define ATTACH attach
@@ -241,9 +244,10 @@ static const char *unavailable(void)
 #  define TEARDOWN NULL
 #endif
 
+/* Only CPU devices load oneDNN. */
 static int preferred(const m2pt_context *ctx)
 {
-  return !unavailable() && ctx->quirks.gemm_on_host;
+  return ctx->quirks.gemm_on_host && !unavailable();
 }
 
 const m2pt_gemm_backend m2pt_gemm_onednn = {
