@@ -182,7 +182,8 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     s = onednn->dnnl_memory_create(&rm, &rd, engine, (void *)(uintptr_t)e->residual);
   if (s == dnnl_success && pack && (what = "packing B"))
     s = packed_weights(g->packed_b, stream, &bd, g->b,
-                       onednn->dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), &weights);
+                       onednn->dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
+                       &weights);
   if (s == dnnl_success && (what = "running a matmul")) {
     dnnl_exec_arg_t args[5] = {
         {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, pack ? weights : bm}, {DNNL_ARG_DST, cm}};
