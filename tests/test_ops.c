@@ -111,7 +111,7 @@ static void check_gelu(m2pt_context *ctx, size_t cols)
   for (int tanh_form = 0; tanh_form < 2; tanh_form++)
     for (int with_bias = 0; with_bias < 2; with_bias++) {
       assert_ok(ctx, m2pt_gelu(ctx, tx, with_bias ? tb : NULL,
-                               tanh_form, ty));
+                               tanh_form ? M2PT_GELU_TANH : M2PT_GELU_ERF, ty));
       assert_ok(ctx, m2pt_tensor_read(ty, y, n));
       for (size_t i = 0; i < n; i++)
         ref[i] = ref_gelu((double)x[i] + (with_bias ? b[i % cols] : 0.0), tanh_form);
@@ -385,8 +385,7 @@ static void host_math(void **state)
     for (int tanh_form = 0; tanh_form < 2; tanh_form++)
       for (int with_bias = 0; with_bias < 2; with_bias++) {
         memcpy(y, x, n * sizeof *y);
-        m2pt_host_gelu(y, with_bias ? b : NULL, tanh_form,
-                       rows, cols);
+        m2pt_host_gelu(y, with_bias ? b : NULL, tanh_form, rows, cols);
         for (size_t i = 0; i < n; i++)
           ref[i] = ref_gelu((double)x[i] + (with_bias ? b[i % cols] : 0.0), tanh_form);
         test_assert_close(y, ref, n, 1e-5, tanh_form ? "host gelu tanh" : "host gelu erf");

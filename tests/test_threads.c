@@ -128,8 +128,7 @@ static void tuning_report(worker *w, const m2pt_context *ctx)
   m2pt_tuning_source source = M2PT_TUNING_DISABLED;
   const char *detail = NULL;
   TRY(w, ctx, m2pt_context_tuning(ctx, &source, &detail));
-  const int on_host = strcmp(m2pt_context_gemm_backend(ctx), "CLBlast") != 0;
-  if (on_host ? source != M2PT_TUNING_NONE : source == M2PT_TUNING_DISABLED)
+  if (test_gemm_on_host(ctx) ? source != M2PT_TUNING_NONE : source == M2PT_TUNING_DISABLED)
     record(w, "%s context reports tuning source %d (%s)", m2pt_context_gemm_backend(ctx),
            (int)source, detail);
 done:;
