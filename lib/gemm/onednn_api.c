@@ -15,27 +15,30 @@ static int loaded;
 static char failure[256];
 
 /* Before libgomp starts, passive unless the environment says otherwise or
- * it has started already. setenv runs once, under pthread_once, while the
- * first CPU context is created. */
-static void prefer_passive_threads(void)
+ * it has started already; 1 when it set the variable. setenv runs once,
+ * under pthread_once, while the first CPU context is created. */
+static int prefer_passive_threads(void)
 {
   if (getenv("OMP_WAIT_POLICY"))
-    return;
+    return 0;
   void *gomp = dlopen("libgomp.so.1", RTLD_LAZY | RTLD_NOLOAD);
   if (gomp) {
     dlclose(gomp);
-    return;
+    return 0;
   }
-  setenv("OMP_WAIT_POLICY", "passive", 0);
+  return setenv("OMP_WAIT_POLICY", "passive", 0) == 0;
 }
 
 static void load(void)
 {
-  prefer_passive_threads();
+  const int set = prefer_passive_threads();
   /* Never closed: its JIT code and caches live until the process ends. */
   void *lib = dlopen(SONAME(DNNL_VERSION_MAJOR), RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
     snprintf(failure, sizeof failure, "oneDNN could not be loaded: %s", dlerror());
+    /* Without oneDNN the environment is left as the application gave it. */
+    if (set)
+      unsetenv("OMP_WAIT_POLICY");
     return;
   }
   /* POSIX's way to store dlsym's object pointer into a function pointer. */
