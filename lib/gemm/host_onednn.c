@@ -17,9 +17,10 @@
 #ifdef M2PT_HAVE_ONEDNN
 #  include "onednn_api.h"
 
-/* oneDNN's functions (onednn_api.h: loaded, not linked), set once loaded. */
+/* oneDNN's functions (onednn_api.h: loaded, not linked) and the engine,
+ * both set by attach under the process lock, before this backend's first
+ * GEMM. */
 static const m2pt_onednn_api *onednn;
-/* Under the process lock. */
 static dnnl_engine_t engine;
 
 static m2pt_status fail(m2pt_context *ctx, dnnl_status_t s, const char *what)
@@ -212,6 +213,10 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
 static void attach(m2pt_context *ctx, struct m2pt_gemm_context *g, const char *cache_dir)
 {
   m2pt_process_lock();
+  if (!onednn) {
+    const char *why; /* loaded already: the chooser asked `unavailable` */
+    onednn = m2pt_onednn_load(&why);
+  }
   if (!engine && onednn->dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success)
     engine = NULL;
   m2pt_process_unlock();
@@ -226,10 +231,12 @@ static void teardown(void)
   engine = NULL;
 }
 
+/* Loads oneDNN (once per process) but leaves `onednn` to attach: the
+ * chooser asks this from any thread, unlocked. */
 static const char *unavailable(void)
 {
   const char *why;
-  onednn = m2pt_onednn_load(&why);
+  m2pt_onednn_load(&why);
   return why;
 }
 #  define RUN run
