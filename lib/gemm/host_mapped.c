@@ -5,17 +5,13 @@
  * operands are mapped (no copy on PoCL) and handed to the backend's
  * host_sgemm. */
 #include <limits.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "backend.h"
 #include "clblast.h"
 #include "core/context_impl.h"
 #include "core/error.h"
 #include "host_mapped.h"
-
 
 /* One buffer's mapped range: the union of the operands that use it. */
 typedef struct mapping {

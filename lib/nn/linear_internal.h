@@ -42,8 +42,9 @@ typedef struct m2pt_linear_fusion {
 } m2pt_linear_fusion;
 
 /* y = x·W_effᵀ + bias with the ops f describes around it. Where the GEMM
- * runs on the host BLAS they run on the host under the GEMM's mapping
- * (common/host_math.h), else as kernels before and after it. */
+ * runs on the host, the bias, GELU and residual are its epilogue and the
+ * LayerNorms run on the host under its mapping (common/host_math.h); else
+ * all run as kernels before and after it. */
 m2pt_status m2pt_linear_apply_fused(m2pt_linear *layer, cl_mem x, size_t rows,
                                     const m2pt_linear_fusion *f, cl_mem y);
 
