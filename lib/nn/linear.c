@@ -134,11 +134,11 @@ static m2pt_status set_param(m2pt_linear *l, param p, const float *src, size_t c
 {
   cl_mem buf;
   M2PT_TRY(locate(l, p, src, count, &buf, fn));
+  stale(l); /* also when the write fails part-way */
   M2PT_TRY_CL(l->ctx,
               clEnqueueWriteBuffer(l->ctx->queue, buf, CL_TRUE, 0, count * sizeof(float), src, 0,
                                    NULL, NULL),
               fn);
-  stale(l);
   return M2PT_OK;
 }
 
