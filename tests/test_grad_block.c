@@ -208,7 +208,7 @@ static void run(m2pt_context *ctx, m2pt_block *b, const host_block *h, const flo
   }
   assert_ok(ctx, m2pt_tensor_read(tdx, dxh, BATCH * TOKENS * DIM));
   /* The forward's y is the inference forward's: the same bits where GEMMs
-   * run on the device; where they run on the host BLAS the inference
+   * run on the device; where they run on the host the inference
    * forward runs the ops around them on the host (common/host_math.h), equal
    * within the tolerance. */
   float *y1 = test_read(ctx, ty);

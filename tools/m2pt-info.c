@@ -26,7 +26,7 @@ static double mib(uint64_t bytes)
 
 /* Whether m2pt applies a CLBlast GEMM tuning on the device, and which, and
  * what runs its GEMMs: a context made for it says (m2pt-tune writes the
- * store). Where the host BLAS runs the default context's GEMMs, that context
+ * store). Where the default context's GEMMs run on the host, that context
  * applies no tuning, so a CLBlast context tells what CLBlast would use. */
 static void print_tuning(const m2pt_device_info *d)
 {

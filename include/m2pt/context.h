@@ -87,9 +87,9 @@ typedef enum m2pt_binary_cache {
 
 /* Context flags. */
 #define M2PT_CONTEXT_PROFILING 1u /* time m2pt's own kernels with OpenCL events */
-/* Run GEMMs through CLBlast on every device. Without it, a CPU device's GEMMs
- * go to the host BLAS m2pt was built with (OpenBLAS) on mapped buffers, as
- * does $M2PT_HOST_BLAS=off; see m2pt_context_gemm_backend. */
+/* Run GEMMs through CLBlast on every device, as does $M2PT_HOST_BLAS=off.
+ * Without it, a CPU device's GEMMs run on the host, through oneDNN or
+ * OpenBLAS, on mapped buffers; see m2pt_context_gemm_backend. */
 #define M2PT_CONTEXT_CLBLAST 2u
 
 /* Options of m2pt_context_create and m2pt_context_wrap (a NULL pointer is
@@ -186,14 +186,14 @@ M2PT_API void m2pt_context_stats_reset(m2pt_context *ctx);
  * M2PT_ERR_OPENCL. */
 M2PT_API m2pt_status m2pt_context_kernel_time(m2pt_context *ctx, double *ms);
 
-/* What runs the context's GEMMs: "CLBlast", or "host BLAS" (a CPU device
- * whose buffers the host BLAS reads in place: CLBlast on PoCL reaches about a
- * tenth of it). Static string; NULL for NULL. */
+/* What runs the context's GEMMs: "CLBlast", or on a CPU device, whose
+ * buffers a host library reads in place, "oneDNN" or "OpenBLAS" (CLBlast on
+ * PoCL reaches about a tenth of them). Static string; NULL for NULL. */
 M2PT_API const char *m2pt_context_gemm_backend(const m2pt_context *ctx);
 
 /* Where the CLBlast GEMM tuning applied to a context's device came from.
  * m2pt_context_create and m2pt_context_wrap apply, for the context's device:
- * nothing when the host BLAS runs its GEMMs (m2pt_context_gemm_backend:
+ * nothing when its GEMMs run on the host (m2pt_context_gemm_backend:
  * CLBlast's parameters are process-wide, and such a context does not change
  * them; M2PT_TUNING_NONE, and the detail says so); nothing when $M2PT_TUNING
  * is "off"; else the device's result of m2pt-tune

@@ -513,7 +513,7 @@ void m2pt_block_saved_release(const m2pt_block *b, m2pt_block_saved *sv)
 
 /* out = residual + fc2(GELU(fc1(in))), keeping fc1's output before its bias
  * in `pre` (the same calls as m2pt_ffn_apply makes where GEMMs run on the
- * device, so there the same bits as the inference forward; on the host BLAS
+ * device, so there the same bits as the inference forward; on the host
  * the inference forward's host epilogues round differently, within
  * DESIGN.md's tolerance); with drop-path, residual + dp(fc2(…)). residual
  * may be in, not out. */
