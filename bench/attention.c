@@ -1,5 +1,5 @@
 /* m2pt-bench: the attention suite. m2pt_attention's GEMM path (batched
- * GEMMs, CLBlast's or the host BLAS's, around a softmax kernel, O(N²)
+ * GEMMs, CLBlast's or the host library's, around a softmax kernel, O(N²)
  * scores) against the fused flash-style kernel (O(N) memory) on ViT-B's
  * heads at growing sequence lengths, forward and backward: their times,
  * speed ratio (issue 14's target: fused ≥ 3× the GEMM path at N = 4096) and

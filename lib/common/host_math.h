@@ -12,7 +12,6 @@
 
 #include <stddef.h>
 
-
 /* y[r][c] = residual[r][c] + bias[c] over rows × cols; either of residual
  * and bias may be NULL (left out; both NULL: zeros). y is not residual. */
 void m2pt_host_rows_init(float *y, const float *residual, const float *bias, size_t rows,

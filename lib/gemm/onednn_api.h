@@ -17,7 +17,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
-/* The functions m2pt calls, each a field of m2pt_onednn named as the
+/* The functions m2pt calls, each a field of m2pt_onednn_api named as the
  * function, with its prototype from oneDNN's headers. */
 #define M2PT_ONEDNN_FUNCTIONS(X)                                                          \
   X(dnnl_engine_create) X(dnnl_engine_destroy) X(dnnl_matmul_desc_init)                 \
