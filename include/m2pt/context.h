@@ -120,7 +120,11 @@ static inline m2pt_context_options m2pt_context_options_default(void)
 /* Creates a context on the selected device with its own OpenCL context and
  * in-order queue. `options` may be NULL. On success the caller owns *ctx and
  * frees it with m2pt_context_destroy. On failure *ctx is NULL and
- * m2pt_last_error(NULL) says why.
+ * m2pt_last_error(NULL) says why. The first context (created or wrapped)
+ * whose GEMMs could run on oneDNN loads it, and before that sets
+ * OMP_WAIT_POLICY=passive in the process environment where it is unset and
+ * libgomp not yet loaded (setenv: no other thread should read or change the
+ * environment meanwhile).
  * Errors: M2PT_ERR_INVALID_ARGUMENT (ctx NULL, struct_size not set, unknown
  * binary_cache value or flags, empty selector, a malformed $M2PT_QUIRKS),
  * M2PT_ERR_UNSUPPORTED (options from a newer m2pt than this library:
