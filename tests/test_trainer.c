@@ -1,9 +1,11 @@
 /* The trainer's API (issue 13): refused options and data leave nothing
  * built; parameters mirror the gradients; a step past the plan, a state of
  * another run are refused with the trainer unchanged; the hidden-state
- * forward refuses x of another width. The trajectory against PyTorch, resume and the
+ * forward refuses x of another width; a sync refusing a non-finite λ still
+ * applies the weights changed in place. The trajectory against PyTorch, resume and the
  * synthetic task are tests/check_train.py's (through m2pt-train). main()
  * enters tests/data/train. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -200,6 +202,52 @@ static void params_and_steps(void **state)
   assert_int_equal(rmdir(dir), 0);
 }
 
+/* A sync that fails on a non-finite λ still makes the model compute with
+ * the weights changed in place: a forward after it is not the one before,
+ * even where the weights were packed by repeated forwards (oneDNN). */
+static void failed_sync_still_applies_weights(void **state)
+{
+  fixture *f = *state;
+  const size_t xs[3] = {2, 5, 16}, ys[2] = {2, 3}, nx = 2 * 5 * 16;
+  float *xh = test_alloc(nx * sizeof *xh);
+  test_fill(xh, nx, 21);
+  m2pt_tensor *x = test_tensor(f->ctx, 3, xs, xh), *y = NULL;
+  assert_ok(f->ctx, m2pt_tensor_create(f->ctx, 2, ys, &y));
+  m2pt_forward_options fo = m2pt_forward_options_default();
+  fo.output = M2PT_OUTPUT_LOGITS;
+  for (int i = 0; i < 3; ++i)
+    assert_ok(f->ctx, m2pt_model_forward_hidden(f->model, x, NULL, &fo, y));
+  float *before = test_read(f->ctx, y);
+
+  m2pt_model_grads *g = NULL;
+  m2pt_model_params *p = NULL;
+  assert_ok(f->ctx, m2pt_model_grads_create(f->model, M2PT_FREEZE_NORM, &g));
+  assert_ok(f->ctx, m2pt_model_params_create(f->model, g, &p));
+  size_t w, scale;
+  assert_ok(f->ctx, m2pt_model_grads_find(g, "blocks.0.mlp.fc2.weight", &w));
+  assert_ok(f->ctx, m2pt_model_grads_find(g, "blocks.1.attn.qkv.cross_modal_scale", &scale));
+  m2pt_tensor *wt = m2pt_model_params_tensor(p, w);
+  const size_t nw = m2pt_tensor_numel(wt);
+  float *zeros = calloc(nw, sizeof *zeros);
+  assert_non_null(zeros);
+  assert_ok(f->ctx, m2pt_tensor_write(wt, zeros, nw));
+  const float nan = NAN;
+  assert_ok(f->ctx, m2pt_tensor_write(m2pt_model_params_tensor(p, scale), &nan, 1));
+  assert_int_equal(m2pt_model_params_sync(p), M2PT_ERR_FORMAT);
+
+  assert_ok(f->ctx, m2pt_model_forward_hidden(f->model, x, NULL, &fo, y));
+  float *after = test_read(f->ctx, y);
+  assert_memory_not_equal(before, after, 2 * 3 * sizeof *after);
+  free(after);
+  free(before);
+  free(zeros);
+  free(xh);
+  m2pt_model_params_destroy(p);
+  m2pt_model_grads_destroy(g);
+  m2pt_tensor_destroy(x);
+  m2pt_tensor_destroy(y);
+}
+
 int main(int argc, char **argv)
 {
   if (test_enter_data_dir(argc, argv, M2PT_TRAIN_DATA) != 0)
@@ -207,6 +255,7 @@ int main(int argc, char **argv)
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(refused, setup, teardown),
       cmocka_unit_test_setup_teardown(params_and_steps, setup, teardown),
+      cmocka_unit_test_setup_teardown(failed_sync_still_applies_weights, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

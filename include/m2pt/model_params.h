@@ -41,7 +41,8 @@ M2PT_API m2pt_tensor *m2pt_model_params_tensor(const m2pt_model_params *params, 
  * model compute with them: each λ read back (blocking), each q, k, v part
  * copied into its qkv, each W + λ·W_aux re-formed at its next use.
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL), M2PT_ERR_FORMAT (a λ that is
- * no longer finite: the model keeps the previous λ), M2PT_ERR_OPENCL. */
+ * no longer finite: the model keeps the previous λ, while the parameters
+ * changed in place take effect), M2PT_ERR_OPENCL. */
 M2PT_API m2pt_status m2pt_model_params_sync(m2pt_model_params *params);
 
 #ifdef __cplusplus

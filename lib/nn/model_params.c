@@ -178,6 +178,13 @@ m2pt_status m2pt_model_params_sync(m2pt_model_params *p)
   M2PT_REQUIRE(NULL, p != NULL, "m2pt_model_params_sync: params is NULL");
   m2pt_model *m = p->model;
   m2pt_context *ctx = m->ctx;
+  /* First, so that a failure below still leaves no W + λ·W_aux or packed
+   * weight formed from the parameters before the step in use. */
+  for (size_t b = 0; b < m->depth; ++b)
+    m2pt_block_params_changed(m->blocks[b]);
+  for (int e = 0; e < M2PT_MODEL_ENDS; ++e)
+    if (m->ends[e].linear)
+      m2pt_linear_params_changed(m->ends[e].linear);
   for (size_t i = 0; i < p->count; ++i) {
     param_entry *e = &p->e[i];
     if (e->kind == PARAM_PART)
@@ -194,10 +201,5 @@ m2pt_status m2pt_model_params_sync(m2pt_model_params *p)
       M2PT_TRY(m2pt_linear_set_scale(e->linear, scale));
     }
   }
-  for (size_t b = 0; b < m->depth; ++b)
-    m2pt_block_params_changed(m->blocks[b]);
-  for (int e = 0; e < M2PT_MODEL_ENDS; ++e)
-    if (m->ends[e].linear)
-      m2pt_linear_params_changed(m->ends[e].linear);
   return M2PT_OK;
 }
