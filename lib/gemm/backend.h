@@ -138,10 +138,10 @@ m2pt_status m2pt_gemm_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
                             size_t batch);
 
 /* ---- Host work around a GEMM on the host ----
- * On a CPU device whose GEMMs run on the host (oneDNN or OpenBLAS), the ops around a GEMM
- * (a bias, a residual, GELU, LayerNorm) can run on the host too, on the
- * operands while they are mapped for the GEMM: no kernel launch, no queue
- * hand-off, and C still in cache. */
+ * On a CPU device whose GEMMs run on the host (oneDNN or OpenBLAS), the ops
+ * around a GEMM (a bias, a residual, GELU, LayerNorm) can run on the host
+ * too, on the operands while they are mapped for the GEMM: no kernel
+ * launch, no queue hand-off, and C still in cache. */
 
 /* Extra buffers one host work may map besides the GEMM's operands. */
 #define M2PT_GEMM_HOST_EXTRAS 10
