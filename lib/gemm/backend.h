@@ -48,8 +48,9 @@ typedef struct m2pt_host_epilogue {
  * owner (a linear layer, for its weight) empties it with
  * m2pt_gemm_packed_clear whenever B's contents change and before B goes;
  * the copy is host memory the size of B. Packing costs about one pass over
- * B, so it is made on the second GEMM with B unchanged: a weight that
- * changes every step (training) is never packed. */
+ * B, so it is made on the second GEMM with B unchanged: a weight used once
+ * between changes is never packed (a training step with one micro-batch and
+ * no recomputed forward). */
 typedef struct m2pt_gemm_packed {
   void *impl;
   void (*release)(void *impl);

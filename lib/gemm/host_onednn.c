@@ -29,9 +29,9 @@ static m2pt_status fail(m2pt_context *ctx, dnnl_status_t s, const char *what)
                    "oneDNN: %s failed (%s)", what, onednn->dnnl_status2str(s));
 }
 
-/* An operand's descriptor: rows × cols of a row-major matrix with leading
- * dimension ld, read transposed where `trans`, `batch` of them stride
- * apart (2-D when batch is 1). */
+/* An operand's descriptor: op(X), rows × cols, of a row-major X with
+ * leading dimension ld (stored cols × rows where `trans`), `batch` of them
+ * stride apart (2-D when batch is 1). */
 static dnnl_status_t describe(dnnl_memory_desc_t *md, size_t batch, size_t rows, size_t cols,
                               int trans, size_t ld, size_t stride)
 {
