@@ -232,14 +232,14 @@ static int probe_device(int enumerate, matrix_device *d)
   const int vectors = q.gelu_vec > 1;
   /* A host backend where the device puts GEMMs on the host and the build has
    * the library; CLBlast everywhere. */
-  for (int v = 0; v < 2; v++) {
+  for (int v = 0; v < 2 && q.gemm_on_host; v++) {
     char spec[32];
     snprintf(spec, sizeof spec, "gemm=%s", axis_table[AXIS_GEMM].values[v]);
     m2pt_quirks_override(spec);
-    d->valid[AXIS_GEMM][v] = q.gemm_on_host && m2pt_context_create(NULL, &ctx) == M2PT_OK;
+    m2pt_context *host = NULL;
+    d->valid[AXIS_GEMM][v] = m2pt_context_create(NULL, &host) == M2PT_OK;
     m2pt_quirks_override(NULL);
-    m2pt_context_destroy(ctx);
-    ctx = NULL;
+    m2pt_context_destroy(host);
   }
   d->valid[AXIS_GEMM][2] = 1;
   d->valid[AXIS_ATTENTION][0] = d->valid[AXIS_ATTENTION][1] = 1;
