@@ -120,92 +120,140 @@ static void gemm_beta_zero_ignores_c(void **state)
   m2pt_tensor_destroy(tc);
 }
 
-/* Strided batches inside larger tensors, as attention will use them:
- * offsets, leading dimensions wider than the rows, and batch strides. */
+/* Strided batches inside larger tensors, as attention uses them: batch 3
+ * of 5 × 4 × 3 at offsets, leading dimensions wider than the rows and batch
+ * strides, a transposed operand stored [cols][rows]. Each transpose makes
+ * the backend see other strides (oneDNN: a 3-D strided matrix). */
+typedef struct strided_batch {
+  int trans_a, trans_b;
+  size_t nc;
+  float *a, *b, *c; /* whole tensors; c as read back after the GEMM */
+  m2pt_tensor *ta, *tb, *tc;
+  m2pt_matrix_batch ma, mb, mc;
+} strided_batch;
+
+enum { SB_BATCH = 3, SB_M = 5, SB_N = 4, SB_K = 3 };
+
+static strided_batch strided_batch_make(m2pt_context *ctx, int trans_a, int trans_b)
+{
+  const size_t m = SB_M, n = SB_N, k = SB_K, oa = 3, ob = 1, oc = 2;
+  const size_t ar = trans_a ? k : m, ac = trans_a ? m : k;
+  const size_t br = trans_b ? n : k, bc = trans_b ? k : n;
+  const size_t lda = ac + 4, ldb = bc + 3, ldc = n + 5;
+  const size_t sta = ar * lda + 2, stb = br * ldb, stc = m * ldc + 1;
+  const size_t na = oa + SB_BATCH * sta, nb = ob + SB_BATCH * stb, nc = oc + SB_BATCH * stc;
+  strided_batch sb = {.trans_a = trans_a,
+                      .trans_b = trans_b,
+                      .nc = nc,
+                      .a = test_alloc(na * sizeof(float)),
+                      .b = test_alloc(nb * sizeof(float)),
+                      .c = test_alloc(nc * sizeof(float))};
+  test_fill(sb.a, na, 11);
+  test_fill(sb.b, nb, 12);
+  test_fill(sb.c, nc, 13);
+  const size_t sa[1] = {na}, sbs[1] = {nb}, sc[1] = {nc};
+  sb.ta = test_tensor(ctx, 1, sa, sb.a);
+  sb.tb = test_tensor(ctx, 1, sbs, sb.b);
+  sb.tc = test_tensor(ctx, 1, sc, sb.c);
+  sb.ma = (m2pt_matrix_batch){sb.ta, oa, lda, sta};
+  sb.mb = (m2pt_matrix_batch){sb.tb, ob, ldb, stb};
+  sb.mc = (m2pt_matrix_batch){sb.tc, oc, ldc, stc};
+  return sb;
+}
+
+/* C = alpha·op(A)·op(B) + beta·C on every member, checked against the
+ * reference over all of C's tensor: elements between the matrices stay. */
+static void strided_batch_check(m2pt_context *ctx, strided_batch *sb, float alpha, float beta)
+{
+  double *ref = test_widen(sb->c, sb->nc);
+  assert_ok(ctx, m2pt_gemm_batched(ctx, sb->trans_a ? M2PT_TRANS : M2PT_NO_TRANS,
+                                   sb->trans_b ? M2PT_TRANS : M2PT_NO_TRANS, SB_M, SB_N, SB_K,
+                                   alpha, &sb->ma, &sb->mb, beta, &sb->mc, SB_BATCH));
+  assert_ok(ctx, m2pt_tensor_read(sb->tc, sb->c, sb->nc));
+  for (size_t i = 0; i < SB_BATCH; i++)
+    ref_gemm(sb->trans_a, sb->trans_b, SB_M, SB_N, SB_K, alpha,
+             sb->a + sb->ma.offset + i * sb->ma.batch_stride, sb->ma.ld,
+             sb->b + sb->mb.offset + i * sb->mb.batch_stride, sb->mb.ld, beta,
+             ref + sb->mc.offset + i * sb->mc.batch_stride, sb->mc.ld);
+  test_assert_close(sb->c, ref, sb->nc, 1e-4, "strided batched gemm");
+  free(ref);
+}
+
+static void strided_batch_free(strided_batch *sb)
+{
+  m2pt_tensor_destroy(sb->ta);
+  m2pt_tensor_destroy(sb->tb);
+  m2pt_tensor_destroy(sb->tc);
+  free(sb->a);
+  free(sb->b);
+  free(sb->c);
+}
+
 static void gemm_strided_batched(void **state)
 {
   m2pt_context *ctx = *state;
-  const size_t batch = 3, m = 5, n = 4, k = 3;
-  const size_t lda = 7, ldb = 6, ldc = 9;         /* padded rows */
-  const size_t sta = m * lda + 2, stb = n * ldb, stc = m * ldc + 1;
-  const size_t oa = 3, ob = 1, oc = 2;
-  const size_t na = oa + batch * sta, nb = ob + batch * stb, nc = oc + batch * stc;
-  float *a = test_alloc(na * sizeof *a), *b = test_alloc(nb * sizeof *b);
-  float *c = test_alloc(nc * sizeof *c);
-  double *ref = test_alloc(nc * sizeof *ref);
-  test_fill(a, na, 11);
-  test_fill(b, nb, 12);
-  test_fill(c, nc, 13);
-  for (size_t i = 0; i < nc; i++)
-    ref[i] = c[i];
-  const size_t sa[1] = {na}, sb[1] = {nb}, sc[1] = {nc};
-  m2pt_tensor *ta = test_tensor(ctx, 1, sa, a), *tb = test_tensor(ctx, 1, sb, b);
-  m2pt_tensor *tc = test_tensor(ctx, 1, sc, c);
+  const size_t m = SB_M, n = SB_N, k = SB_K, batch = SB_BATCH;
   /* A as stored [m][k], B stored [n][k] and transposed. */
-  const m2pt_matrix_batch ma = {ta, oa, lda, sta}, mb = {tb, ob, ldb, stb},
-                          mc = {tc, oc, ldc, stc};
-  assert_ok(ctx, m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.5f, &ma, &mb, 0.5f,
-                                   &mc, batch));
-  assert_ok(ctx, m2pt_tensor_read(tc, c, nc));
-  for (size_t i = 0; i < batch; i++)
-    ref_gemm(0, 1, m, n, k, 1.5, a + oa + i * sta, lda, b + ob + i * stb, ldb, 0.5,
-             ref + oc + i * stc, ldc);
-  /* Elements between the matrices are untouched: compare everything. */
-  test_assert_close(c, ref, nc, 1e-4, "strided batched gemm");
+  strided_batch sb = strided_batch_make(ctx, 0, 1);
+  strided_batch_check(ctx, &sb, 1.5f, 0.5f);
 
   /* Every matrix must lie inside its tensor. */
-  const m2pt_matrix_batch too_far = {tc, oc + stc, ldc, stc};
+  const m2pt_matrix_batch mc = sb.mc;
+  const m2pt_matrix_batch too_far = {sb.tc, mc.offset + mc.batch_stride, mc.ld, mc.batch_stride};
   assert_status(ctx,
-                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &ma, &mb, 0.0f,
-                                  &too_far, batch),
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &sb.ma, &sb.mb,
+                                  0.0f, &too_far, batch),
                 M2PT_ERR_SHAPE);
-  const m2pt_matrix_batch narrow = {ta, 0, k - 1, sta};
+  const m2pt_matrix_batch narrow = {sb.ta, 0, k - 1, sb.ma.batch_stride};
   assert_status(ctx,
-                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &narrow, &mb,
-                                  0.0f, &mc, batch),
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &narrow, &sb.mb,
+                                  0.0f, &sb.mc, batch),
                 M2PT_ERR_INVALID_ARGUMENT);
-  const m2pt_matrix_batch overlapping = {tc, 0, ldc, 1};
+  const m2pt_matrix_batch overlapping = {sb.tc, 0, sb.mc.ld, 1};
   assert_status(ctx,
-                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &ma, &mb, 0.0f,
-                                  &overlapping, batch),
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &sb.ma, &sb.mb,
+                                  0.0f, &overlapping, batch),
                 M2PT_ERR_INVALID_ARGUMENT);
   /* Overflowing extents, through the offset or through a batch stride that
    * wraps the end back inside the tensor. */
-  const m2pt_matrix_batch wrap_c = {tc, 0, ldc, SIZE_MAX - 1};
+  const m2pt_matrix_batch wrap_c = {sb.tc, 0, sb.mc.ld, SIZE_MAX - 1};
   assert_status(ctx,
-                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &ma, &mb, 0.0f,
-                                  &wrap_c, 2),
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &sb.ma, &sb.mb,
+                                  0.0f, &wrap_c, 2),
                 M2PT_ERR_INVALID_ARGUMENT);
-  const m2pt_matrix_batch wrap_a = {ta, 0, lda, SIZE_MAX / 2 + 1};
+  const m2pt_matrix_batch wrap_a = {sb.ta, 0, sb.ma.ld, SIZE_MAX / 2 + 1};
   assert_status(ctx,
-                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &wrap_a, &mb,
-                                  0.0f, &mc, 3),
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &wrap_a, &sb.mb,
+                                  0.0f, &sb.mc, 3),
                 M2PT_ERR_INVALID_ARGUMENT);
-  const m2pt_matrix_batch huge = {ta, SIZE_MAX - 4, lda, sta};
+  const m2pt_matrix_batch huge = {sb.ta, SIZE_MAX - 4, sb.ma.ld, sb.ma.batch_stride};
   assert_status(ctx,
-                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &huge, &mb,
-                                  0.0f, &mc, batch),
-                M2PT_ERR_INVALID_ARGUMENT);
-  assert_status(ctx,
-                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &ma, &mb, 0.0f,
-                                  &mc, 0),
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &huge, &sb.mb,
+                                  0.0f, &sb.mc, batch),
                 M2PT_ERR_INVALID_ARGUMENT);
   assert_status(ctx,
-                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, NULL, &mb, 0.0f,
-                                  &mc, 1),
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, &sb.ma, &sb.mb,
+                                  0.0f, &sb.mc, 0),
+                M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx,
+                m2pt_gemm_batched(ctx, M2PT_NO_TRANS, M2PT_TRANS, m, n, k, 1.0f, NULL, &sb.mb, 0.0f,
+                                  &sb.mc, 1),
                 M2PT_ERR_INVALID_ARGUMENT);
   /* Nothing was written by the rejected calls. */
-  float *after = test_alloc(nc * sizeof *after);
-  assert_ok(ctx, m2pt_tensor_read(tc, after, nc));
-  assert_memory_equal(c, after, nc * sizeof *c);
+  float *after = test_read(ctx, sb.tc);
+  assert_memory_equal(sb.c, after, sb.nc * sizeof *after);
   free(after);
-  m2pt_tensor_destroy(ta);
-  m2pt_tensor_destroy(tb);
-  m2pt_tensor_destroy(tc);
-  free(a);
-  free(b);
-  free(c);
-  free(ref);
+  strided_batch_free(&sb);
+}
+
+static void gemm_strided_batched_transposes(void **state)
+{
+  m2pt_context *ctx = *state;
+  for (int t = 0; t < 4; t++) {
+    strided_batch sb = strided_batch_make(ctx, t & 1, t >> 1);
+    strided_batch_check(ctx, &sb, 0.75f, -0.5f);
+    strided_batch_free(&sb);
+  }
 }
 
 static void gemm_bad_arguments(void **state)
@@ -257,6 +305,7 @@ int main(void)
       cmocka_unit_test(gemm_alpha_beta),
       cmocka_unit_test(gemm_beta_zero_ignores_c),
       cmocka_unit_test(gemm_strided_batched),
+      cmocka_unit_test(gemm_strided_batched_transposes),
       cmocka_unit_test(gemm_bad_arguments),
   };
   /* The GEMM backend is all that changes what these tests run. */

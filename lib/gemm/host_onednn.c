@@ -18,10 +18,15 @@
 #  include "onednn_api.h"
 
 /* oneDNN's functions (onednn_api.h: loaded, not linked) and the engine,
- * both set by attach under the process lock, before this backend's first
- * GEMM. */
+ * written under the process lock by the first attach since the last
+ * teardown only: a context's GEMMs read them after its own attach, and no
+ * other attach writes them meanwhile (nor teardown, which waits for the
+ * last context). A failed engine creation is not retried before then; its
+ * status is kept for the GEMMs' message. */
 static const m2pt_onednn_api *onednn;
 static dnnl_engine_t engine;
+static dnnl_status_t engine_status;
+static int engine_tried;
 
 static m2pt_status fail(m2pt_context *ctx, dnnl_status_t s, const char *what)
 {
@@ -131,7 +136,7 @@ static dnnl_status_t packed_weights(m2pt_gemm_packed *p, dnnl_stream_t stream,
 static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
 {
   if (!engine)
-    return m2pt_fail(ctx, M2PT_ERR_BLAS, "oneDNN: no CPU engine (its creation failed)");
+    return fail(ctx, engine_status, "creating the CPU engine");
   const m2pt_host_epilogue *e = &g->epilogue;
   /* A kept B: the matmul picks its layout ("any"), B is packed into it. */
   const int pack = g->packed_b && g->batch == 1 && ++g->packed_b->uses >= 2;
@@ -157,17 +162,17 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     s = describe(&biasd, 1, 1, g->n, 0, g->n, 0);
   if (s == dnnl_success && e->residual)
     s = describe(&rd, 1, g->m, g->n, 0, g->ldc, 0);
-  if (s == dnnl_success && (what = "a matmul descriptor"))
+  if (s == dnnl_success && (what = "initialising a matmul descriptor"))
     s = onednn->dnnl_matmul_desc_init(&desc, &ad, pack ? &bany : &bd, e->bias ? &biasd : NULL, &cd);
-  if (s == dnnl_success && (what = "attributes"))
+  if (s == dnnl_success && (what = "setting the output scale and post-ops"))
     s = onednn->dnnl_primitive_attr_create(&attr);
   if (s == dnnl_success)
     s = make_attr(attr, g, &rd);
-  if (s == dnnl_success && (what = "a matmul primitive"))
+  if (s == dnnl_success && (what = "creating a matmul primitive"))
     s = onednn->dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
   if (s == dnnl_success)
     s = onednn->dnnl_primitive_create(&prim, pd);
-  if (s == dnnl_success && (what = "a stream"))
+  if (s == dnnl_success && (what = "creating a stream"))
     s = onednn->dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
   /* oneDNN's handles are not const; the matmul only reads A, B and the
    * epilogue's operands. */
@@ -181,7 +186,7 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     s = onednn->dnnl_memory_create(&biasm, &biasd, engine, (void *)(uintptr_t)e->bias);
   if (s == dnnl_success && e->residual)
     s = onednn->dnnl_memory_create(&rm, &rd, engine, (void *)(uintptr_t)e->residual);
-  if (s == dnnl_success && pack && (what = "packing B"))
+  if (s == dnnl_success && pack && (what = "packing B into the matmul's weights layout"))
     s = packed_weights(g->packed_b, stream, &bd, g->b,
                        onednn->dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0),
                        &weights);
@@ -210,15 +215,18 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
   return s == dnnl_success ? M2PT_OK : fail(ctx, s, what);
 }
 
+/* Only chosen where unavailable() found oneDNN, so loading succeeds. */
 static void attach(m2pt_context *ctx, struct m2pt_gemm_context *g, const char *cache_dir)
 {
   m2pt_process_lock();
-  if (!onednn) {
-    const char *why; /* loaded already: the chooser asked `unavailable` */
+  if (!engine_tried) {
+    const char *why;
     onednn = m2pt_onednn_load(&why);
+    engine_status = onednn->dnnl_engine_create(&engine, dnnl_cpu, 0);
+    if (engine_status != dnnl_success)
+      engine = NULL;
+    engine_tried = 1;
   }
-  if (!engine && onednn->dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success)
-    engine = NULL;
   m2pt_process_unlock();
   m2pt_gemm_mapped_attach(ctx, g, cache_dir);
 }
@@ -229,6 +237,7 @@ static void teardown(void)
   if (engine)
     onednn->dnnl_engine_destroy(engine);
   engine = NULL;
+  engine_tried = 0;
 }
 
 /* Loads oneDNN (once per process) but leaves `onednn` to attach: the

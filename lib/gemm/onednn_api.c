@@ -32,7 +32,8 @@ static int prefer_passive_threads(void)
 static void load(void)
 {
   const int set = prefer_passive_threads();
-  /* Never closed: its JIT code and caches live until the process ends. */
+  /* Never closed once complete: its JIT code and caches live until the
+   * process ends. */
   void *lib = dlopen(SONAME(DNNL_VERSION_MAJOR), RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
     snprintf(failure, sizeof failure, "oneDNN could not be loaded: %s", dlerror());
@@ -42,16 +43,22 @@ static void load(void)
     return;
   }
   /* POSIX's way to store dlsym's object pointer into a function pointer. */
-#define RESOLVE(f)                                                                  \
-  *(void **)(&api.f) = dlsym(lib, #f);                                              \
-  if (!api.f) {                                                                     \
-    snprintf(failure, sizeof failure, "oneDNN's %s lacks %s", SONAME(DNNL_VERSION_MAJOR), \
-             #f);                                                                   \
-    return;                                                                         \
+#define RESOLVE(f)                     \
+  *(void **)(&api.f) = dlsym(lib, #f); \
+  if (!api.f) {                        \
+    missing = #f;                      \
+    goto fail;                         \
   }
+  const char *missing = NULL;
   M2PT_ONEDNN_FUNCTIONS(RESOLVE)
 #undef RESOLVE
   loaded = 1;
+  return;
+fail:
+  snprintf(failure, sizeof failure, "oneDNN's %s lacks %s", SONAME(DNNL_VERSION_MAJOR), missing);
+  dlclose(lib);
+  if (set)
+    unsetenv("OMP_WAIT_POLICY");
 }
 
 const m2pt_onednn_api *m2pt_onednn_load(const char **why)
