@@ -121,6 +121,20 @@ rc, _, _ = tool("m2pt-run", "--model", d("bert_target.safetensors"), "--aux",
 check(rc == 0 and close(t("bert.npy"), d("bert_expected_aux03.npy")),
       "m2pt-run BERT target + --aux --scale 0.3 matches PyTorch")
 
+# --repeat with --warmup: the warm-up runs are left out of the median (the
+# repacking second forward among them), the output is still the model's.
+rc, _, err = tool("m2pt-run", "--model", d("timm_m2pt.safetensors"), "--heads", "3",
+                  "--input", d("timm_input.npy"), "--output", t("repeat.npy"),
+                  "--repeat", "4", "--warmup", "2")
+check(rc == 0 and "2 warm-up; median of the 2 after" in err and
+      close(t("repeat.npy"), d("timm_expected_m2pt.npy")),
+      "m2pt-run --repeat 4 --warmup 2 times 2 runs and matches PyTorch " + err.strip())
+rc, _, err = tool("m2pt-run", "--model", d("timm_m2pt.safetensors"), "--heads", "3",
+                  "--input", d("timm_input.npy"), "--output", t("repeat.npy"),
+                  "--repeat", "2", "--warmup", "2")
+check(rc == 2 and "--warmup must be below --repeat" in err,
+      "m2pt-run --warmup as large as --repeat exits 2")
+
 # The M2PT checkpoint, unmerged, and its merge: the same bits.
 rc, _, _ = tool("m2pt-run", "--model", d("timm_m2pt.safetensors"), "--heads", "3",
                 "--input", d("timm_input.npy"), "--output", t("m2pt.npy"))

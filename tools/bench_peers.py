@@ -25,7 +25,7 @@ Steps (files under --work, default /tmp/m2pt-peers; each reused if present):
      (torch.onnx.export, the dynamo exporter where it works);
   3. each engine runs in its own fresh process: m2pt through `m2pt-run
      --repeat` (merged: --merge, unmerged: the M2PT checkpoint as it is;
-     1 warm-up run then --reps timed, each ending in clFinish), PyTorch eager
+     2 warm-up runs then --reps timed, each ending in clFinish), PyTorch eager
      (torch.inference_mode), ONNX Runtime (CPU EP, all graph optimizations,
      sequential) and OpenVINO (CPU, INFERENCE_PRECISION_HINT f32, LATENCY,
      one stream, the batch made static), each with the same warm-up and
@@ -66,7 +66,11 @@ MODELS = {
                  eps=1e-12, seed=15, title='BERT-base, N = 128'),
 }
 ENGINES = ('m2pt-merged', 'm2pt-unmerged', 'torch', 'ort', 'openvino')
-WARMUP = 1  # as m2pt-run --repeat: its first run is the warm-up
+# Warm-up runs before the timed ones, for every engine. Two, because m2pt
+# repacks each linear's weights into oneDNN's layout on its second forward
+# (lib/gemm/backend.h, m2pt_gemm_packed), where ONNX Runtime and OpenVINO
+# pack theirs when the session or compiled model is made, untimed.
+WARMUP = 2
 
 
 def ckpt_path(work, name):
@@ -305,7 +309,7 @@ def m2pt_command(a, name, batch, merged):
     cmd = [a.m2pt_run, '--model', ckpt_path(a.work, name), '--heads',
            str(MODELS[name]['heads']), '--input', input_path(a.work, name, batch),
            '--output', output_path(a.work, name, batch, engine),
-           '--repeat', str(WARMUP + a.reps)]
+           '--repeat', str(WARMUP + a.reps), '--warmup', str(WARMUP)]
     return cmd + (['--merge'] if merged else [])
 
 

@@ -42,6 +42,9 @@ static void usage(FILE *f)
           "  --aux AUX         auxiliary-modality checkpoint of the same architecture\n"
           "  --merge           merge the pathways before running\n"
           "  --repeat R        run R times and report the median time on stderr\n"
+          "  --warmup W        with --repeat: how many of the R runs are warm-up, left out\n"
+          "                    of the median (default 1; m2pt repacks each linear's weights\n"
+          "                    on its second forward, so 2 leaves that out too)\n"
           "  --allow-nonfinite run an f32 input holding NaN or ±Inf (they propagate to\n"
           "                    the output, as in PyTorch); without it such an input is\n"
           "                    refused\n"
@@ -53,7 +56,7 @@ static void usage(FILE *f)
 typedef struct run_args {
   tool_input_args in;
   const char *output;
-  size_t repeat;
+  size_t repeat, warmup;
   int merge, allow_nonfinite, has_pool;
   m2pt_forward_options fwd;
   tool_options o;
@@ -100,6 +103,8 @@ static int parse(int argc, char **argv, run_args *a)
                tool_arg(argc, argv, &i, "--output", &a->output, &bad)) {
     } else if (tool_arg(argc, argv, &i, "--repeat", &v, &bad)) {
       bad = bad || !tool_parse_size("--repeat", v, &a->repeat);
+    } else if (tool_arg(argc, argv, &i, "--warmup", &v, &bad)) {
+      bad = bad || !tool_parse_size("--warmup", v, &a->warmup);
     } else if (tool_arg(argc, argv, &i, "--output-kind", &v, &bad)) {
       bad = bad || !parse_kind(v, a);
     } else if (tool_arg(argc, argv, &i, "--pool", &v, &bad)) {
@@ -125,6 +130,8 @@ static int parse(int argc, char **argv, run_args *a)
     why = "--output-kind pooled and logits need --input-ids or --pixels (the model's embeddings)";
   else if (a->fwd.normalize && kind != M2PT_OUTPUT_POOLED && kind != M2PT_OUTPUT_MEAN)
     why = "--normalize goes with --output-kind pooled or mean";
+  else if (a->repeat > 1 && a->warmup >= a->repeat)
+    why = "--warmup must be below --repeat (at least one timed run)";
   else if (a->has_pool && kind != M2PT_OUTPUT_POOLED && kind != M2PT_OUTPUT_LOGITS)
     why = "--pool goes with --output-kind pooled or logits";
   if (why) {
@@ -258,13 +265,14 @@ static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const to
     s = m2pt_tensor_read(t.y, *output, numel);
   if (s == M2PT_OK && a->repeat > 1) {
     const double first = times[0];
-    qsort(times + 1, a->repeat - 1, sizeof *times, compare_double);
-    const double median = times[1 + (a->repeat - 1) / 2];
+    const size_t w = a->warmup, timed = a->repeat - w;
+    qsort(times + w, timed, sizeof *times, compare_double);
+    const double median = times[w + timed / 2];
     const size_t tokens = in->rows * in->cols;
     fprintf(stderr,
-            "%s: %zu tokens: first run %.1f ms; median of the %zu after %.1f ms "
+            "%s: %zu tokens: first run %.1f ms; %zu warm-up; median of the %zu after %.1f ms "
             "(min %.1f, max %.1f), %.0f tokens/s\n",
-            tool_name, tokens, 1e3 * first, a->repeat - 1, 1e3 * median, 1e3 * times[1],
+            tool_name, tokens, 1e3 * first, w, timed, 1e3 * median, 1e3 * times[w],
             1e3 * times[a->repeat - 1], (double)tokens / median);
   }
   free(times);
@@ -286,6 +294,7 @@ int main(int argc, char **argv)
   tool_options_init(&a.o);
   a.fwd = m2pt_forward_options_default();
   a.repeat = 1;
+  a.warmup = 1;
   if (!parse(argc, argv, &a))
     return TOOL_EXIT_USAGE;
 
