@@ -4,7 +4,7 @@
     VENV/bin/python tools/bench_peers.py [--work DIR] [--models vit,bert]
         [--batches 1,8] [--reps 7] [--threads T] [--rounds R]
         [--engines m2pt-merged,m2pt-unmerged,torch,ort,openvino]
-        [--m2pt-run build/tools/m2pt-run] [--out table.md]
+        [--m2pt-run build/tools/m2pt-run] [--out table.md] [--openvino-profile]
 
 VENV is a Python with torch, onnx, onnxruntime, openvino and numpy (the
 README's "Measuring against peers" says how to make one); no test needs it.
@@ -43,6 +43,12 @@ ORT's intra_op_num_threads (inter_op 1), OpenVINO's INFERENCE_NUM_THREADS.
 show the spread on a noisy machine: the table gives the median of the
 rounds' medians and the range of them. The load average before and after
 is printed with the table (markdown, on stdout and in --out).
+
+--openvino-profile adds, after the table, where OpenVINO's forward spends its
+time (its PERF_COUNT counters, summed per node type and implementation), from
+one more OpenVINO run per model and batch that the table does not use: the
+per-op comparison with m2pt's own profile (m2pt-bench --suite block, or
+DNNL_VERBOSE=1 for its GEMMs).
 """
 import argparse
 import json
@@ -259,13 +265,15 @@ def worker(engine, name, batch, reps, threads):
         y = res['y']
         out['settings'] = f'intra_op_num_threads = {so.intra_op_num_threads}, inter_op 1'
         out['version'] = f'ONNX Runtime {ort.__version__} ({sess.get_providers()[0]})'
-    elif engine == 'openvino':
+    elif engine in ('openvino', 'openvino-profile'):
         import openvino as ov
         core = ov.Core()
         model = core.read_model(onnx_path(WORK, name))
         model.reshape({model.inputs[0].any_name: ov.PartialShape(list(x.shape))})
         cfg = {'INFERENCE_PRECISION_HINT': 'f32', 'INFERENCE_NUM_THREADS': threads,
                'PERFORMANCE_HINT': 'LATENCY', 'NUM_STREAMS': 1}
+        if engine == 'openvino-profile':
+            cfg['PERF_COUNT'] = True
         compiled = core.compile_model(model, 'CPU', cfg)
         req = compiled.create_infer_request()
 
@@ -277,6 +285,15 @@ def worker(engine, name, batch, reps, threads):
                ('INFERENCE_NUM_THREADS', 'INFERENCE_PRECISION_HINT', 'NUM_STREAMS')}
         out['settings'] = ', '.join(f'{k} = {v}' for k, v in got.items())
         out['version'] = f'OpenVINO {ov.get_version()}'
+        if engine == 'openvino-profile':
+            # The last run's time per (node type, implementation), summed.
+            per = {}
+            for node in req.get_profiling_info():
+                key = f'{node.node_type} ({node.exec_type})'
+                n, ms = per.get(key, (0, 0.0))
+                per[key] = (n + 1, ms + node.real_time.total_seconds() * 1e3)
+            print('PROFILE ' + json.dumps(sorted(per.items(), key=lambda kv: -kv[1][1])))
+            return
     else:
         raise SystemExit(f'unknown engine {engine}')
     np.save(output_path(WORK, name, batch, engine), np.ascontiguousarray(y, '<f4'))
@@ -372,6 +389,10 @@ def main(argv=None):
     ap.add_argument('--engines', default=','.join(ENGINES))
     ap.add_argument('--m2pt-run', default=os.path.join(ROOT, 'build', 'tools', 'm2pt-run'))
     ap.add_argument('--out', help='also write the markdown table here')
+    ap.add_argument('--openvino-profile', action='store_true',
+                    help="also print where OpenVINO's time goes (PERF_COUNT: ms per node "
+                         'type and implementation in one forward, summed; a separate run, '
+                         'not in the table)')
     ap.add_argument('--worker', help=argparse.SUPPRESS)
     ap.add_argument('--model', help=argparse.SUPPRESS)
     ap.add_argument('--batch', type=int, help=argparse.SUPPRESS)
@@ -411,6 +432,18 @@ def main(argv=None):
                     print(f'{m} B={b} round {r + 1} {e}: {1e3 * med:.1f} ms '
                           f'(load {os.getloadavg()[0]:.2f})', file=sys.stderr)
     load1 = os.getloadavg()
+    profiles = []
+    for m in a.models if a.openvino_profile else ():
+        for b in a.batches:
+            p = run_checked([sys.executable, __file__, '--worker', 'openvino-profile', '--model', m,
+                             '--batch', str(b), '--reps', str(a.reps), '--threads',
+                             str(a.threads), '--work', a.work])
+            per = json.loads(p.stdout.split('PROFILE ', 1)[1])
+            total = sum(ms for _, (_, ms) in per)
+            profiles += [f'OpenVINO profile, {MODELS[m]["title"]}, B = {b}: {total:.1f} ms '
+                         'in its nodes', '']
+            profiles += [f'- {ms:8.2f} ms {n:4d}× {key}' for key, (n, ms) in per if ms >= 0.01]
+            profiles.append('')
 
     # Output equality against m2pt merged.
     errors, ok = {}, True
@@ -477,6 +510,8 @@ def main(argv=None):
               f'- load average (1, 5, 15 min) before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, '
               f'after {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; '
               f'{time.time() - t_start:.0f} s in all']
+    if profiles:
+        lines += [''] + profiles
     text = '\n'.join(lines) + '\n'
     sys.stdout.write(text)
     if a.out:
