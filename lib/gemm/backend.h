@@ -144,8 +144,11 @@ m2pt_status m2pt_gemm_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
  * too, on the operands while they are mapped for the GEMM: no kernel
  * launch, no queue hand-off, and C still in cache. */
 
-/* Extra buffers one host work may map besides the GEMM's operands. */
-#define M2PT_GEMM_HOST_EXTRAS 10
+/* Extra buffers one host work may map besides the GEMM's operands: as
+ * many as a fused linear uses (x and the two LayerNorms' source, output,
+ * weight and bias: nn/linear.c), the bias and residual being the
+ * epilogue's own. */
+#define M2PT_GEMM_HOST_EXTRAS 7
 
 typedef struct m2pt_gemm_host_work {
   /* The epilogue's operands (m2pt_host_epilogue): bias n floats, residual

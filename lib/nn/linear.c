@@ -291,7 +291,8 @@ m2pt_status m2pt_linear_forward_buffers(m2pt_linear *l, cl_mem x, size_t rows, c
 /* ---- Fused inference forward (m2pt_linear_apply_fused) ---- */
 
 /* The slots of the host work's extra buffers. */
-enum { E_X, E_PRE_SRC, E_PRE_W, E_PRE_B, E_POST_OUT, E_POST_W, E_POST_B };
+enum { E_X, E_PRE_SRC, E_PRE_W, E_PRE_B, E_POST_OUT, E_POST_W, E_POST_B, E_SLOTS };
+_Static_assert(E_SLOTS <= M2PT_GEMM_HOST_EXTRAS, "the host work has a slot per extra buffer");
 
 typedef struct host_fusion {
   const m2pt_linear_fusion *f;
