@@ -3,8 +3,9 @@
  * work-items per row (WG 1 on CPU devices: a row per work-item, its sums in
  * column order), fixed-order tree reductions (deterministic); each
  * work-item touches only its own columns, so y may be x. A row whose keys
- * are all masked gives zeros rather than 0/0 = NaN. Specialised with -D WG
- * and HAS_MASK. */
+ * are all masked gives zeros rather than 0/0 = NaN. Specialised with -D WG,
+ * HAS_MASK and SAVE_LSE (the forward also stores each row's log-sum-exp,
+ * from which m2pt_softmax_from_lse recomputes it). */
 
 /* mask: [groups][cols], 1 keeps a key, 0 masks it; row r uses mask row
  * r / rows_per_group (after mask_offset elements). MASK_ROW declares it. */
@@ -32,10 +33,19 @@ static float reduce(__local float *part, float value, const int take_max)
   return value;
 }
 
+/* lse[lse_offset + row] = max + log Σ e^(scale·x − max) over the kept keys
+ * (natural log; -inf when every key is masked), as the fused attention
+ * kernels save it. */
+#if SAVE_LSE
+#  define LSE_ARGS , __global float *lse, const ulong lse_offset
+#else
+#  define LSE_ARGS
+#endif
+
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
 void m2pt_softmax(__global const float *x, __global float *y, const uint cols,
                   const float scale, __global const float *mask, const ulong mask_offset,
-                  const ulong rows_per_group)
+                  const ulong rows_per_group LSE_ARGS)
 {
   __local float part[WG];
   const uint lid = get_local_id(0);
@@ -60,6 +70,46 @@ void m2pt_softmax(__global const float *x, __global float *y, const uint cols,
   const float inv = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
   for (uint j = lid; j < cols; j += WG)
     yr[j] = KEPT(j) ? exp(scale * xr[j] - row_max) * inv : 0.0f;
+#if SAVE_LSE
+  if (lid == 0)
+    lse[lse_offset + row] = row_sum > 0.0f ? row_max + log(row_sum) : -INFINITY;
+#endif
+}
+
+/* y = e^(scale·x − lse[lse_offset + row]) from a softmax's saved
+ * log-sum-exp (m2pt_softmax with SAVE_LSE, or the fused attention
+ * kernels'): the softmax again without its two passes over the row, as
+ * FlashAttention's backward recomputes P. Masked keys, and every key of a
+ * row whose lse is -inf, give 0. Each work-item takes 8 consecutive columns
+ * of one row (global size ⌈cols/8⌉ × rows), explicit float8 arithmetic:
+ * PoCL runs that several times faster than the scalar row loop above
+ * (cl/elementwise.cl's GELU says the same). y may be x. */
+__kernel void m2pt_softmax_from_lse(__global const float *x, __global float *y, const uint cols,
+                                    const float scale, __global const float *mask,
+                                    const ulong mask_offset, const ulong rows_per_group,
+                                    __global const float *lse, const ulong lse_offset,
+                                    const ulong rows)
+{
+  const size_t c = get_global_id(0) * 8, row = get_global_id(1);
+  if (c >= cols || row >= rows)
+    return;
+  const float row_lse = lse[lse_offset + row];
+  __global const float *xr = x + row * cols;
+  __global float *yr = y + row * cols;
+  MASK_ROW(row);
+  if (row_lse == -INFINITY) {
+    for (size_t j = c; j < c + 8 && j < cols; j++)
+      yr[j] = 0.0f;
+  } else if (c + 8 <= cols) {
+    float8 p = exp(scale * vload8(0, xr + c) - row_lse);
+#if HAS_MASK
+    p = select(p, (float8)(0.0f), vload8(0, keep + c) == (float8)(0.0f));
+#endif
+    vstore8(p, 0, yr + c);
+  } else {
+    for (size_t j = c; j < cols; j++)
+      yr[j] = KEPT(j) ? exp(scale * xr[j] - row_lse) : 0.0f;
+  }
 }
 
 /* The backward of y = softmax(scale·x) from y alone (PyTorch's

@@ -61,15 +61,17 @@ M2PT_API m2pt_status m2pt_attention_train(m2pt_context *ctx, const m2pt_tensor *
  * forward gave zeros) gets zeros everywhere, never NaN. Deterministic (no
  * atomics): the same inputs give the same bits twice on one context. Two
  * implementations, agreeing within f32 rounding:
- * - GEMM: P recomputed by the forward's GEMM and softmax kernel (its bits),
- *   then m2pt_softmax_backward's dS and four strided-batched GEMMs over the
- *   heads. Scratch: two [heads][N][N] score buffers from the workspace.
+ * - GEMM: P recomputed as e^(s·Q·Kᵀ − lse) from the forward's log-sum-exp
+ *   (one GEMM and one elementwise pass), then m2pt_softmax_backward's dS
+ *   and four strided-batched GEMMs over the heads. Scratch: two
+ *   [heads][N][N] score buffers from the workspace.
  * - FUSED, FlashAttention-2's O(N)-memory backward: P recomputed tile by
  *   tile from the forward's log-sum-exp, never an N×N buffer; one kernel
- *   per query tile writes dQ and D, one per key tile writes dK and dV. Here
- *   nothing is saved, so it first runs m2pt_attention_train into the
- *   workspace ([B][N][heads·dim_head] + 2·[B][heads][N] floats of scratch);
- *   m2pt_attention_backward_saved skips that.
+ *   per query tile writes dQ and D, one per key tile writes dK and dV.
+ * Nothing is saved here, so either path first runs the training forward
+ * that impl picks into the workspace, keeping its log-sum-exp
+ * ([B][N][heads·dim_head] + [B][heads][N] floats of scratch more);
+ * m2pt_attention_backward_saved skips that.
  * Which runs: GEMM and FUSED as asked (FUSED fails with
  * M2PT_ERR_UNSUPPORTED where it cannot run: dim_head > 256, tiles beyond
  * local memory, or a compiled kernel's work-group limit below 32). AUTO

@@ -862,7 +862,7 @@ static m2pt_status attention_backward(m2pt_block *b, const m2pt_block_grads *g, 
   M2PT_TRY(linear_backward(g, b->proj, M2PT_BLOCK_PROJ, accumulate, &t_attn, &t_dout, &t_dattn,
                            0));
   /* The backward the training forward prepared for: fused from its output
-   * and lse, or the GEMM path (P recomputed). */
+   * and lse, or the GEMM path (P recomputed from lse). */
   const m2pt_attention_shape shape = {batch, tokens, b->cfg.heads, b->cfg.dim_head};
   M2PT_TRY(m2pt_op_attention_backward(ctx, sv->qkv, mask ? mask->buffer : NULL, sv->attn,
                                       sv->lse, dattn, &shape, b->cfg.attention, dqkv));

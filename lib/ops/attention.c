@@ -196,9 +196,10 @@ void m2pt_attention_heads(cl_mem qkv, const m2pt_attention_shape *s, size_t b,
 
 /* Per batch row b: S_h = q_h·k_hᵀ·scale for every head at once (one
  * strided-batched GEMM; heads are dim_head apart inside each token's row),
- * S = softmax(S) with b's mask row, out_h = S_h·v_h. */
+ * S = softmax(S) with b's mask row (its log-sum-exp into lse unless NULL),
+ * out_h = S_h·v_h. */
 static m2pt_status attention_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
-                                  const m2pt_attention_shape *s, cl_mem out)
+                                  const m2pt_attention_shape *s, cl_mem out, cl_mem lse)
 {
   const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d;
   cl_mem scores;
@@ -212,7 +213,7 @@ static m2pt_status attention_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
     M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, scale, &qkv_b[0],
                              &qkv_b[1], 0.0f, &sc, s->heads));
     M2PT_TRY(m2pt_op_softmax(ctx, scores, s->heads * n, n, 1.0f, mask, b * n, s->heads * n,
-                             scores));
+                             scores, lse, b * s->heads * n));
     M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, n, d, n, 1.0f, &sc, &qkv_b[2],
                              0.0f, &o, s->heads));
   }
@@ -226,17 +227,29 @@ m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
   m2pt_attention_impl chosen;
   M2PT_TRY(m2pt_attention_choose(ctx, shape->dim_head, mask != NULL, impl, &chosen));
   return chosen == M2PT_ATTENTION_FUSED ? attention_fused(ctx, qkv, mask, shape, out, NULL)
-                                        : attention_gemm(ctx, qkv, mask, shape, out);
+                                        : attention_gemm(ctx, qkv, mask, shape, out, NULL);
 }
 
 m2pt_status m2pt_op_attention_train(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                     const m2pt_attention_shape *shape, m2pt_attention_impl impl,
                                     cl_mem out, cl_mem lse)
 {
-  m2pt_attention_impl chosen;
-  M2PT_TRY(m2pt_attention_backward_choose(ctx, shape, mask != NULL, impl, &chosen));
-  return chosen == M2PT_ATTENTION_FUSED ? attention_fused(ctx, qkv, mask, shape, out, lse)
-                                        : m2pt_op_attention(ctx, qkv, mask, shape, impl, out);
+  /* The backward's choice first: it fails here, before anything is
+   * written, where FUSED is forced and its backward cannot run. */
+  m2pt_attention_impl backward, forward;
+  M2PT_TRY(m2pt_attention_backward_choose(ctx, shape, mask != NULL, impl, &backward));
+  if (backward == M2PT_ATTENTION_FUSED)
+    return attention_fused(ctx, qkv, mask, shape, out, lse);
+  /* A GEMM-path backward recomputes P from lse, which any forward can
+   * save: the CPU-shaped fused kernel (the inference forward's choice, 4×
+   * the GEMM path's speed at N = 197 on PoCL) or the GEMM path's softmax.
+   * The tiled GPU kernel saves it only in the training program, which the
+   * backward's choice has just found unusable or unwanted. */
+  M2PT_TRY(m2pt_attention_choose(ctx, shape->dim_head, mask != NULL, impl, &forward));
+  if (forward == M2PT_ATTENTION_FUSED &&
+      ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS)
+    return m2pt_attention_rows(ctx, qkv, mask, shape, out, lse);
+  return attention_gemm(ctx, qkv, mask, shape, out, lse);
 }
 
 m2pt_status m2pt_attention_check(m2pt_context *ctx, const char *fn, const m2pt_tensor *qkv,

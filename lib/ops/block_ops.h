@@ -48,9 +48,20 @@ m2pt_status m2pt_op_add(m2pt_context *ctx, cl_mem a, cl_mem b, size_t n, size_t 
                         cl_mem y);
 
 /* Row softmax of scale·x over `cols`; mask may be NULL, else row r uses the
- * mask row at mask_offset + (r / rows_per_group)·cols. */
+ * mask row at mask_offset + (r / rows_per_group)·cols. lse NULL, or row r's
+ * log-sum-exp (natural log, over the kept keys; -inf when none is kept) is
+ * stored at lse[lse_offset + r]. */
 m2pt_status m2pt_op_softmax(m2pt_context *ctx, cl_mem x, size_t rows, size_t cols, float scale,
-                            cl_mem mask, size_t mask_offset, size_t rows_per_group, cl_mem y);
+                            cl_mem mask, size_t mask_offset, size_t rows_per_group, cl_mem y,
+                            cl_mem lse, size_t lse_offset);
+
+/* The same softmax recomputed from its log-sum-exp (as m2pt_op_softmax
+ * stores it): y = e^(scale·x − lse[lse_offset + r]) on kept keys, 0 on
+ * masked ones and on rows whose lse is -inf. One elementwise pass. */
+m2pt_status m2pt_op_softmax_from_lse(m2pt_context *ctx, cl_mem x, size_t rows, size_t cols,
+                                     float scale, cl_mem mask, size_t mask_offset,
+                                     size_t rows_per_group, cl_mem lse, size_t lse_offset,
+                                     cl_mem y);
 
 /* The backward of m2pt_op_softmax from its output y (mask as there). */
 m2pt_status m2pt_op_softmax_backward(m2pt_context *ctx, cl_mem dy, cl_mem y, size_t rows,
@@ -93,17 +104,18 @@ m2pt_status m2pt_op_attention(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
 m2pt_status m2pt_attention_rows(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                 const m2pt_attention_shape *s, cl_mem out, cl_mem lse);
 
-/* A training forward: out as m2pt_op_attention writes it (the same bits)
- * and, when the backward that impl chooses is the fused one, each row's
- * log-sum-exp into lse ([batch][heads][tokens] floats), which is left
- * alone otherwise. */
+/* A training forward: out as m2pt_op_attention writes it and each row's
+ * log-sum-exp into lse ([batch][heads][tokens] floats), from which either
+ * backward recomputes P. The same bits as m2pt_op_attention but on a device
+ * with the tiled fused kernel whose training program cannot run there:
+ * then the GEMM path's. */
 m2pt_status m2pt_op_attention_train(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                     const m2pt_attention_shape *shape, m2pt_attention_impl impl,
                                     cl_mem out, cl_mem lse);
 
 /* The backward of m2pt_op_attention_train with the same qkv, mask, shape
  * and impl: the fused kernels from its out and lse, or the GEMM path
- * (which recomputes P and reads neither). */
+ * (which recomputes P from lse). */
 m2pt_status m2pt_op_attention_backward(m2pt_context *ctx, cl_mem qkv, cl_mem mask, cl_mem out,
                                        cl_mem lse, cl_mem dout,
                                        const m2pt_attention_shape *shape,

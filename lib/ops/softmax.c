@@ -15,20 +15,50 @@ static size_t softmax_work_group(const m2pt_context *ctx, size_t cols)
   return ctx->quirks.softmax_rows ? 1 : m2pt_row_work_group(ctx, cols);
 }
 
+/* The program's options: work-group size, mask, and whether m2pt_softmax
+ * saves the log-sum-exp. */
+static void softmax_options(const m2pt_context *ctx, size_t cols, cl_mem mask, int save_lse,
+                            char *buf, size_t size)
+{
+  snprintf(buf, size, "-DWG=%zu -DHAS_MASK=%d -DSAVE_LSE=%d", softmax_work_group(ctx, cols),
+           mask != NULL, save_lse);
+}
+
 m2pt_status m2pt_op_softmax(m2pt_context *ctx, cl_mem x, size_t rows, size_t cols, float scale,
-                            cl_mem mask, size_t mask_offset, size_t rows_per_group, cl_mem y)
+                            cl_mem mask, size_t mask_offset, size_t rows_per_group, cl_mem y,
+                            cl_mem lse, size_t lse_offset)
 {
   const size_t wg = softmax_work_group(ctx, cols);
-  char options[64];
-  snprintf(options, sizeof options, "-DWG=%zu -DHAS_MASK=%d", wg, mask != NULL);
+  char options[80];
+  softmax_options(ctx, cols, mask, lse != NULL, options, sizeof options);
   const cl_uint c = (cl_uint)cols;
   const cl_ulong offset = mask_offset, group = rows_per_group ? rows_per_group : 1;
+  const cl_ulong at = lse_offset;
   const m2pt_kernel_arg args[] = {M2PT_ARG(x),    M2PT_ARG(y),      M2PT_ARG(c),
                                   M2PT_ARG(scale), M2PT_ARG(mask), M2PT_ARG(offset),
-                                  M2PT_ARG(group)};
+                                  M2PT_ARG(group), M2PT_ARG(lse),  M2PT_ARG(at)};
   const size_t global[1] = {rows * wg}, local[1] = {wg};
-  return m2pt_run_kernel(ctx, &m2pt_cl_softmax, options, "m2pt_softmax", args, 7, 1, global,
-                         local);
+  return m2pt_run_kernel(ctx, &m2pt_cl_softmax, options, "m2pt_softmax", args, lse ? 9 : 7, 1,
+                         global, local);
+}
+
+m2pt_status m2pt_op_softmax_from_lse(m2pt_context *ctx, cl_mem x, size_t rows, size_t cols,
+                                     float scale, cl_mem mask, size_t mask_offset,
+                                     size_t rows_per_group, cl_mem lse, size_t lse_offset,
+                                     cl_mem y)
+{
+  char options[80];
+  softmax_options(ctx, cols, mask, 0, options, sizeof options);
+  const cl_uint c = (cl_uint)cols;
+  const cl_ulong offset = mask_offset, group = rows_per_group ? rows_per_group : 1;
+  const cl_ulong at = lse_offset, n = rows;
+  const m2pt_kernel_arg args[] = {M2PT_ARG(x),     M2PT_ARG(y),    M2PT_ARG(c),
+                                  M2PT_ARG(scale), M2PT_ARG(mask), M2PT_ARG(offset),
+                                  M2PT_ARG(group), M2PT_ARG(lse),  M2PT_ARG(at),
+                                  M2PT_ARG(n)};
+  const size_t global[2] = {(cols + 7) / 8, rows};
+  return m2pt_run_kernel(ctx, &m2pt_cl_softmax, options, "m2pt_softmax_from_lse", args, 10, 2,
+                         global, NULL);
 }
 
 m2pt_status m2pt_op_softmax_backward(m2pt_context *ctx, cl_mem dy, cl_mem y, size_t rows,
@@ -36,8 +66,8 @@ m2pt_status m2pt_op_softmax_backward(m2pt_context *ctx, cl_mem dy, cl_mem y, siz
                                      size_t rows_per_group, cl_mem dx)
 {
   const size_t wg = softmax_work_group(ctx, cols);
-  char options[64];
-  snprintf(options, sizeof options, "-DWG=%zu -DHAS_MASK=%d", wg, mask != NULL);
+  char options[80];
+  softmax_options(ctx, cols, mask, 0, options, sizeof options);
   const cl_uint c = (cl_uint)cols;
   const cl_ulong offset = mask_offset, group = rows_per_group ? rows_per_group : 1;
   const m2pt_kernel_arg args[] = {M2PT_ARG(dy),   M2PT_ARG(y),      M2PT_ARG(dx),
@@ -93,7 +123,7 @@ m2pt_status m2pt_softmax(m2pt_context *ctx, const m2pt_tensor *x, float scale,
   M2PT_TRY(check_softmax(ctx, "m2pt_softmax", x, "x", scale, mask, y, "y", &rows, &cols,
                          &per_group));
   return m2pt_op_softmax(ctx, x->buffer, rows, cols, scale, mask ? mask->buffer : NULL, 0,
-                         per_group, y->buffer);
+                         per_group, y->buffer, NULL, 0);
 }
 
 m2pt_status m2pt_softmax_backward(m2pt_context *ctx, const m2pt_tensor *dy, const m2pt_tensor *y,
