@@ -291,9 +291,10 @@ static m2pt_status drop_add(m2pt_block *b, const m2pt_block_drop *drop, int whic
 }
 
 /* h = x + proj(MHSA(qkv(in))), with `in` = LN1(x) (pre-norm) or x (post-norm).
- * The residual and proj's bias are laid into h first and the GEMM
- * accumulates onto them; with drop-path (training) the branch is formed in
- * h alone, dropped, and x added after. */
+ * proj adds the residual and its bias as m2pt_linear_apply_fused does (the
+ * host GEMM's epilogue, or laid into h for the device GEMM to accumulate
+ * onto); with drop-path (training) the branch is formed in h alone,
+ * dropped, and x added after. */
 static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem mask,
                                       size_t batch, size_t tokens,
                                       const m2pt_block_saved *saved, const m2pt_block_drop *drop,
@@ -301,7 +302,7 @@ static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem
 {
   m2pt_context *ctx = b->ctx;
   const size_t rows = batch * tokens;
-  cl_mem qkv, attn, proj_bias;
+  cl_mem qkv, attn;
   /* A training forward keeps qkv, the attention output and (for the fused
    * backward) its log-sum-exp for the backward. */
   if (saved) {
@@ -320,9 +321,8 @@ static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem
     M2PT_TRY(m2pt_linear_forward_buffers(b->proj, attn, rows, h));
     return drop_add(b, drop, 0, h, x, batch, tokens);
   }
-  M2PT_TRY(m2pt_linear_effective_bias(b->proj, &proj_bias));
-  M2PT_TRY(m2pt_op_add(ctx, x, proj_bias, rows * b->cfg.dim, b->cfg.dim, h));
-  return m2pt_linear_apply(b->proj, attn, rows, 1.0f, h);
+  const m2pt_linear_fusion f = {.residual = x};
+  return m2pt_linear_apply_fused(b->proj, attn, rows, &f, h);
 }
 
 /* The checks of a forward (and of the backward's x, dy): x [B][N][dim],
@@ -514,7 +514,7 @@ void m2pt_block_saved_release(const m2pt_block *b, m2pt_block_saved *sv)
 /* out = residual + fc2(GELU(fc1(in))), keeping fc1's output before its bias
  * in `pre` (the same calls as m2pt_ffn_apply makes where GEMMs run on the
  * device, so there the same bits as the inference forward; on the host
- * the inference forward's host epilogues round differently, within
+ * the inference forward's GELU epilogue rounds differently, within
  * DESIGN.md's tolerance); with drop-path, residual + dp(fc2(…)). residual
  * may be in, not out. */
 static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t batch, size_t tokens,
@@ -525,7 +525,7 @@ static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t batch, size_t toke
   m2pt_linear *fc1 = m2pt_block_linear(b, M2PT_BLOCK_FC1);
   m2pt_linear *fc2 = m2pt_block_linear(b, M2PT_BLOCK_FC2);
   const size_t hidden = b->cfg.ff_mult * b->cfg.dim;
-  cl_mem act, b1, b2;
+  cl_mem act, b1;
   M2PT_TRY(scratch(ctx, M2PT_WS_HIDDEN, rows, hidden, &act));
   M2PT_TRY(m2pt_linear_apply(fc1, in, rows, 0.0f, pre));
   M2PT_TRY(m2pt_linear_effective_bias(fc1, &b1));
@@ -534,9 +534,8 @@ static m2pt_status ffn_train(m2pt_block *b, cl_mem in, size_t batch, size_t toke
     M2PT_TRY(m2pt_linear_forward_buffers(fc2, act, rows, out));
     return drop_add(b, drop, 1, out, residual, batch, tokens);
   }
-  M2PT_TRY(m2pt_linear_effective_bias(fc2, &b2));
-  M2PT_TRY(m2pt_op_add(ctx, residual, b2, rows * b->cfg.dim, b->cfg.dim, out));
-  return m2pt_linear_apply(fc2, act, rows, 1.0f, out);
+  const m2pt_linear_fusion f = {.residual = residual};
+  return m2pt_linear_apply_fused(fc2, act, rows, &f, out);
 }
 
 /* The training forward into a saved set (arguments checked). */
