@@ -83,26 +83,32 @@ __kernel void m2pt_add(__global const float *a, __global const float *b, __globa
  * erfc approximation, its tanh argument), as PyTorch's GeluBackward:
  * exact: Φ(u) + u·φ(u) with φ(u) = exp(−u²/2)/√(2π);
  * tanh: with t = tanh(√(2/π)·(u + 0.044715·u³)),
- *   0.5·(1 + t) + 0.5·u·(1 − t²)·√(2/π)·(1 + 3·0.044715·u²). */
-static floatv gelu_grad(const floatv u)
+ *   0.5·(1 + t) + 0.5·u·(1 − t²)·√(2/π)·(1 + 3·0.044715·u²).
+ * *act gets GELU(u) on the way, the forward's bits (u·Φ(u), and 0.5 times
+ * u·(1 + t): halving is exact). */
+static floatv gelu_grad(const floatv u, floatv *act)
 {
 #if GELU_TANH
   const floatv t = tanh(0.7978845608028654f * fma(0.044715f * u, u * u, u));
   const floatv inner_grad = 0.7978845608028654f * fma(0.134145f * u, u, 1.0f);
+  *act = 0.5f * u * (1.0f + t);
   return fma(0.5f * u * (1.0f - t * t), inner_grad, 0.5f * (1.0f + t));
 #else
   const floatv e = erfc_approx(fabs(u * 0.7071067811865476f));
   const floatv cdf = 0.5f * select(2.0f - e, e, NEGATIVE(u));
+  *act = u * cdf;
   return fma(u * 0.3989422804014327f, exp(-0.5f * u * u), cdf);
 #endif
 }
 
 /* dx = dy·GELU'(x + bias[c]), the backward of m2pt_gelu over rows × cols
- * (its layout and VEC). Each element is read and written by one work-item,
- * so dx may be dy or x. */
+ * (its layout and VEC), and (HAS_ACT) act = GELU(x + bias[c]) as m2pt_gelu
+ * writes it: a backward that needs both the activation and its gradient
+ * evaluates the erfc once. Each element is read and written by one
+ * work-item, so dx may be dy or x (act neither). */
 __kernel void m2pt_gelu_backward(__global const float *dy, __global const float *x,
                                  __global const float *bias, __global float *dx,
-                                 const ulong rows, const ulong cols)
+                                 __global float *act, const ulong rows, const ulong cols)
 {
   const size_t c = get_global_id(0), r = get_global_id(1), vcols = cols / VEC;
   if (c >= vcols || r >= rows)
@@ -112,7 +118,11 @@ __kernel void m2pt_gelu_backward(__global const float *dy, __global const float 
 #if HAS_BIAS
   u += LOADV(c, bias);
 #endif
-  STOREV(LOADV(i, dy) * gelu_grad(u), i, dx);
+  floatv a;
+  STOREV(LOADV(i, dy) * gelu_grad(u, &a), i, dx);
+#if HAS_ACT
+  STOREV(a, i, act);
+#endif
 }
 
 #ifndef TC

@@ -141,3 +141,46 @@ void m2pt_softmax_backward(__global const float *dy, __global const float *y,
   for (uint j = lid; j < cols; j += WG)
     dxr[j] = KEPT(j) ? scale * (yr[j] * (dyr[j] - dot)) : 0.0f;
 }
+
+/* The softmax backward when each row's Σ_k dy_k·y_k is known beforehand
+ * (attention's D = rowsum(dO ⊙ O), m2pt_attention_delta, FlashAttention-2's
+ * trick): dx = scale · y ⊙ (dy − dot[dot_offset + row]), elementwise, 8
+ * columns per work-item as m2pt_softmax_from_lse, where m2pt_softmax_backward
+ * runs the reduction over the row first. Masked keys need no test: y is 0
+ * there. dx may be dy or y. */
+__kernel void m2pt_softmax_backward_dot(__global const float *dy, __global const float *y,
+                                        __global float *dx, const uint cols, const float scale,
+                                        __global const float *dot, const ulong dot_offset,
+                                        const ulong rows)
+{
+  const size_t c = get_global_id(0) * 8, row = get_global_id(1);
+  if (c >= cols || row >= rows)
+    return;
+  const float d = dot[dot_offset + row];
+  const size_t at = row * cols + c;
+  if (c + 8 <= cols) {
+    vstore8(scale * (vload8(0, y + at) * (vload8(0, dy + at) - d)), 0, dx + at);
+  } else {
+    for (size_t j = at; j < (row + 1) * cols; j++)
+      dx[j] = scale * (y[j] * (dy[j] - d));
+  }
+}
+
+/* delta[b][h][i] = Σ_e dout[b][i][h·dim_head + e] · out[b][i][h·dim_head + e]
+ * for attention's layouts (out and dout [B][N][heads·dim_head], delta
+ * [B][heads][N]): the row dots m2pt_softmax_backward_dot takes, since
+ * Σ_j dP_ij·P_ij = dO_i·(Σ_j P_ij·V_j) = dO_i·O_i. Global size
+ * N × heads × B; a fixed-order sum per work-item. */
+__kernel void m2pt_attention_delta(__global const float *dout, __global const float *out,
+                                   __global float *delta, const uint tokens, const uint heads,
+                                   const uint dim_head)
+{
+  const size_t i = get_global_id(0), h = get_global_id(1), b = get_global_id(2);
+  if (i >= tokens)
+    return;
+  const size_t at = ((b * tokens + i) * heads + h) * dim_head;
+  float sum = 0.0f;
+  for (uint e = 0; e < dim_head; e++)
+    sum = fma(dout[at + e], out[at + e], sum);
+  delta[(b * heads + h) * tokens + i] = sum;
+}

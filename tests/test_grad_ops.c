@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/context_impl.h"
+#include "ops/block_ops.h"
 #include "reference.h"
 #include "test_util.h"
 
@@ -265,7 +266,16 @@ static void check_gelu(m2pt_context *ctx, size_t rows, size_t cols, int tanh_for
   assert_ok(ctx, m2pt_tensor_write(tdx2, dy, n));
   assert_ok(ctx, m2pt_gelu_backward(ctx, tdx2, tx, tb, kind, tdx2, NULL));
   test_assert_same_bits(ctx, tdx2, tdx);
-  m2pt_tensor *all[] = {tx, tb, tdy, tdx, tdx2, tdb, tdb2};
+  /* The block's backward asks for GELU(x + b) in the same pass (internal
+   * op): m2pt_gelu's bits, and dx's unchanged. */
+  m2pt_tensor *act = test_tensor(ctx, 2, shape, NULL), *fwd = test_tensor(ctx, 2, shape, NULL);
+  assert_ok(ctx, m2pt_gelu(ctx, tx, tb, kind, fwd));
+  assert_ok(ctx, m2pt_tensor_write(tdx2, dy, n));
+  assert_ok(ctx, m2pt_op_gelu_backward(ctx, tdx2->buffer, tx->buffer, tb ? tb->buffer : NULL,
+                                       kind, n, cols, tdx2->buffer, act->buffer));
+  test_assert_same_bits(ctx, act, fwd);
+  test_assert_same_bits(ctx, tdx2, tdx);
+  m2pt_tensor *all[] = {tx, tb, tdy, tdx, tdx2, tdb, tdb2, act, fwd};
   for (size_t i = 0; i < sizeof all / sizeof *all; i++)
     m2pt_tensor_destroy(all[i]);
   void *host[] = {x, b, dy, dx, db, gx, gb};

@@ -62,9 +62,10 @@ M2PT_API m2pt_status m2pt_attention_train(m2pt_context *ctx, const m2pt_tensor *
  * atomics): the same inputs give the same bits twice on one context. Two
  * implementations, agreeing within f32 rounding:
  * - GEMM: P recomputed as e^(s·Q·Kᵀ − lse) from the forward's log-sum-exp
- *   (one GEMM and one elementwise pass), then m2pt_softmax_backward's dS
- *   and four strided-batched GEMMs over the heads. Scratch: two
- *   [heads][N][N] score buffers from the workspace.
+ *   (one GEMM and one elementwise pass), dS elementwise from D = rowsum(dO
+ *   ⊙ O) of the forward's output, and four strided-batched GEMMs over the
+ *   heads. Scratch: two [heads][N][N] score buffers and D ([B][heads][N])
+ *   from the workspace.
  * - FUSED, FlashAttention-2's O(N)-memory backward: P recomputed tile by
  *   tile from the forward's log-sum-exp, never an N×N buffer; one kernel
  *   per query tile writes dQ and D, one per key tile writes dK and dV.

@@ -110,7 +110,7 @@ M2PT_API m2pt_status m2pt_block_forward(m2pt_block *block, const m2pt_tensor *x,
  * Memory: rows·(4·dim + 4·hd + hidden + 4 + heads) floats (rows = B·N,
  * hd = heads·dim_head, hidden = ff_mult·dim), plus the backward's scratch
  * rows·(2·dim + 4·hd + hidden) floats and the attention backward's: B·heads·N
- * floats (fused) or two [heads][N][N] (GEMM path). A plain
+ * floats, and on the GEMM path two [heads][N][N] more. A plain
  * m2pt_block_forward saves nothing and leaves the saved set alone. No
  * stochastic depth here: the model's training passes apply drop-path to the
  * blocks' residual branches (model_grad.h, m2pt_train_options.drop_path).

@@ -821,7 +821,9 @@ static m2pt_status linear_backward(const m2pt_block_grads *g, m2pt_linear *l, si
 /* The FFN's backward from d_out (∂L/∂ of the FFN's output, [rows][dim]):
  * fc2, GELU and fc1's parameter gradients, and ∂L/∂in into d_in (written,
  * or added to what it holds when dx_add). GELU's output, fc2's input, is
- * recomputed from the saved fc1 output. */
+ * recomputed from the saved fc1 output in the pass that forms GELU's
+ * backward, so fc2's ∂L/∂act comes first and its parameter gradients
+ * after. */
 static m2pt_status ffn_backward(m2pt_block *b, const m2pt_block_grads *g, int accumulate,
                                 cl_mem pre, cl_mem in, cl_mem d_out, size_t rows, cl_mem d_in,
                                 int dx_add)
@@ -834,12 +836,15 @@ static m2pt_status ffn_backward(m2pt_block *b, const m2pt_block_grads *g, int ac
   M2PT_TRY(scratch(ctx, M2PT_WS_HIDDEN, rows, hidden, &act));
   M2PT_TRY(scratch(ctx, M2PT_WS_BACK_HIDDEN, rows, hidden, &dhid));
   M2PT_TRY(m2pt_linear_effective_bias(fc1, &b1));
-  M2PT_TRY(m2pt_op_gelu(ctx, pre, b1, b->cfg.gelu, rows * hidden, hidden, act));
   m2pt_tensor t_act = view(ctx, act, rows, hidden), t_dhid = view(ctx, dhid, rows, hidden);
   m2pt_tensor t_dout = view(ctx, d_out, rows, dim), t_in = view(ctx, in, rows, dim);
   m2pt_tensor t_din = view(ctx, d_in, rows, dim);
-  M2PT_TRY(linear_backward(g, fc2, M2PT_BLOCK_FC2, accumulate, &t_act, &t_dout, &t_dhid, 0));
-  M2PT_TRY(m2pt_op_gelu_backward(ctx, dhid, pre, b1, b->cfg.gelu, rows * hidden, hidden, dhid));
+  /* dX needs W only: act is not read yet. */
+  const m2pt_linear_grads to_dhid = {.dx = &t_dhid};
+  M2PT_TRY(m2pt_linear_backward(fc2, &t_act, &t_dout, &to_dhid));
+  M2PT_TRY(m2pt_op_gelu_backward(ctx, dhid, pre, b1, b->cfg.gelu, rows * hidden, hidden, dhid,
+                                 act));
+  M2PT_TRY(linear_backward(g, fc2, M2PT_BLOCK_FC2, accumulate, &t_act, &t_dout, NULL, 0));
   return linear_backward(g, fc1, M2PT_BLOCK_FC1, accumulate, &t_in, &t_dhid, &t_din, dx_add);
 }
 

@@ -240,15 +240,20 @@ m2pt_status m2pt_op_attention_train(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
   M2PT_TRY(m2pt_attention_backward_choose(ctx, shape, mask != NULL, impl, &backward));
   if (backward == M2PT_ATTENTION_FUSED)
     return attention_fused(ctx, qkv, mask, shape, out, lse);
-  /* A GEMM-path backward recomputes P from lse, which any forward can
-   * save: the CPU-shaped fused kernel (the inference forward's choice, 4×
-   * the GEMM path's speed at N = 197 on PoCL) or the GEMM path's softmax.
-   * The tiled GPU kernel saves it only in the training program, which the
-   * backward's choice has just found unusable or unwanted. */
+  /* A GEMM-path backward recomputes P from lse, which every forward can
+   * save: the fused one where the inference forward is fused (on CPU
+   * devices the row kernel, 4× the GEMM path's speed at N = 197 on PoCL),
+   * so that out keeps the inference forward's bits; else the GEMM path's
+   * softmax. The tiled kernel saves lse only in the training program, which
+   * may not run where the inference one does. */
   M2PT_TRY(m2pt_attention_choose(ctx, shape->dim_head, mask != NULL, impl, &forward));
-  if (forward == M2PT_ATTENTION_FUSED &&
-      ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS)
-    return m2pt_attention_rows(ctx, qkv, mask, shape, out, lse);
+  if (forward == M2PT_ATTENTION_FUSED) {
+    const char *why = NULL;
+    if (ctx->quirks.attention_kernel != M2PT_ATTENTION_KERNEL_ROWS)
+      M2PT_TRY(fused_obstacle(ctx, shape->dim_head, mask != NULL, 1, &why));
+    if (!why)
+      return attention_fused(ctx, qkv, mask, shape, out, lse);
+  }
   return attention_gemm(ctx, qkv, mask, shape, out, lse);
 }
 

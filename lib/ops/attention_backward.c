@@ -16,17 +16,22 @@
 /* Per batch row b, every head at once in each strided-batched GEMM (heads
  * are dim_head apart inside each token's row, their score matrices N² apart
  * in the scratch). With S' = s·Q·Kᵀ and P = softmax(S' + mask):
- * ∂L/∂V = Pᵀ·dO; ∂L/∂P = dO·Vᵀ; ∂L/∂S' = P ⊙ (∂L/∂P − rowsum(∂L/∂P ⊙ P))
- * (softmax's Jacobian diag(p) − p·pᵀ applied to each row); and since
- * S' = s·Q·Kᵀ, ∂L/∂Q = s·∂L/∂S'·K and ∂L/∂K = s·(∂L/∂S')ᵀ·Q. */
+ * ∂L/∂V = Pᵀ·dO; ∂L/∂P = dO·Vᵀ; ∂L/∂S' = P ⊙ (∂L/∂P − D), D =
+ * rowsum(∂L/∂P ⊙ P) = rowsum(dO ⊙ O) (softmax's Jacobian diag(p) − p·pᵀ
+ * applied to each row; D for the whole batch first, from the forward's
+ * output); and since S' = s·Q·Kᵀ, ∂L/∂Q = s·∂L/∂S'·K and
+ * ∂L/∂K = s·(∂L/∂S')ᵀ·Q. */
 static m2pt_status attention_backward_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
-                                           cl_mem lse, cl_mem dout,
+                                           cl_mem out, cl_mem lse, cl_mem dout,
                                            const m2pt_attention_shape *s, cl_mem dqkv)
 {
   const size_t n = s->tokens, d = s->dim_head, hd = s->heads * d;
-  cl_mem p_buf, ds_buf;
+  cl_mem p_buf, ds_buf, delta;
   M2PT_TRY(m2pt_attention_scores(ctx, M2PT_WS_SCORES, s, &p_buf));
   M2PT_TRY(m2pt_attention_scores(ctx, M2PT_WS_GRAD_SCORES, s, &ds_buf));
+  M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_ATTN_DELTA,
+                              s->batch * s->heads * s->tokens * sizeof(float), &delta));
+  M2PT_TRY(m2pt_op_attention_delta(ctx, dout, out, s, delta));
   const float scale = (float)(1.0 / sqrt((double)d));
   for (size_t b = 0; b < s->batch; b++) {
     m2pt_gemm_matrix m[3], dm[3];
@@ -46,9 +51,10 @@ static m2pt_status attention_backward_gemm(m2pt_context *ctx, cl_mem qkv, cl_mem
                              &dv, s->heads));
     M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_TRANS, n, n, d, 1.0f, &dout_b, &v, 0.0f,
                              &ds, s->heads));
-    /* In place: dS over dP; masked keys and all-padding rows come out 0. */
-    M2PT_TRY(m2pt_op_softmax_backward(ctx, ds_buf, p_buf, s->heads * n, n, 1.0f, mask, b * n,
-                                      s->heads * n, ds_buf));
+    /* In place: dS over dP; masked keys and all-padding rows (P = 0 there)
+     * come out 0. */
+    M2PT_TRY(m2pt_op_softmax_backward_dot(ctx, ds_buf, p_buf, s->heads * n, n, 1.0f, delta,
+                                          b * s->heads * n, ds_buf));
     M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_NO_TRANS, M2PT_NO_TRANS, n, d, n, scale, &ds, &k, 0.0f,
                              &dq, s->heads));
     M2PT_TRY(m2pt_gemm_sgemm(ctx, M2PT_TRANS, M2PT_NO_TRANS, n, d, n, scale, &ds, &q, 0.0f, &dk,
@@ -96,7 +102,7 @@ m2pt_status m2pt_op_attention_backward(m2pt_context *ctx, cl_mem qkv, cl_mem mas
   M2PT_TRY(m2pt_attention_backward_choose(ctx, shape, mask != NULL, impl, &chosen));
   return chosen == M2PT_ATTENTION_FUSED
              ? attention_backward_fused(ctx, qkv, mask, out, lse, dout, shape, dqkv)
-             : attention_backward_gemm(ctx, qkv, mask, lse, dout, shape, dqkv);
+             : attention_backward_gemm(ctx, qkv, mask, out, lse, dout, shape, dqkv);
 }
 
 /* The checks of both public backward functions but out and lse's. */

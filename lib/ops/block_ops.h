@@ -38,9 +38,12 @@ m2pt_status m2pt_op_column_sums(m2pt_context *ctx, cl_mem a, cl_mem x, cl_mem me
 m2pt_status m2pt_op_gelu(m2pt_context *ctx, cl_mem x, cl_mem bias, m2pt_gelu_kind kind,
                          size_t n, size_t cols, cl_mem y);
 
-/* dx = dy·GELU'(x + bias[i % cols]) for n elements; bias may be NULL. */
+/* dx = dy·GELU'(x + bias[i % cols]) for n elements; bias may be NULL. act
+ * NULL, or it also gets GELU(x + bias) as m2pt_op_gelu writes it (the same
+ * bits, for one pass where a backward needs both). */
 m2pt_status m2pt_op_gelu_backward(m2pt_context *ctx, cl_mem dy, cl_mem x, cl_mem bias,
-                                  m2pt_gelu_kind kind, size_t n, size_t cols, cl_mem dx);
+                                  m2pt_gelu_kind kind, size_t n, size_t cols, cl_mem dx,
+                                  cl_mem act);
 
 /* y = a + b[i % period] (period 0: b has n elements; else n is a multiple
  * of period). */
@@ -73,6 +76,19 @@ m2pt_status m2pt_op_softmax_backward(m2pt_context *ctx, cl_mem dy, cl_mem y, siz
 typedef struct m2pt_attention_shape {
   size_t batch, tokens, heads, dim_head;
 } m2pt_attention_shape;
+
+/* dx = scale·y ⊙ (dy − dot[dot_offset + r]) for row r: the softmax backward
+ * (y its output, dy ∂L/∂y) when Σ_k dy_k·y_k of each row is known, as
+ * attention's D = rowsum(dO ⊙ O) (m2pt_op_attention_delta). Masked keys
+ * need no mask: y is 0 there. dx may be dy or y. */
+m2pt_status m2pt_op_softmax_backward_dot(m2pt_context *ctx, cl_mem dy, cl_mem y, size_t rows,
+                                         size_t cols, float scale, cl_mem dot, size_t dot_offset,
+                                         cl_mem dx);
+
+/* delta [batch][heads][tokens] = Σ over each head's dim_head values of
+ * dout ⊙ out (both [batch][tokens][heads·dim_head]). */
+m2pt_status m2pt_op_attention_delta(m2pt_context *ctx, cl_mem dout, cl_mem out,
+                                    const m2pt_attention_shape *s, cl_mem delta);
 
 /* The implementation AUTO resolves to for this head size on ctx's device
  * (the fused kernel wherever it can run), or the forced one;

@@ -24,18 +24,20 @@ m2pt_status m2pt_op_gelu(m2pt_context *ctx, cl_mem x, cl_mem bias, m2pt_gelu_kin
 }
 
 m2pt_status m2pt_op_gelu_backward(m2pt_context *ctx, cl_mem dy, cl_mem x, cl_mem bias,
-                                  m2pt_gelu_kind kind, size_t n, size_t cols, cl_mem dx)
+                                  m2pt_gelu_kind kind, size_t n, size_t cols, cl_mem dx,
+                                  cl_mem act)
 {
   /* The forward's layout and vector width (the same quirk). */
   const int vec = cols % 8 == 0 && ctx->quirks.gelu_vec == 8 ? 8 : 1;
-  char options[80];
-  snprintf(options, sizeof options, "-DHAS_BIAS=%d -DGELU_TANH=%d -DBROADCAST=0 -DVEC=%d",
-           bias != NULL, kind == M2PT_GELU_TANH, vec);
+  char options[96];
+  snprintf(options, sizeof options,
+           "-DHAS_BIAS=%d -DGELU_TANH=%d -DBROADCAST=0 -DVEC=%d -DHAS_ACT=%d", bias != NULL,
+           kind == M2PT_GELU_TANH, vec, act != NULL);
   const cl_ulong r = n / cols, c = cols;
-  const m2pt_kernel_arg args[] = {M2PT_ARG(dy), M2PT_ARG(x), M2PT_ARG(bias),
-                                  M2PT_ARG(dx), M2PT_ARG(r), M2PT_ARG(c)};
+  const m2pt_kernel_arg args[] = {M2PT_ARG(dy),  M2PT_ARG(x), M2PT_ARG(bias), M2PT_ARG(dx),
+                                  M2PT_ARG(act), M2PT_ARG(r), M2PT_ARG(c)};
   const size_t global[2] = {cols / (size_t)vec, n / cols};
-  return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_gelu_backward", args, 6, 2,
+  return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_gelu_backward", args, 7, 2,
                          global, NULL);
 }
 
@@ -147,7 +149,7 @@ m2pt_status m2pt_gelu_backward(m2pt_context *ctx, const m2pt_tensor *dy, const m
   if (!out)
     M2PT_TRY(m2pt_workspace_get(ctx, M2PT_WS_GRAD, x->numel * sizeof(float), &out));
   M2PT_TRY(m2pt_op_gelu_backward(ctx, dy->buffer, x->buffer, bias ? bias->buffer : NULL, kind,
-                                 x->numel, cols, out));
+                                 x->numel, cols, out, NULL));
   if (!dbias)
     return M2PT_OK;
   return m2pt_op_column_sums(ctx, out, NULL, NULL, NULL, rows, cols, dbias->buffer, NULL);

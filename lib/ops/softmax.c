@@ -78,6 +78,35 @@ m2pt_status m2pt_op_softmax_backward(m2pt_context *ctx, cl_mem dy, cl_mem y, siz
                          global, local);
 }
 
+m2pt_status m2pt_op_softmax_backward_dot(m2pt_context *ctx, cl_mem dy, cl_mem y, size_t rows,
+                                         size_t cols, float scale, cl_mem dot, size_t dot_offset,
+                                         cl_mem dx)
+{
+  char options[80];
+  softmax_options(ctx, cols, NULL, 0, options, sizeof options);
+  const cl_uint c = (cl_uint)cols;
+  const cl_ulong at = dot_offset, n = rows;
+  const m2pt_kernel_arg args[] = {M2PT_ARG(dy),    M2PT_ARG(y),   M2PT_ARG(dx), M2PT_ARG(c),
+                                  M2PT_ARG(scale), M2PT_ARG(dot), M2PT_ARG(at), M2PT_ARG(n)};
+  const size_t global[2] = {(cols + 7) / 8, rows};
+  return m2pt_run_kernel(ctx, &m2pt_cl_softmax, options, "m2pt_softmax_backward_dot", args, 8, 2,
+                         global, NULL);
+}
+
+m2pt_status m2pt_op_attention_delta(m2pt_context *ctx, cl_mem dout, cl_mem out,
+                                    const m2pt_attention_shape *s, cl_mem delta)
+{
+  char options[80];
+  softmax_options(ctx, s->tokens, NULL, 0, options, sizeof options);
+  const cl_uint tokens = (cl_uint)s->tokens, heads = (cl_uint)s->heads,
+                dim_head = (cl_uint)s->dim_head;
+  const m2pt_kernel_arg args[] = {M2PT_ARG(dout),   M2PT_ARG(out),   M2PT_ARG(delta),
+                                  M2PT_ARG(tokens), M2PT_ARG(heads), M2PT_ARG(dim_head)};
+  const size_t global[3] = {s->tokens, s->heads, s->batch};
+  return m2pt_run_kernel(ctx, &m2pt_cl_softmax, options, "m2pt_attention_delta", args, 6, 3,
+                         global, NULL);
+}
+
 /* The checks shared by m2pt_softmax and its backward: x (or y) against
  * out, scale, and the mask's shape. *rows_out, *cols_out and *per_group
  * describe the rows and their mask rows. */
