@@ -50,7 +50,10 @@ typedef struct m2pt_quirks {
    * stores past the old size would stay "uninitialised". */
   int host_writes_new_buffers;
   /* ROWS on CPU devices (3.5x faster on PoCL); WORKGROUP on GPUs and on
-   * Oclgrind, whose uninitialised-value checker cannot follow vectors. */
+   * Oclgrind, whose uninitialised-value checker cannot follow vectors.
+   * Also how the column sums of LayerNorm's and the patch embedding's
+   * parameter gradients run: 8 columns per work-item down the rows (ROWS,
+   * 13x faster on PoCL) or a tree per work-group. */
   m2pt_layer_norm_variant layer_norm;
   /* GELU's vector width where rows allow, 8 or 1 (float8: 3.1x faster on
    * PoCL; 1 on Oclgrind, whose checker crashes on vectors). */

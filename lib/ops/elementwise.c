@@ -61,6 +61,13 @@ m2pt_status m2pt_op_column_sums(m2pt_context *ctx, cl_mem a, cl_mem x, cl_mem me
   const m2pt_kernel_arg args[] = {M2PT_ARG(a),     M2PT_ARG(x),    M2PT_ARG(mean),
                                   M2PT_ARG(rstd),  M2PT_ARG(plain), M2PT_ARG(xhat),
                                   M2PT_ARG(r),     M2PT_ARG(c)};
+  /* Where LayerNorm runs a row per work-item (CPU devices), 8 columns per
+   * work-item, down the rows. */
+  if (ctx->quirks.layer_norm == M2PT_LAYER_NORM_ROWS && cols % 8 == 0) {
+    const size_t global[1] = {cols / 8};
+    return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_column_sums_vec8", args, 8,
+                           1, global, NULL);
+  }
   const size_t global[2] = {(cols + tc - 1) / tc * tc, tr}, local[2] = {tc, tr};
   return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_column_sums", args, 8, 2,
                          global, local);
