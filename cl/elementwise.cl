@@ -84,8 +84,8 @@ __kernel void m2pt_add(__global const float *a, __global const float *b, __globa
  * exact: Φ(u) + u·φ(u) with φ(u) = exp(−u²/2)/√(2π);
  * tanh: with t = tanh(√(2/π)·(u + 0.044715·u³)),
  *   0.5·(1 + t) + 0.5·u·(1 − t²)·√(2/π)·(1 + 3·0.044715·u²).
- * *act gets GELU(u) on the way, the forward's bits (u·Φ(u), and 0.5 times
- * u·(1 + t): halving is exact). */
+ * *act gets GELU(u) on the way, by the forward's own expression (its
+ * bits). */
 static floatv gelu_grad(const floatv u, floatv *act)
 {
 #if GELU_TANH
@@ -95,9 +95,9 @@ static floatv gelu_grad(const floatv u, floatv *act)
   return fma(0.5f * u * (1.0f - t * t), inner_grad, 0.5f * (1.0f + t));
 #else
   const floatv e = erfc_approx(fabs(u * 0.7071067811865476f));
-  const floatv cdf = 0.5f * select(2.0f - e, e, NEGATIVE(u));
-  *act = u * cdf;
-  return fma(u * 0.3989422804014327f, exp(-0.5f * u * u), cdf);
+  const floatv twice_cdf = select(2.0f - e, e, NEGATIVE(u));
+  *act = 0.5f * u * twice_cdf; /* m2pt_gelu's expression */
+  return fma(u * 0.3989422804014327f, exp(-0.5f * u * u), 0.5f * twice_cdf);
 #endif
 }
 

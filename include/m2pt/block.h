@@ -104,9 +104,9 @@ M2PT_API m2pt_status m2pt_block_forward(m2pt_block *block, const m2pt_tensor *x,
  * follow the training forward of the same block on the same x and mask,
  * with no other training forward on the context and no parameter change in
  * between (m2pt_block_set and m2pt_block_merge invalidate what was saved).
- * The attention runs as the backward will want it (the fused backward, by
- * m2pt_attention_backward's rule for the block's attention setting, also
- * needs the fused forward's per-row log-sum-exp, B·heads·N floats).
+ * The attention also keeps its per-row log-sum-exp (B·heads·N floats),
+ * from which either attention backward (m2pt_attention_backward's rule for
+ * the block's attention setting) recomputes the softmax.
  * Memory: rows·(4·dim + 4·hd + hidden + 4 + heads) floats (rows = B·N,
  * hd = heads·dim_head, hidden = ff_mult·dim), plus the backward's scratch
  * rows·(2·dim + 4·hd + hidden) floats and the attention backward's: B·heads·N
@@ -158,8 +158,9 @@ M2PT_API m2pt_status m2pt_block_grads_tensor(m2pt_block_grads *grads, const char
  * dy = ∂L/∂y it overwrites every tensor of grads with ∂L/∂parameter and,
  * when dx is not NULL (x's shape, distinct from x and dy), writes
  * dx = ∂L/∂x. Attention runs the backward m2pt_attention_backward picks
- * for the block's attention setting (AUTO: the fused one wherever it can
- * run, from what the training forward saved; else the GEMM path).
+ * for the block's attention setting (AUTO: on CPU devices the GEMM path up
+ * to N = 1182 at 12 heads, elsewhere the fused one wherever it can run),
+ * from the attention output and log-sum-exp the training forward saved.
  * Deterministic: every sum runs in a fixed order without atomics (see
  * m2pt_linear_backward and <m2pt/ops.h>), so the same inputs give the same
  * bits twice on one device. Asynchronous: read a gradient to wait.

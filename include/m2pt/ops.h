@@ -5,8 +5,8 @@
  * caller's; no call keeps a reference. Backward passes compute only the
  * gradients whose output is not NULL (all NULL: nothing to do, M2PT_OK),
  * overwrite them (no accumulation) and are deterministic: reductions run in
- * a fixed tree order without atomics, so the same inputs give the same bits
- * on one device. Gradient outputs must not alias the inputs unless said. */
+ * a fixed order without atomics, so the same inputs give the same bits on
+ * one device. Gradient outputs must not alias the inputs unless said. */
 #ifndef M2PT_OPS_H
 #define M2PT_OPS_H
 

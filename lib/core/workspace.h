@@ -36,9 +36,9 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_GRAD,     /* an op backward's own intermediate (GELU's dx when only db is
                      * asked, the pooling's normalized gradient); clipping's Σ g² */
   M2PT_WS_GRAD_SCORES, /* the attention backward's dP, then dS [heads][N][N] (GEMM path) */
-  M2PT_WS_ATTN_LSE,    /* the fused attention backward's log-sum-exp [B][heads][N] when it
+  M2PT_WS_ATTN_LSE,    /* the attention backward's log-sum-exp [B][heads][N] when it
                         * recomputes the forward (which then writes M2PT_WS_ATTN) */
-  M2PT_WS_ATTN_DELTA,  /* the fused attention backward's D = rowsum(dO ⊙ O) [B][heads][N] */
+  M2PT_WS_ATTN_DELTA,  /* the attention backward's D = rowsum(dO ⊙ O) [B][heads][N] */
   /* A block's training forward's saves (m2pt_block_forward_train), kept
    * until the next one: */
   M2PT_WS_TRAIN_IN1,   /* LN1's output (pre-norm) or input x + attention (post) [rows][dim] */
@@ -51,8 +51,7 @@ typedef enum m2pt_workspace_slot {
   M2PT_WS_TRAIN_MEAN2, /* LN2's mean [rows] */
   M2PT_WS_TRAIN_RSTD2, /* LN2's rstd [rows] */
   M2PT_WS_TRAIN_FC1,   /* fc1's output before bias and GELU [rows][hidden] */
-  M2PT_WS_TRAIN_LSE,   /* the fused attention's log-sum-exp [B][heads][N] (when the fused
-                        * backward will run) */
+  M2PT_WS_TRAIN_LSE,   /* the attention's log-sum-exp [B][heads][N] */
   /* The block backward's own gradients in flight: */
   M2PT_WS_BACK_D1,     /* [rows][dim] (∂L/∂h) */
   M2PT_WS_BACK_D2,     /* [rows][dim] */

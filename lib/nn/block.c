@@ -303,8 +303,8 @@ static m2pt_status attention_residual(m2pt_block *b, cl_mem in, cl_mem x, cl_mem
   m2pt_context *ctx = b->ctx;
   const size_t rows = batch * tokens;
   cl_mem qkv, attn;
-  /* A training forward keeps qkv, the attention output and (for the fused
-   * backward) its log-sum-exp for the backward. */
+  /* A training forward keeps qkv, the attention output and its
+   * log-sum-exp for the backward (either path reads both). */
   if (saved) {
     qkv = saved->qkv;
     attn = saved->attn;

@@ -130,8 +130,9 @@ m2pt_status m2pt_op_attention_train(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                     cl_mem out, cl_mem lse);
 
 /* The backward of m2pt_op_attention_train with the same qkv, mask, shape
- * and impl: the fused kernels from its out and lse, or the GEMM path
- * (which recomputes P from lse). */
+ * and impl, from its out and lse (both still holding what it wrote): the
+ * fused kernels, or the GEMM path (P recomputed from lse, D = rowsum(dO ⊙
+ * out)). */
 m2pt_status m2pt_op_attention_backward(m2pt_context *ctx, cl_mem qkv, cl_mem mask, cl_mem out,
                                        cl_mem lse, cl_mem dout,
                                        const m2pt_attention_shape *shape,

@@ -41,6 +41,10 @@ m2pt_status m2pt_op_gelu_backward(m2pt_context *ctx, cl_mem dy, cl_mem x, cl_mem
                          global, NULL);
 }
 
+/* The most rows m2pt_column_sums_vec8 sums in one running sum: B = 64
+ * sequences of 512 tokens, more than any training batch here. */
+#define COLUMN_SUM_ROWS_MAX ((size_t)1 << 15)
+
 m2pt_status m2pt_op_column_sums(m2pt_context *ctx, cl_mem a, cl_mem x, cl_mem mean, cl_mem rstd,
                                 size_t rows, size_t cols, cl_mem plain, cl_mem xhat)
 {
@@ -62,8 +66,11 @@ m2pt_status m2pt_op_column_sums(m2pt_context *ctx, cl_mem a, cl_mem x, cl_mem me
                                   M2PT_ARG(rstd),  M2PT_ARG(plain), M2PT_ARG(xhat),
                                   M2PT_ARG(r),     M2PT_ARG(c)};
   /* Where LayerNorm runs a row per work-item (CPU devices), 8 columns per
-   * work-item, down the rows. */
-  if (ctx->quirks.layer_norm == M2PT_LAYER_NORM_ROWS && cols % 8 == 0) {
+   * work-item, down the rows: where that gives a work-item per core or
+   * more, and sums short enough that one running sum stays accurate
+   * (error ~rows·ε; the tree's splits it 16 ways). */
+  if (ctx->quirks.layer_norm == M2PT_LAYER_NORM_ROWS && cols % 8 == 0 &&
+      cols / 8 >= ctx->info.compute_units && rows <= COLUMN_SUM_ROWS_MAX) {
     const size_t global[1] = {cols / 8};
     return m2pt_run_kernel(ctx, &m2pt_cl_elementwise, options, "m2pt_column_sums_vec8", args, 8,
                            1, global, NULL);

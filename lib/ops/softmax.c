@@ -15,13 +15,12 @@ static size_t softmax_work_group(const m2pt_context *ctx, size_t cols)
   return ctx->quirks.softmax_rows ? 1 : m2pt_row_work_group(ctx, cols);
 }
 
-/* The program's options: work-group size, mask, and whether m2pt_softmax
- * saves the log-sum-exp. */
-static void softmax_options(const m2pt_context *ctx, size_t cols, cl_mem mask, int save_lse,
-                            char *buf, size_t size)
+/* The program's options: work-group size (wg; 1 for the kernels that do
+ * not reduce over a row, so that each N builds no program of its own),
+ * mask, and whether m2pt_softmax saves the log-sum-exp. */
+static void softmax_options(size_t wg, cl_mem mask, int save_lse, char *buf, size_t size)
 {
-  snprintf(buf, size, "-DWG=%zu -DHAS_MASK=%d -DSAVE_LSE=%d", softmax_work_group(ctx, cols),
-           mask != NULL, save_lse);
+  snprintf(buf, size, "-DWG=%zu -DHAS_MASK=%d -DSAVE_LSE=%d", wg, mask != NULL, save_lse);
 }
 
 m2pt_status m2pt_op_softmax(m2pt_context *ctx, cl_mem x, size_t rows, size_t cols, float scale,
@@ -30,7 +29,7 @@ m2pt_status m2pt_op_softmax(m2pt_context *ctx, cl_mem x, size_t rows, size_t col
 {
   const size_t wg = softmax_work_group(ctx, cols);
   char options[80];
-  softmax_options(ctx, cols, mask, lse != NULL, options, sizeof options);
+  softmax_options(wg, mask, lse != NULL, options, sizeof options);
   const cl_uint c = (cl_uint)cols;
   const cl_ulong offset = mask_offset, group = rows_per_group ? rows_per_group : 1;
   const cl_ulong at = lse_offset;
@@ -48,7 +47,7 @@ m2pt_status m2pt_op_softmax_from_lse(m2pt_context *ctx, cl_mem x, size_t rows, s
                                      cl_mem y)
 {
   char options[80];
-  softmax_options(ctx, cols, mask, 0, options, sizeof options);
+  softmax_options(1, mask, 0, options, sizeof options);
   const cl_uint c = (cl_uint)cols;
   const cl_ulong offset = mask_offset, group = rows_per_group ? rows_per_group : 1;
   const cl_ulong at = lse_offset, n = rows;
@@ -67,7 +66,7 @@ m2pt_status m2pt_op_softmax_backward(m2pt_context *ctx, cl_mem dy, cl_mem y, siz
 {
   const size_t wg = softmax_work_group(ctx, cols);
   char options[80];
-  softmax_options(ctx, cols, mask, 0, options, sizeof options);
+  softmax_options(wg, mask, 0, options, sizeof options);
   const cl_uint c = (cl_uint)cols;
   const cl_ulong offset = mask_offset, group = rows_per_group ? rows_per_group : 1;
   const m2pt_kernel_arg args[] = {M2PT_ARG(dy),   M2PT_ARG(y),      M2PT_ARG(dx),
@@ -83,7 +82,7 @@ m2pt_status m2pt_op_softmax_backward_dot(m2pt_context *ctx, cl_mem dy, cl_mem y,
                                          cl_mem dx)
 {
   char options[80];
-  softmax_options(ctx, cols, NULL, 0, options, sizeof options);
+  softmax_options(1, NULL, 0, options, sizeof options);
   const cl_uint c = (cl_uint)cols;
   const cl_ulong at = dot_offset, n = rows;
   const m2pt_kernel_arg args[] = {M2PT_ARG(dy),    M2PT_ARG(y),   M2PT_ARG(dx), M2PT_ARG(c),
@@ -97,7 +96,7 @@ m2pt_status m2pt_op_attention_delta(m2pt_context *ctx, cl_mem dout, cl_mem out,
                                     const m2pt_attention_shape *s, cl_mem delta)
 {
   char options[80];
-  softmax_options(ctx, s->tokens, NULL, 0, options, sizeof options);
+  softmax_options(1, NULL, 0, options, sizeof options);
   const cl_uint tokens = (cl_uint)s->tokens, heads = (cl_uint)s->heads,
                 dim_head = (cl_uint)s->dim_head;
   const m2pt_kernel_arg args[] = {M2PT_ARG(dout),   M2PT_ARG(out),   M2PT_ARG(delta),
