@@ -129,6 +129,14 @@ rc, _, err = tool("m2pt-run", "--model", d("timm_m2pt.safetensors"), "--heads", 
 check(rc == 0 and "2 warm-up; median of the 2 after" in err and
       close(t("repeat.npy"), d("timm_expected_m2pt.npy")),
       "m2pt-run --repeat 4 --warmup 2 times 2 runs and matches PyTorch " + err.strip())
+# --kernels: m2pt's kernels by name, per timed run, the warm-up left out.
+rc, _, err = tool("m2pt-run", "--model", d("timm_m2pt.safetensors"), "--heads", "3",
+                  "--input", d("timm_input.npy"), "--output", t("kernels.npy"),
+                  "--repeat", "3", "--warmup", "1", "--kernels")
+kernel_lines = [l for l in err.splitlines() if " launches  m2pt_" in l]
+check(rc == 0 and "m2pt's kernels, device time per run (2 runs)" in err and kernel_lines and
+      close(t("kernels.npy"), d("timm_expected_m2pt.npy")),
+      "m2pt-run --kernels lists m2pt's kernels per run and matches PyTorch " + err.strip())
 rc, _, err = tool("m2pt-run", "--model", d("timm_m2pt.safetensors"), "--heads", "3",
                   "--input", d("timm_input.npy"), "--output", t("repeat.npy"),
                   "--repeat", "2", "--warmup", "2")

@@ -194,6 +194,8 @@ static void context_lifecycle(void **state)
   double ms;
   /* Kernel timing needs a profiling context. */
   assert_status(ctx, m2pt_context_kernel_time(ctx, &ms), M2PT_ERR_INVALID_STATE);
+  size_t kernels = 0;
+  assert_status(ctx, m2pt_context_kernel_times(ctx, NULL, 0, &kernels), M2PT_ERR_INVALID_STATE);
   m2pt_stats stats;
   assert_ok(ctx, m2pt_context_stats(ctx, &stats));
   assert_int_equal(stats.device_bytes_live, 0);

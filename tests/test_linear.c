@@ -375,6 +375,53 @@ static void kernel_time(void **state)
   m2pt_context_destroy(ctx);
 }
 
+/* The same count split by kernel name, the longest first. */
+static void kernel_times(void **state)
+{
+  (void)state;
+  m2pt_context_options opts = m2pt_context_options_default();
+  opts.flags = M2PT_CONTEXT_PROFILING;
+  m2pt_context *ctx = NULL;
+  assert_ok(NULL, m2pt_context_create(&opts, &ctx));
+  const size_t shape[1] = {64};
+  m2pt_tensor *t = test_tensor(ctx, 1, shape, NULL);
+  for (int i = 0; i < 3; i++)
+    assert_ok(ctx, m2pt_gelu(ctx, t, NULL, M2PT_GELU_ERF, t));
+  for (int i = 0; i < 2; i++)
+    assert_ok(ctx, m2pt_add(ctx, t, t, t));
+  m2pt_kernel_time k[4];
+  size_t count = 0;
+  assert_ok(ctx, m2pt_context_kernel_times(ctx, k, 4, &count));
+  assert_int_equal(count, 2);
+  assert_true(k[0].ms >= k[1].ms && k[1].ms >= 0.0);
+  const int gelu_first = strcmp(k[0].name, "m2pt_gelu") == 0;
+  assert_string_equal(k[gelu_first ? 0 : 1].name, "m2pt_gelu");
+  assert_string_equal(k[gelu_first ? 1 : 0].name, "m2pt_add");
+  assert_int_equal(k[gelu_first ? 0 : 1].launches, 3);
+  assert_int_equal(k[gelu_first ? 1 : 0].launches, 2);
+  /* Read and restarted: nothing since. */
+  assert_ok(ctx, m2pt_context_kernel_times(ctx, k, 4, &count));
+  assert_int_equal(count, 0);
+  /* Fewer slots than kernels: the count says how many there were. */
+  assert_ok(ctx, m2pt_gelu(ctx, t, NULL, M2PT_GELU_ERF, t));
+  assert_ok(ctx, m2pt_add(ctx, t, t, t));
+  k[1].launches = 99;
+  assert_ok(ctx, m2pt_context_kernel_times(ctx, k, 1, &count));
+  assert_int_equal(count, 2);
+  assert_int_equal(k[0].launches, 1);
+  assert_int_equal(k[1].launches, 99);
+  /* Counting only: capacity 0 with no array. */
+  assert_ok(ctx, m2pt_gelu(ctx, t, NULL, M2PT_GELU_ERF, t));
+  assert_ok(ctx, m2pt_context_kernel_times(ctx, NULL, 0, &count));
+  assert_int_equal(count, 1);
+  assert_status(NULL, m2pt_context_kernel_times(NULL, k, 4, &count), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_context_kernel_times(ctx, k, 4, NULL), M2PT_ERR_INVALID_ARGUMENT);
+  assert_status(ctx, m2pt_context_kernel_times(ctx, NULL, 4, &count),
+                M2PT_ERR_INVALID_ARGUMENT);
+  m2pt_tensor_destroy(t);
+  m2pt_context_destroy(ctx);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -385,6 +432,7 @@ int main(void)
       cmocka_unit_test(batched_input),
       cmocka_unit_test(bad_inputs),
       cmocka_unit_test(kernel_time),
+      cmocka_unit_test(kernel_times),
   };
   /* Linear's own kernels (bias, merge) have no variants: only its GEMMs do. */
   return test_run_matrix("linear", TEST_AXIS_GEMM, tests, NULL, NULL) != 0;

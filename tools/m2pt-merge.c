@@ -233,7 +233,7 @@ int main(int argc, char **argv)
   m2pt_model *model = NULL;
   m2pt_status s;
   tool_step(NULL);
-  int rc = tool_context(a.o.device, &ctx);
+  int rc = tool_context(a.o.device, 0, &ctx);
   tool_step("opening the device");
   if (!rc && (s = m2pt_model_load(ctx, a.m2pt ? a.m2pt : a.target, &a.o.model, &model)) != M2PT_OK)
     rc = tool_fail(ctx, s, "loading the model");

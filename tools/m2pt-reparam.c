@@ -53,7 +53,7 @@ int main(int argc, char **argv)
   m2pt_model *model = NULL;
   m2pt_status s;
   tool_step(NULL);
-  int rc = tool_context(o.device, &ctx);
+  int rc = tool_context(o.device, 0, &ctx);
   tool_step("opening the device");
   if (!rc && (s = m2pt_model_load(ctx, target, &o.model, &model)) != M2PT_OK)
     rc = tool_fail(ctx, s, "loading the target");

@@ -42,6 +42,9 @@ static void usage(FILE *f)
           "  --aux AUX         auxiliary-modality checkpoint of the same architecture\n"
           "  --merge           merge the pathways before running\n"
           "  --repeat R        run R times and report the median time on stderr\n"
+          "  --kernels         also report on stderr the device time of m2pt's own kernels\n"
+          "                    per timed run, by kernel (a profiling context; CLBlast's\n"
+          "                    and the host GEMMs are not kernels of m2pt's)\n"
           "  --warmup W        with --repeat: how many of the R runs are warm-up, left out\n"
           "                    of the median (default 1; m2pt repacks each linear's weights\n"
           "                    on its second forward, so 2 leaves that out too)\n"
@@ -57,6 +60,7 @@ typedef struct run_args {
   tool_input_args in;
   const char *output;
   size_t repeat, warmup;
+  int kernels;
   int merge, allow_nonfinite, has_pool;
   m2pt_forward_options fwd;
   tool_options o;
@@ -111,6 +115,8 @@ static int parse(int argc, char **argv, run_args *a)
       bad = bad || !parse_pool(v, a);
     } else if (!strcmp(argv[i], "--normalize")) {
       a->fwd.normalize = 1;
+    } else if (!strcmp(argv[i], "--kernels")) {
+      a->kernels = a->o.profiling = 1;
     } else if (!strcmp(argv[i], "--merge")) {
       a->merge = 1;
     } else if (!strcmp(argv[i], "--allow-nonfinite")) {
@@ -218,6 +224,25 @@ static m2pt_status output_shape(const m2pt_model *model, const run_args *a, cons
   return m2pt_model_output_shape(model, a->fwd.output, in->rows, in->cols, ndim, shape);
 }
 
+/* The kernel times since the warm-up, per run, the longest first. */
+static m2pt_status report_kernels(m2pt_context *ctx, size_t runs)
+{
+  m2pt_kernel_time k[96];
+  size_t count = 0;
+  const m2pt_status s = m2pt_context_kernel_times(ctx, k, sizeof k / sizeof *k, &count);
+  if (s != M2PT_OK)
+    return s;
+  double total = 0.0;
+  for (size_t i = 0; i < count && i < sizeof k / sizeof *k; i++)
+    total += k[i].ms;
+  fprintf(stderr, "%s: m2pt's kernels, device time per run (%zu runs): %.3f ms in all\n",
+          tool_name, runs, total / (double)runs);
+  for (size_t i = 0; i < count && i < sizeof k / sizeof *k; i++)
+    fprintf(stderr, "%s: %10.3f ms %8.1f launches  %s\n", tool_name, k[i].ms / (double)runs,
+            (double)k[i].launches / (double)runs, k[i].name);
+  return M2PT_OK;
+}
+
 /* Runs the model `repeat` times; reports the median when repeating. */
 static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const tool_inputs *in,
                float **output, size_t *ondim, size_t *oshape)
@@ -254,13 +279,20 @@ static int run(m2pt_context *ctx, m2pt_model *model, const run_args *a, const to
     tool_error("out of memory");
     s = M2PT_ERR_OUT_OF_MEMORY;
   }
+  const size_t warm = a->repeat > 1 ? a->warmup : 0;
   for (size_t r = 0; s == M2PT_OK && r < a->repeat; r++) {
+    double drained;
+    if (a->kernels && r == warm && r > 0) /* the warm-up runs' kernels: left out */
+      s = m2pt_context_kernel_time(ctx, &drained);
     const double t0 = now();
-    s = forward(ctx, model, a, &t);
+    if (s == M2PT_OK)
+      s = forward(ctx, model, a, &t);
     if (s == M2PT_OK)
       s = m2pt_context_finish(ctx);
     times[r] = now() - t0;
   }
+  if (s == M2PT_OK && a->kernels)
+    s = report_kernels(ctx, a->repeat - warm);
   if (s == M2PT_OK)
     s = m2pt_tensor_read(t.y, *output, numel);
   if (s == M2PT_OK && a->repeat > 1) {

@@ -78,7 +78,7 @@ static int train(const train_args *a)
   FILE *log = NULL;
   int rc = TOOL_EXIT_FAILURE;
   m2pt_status s;
-  if (tool_context(a->tool.device, &ctx))
+  if (tool_context(a->tool.device, 0, &ctx))
     goto done;
   if (load_data(&a->train, &data) || (a->val.data && load_data(&a->val, &val)))
     goto done;

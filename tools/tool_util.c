@@ -261,10 +261,11 @@ void tool_signals(void)
   }
 }
 
-int tool_context(const char *device, m2pt_context **ctx)
+int tool_context(const char *device, unsigned flags, m2pt_context **ctx)
 {
   m2pt_context_options opts = m2pt_context_options_default();
   opts.device = device;
+  opts.flags = flags;
   const m2pt_status s = m2pt_context_create(&opts, ctx);
   return s == M2PT_OK ? 0 : tool_fail(NULL, s, "opening the OpenCL device");
 }
@@ -439,7 +440,7 @@ int tool_open_model(const tool_input_args *in, const tool_options *o, m2pt_conte
   *ctx = NULL;
   *model = NULL;
   tool_step(NULL);
-  int rc = tool_context(o->device, ctx);
+  int rc = tool_context(o->device, o->profiling ? M2PT_CONTEXT_PROFILING : 0, ctx);
   tool_step("opening the device");
   m2pt_status s;
   if (!rc && (s = m2pt_model_load(*ctx, in->model, &o->model, model)) != M2PT_OK)

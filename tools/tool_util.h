@@ -57,6 +57,7 @@ typedef struct tool_options {
   size_t nlayers;
   const char *layer_list; /* --layers as given */
   int aux_bias;           /* --aux-bias: the seed's y = x(W + λW_aux)ᵀ + b + λb_aux */
+  int profiling;          /* tool_open_model makes a profiling context */
 } tool_options;
 
 void tool_options_init(tool_options *o);
@@ -86,8 +87,9 @@ void tool_step(const char *what);
  * would have. Leaves a signal ignored at start (nohup) ignored. */
 void tool_signals(void);
 
-/* Creates a context on `device` (NULL: the default); reports failures. */
-int tool_context(const char *device, m2pt_context **ctx);
+/* Creates a context on `device` (NULL: the default) with M2PT_CONTEXT_*
+ * `flags`; reports failures. */
+int tool_context(const char *device, unsigned flags, m2pt_context **ctx);
 
 /* Reads a [B][N] array of integers (token ids, token types, as <i4 or <i8),
  * widened exactly to int64 into *data (m2pt_free); reports failures naming

@@ -184,11 +184,35 @@ M2PT_API void m2pt_context_stats_reset(m2pt_context *ctx);
 
 /* With M2PT_CONTEXT_PROFILING: waits for the queue, then writes the device
  * time in milliseconds of m2pt's own kernels enqueued since the last call
- * (OpenCL profiling events), and restarts the count. CLBlast's kernels are
+ * (OpenCL profiling events), and restarts the count (also
+ * m2pt_context_kernel_times'). CLBlast's kernels are
  * not included (time those by wall clock around m2pt_context_finish).
  * Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_INVALID_STATE (no profiling),
  * M2PT_ERR_OPENCL. */
 M2PT_API m2pt_status m2pt_context_kernel_time(m2pt_context *ctx, double *ms);
+
+/* Longest kernel name m2pt_kernel_time holds, with its terminating 0. */
+#define M2PT_KERNEL_NAME_MAX 48
+
+/* The device time of one of m2pt's kernels (by its OpenCL name, e.g.
+ * "m2pt_gelu_backward") over the launches counted. */
+typedef struct m2pt_kernel_time {
+  char name[M2PT_KERNEL_NAME_MAX];
+  double ms;
+  size_t launches;
+} m2pt_kernel_time;
+
+/* With M2PT_CONTEXT_PROFILING: m2pt_context_kernel_time's count split by
+ * kernel: waits for the queue, then writes the kernels enqueued since
+ * either function last read the count, the longest total first, into
+ * out[0 .. capacity), and their number into *count (which may exceed
+ * capacity: the rest are left out), and restarts the count. Beyond 96
+ * names (m2pt has about 40), launches go under the last name, "(other)".
+ * out may be NULL when capacity is 0. Errors: M2PT_ERR_INVALID_ARGUMENT,
+ * M2PT_ERR_INVALID_STATE (no profiling), M2PT_ERR_OUT_OF_MEMORY,
+ * M2PT_ERR_OPENCL. */
+M2PT_API m2pt_status m2pt_context_kernel_times(m2pt_context *ctx, m2pt_kernel_time *out,
+                                               size_t capacity, size_t *count);
 
 /* What runs the context's GEMMs: "CLBlast", or on a CPU device, whose
  * buffers a host library reads in place, "oneDNN" or "OpenBLAS" (CLBlast on

@@ -153,6 +153,8 @@ void m2pt_context_destroy(m2pt_context *ctx)
   for (size_t i = 0; i < ctx->event_count; i++)
     clReleaseEvent(ctx->events[i]);
   free(ctx->events);
+  free(ctx->event_tally);
+  free(ctx->tallies);
   m2pt_workspace_release(ctx);
   m2pt_program_cache_clear(ctx);
   if (ctx->queue)

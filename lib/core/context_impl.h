@@ -15,6 +15,16 @@
 
 /* Profiling events kept before they are summed up (m2pt_enqueue_kernel). */
 #define M2PT_MAX_PENDING_EVENTS 256
+/* Kernel names told apart by m2pt_context_kernel_times (m2pt has about
+ * 40); launches of further names are counted under the last slot. */
+#define M2PT_KERNEL_TALLIES 96
+
+/* One kernel name's device time since the counts were last read. */
+typedef struct m2pt_kernel_tally {
+  char name[M2PT_KERNEL_NAME_MAX];
+  double ns;
+  size_t launches;
+} m2pt_kernel_tally;
 
 struct m2pt_program_entry; /* program.c */
 struct m2pt_context_hooks;  /* context_hooks.h */
@@ -51,10 +61,14 @@ struct m2pt_context {
   uint64_t train_serial;
 
   /* Events of our own kernels while profiling (m2pt_context_kernel_time),
-   * and the device time of those already collected. */
+   * each with its kernel's tally, and the device time of those already
+   * collected, in all and per kernel name. */
   cl_event *events;            /* M2PT_MAX_PENDING_EVENTS slots */
+  unsigned char *event_tally;  /* M2PT_MAX_PENDING_EVENTS slots */
   size_t event_count;
   double profiled_ns;
+  m2pt_kernel_tally *tallies;  /* M2PT_KERNEL_TALLIES slots */
+  size_t tally_count;
 };
 
 struct m2pt_tensor {
