@@ -341,14 +341,21 @@ static void bad_inputs(void **state)
   assert_int_equal(stats.device_bytes_live, 0);
 }
 
-/* Profiling contexts time our own kernels (used by m2pt-bench). */
-static void kernel_time(void **state)
+/* A context on the default device that times its kernels. */
+static m2pt_context *profiling_context(void)
 {
-  (void)state;
   m2pt_context_options opts = m2pt_context_options_default();
   opts.flags = M2PT_CONTEXT_PROFILING;
   m2pt_context *ctx = NULL;
   assert_ok(NULL, m2pt_context_create(&opts, &ctx));
+  return ctx;
+}
+
+/* Profiling contexts time our own kernels (used by m2pt-bench). */
+static void kernel_time(void **state)
+{
+  (void)state;
+  m2pt_context *ctx = profiling_context();
   params p = test_linear_params_make(8, 4, 50);
   m2pt_linear *l = test_linear_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.5f);
   float x[16];
@@ -379,10 +386,7 @@ static void kernel_time(void **state)
 static void kernel_times(void **state)
 {
   (void)state;
-  m2pt_context_options opts = m2pt_context_options_default();
-  opts.flags = M2PT_CONTEXT_PROFILING;
-  m2pt_context *ctx = NULL;
-  assert_ok(NULL, m2pt_context_create(&opts, &ctx));
+  m2pt_context *ctx = profiling_context();
   const size_t shape[1] = {64};
   m2pt_tensor *t = test_tensor(ctx, 1, shape, NULL);
   for (int i = 0; i < 3; i++)
