@@ -227,7 +227,7 @@ static m2pt_status output_shape(const m2pt_model *model, const run_args *a, cons
 /* The kernel times since the warm-up, per run, the longest first. */
 static m2pt_status report_kernels(m2pt_context *ctx, size_t runs)
 {
-  m2pt_kernel_time k[96];
+  m2pt_kernel_time k[M2PT_KERNEL_TIMES_MAX];
   size_t count = 0;
   const m2pt_status s = m2pt_context_kernel_times(ctx, k, sizeof k / sizeof *k, &count);
   if (s != M2PT_OK)

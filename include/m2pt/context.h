@@ -193,6 +193,9 @@ M2PT_API m2pt_status m2pt_context_kernel_time(m2pt_context *ctx, double *ms);
 
 /* Longest kernel name m2pt_kernel_time holds, with its terminating 0. */
 #define M2PT_KERNEL_NAME_MAX 48
+/* Kernel names m2pt_context_kernel_times tells apart (m2pt has about 40):
+ * an array this long takes them all. */
+#define M2PT_KERNEL_TIMES_MAX 96
 
 /* The device time of one of m2pt's kernels (by its OpenCL name, e.g.
  * "m2pt_gelu_backward") over the launches counted. */
@@ -206,8 +209,8 @@ typedef struct m2pt_kernel_time {
  * kernel: waits for the queue, then writes the kernels enqueued since
  * either function last read the count, the longest total first, into
  * out[0 .. capacity), and their number into *count (which may exceed
- * capacity: the rest are left out), and restarts the count. Beyond 96
- * names (m2pt has about 40), launches go under the last name, "(other)".
+ * capacity: the rest are left out), and restarts the count. Beyond
+ * M2PT_KERNEL_TIMES_MAX names, launches go under the last name, "(other)".
  * out may be NULL when capacity is 0. Errors: M2PT_ERR_INVALID_ARGUMENT,
  * M2PT_ERR_INVALID_STATE (no profiling), M2PT_ERR_OUT_OF_MEMORY,
  * M2PT_ERR_OPENCL. */

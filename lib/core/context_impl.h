@@ -15,9 +15,9 @@
 
 /* Profiling events kept before they are summed up (m2pt_enqueue_kernel). */
 #define M2PT_MAX_PENDING_EVENTS 256
-/* Kernel names told apart by m2pt_context_kernel_times (m2pt has about
- * 40); launches of further names are counted under the last slot. */
-#define M2PT_KERNEL_TALLIES 96
+/* Kernel names told apart by m2pt_context_kernel_times; launches of
+ * further names are counted under the last slot. */
+#define M2PT_KERNEL_TALLIES M2PT_KERNEL_TIMES_MAX
 
 /* One kernel name's device time since the counts were last read. */
 typedef struct m2pt_kernel_tally {

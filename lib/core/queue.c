@@ -55,15 +55,13 @@ static m2pt_status collect_events(m2pt_context *ctx)
   return M2PT_OK;
 }
 
-/* Waits for the queue and collects every kept event (the start of both
- * readers below), after their common checks. */
-static m2pt_status finish_profiled(m2pt_context *ctx, const char *fn)
+/* Both readers below need a profiling context. */
+static m2pt_status check_profiling(m2pt_context *ctx, const char *fn)
 {
   if (!(ctx->flags & M2PT_CONTEXT_PROFILING))
     return m2pt_fail(ctx, M2PT_ERR_INVALID_STATE,
                      "%s: the context was created without M2PT_CONTEXT_PROFILING", fn);
-  M2PT_TRY_CL(ctx, clFinish(ctx->queue), "clFinish");
-  return collect_events(ctx);
+  return M2PT_OK;
 }
 
 /* Restarts the count both readers share. */
@@ -77,9 +75,9 @@ m2pt_status m2pt_context_kernel_time(m2pt_context *ctx, double *ms)
 {
   M2PT_REQUIRE(NULL, ctx != NULL, "m2pt_context_kernel_time: ctx is NULL");
   M2PT_REQUIRE(ctx, ms != NULL, "m2pt_context_kernel_time: ms is NULL");
-  const m2pt_status status = finish_profiled(ctx, "m2pt_context_kernel_time");
-  if (status == M2PT_ERR_INVALID_STATE)
-    return status;
+  M2PT_TRY(check_profiling(ctx, "m2pt_context_kernel_time"));
+  M2PT_TRY_CL(ctx, clFinish(ctx->queue), "clFinish");
+  const m2pt_status status = collect_events(ctx);
   *ms = ctx->profiled_ns * 1e-6;
   restart_count(ctx);
   return status;
@@ -99,10 +97,11 @@ m2pt_status m2pt_context_kernel_times(m2pt_context *ctx, m2pt_kernel_time *out,
   M2PT_REQUIRE(ctx, count != NULL, "%s: count is NULL", fn);
   M2PT_REQUIRE(ctx, out != NULL || capacity == 0, "%s: out is NULL, capacity %zu", fn,
                capacity);
-  const m2pt_status status = finish_profiled(ctx, fn);
-  if (status == M2PT_ERR_INVALID_STATE)
-    return status;
-  qsort(ctx->tallies, ctx->tally_count, sizeof *ctx->tallies, longer_first);
+  M2PT_TRY(check_profiling(ctx, fn));
+  M2PT_TRY_CL(ctx, clFinish(ctx->queue), "clFinish");
+  const m2pt_status status = collect_events(ctx);
+  if (ctx->tally_count) /* tallies is NULL until the first kernel */
+    qsort(ctx->tallies, ctx->tally_count, sizeof *ctx->tallies, longer_first);
   for (size_t i = 0; i < ctx->tally_count && i < capacity; i++) {
     const m2pt_kernel_tally *t = &ctx->tallies[i];
     memcpy(out[i].name, t->name, sizeof out[i].name);
