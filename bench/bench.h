@@ -35,6 +35,7 @@ typedef struct bench_options {
   int reps;          /* timed runs */
   int quick;         /* no cold startup runs */
   int smoke;         /* tiny shapes, one run: a test, not a measurement */
+  int kernels;       /* split each case's m2pt kernel time by kernel (--kernels) */
   unsigned suites;   /* BENCH_SUITE_* */
 } bench_options;
 
@@ -108,15 +109,31 @@ typedef struct bench_case {
                              collected; NULL: host code, timed by wall clock */
 } bench_case;
 
+/* Kernels a case keeps of its split by kernel (--kernels): the longest. */
+#define BENCH_KERNELS_KEPT 8
+
+/* One of m2pt's kernels in a case's run: means over the timed runs. */
+typedef struct bench_kernel_share {
+  char name[M2PT_KERNEL_NAME_MAX];
+  double ms, launches;
+} bench_kernel_share;
+
 typedef struct bench_timing {
   double median_ms, min_ms, max_ms;
   double kernel_ms; /* median device time of m2pt's own kernels; < 0: not measured */
   int events;       /* times are from OpenCL profiling events (else wall clock) */
+  /* With --kernels, m2pt's kernel time per run by kernel, the longest
+   * first (m2pt_context_kernel_times), n_kernels of them; the other
+   * rest_kernels took rest_ms together. */
+  size_t n_kernels, rest_kernels;
+  double rest_ms;
+  bench_kernel_share kernels[BENCH_KERNELS_KEPT];
 } bench_timing;
 
 /* Runs the n cases in turn, o->warmup untimed rounds and then o->reps timed
  * ones, so that drift in the machine's speed affects them alike, and writes
- * each case's timing to t[case]. A case with a context is timed on the
+ * each case's timing to t[case] (with o->kernels, its kernel time by
+ * kernel too). A case with a context is timed on the
  * device: a marker enqueued before the run and one that bench_finish
  * enqueues at its end bracket everything the run enqueued, CLBlast's kernels
  * included (whose own events can cover only one of their kernels, CLBlast

@@ -13,6 +13,8 @@
 
 #define MAX_SELECTORS 16
 #define MAX_COUNT 1000000
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
 
 /* What the command line asks for. */
 typedef struct cli {
@@ -78,6 +80,11 @@ static void usage(FILE *f)
       "                 minute on PoCL once kernels are cached\n"
       "  --smoke        tiny shapes, one run: checks that every case works (a test,\n"
       "                 not a measurement)\n"
+      "  --kernels      under each case's row, its 'm2pt-k ms' split by kernel: the\n"
+      "                 " STRINGIFY(BENCH_KERNELS_KEPT) " longest of m2pt's kernels (ms and launches per run, means\n"
+      "                 over the timed runs, and share of their time), then the rest\n"
+      "                 together; in the JSON, \"kernels\": [{name, ms, launches}] and\n"
+      "                 \"kernels_rest\": {kernels, ms}\n"
       "\n"
       "Output:\n"
       "  --json FILE    {\"devices\": [{name, vendor, driver, peak_gflops, peak_gbps, ...}],\n"
@@ -231,6 +238,8 @@ static int parse_args(int argc, char **argv, cli *c)
       c->o.quick = 1;
     else if (!strcmp(arg, "--smoke"))
       c->o.smoke = 1;
+    else if (!strcmp(arg, "--kernels"))
+      c->o.kernels = 1;
     else if (!strcmp(arg, "--startup-probe"))
       c->probe = 1;
     else

@@ -303,9 +303,47 @@ static double event_ms(cl_event start, cl_event end)
   return (double)(t1 - t0) * 1e-6;
 }
 
+/* A case's kernel time by kernel name, summed over its timed runs
+ * (--kernels). */
+typedef struct kernel_tally {
+  size_t count;
+  m2pt_kernel_time k[M2PT_KERNEL_TIMES_MAX];
+} kernel_tally;
+
+/* m2pt's kernel time of the run just done on c's context into *kernel_ms,
+ * added by kernel to `tally` where there is one. */
+static m2pt_status collect_kernel_time(const bench_case *c, double *kernel_ms,
+                                       kernel_tally *tally)
+{
+  if (!tally)
+    return BENCH_CALL(c->profiled, m2pt_context_kernel_time(c->profiled, kernel_ms));
+  m2pt_kernel_time run[M2PT_KERNEL_TIMES_MAX];
+  size_t count = 0;
+  const m2pt_status s = BENCH_CALL(
+      c->profiled, m2pt_context_kernel_times(c->profiled, run, M2PT_KERNEL_TIMES_MAX, &count));
+  *kernel_ms = 0.0;
+  for (size_t i = 0; s == M2PT_OK && i < count && i < M2PT_KERNEL_TIMES_MAX; i++) {
+    *kernel_ms += run[i].ms;
+    size_t j = 0;
+    while (j < tally->count && strcmp(tally->k[j].name, run[i].name))
+      j++;
+    if (j == M2PT_KERNEL_TIMES_MAX) /* a name more than fits: the last slot takes it */
+      j--;
+    else if (j == tally->count) {
+      tally->k[tally->count++] = run[i];
+      tally->k[j].ms = 0.0;
+      tally->k[j].launches = 0;
+    }
+    tally->k[j].ms += run[i].ms;
+    tally->k[j].launches += run[i].launches;
+  }
+  return s;
+}
+
 /* One timed run: between two markers on the context's queue where it has
  * one (wall clock as the fallback), then m2pt's kernel time. */
-static m2pt_status timed_run(const bench_case *c, double *ms, double *kernel_ms, int *events)
+static m2pt_status timed_run(const bench_case *c, double *ms, double *kernel_ms, int *events,
+                             kernel_tally *tally)
 {
   cl_command_queue queue = bench_context_queue(c->profiled);
   cl_event start = NULL;
@@ -326,7 +364,7 @@ static m2pt_status timed_run(const bench_case *c, double *ms, double *kernel_ms,
   *events = device_ms >= 0.0;
   *ms = *events ? device_ms : wall_ms;
   if (s == M2PT_OK && c->profiled)
-    s = BENCH_CALL(c->profiled, m2pt_context_kernel_time(c->profiled, kernel_ms));
+    s = collect_kernel_time(c, kernel_ms, tally);
   return s;
 }
 
@@ -361,15 +399,42 @@ static m2pt_status warm_up(const bench_case *cases, size_t n, int rounds, const 
   return s;
 }
 
+static int longer_kernel_first(const void *a, const void *b)
+{
+  const double x = ((const m2pt_kernel_time *)a)->ms, y = ((const m2pt_kernel_time *)b)->ms;
+  return (x < y) - (x > y);
+}
+
+/* The tally's longest kernels into t, per run. */
+static void keep_kernels(kernel_tally *tally, size_t reps, bench_timing *t)
+{
+  qsort(tally->k, tally->count, sizeof tally->k[0], longer_kernel_first);
+  for (size_t i = 0; i < tally->count; i++) {
+    const double ms = tally->k[i].ms / (double)reps;
+    if (i < BENCH_KERNELS_KEPT) {
+      bench_kernel_share *k = &t->kernels[t->n_kernels++];
+      memcpy(k->name, tally->k[i].name, sizeof k->name);
+      k->ms = ms;
+      k->launches = (double)tally->k[i].launches / (double)reps;
+    } else {
+      t->rest_ms += ms;
+      t->rest_kernels++;
+    }
+  }
+}
+
 /* Sorts one case's samples and sums them up. */
 static void summarize(const bench_case *c, double *ms, double *kernel, size_t reps, int events,
-                      bench_timing *t)
+                      kernel_tally *tally, bench_timing *t)
 {
+  memset(t, 0, sizeof *t);
   t->median_ms = sorted_median(ms, reps);
   t->min_ms = ms[0];
   t->max_ms = ms[reps - 1];
   t->kernel_ms = c->profiled ? sorted_median(kernel, reps) : -1.0;
   t->events = events;
+  if (tally && c->profiled)
+    keep_kernels(tally, reps, t);
 }
 
 m2pt_status bench_measure(const bench_case *cases, size_t n, const bench_options *o,
@@ -383,9 +448,11 @@ m2pt_status bench_measure(const bench_case *cases, size_t n, const bench_options
   const size_t reps = (size_t)o->reps;
   double *ms = calloc(2 * n * reps, sizeof *ms); /* [case][rep], then kernel's */
   int *events = calloc(n, sizeof *events);
-  if (!ms || !events) {
+  kernel_tally *tallies = o->kernels ? calloc(n, sizeof *tallies) : NULL;
+  if (!ms || !events || (o->kernels && !tallies)) {
     free(ms);
     free(events);
+    free(tallies);
     return bench_fail(M2PT_ERR_OUT_OF_MEMORY, "out of host memory");
   }
   double *kernel = ms + n * reps;
@@ -395,14 +462,17 @@ m2pt_status bench_measure(const bench_case *cases, size_t n, const bench_options
     progress_eta(label, o->warmup + (int)r, total, bench_now() - t0);
     for (size_t c = 0; s == M2PT_OK && c < n; c++) {
       int ev = 0;
-      s = timed_run(&cases[c], &ms[c * reps + r], &kernel[c * reps + r], &ev);
+      s = timed_run(&cases[c], &ms[c * reps + r], &kernel[c * reps + r], &ev,
+                    tallies ? &tallies[c] : NULL);
       events[c] &= ev; /* one sample by wall clock: the case is by wall clock */
     }
   }
   for (size_t c = 0; s == M2PT_OK && c < n; c++)
-    summarize(&cases[c], &ms[c * reps], &kernel[c * reps], reps, events[c], &t[c]);
+    summarize(&cases[c], &ms[c * reps], &kernel[c * reps], reps, events[c],
+              tallies ? &tallies[c] : NULL, &t[c]);
   free(ms);
   free(events);
+  free(tallies);
   return s;
 }
 

@@ -148,11 +148,34 @@ static void add_record(const bench_row *r, double gflops, double gbps, double pc
   rec->max_ms = r->t->max_ms;
   rec->kernel_ms = r->t->kernel_ms;
   rec->events = r->t->events;
+  rec->n_kernels = r->t->n_kernels;
+  rec->rest_kernels = r->t->rest_kernels;
+  rec->rest_ms = r->t->rest_ms;
+  memcpy(rec->kernels, r->t->kernels, sizeof rec->kernels);
   rec->gflops = gflops;
   rec->gbps = gbps;
   rec->pct_peak = pct;
   if (r->openblas)
     note_openblas();
+}
+
+/* --kernels: a line per kept kernel under the case's row, then the rest. */
+static void print_kernels(const bench_timing *t)
+{
+  double total = t->rest_ms;
+  for (size_t i = 0; i < t->n_kernels; i++)
+    total += t->kernels[i].ms;
+  for (size_t i = 0; i < t->n_kernels; i++) {
+    const bench_kernel_share *k = &t->kernels[i];
+    printf("%-9s   %-48s %10.3f ms %8.1f launches %6.1f%%\n", "", k->name, k->ms, k->launches,
+           total > 0.0 ? 100.0 * k->ms / total : 0.0);
+  }
+  if (t->rest_kernels) {
+    char rest[48];
+    snprintf(rest, sizeof rest, "(%zu more kernels)", t->rest_kernels);
+    printf("%-9s   %-48s %10.3f ms %17s %6.1f%%\n", "", rest, t->rest_ms, "",
+           total > 0.0 ? 100.0 * t->rest_ms / total : 0.0);
+  }
 }
 
 void bench_report(const bench_row *r)
@@ -188,6 +211,8 @@ void bench_report(const bench_row *r)
   if (r->note)
     printf("  (%s)", r->note);
   putchar('\n');
+  if (t->n_kernels)
+    print_kernels(t);
   fflush(stdout);
   add_record(r, gflops, gbps, pct);
 }
@@ -213,7 +238,8 @@ void bench_print_seconds(const char *suite, const char *name, const char *shp,
                          double seconds, double ratio, const char *ratio_label,
                          const char *note)
 {
-  const bench_timing t = {seconds * 1e3, seconds * 1e3, seconds * 1e3, -1.0, 0};
+  const bench_timing t = {.median_ms = seconds * 1e3, .min_ms = seconds * 1e3,
+                          .max_ms = seconds * 1e3, .kernel_ms = -1.0};
   const bench_row r = {.suite = suite, .name = name, .shape = shp, .t = &t, .ratio = ratio,
                        .ratio_label = ratio_label, .note = note, .no_peak = 1};
   bench_report(&r);

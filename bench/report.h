@@ -23,6 +23,10 @@ typedef struct record {
   double median_ms, min_ms, max_ms, kernel_ms; /* kernel_ms < 0: not measured */
   double gflops, gbps, pct_peak;               /* < 0: not meaningful */
   int events;
+  /* --kernels: bench_timing's split by kernel */
+  size_t n_kernels, rest_kernels;
+  double rest_ms;
+  bench_kernel_share kernels[BENCH_KERNELS_KEPT];
 } record;
 
 /* The run so far: devices and records in the order they came. */

@@ -64,6 +64,21 @@ static cJSON *record_json(const record *r)
   if (r->kernel_ms >= 0.0)
     cJSON_AddNumberToObject(o, "kernel_ms", round_sig(r->kernel_ms));
   cJSON_AddStringToObject(o, "timer", r->events ? "events" : "wall");
+  if (r->n_kernels) {
+    cJSON *kernels = cJSON_AddArrayToObject(o, "kernels");
+    for (size_t i = 0; i < r->n_kernels; i++) {
+      cJSON *k = cJSON_CreateObject();
+      cJSON_AddStringToObject(k, "name", r->kernels[i].name);
+      cJSON_AddNumberToObject(k, "ms", round_sig(r->kernels[i].ms));
+      cJSON_AddNumberToObject(k, "launches", round_sig(r->kernels[i].launches));
+      cJSON_AddItemToArray(kernels, k);
+    }
+    if (r->rest_kernels) {
+      cJSON *rest = cJSON_AddObjectToObject(o, "kernels_rest");
+      cJSON_AddNumberToObject(rest, "kernels", (double)r->rest_kernels);
+      cJSON_AddNumberToObject(rest, "ms", round_sig(r->rest_ms));
+    }
+  }
   return o;
 }
 

@@ -11,7 +11,14 @@ Usage: bench_check_json.py M2PT_BENCH
 2. `--compare OLD --against NEW` flags exactly the one case whose median an
    edited copy of the JSON (OLD) makes much faster, with a SLOWER marker and a
    count line, and exits with 0; a run with `--compare` does the same.
-3. Bad command lines exit with status 2.
+3. `--kernels` (block and train suites): under each row with an m2pt kernel time, a
+   line per kernel; in the JSON, per such record, "kernels" (at most 8, the
+   longest first, each with a name, ms and launches > 0) whose times with
+   "kernels_rest" add up to about kernel_ms (one run: no median to differ),
+   and a backward of more than 8 kernels has "kernels_rest";
+   records without a kernel time have none, and a run without --kernels
+   has none at all.
+4. Bad command lines exit with status 2.
 """
 import copy
 import csv
@@ -253,6 +260,50 @@ def check_compare(bench, tmp, json_path, doc):
               % (gemm["case"], now, flagged, p.stdout[-2000:]))
 
 
+KERNELS_KEPT = 8
+
+
+def check_kernels(bench, tmp):
+    path = os.path.join(tmp, "kernels.json")
+    p = run([bench, "--smoke", "--suite", "block", "--suite", "train", "--kernels", "--json",
+             path])
+    if p.returncode != 0:
+        return
+    with open(path) as f:
+        doc = json.load(f)
+    split = rest = 0
+    for r in doc.get("results", []):
+        kernels = r.get("kernels")
+        kernel_ms = r.get("kernel_ms")
+        if not is_number(kernel_ms) or kernel_ms <= 0:
+            check(kernels is None, "%s: kernels without a kernel time" % r.get("case"))
+            continue
+        if not check(isinstance(kernels, list) and 0 < len(kernels) <= KERNELS_KEPT,
+                     "%s: kernel_ms %r but kernels %r" % (r.get("case"), kernel_ms, kernels)):
+            continue
+        split += 1
+        for k in kernels:
+            check(isinstance(k.get("name"), str) and k["name"].startswith("m2pt_")
+                  and is_number(k.get("ms")) and k["ms"] >= 0
+                  and is_number(k.get("launches")) and k["launches"] > 0,
+                  "%s: a bad kernel entry %r" % (r["case"], k))
+            check(any(k.get("name", "?") in line and line.startswith(" ")
+                      for line in p.stdout.splitlines()),
+                  "%s: no table line for kernel %r" % (r["case"], k.get("name")))
+        times = [k.get("ms", 0) for k in kernels]
+        check(times == sorted(times, reverse=True),
+              "%s: kernels not the longest first: %r" % (r["case"], times))
+        others = r.get("kernels_rest", {"kernels": 0, "ms": 0})
+        rest += others.get("kernels", 0) > 0
+        check(len(kernels) == KERNELS_KEPT or "kernels_rest" not in r,
+              "%s: kernels_rest with only %d kernels kept" % (r["case"], len(kernels)))
+        total = sum(times) + others.get("ms", 0)
+        check(abs(total - kernel_ms) <= 1e-3 * kernel_ms + 2e-6,
+              "%s: kernels add up to %r ms, kernel_ms is %r" % (r["case"], total, kernel_ms))
+    check(split > 0 and rest > 0, "--kernels: %d records with a kernel split, %d with a rest\n%s"
+          % (split, rest, p.stdout[-2000:]))
+
+
 def check_bad_arguments(bench, tmp):
     missing = os.path.join(tmp, "missing.json")
     not_json = os.path.join(tmp, "not.json")
@@ -265,7 +316,7 @@ def check_bad_arguments(bench, tmp):
         check(p.stderr.strip(), "%r: no message on stderr" % args)
     p = run([bench, "--help"])
     for word in ("--json", "--csv", "--svg", "--compare", "--against", "--quick", "--smoke",
-                 "--device", "pct_peak", "SLOWER") + SUITES:
+                 "--kernels", "--device", "pct_peak", "SLOWER") + SUITES:
         check(word in p.stdout, "--help does not mention %s" % word)
 
 
@@ -281,10 +332,13 @@ def main():
                 doc = json.load(f)
             devices = check_devices(doc)
             results = check_results(doc, devices)
+            check(not any("kernels" in r for r in results),
+                  "a run without --kernels has records with kernels")
             check_csv(csv_path, results)
             check_svg(svg_path)
             if results and not failures:
                 check_compare(bench, tmp, json_path, doc)
+        check_kernels(bench, tmp)
         check_bad_arguments(bench, tmp)
     for f in failures:
         print("FAIL:", f)
