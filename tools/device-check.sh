@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check (README "Running on a GPU"): m2pt-info, the whole test suite and
-# m2pt-bench --quick on a bare x86-64 machine that has an NVIDIA GPU and its
+# m2pt-bench --quick --kernels on a bare x86-64 machine that has an NVIDIA GPU and its
 # driver but nothing of ours: no package registry, no network, no OpenCL ICD
 # loader, CLBlast, OpenBLAS, cmocka, cJSON or xxHash, maybe no python3, maybe
 # not even Debian's C library.
@@ -668,7 +668,7 @@ run() {
   local bench_status="not run (--no-bench)"
   if [ $bench -eq 1 ]; then
     echo
-    echo "== m2pt-bench --quick"
+    echo "== m2pt-bench --quick --kernels"
     t=$(((deadline - $(now_ms)) / 1000))
     if [ "$t" -lt 30 ]; then
       bench_status="not run (out of time)"
@@ -676,7 +676,7 @@ run() {
       rc=0
       t1=$(now_ms)
       timeout -k 10 "$t" env "${base_env[@]}" LD_LIBRARY_PATH="$libpath" \
-        "$wb/bench/m2pt-bench" --quick "${bench_suites[@]+"${bench_suites[@]}"}" \
+        "$wb/bench/m2pt-bench" --quick --kernels "${bench_suites[@]+"${bench_suites[@]}"}" \
         --device "$sel" --json "$out/bench.json" \
         >"$out/bench.txt" 2>"$out/bench-progress.txt" </dev/null || rc=$?
       cat "$out/bench.txt"
