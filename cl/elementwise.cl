@@ -2,10 +2,16 @@
  * with -D HAS_BIAS, GELU_TANH, BROADCAST and VEC (and TC, TR, PLAIN, XHAT
  * for the column sums) rather than run-time branches. */
 
-/* GELU works on VEC consecutive elements of a row per work-item (1 or 8):
- * PoCL runs explicit float8 arithmetic several times faster than what it
- * vectorises across work-items itself. */
-#if VEC == 8
+/* GELU works on VEC consecutive elements of a row per work-item (1, 8 or
+ * 16): PoCL runs explicit float8 arithmetic several times faster than what
+ * it vectorises across work-items itself, and float16 a fifth (GELU) to a
+ * quarter (its backward) faster again on AVX-512 (1576 × 3072, 2 cores). */
+#if VEC == 16
+typedef float16 floatv;
+#  define LOADV(i, p) vload16((i), (p))
+#  define STOREV(v, i, p) vstore16((v), (i), (p))
+#  define NEGATIVE(v) (isless((v), 0.0f))
+#elif VEC == 8
 typedef float8 floatv;
 #  define LOADV(i, p) vload8((i), (p))
 #  define STOREV(v, i, p) vstore8((v), (i), (p))

@@ -40,6 +40,10 @@ static void parse_accepts_and_rejects(void **state)
   assert_int_equal(m2pt_quirks_parse("linear_grad=vector", &q, why, sizeof why), 0);
   assert_int_equal(q.linear_grad_vec, 1);
   assert_int_equal(q.softmax_rows, 1);
+  assert_int_equal(m2pt_quirks_parse("gelu=float16", &q, why, sizeof why), 0);
+  assert_int_equal(q.gelu_vec, 16);
+  assert_int_equal(m2pt_quirks_parse("gelu=float8", &q, why, sizeof why), 0);
+  assert_int_equal(q.gelu_vec, 8);
   assert_int_equal(m2pt_quirks_parse("", &q, why, sizeof why), 0);
   assert_int_equal(m2pt_quirks_parse(NULL, &q, why, sizeof why), 0);
   static const char *const bad[][2] = {
@@ -47,6 +51,7 @@ static void parse_accepts_and_rejects(void **state)
       {"layer_norm=diagonal", "workgroup|rows"},
       {"gelu=float8,gelu=scalar", "twice"},
       {"gelu=float8,", "trailing comma"},
+      {"gelu=float4", "scalar|float8|float16"},
       {"attention", "key=value"},
       {"attention_vec=2", "1|4|8|16"},
       {"linear_grad=float4", "vector|scalar"},

@@ -172,7 +172,7 @@ static const axis_values axis_table[AXIS_COUNT] = {
     [AXIS_ATTENTION] = {"attention", {"auto", "gemm", "fused"}},
     [AXIS_ATTENTION_VEC] = {"attention_vec", {"16", "8", "4", "1"}},
     [AXIS_LAYER_NORM] = {"layer_norm", {"rows", "workgroup"}},
-    [AXIS_GELU] = {"gelu", {"float8", "scalar"}},
+    [AXIS_GELU] = {"gelu", {"float16", "float8", "scalar"}},
     [AXIS_ATTENTION_KERNEL] = {"attention_kernel", {"rows", "tiles"}},
     [AXIS_LINEAR_GRAD] = {"linear_grad", {"vector", "scalar"}},
     [AXIS_SOFTMAX] = {"softmax", {"rows", "workgroup"}},
@@ -219,7 +219,7 @@ static int probe_device(int enumerate, matrix_device *d)
   d->own.value[AXIS_ATTENTION] = value_index(AXIS_ATTENTION, impl[q.attention]);
   d->own.value[AXIS_ATTENTION_VEC] = value_index(AXIS_ATTENTION_VEC, vec);
   d->own.value[AXIS_LAYER_NORM] = q.layer_norm == M2PT_LAYER_NORM_ROWS ? 0 : 1;
-  d->own.value[AXIS_GELU] = q.gelu_vec == 8 ? 0 : 1;
+  d->own.value[AXIS_GELU] = q.gelu_vec == 16 ? 0 : q.gelu_vec == 8 ? 1 : 2;
   d->own.value[AXIS_ATTENTION_KERNEL] = q.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS ? 0 : 1;
   d->own.value[AXIS_LINEAR_GRAD] = q.linear_grad_vec ? 0 : 1;
   d->own.value[AXIS_SOFTMAX] = q.softmax_rows ? 0 : 1;
@@ -247,8 +247,10 @@ static int probe_device(int enumerate, matrix_device *d)
     d->valid[AXIS_ATTENTION_VEC][v] = v >= d->own.value[AXIS_ATTENTION_VEC];
   /* Both fused kernels run anywhere (rows with attention_vec=1 on Oclgrind). */
   d->valid[AXIS_ATTENTION_KERNEL][0] = d->valid[AXIS_ATTENTION_KERNEL][1] = 1;
-  d->valid[AXIS_LAYER_NORM][0] = d->valid[AXIS_GELU][0] = vectors;
-  d->valid[AXIS_LAYER_NORM][1] = d->valid[AXIS_GELU][1] = 1;
+  d->valid[AXIS_LAYER_NORM][0] = vectors;
+  d->valid[AXIS_LAYER_NORM][1] = 1;
+  d->valid[AXIS_GELU][0] = d->valid[AXIS_GELU][1] = vectors;
+  d->valid[AXIS_GELU][2] = 1;
   d->valid[AXIS_LINEAR_GRAD][0] = vectors;
   d->valid[AXIS_LINEAR_GRAD][1] = 1;
   /* Where the device's own is a work-group per row (GPUs, Oclgrind), the rows

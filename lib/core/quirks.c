@@ -17,9 +17,9 @@ void m2pt_quirks_of_device(cl_device_id device, const m2pt_device_info *info, m2
   q->fill_via_host = oclgrind;
   q->host_writes_new_buffers = oclgrind;
   q->layer_norm = info->is_cpu && !oclgrind ? M2PT_LAYER_NORM_ROWS : M2PT_LAYER_NORM_WORKGROUP;
-  q->gelu_vec = oclgrind ? 1 : 8;
   cl_uint lanes = 0;
   clGetDeviceInfo(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof lanes, &lanes, NULL);
+  q->gelu_vec = oclgrind ? 1 : info->is_cpu && lanes >= 16 ? 16 : 8;
   q->attention_vec = oclgrind ? 1 : info->is_cpu && lanes >= 16 ? 16 : 8;
   q->attention_kernel = info->is_cpu && !oclgrind ? M2PT_ATTENTION_KERNEL_ROWS
                                                   : M2PT_ATTENTION_KERNEL_TILES;
@@ -63,7 +63,7 @@ enum {
 static const key_values keys[K_COUNT] = {
     [K_LAYER_NORM] = {"layer_norm", {"workgroup", "rows"},
                       {M2PT_LAYER_NORM_WORKGROUP, M2PT_LAYER_NORM_ROWS}},
-    [K_GELU] = {"gelu", {"scalar", "float8"}, {1, 8}},
+    [K_GELU] = {"gelu", {"scalar", "float8", "float16"}, {1, 8, 16}},
     [K_ATTENTION] = {"attention", {"auto", "fused", "gemm"},
                      {M2PT_ATTENTION_AUTO, M2PT_ATTENTION_FUSED, M2PT_ATTENTION_GEMM}},
     [K_ATTENTION_KERNEL] = {"attention_kernel", {"tiles", "rows"},

@@ -7,7 +7,7 @@
  *
  *   M2PT_QUIRKS=layer_norm=rows,gelu=scalar,attention=gemm
  *
- * Keys and values: layer_norm=workgroup|rows, gelu=scalar|float8,
+ * Keys and values: layer_norm=workgroup|rows, gelu=scalar|float8|float16,
  * attention=auto|fused|gemm, attention_kernel=tiles|rows,
  * attention_vec=1|4|8|16, linear_grad=vector|scalar, softmax=workgroup|rows,
  * gemm=<backend> (a name
@@ -55,8 +55,9 @@ typedef struct m2pt_quirks {
    * parameter gradients run: 8 columns per work-item down the rows (ROWS,
    * 13x faster on PoCL) or a tree per work-group. */
   m2pt_layer_norm_variant layer_norm;
-  /* GELU's vector width where rows allow, 8 or 1 (float8: 3.1x faster on
-   * PoCL; 1 on Oclgrind, whose checker crashes on vectors). */
+  /* GELU's vector width where rows allow, 16, 8 or 1 (float8: 3.1x faster
+   * on PoCL, float16 a further 1.2-1.4x where the CPU has 16 float lanes;
+   * 1 on Oclgrind, whose checker crashes on vectors). */
   unsigned gelu_vec;
   /* The widest vector the fused attention kernels may use, 16, 8, 4 or 1
    * (the widest dividing dim_head is taken; TILES takes at most 8): 16 on

@@ -7,11 +7,22 @@
 #include "core/workspace.h"
 #include "tensor_checks.h"
 
+/* GELU's elements per work-item: the quirk's vector width (16 on CPUs with
+ * 16 float lanes, 8 elsewhere, 1 on Oclgrind) where a row holds whole
+ * vectors of it, else 8 where it does, else 1. The forward and its backward
+ * take the same, so the backward's GELU has the forward's bits. */
+static int gelu_width(const m2pt_context *ctx, size_t cols)
+{
+  const unsigned vec = ctx->quirks.gelu_vec;
+  if (cols % vec == 0)
+    return (int)vec;
+  return vec > 8 && cols % 8 == 0 ? 8 : 1;
+}
+
 m2pt_status m2pt_op_gelu(m2pt_context *ctx, cl_mem x, cl_mem bias, m2pt_gelu_kind kind,
                          size_t n, size_t cols, cl_mem y)
 {
-  /* float8 where the quirks allow it (not on Oclgrind) and rows do. */
-  const int vec = cols % 8 == 0 && ctx->quirks.gelu_vec == 8 ? 8 : 1;
+  const int vec = gelu_width(ctx, cols);
   char options[80];
   snprintf(options, sizeof options, "-DHAS_BIAS=%d -DGELU_TANH=%d -DBROADCAST=0 -DVEC=%d",
            bias != NULL, kind == M2PT_GELU_TANH, vec);
@@ -27,8 +38,7 @@ m2pt_status m2pt_op_gelu_backward(m2pt_context *ctx, cl_mem dy, cl_mem x, cl_mem
                                   m2pt_gelu_kind kind, size_t n, size_t cols, cl_mem dx,
                                   cl_mem act)
 {
-  /* The forward's layout and vector width (the same quirk). */
-  const int vec = cols % 8 == 0 && ctx->quirks.gelu_vec == 8 ? 8 : 1;
+  const int vec = gelu_width(ctx, cols);
   char options[96];
   snprintf(options, sizeof options,
            "-DHAS_BIAS=%d -DGELU_TANH=%d -DBROADCAST=0 -DVEC=%d -DHAS_ACT=%d", bias != NULL,
