@@ -100,26 +100,11 @@ static float key_fold(kvec v, const int take_max)
 #endif
 }
 
-/* 2^x for x ≤ 0, -inf or NaN (the shifted scores), within 2 ulp: 2^n by
- * the exponent bits times a degree-6 minimax polynomial for 2^f on
- * [-1/2, 1/2], n = rint(x), f = x − n. Below -127 (and at -inf) it is 0:
- * n = -127 gives exponent bits 0; a NaN stays NaN through the polynomial.
- * Cheaper than the built-in exp, whose range checks cover all of float. */
-static kvec exp2_nonpositive(kvec x)
-{
-  const float round = 0x1.8p23f; /* x + round keeps rint(x) in its low bits */
-  const kvec xc = x < -127.0f ? (kvec)(-127.0f) : x;
-  const kvec t = xc + round, f = xc - (t - round);
-  kvec p = (kvec)(1.534581242594868e-4f);
-  p = fma(p, f, (kvec)(1.3399932067841291e-3f));
-  p = fma(p, f, (kvec)(9.618489071726799e-3f));
-  p = fma(p, f, (kvec)(5.550328642129898e-2f));
-  p = fma(p, f, (kvec)(2.4022646248340607e-1f));
-  p = fma(p, f, (kvec)(6.931471824645996e-1f));
-  p = fma(p, f, (kvec)(1.0f));
-  /* as_int(t) is 0x4B400000 + n; the shift drops the 0x4B4 part. */
-  return p * KFLOAT((KBITS(t) + 127) << 23);
-}
+/* 2^x of the shifted scores (≤ 0, -inf or NaN). */
+#define EXP2_T kvec
+#define EXP2_BITS KBITS
+#define EXP2_FLOAT KFLOAT
+#include "exp2.clh"
 
 /* Where Kᵀ and the packed V of (batch row b, head h) begin in `keys`. */
 #define KT_AT(keys, b, h, heads, npad, batch) \
@@ -258,7 +243,7 @@ __kernel void m2pt_attention_cpu(__global const float *qkv, __global const float
       const float shift = m[r] == -INFINITY ? 0.0f : m[r];
       #pragma unroll
       for (uint c = 0; c < NV; c++) {
-        const kvec e = exp2_nonpositive(s[r][c] - shift);
+        const kvec e = exp2_fast(s[r][c] - shift);
         lsum[r] += e;
         p[r].v[c] = e;
       }

@@ -76,6 +76,12 @@ void m2pt_softmax(__global const float *x, __global float *y, const uint cols,
 #endif
 }
 
+/* e^x for the float8 path below, x ≤ 0 up to rounding. */
+#define EXP2_T float8
+#define EXP2_BITS(v) as_int8(v)
+#define EXP2_FLOAT(v) as_float8(v)
+#include "exp2.clh"
+
 /* y = e^(scale·x − lse[lse_offset + row]) from a softmax's saved
  * log-sum-exp (m2pt_softmax with SAVE_LSE, or the fused attention
  * kernels'): the softmax again without its two passes over the row, as
@@ -101,7 +107,7 @@ __kernel void m2pt_softmax_from_lse(__global const float *x, __global float *y, 
     for (size_t j = c; j < c + 8 && j < cols; j++)
       yr[j] = 0.0f;
   } else if (c + 8 <= cols) {
-    float8 p = exp(scale * vload8(0, xr + c) - row_lse);
+    float8 p = exp2_fast((scale * vload8(0, xr + c) - row_lse) * 1.4426950408889634f);
 #if HAS_MASK
     p = select(p, (float8)(0.0f), vload8(0, keep + c) == (float8)(0.0f));
 #endif
