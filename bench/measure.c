@@ -327,8 +327,10 @@ static m2pt_status collect_kernel_time(const bench_case *c, double *kernel_ms,
     size_t j = 0;
     while (j < tally->count && strcmp(tally->k[j].name, run[i].name))
       j++;
-    if (j == M2PT_KERNEL_TIMES_MAX) /* a name more than fits: the last slot takes it */
+    if (j == M2PT_KERNEL_TIMES_MAX) { /* a name more than fit: the last slot takes it */
       j--;
+      snprintf(tally->k[j].name, sizeof tally->k[j].name, "(other)");
+    }
     else if (j == tally->count) {
       tally->k[tally->count++] = run[i];
       tally->k[j].ms = 0.0;

@@ -76,7 +76,9 @@ void m2pt_softmax(__global const float *x, __global float *y, const uint cols,
 #endif
 }
 
-/* e^x for the float8 path below, x ≤ 0 up to rounding. */
+/* e^x for the float8 path below, x ≤ 0 up to rounding (its scalar tail,
+ * the last cols % 8 columns, keeps the built-in exp: exp2.clh is of one
+ * type per source). */
 #define EXP2_T float8
 #define EXP2_BITS(v) as_int8(v)
 #define EXP2_FLOAT(v) as_float8(v)
@@ -107,7 +109,7 @@ __kernel void m2pt_softmax_from_lse(__global const float *x, __global float *y, 
     for (size_t j = c; j < c + 8 && j < cols; j++)
       yr[j] = 0.0f;
   } else if (c + 8 <= cols) {
-    float8 p = exp2_fast((scale * vload8(0, xr + c) - row_lse) * 1.4426950408889634f);
+    float8 p = exp_fast(scale * vload8(0, xr + c) - row_lse);
 #if HAS_MASK
     p = select(p, (float8)(0.0f), vload8(0, keep + c) == (float8)(0.0f));
 #endif

@@ -141,8 +141,8 @@ static void gelu_and_add(void **state)
   /* Exact GELU over a dense range, tails included (the kernel evaluates erf
    * through its own erfc approximation): as one row (scalar kernel), and the
    * first 20000 again as rows of 8 and of 16 (the vector kernels the quirk
-   * allows; not bit for bit with the scalar one, PoCL's vector exp rounds
-   * differently in the tails). */
+   * allows; not bit for bit with the scalar one: a compiler may vectorise
+   * the reciprocal and the polynomials differently). */
   {
     const size_t m = 20001;
     const size_t widths[3][2] = {{1, m}, {(m - 1) / 8, 8}, {(m - 1) / 16, 16}};

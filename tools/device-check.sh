@@ -28,7 +28,7 @@
 #                     enough to leave m2pt-bench at least 150 s
 #   --tests A,B       only these tests (meson's names; '' for none)
 #   --no-bench        skip m2pt-bench
-#   --suite NAME      m2pt-bench --quick runs this suite (repeatable; default all)
+#   --suite NAME      m2pt-bench runs this suite (repeatable; default all)
 #   --build DIR       the build to run (default build-device)
 #   --debs DIR        the .debs and their manifest (default device-debs)
 set -euo pipefail

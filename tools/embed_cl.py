@@ -20,7 +20,8 @@ import sys
 # where PoCL does not, so the same expression rounds differently, e.g.
 # LayerNorm backward's g - mean(g), exactly 0 for a one-wide row, became
 # 1.5e-3 on an H200 once scaled by rstd = 1/sqrt(1e-12). Kernels call fma()
-# where they want one. #line keeps the build log's line numbers the file's.
+# where they want one. expand()'s #line directives keep the build log's file
+# names and line numbers the files'.
 PRELUDE = b"#pragma OPENCL FP_CONTRACT OFF\n"
 
 INCLUDE = re.compile(rb'^#include "([A-Za-z0-9_]+\.clh)"\s*$')

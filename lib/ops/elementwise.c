@@ -14,9 +14,9 @@
 static int gelu_width(const m2pt_context *ctx, size_t cols)
 {
   const unsigned vec = ctx->quirks.gelu_vec;
-  if (cols % vec == 0)
-    return (int)vec;
-  return vec > 8 && cols % 8 == 0 ? 8 : 1;
+  if (vec >= 16 && cols % 16 == 0)
+    return 16;
+  return vec >= 8 && cols % 8 == 0 ? 8 : 1;
 }
 
 m2pt_status m2pt_op_gelu(m2pt_context *ctx, cl_mem x, cl_mem bias, m2pt_gelu_kind kind,
