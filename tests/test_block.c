@@ -576,6 +576,7 @@ int main(void)
    * is the quirks' attention_vec, so that axis stays. */
   return test_run_matrix("block",
                          TEST_AXIS_GEMM | TEST_AXIS_ATTENTION_VEC | TEST_AXIS_LAYER_NORM |
-                             TEST_AXIS_GELU | TEST_AXIS_ATTENTION_KERNEL | TEST_AXIS_SOFTMAX,
+                             TEST_AXIS_GELU | TEST_AXIS_ATTENTION_KERNEL | TEST_AXIS_SOFTMAX |
+                             TEST_AXIS_HOST_ACCESS,
                          tests, NULL, NULL) != 0;
 }

@@ -19,7 +19,21 @@ static const shape3 full_shapes[] = {
 };
 static const shape3 small_shapes[] = {{1, 1, 1}, {3, 17, 5}, {17, 3, 7}};
 
-static void check_gemm(m2pt_context *ctx, shape3 s, int ta, int tb, float alpha, float beta)
+/* A's, B's and C's buffers each made as SVM (1) or plain (0) when `svm`
+ * is given (host_access, core/svm.h), else as the context makes them. */
+static m2pt_tensor *operand(m2pt_context *ctx, const size_t shape[2], const float *data,
+                            const int *svm, int which)
+{
+  const int own = ctx->quirks.host_svm;
+  if (svm)
+    ctx->quirks.host_svm = svm[which];
+  m2pt_tensor *t = test_tensor(ctx, 2, shape, data);
+  ctx->quirks.host_svm = own;
+  return t;
+}
+
+static void check_gemm_access(m2pt_context *ctx, shape3 s, int ta, int tb, float alpha,
+                              float beta, const int *svm)
 {
   const size_t ar = ta ? s.k : s.m, ac = ta ? s.m : s.k;
   const size_t br = tb ? s.n : s.k, bc = tb ? s.k : s.n;
@@ -32,8 +46,8 @@ static void check_gemm(m2pt_context *ctx, shape3 s, int ta, int tb, float alpha,
   for (size_t i = 0; i < s.m * s.n; i++)
     ref[i] = c[i];
   const size_t sa[2] = {ar, ac}, sb[2] = {br, bc}, sc[2] = {s.m, s.n};
-  m2pt_tensor *ta_ = test_tensor(ctx, 2, sa, a), *tb_ = test_tensor(ctx, 2, sb, b);
-  m2pt_tensor *tc = test_tensor(ctx, 2, sc, c);
+  m2pt_tensor *ta_ = operand(ctx, sa, a, svm, 0), *tb_ = operand(ctx, sb, b, svm, 1);
+  m2pt_tensor *tc = operand(ctx, sc, c, svm, 2);
   assert_ok(ctx, m2pt_gemm(ctx, ta ? M2PT_TRANS : M2PT_NO_TRANS, tb ? M2PT_TRANS : M2PT_NO_TRANS,
                            alpha, ta_, tb_, beta, tc));
   assert_ok(ctx, m2pt_tensor_read(tc, c, s.m * s.n));
@@ -46,6 +60,25 @@ static void check_gemm(m2pt_context *ctx, shape3 s, int ta, int tb, float alpha,
   free(b);
   free(c);
   free(ref);
+}
+
+static void check_gemm(m2pt_context *ctx, shape3 s, int ta, int tb, float alpha, float beta)
+{
+  check_gemm_access(ctx, s, ta, tb, alpha, beta, NULL);
+}
+
+/* A host GEMM whose operands are partly SVM buffers, used in place, and
+ * partly plain ones, mapped: every mix, each operand last to be mapped. */
+static void gemm_mixed_host_access(void **state)
+{
+  m2pt_context *ctx = *state;
+  if (!ctx->quirks.host_svm)
+    skip(); /* the device offers no SVM buffers, or the matrix's map group */
+  const shape3 s = {17, 5, 197};
+  for (int mix = 0; mix < 8; mix++) {
+    const int svm[3] = {mix & 1, (mix >> 1) & 1, (mix >> 2) & 1};
+    check_gemm_access(ctx, s, 0, 1, 0.5f, 0.75f, svm);
+  }
 }
 
 static void gemm_shapes_and_transposes(void **state)
@@ -300,6 +333,7 @@ static void gemm_bad_arguments(void **state)
 int main(void)
 {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(gemm_mixed_host_access),
       cmocka_unit_test(gemm_shapes_and_transposes),
       cmocka_unit_test(gemm_indirect_with_temp_buffer),
       cmocka_unit_test(gemm_alpha_beta),
@@ -309,5 +343,5 @@ int main(void)
       cmocka_unit_test(gemm_bad_arguments),
   };
   /* The GEMM backend is all that changes what these tests run. */
-  return test_run_matrix("gemm", TEST_AXIS_GEMM, tests, NULL, NULL) != 0;
+  return test_run_matrix("gemm", TEST_AXIS_GEMM | TEST_AXIS_HOST_ACCESS, tests, NULL, NULL) != 0;
 }

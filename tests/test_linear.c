@@ -442,5 +442,5 @@ int main(void)
       cmocka_unit_test(kernel_times),
   };
   /* Linear's own kernels (bias, merge) have no variants: only its GEMMs do. */
-  return test_run_matrix("linear", TEST_AXIS_GEMM, tests, NULL, NULL) != 0;
+  return test_run_matrix("linear", TEST_AXIS_GEMM | TEST_AXIS_HOST_ACCESS, tests, NULL, NULL) != 0;
 }

@@ -9,6 +9,7 @@
 
 #include "core/context_impl.h"
 #include "core/quirks.h"
+#include "core/svm.h"
 #include "reference.h"
 #include "test_util.h"
 
@@ -44,6 +45,10 @@ static void parse_accepts_and_rejects(void **state)
   assert_int_equal(q.gelu_vec, 16);
   assert_int_equal(m2pt_quirks_parse("gelu=float8", &q, why, sizeof why), 0);
   assert_int_equal(q.gelu_vec, 8);
+  assert_int_equal(m2pt_quirks_parse("host_access=map", &q, why, sizeof why), 0);
+  assert_int_equal(q.host_svm, 0);
+  assert_int_equal(m2pt_quirks_parse("host_access=svm", &q, why, sizeof why), 0);
+  assert_int_equal(q.host_svm, 1);
   assert_int_equal(m2pt_quirks_parse("", &q, why, sizeof why), 0);
   assert_int_equal(m2pt_quirks_parse(NULL, &q, why, sizeof why), 0);
   static const char *const bad[][2] = {
@@ -56,6 +61,7 @@ static void parse_accepts_and_rejects(void **state)
       {"attention_vec=2", "1|4|8|16"},
       {"linear_grad=float4", "vector|scalar"},
       {"softmax=columns", "workgroup|rows"},
+      {"host_access=copy", "map|svm"},
       {"gemm=", "backend name"},
       {"layer_norm = rows", "unknown key"},
   };
@@ -88,6 +94,23 @@ static void bad_override_fails_creation(void **state)
   assert_int_equal(m2pt_context_create(&opts, &ctx), M2PT_ERR_INVALID_ARGUMENT);
   assert_null(ctx);
   m2pt_quirks_override(NULL);
+  /* SVM buffers where the device offers them (PoCL), a clear refusal where
+   * not (Oclgrind's OpenCL 1.2). */
+  ctx = test_context();
+  const int offers = m2pt_svm_fine_grained(ctx->device, ctx->info.device_version);
+  m2pt_context_destroy(ctx);
+  m2pt_quirks_override("host_access=svm");
+  const m2pt_status s = m2pt_context_create(NULL, &ctx);
+  m2pt_quirks_override(NULL);
+  if (offers) {
+    assert_int_equal(s, M2PT_OK);
+    assert_int_equal(ctx->quirks.host_svm, 1);
+    m2pt_context_destroy(ctx);
+  } else {
+    assert_int_equal(s, M2PT_ERR_UNSUPPORTED);
+    assert_null(ctx);
+    assert_non_null(strstr(m2pt_last_error(NULL), "fine-grained SVM"));
+  }
   ctx = test_context();
   m2pt_context_destroy(ctx);
 }

@@ -3,6 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/context_impl.h"
+#include "core/svm.h"
+#include "m2pt/opencl.h"
 #include "test_util.h"
 
 static void round_trip(void **state)
@@ -99,12 +102,60 @@ static void allocation_stats(void **state)
   assert_int_equal(s.device_bytes_peak, 2 * 32 * sizeof(float));
 }
 
+/* Buffers on fine-grained SVM (host_access=svm, core/svm.h): the host sees
+ * the device's writes and the device the host's, with no map; a buffer the
+ * application still holds outlives its tensor; plain buffers have no host
+ * address. */
+static void svm_buffers(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t shape[1] = {1000};
+  float data[1000], back[1000];
+  test_fill(data, 1000, 3);
+  const int own = ctx->quirks.host_svm;
+  ctx->quirks.host_svm = 0;
+  m2pt_tensor *plain = test_tensor(ctx, 1, shape, NULL);
+  ctx->quirks.host_svm = own;
+  assert_null(m2pt_svm_host(m2pt_tensor_buffer(plain)));
+  m2pt_tensor_destroy(plain);
+  if (!own)
+    skip(); /* the device offers no SVM buffers */
+  m2pt_tensor *t = test_tensor(ctx, 1, shape, data);
+  float *host = m2pt_svm_host(m2pt_tensor_buffer(t));
+  assert_non_null(host);
+  assert_int_equal(clFinish(ctx->queue), CL_SUCCESS);
+  assert_memory_equal(host, data, sizeof data);
+  for (size_t i = 0; i < 1000; i++)
+    host[i] = -data[i];
+  assert_ok(ctx, m2pt_tensor_read(t, back, 1000));
+  for (size_t i = 0; i < 1000; i++)
+    assert_true(back[i] == -data[i]);
+  m2pt_tensor *sum = test_tensor(ctx, 1, shape, NULL);
+  assert_ok(ctx, m2pt_add(ctx, t, t, sum)); /* a kernel reads the host's writes */
+  assert_int_equal(clFinish(ctx->queue), CL_SUCCESS);
+  const float *sum_host = m2pt_svm_host(m2pt_tensor_buffer(sum));
+  assert_non_null(sum_host);
+  for (size_t i = 0; i < 1000; i++)
+    assert_true(sum_host[i] == -2.0f * data[i]);
+  m2pt_tensor_destroy(t);
+  cl_mem held = m2pt_tensor_buffer(sum);
+  assert_int_equal(clRetainMemObject(held), CL_SUCCESS);
+  m2pt_tensor_destroy(sum);
+  assert_int_equal(clEnqueueReadBuffer(ctx->queue, held, CL_TRUE, 0, sizeof back, back, 0, NULL,
+                                       NULL),
+                   CL_SUCCESS);
+  for (size_t i = 0; i < 1000; i++)
+    assert_true(back[i] == -2.0f * data[i]);
+  assert_int_equal(clReleaseMemObject(held), CL_SUCCESS);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(round_trip),
       cmocka_unit_test(bad_shapes),
       cmocka_unit_test(allocation_stats),
+      cmocka_unit_test(svm_buffers),
   };
   return cmocka_run_group_tests(tests, test_setup_context, test_teardown_context);
 }

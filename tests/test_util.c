@@ -155,8 +155,11 @@ typedef struct axis_values {
   const char *values[4];
 } axis_values;
 
+/* host_access follows gemm: gemm's other values fill the first extra
+ * configurations, so host_access=map lands on one with a host backend. */
 enum {
   AXIS_GEMM,
+  AXIS_HOST_ACCESS,
   AXIS_ATTENTION,
   AXIS_ATTENTION_VEC,
   AXIS_LAYER_NORM,
@@ -167,8 +170,22 @@ enum {
   AXIS_COUNT
 };
 
+/* A suite's TEST_AXIS_* bits are 1 << these indices. */
+_Static_assert(TEST_AXIS_GEMM == 1u << AXIS_GEMM &&
+                   TEST_AXIS_HOST_ACCESS == 1u << AXIS_HOST_ACCESS &&
+                   TEST_AXIS_ATTENTION == 1u << AXIS_ATTENTION &&
+                   TEST_AXIS_ATTENTION_VEC == 1u << AXIS_ATTENTION_VEC &&
+                   TEST_AXIS_LAYER_NORM == 1u << AXIS_LAYER_NORM &&
+                   TEST_AXIS_GELU == 1u << AXIS_GELU &&
+                   TEST_AXIS_ATTENTION_KERNEL == 1u << AXIS_ATTENTION_KERNEL &&
+                   TEST_AXIS_LINEAR_GRAD == 1u << AXIS_LINEAR_GRAD &&
+                   TEST_AXIS_SOFTMAX == 1u << AXIS_SOFTMAX &&
+                   TEST_AXES_ALL == (1u << AXIS_COUNT) - 1,
+               "test_util.h's axis bits follow the axes' order");
+
 static const axis_values axis_table[AXIS_COUNT] = {
     [AXIS_GEMM] = {"gemm", {"onednn", "host_blas", "clblast"}},
+    [AXIS_HOST_ACCESS] = {"host_access", {"svm", "map"}},
     [AXIS_ATTENTION] = {"attention", {"auto", "gemm", "fused"}},
     [AXIS_ATTENTION_VEC] = {"attention_vec", {"16", "8", "4", "1"}},
     [AXIS_LAYER_NORM] = {"layer_norm", {"rows", "workgroup"}},
@@ -223,6 +240,7 @@ static int probe_device(int enumerate, matrix_device *d)
   d->own.value[AXIS_ATTENTION_KERNEL] = q.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS ? 0 : 1;
   d->own.value[AXIS_LINEAR_GRAD] = q.linear_grad_vec ? 0 : 1;
   d->own.value[AXIS_SOFTMAX] = q.softmax_rows ? 0 : 1;
+  d->own.value[AXIS_HOST_ACCESS] = q.host_svm ? 0 : 1;
   m2pt_context_destroy(ctx);
   memset(d->valid, 0, sizeof d->valid);
   if (!enumerate)
@@ -257,6 +275,9 @@ static int probe_device(int enumerate, matrix_device *d)
    * variant is the same kernel at WG = 1: one group there, as before. */
   d->valid[AXIS_SOFTMAX][0] = q.softmax_rows;
   d->valid[AXIS_SOFTMAX][1] = 1;
+  /* SVM buffers only where the device offers them (its own choice says so). */
+  d->valid[AXIS_HOST_ACCESS][0] = q.host_svm;
+  d->valid[AXIS_HOST_ACCESS][1] = 1;
   return 0;
 }
 

@@ -36,15 +36,16 @@ int test_teardown_context(void **state);
  * tests do not already pick themselves (ops passes every attention path
  * explicitly, so it leaves attention out); only those are varied for it. */
 typedef enum test_axis {
-  TEST_AXIS_GEMM = 1u << 0,          /* gemm=onednn|host_blas|clblast */
-  TEST_AXIS_ATTENTION = 1u << 1,     /* attention=auto|gemm: what M2PT_ATTENTION_AUTO runs */
-  TEST_AXIS_ATTENTION_VEC = 1u << 2, /* attention_vec=16|8|4|1 */
-  TEST_AXIS_LAYER_NORM = 1u << 3,    /* layer_norm=rows|workgroup */
-  TEST_AXIS_GELU = 1u << 4,          /* gelu=float8|scalar */
-  TEST_AXIS_ATTENTION_KERNEL = 1u << 5, /* attention_kernel=rows|tiles: the fused forward's */
-  TEST_AXIS_LINEAR_GRAD = 1u << 6,      /* linear_grad=vector|scalar */
-  TEST_AXIS_SOFTMAX = 1u << 7,          /* softmax=rows|workgroup */
-  TEST_AXES_ALL = (1u << 8) - 1,
+  TEST_AXIS_GEMM = 1u << 0,             /* gemm=onednn|host_blas|clblast */
+  TEST_AXIS_HOST_ACCESS = 1u << 1,      /* host_access=svm|map: host GEMMs' operands */
+  TEST_AXIS_ATTENTION = 1u << 2,        /* attention=auto|gemm: what M2PT_ATTENTION_AUTO runs */
+  TEST_AXIS_ATTENTION_VEC = 1u << 3,    /* attention_vec=16|8|4|1 */
+  TEST_AXIS_LAYER_NORM = 1u << 4,       /* layer_norm=rows|workgroup */
+  TEST_AXIS_GELU = 1u << 5,             /* gelu=float8|scalar */
+  TEST_AXIS_ATTENTION_KERNEL = 1u << 6, /* attention_kernel=rows|tiles: the fused forward's */
+  TEST_AXIS_LINEAR_GRAD = 1u << 7,      /* linear_grad=vector|scalar */
+  TEST_AXIS_SOFTMAX = 1u << 8,          /* softmax=rows|workgroup */
+  TEST_AXES_ALL = (1u << 9) - 1,
 } test_axis;
 
 /* Runs `tests` once per configuration of `axes` valid on the device ($M2PT_DEVICE), each as
@@ -55,7 +56,7 @@ typedef enum test_axis {
  * quirks put GEMMs on the host (CPU devices but Oclgrind); the vector variants
  * (layer_norm=rows, gelu=float8, linear_grad=vector, attention_vec up to the device's own)
  * only where the device's own quirks use vectors (not on Oclgrind); softmax=rows where the
- * device's own is rows; attention=fused never: it makes M2PT_ATTENTION_AUTO fail where the
+ * device's own is rows; host_access=svm where it is the device's own; attention=fused never: it makes M2PT_ATTENTION_AUTO fail where the
  * fused kernel cannot run, which tests expect to fall back.
  * Every context the thread creates during a group (the setup's and any a test makes) gets
  * the group's configuration (m2pt_quirks_override). With $M2PT_QUIRKS set, one group runs,

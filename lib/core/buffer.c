@@ -3,6 +3,7 @@
 
 #include "context_impl.h"
 #include "error.h"
+#include "svm.h"
 
 m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem *out)
 {
@@ -14,10 +15,15 @@ m2pt_status m2pt_buffer_create(m2pt_context *ctx, size_t bytes, int zero, cl_mem
                      "device buffer of %zu bytes exceeds the device's largest allocation "
                      "(CL_DEVICE_MAX_MEM_ALLOC_SIZE = %llu bytes)",
                      bytes, (unsigned long long)ctx->info.max_alloc_bytes);
-  cl_int err = CL_SUCCESS;
-  cl_mem buf = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, bytes, NULL, &err);
-  if (err != CL_SUCCESS)
-    return m2pt_fail_cl(ctx, err, "clCreateBuffer");
+  cl_mem buf = NULL;
+  if (ctx->quirks.host_svm) {
+    M2PT_TRY(m2pt_svm_buffer_create(ctx, bytes, &buf));
+  } else {
+    cl_int err = CL_SUCCESS;
+    buf = clCreateBuffer(ctx->cl, CL_MEM_READ_WRITE, bytes, NULL, &err);
+    if (err != CL_SUCCESS)
+      return m2pt_fail_cl(ctx, err, "clCreateBuffer");
+  }
   if (zero || ctx->quirks.host_writes_new_buffers) {
     const m2pt_status status = m2pt_fill(ctx, buf, 0.0f, bytes / sizeof(float));
     if (status != M2PT_OK) {

@@ -6,6 +6,7 @@
 
 #include "context_impl.h"
 #include "error.h"
+#include "svm.h"
 
 /* Platforms named by their CL_PLATFORM_NAME. */
 #define OCLGRIND_PLATFORM "Oclgrind"
@@ -29,6 +30,7 @@ void m2pt_quirks_of_device(cl_device_id device, const m2pt_device_info *info, m2
   /* $M2PT_HOST_BLAS=off predates M2PT_QUIRKS' gemm=clblast and means the same. */
   const char *host_blas = getenv("M2PT_HOST_BLAS");
   q->gemm_on_host = info->is_cpu && !oclgrind && !(host_blas && strcmp(host_blas, "off") == 0);
+  q->host_svm = q->gemm_on_host && m2pt_svm_fine_grained(device, info->device_version);
   cl_device_fp_config fp = 0;
   clGetDeviceInfo(device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
   q->correctly_rounded_divide_sqrt = (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;
@@ -56,6 +58,7 @@ enum {
   K_SOFTMAX,
   K_FILL,
   K_NEW_BUFFERS,
+  K_HOST_ACCESS,
   K_GEMM,
   K_COUNT
 };
@@ -73,6 +76,7 @@ static const key_values keys[K_COUNT] = {
     [K_SOFTMAX] = {"softmax", {"workgroup", "rows"}, {0, 1}},
     [K_FILL] = {"fill", {"device", "host"}, {0, 1}},
     [K_NEW_BUFFERS] = {"new_buffers", {"plain", "host_written"}, {0, 1}},
+    [K_HOST_ACCESS] = {"host_access", {"map", "svm"}, {0, 1}},
     /* Any name: lib/gemm knows its backends. */
     [K_GEMM] = {"gemm", {NULL}, {0}},
 };
@@ -89,6 +93,7 @@ static void store(m2pt_quirks *q, int key, int value)
   case K_SOFTMAX: q->softmax_rows = value; break;
   case K_FILL: q->fill_via_host = value; break;
   case K_NEW_BUFFERS: q->host_writes_new_buffers = value; break;
+  case K_HOST_ACCESS: q->host_svm = value; break;
   }
 }
 
@@ -119,7 +124,7 @@ static int parse_item(const char *item, size_t len, unsigned *seen, m2pt_quirks 
   if (key < 0) {
     snprintf(why, size,
              "unknown key \"%.*s\" (known: layer_norm, gelu, attention, attention_kernel, "
-             "attention_vec, linear_grad, softmax, gemm, fill, new_buffers)",
+             "attention_vec, linear_grad, softmax, gemm, fill, new_buffers, host_access)",
              (int)key_len, item);
     return -1;
   }
@@ -197,5 +202,10 @@ m2pt_status m2pt_quirks_init(m2pt_context *ctx)
                      sizeof thread_override.spec - 1);
   if (m2pt_quirks_parse(spec, &ctx->quirks, why, sizeof why) != 0)
     return m2pt_fail(NULL, M2PT_ERR_INVALID_ARGUMENT, "M2PT_QUIRKS=%s: %s", spec, why);
+  if (ctx->quirks.host_svm && !m2pt_svm_fine_grained(ctx->device, ctx->info.device_version))
+    return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED,
+                     "M2PT_QUIRKS=%s: host_access=svm needs fine-grained SVM buffers, which %s "
+                     "(%s) does not offer",
+                     spec, ctx->info.name, ctx->info.device_version);
   return M2PT_OK;
 }

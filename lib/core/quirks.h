@@ -12,9 +12,10 @@
  * attention_vec=1|4|8|16, linear_grad=vector|scalar, softmax=workgroup|rows,
  * gemm=<backend> (a name
  * the GEMM chooser knows, checked there), fill=device|host,
- * new_buffers=plain|host_written. Items are separated by commas, without
- * spaces; an unknown key or value, or a key given twice, fails the
- * context's creation. */
+ * new_buffers=plain|host_written, host_access=map|svm (svm checked
+ * against the device). Items are separated by commas, without spaces; an
+ * unknown key or value, or a key given twice, fails the context's
+ * creation. */
 #ifndef M2PT_CORE_QUIRKS_H
 #define M2PT_CORE_QUIRKS_H
 
@@ -86,6 +87,10 @@ typedef struct m2pt_quirks {
    * whose buffers live in host memory; not Oclgrind's simulated one, where
    * GEMMs stay device kernels for its checkers to see. */
   int gemm_on_host;
+  /* New buffers are fine-grained SVM (core/svm.h), which host GEMMs use in
+   * place instead of mapping (1): CPU devices with host GEMMs that offer
+   * them. Buffers keep what they were made as when this changes. */
+  int host_svm;
   /* A GEMM backend forced by name (lib/gemm's chooser checks it), or "". */
   char gemm[M2PT_QUIRKS_NAME];
   /* The device rounds fp32 divide and sqrt correctly when asked
@@ -109,7 +114,8 @@ int m2pt_quirks_parse(const char *spec, m2pt_quirks *q, char *why, size_t size);
 /* Sets ctx->quirks at creation: the device's, then the calling thread's
  * override (m2pt_quirks_override) if one is set, else $M2PT_QUIRKS.
  * M2PT_ERR_INVALID_ARGUMENT (message in m2pt_last_error(NULL)) for a bad
- * specification. */
+ * specification, M2PT_ERR_UNSUPPORTED for host_access=svm on a device
+ * without fine-grained SVM buffers. */
 m2pt_status m2pt_quirks_init(m2pt_context *ctx);
 
 /* For tests: contexts this thread creates from now on read their overrides

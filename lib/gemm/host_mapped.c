@@ -2,8 +2,8 @@
  * host_openblas.c). A CPU device's buffers live in host memory, and CLBlast's
  * kernels, as PoCL compiles them, reach about a tenth of an optimized CPU
  * GEMM even when tuned (README, Performance); so on a CPU device the
- * operands are mapped (no copy on PoCL) and handed to the backend's
- * host_sgemm. */
+ * operands are used in place (SVM buffers) or mapped (no copy on PoCL) and
+ * handed to the backend's host_sgemm. */
 #include <limits.h>
 #include <stdio.h>
 
@@ -11,6 +11,7 @@
 #include "clblast.h"
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "core/svm.h"
 #include "host_mapped.h"
 
 /* One buffer's mapped range: the union of the operands that use it. */
@@ -19,6 +20,7 @@ typedef struct mapping {
   size_t begin, end; /* elements */
   cl_map_flags flags;
   float *host;       /* points at element `begin` */
+  int mapped;        /* by clEnqueueMapBuffer: unmap it */
 } mapping;
 
 /* Elements an operand spans: `batch` matrices of rows × cols, ld apart by
@@ -40,7 +42,7 @@ static void add_range(mapping *maps, size_t *count, const m2pt_gemm_matrix *x, s
       maps[i].flags |= flags;
       return;
     }
-  maps[*count] = (mapping){x->buffer, x->offset, x->offset + elems, flags, NULL};
+  maps[*count] = (mapping){x->buffer, x->offset, x->offset + elems, flags, NULL, 0};
   (*count)++;
 }
 
@@ -52,19 +54,34 @@ static float *host_of(const mapping *maps, size_t count, const m2pt_gemm_matrix 
   return NULL;
 }
 
-/* Maps every range, all but the last without waiting: the queue runs in
- * order, so once the last is mapped they all are. Returns how many were
- * mapped (all of them unless it fails). */
-static m2pt_status map_all(m2pt_context *ctx, mapping *maps, size_t count, size_t *mapped)
+/* Gives every range a host address: an SVM buffer's own (core/svm.h), else
+ * a map. Maps all but the last without waiting: the queue runs in order, so
+ * once the last is mapped they all are, and so are SVM buffers' writers;
+ * with nothing to map, one clFinish waits for them. Sets mp->mapped on the
+ * ranges to unmap; a failure leaves the others unmapped. */
+static m2pt_status map_all(m2pt_context *ctx, mapping *maps, size_t count)
 {
-  for (*mapped = 0; *mapped < count; (*mapped)++) {
-    mapping *mp = &maps[*mapped];
+  size_t last = count;
+  for (size_t i = 0; i < count; i++) {
+    maps[i].host = m2pt_svm_host(maps[i].buffer);
+    if (maps[i].host)
+      maps[i].host += maps[i].begin;
+    else
+      last = i;
+  }
+  if (last == count)
+    M2PT_TRY_CL(ctx, clFinish(ctx->queue), "clFinish (before a host GEMM)");
+  for (size_t i = 0; i < count; i++) {
+    mapping *mp = &maps[i];
+    if (mp->host)
+      continue;
     cl_int err = CL_SUCCESS;
-    mp->host = clEnqueueMapBuffer(ctx->queue, mp->buffer, *mapped + 1 == count ? CL_TRUE : CL_FALSE,
+    mp->host = clEnqueueMapBuffer(ctx->queue, mp->buffer, i == last ? CL_TRUE : CL_FALSE,
                                   mp->flags, mp->begin * sizeof(float),
                                   (mp->end - mp->begin) * sizeof(float), 0, NULL, NULL, &err);
     if (err != CL_SUCCESS)
       return m2pt_fail_cl(ctx, err, "mapping a GEMM operand for the host");
+    mp->mapped = 1;
   }
   return M2PT_OK;
 }
@@ -98,8 +115,7 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
       add_range(maps, &count, &x, work->elems[i],
                 work->write[i] ? CL_MAP_READ | CL_MAP_WRITE : CL_MAP_READ);
     }
-  size_t mapped = 0;
-  m2pt_status s = map_all(ctx, maps, count, &mapped);
+  m2pt_status s = map_all(ctx, maps, count);
   if (s == M2PT_OK) {
     const float *ha = host_of(maps, count, a), *hb = host_of(maps, count, b);
     float *hc = host_of(maps, count, c);
@@ -122,7 +138,9 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
     if (s == M2PT_OK && work && work->after)
       work->after(work->user, hc, extra);
   }
-  for (size_t i = 0; i < mapped; i++) {
+  for (size_t i = 0; i < count; i++) {
+    if (!maps[i].mapped)
+      continue;
     const cl_int err =
         clEnqueueUnmapMemObject(ctx->queue, maps[i].buffer, maps[i].host, 0, NULL, NULL);
     if (err != CL_SUCCESS && s == M2PT_OK)
