@@ -1,6 +1,7 @@
 /* The cross-modal re-parameterized linear against the reference: λ = 0,
  * λ ≠ 0, aux bias, merge, changing λ, and every rejected input. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -113,6 +114,32 @@ static float *run_repeated(m2pt_context *ctx, m2pt_linear *l, const float *x, si
   free(run(ctx, l, x, rows, in, out));
   free(run(ctx, l, x, rows, in, out));
   return run(ctx, l, x, rows, in, out);
+}
+
+/* Forwards of one layer over different row counts, in turn and repeated:
+ * the primitive oneDNN keeps with a packed weight is made again for each new
+ * call and reused only for the same one. */
+static void row_counts_in_turn(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t in = 6, out = 5, order[] = {3, 3, 3, 7, 3, 7, 7, 1, 3};
+  params p = test_linear_params_make(in, out, 21);
+  float *x = test_alloc(7 * in * sizeof *x);
+  double *ref = test_alloc(7 * out * sizeof *ref);
+  test_fill(x, 7 * in, 22);
+  m2pt_linear *l = test_linear_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.25f);
+  for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+    float *y = run(ctx, l, x, order[i], in, out);
+    ref_linear(x, order[i], in, out, p.w, p.w_aux, 0.25, p.b, NULL, ref);
+    char what[32];
+    snprintf(what, sizeof what, "forward %zu (%zu rows)", i, order[i]);
+    test_assert_close(y, ref, order[i] * out, 1e-4, what);
+    free(y);
+  }
+  m2pt_linear_destroy(l);
+  test_linear_params_free(&p);
+  free(x);
+  free(ref);
 }
 
 /* A new λ, W or W_aux after a forward is honoured by the next forward, also
@@ -435,6 +462,7 @@ int main(void)
       cmocka_unit_test(linear_against_reference),
       cmocka_unit_test(zero_scale_is_plain_linear),
       cmocka_unit_test(changes_after_forward),
+      cmocka_unit_test(row_counts_in_turn),
       cmocka_unit_test(merge_semantics),
       cmocka_unit_test(batched_input),
       cmocka_unit_test(bad_inputs),

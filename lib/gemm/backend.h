@@ -44,7 +44,8 @@ typedef struct m2pt_host_epilogue {
 
 /* A constant B operand kept repacked between GEMMs by the host backend
  * that made it (oneDNN: its matmul's blocked weights layout, which it would
- * otherwise copy blocks into on every call). Zero-initialised: empty. Its
+ * otherwise copy blocks into on every call, and the matmul primitive of the
+ * last call, reused by the next that asks the same). Zero-initialised: empty. Its
  * owner (a linear layer, for its weight) empties it with
  * m2pt_gemm_packed_clear whenever B's contents change and before B goes;
  * the copy is host memory the size of B. Packing costs about one pass over
