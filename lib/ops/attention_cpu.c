@@ -74,16 +74,21 @@ m2pt_status m2pt_attention_rows(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
   const m2pt_kernel_arg key_args[] = {M2PT_ARG(qkv),    M2PT_ARG(mask),  M2PT_ARG(keys),
                                       M2PT_ARG(tokens), M2PT_ARG(heads), M2PT_ARG(np)};
   const size_t key_global[3] = {npad / key_lanes(ctx), s->heads, s->batch};
+  /* A group per (batch row, head): left to itself, PoCL 3.1 ran ViT-B's
+   * N = 197 pass as one group, on one thread (0.13–0.18 ms in
+   * m2pt-bench's attention suite against 0.08–0.12 so); one work-item per
+   * group was as fast there but 1.1–1.4× slower at N = 1024 and 4096. */
+  const size_t key_local[3] = {key_global[0], 1, 1};
   M2PT_TRY(m2pt_run_kernel(ctx, &m2pt_cl_attention_cpu, options, "m2pt_attention_cpu_keys",
-                           key_args, 6, 3, key_global, NULL));
+                           key_args, 6, 3, key_global,
+                           key_global[0] <= ctx->max_work_group ? key_local : NULL));
   const m2pt_kernel_arg args[] = {M2PT_ARG(qkv),   M2PT_ARG(keys), M2PT_ARG(out),
                                   M2PT_ARG(tokens), M2PT_ARG(heads), M2PT_ARG(np),
                                   M2PT_ARG(scale), M2PT_ARG(lse)};
   const size_t global[3] = {(s->tokens + ROWS - 1) / ROWS, s->heads, s->batch};
   /* One work-item per group: left to itself, PoCL 3.1 put all 50×12
    * work-items of ViT-B's N = 197 in one group, so on one thread; two per
-   * group measured no faster than one. (The key pass above is left to
-   * PoCL: one work-item per group there cost 2× at N = 1024.) */
+   * group measured no faster than one. */
   const size_t local[3] = {1, 1, 1};
   return m2pt_run_kernel(ctx, &m2pt_cl_attention_cpu, options, "m2pt_attention_cpu", args,
                          lse ? 8 : 7, 3, global, local);
