@@ -6,6 +6,8 @@
 #include <clblast_c.h>
 
 #include "core/context_impl.h"
+#include "core/svm.h"
+#include "m2pt/opencl.h"
 #include "reference.h"
 #include "test_util.h"
 
@@ -29,6 +31,8 @@ static m2pt_tensor *operand(m2pt_context *ctx, const size_t shape[2], const floa
     ctx->quirks.host_svm = svm[which];
   m2pt_tensor *t = test_tensor(ctx, 2, shape, data);
   ctx->quirks.host_svm = own;
+  if (svm)
+    assert_int_equal(m2pt_svm_host(ctx, m2pt_tensor_buffer(t)) != NULL, svm[which]);
   return t;
 }
 
@@ -48,6 +52,19 @@ static void check_gemm_access(m2pt_context *ctx, shape3 s, int ta, int tb, float
   const size_t sa[2] = {ar, ac}, sb[2] = {br, bc}, sc[2] = {s.m, s.n};
   m2pt_tensor *ta_ = operand(ctx, sa, a, svm, 0), *tb_ = operand(ctx, sb, b, svm, 1);
   m2pt_tensor *tc = operand(ctx, sc, c, svm, 2);
+  if (svm) {
+    /* Kernels scale A and C by 2^8 (exactly, doubling 8 times) right before
+     * the GEMM, nothing read back in between: the host must wait for all
+     * of them, SVM operands or mapped. */
+    for (int i = 0; i < 8; i++) {
+      assert_ok(ctx, m2pt_add(ctx, ta_, ta_, ta_));
+      assert_ok(ctx, m2pt_add(ctx, tc, tc, tc));
+    }
+    for (size_t i = 0; i < ar * ac; i++)
+      a[i] *= 256.0f;
+    for (size_t i = 0; i < s.m * s.n; i++)
+      ref[i] = 256.0 * c[i];
+  }
   assert_ok(ctx, m2pt_gemm(ctx, ta ? M2PT_TRANS : M2PT_NO_TRANS, tb ? M2PT_TRANS : M2PT_NO_TRANS,
                            alpha, ta_, tb_, beta, tc));
   assert_ok(ctx, m2pt_tensor_read(tc, c, s.m * s.n));
@@ -68,7 +85,8 @@ static void check_gemm(m2pt_context *ctx, shape3 s, int ta, int tb, float alpha,
 }
 
 /* A host GEMM whose operands are partly SVM buffers, used in place, and
- * partly plain ones, mapped: every mix, each operand last to be mapped. */
+ * partly plain ones, mapped: every mix, each operand last to be mapped,
+ * each right after kernels that wrote A and C. */
 static void gemm_mixed_host_access(void **state)
 {
   m2pt_context *ctx = *state;

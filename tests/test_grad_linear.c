@@ -707,6 +707,7 @@ int main(void)
       cmocka_unit_test(bad_inputs),
   };
   /* The GEMMs' backends, and the backward's own kernels in vectors or scalars. */
-  return test_run_matrix("grad_linear", TEST_AXIS_GEMM | TEST_AXIS_LINEAR_GRAD | TEST_AXIS_HOST_ACCESS, tests, NULL,
-                         NULL) != 0;
+  return test_run_matrix("grad_linear",
+                         TEST_AXIS_GEMM | TEST_AXIS_LINEAR_GRAD | TEST_AXIS_HOST_ACCESS, tests,
+                         NULL, NULL) != 0;
 }

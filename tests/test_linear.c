@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "m2pt/opencl.h"
+#include "nn/linear_internal.h"
 #include "reference.h"
 #include "test_util.h"
 
@@ -139,6 +141,53 @@ static void row_counts_in_turn(void **state)
   m2pt_linear_destroy(l);
   test_linear_params_free(&p);
   free(x);
+  free(ref);
+}
+
+/* One layer's fused forwards (m2pt_linear_apply_fused) with different
+ * epilogues in turn, twice over: none, GELU (erf), GELU (tanh), a residual.
+ * Where the GEMM keeps its primitive with the packed weight, each must get
+ * its own. Inputs up to ±3 put GELU's outputs where its two forms differ
+ * by more than the tolerance. */
+static void epilogues_in_turn(void **state)
+{
+  m2pt_context *ctx = *state;
+  const size_t rows = 4, in = 6, out = 5;
+  params p = test_linear_params_make(in, out, 31);
+  float *x = test_alloc(rows * in * sizeof *x), *r = test_alloc(rows * out * sizeof *r);
+  float *y = test_alloc(rows * out * sizeof *y);
+  double *ref = test_alloc(rows * out * sizeof *ref);
+  test_fill(x, rows * in, 32);
+  test_fill(r, rows * out, 33);
+  for (size_t i = 0; i < rows * in; i++)
+    x[i] *= 3.0f;
+  const size_t sx[2] = {rows, in}, sy[2] = {rows, out};
+  m2pt_tensor *tx = test_tensor(ctx, 2, sx, x), *tr = test_tensor(ctx, 2, sy, r);
+  m2pt_tensor *ty = test_tensor(ctx, 2, sy, NULL);
+  m2pt_linear *l = test_linear_layer(ctx, &p, M2PT_LINEAR_BIAS | M2PT_LINEAR_PATHWAY, 0.5f);
+  static const char *const name[] = {"none", "GELU (erf)", "GELU (tanh)", "residual"};
+  for (int round = 0; round < 2; round++)
+    for (int kind = 0; kind < 4; kind++) {
+      m2pt_linear_fusion f = {0};
+      f.gelu = kind == 1 || kind == 2;
+      f.gelu_kind = kind == 2 ? M2PT_GELU_TANH : M2PT_GELU_ERF;
+      f.residual = kind == 3 ? m2pt_tensor_buffer(tr) : NULL;
+      assert_ok(ctx, m2pt_linear_apply_fused(l, m2pt_tensor_buffer(tx), rows, &f,
+                                             m2pt_tensor_buffer(ty)));
+      assert_ok(ctx, m2pt_tensor_read(ty, y, rows * out));
+      ref_linear(x, rows, in, out, p.w, p.w_aux, 0.5, p.b, NULL, ref);
+      for (size_t i = 0; i < rows * out; i++)
+        ref[i] = f.gelu ? ref_gelu(ref[i], kind == 2) : kind == 3 ? ref[i] + r[i] : ref[i];
+      test_assert_close(y, ref, rows * out, 1e-4, name[kind]);
+    }
+  m2pt_linear_destroy(l);
+  m2pt_tensor_destroy(tx);
+  m2pt_tensor_destroy(tr);
+  m2pt_tensor_destroy(ty);
+  test_linear_params_free(&p);
+  free(x);
+  free(r);
+  free(y);
   free(ref);
 }
 
@@ -463,6 +512,7 @@ int main(void)
       cmocka_unit_test(zero_scale_is_plain_linear),
       cmocka_unit_test(changes_after_forward),
       cmocka_unit_test(row_counts_in_turn),
+      cmocka_unit_test(epilogues_in_turn),
       cmocka_unit_test(merge_semantics),
       cmocka_unit_test(batched_input),
       cmocka_unit_test(bad_inputs),

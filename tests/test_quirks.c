@@ -97,7 +97,7 @@ static void bad_override_fails_creation(void **state)
   /* SVM buffers where the device offers them (PoCL), a clear refusal where
    * not (Oclgrind's OpenCL 1.2). */
   ctx = test_context();
-  const int offers = m2pt_svm_fine_grained(ctx->device, ctx->info.device_version);
+  const int offers = ctx->svm_offered;
   m2pt_context_destroy(ctx);
   m2pt_quirks_override("host_access=svm");
   const m2pt_status s = m2pt_context_create(NULL, &ctx);

@@ -116,12 +116,12 @@ static void svm_buffers(void **state)
   ctx->quirks.host_svm = 0;
   m2pt_tensor *plain = test_tensor(ctx, 1, shape, NULL);
   ctx->quirks.host_svm = own;
-  assert_null(m2pt_svm_host(m2pt_tensor_buffer(plain)));
+  assert_null(m2pt_svm_host(ctx, m2pt_tensor_buffer(plain)));
   m2pt_tensor_destroy(plain);
   if (!own)
     skip(); /* the device offers no SVM buffers */
   m2pt_tensor *t = test_tensor(ctx, 1, shape, data);
-  float *host = m2pt_svm_host(m2pt_tensor_buffer(t));
+  float *host = m2pt_svm_host(ctx, m2pt_tensor_buffer(t));
   assert_non_null(host);
   assert_int_equal(clFinish(ctx->queue), CL_SUCCESS);
   assert_memory_equal(host, data, sizeof data);
@@ -133,7 +133,7 @@ static void svm_buffers(void **state)
   m2pt_tensor *sum = test_tensor(ctx, 1, shape, NULL);
   assert_ok(ctx, m2pt_add(ctx, t, t, sum)); /* a kernel reads the host's writes */
   assert_int_equal(clFinish(ctx->queue), CL_SUCCESS);
-  const float *sum_host = m2pt_svm_host(m2pt_tensor_buffer(sum));
+  const float *sum_host = m2pt_svm_host(ctx, m2pt_tensor_buffer(sum));
   assert_non_null(sum_host);
   for (size_t i = 0; i < 1000; i++)
     assert_true(sum_host[i] == -2.0f * data[i]);

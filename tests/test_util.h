@@ -56,8 +56,9 @@ typedef enum test_axis {
  * quirks put GEMMs on the host (CPU devices but Oclgrind); the vector variants
  * (layer_norm=rows, gelu=float8, linear_grad=vector, attention_vec up to the device's own)
  * only where the device's own quirks use vectors (not on Oclgrind); softmax=rows where the
- * device's own is rows; host_access=svm where it is the device's own; attention=fused never: it makes M2PT_ATTENTION_AUTO fail where the
- * fused kernel cannot run, which tests expect to fall back.
+ * device's own is rows; host_access=svm where it is the device's own; attention=fused
+ * never: it makes M2PT_ATTENTION_AUTO fail where the fused kernel cannot run, which tests
+ * expect to fall back.
  * Every context the thread creates during a group (the setup's and any a test makes) gets
  * the group's configuration (m2pt_quirks_override). With $M2PT_QUIRKS set, one group runs,
  * under it, named with both ("<suite> [gemm=clblast,...; M2PT_QUIRKS=gelu=scalar]"). With no

@@ -39,6 +39,9 @@ struct m2pt_context {
   size_t max_work_group;       /* CL_DEVICE_MAX_WORK_GROUP_SIZE */
   /* What this device needs done differently (quirks.h), filled at creation. */
   m2pt_quirks quirks;
+  /* Every device of ctx->cl offers fine-grained SVM buffers (core/svm.h):
+   * what host_svm may be set to, and whether buffers are worth asking. */
+  int svm_offered;
   /* The layer above that completed the context (context_hooks.h), NULL for
    * a bare core context or until it attached; and its GEMM state, which
    * core never looks into (lib/gemm/backend.h). */

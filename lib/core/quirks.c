@@ -30,7 +30,7 @@ void m2pt_quirks_of_device(cl_device_id device, const m2pt_device_info *info, m2
   /* $M2PT_HOST_BLAS=off predates M2PT_QUIRKS' gemm=clblast and means the same. */
   const char *host_blas = getenv("M2PT_HOST_BLAS");
   q->gemm_on_host = info->is_cpu && !oclgrind && !(host_blas && strcmp(host_blas, "off") == 0);
-  q->host_svm = q->gemm_on_host && m2pt_svm_fine_grained(device, info->device_version);
+  /* host_svm needs the context's devices: m2pt_quirks_init sets it. */
   cl_device_fp_config fp = 0;
   clGetDeviceInfo(device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
   q->correctly_rounded_divide_sqrt = (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;
@@ -193,6 +193,8 @@ void m2pt_quirks_override(const char *spec)
 m2pt_status m2pt_quirks_init(m2pt_context *ctx)
 {
   m2pt_quirks_of_device(ctx->device, &ctx->info, &ctx->quirks);
+  ctx->svm_offered = m2pt_svm_offered(ctx->cl);
+  ctx->quirks.host_svm = ctx->quirks.gemm_on_host && ctx->svm_offered;
   /* Named as M2PT_QUIRKS in messages either way: the override stands in for it. */
   const char *spec = thread_override.set ? thread_override.spec : getenv("M2PT_QUIRKS");
   char why[256];
@@ -202,10 +204,10 @@ m2pt_status m2pt_quirks_init(m2pt_context *ctx)
                      sizeof thread_override.spec - 1);
   if (m2pt_quirks_parse(spec, &ctx->quirks, why, sizeof why) != 0)
     return m2pt_fail(NULL, M2PT_ERR_INVALID_ARGUMENT, "M2PT_QUIRKS=%s: %s", spec, why);
-  if (ctx->quirks.host_svm && !m2pt_svm_fine_grained(ctx->device, ctx->info.device_version))
+  if (ctx->quirks.host_svm && !ctx->svm_offered)
     return m2pt_fail(NULL, M2PT_ERR_UNSUPPORTED,
                      "M2PT_QUIRKS=%s: host_access=svm needs fine-grained SVM buffers, which %s "
-                     "(%s) does not offer",
+                     "(%s) or another device of its OpenCL context does not offer",
                      spec, ctx->info.name, ctx->info.device_version);
   return M2PT_OK;
 }

@@ -88,8 +88,10 @@ typedef struct m2pt_quirks {
    * GEMMs stay device kernels for its checkers to see. */
   int gemm_on_host;
   /* New buffers are fine-grained SVM (core/svm.h), which host GEMMs use in
-   * place instead of mapping (1): CPU devices with host GEMMs that offer
-   * them. Buffers keep what they were made as when this changes. */
+   * place instead of mapping (1): where gemm_on_host is set and every
+   * device of the context offers them (also under a forced CLBlast, where
+   * they cost nothing). Buffers keep what they were made as when this
+   * changes. */
   int host_svm;
   /* A GEMM backend forced by name (lib/gemm's chooser checks it), or "". */
   char gemm[M2PT_QUIRKS_NAME];

@@ -8,8 +8,12 @@
 #include "context_impl.h"
 #include "error.h"
 
-int m2pt_svm_fine_grained(cl_device_id device, const char *version)
+static int fine_grained(cl_device_id device)
 {
+  char version[256] = "";
+  if (clGetDeviceInfo(device, CL_DEVICE_VERSION, sizeof version - 1, version, NULL) !=
+      CL_SUCCESS)
+    return 0;
   /* "OpenCL <major>.<minor> ...": 1.x devices do not know the query. */
   if (strncmp(version, "OpenCL ", 7) != 0 || version[7] < '2' || version[8] != '.')
     return 0;
@@ -18,6 +22,21 @@ int m2pt_svm_fine_grained(cl_device_id device, const char *version)
       CL_SUCCESS)
     return 0;
   return (caps & CL_DEVICE_SVM_FINE_GRAIN_BUFFER) != 0;
+}
+
+int m2pt_svm_offered(cl_context cl)
+{
+  cl_device_id devices[16];
+  size_t bytes = 0;
+  /* More devices than that: not worth the allocation, say no. */
+  if (clGetContextInfo(cl, CL_CONTEXT_DEVICES, 0, NULL, &bytes) != CL_SUCCESS || bytes == 0 ||
+      bytes > sizeof devices ||
+      clGetContextInfo(cl, CL_CONTEXT_DEVICES, bytes, devices, NULL) != CL_SUCCESS)
+    return 0;
+  for (size_t i = 0; i < bytes / sizeof *devices; i++)
+    if (!fine_grained(devices[i]))
+      return 0;
+  return 1;
 }
 
 /* What the buffer's destructor frees. */
@@ -69,11 +88,12 @@ m2pt_status m2pt_svm_buffer_create(m2pt_context *ctx, size_t bytes, cl_mem *out)
   return M2PT_OK;
 }
 
-float *m2pt_svm_host(cl_mem buffer)
+float *m2pt_svm_host(const m2pt_context *ctx, cl_mem buffer)
 {
   cl_bool svm = CL_FALSE;
   void *host = NULL;
-  if (clGetMemObjectInfo(buffer, CL_MEM_USES_SVM_POINTER, sizeof svm, &svm, NULL) != CL_SUCCESS ||
+  if (!ctx->svm_offered ||
+      clGetMemObjectInfo(buffer, CL_MEM_USES_SVM_POINTER, sizeof svm, &svm, NULL) != CL_SUCCESS ||
       !svm || clGetMemObjectInfo(buffer, CL_MEM_HOST_PTR, sizeof host, &host, NULL) != CL_SUCCESS)
     return NULL;
   return host;

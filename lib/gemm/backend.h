@@ -120,7 +120,7 @@ typedef struct m2pt_gemm_backend {
                                const m2pt_gemm_matrix *a, const m2pt_gemm_matrix *b, float beta,
                                const m2pt_gemm_matrix *c, size_t batch);
   /* For a backend that computes on the host (CPU devices: host_mapped.c
-   * maps the operands and calls it): runs g; NULL for one whose GEMMs run
+   * gives the operands host addresses and calls it): runs g; NULL for one whose GEMMs run
    * as device kernels. */
   m2pt_status (*host_sgemm)(m2pt_context *ctx, const m2pt_host_gemm *g);
 } m2pt_gemm_backend;
@@ -142,8 +142,8 @@ m2pt_status m2pt_gemm_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose
 /* ---- Host work around a GEMM on the host ----
  * On a CPU device whose GEMMs run on the host (oneDNN or OpenBLAS), the ops
  * around a GEMM (a bias, a residual, GELU, LayerNorm) can run on the host
- * too, on the operands while they are mapped for the GEMM: no kernel
- * launch, no queue hand-off, and C still in cache. */
+ * too, on the operands while the host holds them for the GEMM (SVM or
+ * mapped): no kernel launch, no queue hand-off, and C still in cache. */
 
 /* Extra buffers one host work may map besides the GEMM's operands: as
  * many as a fused linear uses (x and the two LayerNorms' source, output,
@@ -158,7 +158,7 @@ typedef struct m2pt_gemm_host_work {
   int gelu, gelu_tanh;
   /* B's repacked copy, kept across calls (m2pt_gemm_packed), or NULL. */
   m2pt_gemm_packed *packed_b;
-  /* Run with every operand and extra mapped: `before` ahead of the sgemm
+  /* Run with every operand and extra on the host: `before` ahead of the sgemm
    * (C is readable and writable), `after` once C holds the product and its
    * epilogue. Either may be NULL. c is C's first element, extra[i] extra
    * buffer i's first element (NULL where buffer[i] is NULL). */

@@ -63,7 +63,7 @@ static m2pt_status map_all(m2pt_context *ctx, mapping *maps, size_t count)
 {
   size_t last = count;
   for (size_t i = 0; i < count; i++) {
-    maps[i].host = m2pt_svm_host(maps[i].buffer);
+    maps[i].host = m2pt_svm_host(ctx, maps[i].buffer);
     if (maps[i].host)
       maps[i].host += maps[i].begin;
     else
@@ -86,7 +86,7 @@ static m2pt_status map_all(m2pt_context *ctx, mapping *maps, size_t count)
   return M2PT_OK;
 }
 
-/* ctx's host_sgemm on the mapped operands (blocking: mapping drains the
+/* ctx's host_sgemm on the operands in place (blocking: map_all drains the
  * queue), with `work` (may be NULL) before and after it. Sizes and leading
  * dimensions fit an int (sgemm_batched checks). */
 static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,

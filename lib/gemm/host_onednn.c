@@ -91,13 +91,21 @@ static int residual_index(const m2pt_host_gemm *g)
  * and the last primitive made for it with the call it was made for. The
  * descriptors, attribute and primitive of a call took 18 µs of host time a
  * GEMM in the ViT-B/16 forward at B = 1, 48 of them a forward (README,
- * Performance). */
+ * Performance). A layer used from another thread with another OpenMP
+ * thread count gets a new primitive. */
 typedef struct kept_b {
   dnnl_memory_t weights; /* NULL until packed */
   dnnl_primitive_desc_t pd;
   dnnl_primitive_t prim; /* NULL until made */
   m2pt_host_gemm call;   /* what prim computes; its pointers are not compared */
+  int threads;           /* the OpenMP thread count prim was made for (0: unknown) */
 } kept_b;
+
+/* The thread count a primitive made now would split its work for. */
+static int max_threads(void)
+{
+  return onednn->omp_get_max_threads ? onednn->omp_get_max_threads() : 0;
+}
 
 static void release_kept(void *impl)
 {
@@ -188,7 +196,8 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
   if (pack && !kept)
     return fail(ctx, dnnl_out_of_memory, "keeping a packed B");
   /* Its primitive again where this call is the one it was made for. */
-  const int reuse = kept && kept->prim && same_call(&kept->call, g);
+  const int threads = kept ? max_threads() : 0;
+  const int reuse = kept && kept->prim && same_call(&kept->call, g) && kept->threads == threads;
   dnnl_memory_desc_t ad, bd, cd, biasd, rd, bany;
   dnnl_matmul_desc_t desc;
   dnnl_primitive_attr_t attr = NULL;
@@ -234,6 +243,7 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     kept->pd = pd;
     kept->prim = prim;
     kept->call = *g;
+    kept->threads = threads;
     ours = 0;
   }
   if (s == dnnl_success && (what = "creating a stream"))

@@ -52,6 +52,8 @@ static void load(void)
   const char *missing = NULL;
   M2PT_ONEDNN_FUNCTIONS(RESOLVE)
 #undef RESOLVE
+  /* Found through oneDNN's dependencies, where it uses OpenMP. */
+  *(void **)(&api.omp_get_max_threads) = dlsym(lib, "omp_get_max_threads");
   loaded = 1;
   return;
 fail:

@@ -35,6 +35,10 @@
 #define M2PT_ONEDNN_FIELD(f) __typeof__(f) *f;
 typedef struct m2pt_onednn_api {
   M2PT_ONEDNN_FUNCTIONS(M2PT_ONEDNN_FIELD)
+  /* The OpenMP runtime oneDNN brought (NULL where it was built on another
+   * threading runtime): a primitive splits its work for the thread count
+   * at its creation, which oneDNN's own cache keys by too. */
+  int (*omp_get_max_threads)(void);
 } m2pt_onednn_api;
 #undef M2PT_ONEDNN_FIELD
 

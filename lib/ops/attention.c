@@ -74,7 +74,7 @@ static m2pt_status fused_obstacle(m2pt_context *ctx, size_t dim_head, int has_ma
     return M2PT_OK;
   }
   if (!backward && ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS)
-    return M2PT_OK; /* no local memory, any work-group size */
+    return M2PT_OK; /* no local memory; its groups fit whatever the kernel allows */
   if (fused_local_bytes(dim_head, backward) > ctx->info.local_mem_bytes) {
     *why = "its tiles do not fit the device's local memory";
     return M2PT_OK;
