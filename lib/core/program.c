@@ -266,6 +266,19 @@ m2pt_status m2pt_kernel_get(m2pt_context *ctx, const m2pt_cl_source *src,
   return M2PT_OK;
 }
 
+m2pt_status m2pt_kernel_group_limit(m2pt_context *ctx, const m2pt_cl_source *source,
+                                    const char *options, const char *name, size_t *limit)
+{
+  cl_kernel kernel;
+  M2PT_TRY(m2pt_kernel_get(ctx, source, options, name, &kernel));
+  *limit = 0;
+  M2PT_TRY_CL(ctx,
+              clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
+                                       sizeof *limit, limit, NULL),
+              name);
+  return M2PT_OK;
+}
+
 m2pt_status m2pt_run_kernel(m2pt_context *ctx, const m2pt_cl_source *source,
                             const char *options, const char *name,
                             const m2pt_kernel_arg *args, size_t nargs, cl_uint dims,

@@ -23,6 +23,12 @@ m2pt_status m2pt_program_get(m2pt_context *ctx, const m2pt_cl_source *source,
 m2pt_status m2pt_kernel_get(m2pt_context *ctx, const m2pt_cl_source *source,
                             const char *options, const char *name, cl_kernel *out);
 
+/* The most work-items a group of that kernel may have on ctx's device
+ * (CL_KERNEL_WORK_GROUP_SIZE: at most the device's limit, lower where the
+ * kernel's resources say so). Errors as m2pt_kernel_get, or M2PT_ERR_OPENCL. */
+m2pt_status m2pt_kernel_group_limit(m2pt_context *ctx, const m2pt_cl_source *source,
+                                    const char *options, const char *name, size_t *limit);
+
 /* One kernel argument: its size and a pointer to its value. */
 typedef struct m2pt_kernel_arg {
   size_t size;

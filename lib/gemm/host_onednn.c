@@ -185,6 +185,45 @@ static dnnl_status_t packed_weights(kept_b *k, dnnl_stream_t stream,
   return dnnl_success;
 }
 
+/* The matmul primitive (and its descriptor, which the caller destroys with
+ * it) computing g from operands described by ad, bd, cd and the epilogue's
+ * biasd and rd; B in a layout of the matmul's choice where `pack`. On
+ * failure *what says which step failed and nothing is left made. */
+static dnnl_status_t make_matmul(const m2pt_host_gemm *g, int pack, const dnnl_memory_desc_t *ad,
+                                 const dnnl_memory_desc_t *bd, const dnnl_memory_desc_t *cd,
+                                 const dnnl_memory_desc_t *biasd, const dnnl_memory_desc_t *rd,
+                                 dnnl_primitive_desc_t *pd, dnnl_primitive_t *prim,
+                                 const char **what)
+{
+  dnnl_memory_desc_t bany;
+  dnnl_matmul_desc_t desc;
+  dnnl_primitive_attr_t attr = NULL;
+  *pd = NULL;
+  *prim = NULL;
+  dnnl_status_t s = dnnl_success;
+  if (pack && (*what = "describing the packed weights")) {
+    const dnnl_dims_t dims = {(dnnl_dim_t)g->k, (dnnl_dim_t)g->n};
+    s = onednn->dnnl_memory_desc_init_by_tag(&bany, 2, dims, dnnl_f32, dnnl_format_tag_any);
+  }
+  if (s == dnnl_success && (*what = "initialising a matmul descriptor"))
+    s = onednn->dnnl_matmul_desc_init(&desc, ad, pack ? &bany : bd,
+                                      g->epilogue.bias ? biasd : NULL, cd);
+  if (s == dnnl_success && (*what = "setting the output scale and post-ops"))
+    s = onednn->dnnl_primitive_attr_create(&attr);
+  if (s == dnnl_success)
+    s = make_attr(attr, g, rd);
+  if (s == dnnl_success && (*what = "creating a matmul primitive"))
+    s = onednn->dnnl_primitive_desc_create(pd, &desc, attr, engine, NULL);
+  if (s == dnnl_success)
+    s = onednn->dnnl_primitive_create(prim, *pd);
+  onednn->dnnl_primitive_attr_destroy(attr);
+  if (s != dnnl_success) {
+    onednn->dnnl_primitive_desc_destroy(*pd);
+    *pd = NULL;
+  }
+  return s;
+}
+
 static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
 {
   if (!engine)
@@ -198,9 +237,7 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
   /* Its primitive again where this call is the one it was made for. */
   const int threads = kept ? max_threads() : 0;
   const int reuse = kept && kept->prim && same_call(&kept->call, g) && kept->threads == threads;
-  dnnl_memory_desc_t ad, bd, cd, biasd, rd, bany;
-  dnnl_matmul_desc_t desc;
-  dnnl_primitive_attr_t attr = NULL;
+  dnnl_memory_desc_t ad, bd, cd, biasd, rd;
   dnnl_primitive_desc_t pd = NULL;
   dnnl_primitive_t prim = NULL;
   dnnl_memory_t am = NULL, bm = NULL, cm = NULL, biasm = NULL, rm = NULL, weights = NULL;
@@ -211,10 +248,6 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     s = describe(&bd, g->batch, g->k, g->n, g->trans_b, g->ldb, g->stride_b);
   if (s == dnnl_success)
     s = describe(&cd, g->batch, g->m, g->n, 0, g->ldc, g->stride_c);
-  if (s == dnnl_success && pack) {
-    const dnnl_dims_t dims = {(dnnl_dim_t)g->k, (dnnl_dim_t)g->n};
-    s = onednn->dnnl_memory_desc_init_by_tag(&bany, 2, dims, dnnl_f32, dnnl_format_tag_any);
-  }
   /* The epilogue's operands are of one matrix (batch 1): the bias a row. */
   if (s == dnnl_success && e->bias)
     s = describe(&biasd, 1, 1, g->n, 0, g->n, 0);
@@ -223,17 +256,9 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
   if (reuse) {
     pd = kept->pd;
     prim = kept->prim;
+  } else if (s == dnnl_success) {
+    s = make_matmul(g, pack, &ad, &bd, &cd, &biasd, &rd, &pd, &prim, &what);
   }
-  if (s == dnnl_success && !reuse && (what = "initialising a matmul descriptor"))
-    s = onednn->dnnl_matmul_desc_init(&desc, &ad, pack ? &bany : &bd, e->bias ? &biasd : NULL, &cd);
-  if (s == dnnl_success && !reuse && (what = "setting the output scale and post-ops"))
-    s = onednn->dnnl_primitive_attr_create(&attr);
-  if (s == dnnl_success && !reuse)
-    s = make_attr(attr, g, &rd);
-  if (s == dnnl_success && !reuse && (what = "creating a matmul primitive"))
-    s = onednn->dnnl_primitive_desc_create(&pd, &desc, attr, engine, NULL);
-  if (s == dnnl_success && !reuse)
-    s = onednn->dnnl_primitive_create(&prim, pd);
   /* A kept B's new primitive replaces the one kept with it; otherwise the
    * primitive is this call's alone. */
   int ours = !reuse;
@@ -287,7 +312,6 @@ static m2pt_status run(m2pt_context *ctx, const m2pt_host_gemm *g)
     onednn->dnnl_primitive_destroy(prim);
     onednn->dnnl_primitive_desc_destroy(pd);
   }
-  onednn->dnnl_primitive_attr_destroy(attr);
   return s == dnnl_success ? M2PT_OK : fail(ctx, s, what);
 }
 

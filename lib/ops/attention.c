@@ -84,13 +84,8 @@ static m2pt_status fused_obstacle(m2pt_context *ctx, size_t dim_head, int has_ma
   const char *const *names = backward ? fused_train_kernels : fused_kernels;
   const size_t count = backward ? 3 : 1;
   for (size_t i = 0; i < count && !*why; i++) {
-    cl_kernel kernel;
-    M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_attention, options, names[i], &kernel));
-    size_t limit = 0;
-    M2PT_TRY_CL(ctx,
-                clGetKernelWorkGroupInfo(kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
-                                         sizeof limit, &limit, NULL),
-                names[i]);
+    size_t limit;
+    M2PT_TRY(m2pt_kernel_group_limit(ctx, &m2pt_cl_attention, options, names[i], &limit));
     if (limit < m2pt_attention_fused_group(ctx))
       *why = "the compiled kernel allows fewer work-items per group than it needs";
   }

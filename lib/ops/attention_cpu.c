@@ -79,18 +79,13 @@ m2pt_status m2pt_attention_rows(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
    * m2pt-bench's attention suite against 0.08–0.12 so); one work-item per
    * group was as fast there but 1.1–1.4× slower at N = 1024 and 4096.
    * Where the kernel cannot take a row in one group, the driver chooses. */
-  cl_kernel key_kernel;
-  M2PT_TRY(m2pt_kernel_get(ctx, &m2pt_cl_attention_cpu, options, "m2pt_attention_cpu_keys",
-                           &key_kernel));
-  size_t key_limit = 0;
-  M2PT_TRY_CL(ctx,
-              clGetKernelWorkGroupInfo(key_kernel, ctx->device, CL_KERNEL_WORK_GROUP_SIZE,
-                                       sizeof key_limit, &key_limit, NULL),
-              "m2pt_attention_cpu_keys");
+  size_t key_limit;
+  M2PT_TRY(m2pt_kernel_group_limit(ctx, &m2pt_cl_attention_cpu, options,
+                                   "m2pt_attention_cpu_keys", &key_limit));
   const size_t key_local[3] = {key_global[0], 1, 1};
-  const int row_fits = key_global[0] <= key_limit && key_global[0] <= ctx->max_work_group;
   M2PT_TRY(m2pt_run_kernel(ctx, &m2pt_cl_attention_cpu, options, "m2pt_attention_cpu_keys",
-                           key_args, 6, 3, key_global, row_fits ? key_local : NULL));
+                           key_args, 6, 3, key_global,
+                           key_global[0] <= key_limit ? key_local : NULL));
   const m2pt_kernel_arg args[] = {M2PT_ARG(qkv),   M2PT_ARG(keys), M2PT_ARG(out),
                                   M2PT_ARG(tokens), M2PT_ARG(heads), M2PT_ARG(np),
                                   M2PT_ARG(scale), M2PT_ARG(lse)};
