@@ -41,7 +41,8 @@ value already set wins and is what the table records), torch.set_num_threads,
 ORT's intra_op_num_threads (inter_op 1), OpenVINO's INFERENCE_NUM_THREADS.
 --rounds R runs every engine R times in turn (engine order alternating), to
 show the spread on a noisy machine: the table gives the median of the
-rounds' medians and the range of them. The load average before and after
+rounds' medians and the range of them, and merged / best peer also taken
+round by round (median [range]). The load average before and after
 is printed with the table (markdown, on stdout and in --out).
 
 --openvino-profile adds, after the table, where OpenVINO's forward spends its
@@ -60,7 +61,10 @@ import subprocess
 import sys
 import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # the table's arithmetic (tests/check_bench_peers.py) needs none of it
+    np = None
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 TOOLS = os.path.join(ROOT, 'tools')
@@ -352,6 +356,28 @@ def run_engine(a, engine, name, batch):
     return r['times'], r['settings'], r['version']
 
 
+def ratio_cells(results, m, b, engines):
+    """The table's ratio cells of model m at batch b: merged / best peer (the
+    rounds' medians divided), then with more than one round the same ratio
+    taken round by round, median [range] (the engines of a round run back to
+    back, so on a shared machine their ratio moves less than their times),
+    then unmerged / merged. results[(m, b, engine)] lists each round's time."""
+    cells = []
+    peers = [e for e in engines if not e.startswith('m2pt')]
+    med = {e: statistics.median(results[(m, b, e)]) for e in engines}
+    if 'm2pt-merged' in engines:
+        cells.append(f'{med["m2pt-merged"] / min(med[e] for e in peers):.2f}' if peers else '–')
+        rounds = len(results[(m, b, 'm2pt-merged')])
+        if rounds > 1:
+            per = [t / min(results[(m, b, e)][r] for e in peers)
+                   for r, t in enumerate(results[(m, b, 'm2pt-merged')])] if peers else []
+            cells.append(f'{statistics.median(per):.2f} [{min(per):.2f}–{max(per):.2f}]'
+                         if per else '–')
+    if 'm2pt-merged' in engines and 'm2pt-unmerged' in engines:
+        cells.append(f'{med["m2pt-unmerged"] / med["m2pt-merged"]:.3f}')
+    return cells
+
+
 def summary(times):
     return statistics.median(times), min(times), max(times)
 
@@ -468,25 +494,21 @@ def main(argv=None):
     head = ['model', 'B'] + list(a.engines)
     if 'm2pt-merged' in a.engines:
         head += ['merged / best peer']
+        if a.rounds > 1:
+            head += ['merged / best peer, by round']
     if 'm2pt-merged' in a.engines and 'm2pt-unmerged' in a.engines:
         head += ['unmerged / merged']
     lines += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
-    peers = [e for e in a.engines if not e.startswith('m2pt')]
     for m in a.models:
         for b in a.batches:
-            cells, med = [MODELS[m]['title'], str(b)], {}
+            cells = [MODELS[m]['title'], str(b)]
             for e in a.engines:
                 rs = results[(m, b, e)]
-                med[e] = statistics.median(rs)
-                cell = fmt_ms(med[e])
+                cell = fmt_ms(statistics.median(rs))
                 if len(rs) > 1:
                     cell += f' [{fmt_ms(min(rs))}–{fmt_ms(max(rs))}]'
                 cells.append(cell)
-            if 'm2pt-merged' in a.engines:
-                best = min((med[e] for e in peers), default=None)
-                cells.append(f'{med["m2pt-merged"] / best:.2f}' if best else '–')
-            if 'm2pt-merged' in a.engines and 'm2pt-unmerged' in a.engines:
-                cells.append(f'{med["m2pt-unmerged"] / med["m2pt-merged"]:.3f}')
+            cells += ratio_cells(results, m, b, a.engines)
             lines.append('| ' + ' | '.join(cells) + ' |')
     if errors:
         lines += ['', 'Max |y − y_m2pt merged| (tolerance 1e-4·max(1, max|y|)):', '',
