@@ -105,7 +105,7 @@ static void allocation_stats(void **state)
 /* Buffers on fine-grained SVM (host_access=svm, core/svm.h): the host sees
  * the device's writes and the device the host's, with no map; a buffer the
  * application still holds outlives its tensor; plain buffers have no host
- * address. */
+ * address, nor has a destroyed SVM buffer's handle. */
 static void svm_buffers(void **state)
 {
   m2pt_context *ctx = *state;
@@ -147,6 +147,15 @@ static void svm_buffers(void **state)
   for (size_t i = 0; i < 1000; i++)
     assert_true(back[i] == -2.0f * data[i]);
   assert_int_equal(clReleaseMemObject(held), CL_SUCCESS);
+  /* A destroyed buffer leaves m2pt's record of them: its handle, which a
+   * new object may take over, has no host address. */
+  assert_null(m2pt_svm_host(ctx, held));
+  m2pt_tensor *gone = test_tensor(ctx, 1, shape, NULL);
+  const cl_mem handle = m2pt_tensor_buffer(gone);
+  assert_non_null(m2pt_svm_host(ctx, handle));
+  m2pt_tensor_destroy(gone);
+  assert_int_equal(clFinish(ctx->queue), CL_SUCCESS);
+  assert_null(m2pt_svm_host(ctx, handle));
 }
 
 int main(void)

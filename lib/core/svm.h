@@ -27,10 +27,12 @@ int m2pt_svm_offered(cl_context cl);
  * M2PT_ERR_OPENCL otherwise; nothing is left allocated then. */
 m2pt_status m2pt_svm_buffer_create(m2pt_context *ctx, size_t bytes, cl_mem *out);
 
-/* The host address of a buffer on an SVM pointer (m2pt makes them only with
- * m2pt_svm_buffer_create), to use while no command that uses the buffer is
- * running; NULL for any other buffer (those need mapping), and without a
- * query where ctx's context offers no SVM buffers. */
+/* The host address of a buffer m2pt_svm_buffer_create made, to use while
+ * no command that uses the buffer is running; NULL for any other buffer
+ * (those need mapping, an application's own SVM-backed ones too), for a
+ * handle whose buffer is gone, and where ctx's context offers no SVM
+ * buffers. No OpenCL call: a look-up in m2pt's record of the buffers it
+ * made that still exist (thread-safe). */
 float *m2pt_svm_host(const m2pt_context *ctx, cl_mem buffer);
 
 #endif
