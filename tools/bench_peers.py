@@ -366,13 +366,15 @@ def ratio_cells(results, m, b, engines):
     peers = [e for e in engines if not e.startswith('m2pt')]
     med = {e: statistics.median(results[(m, b, e)]) for e in engines}
     if 'm2pt-merged' in engines:
-        cells.append(f'{med["m2pt-merged"] / min(med[e] for e in peers):.2f}' if peers else '–')
-        rounds = len(results[(m, b, 'm2pt-merged')])
-        if rounds > 1:
-            per = [t / min(results[(m, b, e)][r] for e in peers)
-                   for r, t in enumerate(results[(m, b, 'm2pt-merged')])] if peers else []
-            cells.append(f'{statistics.median(per):.2f} [{min(per):.2f}–{max(per):.2f}]'
-                         if per else '–')
+        merged = results[(m, b, 'm2pt-merged')]
+        if not peers:
+            cells += ['–'] * (2 if len(merged) > 1 else 1)
+        else:
+            cells.append(f'{med["m2pt-merged"] / min(med[e] for e in peers):.2f}')
+            if len(merged) > 1:
+                per = [t / min(results[(m, b, e)][r] for e in peers)
+                       for r, t in enumerate(merged)]
+                cells.append(f'{statistics.median(per):.2f} [{min(per):.2f}–{max(per):.2f}]')
     if 'm2pt-merged' in engines and 'm2pt-unmerged' in engines:
         cells.append(f'{med["m2pt-unmerged"] / med["m2pt-merged"]:.3f}')
     return cells
