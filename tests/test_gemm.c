@@ -26,13 +26,10 @@ static const shape3 small_shapes[] = {{1, 1, 1}, {3, 17, 5}, {17, 3, 7}};
 static m2pt_tensor *operand(m2pt_context *ctx, const size_t shape[2], const float *data,
                             const int *svm, int which)
 {
-  const int own = ctx->quirks.host_svm;
-  if (svm)
-    ctx->quirks.host_svm = svm[which];
-  m2pt_tensor *t = test_tensor(ctx, 2, shape, data);
-  ctx->quirks.host_svm = own;
-  if (svm)
-    assert_int_equal(m2pt_svm_host(ctx, m2pt_tensor_buffer(t)) != NULL, svm[which]);
+  if (!svm)
+    return test_tensor(ctx, 2, shape, data);
+  m2pt_tensor *t = test_tensor_as(ctx, 2, shape, data, svm[which]);
+  assert_int_equal(m2pt_svm_host(ctx, m2pt_tensor_buffer(t)) != NULL, svm[which]);
   return t;
 }
 

@@ -129,13 +129,10 @@ static void svm_buffers(void **state)
   const size_t shape[1] = {1000};
   float data[1000], back[1000];
   test_fill(data, 1000, 3);
-  const int own = ctx->quirks.host_svm;
-  ctx->quirks.host_svm = 0;
-  m2pt_tensor *plain = test_tensor(ctx, 1, shape, NULL);
-  ctx->quirks.host_svm = own;
+  m2pt_tensor *plain = test_tensor_as(ctx, 1, shape, NULL, 0);
   assert_null(m2pt_svm_host(ctx, m2pt_tensor_buffer(plain)));
   m2pt_tensor_destroy(plain);
-  if (!own)
+  if (!ctx->quirks.host_svm)
     skip(); /* the device offers no SVM buffers */
   m2pt_tensor *t = test_tensor(ctx, 1, shape, data);
   float *host = m2pt_svm_host(ctx, m2pt_tensor_buffer(t));

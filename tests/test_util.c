@@ -135,6 +135,16 @@ m2pt_tensor *test_tensor(m2pt_context *ctx, size_t ndim, const size_t *shape, co
   return t;
 }
 
+m2pt_tensor *test_tensor_as(m2pt_context *ctx, size_t ndim, const size_t *shape,
+                            const float *data, int svm)
+{
+  const int own = ctx->quirks.host_svm;
+  ctx->quirks.host_svm = svm;
+  m2pt_tensor *t = test_tensor(ctx, ndim, shape, data);
+  ctx->quirks.host_svm = own;
+  return t;
+}
+
 int test_enter_data_dir(int argc, char **argv, const char *compiled_in)
 {
   const char *dir = argc > 1 ? argv[1] : compiled_in;

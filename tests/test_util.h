@@ -99,6 +99,12 @@ void test_assert_close(const float *got, const double *ref, size_t n, double tol
 /* A tensor filled from host data (or zeros when data is NULL). */
 m2pt_tensor *test_tensor(m2pt_context *ctx, size_t ndim, const size_t *shape, const float *data);
 
+/* The same, its buffer made as a fine-grained SVM buffer (svm = 1) or a
+ * plain one (0) whatever ctx's host_access quirk says (core/svm.h); svm = 1
+ * only where the context offers SVM buffers. */
+m2pt_tensor *test_tensor_as(m2pt_context *ctx, size_t ndim, const size_t *shape,
+                            const float *data, int svm);
+
 /* Enters a suite's data directory: argv[1] when given (meson passes the source
  * tree's, so a tree copied elsewhere, as tools/device-check.sh does, reads its
  * own files), else `compiled_in`. Returns 0, or -1 after printing why. */
