@@ -4,6 +4,7 @@
  * portable copy (SSE2 there). Neither has fma to contract a·b + c into
  * (the AVX2 copy is built without it), so both give the same bits. */
 #include "host_math.h"
+#include "host_vector.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -25,48 +26,10 @@
 typedef float v8f __attribute__((vector_size(LANES * sizeof(float))));
 typedef int32_t v8i __attribute__((vector_size(LANES * sizeof(int32_t))));
 
-/* Every helper is inlined into the copy that calls it, so it is compiled
- * for that copy's instruction set. */
-#define INLINE static inline __attribute__((always_inline))
+/* load8, store8, select8, exp8. */
+M2PT_HOST_VECTOR_OPS(v8f, v8i, 8)
 
-INLINE v8f load8(const float *p)
-{
-  v8f v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
-
-INLINE void store8(float *p, v8f v)
-{
-  memcpy(p, &v, sizeof v);
-}
-
-/* m ? a : b lane by lane, m a comparison's all-ones or zero lanes. */
-INLINE v8f select8(v8i m, v8f a, v8f b)
-{
-  return (v8f)((m & (v8i)a) | (~m & (v8i)b));
-}
-
-/* e^x within 2 ulp (Cephes' expf: x = n·ln2 + r, |r| ≤ ln2/2, a degree-7
- * polynomial in r, then 2^n through the exponent bits), x clamped to the
- * normal range. */
-INLINE v8f exp8(v8f x)
-{
-  const v8f zero = {0};
-  x = select8(x > 88.3f, zero + 88.3f, x);
-  x = select8(x < -87.3f, zero - 87.3f, x);
-  /* Round x·log2(e) to the nearest integer with the 1.5·2^23 trick. */
-  const v8f n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const v8f r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  v8f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const v8f y = p * (r * r) + r + 1.0f;
-  const v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
-  return y * (v8f)bits;
-}
+#define INLINE M2PT_HOST_INLINE
 
 /* erf(x) as Eigen's fast float erf: x clamped to [−4, 4] (erf is ±1 in
  * float beyond), then an odd degree-13 over an even degree-8 polynomial;

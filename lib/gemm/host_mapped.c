@@ -11,17 +11,8 @@
 #include "clblast.h"
 #include "core/context_impl.h"
 #include "core/error.h"
-#include "core/svm.h"
+#include "core/host_map.h"
 #include "host_mapped.h"
-
-/* One buffer's mapped range: the union of the operands that use it. */
-typedef struct mapping {
-  cl_mem buffer;
-  size_t begin, end; /* elements */
-  cl_map_flags flags;
-  float *host;       /* points at element `begin` */
-  int mapped;        /* by clEnqueueMapBuffer: unmap it */
-} mapping;
 
 /* Elements an operand spans: `batch` matrices of rows × cols, ld apart by
  * row and stride apart by batch member. */
@@ -30,63 +21,18 @@ static size_t extent(size_t rows, size_t cols, size_t ld, size_t stride, size_t 
   return (batch - 1) * stride + (rows - 1) * ld + cols;
 }
 
-static void add_range(mapping *maps, size_t *count, const m2pt_gemm_matrix *x, size_t elems,
+static void add_range(m2pt_host_map *m, const m2pt_gemm_matrix *x, size_t elems,
                       cl_map_flags flags)
 {
-  for (size_t i = 0; i < *count; i++)
-    if (maps[i].buffer == x->buffer) {
-      if (x->offset < maps[i].begin)
-        maps[i].begin = x->offset;
-      if (x->offset + elems > maps[i].end)
-        maps[i].end = x->offset + elems;
-      maps[i].flags |= flags;
-      return;
-    }
-  maps[*count] = (mapping){x->buffer, x->offset, x->offset + elems, flags, NULL, 0};
-  (*count)++;
+  m2pt_host_map_add(m, x->buffer, x->offset, elems, flags);
 }
 
-static float *host_of(const mapping *maps, size_t count, const m2pt_gemm_matrix *x)
+static float *host_of(const m2pt_host_map *m, const m2pt_gemm_matrix *x)
 {
-  for (size_t i = 0; i < count; i++)
-    if (maps[i].buffer == x->buffer)
-      return maps[i].host + (x->offset - maps[i].begin);
-  return NULL;
+  return m2pt_host_map_at(m, x->buffer, x->offset);
 }
 
-/* Gives every range a host address: an SVM buffer's own (core/svm.h), else
- * a map. Maps all but the last without waiting: the queue runs in order, so
- * once the last is mapped they all are, and so are SVM buffers' writers;
- * with nothing to map, one clFinish waits for them. Sets mp->mapped on the
- * ranges to unmap; a failure leaves the others unmapped. */
-static m2pt_status map_all(m2pt_context *ctx, mapping *maps, size_t count)
-{
-  size_t last = count;
-  for (size_t i = 0; i < count; i++) {
-    maps[i].host = m2pt_svm_host(ctx, maps[i].buffer);
-    if (maps[i].host)
-      maps[i].host += maps[i].begin;
-    else
-      last = i;
-  }
-  if (last == count)
-    M2PT_TRY_CL(ctx, clFinish(ctx->queue), "clFinish (before a host GEMM)");
-  for (size_t i = 0; i < count; i++) {
-    mapping *mp = &maps[i];
-    if (mp->host)
-      continue;
-    cl_int err = CL_SUCCESS;
-    mp->host = clEnqueueMapBuffer(ctx->queue, mp->buffer, i == last ? CL_TRUE : CL_FALSE,
-                                  mp->flags, mp->begin * sizeof(float),
-                                  (mp->end - mp->begin) * sizeof(float), 0, NULL, NULL, &err);
-    if (err != CL_SUCCESS)
-      return m2pt_fail_cl(ctx, err, "mapping a GEMM operand for the host");
-    mp->mapped = 1;
-  }
-  return M2PT_OK;
-}
-
-/* ctx's host_sgemm on the operands in place (blocking: map_all drains the
+/* ctx's host_sgemm on the operands in place (blocking: m2pt_host_map_all drains the
  * queue), with `work` (may be NULL) before and after it. Sizes and leading
  * dimensions fit an int (sgemm_batched checks). */
 static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpose tb, size_t m,
@@ -95,41 +41,42 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
                               size_t batch, const m2pt_gemm_host_work *work)
 {
   const int at = ta == M2PT_TRANS, bt = tb == M2PT_TRANS;
-  mapping maps[5 + M2PT_GEMM_HOST_EXTRAS];
-  size_t count = 0;
-  add_range(maps, &count, a, extent(at ? k : m, at ? m : k, a->ld, a->stride, batch),
+  _Static_assert(5 + M2PT_GEMM_HOST_EXTRAS <= M2PT_HOST_MAP_MOST,
+                 "a host map holds the operands and every extra");
+  m2pt_host_map maps = {0};
+  add_range(&maps, a, extent(at ? k : m, at ? m : k, a->ld, a->stride, batch),
             CL_MAP_READ);
-  add_range(maps, &count, b, extent(bt ? n : k, bt ? k : n, b->ld, b->stride, batch),
+  add_range(&maps, b, extent(bt ? n : k, bt ? k : n, b->ld, b->stride, batch),
             CL_MAP_READ);
-  add_range(maps, &count, c, extent(m, n, c->ld, c->stride, batch),
+  add_range(&maps, c, extent(m, n, c->ld, c->stride, batch),
             beta == 0.0f && !work ? CL_MAP_WRITE : CL_MAP_READ | CL_MAP_WRITE);
   const m2pt_gemm_matrix bias = {work ? work->bias : NULL, 0, 0, 0};
   const m2pt_gemm_matrix residual = {work ? work->residual : NULL, 0, c->ld, 0};
   if (bias.buffer)
-    add_range(maps, &count, &bias, n, CL_MAP_READ);
+    add_range(&maps, &bias, n, CL_MAP_READ);
   if (residual.buffer)
-    add_range(maps, &count, &residual, extent(m, n, c->ld, 0, 1), CL_MAP_READ);
+    add_range(&maps, &residual, extent(m, n, c->ld, 0, 1), CL_MAP_READ);
   for (size_t i = 0; work && i < M2PT_GEMM_HOST_EXTRAS; i++)
     if (work->buffer[i]) {
       const m2pt_gemm_matrix x = {work->buffer[i], 0, 0, 0};
-      add_range(maps, &count, &x, work->elems[i],
+      add_range(&maps, &x, work->elems[i],
                 work->write[i] ? CL_MAP_READ | CL_MAP_WRITE : CL_MAP_READ);
     }
-  m2pt_status s = map_all(ctx, maps, count);
+  m2pt_status s = m2pt_host_map_all(ctx, &maps);
   if (s == M2PT_OK) {
-    const float *ha = host_of(maps, count, a), *hb = host_of(maps, count, b);
-    float *hc = host_of(maps, count, c);
+    const float *ha = host_of(&maps, a), *hb = host_of(&maps, b);
+    float *hc = host_of(&maps, c);
     float *extra[M2PT_GEMM_HOST_EXTRAS] = {0};
     for (size_t i = 0; work && i < M2PT_GEMM_HOST_EXTRAS; i++)
       if (work->buffer[i]) {
         const m2pt_gemm_matrix x = {work->buffer[i], 0, 0, 0};
-        extra[i] = host_of(maps, count, &x);
+        extra[i] = host_of(&maps, &x);
       }
     if (work && work->before)
       work->before(work->user, hc, extra);
     const m2pt_host_epilogue e = {
-        bias.buffer ? host_of(maps, count, &bias) : NULL,
-        residual.buffer ? host_of(maps, count, &residual) : NULL, work && work->gelu,
+        bias.buffer ? host_of(&maps, &bias) : NULL,
+        residual.buffer ? host_of(&maps, &residual) : NULL, work && work->gelu,
         work && work->gelu_tanh};
     const m2pt_host_gemm g = {at, bt, m, n, k, batch, alpha, beta, ha, hb, hc,
                               a->ld, b->ld, c->ld, a->stride, b->stride, c->stride, e,
@@ -138,15 +85,7 @@ static m2pt_status host_sgemm(m2pt_context *ctx, m2pt_transpose ta, m2pt_transpo
     if (s == M2PT_OK && work && work->after)
       work->after(work->user, hc, extra);
   }
-  for (size_t i = 0; i < count; i++) {
-    if (!maps[i].mapped)
-      continue;
-    const cl_int err =
-        clEnqueueUnmapMemObject(ctx->queue, maps[i].buffer, maps[i].host, 0, NULL, NULL);
-    if (err != CL_SUCCESS && s == M2PT_OK)
-      s = m2pt_fail_cl(ctx, err, "unmapping a GEMM operand");
-  }
-  return s;
+  return m2pt_host_map_release(ctx, &maps, s);
 }
 
 m2pt_status m2pt_gemm_mapped_sgemm_batched(m2pt_context *ctx, m2pt_transpose ta,
