@@ -209,11 +209,11 @@ static void attention_variants(void **state)
   ref_attention(qd, B, N, H, D, NULL, ref);
   static const m2pt_attention_impl impls[] = {M2PT_ATTENTION_GEMM, M2PT_ATTENTION_FUSED};
   static const unsigned vecs[] = {1, 4, 8, 16};
-  static const m2pt_attention_kernel kernels[] = {M2PT_ATTENTION_KERNEL_TILES,
-                                                  M2PT_ATTENTION_KERNEL_ROWS};
+  static const m2pt_attention_kernel kernels[] = {
+      M2PT_ATTENTION_KERNEL_TILES, M2PT_ATTENTION_KERNEL_ROWS, M2PT_ATTENTION_KERNEL_HOST};
   for (size_t i = 0; i < 2; i++)
     for (size_t v = 0; v < 4; v++)
-      for (size_t k = 0; k < 2; k++) {
+      for (size_t k = 0; k < 3; k++) {
         if (vecs[v] > own.attention_vec || (impls[i] == M2PT_ATTENTION_GEMM && (v || k)))
           continue;
         ctx->quirks.attention = impls[i];
@@ -247,6 +247,62 @@ static void attention_variants(void **state)
   m2pt_tensor_destroy(forced);
 }
 
+/* attention_kernel=host at heads of 64 (the size it takes): the reference
+ * with a mask that drops some keys of batch row 0 and every key of row 1
+ * (zeros), and the training forward's out in the same bits and its lse
+ * within tolerance of the row kernel's. Other head sizes fall back to the
+ * row kernel (attention_variants). */
+static void attention_on_host(void **state)
+{
+  m2pt_context *ctx = *state;
+  const m2pt_quirks own = ctx->quirks;
+  enum { B = 2, N = 21, H = 2, D = 64 };
+  const size_t qshape[3] = {B, N, 3 * H * D}, oshape[3] = {B, N, H * D};
+  const size_t mshape[2] = {B, N}, lshape[3] = {B, H, N};
+  const size_t nq = B * N * 3 * H * D, no = B * N * H * D, nl = B * H * N;
+  float *qkv = test_random_floats(nq, 31, 2.0f), mask[B * N];
+  for (size_t t = 0; t < N; t++) {
+    mask[t] = t % 5 != 3;
+    mask[N + t] = 0.0f;
+  }
+  m2pt_tensor *tq = test_tensor(ctx, 3, qshape, qkv), *tm = test_tensor(ctx, 2, mshape, mask);
+  m2pt_tensor *to = test_tensor(ctx, 3, oshape, NULL), *tt = test_tensor(ctx, 3, oshape, NULL);
+  m2pt_tensor *tl = test_tensor(ctx, 3, lshape, NULL), *rl = test_tensor(ctx, 3, lshape, NULL);
+  double *qd = widen(qkv, nq), *ref = test_alloc(no * sizeof *ref);
+  ref_attention(qd, B, N, H, D, mask, ref);
+  ctx->quirks.attention_kernel = M2PT_ATTENTION_KERNEL_ROWS;
+  assert_ok(ctx, m2pt_attention_train(ctx, tq, H, D, tm, tt, rl));
+  ctx->quirks.attention_kernel = M2PT_ATTENTION_KERNEL_HOST;
+  assert_ok(ctx, m2pt_attention(ctx, tq, H, D, tm, M2PT_ATTENTION_FUSED, to));
+  float *y = read_all(ctx, to);
+  test_assert_close(y, ref, no, 1e-4, "attention on the host");
+  for (size_t i = N * H * D; i < no; i++)
+    assert_true(y[i] == 0.0f);
+  free(y);
+  assert_ok(ctx, m2pt_attention_train(ctx, tq, H, D, tm, tt, tl));
+  test_assert_same_bits(ctx, tt, to);
+  float *lse = read_all(ctx, tl), *lse_rows = read_all(ctx, rl);
+  double *want = test_widen(lse_rows, nl);
+  for (size_t i = 0; i < nl; i++)
+    if (isinf(want[i]))
+      assert_true(isinf(lse[i]) && lse[i] < 0.0f && i >= H * N);
+    else
+      assert_true(fabs(lse[i] - want[i]) <= 1e-4 * fmax(1.0, fabs(want[i])));
+  ctx->quirks = own;
+  free(lse);
+  free(lse_rows);
+  free(want);
+  free(qd);
+  free(ref);
+  free(qkv);
+  m2pt_tensor_destroy(tq);
+  m2pt_tensor_destroy(tm);
+  m2pt_tensor_destroy(to);
+  m2pt_tensor_destroy(tt);
+  m2pt_tensor_destroy(tl);
+  m2pt_tensor_destroy(rl);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -256,6 +312,8 @@ int main(void)
       cmocka_unit_test_setup_teardown(layer_norm_and_gelu_variants, test_setup_context,
                                       test_teardown_context),
       cmocka_unit_test_setup_teardown(attention_variants, test_setup_context,
+                                      test_teardown_context),
+      cmocka_unit_test_setup_teardown(attention_on_host, test_setup_context,
                                       test_teardown_context),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

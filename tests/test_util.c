@@ -200,7 +200,7 @@ static const axis_values axis_table[AXIS_COUNT] = {
     [AXIS_ATTENTION_VEC] = {"attention_vec", {"16", "8", "4", "1"}},
     [AXIS_LAYER_NORM] = {"layer_norm", {"rows", "workgroup"}},
     [AXIS_GELU] = {"gelu", {"float16", "float8", "scalar"}},
-    [AXIS_ATTENTION_KERNEL] = {"attention_kernel", {"rows", "tiles"}},
+    [AXIS_ATTENTION_KERNEL] = {"attention_kernel", {"rows", "tiles", "host"}},
     [AXIS_LINEAR_GRAD] = {"linear_grad", {"vector", "scalar"}},
     [AXIS_SOFTMAX] = {"softmax", {"rows", "workgroup"}},
 };
@@ -247,7 +247,9 @@ static int probe_device(int enumerate, matrix_device *d)
   d->own.value[AXIS_ATTENTION_VEC] = value_index(AXIS_ATTENTION_VEC, vec);
   d->own.value[AXIS_LAYER_NORM] = q.layer_norm == M2PT_LAYER_NORM_ROWS ? 0 : 1;
   d->own.value[AXIS_GELU] = q.gelu_vec == 16 ? 0 : q.gelu_vec == 8 ? 1 : 2;
-  d->own.value[AXIS_ATTENTION_KERNEL] = q.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS ? 0 : 1;
+  d->own.value[AXIS_ATTENTION_KERNEL] = q.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS   ? 0
+                                        : q.attention_kernel == M2PT_ATTENTION_KERNEL_TILES ? 1
+                                                                                            : 2;
   d->own.value[AXIS_LINEAR_GRAD] = q.linear_grad_vec ? 0 : 1;
   d->own.value[AXIS_SOFTMAX] = q.softmax_rows ? 0 : 1;
   d->own.value[AXIS_HOST_ACCESS] = q.host_svm ? 0 : 1;
@@ -273,8 +275,11 @@ static int probe_device(int enumerate, matrix_device *d)
   d->valid[AXIS_ATTENTION][0] = d->valid[AXIS_ATTENTION][1] = 1;
   for (int v = 0; v < 4; v++)
     d->valid[AXIS_ATTENTION_VEC][v] = v >= d->own.value[AXIS_ATTENTION_VEC];
-  /* Both fused kernels run anywhere (rows with attention_vec=1 on Oclgrind). */
-  d->valid[AXIS_ATTENTION_KERNEL][0] = d->valid[AXIS_ATTENTION_KERNEL][1] = 1;
+  /* Both fused kernels run anywhere (rows with attention_vec=1 on Oclgrind),
+   * and so does the host attention (its portable copy where the CPU has no
+   * fast one), on mapped buffers. */
+  for (int v = 0; v < 3; v++)
+    d->valid[AXIS_ATTENTION_KERNEL][v] = 1;
   d->valid[AXIS_LAYER_NORM][0] = vectors;
   d->valid[AXIS_LAYER_NORM][1] = 1;
   d->valid[AXIS_GELU][0] = d->valid[AXIS_GELU][1] = vectors;

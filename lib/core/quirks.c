@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "context_impl.h"
+#include "common/host_attention.h"
 #include "error.h"
 #include "svm.h"
 
@@ -22,8 +23,10 @@ void m2pt_quirks_of_device(cl_device_id device, const m2pt_device_info *info, m2
   clGetDeviceInfo(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof lanes, &lanes, NULL);
   q->gelu_vec = oclgrind ? 1 : info->is_cpu && lanes >= 16 ? 16 : 8;
   q->attention_vec = oclgrind ? 1 : info->is_cpu && lanes >= 16 ? 16 : 8;
-  q->attention_kernel = info->is_cpu && !oclgrind ? M2PT_ATTENTION_KERNEL_ROWS
-                                                  : M2PT_ATTENTION_KERNEL_TILES;
+  q->attention_kernel = !info->is_cpu || oclgrind ? M2PT_ATTENTION_KERNEL_TILES
+                        : m2pt_host_attention_fast(M2PT_HOST_ATTENTION_DIM_HEAD)
+                            ? M2PT_ATTENTION_KERNEL_HOST
+                            : M2PT_ATTENTION_KERNEL_ROWS;
   q->linear_grad_vec = !oclgrind;
   q->softmax_rows = info->is_cpu && !oclgrind;
   q->attention = M2PT_ATTENTION_AUTO;
@@ -69,8 +72,9 @@ static const key_values keys[K_COUNT] = {
     [K_GELU] = {"gelu", {"scalar", "float8", "float16"}, {1, 8, 16}},
     [K_ATTENTION] = {"attention", {"auto", "fused", "gemm"},
                      {M2PT_ATTENTION_AUTO, M2PT_ATTENTION_FUSED, M2PT_ATTENTION_GEMM}},
-    [K_ATTENTION_KERNEL] = {"attention_kernel", {"tiles", "rows"},
-                            {M2PT_ATTENTION_KERNEL_TILES, M2PT_ATTENTION_KERNEL_ROWS}},
+    [K_ATTENTION_KERNEL] = {"attention_kernel", {"tiles", "rows", "host"},
+                            {M2PT_ATTENTION_KERNEL_TILES, M2PT_ATTENTION_KERNEL_ROWS,
+                             M2PT_ATTENTION_KERNEL_HOST}},
     [K_ATTENTION_VEC] = {"attention_vec", {"1", "4", "8", "16"}, {1, 4, 8, 16}},
     [K_LINEAR_GRAD] = {"linear_grad", {"vector", "scalar"}, {1, 0}},
     [K_SOFTMAX] = {"softmax", {"workgroup", "rows"}, {0, 1}},

@@ -8,7 +8,7 @@
  *   M2PT_QUIRKS=layer_norm=rows,gelu=scalar,attention=gemm
  *
  * Keys and values: layer_norm=workgroup|rows, gelu=scalar|float8|float16,
- * attention=auto|fused|gemm, attention_kernel=tiles|rows,
+ * attention=auto|fused|gemm, attention_kernel=tiles|rows|host,
  * attention_vec=1|4|8|16, linear_grad=vector|scalar, softmax=workgroup|rows,
  * gemm=<backend> (a name
  * the GEMM chooser knows, checked there), fill=device|host,
@@ -37,6 +37,8 @@ typedef enum m2pt_attention_kernel {
                                 * memory shared by a work-group (GPUs) */
   M2PT_ATTENTION_KERNEL_ROWS,  /* cl/attention_cpu.cl: query rows per work-item, keys
                                 * vectorised, no local memory or barriers (CPUs) */
+  M2PT_ATTENTION_KERNEL_HOST,  /* no kernel: common/host_attention.c on the buffers in host
+                                * memory, for heads of 64 (else ROWS) */
 } m2pt_attention_kernel;
 
 /* Room for a GEMM backend's name. */
@@ -69,7 +71,9 @@ typedef struct m2pt_quirks {
    * 12 heads of 64, it ran 4.0x faster than TILES at N = 197 and 5.7x at
    * N = 4096 (README, Performance), TILES' work-group loops and barriers
    * being what PoCL compiles poorly. TILES on GPUs and on Oclgrind (whose
-   * test matrix runs ROWS too). */
+   * test matrix runs ROWS too). HOST where the host attention has a fast
+   * copy (AVX-512): 0.70 ms at N = 197 on 2 cores of that EPYC against
+   * ROWS' ~2.4 (README, Performance). */
   m2pt_attention_kernel attention_kernel;
   /* The linear backward's elementwise pass and column sums in explicit
    * vectors (1; 7–16x faster on PoCL, whose work-item loops do not vectorise

@@ -8,8 +8,10 @@
 
 #include "attention_ops.h"
 #include "block_ops.h"
+#include "common/host_attention.h"
 #include "core/context_impl.h"
 #include "core/error.h"
+#include "core/host_map.h"
 #include "core/program.h"
 #include "gemm/backend.h"
 #include "tensor_checks.h"
@@ -73,8 +75,9 @@ static m2pt_status fused_obstacle(m2pt_context *ctx, size_t dim_head, int has_ma
     *why = "dim_head is above 256";
     return M2PT_OK;
   }
-  if (!backward && ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS)
-    return M2PT_OK; /* no local memory; its groups fit whatever the kernel allows */
+  if (!backward && ctx->quirks.attention_kernel != M2PT_ATTENTION_KERNEL_TILES)
+    return M2PT_OK; /* the host or the row kernel: no local memory; its groups fit
+                     * whatever the kernel allows */
   if (fused_local_bytes(dim_head, backward) > ctx->info.local_mem_bytes) {
     *why = "its tiles do not fit the device's local memory";
     return M2PT_OK;
@@ -146,13 +149,49 @@ m2pt_status m2pt_attention_backward_choose(m2pt_context *ctx, const m2pt_attenti
   return choose(ctx, shape->dim_head, has_mask, 1, requested, chosen);
 }
 
+/* The host attention (common/host_attention.h) on the buffers in host
+ * memory, with as many threads as the device has compute units: what the
+ * kernel it replaces would have had (PoCL's POCL_MAX_PTHREAD_COUNT). */
+static m2pt_status attention_host(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
+                                  const m2pt_attention_shape *s, cl_mem out, cl_mem lse)
+{
+  /* The tensors' sizes were checked to fit when they were made. */
+  const size_t rows = s->batch * s->tokens, hd = s->heads * s->dim_head;
+  m2pt_host_map m = {0};
+  m2pt_host_map_add(&m, qkv, 0, rows * 3 * hd, CL_MAP_READ);
+  if (mask)
+    m2pt_host_map_add(&m, mask, 0, rows, CL_MAP_READ);
+  m2pt_host_map_add(&m, out, 0, rows * hd, CL_MAP_WRITE);
+  if (lse)
+    m2pt_host_map_add(&m, lse, 0, rows * s->heads, CL_MAP_WRITE);
+  m2pt_status st = m2pt_host_map_all(ctx, &m);
+  if (st == M2PT_OK) {
+    const m2pt_host_attention_shape hs = {s->batch, s->tokens, s->heads, s->dim_head};
+    const unsigned threads = ctx->info.compute_units ? ctx->info.compute_units : 1;
+    st = m2pt_host_attention(m2pt_host_map_at(&m, qkv, 0),
+                             mask ? m2pt_host_map_at(&m, mask, 0) : NULL, &hs,
+                             m2pt_host_isa_best(), threads, m2pt_host_map_at(&m, out, 0),
+                             lse ? m2pt_host_map_at(&m, lse, 0) : NULL);
+    if (st != M2PT_OK)
+      st = m2pt_fail(ctx, st, "attention on the host (%zu × %zu tokens, %zu heads): %s",
+                     s->batch, s->tokens, s->heads,
+                     st == M2PT_ERR_OUT_OF_MEMORY ? "no memory for its scratch"
+                                                  : "arguments refused");
+  }
+  return m2pt_host_map_release(ctx, &m, st);
+}
+
 /* The fused forward: the inference kernel, or with lse the training
  * program's, which also stores each row's log-sum-exp; on CPU devices the
- * row kernel (attention_cpu.c), which saves the same log-sum-exp. */
+ * host attention or the row kernel (attention_cpu.c), which save the same
+ * log-sum-exp. */
 static m2pt_status attention_fused(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                    const m2pt_attention_shape *s, cl_mem out, cl_mem lse)
 {
-  if (ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_ROWS)
+  if (ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_HOST &&
+      s->dim_head == M2PT_HOST_ATTENTION_DIM_HEAD)
+    return attention_host(ctx, qkv, mask, s, out, lse);
+  if (ctx->quirks.attention_kernel != M2PT_ATTENTION_KERNEL_TILES)
     return m2pt_attention_rows(ctx, qkv, mask, s, out, lse);
   const size_t bq = m2pt_attention_fused_group(ctx);
   char options[128];
@@ -244,7 +283,7 @@ m2pt_status m2pt_op_attention_train(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
   M2PT_TRY(m2pt_attention_choose(ctx, shape->dim_head, mask != NULL, impl, &forward));
   if (forward == M2PT_ATTENTION_FUSED) {
     const char *why = NULL;
-    if (ctx->quirks.attention_kernel != M2PT_ATTENTION_KERNEL_ROWS)
+    if (ctx->quirks.attention_kernel == M2PT_ATTENTION_KERNEL_TILES)
       M2PT_TRY(fused_obstacle(ctx, shape->dim_head, mask != NULL, 1, &why));
     if (!why)
       return attention_fused(ctx, qkv, mask, shape, out, lse);
