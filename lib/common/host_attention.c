@@ -112,6 +112,30 @@ INLINE float fold_sum(v16f v)
   return v[0];
 }
 
+/* Scores of query rows q against `blocks` key blocks from key c (blocks a
+ * constant once inlined): s = q·Kᵀ + bias into p, their maxima into most. */
+INLINE void score_blocks(const scratch *w, size_t npad, size_t c, const size_t blocks,
+                         float q[R][DH], v16f most[R])
+{
+  v16f s[2][R];
+  memset(s, 0, sizeof s);
+  const float *kt = w->kt + c * DH;
+  for (size_t d = 0; d < DH; d++)
+    for (size_t k = 0; k < blocks; k++) {
+      const v16f kv = load16(kt + k * KB * DH + d * KB);
+      for (size_t r = 0; r < R; r++)
+        s[k][r] += q[r][d] * kv;
+    }
+  for (size_t k = 0; k < blocks; k++) {
+    const v16f bias = load16(w->bias + c + k * KB);
+    for (size_t r = 0; r < R; r++) {
+      s[k][r] += bias;
+      store16(w->p + r * npad + c + k * KB, s[k][r]);
+      most[r] = select16(s[k][r] > most[r], s[k][r], most[r]);
+    }
+  }
+}
+
 /* Query rows i0 .. i0 + R − 1 of (b, h) (rows past the last token repeat
  * it and are not stored), the keys packed in w. */
 INLINE void attend_rows(const job *jb, size_t b, size_t h, size_t i0, const scratch *w)
@@ -131,21 +155,13 @@ INLINE void attend_rows(const job *jb, size_t b, size_t h, size_t i0, const scra
   v16f most[R];
   for (size_t r = 0; r < R; r++)
     most[r] = zero - INFINITY;
-  for (size_t c = 0; c < npad; c += KB) {
-    v16f s[R] = {{0}};
-    const float *kt = w->kt + c * DH;
-    for (size_t d = 0; d < DH; d++) {
-      const v16f kv = load16(kt + d * KB);
-      for (size_t r = 0; r < R; r++)
-        s[r] += q[r][d] * kv;
-    }
-    const v16f bias = load16(w->bias + c);
-    for (size_t r = 0; r < R; r++) {
-      s[r] += bias;
-      store16(w->p + r * npad + c, s[r]);
-      most[r] = select16(s[r] > most[r], s[r], most[r]);
-    }
-  }
+  /* Two key blocks at a time where there are two: R·2 independent fma
+   * chains, enough to keep two FMA units busy through their latency. */
+  size_t pair = 0;
+  for (; pair + 2 * KB <= npad; pair += 2 * KB)
+    score_blocks(w, npad, pair, 2, q, most);
+  if (pair < npad)
+    score_blocks(w, npad, pair, 1, q, most);
 
   float sum[R], top[R];
   for (size_t r = 0; r < R; r++) {
