@@ -22,11 +22,13 @@ typedef enum m2pt_attention_impl {
  * with heads side by side. mask is NULL or [B][N]: 1 for real tokens, 0 for
  * padding keys; a query whose keys are all masked gets zeros. Both
  * implementations give the same results within f32 rounding. FUSED runs,
- * per device (quirk attention_kernel), the tiled kernel (GPUs) or one shaped
- * for CPUs (query rows per work-item, keys in vectors). Scratch memory comes
- * from the context's workspace: the GEMM path's [heads][N][N] scores; the
- * CPU-shaped fused kernel's copies of K (transposed) and V and a key bias,
- * O(N).
+ * per device (quirk attention_kernel), the tiled kernel (GPUs), one shaped
+ * for CPUs (query rows per work-item, keys in vectors), or on CPU devices
+ * whose CPU has AVX-512, for dim_head 64, the same in C on the host, on
+ * threads of its own. Scratch memory comes from the context's workspace:
+ * the GEMM path's [heads][N][N] scores; the CPU-shaped fused kernel's
+ * copies of K (transposed) and V and a key bias, O(N); the host's, O(N)
+ * per thread, from the heap (M2PT_ERR_OUT_OF_MEMORY where it fails).
  * Errors: M2PT_ERR_INVALID_ARGUMENT (NULL, zero heads or dim_head, out is
  * qkv, unknown impl), M2PT_ERR_SHAPE, M2PT_ERR_CONTEXT_MISMATCH,
  * M2PT_ERR_DEVICE_OUT_OF_MEMORY (the GEMM path's scores do not fit),

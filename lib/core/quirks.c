@@ -23,16 +23,16 @@ void m2pt_quirks_of_device(cl_device_id device, const m2pt_device_info *info, m2
   clGetDeviceInfo(device, CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT, sizeof lanes, &lanes, NULL);
   q->gelu_vec = oclgrind ? 1 : info->is_cpu && lanes >= 16 ? 16 : 8;
   q->attention_vec = oclgrind ? 1 : info->is_cpu && lanes >= 16 ? 16 : 8;
-  q->attention_kernel = !info->is_cpu || oclgrind ? M2PT_ATTENTION_KERNEL_TILES
-                        : m2pt_host_attention_fast(M2PT_HOST_ATTENTION_DIM_HEAD)
-                            ? M2PT_ATTENTION_KERNEL_HOST
-                            : M2PT_ATTENTION_KERNEL_ROWS;
   q->linear_grad_vec = !oclgrind;
   q->softmax_rows = info->is_cpu && !oclgrind;
   q->attention = M2PT_ATTENTION_AUTO;
   /* $M2PT_HOST_BLAS=off predates M2PT_QUIRKS' gemm=clblast and means the same. */
   const char *host_blas = getenv("M2PT_HOST_BLAS");
   q->gemm_on_host = info->is_cpu && !oclgrind && !(host_blas && strcmp(host_blas, "off") == 0);
+  q->attention_kernel = !info->is_cpu || oclgrind ? M2PT_ATTENTION_KERNEL_TILES
+                        : q->gemm_on_host && m2pt_host_attention_fast(M2PT_HOST_ATTENTION_DIM_HEAD)
+                            ? M2PT_ATTENTION_KERNEL_HOST
+                            : M2PT_ATTENTION_KERNEL_ROWS;
   /* host_svm needs the context's devices: m2pt_quirks_init sets it. */
   cl_device_fp_config fp = 0;
   clGetDeviceInfo(device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
