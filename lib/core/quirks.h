@@ -73,11 +73,12 @@ typedef struct m2pt_quirks {
    * being what PoCL compiles poorly. TILES on GPUs and on Oclgrind (whose
    * test matrix runs ROWS too). HOST where the GEMMs run on the host too
    * (gemm_on_host: the buffers are SVM there and the queue idle) and the
-   * host attention has a fast copy (AVX-512): on 2 cores of that EPYC the
-   * ViT-B/16 encoder at B = 1 took 167 ms against ROWS' 183, on 2 cores of
-   * a Xeon (whose ROWS kernel PoCL compiles well) the ViT-B block's
-   * attention at B = 8 5.5 ms against 6.6, B = 1 even (README,
-   * Performance). With CLBlast's GEMMs it was 10–35% slower than ROWS. */
+   * host attention has a fast copy (AVX-512): on 2 cores of that EPYC its
+   * prototype took the ViT-B/16 encoder at B = 1 to 167 ms against ROWS'
+   * 183; on 2 cores of a Xeon (whose ROWS kernel PoCL compiles well) the
+   * ViT-B block's attention at B = 8 took 5.5 ms against 6.6, at B = 1 the
+   * same (README, Performance). With CLBlast's GEMMs it was 10–37% slower
+   * than ROWS. */
   m2pt_attention_kernel attention_kernel;
   /* The linear backward's elementwise pass and column sums in explicit
    * vectors (1; 7–16x faster on PoCL, whose work-item loops do not vectorise
