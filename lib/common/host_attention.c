@@ -26,10 +26,6 @@
 #include "host_vector.h"
 #include "size_math.h"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#  pragma GCC diagnostic ignored "-Wpsabi" /* vectors only cross inlined calls */
-#endif
-
 #if defined(__GNUC__) && defined(__x86_64__)
 #  define HAVE_X86_COPIES 1
 #else

@@ -16,12 +16,6 @@
 #  define HAVE_AVX2_COPY 0
 #endif
 
-/* The helpers below take and return 32-byte vectors but are all inlined,
- * so no call ever crosses an ABI boundary with one. */
-#if defined(__GNUC__) && !defined(__clang__)
-#  pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-
 #define LANES 8
 typedef float v8f __attribute__((vector_size(LANES * sizeof(float))));
 typedef int32_t v8i __attribute__((vector_size(LANES * sizeof(int32_t))));

@@ -12,6 +12,15 @@
 
 #define M2PT_HOST_INLINE static inline __attribute__((always_inline))
 
+/* Every helper is inlined, so no vector crosses a call: the compilers'
+ * warning that passing one would change the ABI with the instruction set
+ * does not apply, in the files that include this either. */
+#if defined(__clang__)
+#  pragma clang diagnostic ignored "-Wpsabi"
+#elif defined(__GNUC__)
+#  pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 /* Helpers over VF (LANES floats) and VI (LANES int32s), named with SUFFIX:
  *   loadS(p), storeS(p, v)   unaligned;
  *   selectS(m, a, b)         m ? a : b lane by lane, m a comparison's
