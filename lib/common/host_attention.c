@@ -6,8 +6,8 @@
  * -inf masked or past the last token), so that the loops below read
  * contiguous runs instead of rows a whole qkv row apart (power-of-two
  * strides that thrash the L1's sets). Then, R query rows at a time:
- *   s = q·Kᵀ/√DH + bias     one vector of KB keys at a time, R·KB lanes of
- *                           fma per column of Kᵀ, stored in p [R][npad];
+ *   s = q·Kᵀ/√DH + bias     two vectors of KB keys at a time, 2·R vectors
+ *                           of fma per column of Kᵀ, stored in p [R][npad];
  *   p = e^(s − max s)      the exact two-pass softmax over the stored row
  *                           (not the kernel's online rescaling: the row is
  *                           in L1 anyway), l = Σ p lane by lane;
@@ -91,7 +91,8 @@ INLINE size_t pack_keys(const job *jb, size_t b, size_t h, const scratch *w)
   return kept;
 }
 
-/* The lanes folded by max or + in a fixed tree. */
+/* The lanes folded: by max in order (a NaN lane is passed over; it still
+ * reaches the row's output through its e^NaN), by + in a fixed tree. */
 INLINE float fold_max(v16f v)
 {
   float m = v[0];
