@@ -24,8 +24,8 @@ typedef enum m2pt_attention_impl {
  * implementations give the same results within f32 rounding. FUSED runs,
  * per device (quirk attention_kernel), the tiled kernel (GPUs), one shaped
  * for CPUs (query rows per work-item, keys in vectors), or on CPU devices
- * whose CPU has AVX-512, for dim_head 64, the same in C on the host, on
- * threads of its own. Scratch memory comes from the context's workspace:
+ * whose GEMMs run on the host and whose CPU has AVX-512, for dim_head 64,
+ * the same in C on the host, on threads of its own. Scratch memory comes from the context's workspace:
  * the GEMM path's [heads][N][N] scores; the CPU-shaped fused kernel's
  * copies of K (transposed) and V and a key bias, O(N); the host's, O(N)
  * per thread, from the heap (M2PT_ERR_OUT_OF_MEMORY where it fails).

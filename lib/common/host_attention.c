@@ -9,8 +9,8 @@
  *   s = q·Kᵀ/√DH + bias     two vectors of KB keys at a time, 2·R vectors
  *                           of fma per column of Kᵀ, stored in p [R][npad];
  *   p = e^(s − max s)      the exact two-pass softmax over the stored row
- *                           (not the kernel's online rescaling: the row is
- *                           in L1 anyway), l = Σ p lane by lane;
+ *                           (not the kernel's online rescaling: R rows of
+ *                           npad floats stay in cache), l = Σ p lane by lane;
  *   out = (Σ_j p_j·v_j) / l  R·DH accumulators, 16 vectors.
  * Compiled with -ffp-contract=fast (lib/meson.build): the products and sums
  * above become fma where the copy's instruction set has it. */
