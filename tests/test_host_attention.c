@@ -68,7 +68,10 @@ static void check_shape(m2pt_host_isa isa, size_t batch, size_t tokens, size_t h
       for (size_t i = 0; i < tokens; i++)
         ref_l[(b * heads + h) * tokens + i] = ref_lse(qd, mask, tokens, heads, b, h, i);
   const m2pt_host_attention_shape s = {batch, tokens, heads, DH};
-  assert_int_equal(m2pt_host_attention(qkv, mask, &s, isa, threads, out, lse), M2PT_OK);
+  m2pt_host_pool *pool = m2pt_host_pool_create(threads);
+  assert_non_null(pool);
+  assert_int_equal(m2pt_host_attention(qkv, mask, &s, isa, pool, out, lse), M2PT_OK);
+  m2pt_host_pool_destroy(pool);
   char what[96];
   snprintf(what, sizeof what, "host attention isa %d, B %zu N %zu H %zu%s, %u threads", (int)isa,
            batch, tokens, heads, masked ? " masked" : "", threads);
@@ -116,8 +119,10 @@ static void nan_stays_in_its_row(void **state)
   qkv[4 * 3 * hd + 3] = NAN; /* token 4's q, head 0 */
   float *out = test_alloc(batch * tokens * hd * sizeof *out);
   const m2pt_host_attention_shape s = {batch, tokens, heads, DH};
-  assert_int_equal(m2pt_host_attention(qkv, NULL, &s, m2pt_host_isa_best(), 2, out, NULL),
+  m2pt_host_pool *pool = m2pt_host_pool_create(2);
+  assert_int_equal(m2pt_host_attention(qkv, NULL, &s, m2pt_host_isa_best(), pool, out, NULL),
                    M2PT_OK);
+  m2pt_host_pool_destroy(pool);
   for (size_t i = 0; i < tokens; i++)
     for (size_t h = 0; h < heads; h++)
       for (size_t d = 0; d < DH; d++) {
@@ -140,21 +145,20 @@ static void refuses_bad_arguments(void **state)
   const m2pt_host_attention_shape bad[] = {
       {1, 1, 1, 32}, {0, 1, 1, DH}, {1, 0, 1, DH}, {1, 1, 0, DH}};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    assert_int_equal(m2pt_host_attention(qkv, NULL, &bad[i], best, 1, out, lse),
+    assert_int_equal(m2pt_host_attention(qkv, NULL, &bad[i], best, NULL, out, lse),
                      M2PT_ERR_INVALID_ARGUMENT);
-  assert_int_equal(m2pt_host_attention(NULL, NULL, &ok, best, 1, out, lse),
+  assert_int_equal(m2pt_host_attention(NULL, NULL, &ok, best, NULL, out, lse),
                    M2PT_ERR_INVALID_ARGUMENT);
-  assert_int_equal(m2pt_host_attention(qkv, NULL, NULL, best, 1, out, lse),
+  assert_int_equal(m2pt_host_attention(qkv, NULL, NULL, best, NULL, out, lse),
                    M2PT_ERR_INVALID_ARGUMENT);
-  assert_int_equal(m2pt_host_attention(qkv, NULL, &ok, best, 1, NULL, lse),
+  assert_int_equal(m2pt_host_attention(qkv, NULL, &ok, best, NULL, NULL, lse),
                    M2PT_ERR_INVALID_ARGUMENT);
-  assert_int_equal(m2pt_host_attention(qkv, NULL, &ok, best, 0, out, lse),
-                   M2PT_ERR_INVALID_ARGUMENT);
-  assert_int_equal(m2pt_host_attention(qkv, NULL, &ok, (m2pt_host_isa)(best + 1), 1, out, lse),
+  assert_int_equal(m2pt_host_attention(qkv, NULL, &ok, (m2pt_host_isa)(best + 1), NULL, out,
+                                       lse),
                    M2PT_ERR_INVALID_ARGUMENT);
   /* Scratch whose size overflows: refused before anything is read. */
   const m2pt_host_attention_shape huge = {1, SIZE_MAX / 16, 1, DH};
-  assert_int_equal(m2pt_host_attention(qkv, NULL, &huge, best, 1, out, lse),
+  assert_int_equal(m2pt_host_attention(qkv, NULL, &huge, best, NULL, out, lse),
                    M2PT_ERR_OUT_OF_MEMORY);
   for (size_t i = 0; i < DH; i++)
     assert_true(out[i] == 0.0f);

@@ -175,8 +175,9 @@ M2PT_API m2pt_status m2pt_context_stats(const m2pt_context *ctx, m2pt_stats *sta
 /* Frees the context's workspace (the scratch buffers that ops and blocks
  * keep for reuse) after the queue has finished; the next call that needs
  * scratch allocates it again. What a block's training forward saved there
- * goes too: m2pt_block_backward then needs a new training forward. Errors: M2PT_ERR_INVALID_ARGUMENT,
- * M2PT_ERR_OPENCL. */
+ * goes too: m2pt_block_backward then needs a new training forward. The
+ * host threads of CPU devices' host paths stop too (started again when next
+ * needed). Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_OPENCL. */
 M2PT_API m2pt_status m2pt_context_trim(m2pt_context *ctx);
 
 /* Zeroes the counters, except device_bytes_live; peak restarts from live. */

@@ -17,7 +17,6 @@
 #include "host_attention.h"
 
 #include <math.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -254,14 +253,14 @@ typedef struct worker {
 
 /* Takes tasks until none is left (the work is uneven only by the machine's
  * other load, so first come, first served). */
-static void *work(void *arg)
+static void work(void *arg, unsigned index)
 {
-  worker *wk = arg;
+  worker *wk = (worker *)arg + index;
   job *jb = wk->jb;
   for (;;) {
     const size_t t = atomic_fetch_add(&jb->next, 1);
     if (t >= jb->tasks)
-      return NULL;
+      return;
     jb->task(jb, t, &wk->w);
   }
 }
@@ -271,10 +270,10 @@ static void *work(void *arg)
 
 m2pt_status m2pt_host_attention(const float *qkv, const float *mask,
                                 const m2pt_host_attention_shape *shape, m2pt_host_isa isa,
-                                unsigned threads, float *out, float *lse)
+                                m2pt_host_pool *pool, float *out, float *lse)
 {
   if (!qkv || !shape || !out || shape->dim_head != DH || !shape->batch || !shape->tokens ||
-      !shape->heads || isa > m2pt_host_isa_best() || threads == 0)
+      !shape->heads || isa > m2pt_host_isa_best())
     return M2PT_ERR_INVALID_ARGUMENT;
   job jb = {.qkv = qkv, .mask = mask, .out = out, .lse = lse, .s = *shape};
   jb.task = task_portable;
@@ -286,6 +285,7 @@ m2pt_status m2pt_host_attention(const float *qkv, const float *mask,
     return M2PT_ERR_OUT_OF_MEMORY;
   jb.npad = (shape->tokens + KB - 1) / KB * KB;
   atomic_init(&jb.next, 0);
+  const unsigned threads = m2pt_host_pool_threads(pool);
   size_t workers = threads < MOST_THREADS ? threads : MOST_THREADS, per, bytes;
   if (workers > jb.tasks)
     workers = jb.tasks;
@@ -302,16 +302,7 @@ m2pt_status m2pt_host_attention(const float *qkv, const float *mask,
     wk[i].w = (scratch){base, base + jb.npad * DH, base + 2 * jb.npad * DH,
                         base + 2 * jb.npad * DH + jb.npad};
   }
-  pthread_t started[MOST_THREADS];
-  size_t count = 0;
-  for (size_t i = 1; i < workers; i++) {
-    if (pthread_create(&started[count], NULL, work, &wk[i]) != 0)
-      break; /* the workers that did start take its share */
-    count++;
-  }
-  work(&wk[0]);
-  for (size_t i = 0; i < count; i++)
-    pthread_join(started[i], NULL);
+  m2pt_host_pool_run(pool, (unsigned)workers, work, wk);
   free(block);
   return M2PT_OK;
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "buffer.h"
+#include "common/host_pool.h"
 #include "context_hooks.h"
 #include "context_impl.h"
 #include "context_options.h"
@@ -156,6 +157,7 @@ void m2pt_context_destroy(m2pt_context *ctx)
   free(ctx->event_tally);
   free(ctx->tallies);
   m2pt_workspace_release(ctx);
+  m2pt_host_pool_destroy(ctx->host_pool);
   m2pt_program_cache_clear(ctx);
   if (ctx->queue)
     clReleaseCommandQueue(ctx->queue);
@@ -187,7 +189,16 @@ m2pt_status m2pt_context_trim(m2pt_context *ctx)
   M2PT_REQUIRE(NULL, ctx != NULL, "m2pt_context_trim: ctx is NULL");
   M2PT_TRY_CL(ctx, clFinish(ctx->queue), "clFinish");
   m2pt_workspace_release(ctx);
+  m2pt_host_pool_destroy(ctx->host_pool);
+  ctx->host_pool = NULL;
   return M2PT_OK;
+}
+
+struct m2pt_host_pool *m2pt_context_host_pool(m2pt_context *ctx)
+{
+  if (!ctx->host_pool)
+    ctx->host_pool = m2pt_host_pool_create(ctx->info.compute_units ? ctx->info.compute_units : 1);
+  return ctx->host_pool;
 }
 
 m2pt_status m2pt_context_stats(const m2pt_context *ctx, m2pt_stats *stats)

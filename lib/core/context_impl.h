@@ -72,6 +72,10 @@ struct m2pt_context {
   double profiled_ns;
   m2pt_kernel_tally *tallies;  /* M2PT_KERNEL_TALLIES slots */
   size_t tally_count;
+
+  /* The host paths' worker threads (common/host_pool.h): NULL until
+   * m2pt_context_host_pool makes them, and after m2pt_context_trim. */
+  struct m2pt_host_pool *host_pool;
 };
 
 struct m2pt_tensor {
@@ -81,6 +85,11 @@ struct m2pt_tensor {
   size_t shape[M2PT_MAX_DIMS];
   size_t numel;
 };
+
+/* ctx's pool of host worker threads, one per compute unit of its device
+ * (a CPU device: its cores), started on the first call; NULL where they
+ * cannot be, and the caller then works alone. */
+struct m2pt_host_pool *m2pt_context_host_pool(m2pt_context *ctx);
 
 /* Checks that a tensor argument is non-NULL and belongs to ctx. */
 m2pt_status m2pt_check_tensor(const m2pt_context *ctx, const m2pt_tensor *t,

@@ -150,8 +150,9 @@ m2pt_status m2pt_attention_backward_choose(m2pt_context *ctx, const m2pt_attenti
 }
 
 /* The host attention (common/host_attention.h) on the buffers in host
- * memory, with as many threads as the device has compute units: what the
- * kernel it replaces would have had (PoCL's POCL_MAX_PTHREAD_COUNT). */
+ * memory, on the context's host threads, as many as the device has compute
+ * units: what the kernel it replaces would have had (PoCL's
+ * POCL_MAX_PTHREAD_COUNT). */
 static m2pt_status attention_host(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
                                   const m2pt_attention_shape *s, cl_mem out, cl_mem lse)
 {
@@ -167,10 +168,10 @@ static m2pt_status attention_host(m2pt_context *ctx, cl_mem qkv, cl_mem mask,
   m2pt_status st = m2pt_host_map_all(ctx, &m);
   if (st == M2PT_OK) {
     const m2pt_host_attention_shape hs = {s->batch, s->tokens, s->heads, s->dim_head};
-    const unsigned threads = ctx->info.compute_units ? ctx->info.compute_units : 1;
     st = m2pt_host_attention(m2pt_host_map_at(&m, qkv, 0),
                              mask ? m2pt_host_map_at(&m, mask, 0) : NULL, &hs,
-                             m2pt_host_isa_best(), threads, m2pt_host_map_at(&m, out, 0),
+                             m2pt_host_isa_best(), m2pt_context_host_pool(ctx),
+                             m2pt_host_map_at(&m, out, 0),
                              lse ? m2pt_host_map_at(&m, lse, 0) : NULL);
     if (st != M2PT_OK)
       st = m2pt_fail(ctx, st, "attention on the host (%zu × %zu tokens, %zu heads): %s",
