@@ -35,6 +35,7 @@
 #define KB 16          /* keys per block of Kᵀ: one vector */
 #define DV (DH / KB)   /* vectors per row of V or out */
 #define R 4            /* query rows at a time: R·DV = 16 accumulators in P·V */
+#define SB 4           /* key blocks of scores at a time: R·SB accumulators */
 #define ALIGN 64       /* bytes: a cache line, a whole AVX-512 vector */
 
 typedef float v16f __attribute__((vector_size(KB * sizeof(float))));
@@ -113,7 +114,7 @@ INLINE float fold_sum(v16f v)
 INLINE void score_blocks(const scratch *w, size_t npad, size_t c, const size_t blocks,
                          float q[R][DH], v16f most[R])
 {
-  v16f s[2][R];
+  v16f s[SB][R];
   memset(s, 0, sizeof s);
   const float *kt = w->kt + c * DH;
   for (size_t d = 0; d < DH; d++)
@@ -151,13 +152,13 @@ INLINE void attend_rows(const job *jb, size_t b, size_t h, size_t i0, const scra
   v16f most[R];
   for (size_t r = 0; r < R; r++)
     most[r] = zero - INFINITY;
-  /* Two key blocks at a time where there are two: R·2 independent fma
+  /* SB key blocks at a time where there are as many: R·SB independent fma
    * chains, enough to keep two FMA units busy through their latency. */
-  size_t pair = 0;
-  for (; pair + 2 * KB <= npad; pair += 2 * KB)
-    score_blocks(w, npad, pair, 2, q, most);
-  if (pair < npad)
-    score_blocks(w, npad, pair, 1, q, most);
+  size_t key = 0;
+  for (; key + SB * KB <= npad; key += SB * KB)
+    score_blocks(w, npad, key, SB, q, most);
+  for (; key < npad; key += KB)
+    score_blocks(w, npad, key, 1, q, most);
 
   float sum[R], top[R];
   for (size_t r = 0; r < R; r++) {
