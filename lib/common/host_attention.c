@@ -6,7 +6,7 @@
  * -inf masked or past the last token), so that the loops below read
  * contiguous runs instead of rows a whole qkv row apart (power-of-two
  * strides that thrash the L1's sets). Then, R query rows at a time:
- *   s = q·Kᵀ/√DH + bias     two vectors of KB keys at a time, 2·R vectors
+ *   s = q·Kᵀ/√DH + bias     SB vectors of KB keys at a time, SB·R vectors
  *                           of fma per column of Kᵀ, stored in p [R][npad];
  *   p = e^(s − max s)      the exact two-pass softmax over the stored row
  *                           (not the kernel's online rescaling: R rows of
