@@ -1,6 +1,7 @@
 /* lib/common on its own: linked without OpenCL and without core (the build
  * of this test is part of the check), its writer's replacement of files the
- * library owns, mkdir -p, the bounded reader, and the thread's messages. */
+ * library owns, mkdir -p, the bounded reader, the thread's messages, and
+ * the large-array allocator. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -18,6 +19,7 @@
 #include "common/error.h"
 #include "common/file_read.h"
 #include "common/file_write.h"
+#include "common/host_pages.h"
 
 static char dir[] = "/tmp/m2pt-test-common-XXXXXX";
 
@@ -161,6 +163,25 @@ static int make_dir(void **state)
   return mkdtemp(dir) ? 0 : -1;
 }
 
+/* 2 MiB aligned, all of it writable, sizes that cannot be had refused. */
+static void host_pages_are_aligned(void **state)
+{
+  (void)state;
+  const size_t sizes[] = {1, 4096, (2u << 20) - 1, 9437184};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    unsigned char *p = m2pt_host_pages_alloc(sizes[i]);
+    assert_non_null(p);
+    assert_int_equal((uintptr_t)p % (2u << 20), 0);
+    memset(p, 0xa5, sizes[i]);
+    assert_int_equal(p[sizes[i] - 1], 0xa5);
+    m2pt_host_pages_free(p);
+  }
+  assert_null(m2pt_host_pages_alloc(0));
+  assert_null(m2pt_host_pages_alloc(SIZE_MAX));
+  assert_null(m2pt_host_pages_alloc(SIZE_MAX - (1u << 20)));
+  m2pt_host_pages_free(NULL);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -168,6 +189,7 @@ int main(void)
       cmocka_unit_test(make_dirs_creates_parents),
       cmocka_unit_test(read_file_is_bounded),
       cmocka_unit_test(status_strings_and_messages),
+      cmocka_unit_test(host_pages_are_aligned),
   };
   return cmocka_run_group_tests(tests, make_dir, remove_dir);
 }

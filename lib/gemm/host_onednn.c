@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "common/host_pages.h"
 #include "core/context_impl.h"
 #include "core/error.h"
 #include "core/global.h"
@@ -95,6 +96,7 @@ static int residual_index(const m2pt_host_gemm *g)
  * thread count gets a new primitive. */
 typedef struct kept_b {
   dnnl_memory_t weights; /* NULL until packed */
+  void *weights_data;    /* its memory: m2pt_host_pages_alloc's, 2 MiB pages */
   dnnl_primitive_desc_t pd;
   dnnl_primitive_t prim; /* NULL until made */
   m2pt_host_gemm call;   /* what prim computes; its pointers are not compared */
@@ -111,6 +113,7 @@ static void release_kept(void *impl)
 {
   kept_b *k = impl;
   onednn->dnnl_memory_destroy(k->weights);
+  m2pt_host_pages_free(k->weights_data);
   onednn->dnnl_primitive_destroy(k->prim);
   onednn->dnnl_primitive_desc_destroy(k->pd);
   free(k);
@@ -156,13 +159,19 @@ static dnnl_status_t packed_weights(kept_b *k, dnnl_stream_t stream,
     return dnnl_success;
   }
   onednn->dnnl_memory_destroy(k->weights);
+  m2pt_host_pages_free(k->weights_data);
   k->weights = NULL;
+  k->weights_data = NULL;
   dnnl_memory_t src = NULL, dst = NULL;
   dnnl_primitive_desc_t rpd = NULL;
   dnnl_primitive_t reorder = NULL;
-  dnnl_status_t s = onednn->dnnl_memory_create(&src, plain, engine, (void *)(uintptr_t)b);
+  /* On huge pages (common/host_pages.h): the matmul sweeps it many times. */
+  void *data = m2pt_host_pages_alloc(onednn->dnnl_memory_desc_get_size(want));
+  dnnl_status_t s = data ? dnnl_success : dnnl_out_of_memory;
   if (s == dnnl_success)
-    s = onednn->dnnl_memory_create(&dst, want, engine, DNNL_MEMORY_ALLOCATE);
+    s = onednn->dnnl_memory_create(&src, plain, engine, (void *)(uintptr_t)b);
+  if (s == dnnl_success)
+    s = onednn->dnnl_memory_create(&dst, want, engine, data);
   if (s == dnnl_success)
     s = onednn->dnnl_reorder_primitive_desc_create(&rpd, plain, engine, want, engine, NULL);
   if (s == dnnl_success)
@@ -178,9 +187,11 @@ static dnnl_status_t packed_weights(kept_b *k, dnnl_stream_t stream,
   onednn->dnnl_memory_destroy(src);
   if (s != dnnl_success) {
     onednn->dnnl_memory_destroy(dst);
+    m2pt_host_pages_free(data);
     return s;
   }
   k->weights = dst;
+  k->weights_data = data;
   *out = dst;
   return dnnl_success;
 }

@@ -30,7 +30,7 @@
   X(dnnl_primitive_create) X(dnnl_primitive_desc_create) X(dnnl_primitive_desc_destroy) \
   X(dnnl_primitive_desc_query_md) X(dnnl_primitive_destroy) X(dnnl_primitive_execute)   \
   X(dnnl_reorder_primitive_desc_create) X(dnnl_status2str) X(dnnl_stream_create)        \
-  X(dnnl_stream_destroy) X(dnnl_stream_wait)
+  X(dnnl_stream_destroy) X(dnnl_stream_wait) X(dnnl_memory_desc_get_size)
 
 #define M2PT_ONEDNN_FIELD(f) __typeof__(f) *f;
 typedef struct m2pt_onednn_api {
