@@ -4,8 +4,8 @@
  * compiled for AVX-512 where the CPU has it, the work spread over a pool
  * of threads (host_pool.h): about twice the kernel's speed as PoCL
  * compiled it on an AMD EPYC (Zen 4), as fast at B = 1 and 1.2× at B = 8
- * on a Xeon (README, Performance). Memory stays O(N): the N×N scores are never stored. No
- * OpenCL here. */
+ * on a Xeon (README, Performance). Memory stays O(N): the N×N scores are
+ * never stored. No OpenCL here. */
 #ifndef M2PT_COMMON_HOST_ATTENTION_H
 #define M2PT_COMMON_HOST_ATTENTION_H
 
@@ -45,11 +45,12 @@ typedef struct m2pt_host_attention_shape {
  * all keys are masked. A NaN in a row's scores makes its output NaN.
  *
  * `isa` at most m2pt_host_isa_best(); the work is spread over `pool`'s
- * workers (fewer where there is less work; NULL: the caller alone). Scratch of O(N·dim_head) per worker is
- * allocated here. M2PT_OK; M2PT_ERR_INVALID_ARGUMENT where dim_head is not
- * 64, a size is 0 or isa is above the best; M2PT_ERR_OUT_OF_MEMORY where
- * the scratch cannot be had (its size overflowing too): then nothing is
- * written. Messages are left to the caller. */
+ * workers (fewer where there is less work; NULL: the caller alone).
+ * Scratch of O(N·dim_head) per worker is allocated here. M2PT_OK;
+ * M2PT_ERR_INVALID_ARGUMENT where dim_head is not 64, a size is 0 or isa
+ * is above the best; M2PT_ERR_OUT_OF_MEMORY where the scratch cannot be
+ * had (its size overflowing too): then nothing is written. Messages are
+ * left to the caller. */
 m2pt_status m2pt_host_attention(const float *qkv, const float *mask,
                                 const m2pt_host_attention_shape *shape, m2pt_host_isa isa,
                                 m2pt_host_pool *pool, float *out, float *lse);

@@ -3,8 +3,9 @@
  * pages (madvise MADV_HUGEPAGE; this project's machines have THP in
  * "madvise" mode, so plain malloc memory never gets them). A GEMM that
  * sweeps a 9 MiB weight several times over misses the TLB on 4 KiB pages;
- * on 2 MiB pages the ViT-B/16 and BERT-base encoders at B = 8 ran 2–5%
- * faster (README, Performance). No OpenCL here. */
+ * on 2 MiB pages the ViT-B/16 and BERT-base encoders at B = 8 ran 1.5–2%
+ * faster, medians of ten alternating pairs (README, Performance). No
+ * OpenCL here. */
 #ifndef M2PT_COMMON_HOST_PAGES_H
 #define M2PT_COMMON_HOST_PAGES_H
 
