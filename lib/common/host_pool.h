@@ -4,9 +4,10 @@
  * thread that started or woke them, and on the 2-core machines of this
  * project often left them there for whole runs: with a 2-thread AVX-512
  * GEMM of 0.6 ms a half, one half then ran after the other instead of
- * beside it, in about half of the processes (README, Performance). So each worker is pinned to a CPU of
- * the process's affinity mask, and the caller, whose CPU is not ours to
- * choose, waits while they work. No OpenCL here. */
+ * beside it, in about half of the processes (README, Performance). So
+ * each worker is pinned to a CPU of the process's affinity mask, and the
+ * caller, whose CPU is not ours to choose, waits while they work. No
+ * OpenCL here. */
 #ifndef M2PT_COMMON_HOST_POOL_H
 #define M2PT_COMMON_HOST_POOL_H
 
