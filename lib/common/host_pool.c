@@ -102,8 +102,10 @@ m2pt_host_pool *m2pt_host_pool_create(unsigned threads)
     if (pthread_attr_init(&attr) != 0)
       break;
     pin(&attr, &allowed, i);
-    const int e = pthread_create(&slots[i].thread, &attr, worker_main, &slots[i]);
+    int e = pthread_create(&slots[i].thread, &attr, worker_main, &slots[i]);
     pthread_attr_destroy(&attr);
+    if (e != 0) /* a system that refuses the pinning (a sandbox): unpinned then */
+      e = pthread_create(&slots[i].thread, NULL, worker_main, &slots[i]);
     if (e != 0)
       break; /* a smaller pool: the workers that started share the work */
     pool->started++;
