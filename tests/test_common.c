@@ -163,15 +163,16 @@ static int make_dir(void **state)
   return mkdtemp(dir) ? 0 : -1;
 }
 
-/* 2 MiB aligned, all of it writable, sizes that cannot be had refused. */
+/* 2 MiB aligned from 2 MiB on, 64 bytes below, all of it writable, sizes
+ * that cannot be had refused. */
 static void host_pages_are_aligned(void **state)
 {
   (void)state;
-  const size_t sizes[] = {1, 4096, (2u << 20) - 1, 9437184};
+  const size_t sizes[] = {1, 4096, (2u << 20) - 1, 2u << 20, 9437184};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
     unsigned char *p = m2pt_host_pages_alloc(sizes[i]);
     assert_non_null(p);
-    assert_int_equal((uintptr_t)p % (2u << 20), 0);
+    assert_int_equal((uintptr_t)p % (sizes[i] < (2u << 20) ? 64u : 2u << 20), 0);
     memset(p, 0xa5, sizes[i]);
     assert_int_equal(p[sizes[i] - 1], 0xa5);
     m2pt_host_pages_free(p);
