@@ -401,12 +401,12 @@ static void host_math(void **state)
     for (size_t i = 0; i < n; i++)
       x[i] = 3.0f + x[i]; /* an offset that naive E[x²]−E[x]² would lose */
     for (int with_bias = 0; with_bias < 2; with_bias++) {
-      m2pt_host_layer_norm(x, w, with_bias ? b : NULL, 1e-6f, rows, cols, y);
+      m2pt_host_layer_norm(NULL, x, w, with_bias ? b : NULL, 1e-6f, rows, cols, y);
       double *xd = test_widen(x, n);
       ref_layer_norm(xd, rows, cols, w, with_bias ? b : NULL, 1e-6f, ref);
       test_assert_close(y, ref, n, 1e-4, "host layer_norm");
       /* In place gives the same bits. */
-      m2pt_host_layer_norm(x, w, with_bias ? b : NULL, 1e-6f, rows, cols, x);
+      m2pt_host_layer_norm(NULL, x, w, with_bias ? b : NULL, 1e-6f, rows, cols, x);
       assert_memory_equal(x, y, n * sizeof *y);
       for (size_t i = 0; i < n; i++)
         x[i] = (float)xd[i];
@@ -420,6 +420,52 @@ static void host_math(void **state)
   }
 }
 
+/* The host LayerNorm with its rows shared out among a pool's workers: the
+ * same bits as on the caller's thread alone for 1, 2, 3 and 7 workers (row
+ * counts that do not divide evenly, one below the worker count, one too
+ * small to share out), in place too, and close to the reference. */
+static void host_layer_norm_pooled(void **state)
+{
+  (void)state;
+  const size_t shapes[][2] = {{1576, 768}, {700, 769}, {6, 100000}, {197, 768}};
+  for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+    const size_t rows = shapes[si][0], cols = shapes[si][1], n = rows * cols;
+    float *x = test_alloc(n * sizeof *x), *y = test_alloc(n * sizeof *y);
+    float *one = test_alloc(n * sizeof *one), *z = test_alloc(n * sizeof *z);
+    float *b = test_alloc(cols * sizeof *b), *w = test_alloc(cols * sizeof *w);
+    double *ref = test_alloc(n * sizeof *ref);
+    test_fill(x, n, 11 + si);
+    test_fill(b, cols, 12);
+    test_fill(w, cols, 13);
+    for (size_t i = 0; i < n; i++)
+      x[i] = 3.0f + 4.0f * x[i];
+    m2pt_host_layer_norm(NULL, x, w, b, 1e-5f, rows, cols, one);
+    double *xd = test_widen(x, n);
+    ref_layer_norm(xd, rows, cols, w, b, 1e-5f, ref);
+    test_assert_close(one, ref, n, 1e-4, "host layer_norm, caller's thread");
+    const unsigned threads[] = {1, 2, 3, 7};
+    for (size_t ti = 0; ti < sizeof threads / sizeof *threads; ti++) {
+      m2pt_host_pool *pool = m2pt_host_pool_create(threads[ti]);
+      assert_non_null(pool);
+      memset(y, 0xff, n * sizeof *y);
+      m2pt_host_layer_norm(pool, x, w, b, 1e-5f, rows, cols, y);
+      assert_memory_equal(y, one, n * sizeof *y);
+      memcpy(z, x, n * sizeof *z);
+      m2pt_host_layer_norm(pool, z, w, b, 1e-5f, rows, cols, z);
+      assert_memory_equal(z, one, n * sizeof *z);
+      m2pt_host_pool_destroy(pool);
+    }
+    free(xd);
+    free(ref);
+    free(x);
+    free(y);
+    free(one);
+    free(z);
+    free(b);
+    free(w);
+  }
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
@@ -427,6 +473,7 @@ int main(void)
       cmocka_unit_test(layer_norm_bad_inputs),
       cmocka_unit_test(gelu_and_add),
       cmocka_unit_test(host_math),
+      cmocka_unit_test(host_layer_norm_pooled),
       cmocka_unit_test(softmax_with_masks),
       cmocka_unit_test(attention_paths),
       cmocka_unit_test(fused_attention_memory),

@@ -297,6 +297,7 @@ _Static_assert(E_SLOTS <= M2PT_GEMM_HOST_EXTRAS, "the host work has a slot per e
 typedef struct host_fusion {
   const m2pt_linear_fusion *f;
   size_t rows, in, out;
+  m2pt_host_pool *pool; /* the context's, for the LayerNorms */
 } host_fusion;
 
 /* LayerNorm into x; the bias, GELU and residual are the GEMM's epilogue. */
@@ -304,7 +305,8 @@ static void host_before(void *user, float *c, float *const *e)
 {
   const host_fusion *h = user;
   if (h->f->pre_src)
-    m2pt_host_layer_norm(e[E_PRE_SRC], e[E_PRE_W], e[E_PRE_B], h->f->pre.eps, h->rows, h->in,
+    m2pt_host_layer_norm(h->pool, e[E_PRE_SRC], e[E_PRE_W], e[E_PRE_B], h->f->pre.eps, h->rows,
+                         h->in,
                          e[E_X]);
 }
 
@@ -312,7 +314,7 @@ static void host_after(void *user, float *c, float *const *e)
 {
   const host_fusion *h = user;
   if (h->f->post_out)
-    m2pt_host_layer_norm(c, e[E_POST_W], e[E_POST_B], h->f->post.eps, h->rows, h->out,
+    m2pt_host_layer_norm(h->pool, c, e[E_POST_W], e[E_POST_B], h->f->post.eps, h->rows, h->out,
                          e[E_POST_OUT]);
 }
 
@@ -327,7 +329,8 @@ static m2pt_status fused_on_host(m2pt_linear *l, cl_mem x, size_t rows,
                                  const m2pt_linear_fusion *f, cl_mem bias, cl_mem weight,
                                  cl_mem y)
 {
-  host_fusion h = {f, rows, l->in, l->out};
+  host_fusion h = {f, rows, l->in, l->out,
+                   f->pre_src || f->post_out ? m2pt_context_host_pool(l->ctx) : NULL};
   m2pt_gemm_host_work w = {.bias = bias,
                            .residual = f->residual,
                            .gelu = f->gelu,
