@@ -1,7 +1,11 @@
 /* The host worker pool (lib/common/host_pool.h): every worker index runs
  * once per run, on distinct threads of the pool's own, whatever the count
- * asked; runs from two threads at once are serialized. Host only, no
- * device. */
+ * asked; runs from two threads at once are serialized. The pool on
+ * libgomp's team: none before libgomp is in the process, then every index
+ * once per run, the caller the team's first thread, also where the team is
+ * smaller than asked (a run nested in a run) and from two threads at once.
+ * Host only, no device. */
+#include <dlfcn.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -29,11 +33,13 @@ static void count(void *arg, unsigned worker)
   t->who[worker] = pthread_self();
 }
 
-static void runs_each_worker_once(void **state)
+/* 200 runs of n = 0 .. 7 on pools of 1 .. 5 workers that `make` makes:
+ * every index below the clipped n once, on distinct threads, the caller
+ * among them (as worker 0) only where `caller_works`. */
+static void check_runs(m2pt_host_pool *(*make)(unsigned), int caller_works)
 {
-  (void)state;
   for (unsigned threads = 1; threads <= 5; threads++) {
-    m2pt_host_pool *pool = m2pt_host_pool_create(threads);
+    m2pt_host_pool *pool = make(threads);
     assert_non_null(pool);
     assert_int_equal(m2pt_host_pool_threads(pool), threads);
     for (unsigned round = 0; round < 200; round++) {
@@ -45,13 +51,19 @@ static void runs_each_worker_once(void **state)
       for (unsigned w = 0; w < MOST; w++)
         assert_int_equal(atomic_load(&t.calls[w]), w < ran);
       for (unsigned a = 0; a < ran; a++)
-        assert_false(pthread_equal(t.who[a], pthread_self()));
+        assert_int_equal(pthread_equal(t.who[a], pthread_self()) != 0, caller_works && a == 0);
       for (unsigned a = 0; a < ran; a++)
         for (unsigned b = a + 1; b < ran; b++)
           assert_false(pthread_equal(t.who[a], t.who[b]));
     }
     m2pt_host_pool_destroy(pool);
   }
+}
+
+static void runs_each_worker_once(void **state)
+{
+  (void)state;
+  check_runs(m2pt_host_pool_create, 0);
 }
 
 static void null_pool_is_the_caller_alone(void **state)
@@ -111,12 +123,60 @@ static void runs_from_two_threads_are_serialized(void **state)
   m2pt_host_pool_destroy(pool);
 }
 
+typedef struct nested {
+  m2pt_host_pool *pool;
+  tally inner[2];
+} nested;
+
+static void run_inner(void *arg, unsigned worker)
+{
+  nested *n = arg;
+  m2pt_host_pool_run(n->pool, 3, count, &n->inner[worker]);
+}
+
+static void openmp_pool(void **state)
+{
+  (void)state;
+  assert_null(m2pt_host_pool_create_openmp(0));
+  void *present = dlopen("libgomp.so.1", RTLD_LAZY | RTLD_NOLOAD);
+  if (!present)
+    assert_null(m2pt_host_pool_create_openmp(2)); /* never loads it */
+  else
+    dlclose(present);
+  void *gomp = dlopen("libgomp.so.1", RTLD_NOW | RTLD_GLOBAL);
+  if (!gomp)
+    skip();
+  check_runs(m2pt_host_pool_create_openmp, 1);
+  /* Nested: libgomp gives the inner runs a team of one thread. */
+  nested n;
+  memset(&n, 0, sizeof n);
+  n.pool = m2pt_host_pool_create_openmp(3);
+  assert_non_null(n.pool);
+  m2pt_host_pool_run(n.pool, 2, run_inner, &n);
+  for (unsigned o = 0; o < 2; o++)
+    for (unsigned w = 0; w < MOST; w++)
+      assert_int_equal(atomic_load(&n.inner[o].calls[w]), w < 3);
+  /* Two callers at once, each with a team of its own. */
+  tally t;
+  memset(&t, 0, sizeof t);
+  caller c = {n.pool, &t};
+  pthread_t other;
+  assert_int_equal(pthread_create(&other, NULL, call_many, &c), 0);
+  call_many(&c);
+  pthread_join(other, NULL);
+  for (unsigned w = 0; w < 3; w++)
+    assert_int_equal(atomic_load(&t.calls[w]), 600);
+  m2pt_host_pool_destroy(n.pool);
+  dlclose(gomp);
+}
+
 int main(void)
 {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(runs_each_worker_once),
       cmocka_unit_test(null_pool_is_the_caller_alone),
       cmocka_unit_test(runs_from_two_threads_are_serialized),
+      cmocka_unit_test(openmp_pool),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,9 +25,10 @@ typedef enum m2pt_attention_impl {
  * per device (quirk attention_kernel), the tiled kernel (GPUs), one shaped
  * for CPUs (query rows per work-item, keys in vectors), or on CPU devices
  * whose GEMMs run on the host and whose CPU has AVX-512, for dim_head 64,
- * the same in C on the host, on the context's own threads (one per
- * compute unit, each pinned to a CPU, started on first use and stopped by
- * m2pt_context_trim). Scratch memory comes from the context's workspace:
+ * the same in C on the host, on the context's host workers (oneDNN's
+ * OpenMP threads where it runs on libgomp, else threads of the context's
+ * own, one per compute unit, each pinned to a CPU; made on first use,
+ * released by m2pt_context_trim). Scratch memory comes from the context's workspace:
  * the GEMM path's [heads][N][N] scores; the CPU-shaped fused kernel's
  * copies of K (transposed) and V and a key bias, O(N); the host's, O(N)
  * per thread, from the heap (M2PT_ERR_OUT_OF_MEMORY where it fails).

@@ -122,9 +122,10 @@ static inline m2pt_context_options m2pt_context_options_default(void)
  * frees it with m2pt_context_destroy. On failure *ctx is NULL and
  * m2pt_last_error(NULL) says why. The first context (created or wrapped)
  * whose GEMMs could run on oneDNN loads it, and before that sets
- * OMP_WAIT_POLICY=passive in the process environment where it is unset and
- * libgomp not yet loaded (setenv: no other thread should read or change the
- * environment meanwhile).
+ * OMP_WAIT_POLICY=passive and GOMP_SPINCOUNT=10000 (idle OpenMP threads
+ * watch for work about 0.1 ms, then sleep) in the process environment where
+ * both are unset and libgomp not yet loaded (setenv: no other thread should
+ * read or change the environment meanwhile).
  * Errors: M2PT_ERR_INVALID_ARGUMENT (ctx NULL, struct_size not set, unknown
  * binary_cache value or flags, empty selector, a malformed $M2PT_QUIRKS),
  * M2PT_ERR_UNSUPPORTED (options from a newer m2pt than this library:
@@ -176,8 +177,8 @@ M2PT_API m2pt_status m2pt_context_stats(const m2pt_context *ctx, m2pt_stats *sta
  * keep for reuse) after the queue has finished; the next call that needs
  * scratch allocates it again. What a block's training forward saved there
  * goes too: m2pt_block_backward then needs a new training forward. The
- * host threads of CPU devices' host paths stop too (started again when next
- * needed). Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_OPENCL. */
+ * threads of CPU devices' host paths that the context started stop too
+ * (started again when next needed; OpenMP's are the runtime's). Errors: M2PT_ERR_INVALID_ARGUMENT, M2PT_ERR_OPENCL. */
 M2PT_API m2pt_status m2pt_context_trim(m2pt_context *ctx);
 
 /* Zeroes the counters, except device_bytes_live; peak restarts from live. */

@@ -196,8 +196,12 @@ m2pt_status m2pt_context_trim(m2pt_context *ctx)
 
 struct m2pt_host_pool *m2pt_context_host_pool(m2pt_context *ctx)
 {
+  const unsigned threads = ctx->info.compute_units ? ctx->info.compute_units : 1;
+  /* oneDNN's OpenMP team where it has one (common/host_pool.h says why). */
   if (!ctx->host_pool)
-    ctx->host_pool = m2pt_host_pool_create(ctx->info.compute_units ? ctx->info.compute_units : 1);
+    ctx->host_pool = m2pt_host_pool_create_openmp(threads);
+  if (!ctx->host_pool)
+    ctx->host_pool = m2pt_host_pool_create(threads);
   return ctx->host_pool;
 }
 

@@ -73,7 +73,7 @@ struct m2pt_context {
   m2pt_kernel_tally *tallies;  /* M2PT_KERNEL_TALLIES slots */
   size_t tally_count;
 
-  /* The host paths' worker threads (common/host_pool.h): NULL until
+  /* The host paths' workers (common/host_pool.h): NULL until
    * m2pt_context_host_pool makes them, and after m2pt_context_trim. */
   struct m2pt_host_pool *host_pool;
 };
@@ -86,9 +86,10 @@ struct m2pt_tensor {
   size_t numel;
 };
 
-/* ctx's pool of host worker threads, one per compute unit of its device
- * (a CPU device: its cores), started on the first call; NULL where they
- * cannot be, and the caller then works alone. */
+/* ctx's pool of host workers, one per compute unit of its device (a CPU
+ * device: its cores), made on the first call: on the process's OpenMP
+ * team where libgomp is loaded (oneDNN's GEMMs run there), else threads of
+ * its own; NULL where neither can be, and the caller then works alone. */
 struct m2pt_host_pool *m2pt_context_host_pool(m2pt_context *ctx);
 
 /* Checks that a tensor argument is non-NULL and belongs to ctx. */

@@ -14,32 +14,46 @@ static m2pt_onednn_api api;
 static int loaded;
 static char failure[256];
 
-/* Before libgomp starts, passive unless the environment says otherwise or
- * it has started already; 1 when it set the variable. setenv runs once,
- * under pthread_once, while the first CPU context is created. */
-static int prefer_passive_threads(void)
+/* Before libgomp starts: idle threads that watch for the next parallel
+ * region for about 0.1 ms (GOMP_SPINCOUNT 10^4, about 100 µs here) and then
+ * sleep, unless the environment says otherwise or libgomp has started
+ * already; 1 when it set the variables. libgomp's default (3 × 10^5 spins,
+ * ~3 ms) takes a core from PoCL's kernels between the GEMMs; sleeping at
+ * once (passive) makes each GEMM wake its threads, 60-80 µs on these VMs
+ * (README, Performance). setenv runs once, under pthread_once, while the
+ * first CPU context is created. */
+static int prefer_short_spin(void)
 {
-  if (getenv("OMP_WAIT_POLICY"))
+  if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
     return 0;
   void *gomp = dlopen("libgomp.so.1", RTLD_LAZY | RTLD_NOLOAD);
   if (gomp) {
     dlclose(gomp);
     return 0;
   }
-  return setenv("OMP_WAIT_POLICY", "passive", 0) == 0;
+  /* passive with a spin count: libgomp spins that long, then sleeps. */
+  return setenv("OMP_WAIT_POLICY", "passive", 0) == 0 && setenv("GOMP_SPINCOUNT", "10000", 0) == 0;
+}
+
+/* Undoes prefer_short_spin where oneDNN is not loaded after all. */
+static void unset_spin(int set)
+{
+  if (set) {
+    unsetenv("OMP_WAIT_POLICY");
+    unsetenv("GOMP_SPINCOUNT");
+  }
 }
 
 static void load(void)
 {
-  const int set = prefer_passive_threads();
+  const int set = prefer_short_spin();
   /* Never closed once complete: its JIT code and caches live until the
    * process ends. */
   void *lib = dlopen(SONAME(DNNL_VERSION_MAJOR), RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
     snprintf(failure, sizeof failure, "oneDNN could not be loaded: %s", dlerror());
     /* Without oneDNN the environment is left as the application gave it. */
-    if (set)
-      unsetenv("OMP_WAIT_POLICY");
+    unset_spin(set);
     return;
   }
   /* POSIX's way to store dlsym's object pointer into a function pointer. */
@@ -59,8 +73,7 @@ static void load(void)
 fail:
   snprintf(failure, sizeof failure, "oneDNN's %s lacks %s", SONAME(DNNL_VERSION_MAJOR), missing);
   dlclose(lib);
-  if (set)
-    unsetenv("OMP_WAIT_POLICY");
+  unset_spin(set);
 }
 
 const m2pt_onednn_api *m2pt_onednn_load(const char **why)

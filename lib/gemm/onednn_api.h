@@ -1,16 +1,16 @@
 /* oneDNN, loaded when a CPU context first wants it rather than linked.
  *
  * Why: oneDNN's CPU runtime is OpenMP (Debian's libdnnl links libgomp),
- * and libgomp's threads spin for a while after each parallel region unless
- * OMP_WAIT_POLICY=passive, which libgomp reads once, when it is loaded. On
- * a CPU device m2pt alternates oneDNN's GEMMs with PoCL's kernels on the
- * same cores, and the spinning worker takes a core from them: a ViT-B/16
- * forward on 2 cores ran 7–10% faster with passive (README, Performance).
- * Loading oneDNN ourselves lets m2pt make passive the default before libgomp
- * starts — only where the environment does not set OMP_WAIT_POLICY and the
- * process has not loaded libgomp already (an application using OpenMP keeps
- * its own settings). It also makes oneDNN optional at run time: without its
- * library the OpenBLAS backend runs. */
+ * whose idle threads spin for ~3 ms after each parallel region unless told
+ * otherwise through OMP_WAIT_POLICY and GOMP_SPINCOUNT, which libgomp reads
+ * once, when it is loaded. On a CPU device m2pt alternates oneDNN's GEMMs
+ * with PoCL's kernels on the same cores, and a spinning worker takes a core
+ * from them; a worker that sleeps at once must be woken for every GEMM,
+ * 60-80 µs on these VMs. Loading oneDNN ourselves lets m2pt choose a short
+ * spin (about 0.1 ms) before libgomp starts — only where the environment
+ * sets neither variable and the process has not loaded libgomp already (an
+ * application using OpenMP keeps its own settings). It also makes oneDNN
+ * optional at run time: without its library the OpenBLAS backend runs. */
 #ifndef M2PT_GEMM_ONEDNN_API_H
 #define M2PT_GEMM_ONEDNN_API_H
 
@@ -43,7 +43,7 @@ typedef struct m2pt_onednn_api {
 #undef M2PT_ONEDNN_FIELD
 
 /* Loads oneDNN once per process (thread-safe), first setting
- * OMP_WAIT_POLICY=passive as said above. Returns the functions, or NULL
+ * OMP_WAIT_POLICY=passive and GOMP_SPINCOUNT=10000 as said above. Returns the functions, or NULL
  * with *why pointing at the reason (a static string). */
 const m2pt_onednn_api *m2pt_onednn_load(const char **why);
 
