@@ -15,13 +15,14 @@ static int loaded;
 static char failure[256];
 
 /* Before libgomp starts: idle threads that watch for the next parallel
- * region for about 0.1 ms (GOMP_SPINCOUNT 10^4, about 100 µs here) and then
- * sleep, unless the environment says otherwise or libgomp has started
- * already; 1 when it set the variables. libgomp's default (3 × 10^5 spins,
- * ~3 ms) takes a core from PoCL's kernels between the GEMMs; sleeping at
- * once (passive) makes each GEMM wake its threads, 60-80 µs on these VMs
- * (README, Performance). setenv runs once, under pthread_once, while the
- * first CPU context is created. */
+ * region for about 0.1 ms (GOMP_SPINCOUNT 10^4 with a passive policy:
+ * libgomp spins that long, then sleeps), unless the environment sets
+ * either variable or libgomp has started already; 1 when it set them.
+ * libgomp's default (3 × 10^5 spins, ~3 ms) takes a core from PoCL's
+ * kernels between the GEMMs; sleeping at once (passive alone) makes each
+ * GEMM wake its threads, 60-80 µs on these VMs (README, Performance).
+ * setenv runs once, under pthread_once, while the first CPU context is
+ * created. */
 static int prefer_short_spin(void)
 {
   if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"))
@@ -31,8 +32,9 @@ static int prefer_short_spin(void)
     dlclose(gomp);
     return 0;
   }
-  /* passive with a spin count: libgomp spins that long, then sleeps. */
-  return setenv("OMP_WAIT_POLICY", "passive", 0) == 0 && setenv("GOMP_SPINCOUNT", "10000", 0) == 0;
+  const int policy = setenv("OMP_WAIT_POLICY", "passive", 0) == 0;
+  const int spin = setenv("GOMP_SPINCOUNT", "10000", 0) == 0;
+  return policy || spin;
 }
 
 /* Undoes prefer_short_spin where oneDNN is not loaded after all. */
