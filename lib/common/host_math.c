@@ -216,10 +216,8 @@ static void layer_norm_part(void *arg, unsigned worker)
 void m2pt_host_layer_norm(m2pt_host_pool *pool, const float *x, const float *weight,
                           const float *bias, float eps, size_t rows, size_t dim, float *y)
 {
-  unsigned parts = m2pt_host_pool_threads(pool);
-  if (rows * dim < LAYER_NORM_POOLED_ELEMS || rows < parts)
-    parts = 1;
-  if (parts == 1) {
+  const unsigned parts = m2pt_host_pool_threads(pool);
+  if (parts == 1 || rows < parts || rows * dim < LAYER_NORM_POOLED_ELEMS) {
     layer_norm_best(x, weight, bias, eps, rows, dim, y);
     return;
   }

@@ -306,8 +306,7 @@ static void host_before(void *user, float *c, float *const *e)
   const host_fusion *h = user;
   if (h->f->pre_src)
     m2pt_host_layer_norm(h->pool, e[E_PRE_SRC], e[E_PRE_W], e[E_PRE_B], h->f->pre.eps, h->rows,
-                         h->in,
-                         e[E_X]);
+                         h->in, e[E_X]);
 }
 
 static void host_after(void *user, float *c, float *const *e)
